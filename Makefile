@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` (the main job end to end on embedded defaults) and
+# `make test` (the whole suite). Both create .venv from the lock file if it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export EWS_DEMO_HOME ?= $(CURDIR)/.ews-demo
+
+.PHONY: demo test bench install lock clean-demo browser
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Re-resolve the lock file after changing dependencies in pyproject.toml.
+lock:
+	@$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+demo: $(STAMP)
+	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
+
+test: $(STAMP)
+	@$(PY) -m pytest -q tests
+
+# Benchmarks measure the figures named in the issues; they are slow and run outside CI.
+bench: $(STAMP)
+	@$(PY) -m benchmarks.run
+
+clean-demo:
+	rm -rf "$(EWS_DEMO_HOME)"

@@ -1,0 +1,46 @@
+"""`ews`: one command for every stage of the dropout early-warning service.
+
+Each stage owns its commands (features/, training/, serving/, monitoring/); this module only
+assembles them so `ews --help` lists the whole flow in order.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ews",
+    help=(
+        "Dropout early-warning service for Thai basic education.\n\n"
+        "The flow: simulate (or receive) deliveries -> ingest -> link -> features -> trainset -> "
+        "train -> promote -> score -> serve -> monitor. Everything is kept under EWS_HOME "
+        "(default ~/.ews)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Dropout early-warning service for Thai basic education."""
+
+
+def _register() -> None:
+    # Imported here, not at module top, so `import ews.cli` stays cheap and side-effect free.
+    from features import cli as features_cli
+
+    features_cli.register(app)
+    for module in ("training.cli", "serving.cli", "monitoring.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,406 @@
+"""The source-data contract: one schema per delivered source, readable by a data officer.
+
+Every later stage relies on these names. A delivery is a folder holding `delivery.json`
+(which system sent it and the date it was delivered: the date its rows *became known*) and one
+or more CSV files, each named after a source below (`dmc_census.csv`, `attendance.csv`, ...).
+Every row also carries the date it *describes* (the source's `describes` column), so later stages
+can build features only from what was known at a scoring round's as-of date.
+
+The contract is enforced by ingestion (`features.ingest`), which turns each column's rules into
+set-based SQL; `ews contract` prints the same tables as Markdown (see CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from features.ids import GRADES
+
+Kind = Literal[
+    "text",  # free Thai/English text, UTF-8
+    "int",  # whole number, optional min/max
+    "float",  # decimal number, optional min/max
+    "date",  # YYYY-MM-DD; a Buddhist-Era year (25xx) is repaired to CE and logged
+    "year_month",  # YYYY-MM (CE; BE repaired and logged)
+    "be_year",  # academic year in the Buddhist Era, e.g. 2568; a CE year is repaired and logged
+    "enum",  # one of `allowed`
+    "flag",  # 0 or 1
+    "student_id",  # 13-digit citizen ID (check digit) or G-code; may be missing where allowed
+    "school_code",  # 10 digits, must be in the school registry
+    "tambon_code",  # 6 digits, must be in the area registry
+    "grade",  # K1-K3, P1-P6, M1-M6
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    en: str
+    th: str
+    required: bool = True
+    allowed: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    identity: bool = False  # personal data: kept only in the identity vault, never in the warehouse
+    references_registry: bool = True  # for school_code / tambon_code kinds
+
+    def rule_text(self) -> str:
+        """The rule as a data officer reads it."""
+        parts: list[str] = ["required" if self.required else "may be empty"]
+        kind_text = {
+            "text": "text (UTF-8)",
+            "int": "whole number",
+            "float": "number",
+            "date": "date YYYY-MM-DD (CE; a BE year such as 2551 is converted and logged)",
+            "year_month": "month YYYY-MM (CE; BE converted and logged)",
+            "be_year": "Buddhist-Era year, e.g. 2568 (a CE year such as 2025 is converted and logged)",
+            "enum": "one of: " + ", ".join(self.allowed),
+            "flag": "0 or 1",
+            "student_id": "13-digit citizen ID with a valid check digit, or a G-code (G + 12 digits)",
+            "school_code": "10-digit school code present in the school registry",
+            "tambon_code": "6-digit tambon code present in the area registry",
+            "grade": "grade code " + ", ".join(GRADES),
+        }[self.kind]
+        if not self.references_registry:
+            kind_text = kind_text.split(" present in")[0] + " (this registry defines it)"
+        parts.append(kind_text)
+        if self.min is not None:
+            parts.append(f"≥ {self.min:g}")
+        if self.max is not None:
+            parts.append(f"≤ {self.max:g}")
+        if self.identity:
+            parts.append("personal data: stored only in the identity vault")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule across columns of one row; `sql` is a DuckDB boolean over typed columns that must hold."""
+
+    name: str
+    sql: str
+    message: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # also the CSV file name without .csv, and the warehouse table name
+    title_en: str
+    title_th: str
+    system: str  # who delivers it
+    columns: tuple[Column, ...]
+    describes: str | None  # the column holding the date a row describes (None: registry)
+    row_rules: tuple[RowRule, ...] = field(default_factory=tuple)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.csv"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+THAI_MARK_STATUS = ("ปกติ", "เสี่ยง", "มีปัญหา")  # normal / at-risk / problem
+SEX = ("M", "F")
+NATIONALITY = ("TH", "MM", "KH", "LA", "VN", "CN", "OTHER", "UNKNOWN")
+DISABILITY = (
+    "none", "visual", "hearing", "intellectual", "physical", "learning", "speech",
+    "behavioural", "autism", "multiple",
+)
+
+_ID = Column(
+    "student_id", "student_id", "Citizen ID (13 digits) or G-code of the student",
+    "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", required=False, identity=True,
+)
+_FIRST = Column("first_name", "text", "First name (Thai)", "ชื่อ", identity=True)
+_LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล", identity=True)
+_SEX = Column("sex", "enum", "Sex", "เพศ", allowed=SEX)
+_BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด")
+_SCHOOL = Column("school_code", "school_code", "School code (10 digits)", "รหัสโรงเรียน 10 หลัก")
+_YEAR = Column("academic_year", "be_year", "Academic year (BE)", "ปีการศึกษา (พ.ศ.)", min=2550, max=2700)
+_TERM = Column("term", "int", "Term (1 or 2)", "ภาคเรียน", min=1, max=2)
+
+CARE_DIMENSIONS = (
+    "learning", "behaviour_emotion", "health", "family", "safety", "substances",
+    "sexual_behaviour", "economic",
+)
+CCT_DIMENSIONS = (
+    "hh_dependants", "hh_no_own_house", "hh_poor_housing", "hh_no_farmland",
+    "hh_no_clean_water", "hh_no_electricity", "hh_no_vehicle", "hh_no_appliances",
+)
+_CCT_DIM_TEXT = {
+    "hh_dependants": ("Household carries dependants (disabled, chronically ill, elderly, no income)", "มีภาระพึ่งพิง"),
+    "hh_no_own_house": ("Household does not own its home (rents, lives free, squats)", "ไม่มีบ้านเป็นของตนเอง"),
+    "hh_poor_housing": ("Home in poor condition (dilapidated, makeshift materials)", "สภาพที่อยู่อาศัยชำรุด"),
+    "hh_no_farmland": ("No farm land (or under 1 rai)", "ไม่มีที่ดินทำกิน"),
+    "hh_no_clean_water": ("Drinking water not piped or bottled (well, rain, river)", "แหล่งน้ำดื่มไม่สะอาด"),
+    "hh_no_electricity": ("No mains electricity", "ไม่มีไฟฟ้า"),
+    "hh_no_vehicle": ("No working vehicle", "ไม่มียานพาหนะ"),
+    "hh_no_appliances": ("No working household appliances", "ไม่มีเครื่องใช้ไฟฟ้า"),
+}
+CARETAKERS = ("both_parents", "mother", "father", "grandparents", "relatives", "other")
+TRAVEL_MODES = ("walk", "bicycle", "motorcycle", "school_bus", "public", "boat", "other")
+AFFILIATIONS = ("OBEC", "OVEC", "NFE", "LAO", "OPEC", "BPP")
+EXIT_TYPES = (
+    "transfer_out", "completed", "dropout", "death", "moved_abroad", "to_vocational",
+    "to_non_formal", "to_work_training",
+)
+# OBEC dropout-tracking reason codes (ร.ร. tracking form); `exits.reason_code`.
+EXIT_REASONS: dict[str, tuple[str, str]] = {
+    "01": ("Transport difficulty", "ปัญหาการเดินทาง"),
+    "02": ("Health", "ปัญหาสุขภาพ"),
+    "03": ("Disability", "ความพิการ"),
+    "04": ("Family necessity (must work, care for family)", "ความจำเป็นของครอบครัว"),
+    "05": ("Low parental income", "ผู้ปกครองมีรายได้น้อย"),
+    "06": ("Social adjustment", "ปรับตัวไม่ได้"),
+    "07": ("Conduct", "มีปัญหาพฤติกรรม"),
+    "08": ("Over-age", "อายุเกินเกณฑ์"),
+    "09": ("Moved abroad", "ย้ายไปต่างประเทศ"),
+    "10": ("Death", "เสียชีวิต"),
+    "11": ("Family migration", "ย้ายตามผู้ปกครอง"),
+    "12": ("Marriage / pregnancy", "สมรส/ตั้งครรภ์"),
+    "20": ("Transferred to another school", "ย้ายสถานศึกษา"),
+    "21": ("Completed the programme", "จบการศึกษา"),
+    "22": ("Continued in vocational / non-formal / work training", "ศึกษาต่อสายอาชีพ/กศน./ฝึกอาชีพ"),
+}
+OTHER_SYSTEMS = ("OVEC", "NFE", "LAO", "OPEC", "BPP")
+OTHER_LEVELS = (
+    *GRADES, "PVC1", "PVC2", "PVC3", "NFE_PRIMARY", "NFE_LOWER_SEC", "NFE_UPPER_SEC",
+)
+WELFARE_LINKS = (
+    "disability_card", "chronic_illness", "bedridden_household_member", "teen_pregnancy",
+    "state_welfare_card",
+)
+WELFARE_AGENCIES = ("MOPH", "MSDHS", "NHSO", "MOF")
+TZD_STATUS = ("identified", "care_plan", "follow_up", "closed")
+TZD_OUTCOMES = ("returned_to_school", "non_formal", "work_training", "not_returned", "")
+EWE_STATUS = ("in_training", "qualified", "working_with_training")
+REGIONS = ("north", "northeast", "central", "east", "west", "south", "bangkok")
+SIZE_CLASSES = ("small", "medium", "large", "extra_large")
+
+SOURCES: dict[str, Source] = {}
+
+
+def _add(source: Source) -> None:
+    SOURCES[source.name] = source
+
+
+_add(Source(
+    "areas", "Area registry (tambon → amphoe → province)", "ทะเบียนพื้นที่", "DOPA / OBEC",
+    (
+        Column("tambon_code", "tambon_code", "Tambon code", "รหัสตำบล", references_registry=False),
+        Column("tambon_name", "text", "Tambon name", "ชื่อตำบล"),
+        Column("amphoe_code", "text", "Amphoe code (4 digits: province + amphoe)", "รหัสอำเภอ"),
+        Column("amphoe_name", "text", "Amphoe name", "ชื่ออำเภอ"),
+        Column("province_code", "text", "Province code (2 digits)", "รหัสจังหวัด"),
+        Column("province_name", "text", "Province name", "ชื่อจังหวัด"),
+        Column("region", "enum", "Region", "ภาค", allowed=REGIONS),
+    ),
+    describes=None,
+    row_rules=(
+        RowRule("amphoe_in_tambon", "substr(tambon_code, 1, 4) = amphoe_code",
+                "amphoe_code must be the first 4 digits of tambon_code", ("amphoe_code",)),
+        RowRule("province_in_tambon", "substr(tambon_code, 1, 2) = province_code",
+                "province_code must be the first 2 digits of tambon_code", ("province_code",)),
+    ),
+))
+_add(Source(
+    "schools", "School registry", "ทะเบียนสถานศึกษา", "OBEC and other systems",
+    (
+        Column("school_code", "school_code", "School code", "รหัสสถานศึกษา", references_registry=False),
+        Column("school_name", "text", "School name", "ชื่อสถานศึกษา"),
+        Column("affiliation", "enum", "Affiliation", "สังกัด", allowed=AFFILIATIONS),
+        Column("tambon_code", "tambon_code", "Tambon where the school stands", "ตำบลที่ตั้ง"),
+        Column("students", "int", "Enrolled students (last census)", "จำนวนนักเรียน", min=0, max=10000),
+        Column("size_class", "enum", "OBEC size class (≤120 small, ≤600 medium, ≤1500 large)", "ขนาดโรงเรียน", allowed=SIZE_CLASSES),
+        Column("remote", "flag", "Remote or hardship area school", "โรงเรียนพื้นที่ห่างไกล/ทุรกันดาร"),
+        Column("distance_km", "float", "Distance to the district town (km)", "ระยะทางถึงอำเภอ (กม.)", min=0, max=500),
+    ),
+    describes=None,
+))
+_add(Source(
+    "dmc_census", "OBEC DMC census enrolment", "ข้อมูลนักเรียนรายบุคคล DMC", "OBEC DMC",
+    (
+        Column("census_date", "date", "Census date (10 June or 10 November)", "วันที่นับข้อมูล"),
+        _YEAR, _TERM, _SCHOOL, _ID,
+        Column("prefix", "text", "Name prefix (เด็กชาย, เด็กหญิง, นาย, นางสาว)", "คำนำหน้า", required=False, identity=True),
+        _FIRST, _LAST, _SEX, _BIRTH,
+        Column("grade", "grade", "Grade", "ชั้น"),
+        Column("room", "int", "Room number", "ห้อง", min=1, max=30),
+        Column("nationality", "enum", "Nationality", "สัญชาติ", allowed=NATIONALITY),
+        Column("disability", "enum", "Disability type", "ประเภทความพิการ", allowed=DISABILITY),
+        Column("tambon_code", "tambon_code", "Tambon of the home address", "ตำบลที่อยู่"),
+    ),
+    describes="census_date",
+    row_rules=(
+        RowRule("age_plausible",
+                "date_diff('year', birth_date, census_date) BETWEEN 2 AND 25",
+                "birth date gives an age outside 2-25 years on the census date", ("birth_date",)),
+    ),
+))
+_add(Source(
+    "other_enrolment", "Enrolment in other systems (vocational, non-formal, local-government, private, BPP)",
+    "ข้อมูลผู้เรียนในระบบอื่น", "OVEC / NFE / LAO / OPEC / BPP",
+    (
+        Column("record_date", "date", "Date the enrolment was counted", "วันที่นับข้อมูล"),
+        Column("system", "enum", "Enrolling system", "ระบบ", allowed=OTHER_SYSTEMS),
+        _SCHOOL, _ID,
+        _FIRST, _LAST, _SEX, _BIRTH,
+        Column("level", "enum", "Level or grade", "ระดับชั้น", allowed=OTHER_LEVELS),
+    ),
+    describes="record_date",
+))
+_add(Source(
+    "ewe_training", "Workforce training paths (E-Workforce Ecosystem)", "ข้อมูลเส้นทางการพัฒนาทักษะ (EWE)", "TPQI",
+    (
+        Column("record_date", "date", "Date the status was recorded", "วันที่บันทึก"),
+        _ID, _FIRST, _LAST, _SEX, _BIRTH,
+        Column("programme_code", "text", "Training or qualification programme", "รหัสหลักสูตร"),
+        Column("status", "enum", "Status on the path", "สถานะ", allowed=EWE_STATUS),
+    ),
+    describes="record_date",
+))
+_add(Source(
+    "attendance", "Monthly attendance", "ข้อมูลการมาเรียนรายเดือน", "School MIS",
+    (
+        Column("year_month", "year_month", "Month described", "เดือน"),
+        _SCHOOL, _ID,
+        Column("school_days", "int", "School days in the month", "จำนวนวันเรียน", min=0, max=31),
+        Column("days_present", "int", "Days present", "มาเรียน", min=0, max=31),
+        Column("days_leave", "int", "Days on approved leave (sick, personal)", "ลา", min=0, max=31),
+        Column("days_absent", "int", "Days absent without leave", "ขาด", min=0, max=31),
+    ),
+    describes="year_month",
+    row_rules=(
+        RowRule("days_add_up", "days_present + days_leave + days_absent = school_days",
+                "days_present + days_leave + days_absent must equal school_days", ("school_days",)),
+    ),
+))
+_add(Source(
+    "grades", "Term grades (interim and final)", "ผลการเรียนรายภาค", "School MIS",
+    (
+        _YEAR, _TERM, _SCHOOL, _ID,
+        Column("assessment", "enum", "interim (mid-term) or final", "ประเภทการประเมิน", allowed=("interim", "final")),
+        Column("assessed_on", "date", "Date the marks were recorded", "วันที่บันทึกผล"),
+        Column("gpa", "float", "Grade point average of graded subjects", "เกรดเฉลี่ย", required=False, min=0, max=4),
+        Column("n_subjects", "int", "Subjects assessed", "จำนวนรายวิชา", min=1, max=20),
+        Column("n_mark_0", "int", "Subjects with mark 0 (fail)", "จำนวนวิชาที่ได้ 0", min=0, max=20),
+        Column("n_mark_r", "int", "Subjects with mark ร (incomplete)", "จำนวนวิชาที่ติด ร", min=0, max=20),
+        Column("n_mark_ms", "int", "Subjects with mark มส (not allowed to sit: attendance < 80%)", "จำนวนวิชาที่ติด มส", min=0, max=20),
+        Column("n_mark_mp", "int", "Activities with mark มผ (not passed)", "จำนวนกิจกรรมที่ มผ", min=0, max=20),
+    ),
+    describes="assessed_on",
+    row_rules=(
+        RowRule("marks_within_subjects", "n_mark_0 + n_mark_r + n_mark_ms <= n_subjects",
+                "more failing marks than subjects", ("n_subjects",)),
+    ),
+))
+_add(Source(
+    "cct_screening", "CCT poverty screening (form นร.01)", "ข้อมูลคัดกรองนักเรียนยากจน (นร.01)", "EEF",
+    (
+        _YEAR, _TERM, _SCHOOL, _ID, _FIRST, _LAST,
+        Column("screened_on", "date", "Date of the home visit", "วันที่คัดกรอง"),
+        Column("household_size", "int", "Household members", "จำนวนสมาชิกในครัวเรือน", min=1, max=30),
+        Column("income_per_person", "int", "Household income per person per month (baht)", "รายได้เฉลี่ยต่อคนต่อเดือน (บาท)", min=0, max=200000),
+        *(Column(d, "flag", *_CCT_DIM_TEXT[d]) for d in CCT_DIMENSIONS),
+        Column("caretaker", "enum", "Who cares for the child", "ผู้ดูแลนักเรียน", allowed=CARETAKERS),
+        Column("travel_minutes", "int", "Travel time to school (minutes)", "เวลาเดินทาง (นาที)", min=0, max=300),
+        Column("travel_mode", "enum", "Main way to school", "วิธีเดินทาง", allowed=TRAVEL_MODES),
+    ),
+    describes="screened_on",
+))
+_add(Source(
+    "care_screening", "Student-care system screening (step 2)", "ผลคัดกรองระบบดูแลช่วยเหลือนักเรียน", "OBEC",
+    (
+        _YEAR, _TERM, _SCHOOL, _ID,
+        Column("screened_on", "date", "Date of screening", "วันที่คัดกรอง"),
+        *(Column(d, "enum", f"Screening result: {d.replace('_', ' ')}", f"ด้าน{d}", allowed=THAI_MARK_STATUS)
+          for d in CARE_DIMENSIONS),
+    ),
+    describes="screened_on",
+))
+_add(Source(
+    "welfare_links", "Welfare and health links (MOPH, MSDHS, NHSO, MOF)", "ข้อมูลเชื่อมโยงสวัสดิการและสุขภาพ", "other ministries",
+    (
+        Column("record_date", "date", "Date the link became valid", "วันที่มีผล"),
+        _ID,
+        Column("agency", "enum", "Agency", "หน่วยงาน", allowed=WELFARE_AGENCIES),
+        Column("link_type", "enum", "What the link says", "ประเภทข้อมูล", allowed=WELFARE_LINKS),
+    ),
+    describes="record_date",
+))
+_add(Source(
+    "exits", "Transfers and exits with reason codes", "ข้อมูลการย้าย/ออกกลางคัน", "OBEC",
+    (
+        Column("exit_date", "date", "Date the student left", "วันที่ออก"),
+        _SCHOOL, _ID, _FIRST, _LAST,
+        Column("grade", "grade", "Grade when leaving", "ชั้น"),
+        Column("exit_type", "enum", "Type of exit", "ประเภทการออก", allowed=EXIT_TYPES),
+        Column("reason_code", "enum", "OBEC reason code", "รหัสสาเหตุ", allowed=tuple(EXIT_REASONS)),
+        Column("destination_school_code", "school_code", "Destination school, when known", "สถานศึกษาปลายทาง", required=False),
+    ),
+    describes="exit_date",
+))
+_add(Source(
+    "tzd_cases", "Thailand Zero Dropout case records", "ข้อมูลกรณีเด็กนอกระบบ (TZD)", "TZD / EEF",
+    (
+        Column("case_id", "text", "Case number", "เลขที่กรณี"),
+        Column("updated_on", "date", "Date of this case status", "วันที่ปรับปรุง"),
+        _ID, _FIRST, _LAST, _SEX, _BIRTH,
+        Column("tambon_code", "tambon_code", "Tambon where the child was found", "ตำบลที่พบ"),
+        Column("status", "enum", "Case stage", "สถานะ", allowed=TZD_STATUS),
+        Column("outcome", "enum", "Outcome of a closed case", "ผลการช่วยเหลือ", required=False, allowed=TZD_OUTCOMES),
+    ),
+    describes="updated_on",
+))
+
+REGISTRY_SOURCES = ("areas", "schools")
+
+
+def identity_columns(source: Source) -> tuple[str, ...]:
+    return tuple(c.name for c in source.columns if c.identity)
+
+
+def contract_markdown() -> str:
+    """The contract as Markdown tables, for CONTRACT.md and `ews contract`."""
+    out = [
+        "# Source-data contract",
+        "",
+        "A delivery is a folder with `delivery.json` and CSV files named after the sources below.",
+        "",
+        "```json",
+        '{"delivery_id": "2568-06-30_dmc_census", "system": "OBEC DMC", "delivered_on": "2025-06-30"}',
+        "```",
+        "",
+        "`delivered_on` is the date the rows became known; every row also carries the date it describes.",
+        "Files are UTF-8 CSV with a header row (TIS-620 / Windows-874 files are detected, converted and",
+        "reported). Columns marked *personal data* go only to the identity vault; the warehouse keeps a keyed",
+        "token instead.",
+        "",
+    ]
+    for s in SOURCES.values():
+        out += [
+            f"## `{s.file_name}` — {s.title_en} ({s.title_th})",
+            "",
+            f"Delivered by: {s.system}. "
+            + (f"Date described: `{s.describes}`." if s.describes else "Registry: describes the delivery date."),
+            "",
+            "| column | ความหมาย | meaning | rule |",
+            "|---|---|---|---|",
+        ]
+        for c in s.columns:
+            out.append(f"| `{c.name}` | {c.th} | {c.en} | {c.rule_text()} |")
+        for r in s.row_rules:
+            out.append(f"| *row rule* `{r.name}` | | | {r.message} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,22 @@
+"""Keyed pseudonyms: id tokens for delivered identifiers, and the student_key.
+
+Both are HMAC-SHA256 with the deployment's secret (EWS_HOME/keys/pseudonym.key), so nobody
+without the key can recompute a token from a citizen ID, and the same ID always gives the same
+token within a deployment. Tokens are computed over *distinct* identifiers only (one HMAC per
+child, not per row), then joined back to rows set-based.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+
+def id_token(key: bytes, normalised_id: str) -> str:
+    """Token of a delivered student identifier (citizen ID or G-code, as normalised)."""
+    return hmac.new(key, b"id:" + normalised_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def student_key(key: bytes, anchor: str) -> str:
+    """The pseudonymous key of one real child; `anchor` is the linkage cluster's stable anchor."""
+    return "S" + hmac.new(key, b"student:" + anchor.encode("utf-8"), hashlib.sha256).hexdigest()[:20]
