@@ -9,6 +9,7 @@ feeds both forms the same values and requires the same answers.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 BE_OFFSET = 543  # Buddhist Era year = Common Era year + 543
 
@@ -23,7 +24,7 @@ GRADE_TH: dict[str, str] = {
     **{f"M{i}": f"ม.{i}" for i in range(1, 7)},
 }
 # Typical age on 10 June for a child in each grade, used for the over-age rule and the simulator.
-GRADE_TYPICAL_AGE: dict[str, int] = {g: 4 + i for i, g in enumerate(GRADES)}
+GRADE_TYPICAL_AGE: dict[str, int] = {g: 3 + i for i, g in enumerate(GRADES)}  # K1 3, P1 6, M1 12, M6 17
 
 _CITIZEN_RE = re.compile(r"^[0-9]{13}$")
 _GCODE_RE = re.compile(r"^G[0-9]{12}$")
@@ -58,9 +59,9 @@ def id_kind(value: str | None) -> str:
     'invalid'   present but neither (typo, wrong length, bad check digit)
     'missing'   empty
     """
-    if value is None or value.strip() == "":
+    v = normalise_id(value)
+    if v is None:
         return "missing"
-    v = value.strip()
     if is_gcode(v):
         return "gcode"
     if is_valid_citizen_id(v):
@@ -68,11 +69,18 @@ def id_kind(value: str | None) -> str:
     return "invalid"
 
 
+# Characters stripped from a delivered ID: ASCII whitespace, the display dashes, every Unicode
+# space separator (the no-break space spreadsheets produce), zero-width space and the BOM.
+_ID_STRIP = set("\t\n\v\f\r -\u200b\ufeff")
+
+
 def normalise_id(value: str | None) -> str | None:
     """Trim spaces and dashes (1-2345-67890-12-3 is a common display form); upper-case G."""
     if value is None:
         return None
-    v = re.sub(r"[\s\-]", "", value).upper()
+    v = "".join(
+        ch for ch in value if ch not in _ID_STRIP and unicodedata.category(ch) not in ("Zs", "Zl", "Zp")
+    ).upper()
     return v or None
 
 
@@ -123,4 +131,4 @@ def sql_id_kind(x: str) -> str:
 
 
 def sql_normalise_id(x: str) -> str:
-    return f"NULLIF(upper(regexp_replace({x}, '[\\s\\-]', '', 'g')), '')"
+    return f"NULLIF(upper(regexp_replace({x}, '[\\t\\n\\x{{0B}}\\f\\r \\-\\p{{Z}}\\x{{200B}}\\x{{FEFF}}]', '', 'g')), '')"

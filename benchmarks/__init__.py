@@ -1,0 +1,1 @@
+"""Benchmarks: slow measurements outside CI (`make bench`)."""

@@ -1,0 +1,110 @@
+"""Benchmark ingestion: rows/s and peak memory on a synthetic delivery (or a folder you give).
+
+    python -m benchmarks.bench_ingest --rows 5000000           # attendance rows (+ grades, 40%)
+    python -m benchmarks.bench_ingest --folder DELIVERIES_DIR  # e.g. the simulator's output
+
+Writes bench-out/ingest-<label>.json. The synthetic generator is vectorised (numpy + pandas) and
+includes a small share of faults (bad days, unknown schools, BE months, duplicates) so the
+quarantine and repair paths are measured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.home import EwsHome
+from features.ids import citizen_id_check_digit
+from features.ingest.pipeline import ingest_path
+from features.ingest.sample import registry_rows, write_delivery
+
+
+def _ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n valid citizen IDs from about n/10 children (vectorised check digits)."""
+    kids = rng.integers(10**10, 10**11, max(n // 10, 1))
+    first12 = np.char.add("1", kids.astype(str))
+    d = np.stack([(kids // 10 ** (10 - i)) % 10 for i in range(11)], axis=1)
+    total = 13 * 1 + (d * np.arange(12, 1, -1)).sum(axis=1)
+    check = (11 - total % 11) % 10
+    assert citizen_id_check_digit(first12[0]) == check[0]
+    ids = np.char.add(first12, check.astype(str))
+    return ids[rng.integers(0, len(ids), n)]
+
+
+def synth(folder: Path, rows: int, seed: int = 0) -> int:
+    rng = np.random.default_rng(seed)
+    reg = registry_rows()
+    write_delivery(folder / "reg", "bench-reg", reg, delivered_on="2025-01-01")
+    schools = np.array([r["school_code"] for r in reg["schools"]] + ["9999999999"])
+    sid = _ids(rng, rows)
+    present = rng.integers(10, 19, rows)
+    att = pd.DataFrame({
+        "year_month": np.where(rng.random(rows) < 0.01, "2568-06", "2025-06"),
+        "school_code": schools[np.where(rng.random(rows) < 0.002, 2, rng.integers(0, 2, rows))],
+        "student_id": sid,
+        "school_days": 20,
+        "days_present": present,
+        "days_leave": 1,
+        "days_absent": 19 - present + (rng.random(rows) < 0.001),
+    })
+    d = folder / "data"
+    d.mkdir(parents=True)
+    att.to_csv(d / "attendance.csv", index=False, lineterminator="\n")
+    g = rows * 2 // 5
+    grades = pd.DataFrame({
+        "academic_year": np.where(rng.random(g) < 0.01, "2025", "2568"), "term": rng.integers(1, 3, g),
+        "school_code": schools[rng.integers(0, 2, g)], "student_id": sid[:g],
+        "assessment": "final", "assessed_on": "2025-09-30", "gpa": np.round(rng.random(g) * 4, 2),
+        "n_subjects": 8, "n_mark_0": rng.integers(0, 3, g), "n_mark_r": 0, "n_mark_ms": 0, "n_mark_mp": 0,
+    })
+    grades.to_csv(d / "grades.csv", index=False, lineterminator="\n")
+    (d / "delivery.json").write_text(json.dumps({"delivery_id": "bench-data", "system": "bench", "delivered_on": "2025-10-01"}))
+    return rows + g
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--folder", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        if args.folder:
+            folder, label = args.folder, args.folder.name
+        else:
+            folder, label = work / "in", f"{args.rows}"
+            t0 = time.perf_counter()
+            synth(folder, args.rows)
+            print(f"generated in {time.perf_counter() - t0:.1f}s")
+        size = sum(p.stat().st_size for p in folder.rglob("*.csv"))
+        home = EwsHome(root=work / "home")
+        t0 = time.perf_counter()
+        report = ingest_path(folder, home)
+        secs = time.perf_counter() - t0
+        tot = report.totals()
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = {
+            "label": label, "rows_received": tot.received, "accepted": tot.accepted,
+            "quarantined": tot.quarantined, "repaired": tot.repaired, "csv_bytes": size,
+            "seconds": round(secs, 2), "rows_per_second": round(tot.received / secs),
+            "mb_per_second": round(size / 1e6 / secs, 1), "peak_rss_mb": round(peak_mb),
+            "warehouse_mb": round(home.warehouse.stat().st_size / 1e6, 1),
+        }
+        args.out.mkdir(exist_ok=True)
+        (args.out / f"ingest-{label}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

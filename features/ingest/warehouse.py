@@ -1,0 +1,150 @@
+"""The warehouse: one DuckDB file under EWS_HOME holding accepted rows, quarantine, repairs, the log.
+
+Table names are a contract with later stages (linkage, point-in-time features):
+  src_<source>    accepted rows: delivery_id, source_file, source_line, known_at, then the
+                  contract's non-identity columns, typed; `student_id` is replaced, in place, by
+                  id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind
+  quarantine      one row per problem (a row with several problems has several entries)
+  repairs         every value changed on the way in (BE/CE years), raw and repaired
+  ingested_files  per-file accounting: received = accepted + quarantined
+  deliveries      one row per ingested delivery, with the hash of its manifest
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime
+
+import duckdb
+from pydantic import BaseModel
+
+from features.contract import SOURCES, Column, Source
+from features.home import EwsHome
+
+SQL_TYPES: dict[str, str] = {
+    "date": "DATE", "year_month": "DATE", "be_year": "INTEGER", "int": "INTEGER", "float": "DOUBLE",
+    "flag": "BOOLEAN", "enum": "VARCHAR", "text": "VARCHAR", "grade": "VARCHAR",
+    "school_code": "VARCHAR", "tambon_code": "VARCHAR",
+}
+META_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("delivery_id", "VARCHAR"), ("source_file", "VARCHAR"), ("source_line", "BIGINT"), ("known_at", "DATE"),
+)
+
+
+def table_name(source: Source) -> str:
+    return f"src_{source.name}"
+
+
+def has_student_id(source: Source) -> bool:
+    return "student_id" in source.column_names
+
+
+def warehouse_columns(source: Source) -> list[tuple[str, str]]:
+    """(name, SQL type) of src_<source>, in order."""
+    cols: list[tuple[str, str]] = list(META_COLUMNS)
+    for c in source.columns:
+        if c.name == "student_id":
+            cols += [("id_token", "VARCHAR"), ("id_kind", "VARCHAR")]
+        elif not c.identity:
+            cols.append((c.name, SQL_TYPES[c.kind]))
+    return cols
+
+
+def stored_columns(source: Source) -> list[Column]:
+    """Contract columns that reach the warehouse as themselves (not identity)."""
+    return [c for c in source.columns if not c.identity]
+
+
+def schema_ddl(prefix: str = "") -> list[str]:
+    """CREATE TABLE IF NOT EXISTS statements for the whole warehouse (`prefix` e.g. 'wh.')."""
+    out = []
+    for s in SOURCES.values():
+        cols = ", ".join(f'"{n}" {t}' for n, t in warehouse_columns(s))
+        out.append(f"CREATE TABLE IF NOT EXISTS {prefix}{table_name(s)} ({cols})")
+    out += [
+        f"""CREATE TABLE IF NOT EXISTS {prefix}quarantine (delivery_id VARCHAR, source_file VARCHAR,
+            source_line BIGINT, column_name VARCHAR, rule VARCHAR, reason VARCHAR, value VARCHAR)""",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}repairs (delivery_id VARCHAR, source_file VARCHAR,
+            source_line BIGINT, column_name VARCHAR, raw_value VARCHAR, repaired_value VARCHAR, rule VARCHAR)""",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}ingested_files (delivery_id VARCHAR, source_file VARCHAR,
+            source VARCHAR, sha256 VARCHAR, encoding VARCHAR, received BIGINT, accepted BIGINT,
+            quarantined BIGINT, repaired BIGINT, ingested_at TIMESTAMP)""",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}deliveries (delivery_id VARCHAR PRIMARY KEY, system VARCHAR,
+            delivered_on DATE, folder VARCHAR, manifest_sha256 VARCHAR, ingested_at TIMESTAMP)""",
+    ]
+    return out
+
+
+def configure(con: duckdb.DuckDBPyConnection, home: EwsHome, *, keep_order: bool = False) -> None:
+    """Memory-bounded settings: big deliveries spill to disk instead of growing without limit.
+    The spill folder is inside the vault because staging data still holds raw identifiers."""
+    spill = home.vault_dir / "tmp" / "spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET memory_limit = '{os.environ.get('EWS_DUCKDB_MEMORY', '6GB')}'")
+    con.execute(f"SET threads = {int(os.environ.get('EWS_DUCKDB_THREADS', '2'))}")
+    con.execute(f"SET temp_directory = '{spill}'")
+    # Staging relies on rowid following the file's order; elsewhere order does not matter.
+    con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
+
+
+def connect(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (read-only by default: several readers may share it).
+
+    A read-only open of a warehouse that does not exist yet fails with FileNotFoundError naming it.
+    """
+    if read_only and not home.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` first")
+    home.root.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(home.warehouse), read_only=read_only)
+    if not read_only:
+        home.ensure()
+        configure(con, home)
+        for ddl in schema_ddl():
+            con.execute(ddl)
+    return con
+
+
+class FileAccounting(BaseModel):
+    """One delivered file's accounting, as stored in `ingested_files`."""
+
+    delivery_id: str
+    source_file: str
+    source: str
+    sha256: str
+    encoding: str
+    received: int
+    accepted: int
+    quarantined: int
+    repaired: int
+    ingested_at: datetime
+
+
+class DeliveryRecord(BaseModel):
+    delivery_id: str
+    system: str
+    delivered_on: date
+    folder: str
+    manifest_sha256: str
+    ingested_at: datetime
+
+
+def file_accounting(home: EwsHome, delivery_id: str | None = None) -> list[FileAccounting]:
+    """Per-file accounting of everything ingested (or of one delivery), oldest first."""
+    if not home.warehouse.exists():
+        return []
+    con = connect(home)
+    try:
+        sql = "SELECT * FROM ingested_files"
+        params: list[str] = []
+        if delivery_id is not None:
+            sql += " WHERE delivery_id = ?"
+            params.append(delivery_id)
+        sql += " ORDER BY ingested_at, delivery_id, source_file"
+        try:
+            cur = con.execute(sql, params)
+        except duckdb.CatalogException:
+            return []
+        names = [d[0] for d in cur.description]
+        return [FileAccounting(**dict(zip(names, row))) for row in cur.fetchall()]
+    finally:
+        con.close()

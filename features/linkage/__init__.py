@@ -1,0 +1,1 @@
+"""Identity resolution: deterministic then probabilistic (Splink) matching into student_key."""

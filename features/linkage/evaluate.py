@@ -1,0 +1,228 @@
+"""Linkage and label quality against the simulator's truth.
+
+The truth folder is read here and only here (and in the label evaluation), for evaluation; the
+pipeline never reads it. Pairwise precision and recall are computed from the contingency table of
+(predicted student_key, true person) over every person-bearing row, so no pair list is ever
+materialised: TP = Σ C(n_kp, 2), predicted pairs = Σ_k C(n_k, 2), true pairs = Σ_p C(n_p, 2).
+A row that linkage could not key counts as a cluster of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+from pydantic import BaseModel, ConfigDict
+
+from features.db import one, scalar
+from features.calendar import SchoolCalendar
+from features.linkage.link import PERSON_SOURCES
+from features.pointintime.labels import Horizon, labels_sql, population_sql
+
+
+class PairwiseQuality(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: int
+    precision: float
+    recall: float
+    predicted_students: int
+    true_persons: int
+
+
+class LinkQuality(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    precision: float
+    recall: float
+    all_rows: PairwiseQuality
+    identity_rows: PairwiseQuality
+    label_rows_compared: int
+    label_error_share: float
+    label_error_share_among_dropouts: float
+    rounds_compared: list[str]
+
+
+class LabelQuality(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows_compared: int
+    agreement: float
+    our_dropout_rate: float
+    true_dropout_rate: float
+    confusion: dict[str, int]
+    per_round: dict[str, float]
+
+
+def attach_truth(con: duckdb.DuckDBPyConnection, truth_dir: Path) -> None:
+    """Views over the truth files the evaluation reads."""
+    for name in ("records", "rounds"):
+        path = truth_dir / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"truth file {path} not found (is {truth_dir} a simulator truth folder?)")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW truth_{name} AS SELECT * FROM read_parquet('{path}')")
+
+
+def _existing_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
+    names = {r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = 'wh'").fetchall()}
+    return [s for s in PERSON_SOURCES if f"linked_{s}" in names]
+
+
+def _pairwise(con: duckdb.DuckDBPyConnection, where: str) -> PairwiseQuality:
+    parts = " UNION ALL ".join(
+        f"SELECT '{s}' AS source, delivery_id, source_file, source_line, student_key FROM wh.linked_{s}"
+        for s in _existing_sources(con)
+    )
+    row = one(con, f"""
+        WITH ours AS ({parts}),
+        j AS (
+            SELECT coalesce(o.student_key, 'row:' || o.delivery_id || o.source_file || o.source_line) AS k,
+                   t.person_id AS p
+            FROM ours o JOIN truth_records t USING (delivery_id, source_file, source_line)
+            WHERE {where}
+        ),
+        kp AS (SELECT k, p, count(*) AS n FROM j GROUP BY k, p),
+        kk AS (SELECT k, count(*) AS n FROM j GROUP BY k),
+        pp AS (SELECT p, count(*) AS n FROM j GROUP BY p)
+        SELECT (SELECT count(*) FROM j),
+               (SELECT sum(n * (n - 1) / 2) FROM kp),
+               (SELECT sum(n * (n - 1) / 2) FROM kk),
+               (SELECT sum(n * (n - 1) / 2) FROM pp),
+               (SELECT count(*) FROM kk), (SELECT count(*) FROM pp)
+    """)
+    rows, tp, pred, true, nk, np_ = (x or 0 for x in row)
+    return PairwiseQuality(
+        rows=int(rows), precision=float(tp / pred) if pred else 1.0, recall=float(tp / true) if true else 1.0,
+        predicted_students=int(nk), true_persons=int(np_),
+    )
+
+
+def truth_linked_schema(con: duckdb.DuckDBPyConnection, schema: str = "tl") -> None:
+    """Views shaped like the linked ones but keyed by the true person: labels with perfect linkage."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for s in _existing_sources(con):
+        con.execute(f"""
+            CREATE OR REPLACE VIEW {schema}.linked_{s} AS
+            SELECT 'P' || CAST(t.person_id AS VARCHAR) AS student_key, s.* EXCLUDE (student_key)
+            FROM wh.linked_{s} s JOIN truth_records t USING (delivery_id, source_file, source_line)
+        """)
+    con.execute(f"CREATE OR REPLACE VIEW {schema}.src_dmc_census AS SELECT * FROM wh.src_dmc_census")
+
+
+def _labels_with_records(cal: SchoolCalendar, round_id: str, cutoff: dt.date, horizon: Horizon, schema: str) -> str:
+    from features.calendar import parse_round
+
+    r = parse_round(round_id)
+    return f"""
+        SELECT p.delivery_id, p.source_file, p.source_line, l.dropout
+        FROM ({population_sql(cal, r, cutoff, schema)}) p
+        JOIN ({labels_sql(cal, r, cutoff, horizon, schema)}) l USING (student_key)
+    """
+
+
+def labelled_rounds(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, cutoff: dt.date) -> list[str]:
+    from features.pointintime.pipeline import available_rounds
+
+    return [
+        r.round_id for r in available_rounds(con, cal)
+        if cal.next_census(r.academic_year, r.term)[2] <= cutoff and cal.as_of(r.round_id) <= cutoff
+    ]
+
+
+def evaluate_linkage(
+    con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar | None = None,
+    horizon: Horizon = "next_census",
+) -> LinkQuality:
+    """Pairwise precision/recall, and the share of labels that linkage errors make wrong."""
+    cal = cal or SchoolCalendar()
+    attach_truth(con, truth_dir)
+    all_rows = _pairwise(con, "true")
+    identity_rows = _pairwise(con, f"o.source IN ({', '.join(repr(s) for s, v in PERSON_SOURCES.items() if v[0])})")
+    truth_linked_schema(con)
+    cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    rounds = labelled_rounds(con, cal, cutoff)
+    compared = wrong = pos = wrong_pos = 0
+    for rid in rounds:
+        row = one(con, f"""
+            SELECT count(*), count(*) FILTER (WHERE o.dropout <> t.dropout),
+                   count(*) FILTER (WHERE t.dropout = 1),
+                   count(*) FILTER (WHERE t.dropout = 1 AND o.dropout <> t.dropout)
+                   + count(*) FILTER (WHERE o.dropout = 1 AND t.dropout = 0)
+            FROM ({_labels_with_records(cal, rid, cutoff, horizon, 'wh')}) o
+            JOIN ({_labels_with_records(cal, rid, cutoff, horizon, 'tl')}) t
+              USING (delivery_id, source_file, source_line)
+            WHERE o.dropout IS NOT NULL AND t.dropout IS NOT NULL
+        """)
+        compared += row[0]
+        wrong += row[1]
+        pos += row[2]
+        wrong_pos += row[3]
+    return LinkQuality(
+        precision=all_rows.precision, recall=all_rows.recall,
+        all_rows=all_rows, identity_rows=identity_rows,
+        label_rows_compared=compared,
+        label_error_share=wrong / compared if compared else 0.0,
+        label_error_share_among_dropouts=wrong_pos / pos if pos else 0.0,
+        rounds_compared=rounds,
+    )
+
+
+def evaluate_labels(
+    con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar | None = None,
+    horizon: Horizon = "next_census",
+) -> LabelQuality:
+    """Our labels against the simulator's true outcome, joined through each round's census row."""
+    cal = cal or SchoolCalendar()
+    attach_truth(con, truth_dir)
+    cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    rounds = labelled_rounds(con, cal, cutoff)
+    totals = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    per_round: dict[str, float] = {}
+    for rid in rounds:
+        tp, fp, fn, tn = one(con, f"""
+            WITH o AS ({_labels_with_records(cal, rid, cutoff, horizon, 'wh')}),
+            t AS (
+                SELECT tr.delivery_id, tr.source_file, tr.source_line, x.dropout AS true_dropout
+                FROM truth_records tr JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
+            )
+            SELECT count(*) FILTER (WHERE dropout = 1 AND true_dropout = 1),
+                   count(*) FILTER (WHERE dropout = 1 AND true_dropout = 0),
+                   count(*) FILTER (WHERE dropout = 0 AND true_dropout = 1),
+                   count(*) FILTER (WHERE dropout = 0 AND true_dropout = 0)
+            FROM o JOIN t USING (delivery_id, source_file, source_line)
+            WHERE dropout IS NOT NULL
+        """)
+        n = tp + fp + fn + tn
+        if n:
+            per_round[rid] = round((tp + tn) / n, 5)
+        for k, v in zip(("tp", "fp", "fn", "tn"), (tp, fp, fn, tn)):
+            totals[k] += v
+    n = sum(totals.values())
+    return LabelQuality(
+        rows_compared=n,
+        agreement=(totals["tp"] + totals["tn"]) / n if n else 0.0,
+        our_dropout_rate=(totals["tp"] + totals["fp"]) / n if n else 0.0,
+        true_dropout_rate=(totals["tp"] + totals["fn"]) / n if n else 0.0,
+        confusion=totals, per_round=per_round,
+    )
+
+
+def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: list[str],
+                  cal: SchoolCalendar | None = None):  # -> pyarrow.Table
+    """(student_key, round_id, p_true, true_dropout) for the given rounds: the simulator's true
+    probability of each scored row, reached through the row's census record. Evaluation only."""
+    from features.calendar import parse_round
+
+    cal = cal or SchoolCalendar()
+    attach_truth(con, truth_dir)
+    cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    parts = []
+    for rid in round_ids:
+        r = parse_round(rid)
+        as_of = min(cal.as_of(rid), cutoff)
+        parts.append(f"""
+            SELECT p.student_key, '{rid}' AS round_id, x.p_dropout AS p_true, x.dropout AS true_dropout
+            FROM ({population_sql(cal, r, as_of)}) p
+            JOIN truth_records tr USING (delivery_id, source_file, source_line)
+            JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
+        """)
+    return con.execute(" UNION ALL ".join(parts) + " ORDER BY round_id, student_key").to_arrow_table()

@@ -1,0 +1,557 @@
+"""Identity resolution: one `student_key` per real child across every source and year.
+
+Where it sits: after ingestion (warehouse `src_*` tables + identity vault), before labels and
+features. It is the only stage, besides ingestion, that opens the identity vault.
+
+The steps, each a set-based query over tables:
+1. records   - every warehouse row of a person-bearing source, with its id token and (from the
+               vault) its names. Rows of sources without names (attendance, grades, ...) only
+               carry an id token; they follow whatever their token is linked to.
+2. nodes     - deterministic matching first: all records sharing one id token are one node
+               (a valid citizen ID / G-code is trusted; an invalid ID is still a consistent
+               token, the same typo recurring month after month). A record with no ID but with
+               names is a node of its own. Each node gets representative attributes (the most
+               frequent spelling, birth date, sex; its latest school and tambon).
+3. pairs     - probabilistic matching with Splink (Fellegi-Sunter on DuckDB): m and u estimated
+               from the data (u by random sampling, m by expectation maximisation), never hand-set.
+               Comparisons: the raw IDs (edit distance for typos; G-code vs a non-Thai 13-digit
+               ID for a child who received an ID), normalised Thai names, birth date, sex, area,
+               school. Blocking keeps the pair count near-linear in the number of children.
+4. clusters  - connected components over pairs at the match threshold.
+5. review    - a cluster holding two different valid 13-digit IDs, two G-codes, or far too many
+               nodes is not merged: its nodes stay apart and the cluster goes to `link_review`.
+               A token whose records disagree on birth date is flagged for review too.
+6. keys      - student_key = HMAC(secret, anchor), the anchor being the cluster's earliest-known
+               valid id token (or its earliest record), so keys stay stable as data arrives.
+
+Outputs (warehouse, replaced in one transaction): token_keys, record_keys, link_review,
+link_runs, and one view `linked_<source>` per person-bearing source with `student_key`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.db import scalar
+from features.contract import SOURCES
+from features.home import EwsHome
+from features.linkage.normalise import sql_normalise_name
+from features.pseudonym import student_key
+
+log = logging.getLogger(__name__)
+
+# Sources whose rows identify a person, with the columns each has for linkage.
+# (source, has names, has birth_date+sex, school column, tambon column)
+PERSON_SOURCES: dict[str, tuple[bool, bool, str | None, str | None]] = {
+    "dmc_census": (True, True, "school_code", "tambon_code"),
+    "other_enrolment": (True, True, "school_code", None),
+    "ewe_training": (True, True, None, None),
+    "cct_screening": (True, False, "school_code", None),
+    "exits": (True, False, "school_code", None),
+    "tzd_cases": (True, True, None, "tambon_code"),
+    "attendance": (False, False, "school_code", None),
+    "grades": (False, False, "school_code", None),
+    "care_screening": (False, False, "school_code", None),
+    "welfare_links": (False, False, None, None),
+}
+_VALID_KINDS = ("thai", "non_thai", "gcode")
+
+
+class LinkConfig(BaseModel):
+    """Settings of identity resolution. Loaded at the entry point; recorded with every run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = 1
+    match_probability: float = Field(
+        0.99, gt=0.5, lt=1.0,
+        description="Pairs at or above this Splink match probability are linked.",
+    )
+    max_nodes_per_cluster: int = Field(
+        6, ge=2,
+        description="A cluster with more nodes than this is suspicious: sent to review, not merged.",
+    )
+    u_max_pairs: float = Field(2e6, description="Random pairs sampled to estimate u probabilities.")
+    seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
+    memory_limit: str = Field("6GB", description="DuckDB memory limit for the linkage session.")
+    threads: int = Field(2, ge=1)
+
+
+class LinkSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    records: int
+    records_with_names: int
+    nodes: int
+    candidate_pairs: int
+    linked_pairs: int
+    students: int
+    review_clusters: int
+    review_tokens_birth_date: int
+    unlinkable_rows: int
+    seconds: float
+    parameters: dict[str, object]
+
+
+def _source_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(scalar(
+        con,
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = ?", [table]
+    ))
+
+
+def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """One row per person-bearing warehouse row: id token, names (vault), birth date, sex, place."""
+    parts = []
+    for source, (names, person, school, tambon) in PERSON_SOURCES.items():
+        if not _source_exists(con, f"src_{source}"):
+            continue
+        describes = SOURCES[source].describes
+        parts.append(f"""
+            SELECT '{source}' AS source, s.delivery_id, s.source_file, s.source_line, s.known_at,
+                   CAST(s.{describes} AS DATE) AS described_on,
+                   s.id_token, s.id_kind,
+                   {'v.first_name' if names else 'NULL'} AS first_name,
+                   {'v.last_name' if names else 'NULL'} AS last_name,
+                   {'s.birth_date' if person else 'CAST(NULL AS DATE)'} AS birth_date,
+                   {'s.sex' if person else 'NULL'} AS sex,
+                   {f's.{school}' if school else 'NULL'} AS school_code,
+                   {f's.{tambon}' if tambon else 'NULL'} AS tambon_code
+            FROM wh.src_{source} s
+            {'LEFT JOIN vault.name_records v USING (delivery_id, source_file, source_line)' if names else ''}
+        """)
+    if not parts:
+        raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
+    return " UNION ALL ".join(parts)
+
+
+def _mode(col: str) -> str:
+    # Most frequent non-null value; ties broken by the value itself so the result is deterministic.
+    return f"arg_max({col}, 0) FILTER (WHERE {col} IS NOT NULL)"
+
+
+def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
+    """Steps 1-2: temp tables `records` and `nodes` in the linkage session."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE records AS {_records_sql(con)}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE records_n AS
+        SELECT *,
+               CASE WHEN id_token IS NOT NULL THEN 'T:' || id_token
+                    WHEN first_name IS NOT NULL OR last_name IS NOT NULL
+                    THEN 'R:' || delivery_id || '/' || source_file || '#' || source_line
+               END AS node_id,
+               {sql_normalise_name('first_name')} AS first_name_norm,
+               {sql_normalise_name('last_name')} AS last_name_norm
+        FROM records
+    """)
+    # Representative attributes per node: modal spelling / birth date / sex (frequency first,
+    # then value, for determinism); latest school and tambon by the date the row describes.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE node_votes AS
+        WITH f AS (SELECT node_id, first_name_norm v, count(*) n FROM records_n
+                   WHERE node_id IS NOT NULL AND first_name_norm IS NOT NULL GROUP BY ALL),
+             l AS (SELECT node_id, last_name_norm v, count(*) n FROM records_n
+                   WHERE node_id IS NOT NULL AND last_name_norm IS NOT NULL GROUP BY ALL),
+             b AS (SELECT node_id, birth_date v, count(*) n FROM records_n
+                   WHERE node_id IS NOT NULL AND birth_date IS NOT NULL GROUP BY ALL),
+             x AS (SELECT node_id, sex v, count(*) n FROM records_n
+                   WHERE node_id IS NOT NULL AND sex IS NOT NULL GROUP BY ALL)
+        SELECT 'first' AS attr, node_id, CAST(v AS VARCHAR) v, n FROM f
+        UNION ALL SELECT 'last', node_id, CAST(v AS VARCHAR), n FROM l
+        UNION ALL SELECT 'birth', node_id, CAST(v AS VARCHAR), n FROM b
+        UNION ALL SELECT 'sex', node_id, CAST(v AS VARCHAR), n FROM x
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE nodes AS
+        WITH best AS (
+            SELECT node_id, attr, arg_max(v, n * 1e9 - hash(v) % 1000000) AS v,
+                   count(*) AS n_values,
+                   count(*) FILTER (WHERE n >= 2) AS n_supported
+            FROM node_votes GROUP BY node_id, attr
+        ),
+        piv AS (
+            SELECT node_id,
+                   max(v) FILTER (WHERE attr = 'first') AS first_name_norm,
+                   max(v) FILTER (WHERE attr = 'last') AS last_name_norm,
+                   CAST(max(v) FILTER (WHERE attr = 'birth') AS DATE) AS birth_date,
+                   max(v) FILTER (WHERE attr = 'sex') AS sex,
+                   max(n_supported) FILTER (WHERE attr = 'birth') AS birth_dates_supported
+            FROM best GROUP BY node_id
+        ),
+        agg AS (
+            SELECT node_id, any_value(id_token) AS id_token, any_value(id_kind) AS id_kind,
+                   count(*) AS n_records, min(known_at) AS first_known,
+                   min(delivery_id || '/' || source_file || '#' || lpad(CAST(source_line AS VARCHAR), 12, '0'))
+                       AS first_record,
+                   arg_max(school_code, described_on) FILTER (WHERE school_code IS NOT NULL) AS school_code,
+                   arg_max(tambon_code, described_on) FILTER (WHERE tambon_code IS NOT NULL) AS tambon_code
+            FROM records_n WHERE node_id IS NOT NULL GROUP BY node_id
+        )
+        SELECT agg.*, piv.first_name_norm, piv.last_name_norm, piv.birth_date, piv.sex,
+               coalesce(piv.birth_dates_supported, 0) AS birth_dates_supported,
+               t.student_id AS raw_id
+        FROM agg LEFT JOIN piv USING (node_id)
+        LEFT JOIN vault.id_tokens t ON t.id_token = agg.id_token
+    """)
+
+
+def _splink_settings(cfg: LinkConfig):  # -> SettingsCreator (import kept lazy: splink is heavy)
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import SettingsCreator, block_on
+
+    id_comparison = cl.CustomComparison(
+        output_column_name="raw_id",
+        comparison_description="Delivered IDs: typo distance, G-code to non-Thai ID, different",
+        comparison_levels=[
+            cll.NullLevel("raw_id"),
+            cll.CustomLevel(
+                "damerau_levenshtein(raw_id_l, raw_id_r) <= 2", "IDs differ by a typo (≤ 2 edits)"
+            ),
+            cll.CustomLevel(
+                "(substr(raw_id_l, 1, 1) = 'G' AND substr(raw_id_r, 1, 1) IN ('0', '6', '7')) OR "
+                "(substr(raw_id_r, 1, 1) = 'G' AND substr(raw_id_l, 1, 1) IN ('0', '6', '7'))",
+                "G-code and a non-Thai 13-digit ID (a child who received an ID)",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="node_id",
+        probability_two_random_records_match=1e-6,
+        comparisons=[
+            id_comparison,
+            cl.JaroWinklerAtThresholds("first_name_norm", [0.95, 0.85]),
+            cl.JaroWinklerAtThresholds("last_name_norm", [0.95, 0.85]),
+            cl.DateOfBirthComparison(
+                "birth_date", input_is_string=False,
+                datetime_metrics=["month", "year"], datetime_thresholds=[1, 1],
+            ),
+            cl.ExactMatch("sex"),
+            cl.CustomComparison(
+                output_column_name="tambon_code",
+                comparison_levels=[
+                    cll.NullLevel("tambon_code"),
+                    cll.ExactMatchLevel("tambon_code"),
+                    cll.CustomLevel("substr(tambon_code_l, 1, 4) = substr(tambon_code_r, 1, 4)", "same amphoe"),
+                    cll.CustomLevel("substr(tambon_code_l, 1, 2) = substr(tambon_code_r, 1, 2)", "same province"),
+                    cll.ElseLevel(),
+                ],
+            ),
+            cl.ExactMatch("school_code"),
+        ],
+        blocking_rules_to_generate_predictions=[
+            # Each rule is an equality join, so candidate pairs grow with the number of children
+            # sharing a birth date and a name - near-linear at national scale.
+            block_on("birth_date", "first_name_norm"),
+            block_on("birth_date", "last_name_norm"),
+            block_on("first_name_norm", "last_name_norm"),
+            block_on("substr(raw_id, 1, 8)", "birth_date"),
+        ],
+        retain_intermediate_calculation_columns=False,
+        additional_columns_to_retain=["id_kind", "raw_id"],
+    )
+
+
+def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, dict[str, object]]:
+    """Step 3: fit Fellegi-Sunter on the nodes and write temp table `pairs`."""
+    from splink import DuckDBAPI, Linker, block_on
+
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE splink_nodes AS
+        SELECT node_id, raw_id, id_kind, first_name_norm, last_name_norm, birth_date, sex,
+               tambon_code, school_code
+        FROM nodes
+        WHERE first_name_norm IS NOT NULL OR last_name_norm IS NOT NULL
+    """)
+    n_nodes = scalar(con, "SELECT count(*) FROM splink_nodes")
+    if n_nodes < 2:
+        con.execute("CREATE OR REPLACE TEMP TABLE pairs (node_id_l VARCHAR, node_id_r VARCHAR, match_probability DOUBLE)")
+        return 0, {}
+    db_api = DuckDBAPI(con)
+    sdf = db_api.register("splink_nodes", dataset_display_name="nodes")
+    linker = Linker(sdf, _splink_settings(cfg), log_level=logging.ERROR)
+    # lambda (prior match probability) from deterministic rules with an assumed recall;
+    # u from random pairs; m by EM on two blocking passes that leave the other fields free.
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("first_name_norm", "last_name_norm", "birth_date")], recall=0.8,
+    )
+    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
+    linker.training.estimate_parameters_using_expectation_maximisation(
+        block_on("birth_date"), estimate_without_term_frequencies=True,
+    )
+    linker.training.estimate_parameters_using_expectation_maximisation(
+        block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
+    )
+    pred = linker.inference.predict(threshold_match_probability=0.5)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE pairs AS
+        SELECT node_id_l, node_id_r, match_probability FROM {pred.physical_name}
+    """)
+    n_pairs = scalar(con, "SELECT count(*) FROM pairs")
+    model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+    return n_pairs, model
+
+
+def _connected_components(con: duckdb.DuckDBPyConnection, edges: str, out: str) -> None:
+    """Label propagation to the minimum node id, in SQL (set-based; converges in ~log(diameter))."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {out} AS SELECT node_id, node_id AS cluster_id FROM nodes
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cc_edges AS
+        SELECT a AS src, b AS dst FROM {edges} UNION ALL SELECT b, a FROM {edges}
+    """)
+    while True:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE cc_next AS
+            SELECT c.node_id, least(c.cluster_id, coalesce(min(n.cluster_id), c.cluster_id)) AS cluster_id
+            FROM {out} c
+            LEFT JOIN cc_edges e ON e.src = c.node_id
+            LEFT JOIN {out} n ON n.node_id = e.dst
+            GROUP BY c.node_id, c.cluster_id
+        """)
+        changed = scalar(con, f"""
+            SELECT count(*) FROM cc_next x JOIN {out} c USING (node_id) WHERE x.cluster_id <> c.cluster_id
+        """)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM cc_next")
+        if changed == 0:
+            break
+
+
+def _nameless_typo_edges(con: duckdb.DuckDBPyConnection) -> None:
+    """Rows that carry only an ID (attendance, grades, screening, welfare) and whose ID is a one-off
+    typo form a tiny node with no names for Splink to use. Such a node joins the one named node
+    whose raw ID is a single edit away (a changed digit or two swapped digits), found within the
+    same school, or - for sources without a school - among IDs sharing the first or last six
+    characters (one edit leaves one of the two halves intact). Ambiguous candidates: no link."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE orphans AS
+        SELECT node_id, raw_id, school_code FROM nodes
+        WHERE first_name_norm IS NULL AND last_name_norm IS NULL AND birth_date IS NULL
+          AND raw_id IS NOT NULL AND n_records <= 3
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE named AS
+        SELECT node_id, raw_id, school_code, substr(raw_id, 1, 6) AS head, substr(raw_id, length(raw_id) - 5) AS tail
+        FROM nodes WHERE (first_name_norm IS NOT NULL OR last_name_norm IS NOT NULL) AND raw_id IS NOT NULL
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE typo_edges AS
+        WITH cand AS (
+            SELECT o.node_id AS a, n.node_id AS b, o.raw_id AS x, n.raw_id AS y
+            FROM orphans o JOIN named n ON n.school_code = o.school_code
+            UNION
+            SELECT o.node_id, n.node_id, o.raw_id, n.raw_id
+            FROM orphans o JOIN named n ON n.head = substr(o.raw_id, 1, 6)
+            WHERE o.school_code IS NULL
+            UNION
+            SELECT o.node_id, n.node_id, o.raw_id, n.raw_id
+            FROM orphans o JOIN named n ON n.tail = substr(o.raw_id, length(o.raw_id) - 5)
+            WHERE o.school_code IS NULL
+        )
+        SELECT a, b FROM cand
+        WHERE a <> b AND damerau_levenshtein(x, y) = 1
+        QUALIFY count(*) OVER (PARTITION BY a) = 1
+    """)
+
+
+def _cluster_and_review(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> None:
+    """Steps 4-5: clusters at the threshold; suspicious clusters are split back to their nodes."""
+    _nameless_typo_edges(con)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE link_edges AS
+        SELECT node_id_l AS a, node_id_r AS b FROM pairs WHERE match_probability >= {cfg.match_probability}
+        UNION ALL SELECT a, b FROM typo_edges
+    """)
+    _connected_components(con, "link_edges", "clusters0")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE review AS
+        WITH c AS (
+            SELECT c.cluster_id, n.*
+            FROM clusters0 c JOIN nodes n USING (node_id)
+        )
+        SELECT cluster_id,
+               count(*) AS n_nodes,
+               sum(n_records) AS n_records,
+               count(DISTINCT id_token) FILTER (WHERE id_kind IN ('thai', 'non_thai') AND n_records >= 2) AS n_13digit,
+               count(DISTINCT id_token) FILTER (WHERE id_kind = 'gcode' AND n_records >= 2) AS n_gcode,
+               -- A valid-looking ID seen once is most likely a typo (G-codes have no check digit,
+               -- and the citizen-ID check digit misses some typos); two recurring ones are two
+               -- children, or a real data error: either way a person must decide.
+               CASE
+                 WHEN n_13digit > 1 THEN 'two or more different valid 13-digit IDs, each recurring'
+                 WHEN n_gcode > 1 THEN 'two or more different G-codes, each recurring'
+                 WHEN count(*) > {cfg.max_nodes_per_cluster}
+                   THEN 'far too many identities in one cluster'
+               END AS reason
+        FROM c GROUP BY cluster_id
+        HAVING reason IS NOT NULL
+    """)
+    # Suspicious clusters are not merged: each of their nodes stays its own student.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE clusters AS
+        SELECT c.node_id,
+               CASE WHEN r.cluster_id IS NULL THEN c.cluster_id ELSE c.node_id END AS cluster_id,
+               r.cluster_id IS NOT NULL AS in_review
+        FROM clusters0 c LEFT JOIN review r USING (cluster_id)
+    """)
+
+
+def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
+    """Step 6: student_key from each cluster's stable anchor (HMAC over distinct anchors only)."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE anchors AS
+        SELECT c.cluster_id,
+               coalesce(
+                 arg_min(n.id_token, (n.first_known, n.id_token)) FILTER (WHERE n.id_kind IN ('thai','non_thai','gcode')),
+                 'record:' || min(n.first_record)
+               ) AS anchor
+        FROM clusters c JOIN nodes n USING (node_id)
+        GROUP BY c.cluster_id
+    """)
+    anchors = con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()
+    con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys (anchor VARCHAR, student_key VARCHAR)")
+    con.executemany(
+        "INSERT INTO anchor_keys VALUES (?, ?)", [(a, student_key(key, a)) for (a,) in anchors]
+    )
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE node_keys AS
+        SELECT c.node_id, n.id_token, k.student_key, c.in_review,
+               CASE WHEN c.node_id LIKE 'R:%' THEN 'probabilistic (no ID)'
+                    WHEN count(*) OVER (PARTITION BY c.cluster_id) > 1 THEN 'deterministic + probabilistic'
+                    ELSE 'deterministic' END AS method
+        FROM clusters c JOIN nodes n USING (node_id)
+        JOIN anchors a USING (cluster_id) JOIN anchor_keys k USING (anchor)
+    """)
+
+
+def _publish(
+    con: duckdb.DuckDBPyConnection, run: dict[str, object]
+) -> None:
+    """Replace the linkage tables in the warehouse in one transaction and (re)create the views."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("""
+            CREATE OR REPLACE TABLE wh.token_keys AS
+            SELECT id_token, student_key, method, in_review FROM node_keys WHERE id_token IS NOT NULL
+        """)
+        con.execute("""
+            CREATE OR REPLACE TABLE wh.record_keys AS
+            SELECT r.delivery_id, r.source_file, r.source_line, k.student_key, k.method
+            FROM records_n r JOIN node_keys k ON k.node_id = r.node_id
+            WHERE r.id_token IS NULL
+        """)
+        con.execute("""
+            CREATE OR REPLACE TABLE wh.link_review AS
+            SELECT r.cluster_id AS review_id, r.reason, r.n_nodes, r.n_records, r.n_13digit, r.n_gcode,
+                   list(k.student_key ORDER BY k.student_key) AS student_keys
+            FROM review r JOIN clusters0 c USING (cluster_id) JOIN node_keys k USING (node_id)
+            GROUP BY ALL
+            UNION ALL
+            SELECT n.node_id, 'one ID with two or more birth dates, each seen more than once',
+                   1, n.n_records, NULL, NULL, [k.student_key]
+            FROM nodes n JOIN node_keys k USING (node_id)
+            WHERE n.birth_dates_supported > 1
+        """)
+        # Review ids are derived from node ids, which hold id tokens (pseudonymous) - never raw IDs.
+        con.execute("""
+            CREATE TABLE IF NOT EXISTS wh.link_runs (
+                run_id VARCHAR, finished_at TIMESTAMP, summary JSON)
+        """)
+        con.execute(
+            "INSERT INTO wh.link_runs VALUES (?, ?, ?)",
+            [run["run_id"], dt.datetime.now(dt.UTC).replace(tzinfo=None), json.dumps(run, default=str)],
+        )
+        for source in PERSON_SOURCES:
+            if not _source_exists(con, f"src_{source}"):
+                continue
+            con.execute(f"""
+                CREATE OR REPLACE VIEW wh.linked_{source} AS
+                SELECT coalesce(rk.student_key, tk.student_key) AS student_key, s.*
+                FROM src_{source} s
+                LEFT JOIN token_keys tk ON tk.id_token = s.id_token
+                LEFT JOIN record_keys rk ON rk.delivery_id = s.delivery_id
+                     AND rk.source_file = s.source_file AND rk.source_line = s.source_line
+            """)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def open_session(home: EwsHome, cfg: LinkConfig) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB session with the warehouse (read-write) and the vault (read-only)."""
+    if not home.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` first")
+    if not home.vault.exists():
+        raise FileNotFoundError(f"no identity vault at {home.vault}: run `ews ingest` first")
+    tmp = home.root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": cfg.memory_limit, "threads": cfg.threads, "temp_directory": str(tmp),
+    })
+    con.execute(f"ATTACH '{home.warehouse}' AS wh")
+    con.execute(f"ATTACH '{home.vault}' AS vault (READ_ONLY)")
+    return con
+
+
+def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
+    """Run identity resolution over everything ingested so far and publish the keys."""
+    cfg = cfg or LinkConfig()
+    started = time.perf_counter()
+    con = open_session(home, cfg)
+    try:
+        build_records_and_nodes(con)
+        n_pairs, model = _run_splink(con, cfg)
+        _cluster_and_review(con, cfg)
+        _assign_keys(con, home.pseudonym_key())
+        q = lambda sql: scalar(con, sql)  # noqa: E731
+        run_id = dt.datetime.now(dt.UTC).strftime("link-%Y%m%dT%H%M%S%fZ")
+        summary = LinkSummary(
+            run_id=run_id,
+            records=q("SELECT count(*) FROM records_n"),
+            records_with_names=q("SELECT count(*) FROM records_n WHERE first_name IS NOT NULL"),
+            nodes=q("SELECT count(*) FROM nodes"),
+            candidate_pairs=n_pairs,
+            linked_pairs=q("SELECT count(*) FROM link_edges"),
+            students=q("SELECT count(DISTINCT student_key) FROM node_keys"),
+            review_clusters=q("SELECT count(*) FROM review"),
+            review_tokens_birth_date=q("SELECT count(*) FROM nodes WHERE birth_dates_supported > 1"),
+            unlinkable_rows=q("SELECT count(*) FROM records_n WHERE node_id IS NULL"),
+            seconds=0.0,
+            parameters={"config": cfg.model_dump(), "splink_model": _model_digest(model)},
+        )
+        summary.seconds = round(time.perf_counter() - started, 2)
+        _publish(con, summary.model_dump())
+        return summary
+    finally:
+        con.close()
+
+
+def _model_digest(model: dict[str, object]) -> dict[str, object]:
+    """The fitted m/u per comparison level (no data values), for the run log and the report."""
+    out: dict[str, object] = {"probability_two_random_records_match": model.get("probability_two_random_records_match")}
+    for comp in model.get("comparisons", []):  # type: ignore[union-attr]
+        levels = []
+        for lvl in comp.get("comparison_levels", []):
+            if lvl.get("is_null_level"):
+                continue
+            levels.append({
+                "level": lvl.get("label_for_charts"),
+                "m": lvl.get("m_probability"),
+                "u": lvl.get("u_probability"),
+            })
+        out[comp.get("output_column_name", "?")] = levels
+    return out
+
+
+def write_summary(summary: LinkSummary, path: Path) -> None:
+    path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Point-in-time features, labels and training sets from linked histories."""

@@ -1,0 +1,228 @@
+"""Feature sets per round and training sets over many rounds, written as Parquet with manifests.
+
+A feature set is named by its round; a training set by a hash of what produced it (rounds,
+horizon, label cutoff, the deliveries it was built from, the feature catalogue), so a rebuild of
+the same inputs is idempotent and two different builds never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.db import scalar
+from features.calendar import SchoolCalendar, ScoringRound, parse_round
+from features.home import EwsHome
+from features.pointintime.build import build_features
+from features.pointintime.labels import Horizon, labels_sql
+from features.pointintime.spec import FEATURES, GROUPS
+
+CATALOGUE_VERSION = hashlib.sha256(
+    json.dumps([(f.name, f.group, f.dtype) for f in FEATURES]).encode()
+).hexdigest()[:12]
+
+
+class TrainsetConfig(BaseModel):
+    """What a training set is built from. Loaded at the entry point; stored in the manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = 1
+    rounds: tuple[str, ...] = Field((), description="Round ids; empty = every round with a known census.")
+    horizon: Horizon = Field("next_census", description="Label horizon: next census, or one year.")
+    cutoff: dt.date | None = Field(None, description="Labels use rows known by this date; default: the latest delivery.")
+
+
+def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A session with the warehouse attached as `wh` (the schema the feature SQL reads)."""
+    if not home.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` and `ews link` first")
+    con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "6GB"})
+    con.execute(f"ATTACH '{home.warehouse}' AS wh {'(READ_ONLY)' if read_only else ''}")
+    has_links = scalar(
+        con,
+        "SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND view_name = 'linked_dmc_census'"
+    )
+    if not has_links:
+        con.close()
+        raise RuntimeError("the warehouse has no linked histories yet: run `ews link` first")
+    return con
+
+
+def latest_delivery(con: duckdb.DuckDBPyConnection) -> dt.date:
+    return scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+
+
+def delivery_fingerprint(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> str:
+    """sha256 over the content hashes of every file delivered by `cutoff` (order-independent)."""
+    rows = con.execute(
+        """SELECT f.delivery_id, f.source_file, f.sha256 FROM wh.ingested_files f
+           JOIN wh.deliveries d USING (delivery_id) WHERE d.delivered_on <= ? ORDER BY 1, 2""",
+        [cutoff],
+    ).fetchall()
+    h = hashlib.sha256()
+    for r in rows:
+        h.update("|".join(map(str, r)).encode() + b"\n")
+    return h.hexdigest()
+
+
+def available_rounds(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar) -> list[ScoringRound]:
+    """Rounds whose census is in the warehouse and known by the round's as-of date."""
+    censuses = {
+        d for (d,) in con.execute("SELECT DISTINCT census_date FROM wh.src_dmc_census").fetchall()
+    }
+    if not censuses:
+        return []
+    years = sorted({d.year for d in censuses})
+    out = []
+    for r in cal.rounds(years[0] + 543 - 1, years[-1] + 543):
+        if cal.census_date(r.academic_year, r.term) in censuses:
+            out.append(r)
+    return out
+
+
+def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
+    """Write then rename, so a crash never leaves a half-written file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=True, write_statistics=True)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FeatureSetManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    round_id: str
+    as_of: dt.date
+    rows: int
+    file: str
+    sha256: str
+    delivery_fingerprint: str
+    catalogue_version: str
+    missing_rates: dict[str, float]
+
+
+def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None) -> FeatureSetManifest:
+    """Build one round's features and write features/<round>.parquet + .json."""
+    cal = cal or SchoolCalendar()
+    r = parse_round(round_id)
+    con = connect_warehouse(home)
+    try:
+        table = build_features(con, cal, r)
+        fp = delivery_fingerprint(con, cal.as_of(round_id))
+    finally:
+        con.close()
+    path = home.features_dir / f"{round_id}.parquet"
+    _atomic_write_parquet(table, path)
+    manifest = FeatureSetManifest(
+        round_id=round_id, as_of=cal.as_of(round_id), rows=table.num_rows, file=str(path),
+        sha256=file_sha256(path), delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
+        missing_rates={
+            f.name: round(table.column(f.name).null_count / max(table.num_rows, 1), 4) for f in FEATURES
+        },
+    )
+    _atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
+    return manifest
+
+
+class TrainsetManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    config: TrainsetConfig
+    cutoff: dt.date
+    rounds: list[dict[str, object]]
+    rows: int
+    unlabelled_rows: int
+    label_rate: float
+    delivery_fingerprint: str
+    catalogue_version: str
+    feature_groups: dict[str, list[str]]
+    categorical: list[str]
+    file: str
+    sha256: str
+
+
+def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None) -> TrainsetManifest:
+    """Features of every chosen round joined to labels known by the cutoff; labelled rows only."""
+    cal = cal or SchoolCalendar()
+    con = connect_warehouse(home)
+    try:
+        cutoff = cfg.cutoff or latest_delivery(con)
+        rounds = [parse_round(x) for x in cfg.rounds] if cfg.rounds else available_rounds(con, cal)
+        # A round whose as-of date is after the cutoff would use rows unknown at the cutoff.
+        rounds = [r for r in rounds if cal.as_of(r.round_id) <= cutoff]
+        if not rounds:
+            raise RuntimeError(f"no scoring round has its census known by {cutoff}")
+        parts: list[pa.Table] = []
+        per_round: list[dict[str, object]] = []
+        unlabelled = 0
+        for r in rounds:
+            feats = build_features(con, cal, r)
+            labels = con.execute(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
+            con.register("f_tmp", feats)
+            con.register("l_tmp", labels)
+            joined = con.execute("""
+                SELECT f.*, l.dropout AS label, l.outcome
+                FROM f_tmp f JOIN l_tmp l USING (student_key)
+                ORDER BY f.student_key
+            """).to_arrow_table()
+            con.unregister("f_tmp")
+            con.unregister("l_tmp")
+            n_unl = joined.column("label").null_count
+            unlabelled += n_unl
+            joined = joined.filter(pc.is_valid(joined.column("label")))
+            n = joined.num_rows
+            pos = pc.sum(joined.column("label")).as_py() or 0
+            per_round.append({
+                "round_id": r.round_id, "round_type": r.round_type, "as_of": cal.as_of(r.round_id).isoformat(),
+                "rows": n, "unlabelled": n_unl, "label_rate": round(pos / n, 5) if n else None,
+            })
+            if n:
+                parts.append(joined)
+        fp = delivery_fingerprint(con, cutoff)
+    finally:
+        con.close()
+    if not parts:
+        raise RuntimeError(f"no labelled rows: no round's outcome is known by {cutoff}")
+    data = pa.concat_tables(parts)
+    key = json.dumps({
+        "rounds": [r.round_id for r in rounds], "horizon": cfg.horizon, "cutoff": cutoff.isoformat(),
+        "deliveries": fp, "catalogue": CATALOGUE_VERSION,
+    }, sort_keys=True)
+    name = "ts-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder = home.trainsets_dir / name
+    path = folder / "data.parquet"
+    _atomic_write_parquet(data, path)
+    total = data.num_rows
+    manifest = TrainsetManifest(
+        name=name, config=cfg, cutoff=cutoff, rounds=per_round, rows=total, unlabelled_rows=unlabelled,
+        label_rate=round((pc.sum(data.column("label")).as_py() or 0) / total, 5),
+        delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
+        feature_groups={g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
+        categorical=[f.name for f in FEATURES if f.dtype == "category"],
+        file=str(path), sha256=file_sha256(path),
+    )
+    _atomic_write_text(manifest.model_dump_json(indent=2), folder / "manifest.json")
+    _atomic_write_text(name + "\n", home.trainsets_dir / "LATEST")
+    return manifest

@@ -1,0 +1,160 @@
+"""A slow, obviously-correct reference for point-in-time features, written student by student.
+
+It exists to check `build.py`: the set-based SQL and this loop must agree on a small simulated
+sample. It deliberately shares nothing with the SQL except the catalogue and the calendar: each
+rule is re-stated here in plain Python over the rows of one student. Never used in production.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+
+from features.calendar import SchoolCalendar, ScoringRound
+from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS
+from features.ids import GRADE_TYPICAL_AGE, GRADES
+from features.pointintime.build import previous_term
+
+Row = dict[str, Any]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
+    cur = con.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _latest(rows: list[Row]) -> Row:
+    """The latest known version of a record: known_at, then delivery_id, then line."""
+    return max(rows, key=lambda r: (r["known_at"], r["delivery_id"], r["source_line"]))
+
+
+def _month_start(d: dt.date) -> dt.date:
+    return d.replace(day=1)
+
+
+def _rate(rows: list[Row], num: str = "days_present") -> float | None:
+    days = sum(r["school_days"] for r in rows)
+    return sum(r[num] for r in rows) / days if rows and days else None
+
+
+def reference_features(
+    con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, student_keys: list[str],
+) -> dict[str, Row]:
+    """Features (non-school-context ones) for the given students, one dict per student."""
+    as_of = cal.as_of(r.round_id)
+    census = cal.census_date(r.academic_year, r.term)
+    term_start = cal.term(r.term).starts.in_year(r.academic_year)
+    py, pt = previous_term(r)
+    prev_start, prev_end = cal.term(pt).starts.in_year(py), cal.term(pt).ends.in_year(py)
+    m12 = as_of - dt.timedelta(days=365)
+    out: dict[str, Row] = {}
+    for key in student_keys:
+        def src(name: str) -> list[Row]:
+            return _rows(con, f"SELECT * FROM wh.linked_{name} WHERE student_key = ?", [key])
+
+        census_rows = [c for c in src("dmc_census") if c["census_date"] == census and c["known_at"] <= as_of]
+        if not census_rows:
+            continue
+        me = _latest(census_rows)
+        f: Row = {}
+        # attendance: latest known version per month, months of the last 12
+        by_month: dict[dt.date, list[Row]] = defaultdict(list)
+        for a in src("attendance"):
+            if a["known_at"] <= as_of and a["year_month"] <= as_of and a["school_days"] > 0:
+                by_month[a["year_month"]].append(a)
+        months = {m: _latest(v) for m, v in by_month.items()}
+        last12 = sorted((m for m in months if m >= _month_start(m12)), reverse=True)
+        rows12 = [months[m] for m in last12]
+        f["att_rate_term"] = _rate([months[m] for m in last12 if m >= _month_start(term_start)])
+        f["att_rate_prev_term"] = _rate(
+            [a for m, a in months.items() if _month_start(prev_start) <= m <= prev_end])
+        f["att_rate_12m"] = _rate(rows12)
+        f["att_rate_last_month"] = _rate(rows12[:1])
+        f["att_trend_3m"] = (_rate(rows12[:3]) - _rate(rows12[3:6])) if len(rows12) >= 4 else None  # type: ignore[operator]
+        f["att_unexcused_rate_12m"] = _rate(rows12, "days_absent")
+        f["att_chronic_absence"] = None if f["att_rate_prev_term"] is None else f["att_rate_prev_term"] <= 0.9
+        f["att_below_cct_85"] = None if f["att_rate_12m"] is None else f["att_rate_12m"] < 0.85
+        f["att_months_known"] = len(rows12)
+        # grades: latest known version per (year, term, assessment)
+        by_exam: dict[tuple[int, int, str], list[Row]] = defaultdict(list)
+        for g in src("grades"):
+            if g["known_at"] <= as_of and g["assessed_on"] <= as_of:
+                by_exam[(g["academic_year"], g["term"], g["assessment"])].append(g)
+        exams = {k: _latest(v) for k, v in by_exam.items()}
+        finals = sorted(((k, g) for k, g in exams.items() if k[2] == "final"), key=lambda kg: kg[0][:2], reverse=True)
+        last = finals[0][1] if finals else None
+        f["gpa_last"] = last["gpa"] if last else None
+        f["gpa_trend"] = (
+            last["gpa"] - finals[1][1]["gpa"]
+            if last and len(finals) > 1 and last["gpa"] is not None and finals[1][1]["gpa"] is not None else None
+        )
+        interim = exams.get((r.academic_year, r.term, "interim"))
+        f["gpa_interim"] = interim["gpa"] if interim else None
+        for col, name in (("n_mark_0", "marks_0_last"), ("n_mark_r", "marks_r_last"),
+                          ("n_mark_ms", "marks_ms_last"), ("n_mark_mp", "marks_mp_last")):
+            f[name] = last[col] if last else None
+        recent = [g for _, g in finals if g["assessed_on"] > m12]
+        f["failing_marks_12m"] = sum(g["n_mark_0"] + g["n_mark_r"] + g["n_mark_ms"] for g in recent) if recent else None
+        f["failing_marks_interim"] = (
+            interim["n_mark_0"] + interim["n_mark_r"] + interim["n_mark_ms"] if interim else None)
+        # CCT: the latest screening of the last 12 months
+        cct = [c for c in src("cct_screening") if c["known_at"] <= as_of and m12 < c["screened_on"] <= as_of]
+        c = max(cct, key=lambda x: (x["screened_on"], x["known_at"], x["delivery_id"], x["source_line"])) if cct else None
+        f["cct_screened"] = c is not None
+        f["income_per_person"] = float(c["income_per_person"]) if c else None
+        f["extremely_poor"] = c["income_per_person"] <= 3000 if c else None
+        f["hh_deprivations"] = sum(int(c[d]) for d in CCT_DIMENSIONS) if c else None
+        for d in CCT_DIMENSIONS:
+            f[d] = c[d] if c else None
+        f["household_size"] = float(c["household_size"]) if c else None
+        f["caretaker"] = c["caretaker"] if c else None
+        f["travel_minutes"] = float(c["travel_minutes"]) if c else None
+        f["travel_mode"] = c["travel_mode"] if c else None
+        care = [x for x in src("care_screening") if x["known_at"] <= as_of and m12 < x["screened_on"] <= as_of]
+        k = max(care, key=lambda x: (x["screened_on"], x["known_at"], x["delivery_id"], x["source_line"])) if care else None
+        code = {"ปกติ": 0, "เสี่ยง": 1, "มีปัญหา": 2}
+        f["care_screened"] = k is not None
+        f["care_at_risk_count"] = sum(k[d] == "เสี่ยง" for d in CARE_DIMENSIONS) if k else None
+        f["care_problem_count"] = sum(k[d] == "มีปัญหา" for d in CARE_DIMENSIONS) if k else None
+        for d in ("learning", "behaviour_emotion", "family", "economic", "substances", "sexual_behaviour"):
+            f[f"care_{d}"] = code[k[d]] if k else None
+        links = {w["link_type"] for w in src("welfare_links") if w["known_at"] <= as_of and w["record_date"] <= as_of}
+        f["welfare_disability_card"] = "disability_card" in links
+        f["welfare_chronic_illness"] = "chronic_illness" in links
+        f["welfare_bedridden_member"] = "bedridden_household_member" in links
+        f["welfare_teen_pregnancy"] = "teen_pregnancy" in links
+        f["welfare_state_card"] = "state_welfare_card" in links
+        # census history up to this census
+        by_census: dict[dt.date, list[Row]] = defaultdict(list)
+        for h in src("dmc_census"):
+            if h["known_at"] <= as_of and h["census_date"] <= census:
+                by_census[h["census_date"]].append(h)
+        hist = [_latest(by_census[d]) for d in sorted(by_census)]
+        moves = 0
+        for prev, cur in zip(hist, hist[1:]):
+            if cur["census_date"] > census - dt.timedelta(days=730) and prev["school_code"] != cur["school_code"]:
+                moves += 1
+        f["school_moves_2y"] = moves
+        years_per_grade: dict[str, set[int]] = defaultdict(set)
+        for h in hist:
+            years_per_grade[h["grade"]].add(h["academic_year"])
+        f["repeated_grade"] = any(len(v) > 1 for v in years_per_grade.values())
+        june10 = cal.census_date(r.academic_year, 1)
+        bd = me["birth_date"]
+        f["over_age_years"] = max(0, (june10.year - bd.year) - GRADE_TYPICAL_AGE[me["grade"]])
+        f["censuses_known"] = sum(1 for h in hist if h["census_date"] < census)
+        f["grade"] = me["grade"]
+        f["grade_level"] = GRADES.index(me["grade"]) + 1
+        f["in_transition_grade"] = me["grade"] in ("P6", "M3")
+        f["term"] = r.term
+        f["is_mid_round"] = r.round_type == "mid"
+        f["sex"] = me["sex"]
+        f["age"] = (as_of - bd).days / 365.25
+        f["non_thai_id"] = me["id_kind"] in ("gcode", "non_thai")
+        f["disability"] = me["disability"] != "none"
+        out[key] = f
+    return out

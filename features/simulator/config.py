@@ -1,0 +1,141 @@
+"""Typed configuration of the simulator: world size, generating-process coefficients, fault rates.
+
+One pydantic model (`SimulationConfig`) holds everything a run depends on; it is written verbatim to
+`truth/process.json`, so a reader can reproduce any figure from the seed and this file. Every field
+carries a description because the process document (PROCESS.md) and the JSON are read by people
+who want to know what the ceiling means.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.calendar import SchoolCalendar
+from features.ids import GRADES
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _grade_map(values: list[float]) -> dict[str, float]:
+    return dict(zip(GRADES, values, strict=True))
+
+
+class WorldConfig(_Model):
+    """Size and shape of the simulated school system."""
+
+    students: int = Field(100_000, ge=200, le=20_000_000,
+                          description="Students enrolled in OBEC schools at the first census (10 June of the first year).")
+    years: int = Field(6, ge=1, le=20, description="Academic years simulated (each has two terms and four scoring rounds).")
+    first_year: int = Field(2563, ge=2560, le=2600, description="First academic year, Buddhist Era (2563 = 2020/21).")
+    seed: int = Field(7, ge=0, description="Random seed: the same config and seed give byte-identical files.")
+    students_per_province: int = Field(
+        100_000, ge=1_000,
+        description="About how many students one simulated province holds; N <= 1.5x this gives one province "
+                    "(Mae Hong Son), more gives several real provinces, processed one at a time.")
+    students_per_school: float = Field(190.0, gt=10, description="Mean OBEC school size (students).")
+    entry_shares: dict[str, float] = Field(
+        default_factory=lambda: {"K1": 0.052, "K2": 0.008, "K3": 0.006, "P1": 0.024, "M1": 0.02, "M4": 0.008},
+        description="New pupils entering OBEC each June by grade, as a share of the first census: K1 entrants, "
+                    "children from local-government or private kindergartens and primary schools. Keeps size about stable.")
+
+
+class ProcessConfig(_Model):
+    """Coefficients of the dropout hazard and of the competing exits (all on the logit scale per term end)."""
+
+    grade_logit_t1: dict[str, float] = Field(
+        default_factory=lambda: _grade_map(
+            [-9.08, -9.15, -9.13, -9.79, -9.82, -9.9, -9.77, -9.78, -9.05, -7.89, -7.98, -7.45, -6.39, -6.39, -6.72]),
+        description="Dropout intercept at the end of term 1 (mid-year), per grade.")
+    grade_logit_t2: dict[str, float] = Field(
+        default_factory=lambda: _grade_map(
+            [-8.48, -8.55, -6.93, -8.99, -9.02, -9.1, -8.97, -8.98, -5.8, -7.19, -7.28, -3.8, -5.69, -5.69, -6.82]),
+        description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
+    beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
+    beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
+    beta_caretaker_not_parent: float = Field(0.40, description="Child cared for by grandparents, relatives or others.")
+    beta_travel_per_10min: float = Field(0.06, description="Per 10 minutes of travel to school.")
+    beta_remote_school: float = Field(0.25, description="School in a remote or hardship area.")
+    beta_small_school: float = Field(0.20, description="Small school (<= 120 students).")
+    province_effect_sd: float = Field(0.15, description="SD of the random province effect (plus fixed effects in world.py).")
+    beta_non_thai: float = Field(0.45, description="Child without Thai nationality (G-code or non-Thai 13-digit ID).")
+    beta_disability: float = Field(0.45, description="Any disability.")
+    beta_chronic_illness: float = Field(0.25, description="Chronic illness (a welfare link records it).")
+    beta_overage_per_year: float = Field(0.35, description="Per year older than the typical age for the grade.")
+    beta_repeated: float = Field(0.30, description="Has repeated a grade before.")
+    beta_engagement: float = Field(-0.65, description="Per SD of the latent engagement (higher engagement, lower hazard).")
+    beta_past_pregnancy: float = Field(0.9, description="Teen pregnancy in an earlier term.")
+    shock_names: tuple[str, ...] = Field(("parent_migration", "illness", "debt_job_loss", "teen_pregnancy"),
+                                         description="Shock types that can arrive during a term.")
+    shock_prob: tuple[float, ...] = Field((0.10, 0.08, 0.10, 0.0),
+                                          description="Base per-term probability of each shock (pregnancy: see pregnancy_prob_*).")
+    shock_poverty_mult: tuple[float, ...] = Field((1.6, 1.2, 1.6, 1.3),
+                                                  description="Multiplier of the shock probability for extremely poor households.")
+    pregnancy_prob_13_14: float = Field(0.004, description="Per-term probability of a teen pregnancy, girls aged 13-14.")
+    pregnancy_prob_15_up: float = Field(0.012, description="Per-term probability of a teen pregnancy, girls aged 15 or more.")
+    shock_hazard: tuple[float, ...] = Field((1.8, 1.6, 1.9, 2.5), description="Logit added to the dropout hazard by each shock arriving this term.")
+    shock_engagement_drop: float = Field(0.35, description="Engagement lost (persistently) after any shock.")
+    shock_attendance_logit: float = Field(-1.4, description="Daily attendance logit shift after a shock has arrived.")
+    engagement_rho: float = Field(0.80, description="Term-to-term autocorrelation of the latent engagement.")
+    engagement_poverty: float = Field(-0.15, description="Mean engagement shift per unit of poverty (log(3000/income)).")
+    # competing exits (logit relative to staying)
+    transfer_logit: float = Field(-4.4, description="Transfer to another OBEC school, per term end.")
+    other_school_logit_k3: float = Field(-2.2, description="K3 year end: move to a local-government/private/BPP primary school.")
+    other_school_logit: float = Field(-7.0, description="Move to a non-OBEC school at other term ends.")
+    vocational_logit_m3: float = Field(-0.45, description="M3 year end: move to vocational education (OVEC).")
+    vocational_logit_upper: float = Field(-5.5, description="M4-M5 term ends: move to vocational education.")
+    nfe_logit: float = Field(-6.2, description="Move to non-formal education (age >= 13), per term end.")
+    nfe_overage_per_year: float = Field(0.6, description="NFE logit per year over-age.")
+    ewe_logit: float = Field(-6.5, description="Move to a workforce training path (age >= 15), per term end.")
+    death_logit: float = Field(-8.8, description="Death, per term end.")
+    abroad_logit_thai: float = Field(-8.0, description="Migration abroad, Thai child, per term end.")
+    abroad_logit_non_thai: float = Field(-4.6, description="Migration abroad, non-Thai child, per term end.")
+    abroad_parent_migration: float = Field(1.0, description="Added to the abroad logit by a parent-migration shock.")
+    completed_logit_m6: float = Field(7.0, description="M6 year end: completion (upper secondary graduation).")
+    repeat_logit: float = Field(-4.6, description="Repetition at year end (P1-M6) for a child who stays, before modifiers.")
+    dropout_exit_recorded: float = Field(0.45, ge=0, le=1, description="Share of dropouts for whom the school files an exits row.")
+    abroad_exit_recorded: float = Field(0.5, ge=0, le=1, description="Share of moves abroad with an exits row.")
+    transfer_destination_known: float = Field(0.8, ge=0, le=1, description="Share of transfer rows that name the destination school.")
+    tzd_find_per_quarter: float = Field(0.18, ge=0, le=1, description="Chance a dropout aged <= 18 is found by TZD in a quarter.")
+    tzd_outcomes: dict[str, float] = Field(
+        default_factory=lambda: {"returned_to_school": 0.25, "non_formal": 0.2, "work_training": 0.1, "not_returned": 0.45},
+        description="Outcome shares of closed TZD cases.")
+    cct_screen_prob_poor: float = Field(0.9, description="Chance an extremely poor child (<= 3000 baht) is screened in a term.")
+    cct_screen_prob_near: float = Field(0.55, description="Chance a child with 3000-6000 baht is screened in a term.")
+    cct_screen_prob_other: float = Field(0.04, description="Chance any other child is screened in a term.")
+    gcode_new_id_per_year: float = Field(0.10, ge=0, le=1, description="Yearly chance a G-code child receives a 13-digit ID.")
+
+
+class FaultConfig(_Model):
+    """Rates of the faults real deliveries have. Every injected fault is recorded in truth/records.parquet."""
+
+    id_typo: float = Field(0.004, ge=0, le=1, description="Row's student ID mistyped (one digit changed or two adjacent digits swapped).")
+    id_missing: float = Field(0.004, ge=0, le=1, description="Row's student ID left empty (where the contract allows it).")
+    other_system_id_multiplier: float = Field(5.0, ge=0, description="ID typo/missing rates are this many times higher in other_enrolment, ewe_training and tzd_cases.")
+    name_variant: float = Field(0.02, ge=0, le=1, description="A first or last name spelt differently (Thai tone marks, thanthakhat, consonant swaps, vowels).")
+    be_birth_year: float = Field(0.004, ge=0, le=1, description="Birth date written with a Buddhist-Era year where CE is expected.")
+    ce_academic_year: float = Field(0.002, ge=0, le=1, description="Academic year written in CE (2025) where BE (2568) is expected.")
+    duplicate_row: float = Field(0.002, ge=0, le=1, description="An exact duplicate of a row appended to the same file.")
+    impossible_value: float = Field(0.0008, ge=0, le=1, description="An impossible value (days present > school days, GPA 5.2, negative income, age 0).")
+    late_delivery: float = Field(0.06, ge=0, le=1, description="Share of deliveries sent 2-8 weeks late.")
+    missing_screening: float = Field(0.03, ge=0, le=1, description="Share of a school's CCT/care screening rows that never arrive (whole schools).")
+    malformed_delivery: float = Field(0.008, ge=0, le=1, description="Per delivery: chance one school's rows come as a separate malformed file (0 switches off).")
+
+
+class SimulationConfig(_Model):
+    """Everything one simulation run depends on; written to truth/process.json."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this configuration schema.")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="World size and shape.")
+    process: ProcessConfig = Field(default_factory=ProcessConfig, description="Generating-process coefficients.")
+    faults: FaultConfig = Field(default_factory=FaultConfig, description="Fault rates.")
+    calendar: SchoolCalendar = Field(default_factory=SchoolCalendar, description="School calendar (terms, censuses, rounds).")
+
+    @classmethod
+    def small(cls, students: int = 3000, years: int = 2, seed: int = 7, **faults: float) -> SimulationConfig:
+        """A small world for tests and quick looks."""
+        return cls(world=WorldConfig(students=students, years=years, seed=seed),
+                   faults=FaultConfig(**faults))

@@ -1,0 +1,19 @@
+"""Calibration at a moderate size: the published figures within the stated tolerances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.simulator import SimulationConfig, simulate
+from features.simulator.config import WorldConfig
+
+
+@pytest.mark.slow
+def test_calibration_figures_land_within_their_tolerances_at_a_moderate_size(tmp_path: Path) -> None:
+    summary = simulate(SimulationConfig(world=WorldConfig(students=30_000, years=3, seed=7)), tmp_path)
+    checks = summary.calibration["checks"]
+    failed = {k: v for k, v in checks.items() if not v["within"]}
+    assert not failed, failed
+    assert 0.80 <= summary.ceiling["early"]["roc_auc"] < summary.ceiling["mid"]["roc_auc"] <= 0.95

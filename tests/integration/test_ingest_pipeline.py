@@ -1,0 +1,212 @@
+"""Ingestion end to end on tiny deliveries: accounting, reasons, repairs, refusals, atomicity,
+idempotence and privacy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from features.contract import SOURCES
+from features.home import EwsHome
+from features.ingest.pipeline import CRASH_ENV, ingest_path
+from features.ingest.sample import csv_text, registry_rows, valid_row, write_delivery
+from features.ingest.warehouse import connect, file_accounting
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EwsHome:
+    monkeypatch.delenv("EWS_PSEUDONYM_KEY_FILE", raising=False)
+    return EwsHome(root=tmp_path / "home")
+
+
+@pytest.fixture()
+def registry(tmp_path: Path, home: EwsHome) -> None:
+    rep = ingest_path(write_delivery(tmp_path / "in" / "reg", "reg-1", registry_rows(), delivered_on="2025-01-01"), home)
+    assert rep.ok
+
+
+def _rows(home: EwsHome, sql: str) -> list[tuple]:
+    con = connect(home)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _snapshot(home: EwsHome) -> str | None:
+    return hashlib.sha256(home.warehouse.read_bytes()).hexdigest() if home.warehouse.exists() else None
+
+
+def test_every_file_accounts_for_every_row_and_quarantine_names_exact_lines(
+    tmp_path: Path, home: EwsHome, registry: None
+) -> None:
+    good = [valid_row("attendance", i) for i in range(3)]
+    text = csv_text("attendance", good)
+    text += '2025-06,1050100001,1103702071811,20,12,0,3\n'  # line 5: days do not add up
+    text += '2025-06,1234567890,,20,20,0,0\n'  # line 6: unknown school
+    text += '"2025-\n06",1050100001,,20,20,0,0\n'  # lines 7-8: a line break inside quotes
+    text += '2025-06,1050100001,,20,20,0,0,extra\n'  # line 9: too many fields
+    text += csv_text("attendance", good[:1]).split("\n", 1)[1]  # line 10: duplicate of line 2
+    census = [valid_row("dmc_census", 1), {**valid_row("dmc_census", 2), "birth_date": "2010-02-30"}]
+    rep = ingest_path(write_delivery(tmp_path / "in" / "d", "d-1", {"attendance": text, "dmc_census": census}), home)
+    files = {f.source_file: f for f in rep.deliveries[0].files}
+    assert (files["attendance.csv"].received, files["attendance.csv"].accepted, files["attendance.csv"].quarantined) == (8, 3, 5)
+    q = _rows(home, "SELECT source_file, source_line, reason FROM quarantine ORDER BY source_file, source_line")
+    assert q == [
+        ("attendance.csv", 5, "days_present + days_leave + days_absent must equal school_days (12 + 0 + 3 ≠ 20)"),
+        ("attendance.csv", 6, "school_code 1234567890 is not in the school registry"),
+        ("attendance.csv", 7, "year_month: '2025-\n06' is not a month (YYYY-MM)"),
+        ("attendance.csv", 9, "the line has 8 fields, the header has 7; value withheld: personal data; see the file at this line"),
+        ("attendance.csv", 10, "exact duplicate of line 2"),
+        ("dmc_census.csv", 3, "birth_date: '2010-02-30' is not a date (YYYY-MM-DD)"),
+    ]
+    for a in file_accounting(home):
+        assert a.received == a.accepted + a.quarantined
+        table = f"src_{a.source}"
+        assert _rows(home, f"SELECT count(*) FROM {table} WHERE delivery_id = '{a.delivery_id}'")[0][0] == a.accepted
+
+
+def test_be_and_ce_years_are_repaired_and_every_repair_is_logged(tmp_path: Path, home: EwsHome, registry: None) -> None:
+    row = {**valid_row("grades", 1), "academic_year": "2025", "assessed_on": "2568-09-30"}
+    rep = ingest_path(write_delivery(tmp_path / "in" / "g", "g-1", {"grades": [row]}), home)
+    assert rep.deliveries[0].files[0].repaired == 1
+    assert _rows(home, "SELECT academic_year, assessed_on::VARCHAR FROM src_grades") == [(2568, "2025-09-30")]
+    assert sorted(_rows(home, "SELECT column_name, raw_value, repaired_value, rule FROM repairs")) == [
+        ("academic_year", "2025", "2568", "ce_year_to_be"),
+        ("assessed_on", "2568-09-30", "2025-09-30", "be_year_to_ce"),
+    ]
+
+
+def test_ids_become_tokens_with_kinds_and_invalid_ids_are_kept_for_linkage(
+    tmp_path: Path, home: EwsHome, registry: None
+) -> None:
+    rows = [{**valid_row("welfare_links", i), "student_id": sid}
+            for i, sid in enumerate(["1-1037-02071-81-1", "1103702071811", "1103702071812", "G123456789012", "", "12X4"])]
+    ingest_path(write_delivery(tmp_path / "in" / "w", "w-1", {"welfare_links": rows}), home)
+    got = _rows(home, "SELECT source_line, id_kind, id_token IS NULL FROM src_welfare_links ORDER BY 1")
+    assert got == [(2, "thai", False), (3, "thai", False), (4, "invalid", False), (5, "gcode", False), (6, "missing", True)]
+    t = _rows(home, "SELECT id_token FROM src_welfare_links WHERE source_line IN (2, 3)")
+    assert t[0] == t[1]  # dashes do not change the token
+    assert _rows(home, "SELECT source_line, value FROM quarantine") == [(7, None)]  # absurd ID, value withheld
+
+
+def test_the_same_delivery_twice_changes_nothing_and_changed_content_is_refused(
+    tmp_path: Path, home: EwsHome, registry: None
+) -> None:
+    folder = write_delivery(tmp_path / "in" / "a", "a-1", {"attendance": [valid_row("attendance", 1)]})
+    assert ingest_path(folder, home).deliveries[0].status == "ingested"
+    before = _snapshot(home)
+    again = ingest_path(folder, home).deliveries[0]
+    assert again.status == "already_ingested" and again.files[0].accepted == 1
+    assert _snapshot(home) == before
+    write_delivery(folder, "a-1", {"attendance": [valid_row("attendance", 2)]})
+    changed = ingest_path(folder, home).deliveries[0]
+    assert changed.status == "refused" and "different content" in (changed.message or "")
+    assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"", "empty"),
+        ("year_month,school_code\n2025-06,1050100001\n".encode(), "missing columns: student_id"),
+        (csv_text("attendance", []).replace("\n", ",colour\n").encode(), "unknown columns: 'colour'"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
+        (csv_text("attendance", []).encode() + b"2025-06," + b"9" * 70000 + b"\n", "line 2: the line is longer than 64 KiB"),
+        ("year_month,ชื่อ\n".encode("utf-16"), "not UTF-8"),
+    ],
+)
+def test_a_refused_file_leaves_the_warehouse_byte_for_byte_unchanged(
+    tmp_path: Path, home: EwsHome, registry: None, content: bytes, words: str
+) -> None:
+    before = _snapshot(home)
+    folder = write_delivery(tmp_path / "in" / "bad", "bad-1",
+                            {"dmc_census": [valid_row("dmc_census", 1)], "attendance": content})
+    d = ingest_path(folder, home).deliveries[0]
+    assert d.status == "refused" and words in (d.message or "") and "attendance.csv" in (d.message or "")
+    assert _snapshot(home) == before
+    assert _rows(home, "SELECT count(*) FROM src_dmc_census")[0][0] == 0
+
+
+def test_unknown_files_and_a_broken_manifest_refuse_the_delivery(tmp_path: Path, home: EwsHome) -> None:
+    folder = write_delivery(tmp_path / "in" / "x", "x-1", {"attendance": [valid_row("attendance", 1)]})
+    (folder / "notes.txt").write_text("hello")
+    (tmp_path / "in" / "y").mkdir()
+    (tmp_path / "in" / "y" / "delivery.json").write_text('{"delivery_id": "y"}')
+    (tmp_path / "in" / "y" / "areas.csv").write_text("")
+    rep = ingest_path(tmp_path / "in", home)
+    msgs = {d.delivery_id: d.message or "" for d in rep.deliveries}
+    assert not rep.ok and "unknown files notes.txt" in msgs["x"]
+    assert "delivered_on" in msgs["y"] and "system" in msgs["y"]
+    assert not home.warehouse.exists()
+
+
+def test_tis620_files_are_converted_and_reported_as_cp874(tmp_path: Path, home: EwsHome) -> None:
+    text = csv_text("areas", registry_rows()["areas"])
+    rep = ingest_path(write_delivery(tmp_path / "in" / "r", "r-1", {"areas": text.encode("cp874")}), home)
+    f = rep.deliveries[0].files[0]
+    assert (f.encoding, f.accepted) == ("cp874", 2)
+    assert _rows(home, "SELECT tambon_name FROM src_areas ORDER BY 1")[0][0] == "ตำบล500101"
+
+
+@pytest.mark.parametrize("crash_at", ["after_vault", "mid_warehouse"])
+def test_a_crash_mid_ingest_leaves_the_warehouse_as_it_was_and_a_rerun_succeeds(
+    tmp_path: Path, home: EwsHome, registry: None, crash_at: str
+) -> None:
+    folder = write_delivery(tmp_path / "in" / "c", "c-1", {
+        "dmc_census": [valid_row("dmc_census", i) for i in range(20)],
+        "attendance": [valid_row("attendance", i) for i in range(20)],
+    })
+    counts = "SELECT (SELECT count(*) FROM src_dmc_census), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM ingested_files)"
+    before = _rows(home, counts)
+    code = "import sys; from pathlib import Path; from features.home import EwsHome; from features.ingest.pipeline import ingest_path; ingest_path(Path(sys.argv[1]), EwsHome(root=Path(sys.argv[2])))"
+    env = {**os.environ, CRASH_ENV: crash_at}
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), str(home.root)], env=env, cwd=Path(__file__).parents[2])
+    assert proc.returncode == -9  # killed, no cleanup ran
+    assert _rows(home, counts) == before
+    rep = ingest_path(folder, home)
+    assert rep.deliveries[0].status == "ingested"
+    assert _rows(home, counts)[0][0] == 20
+    v = duckdb.connect(str(home.vault), read_only=True)
+    assert v.execute("SELECT count(*) FROM name_records WHERE delivery_id = 'c-1'").fetchall()[0][0] == 20
+    v.close()
+
+
+def test_no_raw_id_or_name_is_written_outside_the_vault(tmp_path: Path, home: EwsHome, registry: None) -> None:
+    files = {s: [valid_row(s, i) for i in range(1, 6)] for s in SOURCES if s not in ("areas", "schools")}
+    files["tzd_cases"].append({**valid_row("tzd_cases", 9), "birth_date": "bad"})  # quarantined
+    files["exits"] = csv_text("exits", files["exits"]) + "x,y\n"  # wrong field count
+    ingest_path(write_delivery(tmp_path / "in" / "p", "p-1", files), home)
+    secrets: set[str] = set()
+    for rows in files.values():
+        for r in rows if isinstance(rows, list) else []:
+            secrets |= {r[k] for k in ("student_id", "first_name", "last_name") if r.get(k)}
+    assert len(secrets) > 10
+    for p in home.root.rglob("*"):
+        if p.is_file() and home.vault_dir not in p.parents:
+            data = p.read_bytes()
+            for s in secrets:
+                assert s.encode() not in data, f"{s!r} found in {p}"
+    assert oct(home.vault_dir.stat().st_mode)[-3:] == "700"
+    assert oct(home.vault.stat().st_mode)[-3:] == "600"
+    assert not list((home.vault_dir / "tmp").glob("p-1*"))  # scratch removed
+
+
+def test_the_command_prints_per_file_accounting_as_json(tmp_path: Path, home: EwsHome) -> None:
+    folder = write_delivery(tmp_path / "in" / "r", "r-1", registry_rows())
+    proc = subprocess.run([sys.executable, "-m", "ews", "ingest", str(folder), "--json", "--home", str(home.root)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    f = out["deliveries"][0]["files"][0]
+    assert set(f) == {"source_file", "received", "accepted", "quarantined", "repaired", "encoding"}
+    assert out["totals"]["received"] == out["totals"]["accepted"] + out["totals"]["quarantined"] == 4

@@ -1,0 +1,41 @@
+"""Keyed pseudonyms and the feature catalogue."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from features.home import EwsHome
+from features.pointintime.spec import FEATURES, GROUPS, catalogue_markdown
+from features.pseudonym import id_token, student_key
+
+
+def test_a_token_depends_on_the_secret_so_nobody_without_it_can_recompute_it() -> None:
+    assert id_token(b"k" * 32, "1101700203450") == id_token(b"k" * 32, "1101700203450")
+    assert id_token(b"k" * 32, "1101700203450") != id_token(b"j" * 32, "1101700203450")
+    assert "1101700203450" not in student_key(b"k" * 32, "1101700203450")
+
+
+def test_the_demo_secret_is_created_once_and_readable_by_the_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EWS_PSEUDONYM_KEY_FILE", raising=False)
+    home = EwsHome(root=tmp_path / "home")
+    key = home.pseudonym_key()
+    assert len(key) == 32 and home.pseudonym_key() == key
+    assert stat.S_IMODE(os.stat(home.key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(home.keys_dir).st_mode) == 0o700
+
+
+def test_a_deployment_key_file_that_does_not_exist_is_an_error_not_a_new_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EWS_PSEUDONYM_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(FileNotFoundError):
+        EwsHome(root=tmp_path).pseudonym_key()
+
+
+def test_every_feature_has_a_known_group_a_thai_label_and_a_unique_name() -> None:
+    names = [f.name for f in FEATURES]
+    assert len(names) == len(set(names))
+    assert all(f.group in GROUPS and f.th and f.en for f in FEATURES)
+    assert catalogue_markdown().count("\n") == len(FEATURES) + 1

@@ -1,0 +1,43 @@
+"""The training config is typed, strict and documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from training.config import TrainConfig, load_config
+
+
+def test_unknown_keys_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        TrainConfig.model_validate({"model": {"num_leaf": 7}})
+
+
+def test_every_field_of_every_section_has_a_description() -> None:
+    for section in ("split", "model", "calibration", "risk_groups", "fairness", "gate"):
+        model = type(getattr(TrainConfig(), section))
+        for name, f in model.model_fields.items():
+            assert f.description, f"{section}.{name} has no description"
+
+
+def test_a_config_file_overrides_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"model": {"num_threads": 1}, "gate": {"metric": "precision_at_10pct"}}))
+    cfg = load_config(path)
+    assert cfg.model.num_threads == 1 and cfg.gate.metric == "precision_at_10pct"
+    assert cfg.model.num_leaves == TrainConfig().model.num_leaves
+    assert cfg.schema_version == 1
+
+
+def test_importing_the_training_package_sets_no_mlflow_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    for m in ("training.config", "training.registry", "training.cli", "training.pipeline", "training.card"):
+        importlib.reload(importlib.import_module(m))
+    assert mlflow.get_tracking_uri() == before

@@ -1,0 +1,77 @@
+"""Metrics hand-checked on tiny arrays; every metric declares its direction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.metrics import (
+    METRICS, ceiling_and_gap, ece, greater_is_better, precision_at_k, recall_at_k, school_top_mask, score_metrics,
+)
+
+
+def test_precision_at_k_counts_dropouts_among_the_top_ceil_k_rows() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    s = np.array([.9, .8, .7, .6, .5, .4, .3, .2, .1, .05])
+    assert precision_at_k(y, s, 0.2) == pytest.approx(0.5)  # top 2: 1, 0
+    assert precision_at_k(y, s, 0.3) == pytest.approx(2 / 3)  # top 3: 1, 0, 1
+    assert precision_at_k(y, s, 0.25) == pytest.approx(2 / 3)  # ceil(2.5) = 3
+    assert recall_at_k(y, s, 0.3) == pytest.approx(2 / 3)
+
+
+def test_ties_are_broken_by_row_order() -> None:
+    y = np.array([0, 1, 1, 1])
+    s = np.array([1.0, 1.0, 1.0, 1.0])
+    assert precision_at_k(y, s, 0.25) == 0.0
+
+
+def test_within_school_top_k_takes_each_schools_own_top_rows() -> None:
+    s = np.array([.9, .1, .2, .3, .8, .7])
+    school = np.array(["a", "a", "a", "b", "b", "b"])
+    assert school_top_mask(s, school, 0.34).tolist() == [True, False, False, False, True, False]
+
+
+def test_ece_by_hand() -> None:
+    # bin 0 ([0, .1)): p = .05, .05, y = 0, 1 -> |0.05 - 0.5| = 0.45, weight 2/4
+    # bin 9 ([.9, 1]): p = .95, .95, y = 1, 1 -> |0.95 - 1| = 0.05, weight 2/4
+    y = np.array([0, 1, 1, 1])
+    p = np.array([.05, .05, .95, .95])
+    assert ece(y, p) == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+
+
+def test_perfectly_calibrated_bins_have_zero_ece() -> None:
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1])
+    p = np.array([.25] * 4 + [.75] * 4 + [1.0] * 2)
+    assert ece(y, p) == pytest.approx(0.0)
+
+
+def test_rule_scores_get_no_brier_or_ece() -> None:
+    m = score_metrics(np.array([0, 1, 0, 1]), np.array([0, 2, 1, 3]), probabilistic=False)
+    assert "brier" not in m and "ece" not in m
+    assert m["roc_auc"] == pytest.approx(1.0)
+
+
+def test_every_metric_declares_its_direction() -> None:
+    assert greater_is_better("roc_auc") and greater_is_better("precision_at_10pct")
+    assert not greater_is_better("ece") and not greater_is_better("brier")
+    assert greater_is_better("baselines.abc_rule.roc_auc")
+    assert greater_is_better("ceiling_pr_auc")
+    assert not greater_is_better("gap_roc_auc") and not greater_is_better("gap_ece")
+    assert not greater_is_better("groups.sex.F.fpr")
+    assert all(isinstance(v, bool) for v in METRICS.values())
+    with pytest.raises(KeyError):
+        greater_is_better("groups.sex.F.fpr_ratio")
+
+
+def test_the_gap_is_how_far_the_model_is_behind_the_ceiling() -> None:
+    out = ceiling_and_gap({"roc_auc": 0.80, "ece": 0.03}, {"roc_auc": 0.85, "ece": 0.01, "rows": 10})
+    assert out["gap_roc_auc"] == pytest.approx(0.05)
+    assert out["gap_ece"] == pytest.approx(0.02)
+    assert "ceiling_rows" not in out
+
+
+def test_a_slice_without_dropouts_has_undefined_ranking_metrics() -> None:
+    m = score_metrics(np.zeros(5), np.linspace(0, 1, 5))
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["recall_at_10pct"])

@@ -1,0 +1,160 @@
+"""The model card of a registered version, in Markdown and HTML, from one `TrainResult`.
+
+Written to EWS_HOME/model_cards/<name>-v<N>/ (model_card.md, model_card.html, plots/) and logged
+with the run. The HTML embeds its plots so the single file opens in any browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.pointintime.spec import GROUPS
+from training.baselines import BASELINES
+from training.config import TrainConfig
+from training.metrics import greater_is_better
+
+CARD_SECTIONS: tuple[str, ...] = (
+    "Model details", "Intended use", "Out-of-scope uses", "Training data and period", "Metrics",
+    "Calibration", "Risk groups and thresholds", "Fairness", "What drives the score", "Caveats",
+)
+INTENDED_USE: tuple[str, ...] = (
+    "Rank the students of an OBEC school by their calibrated probability of dropping out by the next DMC "
+    "census, twice a term (early and mid round), so the student-care team can decide whom to visit first.",
+    "Sort students into the three groups schools already use (มีปัญหา problem / เสี่ยง at-risk / ปกติ normal) "
+    "with cut-offs fixed at training and sized to school capacity.",
+    "Give district and province teams counts of flagged students for their area.",
+)
+OUT_OF_SCOPE: tuple[str, ...] = (
+    "Any decision against a student: exclusion, refusal of a transfer, grading, discipline. A flag is a reason to "
+    "offer help, never a verdict.",
+    "Allocating or withdrawing the CCT grant or any welfare benefit (the model sees poverty as a cause, "
+    "it does not measure eligibility).",
+    "Students outside OBEC schools, rounds outside the calendar the model was trained on, or a student with too little "
+    "data (serving says \"no score, because …\" instead of guessing).",
+    "Comparing or ranking schools or teachers by their students' scores.",
+)
+CAVEATS: tuple[str, ...] = (
+    "Labels come from linked histories: a child who moved to another system and was not linked counts as a dropout; "
+    "linkage errors put noise in the labels and the metrics.",
+    "The model is evaluated on the latest labelled term; the world it is used in is one to two terms later. "
+    "Monitor calibration and group error rates on each new term's outcomes.",
+    "Fairness ratios of small groups (flagged 'too small to judge') are noise, not evidence either way.",
+    "Group disparities in selection rate partly reflect real differences in dropout risk (poverty, transition grades); "
+    "error-rate ratios (precision, FNR) are the ones the release gate enforces.",
+    "SHAP importances here are averages for the card; each student's reasons are computed from their own SHAP values.",
+)
+HEADLINE: tuple[str, ...] = (
+    "roc_auc", "pr_auc", "precision_at_5pct", "precision_at_10pct", "precision_at_20pct", "recall_at_10pct",
+    "school_precision_at_10pct", "school_recall_at_10pct", "brier", "ece",
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _metric_rows(m: dict[str, float], prefix: str = "") -> list[dict[str, str]]:
+    rows = []
+    for k in HEADLINE:
+        rows.append({
+            "metric": k, "direction": "higher is better" if greater_is_better(k) else "lower is better",
+            "model": _fmt(m.get(f"{prefix}{k}")),
+            "ceiling": _fmt(m.get(f"ceiling_{k}")) if not prefix else "–",
+            "gap": _fmt(m.get(f"gap_{k}")) if not prefix else "–",
+            **{b: _fmt(m.get(f"baselines.{b}.{k}")) for b in BASELINES},
+        })
+    return rows
+
+
+def _slice_rows(m: dict[str, float], slice_name: str) -> list[dict[str, str]]:
+    values = sorted({k.split(".")[1] for k in m if k.startswith(f"{slice_name}.")})
+    return [{"value": v, **{k: _fmt(m.get(f"{slice_name}.{v}.{k}")) for k in
+                            ("rows", "label_rate", "roc_auc", "pr_auc", "precision_at_10pct", "ece")}} for v in values]
+
+
+def _fairness_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    t = table[table["operating_point"] == "flagged"]
+    rows = []
+    for _, r in t.iterrows():
+        rows.append({
+            "attribute": r["attribute"], "group": r["group"] + (" (ref)" if r["group"] == r["reference"] else ""),
+            "count": str(r["count"]), "positives": str(r["positives"]),
+            **{m: _fmt(r[m]) for m in ("selection_rate", "precision", "fpr", "fnr")},
+            **{f"{m}_ratio": _fmt(r[f"{m}_ratio"]) + ("" if r[f"{m}_in_band"] or r["too_small"] else " ⚠")
+               for m in ("selection_rate", "precision", "fpr", "fnr")},
+            "judgeable": "too small to judge" if r["too_small"] else "yes",
+        })
+    return rows
+
+
+def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, variants: pd.DataFrame | None,
+                 git: str | None) -> dict[str, Any]:
+    m = result.metrics
+    manifest = result.trainset_manifest
+    per_round = {r["round_id"]: r for r in manifest.get("rounds", [])}
+    folds = []
+    for fold in ("train", "calibration", "test"):
+        ids = getattr(result.split, fold)
+        folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0),
+                      "label_rate": _fmt(sum((per_round.get(i, {}).get("label_rate") or 0) * (per_round.get(i, {}).get("rows") or 0) for i in ids)
+                                         / max(sum(per_round.get(i, {}).get("rows") or 0 for i in ids), 1))})
+    th = result.model.thresholds
+    return {
+        "name": cfg.registered_model_name, "version": version, "run_id": run_id, "git": git or "unknown",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "trainset": result.trainset_name,
+        "fingerprint": manifest.get("delivery_fingerprint"), "cutoff": manifest.get("cutoff"),
+        "best_iteration": result.best_iteration, "calibration_method": cfg.calibration.method,
+        "monotone": cfg.model.monotone, "folds": folds, "test_as_of": result.split.test_as_of,
+        "has_ceiling": "ceiling_roc_auc" in m, "metrics": _metric_rows(m), "baselines": BASELINES,
+        "round_type": _slice_rows(m, "round_type"), "grade_band": _slice_rows(m, "grade_band"),
+        "ece": _fmt(m.get("ece")), "ece_raw": _fmt(m.get("uncalibrated.ece")), "max_ece": cfg.gate.max_ece,
+        "thresholds": [
+            {"group": "มีปัญหา problem", "rule": f"risk_score ≥ {th.problem:.4f}", "target": f"top {th.problem_share:.0%}",
+             **{k: _fmt(v) for k, v in th.observed.get("problem", {}).items()}},
+            {"group": "เสี่ยง at-risk", "rule": f"{th.at_risk:.4f} ≤ risk_score < {th.problem:.4f}",
+             "target": f"next {th.at_risk_share:.0%}", **{k: _fmt(v) for k, v in th.observed.get("at_risk", {}).items()}},
+            {"group": "ปกติ normal", "rule": f"risk_score < {th.at_risk:.4f}", "target": "the rest",
+             **{k: _fmt(v) for k, v in th.observed.get("normal", {}).items()}},
+        ],
+        "fairness": _fairness_rows(result.fairness), "band": cfg.fairness.band,
+        "fairness_failures": result.fairness_failures, "gate_attributes": ", ".join(cfg.fairness.gate_attributes),
+        "gate_metrics": ", ".join(cfg.fairness.gate_metrics),
+        "min_rows": cfg.fairness.min_group_rows, "min_pos": cfg.fairness.min_group_positives,
+        "importance": [{"group": g, "label": GROUPS.get(g, (g, g))[0], "th": GROUPS.get(g, (g, g))[1], "value": _fmt(v)}
+                       for g, v in result.feature_importance.items()],
+        "variants": variants.to_dict("records") if variants is not None else [],
+        "gate_metric": cfg.gate.metric, "intended": INTENDED_USE, "out_of_scope": OUT_OF_SCOPE, "caveats": CAVEATS,
+    }
+
+
+def write_model_card(result: Any, cfg: TrainConfig, version: int, run_id: str, plots: dict[str, Path],
+                     out_dir: Path, variants: pd.DataFrame | None = None, git: str | None = None) -> dict[str, Path]:
+    """model_card.md and model_card.html (+ plots/) in `out_dir`."""
+    import jinja2
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plots").mkdir(exist_ok=True)
+    for p in plots.values():
+        shutil.copy(p, out_dir / "plots" / p.name)
+    ctx = card_context(result, cfg, version, run_id, variants, git)
+    ctx["plots_md"] = {k: f"plots/{p.name}" for k, p in plots.items()}
+    ctx["plots_html"] = {k: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode() for k, p in plots.items()}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]), keep_trailing_newline=True)
+    md = env.get_template("model_card.md").render(**ctx)
+    html = env.get_template("model_card.html").render(**ctx)
+    paths = {"md": out_dir / "model_card.md", "html": out_dir / "model_card.html"}
+    paths["md"].write_text(md, encoding="utf-8")
+    paths["html"].write_text(html, encoding="utf-8")
+    return paths

@@ -1,0 +1,114 @@
+"""Typed configuration of the training stage, loaded once at the entry point (`ews train`).
+
+Everything a training run depends on besides its training set lives here, is logged verbatim to
+MLflow with the run, and carries a schema version so an old run's config stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+REGISTERED_MODEL_NAME = "dropout-risk"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Model):
+    """How the rounds of a training set are cut into train / calibration / test folds by time."""
+
+    test_rounds: int = Field(2, ge=1, description="Rounds (latest by as-of date) in the test fold: 2 = one term, early + mid.")
+    calibration_rounds: int = Field(
+        2, ge=1, description="Rounds in the calibration fold: the latest rounds whose labels were known by the test fold's first as-of date.")
+    label_delay_days: int = Field(
+        14, ge=0, description="Days between the horizon census and the day its DMC delivery (hence the label) is known.")
+    min_train_rounds: int = Field(1, ge=1, description="Refuse to train with fewer training rounds than this.")
+
+
+class ModelConfig(_Model):
+    """LightGBM settings. Deterministic: fixed seed, deterministic=True, force_col_wise."""
+
+    num_leaves: int = Field(31, ge=2, description="Maximum leaves per tree.")
+    learning_rate: float = Field(0.05, gt=0, description="Shrinkage per boosting round.")
+    n_estimators: int = Field(600, ge=1, description="Upper bound on boosting rounds (early stopping picks fewer).")
+    early_stopping_rounds: int = Field(50, ge=1, description="Stop when the calibration-fold log-loss has not improved for this many rounds.")
+    min_child_samples: int = Field(100, ge=1, description="Minimum rows per leaf: dropout is rare, small leaves overfit.")
+    feature_fraction: float = Field(0.9, gt=0, le=1, description="Share of features sampled per tree.")
+    lambda_l2: float = Field(1.0, ge=0, description="L2 regularisation of leaf values.")
+    max_cat_to_onehot: int = Field(8, ge=1, description="Categoricals with at most this many levels are split one-vs-rest.")
+    seed: int = Field(20251122, description="Seed for every random choice LightGBM makes.")
+    num_threads: int = Field(2, ge=1, description="Threads; results are identical for any value (deterministic=True).")
+    monotone: bool = Field(
+        True, description="Apply monotone constraints where the direction is certain (see training.model.MONOTONE).")
+    per_round_type: bool = Field(
+        False, description="One model per round type (early/mid) instead of one model with round features. "
+                           "Only used by the variant measurement; the registered model is one model.")
+
+
+class CalibrationConfig(_Model):
+    method: Literal["isotonic", "platt"] = Field(
+        "platt", description="Platt scaling (logistic on the booster's log-odds; keeps the ranking) or isotonic "
+                             "regression (a step map: its plateaus tie students and cost PR-AUC, measured in training/DECISIONS.md).")
+
+
+class RiskGroupConfig(_Model):
+    """The three groups schools already use, as shares of students nationally at training time."""
+
+    problem_share: float = Field(0.05, gt=0, lt=1, description="มีปัญหา (problem): the top ~5% by calibrated score.")
+    at_risk_share: float = Field(0.15, gt=0, lt=1, description="เสี่ยง (at-risk): the next ~15%; the rest are ปกติ (normal).")
+
+
+class FairnessConfig(_Model):
+    band: tuple[float, float] = Field((0.8, 1.25), description="A group's metric / reference group's metric must lie in this band.")
+    min_group_rows: int = Field(200, ge=1, description="Groups with fewer rows are reported but flagged too small to judge.")
+    min_group_positives: int = Field(20, ge=1, description="Groups with fewer dropouts are reported but flagged too small to judge.")
+    attributes: tuple[str, ...] = Field(
+        ("sex", "region", "province", "nationality", "cct_poverty", "disability"),
+        description="Attributes audited (column group_<name> of the training set).")
+    gate_attributes: tuple[str, ...] = Field(
+        ("sex", "region", "nationality", "disability"),
+        description="Attributes whose band the release gate enforces. CCT poverty is audited but not gated: "
+                    "poverty is a cause of dropout the model is meant to see.")
+    gate_metrics: tuple[str, ...] = Field(
+        ("precision", "fnr"),
+        description="Metrics whose ratio must be in the band for the gate: a flag must mean the same "
+                    "(precision) and dropouts must be missed equally often (FNR) in every group.")
+
+
+class GateConfig(_Model):
+    """The release gate `ews promote` applies before a version becomes champion."""
+
+    metric: str = Field("pr_auc", description="Agreed metric: the challenger must beat the champion on it, on the challenger's test fold.")
+    min_improvement: float = Field(0.0, ge=0, description="Required margin over the champion on the agreed metric.")
+    max_ece: float = Field(0.02, gt=0, description="Calibrated: expected calibration error on the test fold at most this.")
+
+
+class TrainConfig(_Model):
+    """Everything `ews train` needs besides the training set."""
+
+    schema_version: int = SCHEMA_VERSION
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    risk_groups: RiskGroupConfig = RiskGroupConfig()
+    fairness: FairnessConfig = FairnessConfig()
+    gate: GateConfig = GateConfig()
+    capacities: tuple[float, ...] = Field((0.05, 0.10, 0.20), description="Top-k shares for precision@k / recall@k.")
+    logistic_max_rows: int = Field(400_000, ge=1000, description="The logistic baseline trains on at most this many rows (sampled).")
+    shap_sample_rows: int = Field(2000, ge=10, description="Rows explained for the SHAP importance in the model card.")
+    registered_model_name: str = Field(REGISTERED_MODEL_NAME, description="Name in the MLflow model registry.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite in EWS_HOME/mlflow.")
+    experiment: str = Field("dropout-risk", description="MLflow experiment name.")
+
+
+def load_config(path: Path | None) -> TrainConfig:
+    """The config at `path` (JSON), or the defaults."""
+    if path is None:
+        return TrainConfig()
+    return TrainConfig.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,87 @@
+"""Reading a training set and turning rows into model inputs.
+
+The model's inputs are exactly `spec.FEATURE_NAMES`, in that order. Category columns arrive as
+strings; they are cast to pandas categories with a category list fixed at training time and
+stored with the model, so a string unseen at training behaves like a missing value (LightGBM's
+rule) instead of silently shifting the codes of every other level. Bools and ints become floats
+with NaN for missing, which LightGBM and the serving stage treat the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.home import EwsHome
+from features.pointintime.spec import BY_NAME, CATEGORICAL, FEATURE_NAMES
+
+GRADE_BANDS: tuple[tuple[str, int, int], ...] = (
+    # grade_level: K1 = 1 ... K3 = 3, P1 = 4 ... P6 = 9, M1 = 10 ... M3 = 12, M4 = 13 ... M6 = 15
+    ("pre_primary", 1, 3), ("primary", 4, 9), ("lower_secondary", 10, 12), ("upper_secondary", 13, 15),
+)
+
+
+@dataclass(frozen=True)
+class Trainset:
+    name: str
+    frame: pd.DataFrame
+    manifest: dict[str, Any]
+    folder: Path
+
+
+def resolve_trainset_name(home: EwsHome, name: str | None) -> str:
+    if name:
+        return name
+    latest = home.trainsets_dir / "LATEST"
+    if not latest.exists():
+        raise FileNotFoundError(f"no training set in {home.trainsets_dir}: run `ews trainset` first")
+    return latest.read_text(encoding="utf-8").strip()
+
+
+def load_trainset(home: EwsHome, name: str | None = None) -> Trainset:
+    """The named training set (default: the newest) with its manifest."""
+    name = resolve_trainset_name(home, name)
+    folder = home.trainsets_dir / name
+    if not (folder / "manifest.json").exists():
+        raise FileNotFoundError(f"training set {name!r} not found in {home.trainsets_dir}")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    frame = pd.read_parquet(folder / "data.parquet")
+    missing = [c for c in (*FEATURE_NAMES, "label", "round_id", "student_key", "school_code") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"training set {name} lacks columns {missing[:5]} (catalogue changed? rebuild it)")
+    return Trainset(name=name, frame=frame, manifest=manifest, folder=folder)
+
+
+def learn_categories(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Sorted non-missing levels of every categorical feature (learned on training rows only)."""
+    return {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in CATEGORICAL}
+
+
+def model_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
+    """The model's input frame: FEATURE_NAMES in order, floats and fixed-level categories."""
+    out: dict[str, Any] = {}
+    for name in FEATURE_NAMES:
+        col = frame[name]
+        if BY_NAME[name].dtype == "category":
+            values = col.astype("object").where(col.notna(), None)
+            out[name] = pd.Categorical(values.map(lambda v: None if v is None else str(v)), categories=categories[name])
+        else:
+            out[name] = pd.to_numeric(col.astype("Float64"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def round_type_of(round_ids: pd.Series) -> pd.Series:
+    return round_ids.astype(str).str.rsplit("-", n=1).str[-1]
+
+
+def grade_band_of(grade_level: pd.Series) -> pd.Series:
+    gl = pd.to_numeric(grade_level, errors="coerce")
+    band = pd.Series("unknown", index=grade_level.index, dtype=object)
+    for name, lo, hi in GRADE_BANDS:
+        band[(gl >= lo) & (gl <= hi)] = name
+    return band

@@ -1,0 +1,76 @@
+"""`ews train` as a Python function: training set in, registered model version out.
+
+    load the training set (named, or EWS_HOME/trainsets/LATEST)
+    -> (optionally) the simulator's true probabilities for the test rounds, for the ceiling
+    -> training.pipeline.train_and_evaluate (split, fit, calibrate, baselines, metrics, fairness)
+    -> training.registry.log_training_run (MLflow run, registry, alias, model card)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.home import EwsHome
+from training.config import TrainConfig
+from training.data import Trainset, load_trainset
+from training.pipeline import TrainResult, measure_variants, split_trainset, train_and_evaluate
+from training.registry import RegisteredVersion, log_training_run
+
+
+@dataclass
+class TrainOutcome:
+    result: TrainResult
+    registered: RegisteredVersion
+    variants: pd.DataFrame | None
+
+    def summary(self) -> dict[str, Any]:
+        """The `ews train --json` document: stable metric names at the top level."""
+        m = {k: _finite(v) for k, v in self.result.metrics.items()}
+        return {
+            "version": self.registered.version, "alias": self.registered.alias, "run_id": self.registered.run_id,
+            "model_uri": self.registered.model_uri, "trainset": self.result.trainset_name,
+            "model_card": str(self.registered.card_dir / "model_card.html") if self.registered.card_dir else None,
+            "split": self.result.split.model_dump(mode="json"), "rows": self.result.fold_rows,
+            "best_iteration": self.result.best_iteration,
+            "thresholds": self.result.model.thresholds.to_dict(),
+            "fairness_failures": self.result.fairness_failures,
+            "timings_s": {k: round(v, 3) for k, v in self.result.timings.items()},
+            "variants": self.variants.to_dict("records") if self.variants is not None else None,
+            "metrics": m,
+        }
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no NaN: an undefined metric (e.g. recall with no dropouts in a slice) is null."""
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
+    """(student_key, round_id, p_true) of the test rounds, from the simulator's truth folder."""
+    from features.linkage.evaluate import ceiling_table
+    from features.pointintime.pipeline import connect_warehouse
+
+    split, _ = split_trainset(ts, cfg)
+    con = connect_warehouse(home)
+    try:
+        table = ceiling_table(con, Path(truth_dir), list(split.test))
+    finally:
+        con.close()
+    return table.to_pandas()[["student_key", "round_id", "p_true"]]
+
+
+def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_dir: Path | None = None,
+          truth: pd.DataFrame | None = None, variants: bool = False) -> TrainOutcome:
+    """Train, evaluate, log and register one model version (champion if first, else challenger)."""
+    ts = load_trainset(home, trainset)
+    if truth is None and truth_dir is not None:
+        truth = truth_for_test(home, truth_dir, ts, cfg)
+    result = train_and_evaluate(ts, cfg, truth)
+    measured = measure_variants(ts, cfg) if variants else None
+    registered = log_training_run(home, result, cfg, measured)
+    return TrainOutcome(result=result, registered=registered, variants=measured)
