@@ -31,6 +31,9 @@ def _register() -> None:
     from features import cli as features_cli
 
     features_cli.register(app)
+    from ews.demo import demo_command
+
+    app.command("demo")(demo_command)
     for module in ("training.cli", "serving.cli", "monitoring.cli"):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -127,6 +127,12 @@ _LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล
 _SEX = Column("sex", "enum", "Sex", "เพศ", allowed=SEX)
 _BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด")
 _SCHOOL = Column("school_code", "school_code", "School code (10 digits)", "รหัสโรงเรียน 10 หลัก")
+# The school's own student number: unique within one school, meaningless outside it. It lets a
+# row whose citizen ID is missing still be tied to the right child of that school.
+_STUDENT_NO = Column(
+    "student_no", "text", "Student number within the school (เลขประจำตัวนักเรียน)", "เลขประจำตัวนักเรียน",
+    required=False,
+)
 _YEAR = Column("academic_year", "be_year", "Academic year (BE)", "ปีการศึกษา (พ.ศ.)", min=2550, max=2700)
 _TERM = Column("term", "int", "Term (1 or 2)", "ภาคเรียน", min=1, max=2)
 
@@ -232,7 +238,7 @@ _add(Source(
     "dmc_census", "OBEC DMC census enrolment", "ข้อมูลนักเรียนรายบุคคล DMC", "OBEC DMC",
     (
         Column("census_date", "date", "Census date (10 June or 10 November)", "วันที่นับข้อมูล"),
-        _YEAR, _TERM, _SCHOOL, _ID,
+        _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
         Column("prefix", "text", "Name prefix (เด็กชาย, เด็กหญิง, นาย, นางสาว)", "คำนำหน้า", required=False, identity=True),
         _FIRST, _LAST, _SEX, _BIRTH,
         Column("grade", "grade", "Grade", "ชั้น"),
@@ -274,7 +280,7 @@ _add(Source(
     "attendance", "Monthly attendance", "ข้อมูลการมาเรียนรายเดือน", "School MIS",
     (
         Column("year_month", "year_month", "Month described", "เดือน"),
-        _SCHOOL, _ID,
+        _SCHOOL, _ID, _STUDENT_NO,
         Column("school_days", "int", "School days in the month", "จำนวนวันเรียน", min=0, max=31),
         Column("days_present", "int", "Days present", "มาเรียน", min=0, max=31),
         Column("days_leave", "int", "Days on approved leave (sick, personal)", "ลา", min=0, max=31),
@@ -289,7 +295,7 @@ _add(Source(
 _add(Source(
     "grades", "Term grades (interim and final)", "ผลการเรียนรายภาค", "School MIS",
     (
-        _YEAR, _TERM, _SCHOOL, _ID,
+        _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
         Column("assessment", "enum", "interim (mid-term) or final", "ประเภทการประเมิน", allowed=("interim", "final")),
         Column("assessed_on", "date", "Date the marks were recorded", "วันที่บันทึกผล"),
         Column("gpa", "float", "Grade point average of graded subjects", "เกรดเฉลี่ย", required=False, min=0, max=4),
@@ -308,7 +314,7 @@ _add(Source(
 _add(Source(
     "cct_screening", "CCT poverty screening (form นร.01)", "ข้อมูลคัดกรองนักเรียนยากจน (นร.01)", "EEF",
     (
-        _YEAR, _TERM, _SCHOOL, _ID, _FIRST, _LAST,
+        _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO, _FIRST, _LAST,
         Column("screened_on", "date", "Date of the home visit", "วันที่คัดกรอง"),
         Column("household_size", "int", "Household members", "จำนวนสมาชิกในครัวเรือน", min=1, max=30),
         Column("income_per_person", "int", "Household income per person per month (baht)", "รายได้เฉลี่ยต่อคนต่อเดือน (บาท)", min=0, max=200000),
@@ -322,7 +328,7 @@ _add(Source(
 _add(Source(
     "care_screening", "Student-care system screening (step 2)", "ผลคัดกรองระบบดูแลช่วยเหลือนักเรียน", "OBEC",
     (
-        _YEAR, _TERM, _SCHOOL, _ID,
+        _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
         Column("screened_on", "date", "Date of screening", "วันที่คัดกรอง"),
         *(Column(d, "enum", f"Screening result: {d.replace('_', ' ')}", f"ด้าน{d}", allowed=THAI_MARK_STATUS)
           for d in CARE_DIMENSIONS),
@@ -343,7 +349,7 @@ _add(Source(
     "exits", "Transfers and exits with reason codes", "ข้อมูลการย้าย/ออกกลางคัน", "OBEC",
     (
         Column("exit_date", "date", "Date the student left", "วันที่ออก"),
-        _SCHOOL, _ID, _FIRST, _LAST,
+        _SCHOOL, _ID, _STUDENT_NO, _FIRST, _LAST,
         Column("grade", "grade", "Grade when leaving", "ชั้น"),
         Column("exit_type", "enum", "Type of exit", "ประเภทการออก", allowed=EXIT_TYPES),
         Column("reason_code", "enum", "OBEC reason code", "รหัสสาเหตุ", allowed=tuple(EXIT_REASONS)),

@@ -79,8 +79,9 @@ def _metric_rows(m: dict[str, float], prefix: str = "") -> list[dict[str, str]]:
 
 def _slice_rows(m: dict[str, float], slice_name: str) -> list[dict[str, str]]:
     values = sorted({k.split(".")[1] for k in m if k.startswith(f"{slice_name}.")})
-    return [{"value": v, **{k: _fmt(m.get(f"{slice_name}.{v}.{k}")) for k in
-                            ("rows", "label_rate", "roc_auc", "pr_auc", "precision_at_10pct", "ece")}} for v in values]
+    return [{"value": v, "rows": f"{int(m.get(f'{slice_name}.{v}.rows', 0)):,}",
+             **{k: _fmt(m.get(f"{slice_name}.{v}.{k}")) for k in ("label_rate", "roc_auc", "pr_auc", "precision_at_10pct", "ece")}}
+            for v in values]
 
 
 def _fairness_rows(table: pd.DataFrame) -> list[dict[str, str]]:

@@ -34,11 +34,11 @@ class SplitConfig(_Model):
 class ModelConfig(_Model):
     """LightGBM settings. Deterministic: fixed seed, deterministic=True, force_col_wise."""
 
-    num_leaves: int = Field(31, ge=2, description="Maximum leaves per tree.")
+    num_leaves: int = Field(7, ge=2, description="Maximum leaves per tree (small trees measured best: training/DECISIONS.md).")
     learning_rate: float = Field(0.05, gt=0, description="Shrinkage per boosting round.")
-    n_estimators: int = Field(600, ge=1, description="Upper bound on boosting rounds (early stopping picks fewer).")
-    early_stopping_rounds: int = Field(50, ge=1, description="Stop when the calibration-fold log-loss has not improved for this many rounds.")
-    min_child_samples: int = Field(100, ge=1, description="Minimum rows per leaf: dropout is rare, small leaves overfit.")
+    n_estimators: int = Field(1000, ge=1, description="Upper bound on boosting rounds (early stopping picks fewer).")
+    early_stopping_rounds: int = Field(150, ge=1, description="Stop when the calibration-fold log-loss has not improved for this many rounds.")
+    min_child_samples: int = Field(300, ge=1, description="Minimum rows per leaf: dropout is rare, small leaves overfit.")
     feature_fraction: float = Field(0.9, gt=0, le=1, description="Share of features sampled per tree.")
     lambda_l2: float = Field(1.0, ge=0, description="L2 regularisation of leaf values.")
     max_cat_to_onehot: int = Field(8, ge=1, description="Categoricals with at most this many levels are split one-vs-rest.")

@@ -68,8 +68,10 @@ def model_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.Da
     for name in FEATURE_NAMES:
         col = frame[name]
         if BY_NAME[name].dtype == "category":
-            values = col.astype("object").where(col.notna(), None)
-            out[name] = pd.Categorical(values.map(lambda v: None if v is None else str(v)), categories=categories[name])
+            values = col.astype("string")
+            known = values.isin(categories[name]).fillna(False).to_numpy(dtype=bool)
+            # Unseen levels become missing explicitly (LightGBM treats them so anyway).
+            out[name] = pd.Categorical(values.where(known, None).astype(object), categories=categories[name])
         else:
             out[name] = pd.to_numeric(col.astype("Float64"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     return pd.DataFrame(out, index=frame.index)

@@ -1,4 +1,4 @@
-"""Fairness audit at the operating thresholds: fairlearn's MetricFrame metrics, computed by groupby.
+"""Fairness audit at the operating thresholds: fairlearn's MetricFrame metrics, computed with numpy.
 
 For each audited attribute (sex, region, province, nationality status, CCT poverty, disability)
 and each group: selection rate, precision, false-positive and false-negative rates of the flag
@@ -7,8 +7,8 @@ largest group), and whether the ratio lies in the band. Groups with too few rows
 reported but flagged `too_small`: their ratios are noise, not evidence.
 
 The per-group rates are the ones fairlearn's MetricFrame gives (selection_rate, precision,
-false_positive_rate, false_negative_rate; a test holds them equal), computed with one pandas
-groupby per attribute: MetricFrame calls each metric once per group and took ~1 s per attribute
+false_positive_rate, false_negative_rate; a test holds them equal), computed with one numpy
+bincount pass per attribute: MetricFrame calls each metric once per group and took ~1 s per attribute
 on a few thousand rows, far too slow for 77 provinces on millions of rows.
 """
 
@@ -24,23 +24,22 @@ AUDIT_METRICS: tuple[str, ...] = ("selection_rate", "precision", "fpr", "fnr")
 
 def _by_group(y: np.ndarray, flagged: np.ndarray, sf: np.ndarray) -> pd.DataFrame:
     """count, positives, selection_rate, precision, fpr, fnr per group (0 where undefined, as fairlearn)."""
-    df = pd.DataFrame({"g": sf, "y": y, "f": flagged})
-    df["tp"] = df["y"] & df["f"]
-    df["fp"] = (1 - df["y"]) & df["f"]
-    agg = df.groupby("g", sort=True).agg(count=("y", "size"), positives=("y", "sum"), selected=("f", "sum"),
-                                         tp=("tp", "sum"), fp=("fp", "sum"))
-    negatives = agg["count"] - agg["positives"]
+    names, code = np.unique(sf, return_inverse=True)
+    k = len(names)
+    count = np.bincount(code, minlength=k).astype(float)
+    positives = np.bincount(code, weights=y, minlength=k)
+    selected = np.bincount(code, weights=flagged, minlength=k)
+    tp = np.bincount(code, weights=y * flagged, minlength=k)
+    fp = selected - tp
+    negatives = count - positives
 
-    def ratio(a: pd.Series, b: pd.Series) -> pd.Series:
-        return (a / b.where(b > 0)).fillna(0.0)
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
 
     return pd.DataFrame({
-        "count": agg["count"], "positives": agg["positives"],
-        "selection_rate": agg["selected"] / agg["count"],
-        "precision": ratio(agg["tp"], agg["selected"]),
-        "fpr": ratio(agg["fp"], negatives),
-        "fnr": ratio(agg["positives"] - agg["tp"], agg["positives"]),
-    })
+        "count": count, "positives": positives, "selection_rate": ratio(selected, count),
+        "precision": ratio(tp, selected), "fpr": ratio(fp, negatives), "fnr": ratio(positives - tp, positives),
+    }, index=pd.Index(names.astype(str), name="group"))
 
 
 def audit_table(

@@ -70,18 +70,26 @@ def recall_at_k(y: np.ndarray, score: np.ndarray, frac: float) -> float:
     return float(y[_top_mask(score, frac)].sum() / y.sum())
 
 
-def school_top_mask(score: np.ndarray, school: np.ndarray, frac: float) -> np.ndarray:
-    """Each school's own top ceil(frac * n_school) rows."""
-    df = pd.DataFrame({"s": np.asarray(score, dtype=float), "school": np.asarray(school)})
-    df["pos"] = np.arange(len(df))
-    # rank within school by score, ties by row order (stable)
-    df = df.sort_values(["school", "s", "pos"], ascending=[True, False, True], kind="stable")
-    rank = df.groupby("school", sort=False).cumcount().to_numpy()
-    size = df.groupby("school", sort=False)["s"].transform("size").to_numpy()
-    keep = rank < np.maximum(1, np.ceil(frac * size))
-    mask = np.zeros(len(df), dtype=bool)
-    mask[df["pos"].to_numpy()[keep]] = True
-    return mask
+def school_rank(score: np.ndarray, school: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank within the row's school by descending score, ties by row order; size of the school)."""
+    score = np.asarray(score, dtype=float)
+    _, code = np.unique(np.asarray(school).astype(str), return_inverse=True)
+    n = len(score)
+    order = np.lexsort((np.arange(n), -score, code))  # by school, then score desc, then row
+    sorted_code = code[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_code)) + 1]
+    sizes = np.diff(np.r_[starts, n])
+    rank_sorted = np.arange(n) - np.repeat(starts, sizes)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = rank_sorted
+    return rank, np.bincount(code)[code]
+
+
+def school_top_mask(score: np.ndarray, school: np.ndarray, frac: float,
+                    ranked: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Each school's own top ceil(frac * n_school) rows (ties by row order)."""
+    rank, size = ranked if ranked is not None else school_rank(score, school)
+    return rank < np.maximum(1, np.ceil(frac * size))
 
 
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -122,12 +130,13 @@ def score_metrics(
         out["brier"] = float(np.mean((score - y) ** 2)) if len(y) else float("nan")
         out["ece"] = ece(y, score)
         out["mean_score"] = float(score.mean()) if len(y) else float("nan")
+    ranked = school_rank(score, np.asarray(school)) if school is not None and len(y) else None
     for c in capacities:
         k = round(c * 100)
         out[f"precision_at_{k}pct"] = precision_at_k(y, score, c)
         out[f"recall_at_{k}pct"] = recall_at_k(y, score, c)
         if school is not None and len(y):
-            m = school_top_mask(score, np.asarray(school), c)
+            m = school_top_mask(score, np.asarray(school), c, ranked)
             out[f"school_precision_at_{k}pct"] = float(y[m].mean())
             out[f"school_recall_at_{k}pct"] = float(y[m].sum() / y.sum()) if y.sum() else float("nan")
     return out

@@ -189,8 +189,16 @@ def measure_variants(ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
                 rt = {k: round_type_of(f["round_id"]) for k, f in folds.items()}
                 for kind in sorted(set(rt["test"])):
                     sub = {k: f[rt[k] == kind] for k, f in folds.items()}
+                    if any(f["label"].nunique() < 2 for f in sub.values()):
+                        # e.g. a round missing from the calibration fold (its census arrived late)
+                        score[:] = np.nan
+                        break
                     m = (rt["test"] == kind).to_numpy()
                     score[m] = fit_model(sub, cfg, monotone).risk_score(sub["test"])
+                if np.isnan(score).any():
+                    rows.append({"monotone": monotone, "per_round_type": per_type, "seconds": time.perf_counter() - t,
+                                 "note": "not measurable: a fold lacks one round type or one label value"})
+                    continue
             met = score_metrics(y, score, school, cfg.capacities)
             rows.append({"monotone": monotone, "per_round_type": per_type, "seconds": time.perf_counter() - t,
                          **{k: met[k] for k in ("roc_auc", "pr_auc", "brier", "ece", "precision_at_10pct",

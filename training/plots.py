@@ -55,7 +55,9 @@ def write_plots(result: Any, out_dir: Path) -> dict[str, Path]:
         fpr, tpr, _ = roc_curve(y[m], test[col].to_numpy()[m])
         prec, rec, _ = precision_recall_curve(y[m], test[col].to_numpy()[m])
         a1.plot(fpr, tpr, label=label)
-        a2.plot(rec, prec, label=label)
+        # sklearn appends the point (recall 0, precision 1); drawn as a line it flatters a rule
+        # with few distinct scores, so it is left out and the curve is drawn as steps.
+        a2.plot(rec[:-1], prec[:-1], label=label, drawstyle="steps-post")
     a1.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     a1.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
     a2.set(xlabel="recall", ylabel="precision", title="Precision-recall")

@@ -290,6 +290,24 @@ class LoadedModel:
     def features(self) -> tuple[str, ...]:
         return self.model.features
 
+    @property
+    def calibrator(self) -> Calibrator:
+        return self.model.calibrator
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        return self.model.categories
+
+    @property
+    def thresholds(self) -> RiskThresholds:
+        return self.model.thresholds
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The booster's input frame (for predict(pred_contrib=True) / SHAP on the same columns)."""
+        from training.data import model_matrix
+
+        return model_matrix(frame, self.model.categories)
+
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """risk_score (calibrated probability) and risk_group per row of a feature frame."""
         return score_frame(self.model, frame)

@@ -4,20 +4,30 @@ Order of work for one delivery, and why:
 1. hash the files and look the delivery up: the same content again is "already ingested" (no
    change); the same delivery_id with other content is refused.
 2. the structural pre-pass of every file (features.ingest.reader): file-level refusals happen
-   before any database is opened, so a refused delivery leaves the warehouse byte-for-byte as it was.
-3. staging in a scratch DuckDB inside the vault folder (it still holds raw IDs and names): load,
-   validate set-based (features.ingest.validate), compute tokens over distinct IDs only.
+   before anything is written, so a refused delivery leaves the warehouse byte-for-byte as it was.
+3. staging in an in-memory DuckDB (it still holds raw IDs and names; it spills only into the
+   vault's scratch folder): load, then ONE typed pass per file that types every column and flags
+   the rows where any check fails or any repair applies; validate's exact per-column queries run
+   only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID, and
+   tokens are computed once per distinct ID per session.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
    A crash before COMMIT leaves the warehouse as it was; a re-run then succeeds.
+
+One `ingest_path` call keeps one connection (warehouse and vault attached once) for all its
+deliveries: each delivery is still its own pair of transactions, made durable by DuckDB's
+write-ahead log at COMMIT; the warehouse and vault files are checkpointed once, at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +42,7 @@ from features.ingest import reader, validate, vault
 from features.ingest.delivery import Delivery, DeliveryRefused, discover
 from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
-    configure, has_student_id, schema_ddl, table_name, warehouse_columns,
+    FileAccounting, configure, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
 from features.pseudonym import id_token
 
@@ -109,18 +119,31 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None) -> 
     report = IngestReport(
         deliveries=[DeliveryReport(delivery_id=f.name, folder=str(f), status="refused", message=m) for f, m in refused]
     )
-    for i, d in enumerate(deliveries):
-        if progress:
-            progress(i, len(deliveries), d.delivery_id)
-        try:
-            report.deliveries.append(ingest_delivery(d, home))
-        except DeliveryRefused as exc:
-            report.deliveries.append(
-                DeliveryReport(delivery_id=d.delivery_id, folder=str(d.folder), status="refused", message=str(exc))
-            )
+    session = _Session(home)
+    try:
+        for i, d in enumerate(deliveries):
+            if progress:
+                progress(i, len(deliveries), d.delivery_id)
+            try:
+                report.deliveries.append(session.ingest(d))
+            except DeliveryRefused as exc:
+                report.deliveries.append(
+                    DeliveryReport(delivery_id=d.delivery_id, folder=str(d.folder), status="refused", message=str(exc))
+                )
+    finally:
+        session.close()
     if progress:
         progress(len(deliveries), len(deliveries), "done")
     return report
+
+
+def ingest_delivery(d: Delivery, home: EwsHome) -> DeliveryReport:
+    """Ingest one delivery (see the module docstring for the order of work)."""
+    session = _Session(home)
+    try:
+        return session.ingest(d)
+    finally:
+        session.close()
 
 
 def _crash_point(name: str) -> None:
@@ -128,330 +151,466 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a power cut: no cleanup, no rollback
 
 
-def _lookup(home: EwsHome, delivery_id: str) -> str | None:
-    """The stored manifest hash of a delivery, if it was ingested before."""
-    if not home.warehouse.exists():
-        return None
-    try:
-        con = duckdb.connect(str(home.warehouse), read_only=True)
-    except duckdb.Error as exc:
-        raise DeliveryRefused(f"the warehouse {home.warehouse} cannot be opened ({_first_line(exc)})") from None
-    try:
-        row = con.execute("SELECT manifest_sha256 FROM deliveries WHERE delivery_id = ?", [delivery_id]).fetchall()
-    except duckdb.CatalogException:
-        return None
-    finally:
-        con.close()
-    return row[0][0] if row else None
-
-
 def _first_line(exc: BaseException) -> str:
     # DuckDB messages can quote a line of the file; the first line never does.
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
+def _token_function(key: bytes) -> Callable[[str], str]:
+    """features.pseudonym.id_token, with the keyed HMAC state prepared once (same tokens)."""
+    base = hmac.new(key, b"id:", hashlib.sha256)
+
+    def token(normalised_id: str) -> str:
+        h = base.copy()
+        h.update(normalised_id.encode("utf-8"))
+        return h.hexdigest()[:32]
+
+    assert token("G123456789012") == id_token(key, "G123456789012")
+    return token
+
+
 class _Staged:
-    """One file after staging: relation names in the scratch database and its accounting."""
+    """One file after staging: relation names in the in-memory staging database and its accounting."""
 
     def __init__(self, i: int, source: Source, read: reader.ReadResult, name: str):
         self.i, self.source, self.read, self.name = i, source, read, name
+        self.raw = f"stg.raw_{i}"  # the delivered columns (VARCHAR), in file order
         self.rows = f"stg.rows_{i}"  # __line + delivered columns (VARCHAR)
+        self.idm = f"stg.idm_{i}"  # distinct raw student IDs: normalised form, form check, token, kind
+        self.typed = f"stg.typed_{i}"  # the one typed pass; after validation: accepted rows only
+        self.sub = f"stg.sub_{i}"  # the raw rows flagged by the typed pass (problem or repair)
         self.bad = f"stg.bad_{i}"  # distinct quarantined lines
         self.problems = f"stg.problems_{i}"
         self.repairs = f"stg.repairs_{i}"
         self.accepted = self.quarantined = self.repaired = 0
+        self.has_problems = self.has_repairs = False
         self.top: list[ReasonCount] = []
 
-    def typed(self) -> str:
-        return f"({validate.typed_select_sql(self.source, self.rows)})"
 
-    def accepted_typed(self) -> str:
-        return f"(SELECT t.* FROM {self.typed()} t ANTI JOIN {self.bad} b ON t.__line = b.__line)"
+_REGISTRIES = {"school_code": "sess.school_code", "tambon_code": "sess.tambon_code"}
+_REGISTRY_OF = {"areas": "tambon_code", "schools": "school_code"}
 
 
-def ingest_delivery(d: Delivery, home: EwsHome) -> DeliveryReport:
-    """Ingest one delivery (see the module docstring for the order of work)."""
-    hashes = {f.name: reader.sha256_file(f.path) for f in d.files}
-    manifest_sha = d.manifest_sha256(hashes)
-    stored = _lookup(home, d.delivery_id)
-    if stored == manifest_sha:
-        from features.ingest.warehouse import file_accounting
+class _Session:
+    """The work of one `ingest_path` call: ONE in-memory DuckDB connection for staging (it holds
+    raw IDs and names, so it spills only into the vault's scratch folder), with the warehouse and
+    the vault attached once. Each delivery is still staged on its own, written to the vault in its
+    own transaction and to the warehouse in ONE transaction; DuckDB's write-ahead log makes each
+    COMMIT durable, and the checkpoint into the database files happens once, when the session
+    closes (or when the log grows large), not after every delivery.
 
-        return DeliveryReport(
-            delivery_id=d.delivery_id, folder=str(d.folder), status="already_ingested",
-            message="already ingested (same content); nothing changed",
-            files=[FileReport(source_file=a.source_file, source=a.source, received=a.received,
-                              accepted=a.accepted, quarantined=a.quarantined, repaired=a.repaired,
-                              encoding=a.encoding) for a in file_accounting(home, d.delivery_id)],
-        )
-    if stored is not None:
-        raise DeliveryRefused(
-            f"{d.delivery_id}: a delivery with this delivery_id was already ingested with different "
-            "content; deliver corrections under a new delivery_id"
-        )
-    vault.prepare(home)
-    scratch = home.vault_dir / "tmp" / f"{d.delivery_id}.{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        reads: list[reader.ReadResult] = []
-        for f in d.files:
-            src = SOURCES[f.source]
+    The warehouse is attached only when it exists or a delivery is committed: a session whose
+    deliveries are all refused or already ingested never creates or changes it."""
+
+    def __init__(self, home: EwsHome) -> None:
+        self.home = home
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.wh = False  # warehouse attached as `wh`
+        self.vault = False  # vault attached as `vault`
+        self.token: Callable[[str], str] | None = None
+        self.has_log = False  # the warehouse has its `deliveries` table
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            vault.prepare(self.home)
+            con = duckdb.connect()  # in memory: staging never leaves RAM except as vault spill
+            configure(con, self.home)
+            # Session state (in memory): the registries, and the tokens of the IDs seen so far.
+            con.execute("ATTACH ':memory:' AS sess")
+            for kind in _REGISTRIES:
+                con.execute(f"CREATE TABLE {_REGISTRIES[kind]} (code VARCHAR, pending BOOLEAN)")
+            con.execute("CREATE TABLE sess.tokens (norm VARCHAR, tok VARCHAR, kind VARCHAR, in_vault BOOLEAN)")
+            self.con = con
+            if self.home.warehouse.exists():
+                self._attach_warehouse()
+        return self.con
+
+    def _attach_warehouse(self) -> None:
+        assert self.con is not None
+        try:
+            self.con.execute(f"ATTACH {lit(str(self.home.warehouse))} AS wh")
+        except duckdb.Error as exc:
+            raise DeliveryRefused(f"the warehouse {self.home.warehouse} cannot be opened ({_first_line(exc)})") from None
+        self.wh = True
+        # The registries other sources are checked against: every school and tambon ingested so far.
+        for kind, src in (("school_code", "schools"), ("tambon_code", "areas")):
+            if self._has_table("wh", f"src_{src}"):
+                self.con.execute(f"INSERT INTO {_REGISTRIES[kind]} SELECT DISTINCT {kind}, false FROM wh.src_{src}")
+
+    def _has_table(self, db: str, table: str) -> bool:
+        assert self.con is not None
+        return bool(self.con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [db, table]
+        ).fetchall())
+
+    def close(self) -> None:
+        if self.con is not None:
             try:
-                r = reader.read_file(f.path, scratch, expected=src.column_names,
-                                     keep_text=not any(c.identity for c in src.columns))
-            except reader.FileRefused as exc:
-                raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
-            if r.sha256 != hashes[f.name]:
-                raise DeliveryRefused(f"{d.delivery_id}/{f.name}: the file changed while it was being read")
-            reads.append(r)
-        staged = _stage(d, home, scratch, reads)
-        _commit(d, home, scratch, staged, manifest_sha)
-        _write_quarantine_report(home, d.delivery_id)
-        return DeliveryReport(
-            delivery_id=d.delivery_id, folder=str(d.folder), status="ingested",
-            files=[FileReport(source_file=s.name, source=s.source.name, received=s.read.received,
-                              accepted=s.accepted, quarantined=s.quarantined, repaired=s.repaired,
-                              encoding=s.read.encoding, top_reasons=s.top) for s in staged],
+                self.con.close()  # checkpoints the attached warehouse and vault
+            finally:
+                self.con = None
+                if self.vault:
+                    vault.secure(self.home)
+
+    # -- one delivery -----------------------------------------------------------------------
+
+    def _lookup(self, delivery_id: str) -> str | None:
+        """The stored manifest hash of a delivery, if it was ingested before."""
+        con = self._connect()
+        if not self.wh:
+            if not self.home.warehouse.exists():
+                return None
+            self._attach_warehouse()
+        if not self.has_log:
+            self.has_log = self._has_table("wh", "deliveries")
+            if not self.has_log:
+                return None
+        row = con.execute("SELECT manifest_sha256 FROM wh.deliveries WHERE delivery_id = ?", [delivery_id]).fetchall()
+        return row[0][0] if row else None
+
+    def _accounting(self, delivery_id: str) -> list[FileAccounting]:
+        assert self.con is not None
+        cur = self.con.execute(
+            "SELECT * FROM wh.ingested_files WHERE delivery_id = ? ORDER BY ingested_at, delivery_id, source_file",
+            [delivery_id],
         )
-    finally:
+        names = [c[0] for c in cur.description]
+        return [FileAccounting(**dict(zip(names, row))) for row in cur.fetchall()]
+
+    def ingest(self, d: Delivery) -> DeliveryReport:
+        hashes = {f.name: reader.sha256_file(f.path) for f in d.files}
+        manifest_sha = d.manifest_sha256(hashes)
+        stored = self._lookup(d.delivery_id)
+        if stored == manifest_sha:
+            return DeliveryReport(
+                delivery_id=d.delivery_id, folder=str(d.folder), status="already_ingested",
+                message="already ingested (same content); nothing changed",
+                files=[FileReport(source_file=a.source_file, source=a.source, received=a.received,
+                                  accepted=a.accepted, quarantined=a.quarantined, repaired=a.repaired,
+                                  encoding=a.encoding) for a in self._accounting(d.delivery_id)],
+            )
+        if stored is not None:
+            raise DeliveryRefused(
+                f"{d.delivery_id}: a delivery with this delivery_id was already ingested with different "
+                "content; deliver corrections under a new delivery_id"
+            )
+        con = self._connect()
+        scratch = self.home.vault_dir / "tmp" / f"{d.delivery_id}.{os.getpid()}"
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _stage(d: Delivery, home: EwsHome, scratch: Path, reads: list[reader.ReadResult]) -> list[_Staged]:
-    con = duckdb.connect(str(scratch / "stg.duckdb"))
-    try:
-        configure(con, home, keep_order=True)
-        has_wh = home.warehouse.exists()
-        if has_wh:
+        scratch.mkdir(parents=True)
+        con.execute("CREATE SCHEMA stg")
+        committed = False
+        try:
+            reads: list[reader.ReadResult] = []
+            for f in d.files:
+                src = SOURCES[f.source]
+                try:
+                    r = reader.read_file(f.path, scratch, expected=src.column_names,
+                                         keep_text=not any(c.identity for c in src.columns))
+                except reader.FileRefused as exc:
+                    raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
+                if r.sha256 != hashes[f.name]:
+                    raise DeliveryRefused(f"{d.delivery_id}/{f.name}: the file changed while it was being read")
+                reads.append(r)
+            staged = []
+            for i, (f, r) in enumerate(zip(d.files, reads)):
+                s = _Staged(i, SOURCES[f.source], r, f.name)
+                self._load(d, s)
+                self._validate(d, s)
+                staged.append(s)
+            self._commit(d, staged, manifest_sha)
+            committed = True
+            self._write_quarantine_report(d.delivery_id, staged)
+            return DeliveryReport(
+                delivery_id=d.delivery_id, folder=str(d.folder), status="ingested",
+                files=[FileReport(source_file=s.name, source=s.source.name, received=s.read.received,
+                                  accepted=s.accepted, quarantined=s.quarantined, repaired=s.repaired,
+                                  encoding=s.read.encoding, top_reasons=s.top) for s in staged],
+            )
+        finally:
             try:
-                con.execute(f"ATTACH {lit(str(home.warehouse))} AS wh (READ_ONLY)")
-            except duckdb.Error as exc:
-                raise DeliveryRefused(f"the warehouse cannot be opened ({_first_line(exc)})") from None
-        registries = {"school_code": "stg.reg_school_code", "tambon_code": "stg.reg_tambon_code"}
-        for kind, src, col in (("school_code", "schools", "school_code"), ("tambon_code", "areas", "tambon_code")):
-            con.execute(f"CREATE TABLE {registries[kind]} (code VARCHAR)")
-            if has_wh and _has_table(con, "wh", f"src_{src}"):
-                con.execute(f"INSERT INTO {registries[kind]} SELECT DISTINCT {col} FROM wh.src_{src}")
-        con.execute("CREATE TABLE stg.norms (norm VARCHAR)")
-        staged = []
-        for i, (f, r) in enumerate(zip(d.files, reads)):
-            s = _Staged(i, SOURCES[f.source], r, f.name)
-            _load(con, d, s)
-            _validate(con, d, s, registries)
-            staged.append(s)
-        _tokens(con, home)
-        if has_wh:
-            con.execute("DETACH wh")
-        return staged
-    finally:
-        con.close()
+                # This delivery's registry rows count for later deliveries only once committed.
+                for t in _REGISTRIES.values():
+                    con.execute(f"UPDATE {t} SET pending = false WHERE pending" if committed
+                                else f"DELETE FROM {t} WHERE pending")
+                con.execute("DROP SCHEMA IF EXISTS stg CASCADE")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
 
+    def _load(self, d: Delivery, s: _Staged) -> None:
+        con = self.con
+        assert con is not None
+        r = s.read
+        cols = "{" + ", ".join(f"{lit(c)}: 'VARCHAR'" for c in r.header) + "}"
+        new_line = f", new_line = {lit(r.new_line)}" if r.new_line else ""
+        # Staging relies on rowid following the file's order; nothing else needs order.
+        con.execute("SET preserve_insertion_order = true")
+        try:
+            con.execute(
+                f"CREATE TABLE {s.raw} AS SELECT * FROM read_csv({lit(str(r.read_path))}, columns = {cols}, "
+                f"header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
+                f"strict_mode = true, null_padding = false, max_line_size = {4 * reader.MAX_LINE_BYTES + 16}{new_line})"
+            )
+        except duckdb.Error as exc:
+            raise DeliveryRefused(
+                f"{d.delivery_id}/{s.name}: the file could not be read as CSV ({_first_line(exc)})"
+            ) from None
+        finally:
+            con.execute("SET preserve_insertion_order = false")
+        n = con.execute(f"SELECT count(*) FROM {s.raw}").fetchall()[0][0]
+        if n != r.readable:
+            # Never guess: a mismatch means the line numbers could be wrong, so nothing is loaded.
+            raise DeliveryRefused(
+                f"{d.delivery_id}/{s.name}: the CSV reader found {n} rows where the structural check "
+                f"found {r.readable}; the file's quoting or line endings are ambiguous. Save it again "
+                "as standard CSV (UTF-8, one line ending style)"
+            )
+        if len(r.bp_rowid):
+            bp = pa.table({"k": pa.array(r.bp_rowid, pa.int64()), "off": pa.array(r.bp_offset, pa.int64())})
+            con.register("bp_arrow", bp)
+            try:
+                con.execute(
+                    f"CREATE TABLE {s.rows} AS SELECT r.rowid + 2 + coalesce(b.off, 0) AS __line, r.* "
+                    f"FROM {s.raw} r ASOF LEFT JOIN bp_arrow b ON r.rowid >= b.k"
+                )
+            finally:
+                con.unregister("bp_arrow")
+            con.execute(f"DROP TABLE {s.raw}")
+        else:
+            con.execute(f"CREATE VIEW {s.rows} AS SELECT rowid + 2 AS __line, * FROM {s.raw}")
 
-def _has_table(con: duckdb.DuckDBPyConnection, db: str, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [db, table]
-    ).fetchall())
-
-
-def _load(con: duckdb.DuckDBPyConnection, d: Delivery, s: _Staged) -> None:
-    r = s.read
-    cols = "{" + ", ".join(f"{lit(c)}: 'VARCHAR'" for c in r.header) + "}"
-    new_line = f", new_line = {lit(r.new_line)}" if r.new_line else ""
-    try:
+    def _id_map(self, s: _Staged) -> None:
+        """Normalise and form-check each DISTINCT raw ID once. Tokens (keyed HMAC) and kinds of
+        the well-formed normalised IDs (the only ones an accepted row can carry) come from the
+        session's token table; only IDs new to this session are hashed, in Python."""
+        con = self.con
+        assert con is not None
+        con.execute(f"CREATE TABLE stg.idn_{s.i} AS {validate.id_map_sql(s.rows)}")
+        new = [n for (n,) in con.execute(
+            f"SELECT DISTINCT __norm FROM stg.idn_{s.i} WHERE __norm IS NOT NULL AND NOT __bad_form "
+            "AND __norm NOT IN (SELECT norm FROM sess.tokens)"
+        ).fetchall()]
+        if new:
+            if self.token is None:
+                self.token = _token_function(self.home.pseudonym_key())
+            tok = self.token
+            # Two lists unnested side by side (pairs stay aligned); no pandas/arrow round trip.
+            con.execute(
+                f"INSERT INTO sess.tokens SELECT norm, tok, {sql_id_kind('norm')}, false FROM "
+                "(SELECT unnest(?::VARCHAR[]) AS norm, unnest(?::VARCHAR[]) AS tok)",
+                [new, [tok(n) for n in new]],
+            )
         con.execute(
-            f"CREATE TABLE stg.raw_{s.i} AS SELECT * FROM read_csv({lit(str(r.read_path))}, columns = {cols}, "
-            f"header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
-            f"strict_mode = true, null_padding = false, max_line_size = {4 * reader.MAX_LINE_BYTES + 16}{new_line})"
+            f"CREATE TABLE {s.idm} AS SELECT i.__raw, i.__norm, i.__bad_form, t.tok AS __tok, t.kind AS __kind "
+            f"FROM stg.idn_{s.i} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
         )
-    except duckdb.Error as exc:
-        raise DeliveryRefused(
-            f"{d.delivery_id}/{s.name}: the file could not be read as CSV ({_first_line(exc)})"
-        ) from None
-    n = con.execute(f"SELECT count(*) FROM stg.raw_{s.i}").fetchall()[0][0]
-    if n != r.readable:
-        # Never guess: a mismatch means the line numbers could be wrong, so nothing is loaded.
-        raise DeliveryRefused(
-            f"{d.delivery_id}/{s.name}: the CSV reader found {n} rows where the structural check "
-            f"found {r.readable}; the file's quoting or line endings are ambiguous. Save it again "
-            "as standard CSV (UTF-8, one line ending style)"
-        )
-    if len(r.bp_rowid):
-        bp = pa.table({"k": pa.array(r.bp_rowid, pa.int64()), "off": pa.array(r.bp_offset, pa.int64())})
-        con.register("bp_arrow", bp)
-        con.execute(f"CREATE TABLE stg.bp_{s.i} AS SELECT * FROM bp_arrow")
-        con.unregister("bp_arrow")
-        con.execute(
-            f"CREATE TABLE {s.rows} AS SELECT r.rowid + 2 + coalesce(b.off, 0) AS __line, r.* "
-            f"FROM stg.raw_{s.i} r ASOF LEFT JOIN stg.bp_{s.i} b ON r.rowid >= b.k"
-        )
-        con.execute(f"DROP TABLE stg.raw_{s.i}")
-    else:
-        con.execute(f"CREATE VIEW {s.rows} AS SELECT rowid + 2 AS __line, * FROM stg.raw_{s.i}")
-        s.rows = f"(SELECT rowid + 2 AS __line, * FROM stg.raw_{s.i})"  # usable from another connection
+        con.execute(f"DROP TABLE stg.idn_{s.i}")
 
+    def _validate(self, d: Delivery, s: _Staged) -> None:
+        con = self.con
+        assert con is not None
+        src, r = s.source, s.read
+        has_id = has_student_id(src)
+        if has_id:
+            self._id_map(s)
+        # 1. One pass: typed values, one flag per column check / repair / row rule, row hash.
+        sql, flags = validate.typed_pass_sql(src, s.rows, _REGISTRIES, r.header, s.idm if has_id else None)
+        con.execute(f"CREATE TABLE {s.typed} AS {sql}")
+        # 2. Which flags are raised anywhere, and whether two rows share a hash (one scan).
+        stats = con.execute(
+            "SELECT " + ", ".join([f"count(*) FILTER (WHERE {f})" for f, _, _ in flags]
+                                  + ["count(*)", "count(DISTINCT __h)"]) + f" FROM {s.typed}"
+        ).fetchall()[0]
+        raised = [flag for flag, n in zip(flags, stats) if n]
+        n_rows, n_hashes = stats[-2], stats[-1]
+        # 3. The exact problems and repairs (validate's per-column queries, unchanged), run only
+        #    for the raised flags and only on the flagged rows.
+        queries: list[str] = []
+        bad_cols = {name for _, kind, name in raised if kind == "column"}
+        rep_cols = {name for _, kind, name in raised if kind == "repair"}
+        sub_flags = [f for f, kind, _ in raised if kind in ("column", "repair")]
+        if sub_flags:
+            con.execute(f"CREATE TABLE {s.sub} AS SELECT r.* FROM {s.rows} r SEMI JOIN "
+                        f"(SELECT __line FROM {s.typed} WHERE {' OR '.join(sub_flags)}) f ON r.__line = f.__line")
+            if bad_cols:
+                only = replace(src, columns=tuple(c for c in src.columns if c.name in bad_cols))
+                queries += validate.column_problems_sql(only, s.sub, _REGISTRIES)
+        rules = {name for _, kind, name in raised if kind == "rule"}
+        if rules:
+            only = replace(src, row_rules=tuple(x for x in src.row_rules if x.name in rules))
+            queries += validate.row_rule_sql(only, s.typed)
+        if n_hashes < n_rows:
+            queries.append(validate.duplicates_from_hash_sql(s.rows, s.typed, r.header))
+        cols = "__line BIGINT, column_name VARCHAR, rule VARCHAR, reason VARCHAR, value VARCHAR"
+        if queries:
+            con.execute(f"CREATE TABLE {s.problems} ({cols})")
+            con.execute(f"INSERT INTO {s.problems} " + " UNION ALL ".join(f"({x})" for x in queries))
+        else:
+            con.execute(f"CREATE TABLE {s.problems} ({cols})")
+        if len(r.bad_lines):
+            tbl = pa.table({
+                "line": pa.array(r.bad_lines, pa.int64()), "code": pa.array(r.bad_codes, pa.int8()),
+                "nfields": pa.array(r.bad_fields, pa.int64()),
+                "text": pa.array(r.bad_text if r.bad_text is not None else [None] * len(r.bad_lines), pa.string()),
+            })
+            con.register("bad_arrow", tbl)
+            rules_sql = " ".join(f"WHEN {k} THEN {lit(v[0])}" for k, v in reader.STRUCTURAL_RULES.items())
+            reasons = " ".join(
+                f"WHEN {k} THEN " + (
+                    f"'the line has ' || nfields || ' fields, the header has {len(r.header)}'" if k == 1 else lit(v[1])
+                ) for k, v in reader.STRUCTURAL_RULES.items()
+            )
+            withheld = "" if r.bad_text is not None else f" || '; ' || {lit(validate.WITHHELD)}"
+            try:
+                con.execute(
+                    f"INSERT INTO {s.problems} SELECT line, NULL, CASE code {rules_sql} END, "
+                    f"(CASE code {reasons} END){withheld}, text FROM bad_arrow"
+                )
+            finally:
+                con.unregister("bad_arrow")
+        has_problems = bool(queries) or bool(len(r.bad_lines))
+        # 4. The typed table keeps the accepted rows only: every later step reads it as it is.
+        if has_problems:
+            con.execute(f"CREATE TABLE {s.bad} AS SELECT DISTINCT __line FROM {s.problems}")
+            s.quarantined = con.execute(f"SELECT count(*) FROM {s.bad}").fetchall()[0][0]
+            con.execute(f"DELETE FROM {s.typed} WHERE __line IN (SELECT __line FROM {s.bad})")
+            s.accepted = con.execute(f"SELECT count(*) FROM {s.typed}").fetchall()[0][0]
+        else:
+            s.quarantined, s.accepted = 0, n_rows
+        if s.accepted + s.quarantined != r.received:
+            raise DeliveryRefused(
+                f"{d.delivery_id}/{s.name}: internal accounting error (received {r.received}, accepted "
+                f"{s.accepted}, quarantined {s.quarantined}); nothing was loaded. Please report this."
+            )
+        s.has_repairs = False
+        if rep_cols:
+            only = replace(src, columns=tuple(c for c in src.columns if c.name in rep_cols))
+            union = " UNION ALL ".join(validate.repairs_sql(only, s.sub))
+            anti = f" ANTI JOIN {s.bad} b ON x.__line = b.__line" if has_problems else ""
+            con.execute(f"CREATE TABLE {s.repairs} AS SELECT x.* FROM ({union}) x{anti}")
+            s.repaired = con.execute(f"SELECT count(DISTINCT __line) FROM {s.repairs}").fetchall()[0][0]
+            s.has_repairs = True
+        if has_problems:
+            s.top = [
+                ReasonCount(column_name=c, rule=ru, count=n, example=ex)
+                for c, ru, n, ex in con.execute(
+                    f"SELECT column_name, rule, count(*) AS n, min(reason) FROM {s.problems} "
+                    "GROUP BY ALL ORDER BY n DESC, rule LIMIT 5"
+                ).fetchall()
+            ]
+        s.has_problems = has_problems
+        # The registry grows with this delivery's accepted registry rows (schools reference areas).
+        if src.name in _REGISTRY_OF:
+            kind = _REGISTRY_OF[src.name]
+            con.execute(f"INSERT INTO {_REGISTRIES[kind]} SELECT DISTINCT {q(kind)}, true FROM {s.typed}")
 
-def _validate(con: duckdb.DuckDBPyConnection, d: Delivery, s: _Staged, registries: dict[str, str]) -> None:
-    src, r = s.source, s.read
-    con.execute(
-        f"CREATE TABLE {s.problems} (__line BIGINT, column_name VARCHAR, rule VARCHAR, reason VARCHAR, value VARCHAR)"
-    )
-    for sql in validate.column_problems_sql(src, s.rows, registries):
-        con.execute(f"INSERT INTO {s.problems} {sql}")
-    for sql in validate.row_rule_sql(src, s.typed()):
-        con.execute(f"INSERT INTO {s.problems} {sql}")
-    con.execute(f"INSERT INTO {s.problems} {validate.duplicates_sql(s.rows, r.header)}")
-    if len(r.bad_lines):
-        tbl = pa.table({
-            "line": pa.array(r.bad_lines, pa.int64()), "code": pa.array(r.bad_codes, pa.int8()),
-            "nfields": pa.array(r.bad_fields, pa.int64()),
-            "text": pa.array(r.bad_text if r.bad_text is not None else [None] * len(r.bad_lines), pa.string()),
-        })
-        con.register("bad_arrow", tbl)
-        rules = " ".join(f"WHEN {k} THEN {lit(v[0])}" for k, v in reader.STRUCTURAL_RULES.items())
-        reasons = " ".join(
-            f"WHEN {k} THEN " + (
-                f"'the line has ' || nfields || ' fields, the header has {len(r.header)}'" if k == 1 else lit(v[1])
-            ) for k, v in reader.STRUCTURAL_RULES.items()
-        )
-        withheld = "" if r.bad_text is not None else f" || '; ' || {lit(validate.WITHHELD)}"
-        con.execute(
-            f"INSERT INTO {s.problems} SELECT line, NULL, CASE code {rules} END, "
-            f"(CASE code {reasons} END){withheld}, text FROM bad_arrow"
-        )
-        con.unregister("bad_arrow")
-    con.execute(f"CREATE TABLE {s.bad} AS SELECT DISTINCT __line FROM {s.problems}")
-    s.quarantined = con.execute(f"SELECT count(*) FROM {s.bad}").fetchall()[0][0]
-    s.accepted = con.execute(f"SELECT count(*) FROM {s.rows} t ANTI JOIN {s.bad} b ON t.__line = b.__line").fetchall()[0][0]
-    if s.accepted + s.quarantined != r.received:
-        raise DeliveryRefused(
-            f"{d.delivery_id}/{s.name}: internal accounting error (received {r.received}, accepted "
-            f"{s.accepted}, quarantined {s.quarantined}); nothing was loaded. Please report this."
-        )
-    rep = validate.repairs_sql(src, s.rows)
-    if rep:
-        union = " UNION ALL ".join(rep)
-        con.execute(f"CREATE TABLE {s.repairs} AS SELECT x.* FROM ({union}) x ANTI JOIN {s.bad} b ON x.__line = b.__line")
-        s.repaired = con.execute(f"SELECT count(DISTINCT __line) FROM {s.repairs}").fetchall()[0][0]
-    else:
-        con.execute(f"CREATE TABLE {s.repairs} (__line BIGINT, column_name VARCHAR, raw_value VARCHAR, repaired_value VARCHAR, rule VARCHAR)")
-    s.top = [
-        ReasonCount(column_name=c, rule=ru, count=n, example=ex)
-        for c, ru, n, ex in con.execute(
-            f"SELECT column_name, rule, count(*) AS n, min(reason) FROM {s.problems} "
-            "GROUP BY ALL ORDER BY n DESC, rule LIMIT 5"
-        ).fetchall()
-    ]
-    # The registry grows with this delivery's accepted registry rows (schools reference areas).
-    if src.name in ("areas", "schools"):
-        kind = "tambon_code" if src.name == "areas" else "school_code"
-        con.execute(f"INSERT INTO {registries[kind]} SELECT DISTINCT {q(kind)} FROM {s.accepted_typed()}")
-    if has_student_id(src):
-        con.execute(f"INSERT INTO stg.norms SELECT DISTINCT __norm FROM {s.accepted_typed()} WHERE __norm IS NOT NULL")
-
-
-def _tokens(con: duckdb.DuckDBPyConnection, home: EwsHome) -> None:
-    """HMAC tokens over DISTINCT normalised IDs (one per child, not per row), kind in SQL."""
-    norms = con.sql("SELECT DISTINCT norm FROM stg.norms").to_arrow_table().column(0).to_pylist()
-    key = home.pseudonym_key()
-    tbl = pa.table({"norm": pa.array(norms, pa.string()),
-                    "id_token": pa.array([id_token(key, n) for n in norms], pa.string())})
-    con.register("tok_arrow", tbl)
-    con.execute(f"CREATE TABLE stg.tokens AS SELECT norm, id_token, {sql_id_kind('norm')} AS id_kind FROM tok_arrow")
-    con.unregister("tok_arrow")
-
-
-def _commit(d: Delivery, home: EwsHome, scratch: Path, staged: list[_Staged], manifest_sha: str) -> None:
-    try:
-        con = duckdb.connect(str(home.warehouse))
-    except duckdb.Error as exc:
-        raise DeliveryRefused(f"the warehouse {home.warehouse} cannot be opened for writing ({_first_line(exc)})") from None
-    try:
-        configure(con, home)
-        con.execute(f"ATTACH {lit(str(scratch / 'stg.duckdb'))} AS stg (READ_ONLY)")
-        con.execute(f"ATTACH {lit(str(home.vault))} AS vault")
-        vault.secure(home)
+    def _commit(self, d: Delivery, staged: list[_Staged], manifest_sha: str) -> None:
+        con = self.con
+        assert con is not None
+        if not self.wh:
+            self._attach_warehouse()  # creates the warehouse file
+        if not self.vault:
+            con.execute(f"ATTACH {lit(str(self.home.vault))} AS vault")
+            self.vault = True
+            vault.secure(self.home)
         did = lit(d.delivery_id)
         # 1. The vault, replacing whatever an earlier crashed attempt left for this delivery.
+        with_id = [s for s in staged if has_student_id(s.source)]
         con.execute("BEGIN")
-        for ddl in vault.VAULT_DDL:
-            con.execute(ddl.format(db="vault"))
-        con.execute(f"DELETE FROM vault.name_records WHERE delivery_id = {did}")
-        con.execute("INSERT INTO vault.id_tokens SELECT id_token, norm FROM stg.tokens ON CONFLICT DO NOTHING")
-        for s in staged:
-            if "first_name" not in s.source.column_names:
-                continue
-            names = ", ".join(f"t.{q(c)}" if c in s.source.column_names else "NULL" for c in NAME_COLUMNS)
-            con.execute(
-                f"INSERT INTO vault.name_records SELECT {did}, {lit(s.name)}, t.__line, {lit(s.source.name)}, "
-                f"tok.id_token, {names} FROM {s.accepted_typed()} t LEFT JOIN stg.tokens tok ON tok.norm = t.__norm"
-            )
-        con.execute("COMMIT")
-        vault.secure(home)
+        try:
+            for ddl in vault.VAULT_DDL:
+                con.execute(ddl.format(db="vault"))
+            con.execute(f"DELETE FROM vault.name_records WHERE delivery_id = {did}")
+            if with_id:
+                # The distinct IDs of the accepted rows; those this session already stored are skipped.
+                union = " UNION ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
+                con.execute(
+                    f"INSERT INTO vault.id_tokens SELECT t.tok, t.norm FROM sess.tokens t SEMI JOIN ({union}) u "
+                    "ON t.norm = u.__norm WHERE NOT t.in_vault ON CONFLICT DO NOTHING"
+                )
+                in_vault = f"UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault AND norm IN ({union})"
+            else:
+                in_vault = None
+            for s in staged:
+                if "first_name" not in s.source.column_names:
+                    continue
+                names = ", ".join(f"t.{q(c)}" if c in s.source.column_names else "NULL" for c in NAME_COLUMNS)
+                con.execute(
+                    f"INSERT INTO vault.name_records SELECT {did}, {lit(s.name)}, t.__line, {lit(s.source.name)}, "
+                    f"t.__tok, {names} FROM {s.typed} t"
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        if in_vault:
+            con.execute(in_vault)
+        vault.secure(self.home)
         _crash_point("after_vault")
         # 2. The warehouse: one transaction for everything of this delivery.
         con.execute("BEGIN")
-        for ddl in schema_ddl():
-            con.execute(ddl)
-        known = f"DATE {lit(d.manifest.delivered_on.isoformat())}"
-        for n, s in enumerate(staged):
-            src = s.source
-            target = [c for c, _ in warehouse_columns(src)]
-            select = [did, lit(s.name), "t.__line", known]
-            for c in src.columns:
-                if c.name == "student_id":
-                    select += ["tok.id_token", "coalesce(tok.id_kind, 'missing')"]
-                elif not c.identity:
-                    select.append(f"t.{q(c.name)}")
-            join = " LEFT JOIN stg.tokens tok ON tok.norm = t.__norm" if has_student_id(src) else ""
+        try:
+            for ddl in schema_ddl("wh."):
+                con.execute(ddl)
+            known = f"DATE {lit(d.manifest.delivered_on.isoformat())}"
+            for n, s in enumerate(staged):
+                src = s.source
+                target = [c for c, _ in warehouse_columns(src)]
+                select = [did, lit(s.name), "t.__line", known]
+                for c in src.columns:
+                    if c.name == "student_id":
+                        select += ["t.__tok", "coalesce(t.__kind, 'missing')"]
+                    elif not c.identity:
+                        select.append(f"t.{q(c.name)}")
+                con.execute(
+                    f"INSERT INTO wh.{table_name(src)} ({', '.join(q(c) for c in target)}) "
+                    f"SELECT {', '.join(select)} FROM {s.typed} t"
+                )
+                if n == 0:
+                    _crash_point("mid_warehouse")
+                if s.has_problems:
+                    con.execute(
+                        f"INSERT INTO wh.quarantine SELECT {did}, {lit(s.name)}, __line, column_name, rule, reason, value "
+                        f"FROM {s.problems}"
+                    )
+                if s.has_repairs:
+                    con.execute(
+                        f"INSERT INTO wh.repairs SELECT {did}, {lit(s.name)}, __line, column_name, raw_value, "
+                        f"repaired_value, rule FROM {s.repairs}"
+                    )
+                con.execute(
+                    "INSERT INTO wh.ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
+                    [d.delivery_id, s.name, src.name, s.read.sha256, s.read.encoding, s.read.received,
+                     s.accepted, s.quarantined, s.repaired],
+                )
             con.execute(
-                f"INSERT INTO {table_name(src)} ({', '.join(q(c) for c in target)}) "
-                f"SELECT {', '.join(select)} FROM {s.accepted_typed()} t{join}"
+                "INSERT INTO wh.deliveries VALUES (?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
+                [d.delivery_id, d.manifest.system, d.manifest.delivered_on, str(d.folder), manifest_sha],
             )
-            if n == 0:
-                _crash_point("mid_warehouse")
-            con.execute(
-                f"INSERT INTO quarantine SELECT {did}, {lit(s.name)}, __line, column_name, rule, reason, value "
-                f"FROM {s.problems}"
-            )
-            con.execute(
-                f"INSERT INTO repairs SELECT {did}, {lit(s.name)}, __line, column_name, raw_value, repaired_value, rule "
-                f"FROM {s.repairs}"
-            )
-            con.execute(
-                "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
-                [d.delivery_id, s.name, src.name, s.read.sha256, s.read.encoding, s.read.received,
-                 s.accepted, s.quarantined, s.repaired],
-            )
-        con.execute(
-            "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
-            [d.delivery_id, d.manifest.system, d.manifest.delivered_on, str(d.folder), manifest_sha],
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    def _write_quarantine_report(self, delivery_id: str, staged: list[_Staged]) -> None:
+        """A CSV of the delivery's quarantine for the data officer (no personal data in it): the
+        rows just committed to the warehouse's `quarantine` table."""
+        assert self.con is not None
+        out = self.home.quarantine_dir / f"{delivery_id}.csv"
+        union = " UNION ALL ".join(
+            f"SELECT {lit(s.name)} AS source_file, __line AS source_line, column_name, rule, reason, value "
+            f"FROM {s.problems}" for s in staged
         )
-        con.execute("COMMIT")
-    except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-        raise
-    finally:
-        try:
-            con.execute("DETACH stg")
-        except duckdb.Error:
-            pass
-        con.close()
-        vault.secure(home)
-
-
-def _write_quarantine_report(home: EwsHome, delivery_id: str) -> None:
-    """A CSV of the delivery's quarantine for the data officer (no personal data in it)."""
-    out = home.quarantine_dir / f"{delivery_id}.csv"
-    con = duckdb.connect(str(home.warehouse), read_only=True)
-    try:
-        con.execute(
-            f"COPY (SELECT source_file, source_line, column_name, rule, reason, value FROM quarantine "
-            f"WHERE delivery_id = {lit(delivery_id)} ORDER BY source_file, source_line, column_name) "
+        self.con.execute(
+            f"COPY (SELECT * FROM ({union}) ORDER BY source_file, source_line, column_name) "
             f"TO {lit(str(out))} (HEADER, DELIMITER ',')"
         )
-    finally:
-        con.close()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass

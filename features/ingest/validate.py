@@ -47,9 +47,18 @@ def lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _v(col: str) -> str:
-    """The trimmed value, NULL when empty (spaces and tabs around a value are not data)."""
-    return f"NULLIF(trim({q(col)}, ' ' || chr(9)), '')"
+def _v(col: str, inner: bool = False) -> str:
+    """The trimmed value, NULL when empty (spaces and tabs around a value are not data).
+
+    `inner`: the same value, computed once per row by the typed pass as column `__v_<col>`.
+    (The tab is written into the literals: DuckDB plans `' ' || chr(9)` anew in every use.)"""
+    if inner:
+        return q("__v_" + col)
+    x = q(col)
+    # trim(x, chars) is slow in DuckDB; the byte tests pick the (rare) values that need it and
+    # give the very same result for every other value.
+    return (f"(CASE WHEN starts_with({x}, ' ') OR starts_with({x}, '\t') OR ends_with({x}, ' ') "
+            f"OR ends_with({x}, '\t') THEN NULLIF(trim({x}, ' \t'), '') ELSE NULLIF({x}, '') END)")
 
 
 def _shown(v: str) -> str:
@@ -69,9 +78,9 @@ def _year_fixed(v: str) -> tuple[str, str]:
     return fixed, was_be
 
 
-def typed_expr(c: Column) -> str:
+def typed_expr(c: Column, inner: bool = False) -> str:
     """The column's typed value (repairs applied); meaningful only where its checks pass."""
-    v = _v(c.name)
+    v = _v(c.name, inner)
     if c.kind == "int":
         return f"CASE WHEN regexp_full_match({v}, '{_INT_RE}') THEN TRY_CAST({v} AS INTEGER) END"
     if c.kind == "float":
@@ -96,10 +105,14 @@ def typed_expr(c: Column) -> str:
     return v  # enum, grade, school_code, tambon_code: the trimmed code
 
 
-def _checks(c: Column, registries: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(rule, failing condition, reason SQL) in order; conditions may assume earlier ones passed."""
+def _checks(c: Column, registries: dict[str, str], inner: bool = False) -> list[tuple[str, str, str]]:
+    """(rule, failing condition, reason SQL) in order; conditions may assume earlier ones passed.
+
+    `inner`: conditions over the typed pass's per-row `__v_<col>` and `__t_<col>` columns (the
+    very same values as `_v` and `typed_expr`, computed once); only the conditions are used then."""
     name = c.name
-    v = _v(name)
+    v = _v(name, inner)
+    typed = q("__t_" + name) if inner else typed_expr(c)
     shown = _shown(v)
     pre = lit(f"{name}: ")
     out: list[tuple[str, str, str]] = []
@@ -115,23 +128,25 @@ def _checks(c: Column, registries: dict[str, str]) -> list[tuple[str, str, str]]
             out.append(("range", f"{present} AND {expr} > {c.max!r}",
                         f"{pre} || CAST({expr} AS VARCHAR) || {lit(f' is above the maximum {_num(c.max)}')}"))
 
+    # In `inner` mode the range conditions read the typed value: it equals the TRY_CAST wherever
+    # the form check passes, and where it fails that check already flags the row.
     if c.kind == "int":
         out.append(("type", f"{present} AND NOT regexp_full_match({v}, '{_INT_RE}')",
                     f"{pre} || {shown} || ' is not a whole number'"))
-        rng(f"TRY_CAST({v} AS INTEGER)")
+        rng(typed if inner else f"TRY_CAST({v} AS INTEGER)")
     elif c.kind == "float":
         out.append(("type", f"{present} AND NOT regexp_full_match({v}, '{_FLOAT_RE}')",
                     f"{pre} || {shown} || ' is not a number (use a dot for decimals)'"))
-        rng(f"TRY_CAST({v} AS DOUBLE)")
+        rng(typed if inner else f"TRY_CAST({v} AS DOUBLE)")
     elif c.kind == "flag":
         out.append(("type", f"{present} AND {v} NOT IN ('0', '1')", f"{pre} || {shown} || ' is not 0 or 1'"))
     elif c.kind in ("date", "year_month"):
         fmt = "a date (YYYY-MM-DD)" if c.kind == "date" else "a month (YYYY-MM)"
-        out.append(("type", f"{present} AND ({typed_expr(c)}) IS NULL", f"{pre} || {shown} || {lit(' is not ' + fmt)}"))
+        out.append(("type", f"{present} AND ({typed}) IS NULL", f"{pre} || {shown} || {lit(' is not ' + fmt)}"))
     elif c.kind == "be_year":
         out.append(("type", f"{present} AND NOT regexp_full_match({v}, '[0-9]{{4}}')",
                     f"{pre} || {shown} || ' is not a year (Buddhist Era, e.g. 2568)'"))
-        rng(f"({typed_expr(c)})")
+        rng(f"({typed})")
     elif c.kind in ("enum", "grade"):
         allowed = [a for a in (c.allowed if c.kind == "enum" else GRADES) if a != ""]
         listed = ", ".join(allowed) if len(allowed) <= 16 else "see `ews contract`"
@@ -259,24 +274,137 @@ def typed_select_sql(source: Source, rel: str) -> str:
     return f"SELECT {', '.join(parts)} FROM {rel}"
 
 
+def _repair_cond(c: Column, inner: bool = False) -> str | None:
+    """The condition under which column `c` of a row is repaired (None: never)."""
+    v = _v(c.name, inner)
+    if c.kind in ("date", "year_month"):
+        _, was_be = _year_fixed(v)
+        typed = q("__t_" + c.name) if inner else typed_expr(c)
+        return f"{was_be} AND ({typed}) IS NOT NULL"
+    if c.kind == "be_year":
+        y = f"TRY_CAST({v} AS INTEGER)"
+        return f"regexp_full_match({v}, '[0-9]{{4}}') AND {y} BETWEEN {CE_MIN} AND {CE_MAX}"
+    return None
+
+
 def repairs_sql(source: Source, rel: str) -> list[str]:
     """SELECTs of (__line, column_name, raw_value, repaired_value, rule) for every BE/CE repair."""
     out = []
     for c in source.columns:
         v = _v(c.name)
         typed = typed_expr(c)
+        cond = _repair_cond(c)
         if c.kind in ("date", "year_month"):
-            _, was_be = _year_fixed(v)
             shown = f"CAST({typed} AS VARCHAR)" if c.kind == "date" else f"strftime({typed}, '%Y-%m')"
             out.append(
                 f"SELECT __line, {lit(c.name)} AS column_name, {q(c.name)} AS raw_value, {shown} AS repaired_value, "
-                f"'be_year_to_ce' AS rule FROM {rel} WHERE {was_be} AND ({typed}) IS NOT NULL"
+                f"'be_year_to_ce' AS rule FROM {rel} WHERE {cond}"
             )
         elif c.kind == "be_year":
             y = f"TRY_CAST({v} AS INTEGER)"
             out.append(
                 f"SELECT __line, {lit(c.name)} AS column_name, {q(c.name)} AS raw_value, "
                 f"CAST({y} + {BE_OFFSET} AS VARCHAR) AS repaired_value, 'ce_year_to_be' AS rule FROM {rel} "
-                f"WHERE regexp_full_match({v}, '[0-9]{{4}}') AND {y} BETWEEN {CE_MIN} AND {CE_MAX}"
+                f"WHERE {cond}"
             )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass per file. The functions above give the exact problems, reasons and repairs; running
+# them over every row costs one scan per column (and a regexp_replace per row for IDs). Instead
+# ingestion makes ONE pass that types every column and flags the rows where ANY check fails or
+# ANY repair applies (the OR of exactly the conditions above), then runs the exact queries above
+# only on those few flagged rows. Student IDs are normalised and form-checked once per DISTINCT
+# raw ID (`id_map_sql`) and joined back.
+
+
+def id_map_sql(rel: str, column: str = "student_id") -> str:
+    """Distinct raw IDs of `rel` with their normalised form and whether that form is absurd
+    (the `id_form` check of `_checks`): (__raw, __norm, __bad_form)."""
+    norm = sql_normalise_id("__raw")
+    return (
+        f"SELECT __raw, __norm, (__norm IS NOT NULL AND NOT regexp_full_match(__norm, '{_ID_FORM_RE}')) AS __bad_form "
+        f"FROM (SELECT __raw, {norm} AS __norm FROM (SELECT DISTINCT {q(column)} AS __raw FROM {rel} "
+        f"WHERE {q(column)} IS NOT NULL))"
+    )
+
+
+def column_flag_sql(c: Column, registries: dict[str, str], bad_form: str | None) -> str | None:
+    """TRUE when a check of column `c` fails: the OR of exactly the conditions of
+    `column_problems_sql` (the WHERE of its query for `c`), over the typed pass's inner columns.
+    The `id_form` check is replaced by `bad_form` (the precomputed flag of the row's raw ID, the
+    same condition evaluated once per distinct ID). None: the column has no checks."""
+    conds = []
+    for rule, cond, _ in _checks(c, registries, inner=True):
+        if rule == "id_form":
+            assert bad_form is not None
+            cond = f"coalesce({bad_form}, false)"
+        conds.append(f"({cond})")
+    return " OR ".join(conds) if conds else None
+
+
+def rule_flag_sql(source: Source, rule: RowRule) -> str:
+    """TRUE when `row_rule_sql` reports the row for `rule` (over the typed columns)."""
+    valid = " AND ".join(f"{q(c)} IS NOT NULL" for c in rule_columns(source, rule)) or "true"
+    return f"({valid} AND NOT coalesce(({rule.sql}), false))"
+
+
+def typed_pass_sql(source: Source, rel: str, registries: dict[str, str], header: list[str],
+                   id_map: str | None) -> tuple[str, list[tuple[str, str, str]]]:
+    """The single pass over a staged file, and its flag columns as (flag, kind, name) with kind
+    'column' (a check of that column fails), 'repair' (that column is repaired) or 'rule'.
+
+    The pass gives __line, every contract column typed (student_id as __norm, __tok and __kind
+    from `id_map`), the flags, and __h (a 64-bit hash of the delivered values, for duplicate
+    candidates). Trimmed values (`__v_*`) and typed values (`__t_*`) are computed once per row
+    in inner projections and shared by the typed columns and every check."""
+    cols = [c for c in source.columns if c.kind != "student_id"]
+    inner1 = ["r.*"] + [f"{_v(c.name)} AS {q('__v_' + c.name)}" for c in cols]
+    inner1.append(f"hash({', '.join('r.' + q(h) for h in header)}) AS __h")
+    from1 = f"(SELECT {', '.join(inner1)} FROM {rel} r)"
+    inner2 = ["r1.*"] + [f"{typed_expr(c, inner=True)} AS {q('__t_' + c.name)}" for c in cols]
+    if id_map:
+        inner2 += ["m.__norm", "m.__tok", "m.__kind", "m.__bad_form"]
+        from2 = f"(SELECT {', '.join(inner2)} FROM {from1} r1 LEFT JOIN {id_map} m ON r1.student_id = m.__raw)"
+    else:
+        from2 = f"(SELECT {', '.join(inner2)} FROM {from1} r1)"
+    flags: list[tuple[str, str, str]] = []
+    out = ["__line"]
+    flag_sql = []
+    for k, c in enumerate(source.columns):
+        if c.kind == "student_id":
+            out += ["__norm", "__tok", "__kind"]
+        else:
+            out.append(f"{q('__t_' + c.name)} AS {q(c.name)}")
+        cond = column_flag_sql(c, registries, "__bad_form" if id_map else None)
+        if cond is not None:
+            flags.append((f"__f{k}", "column", c.name))
+            flag_sql.append(f"({cond}) AS __f{k}")
+        rcond = _repair_cond(c, inner=True)
+        if rcond is not None:
+            flags.append((f"__r{k}", "repair", c.name))
+            flag_sql.append(f"({rcond}) AS __r{k}")
+    out += flag_sql + ["__h"]
+    sql = f"SELECT {', '.join(out)} FROM {from2}"
+    if source.row_rules:
+        # Row rules read the typed columns: one more projection over the one above.
+        rr = []
+        for k, rule in enumerate(source.row_rules):
+            flags.append((f"__rr{k}", "rule", rule.name))
+            rr.append(f"{rule_flag_sql(source, rule)} AS __rr{k}")
+        sql = f"SELECT *, {', '.join(rr)} FROM ({sql})"
+    return sql, flags
+
+
+def duplicates_from_hash_sql(rel: str, typed: str, columns: list[str]) -> str:
+    """`duplicates_sql`, reusing the hash `__h` computed by the typed pass: the same groups."""
+    cols = ", ".join(q(c) for c in columns)
+    return f"""
+        WITH cand AS (SELECT __h FROM {typed} GROUP BY __h HAVING count(*) > 1),
+        sub AS (SELECT r.* FROM {rel} r SEMI JOIN (SELECT __line FROM {typed} SEMI JOIN cand USING (__h)) s
+                ON r.__line = s.__line),
+        grp AS (SELECT __line, min(__line) OVER (PARTITION BY {cols}) AS first_line FROM sub)
+        SELECT __line, NULL AS column_name, 'duplicate' AS rule,
+               'exact duplicate of line ' || first_line AS reason, NULL AS value
+        FROM grp WHERE __line <> first_line"""

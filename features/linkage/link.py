@@ -9,8 +9,9 @@ The steps, each a set-based query over tables:
                carry an id token; they follow whatever their token is linked to.
 2. nodes     - deterministic matching first: all records sharing one id token are one node
                (a valid citizen ID / G-code is trusted; an invalid ID is still a consistent
-               token, the same typo recurring month after month). A record with no ID but with
-               names is a node of its own. Each node gets representative attributes (the most
+               token, the same typo recurring month after month). A record with no ID joins the
+               node holding its (school, student number); failing that, a record with names is a
+               node of its own. Tokens used under one (school, student number) are linked. Each node gets representative attributes (the most
                frequent spelling, birth date, sex; its latest school and tambon).
 3. pairs     - probabilistic matching with Splink (Fellegi-Sunter on DuckDB): m and u estimated
                from the data (u by random sampling, m by expectation maximisation), never hand-set.
@@ -34,9 +35,12 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.db import scalar
@@ -77,7 +81,7 @@ class LinkConfig(BaseModel):
         6, ge=2,
         description="A cluster with more nodes than this is suspicious: sent to review, not merged.",
     )
-    u_max_pairs: float = Field(2e6, description="Random pairs sampled to estimate u probabilities.")
+    u_max_pairs: float = Field(1e6, description="Random pairs sampled to estimate u probabilities.")
     seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
     memory_limit: str = Field("6GB", description="DuckDB memory limit for the linkage session.")
     threads: int = Field(2, ge=1)
@@ -122,7 +126,8 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
                    {'s.birth_date' if person else 'CAST(NULL AS DATE)'} AS birth_date,
                    {'s.sex' if person else 'NULL'} AS sex,
                    {f's.{school}' if school else 'NULL'} AS school_code,
-                   {f's.{tambon}' if tambon else 'NULL'} AS tambon_code
+                   {f's.{tambon}' if tambon else 'NULL'} AS tambon_code,
+                   {'s.student_no' if 'student_no' in SOURCES[source].column_names else 'NULL'} AS student_no
             FROM wh.src_{source} s
             {'LEFT JOIN vault.name_records v USING (delivery_id, source_file, source_line)' if names else ''}
         """)
@@ -149,6 +154,22 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
                {sql_normalise_name('first_name')} AS first_name_norm,
                {sql_normalise_name('last_name')} AS last_name_norm
         FROM records
+    """)
+    # The school's own student number ties a row without a citizen ID to the child who holds that
+    # number at that school (the number is unique within a school and meaningless outside it).
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE student_no_nodes AS
+        SELECT school_code, student_no, arg_max(node_id, n) AS node_id
+        FROM (SELECT school_code, student_no, node_id, count(*) AS n FROM records_n
+              WHERE id_token IS NOT NULL AND student_no IS NOT NULL AND school_code IS NOT NULL
+              GROUP BY ALL)
+        GROUP BY school_code, student_no
+    """)
+    con.execute("""
+        UPDATE records_n SET node_id = m.node_id
+        FROM student_no_nodes m
+        WHERE records_n.id_token IS NULL AND records_n.school_code = m.school_code
+          AND records_n.student_no = m.student_no
     """)
     # Representative attributes per node: modal spelling / birth date / sex (frequency first,
     # then value, for determinism); latest school and tambon by the date the row describes.
@@ -185,7 +206,11 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
             FROM best GROUP BY node_id
         ),
         agg AS (
-            SELECT node_id, any_value(id_token) AS id_token, any_value(id_kind) AS id_kind,
+            SELECT node_id,
+                   -- rows without an ID may have joined a token's node (by student number): the
+                   -- node's token and kind come from the rows that carry the token
+                   max(id_token) AS id_token,
+                   max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
                    count(*) AS n_records, min(known_at) AS first_known,
                    min(delivery_id || '/' || source_file || '#' || lpad(CAST(source_line AS VARCHAR), 12, '0'))
                        AS first_record,
@@ -260,6 +285,37 @@ def _splink_settings(cfg: LinkConfig):  # -> SettingsCreator (import kept lazy: 
     )
 
 
+@contextmanager
+def _em_floor() -> Iterator[None]:
+    """Work around Splink 5.0.0's EM: when every pair at a level has a match probability that
+    underflows to 0, EM assigns m = 0.0 and Splink's own validator then rejects it (it requires
+    >= 1e-300). Splink already clamps m and u to that floor when it turns them into weights
+    (comparison_level.py), so this applies the same floor one step earlier, only during our EM
+    passes. Other Splink versions run unpatched."""
+    import splink
+    from splink.internals import expectation_maximisation as em
+    from splink.internals.comparison_level import M_U_CLAMP_MIN
+
+    if splink.__version__ != "5.0.0":
+        yield
+        return
+    original = em.populate_m_u_from_lookup
+
+    def clamped(fixed, level, column, lookup):  # type: ignore[no-untyped-def]
+        for rec in lookup.get(column, {}).values():
+            for k in ("m_probability", "u_probability"):
+                v = rec.get(k)
+                if isinstance(v, (int, float)) and v < M_U_CLAMP_MIN:
+                    rec[k] = M_U_CLAMP_MIN
+        return original(fixed, level, column, lookup)
+
+    em.populate_m_u_from_lookup = clamped
+    try:
+        yield
+    finally:
+        em.populate_m_u_from_lookup = original
+
+
 def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, dict[str, object]]:
     """Step 3: fit Fellegi-Sunter on the nodes and write temp table `pairs`."""
     from splink import DuckDBAPI, Linker, block_on
@@ -284,12 +340,13 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, d
         [block_on("first_name_norm", "last_name_norm", "birth_date")], recall=0.8,
     )
     linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("birth_date"), estimate_without_term_frequencies=True,
-    )
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
-    )
+    with _em_floor():
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("birth_date"), estimate_without_term_frequencies=True,
+        )
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
+        )
     pred = linker.inference.predict(threshold_match_probability=0.5)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE pairs AS
@@ -366,10 +423,21 @@ def _nameless_typo_edges(con: duckdb.DuckDBPyConnection) -> None:
 def _cluster_and_review(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> None:
     """Steps 4-5: clusters at the threshold; suspicious clusters are split back to their nodes."""
     _nameless_typo_edges(con)
+    # Two ID tokens used under one student number at one school are one child (a typo, or a
+    # G-code replaced by a 13-digit ID); a real conflict still surfaces in the review below.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE student_no_edges AS
+        SELECT DISTINCT a, b FROM (
+            SELECT node_id AS a, min(node_id) OVER (PARTITION BY school_code, student_no) AS b
+            FROM records_n
+            WHERE id_token IS NOT NULL AND student_no IS NOT NULL AND school_code IS NOT NULL
+        ) WHERE a <> b
+    """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE link_edges AS
         SELECT node_id_l AS a, node_id_r AS b FROM pairs WHERE match_probability >= {cfg.match_probability}
         UNION ALL SELECT a, b FROM typo_edges
+        UNION ALL SELECT a, b FROM student_no_edges
     """)
     _connected_components(con, "link_edges", "clusters0")
     con.execute(f"""
@@ -417,11 +485,11 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
         FROM clusters c JOIN nodes n USING (node_id)
         GROUP BY c.cluster_id
     """)
-    anchors = con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()
-    con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys (anchor VARCHAR, student_key VARCHAR)")
-    con.executemany(
-        "INSERT INTO anchor_keys VALUES (?, ?)", [(a, student_key(key, a)) for (a,) in anchors]
-    )
+    anchors = [a for (a,) in con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()]
+    keys = pa.table({"anchor": anchors, "student_key": [student_key(key, a) for a in anchors]})
+    con.register("anchor_keys_arrow", keys)
+    con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys AS SELECT * FROM anchor_keys_arrow")
+    con.unregister("anchor_keys_arrow")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE node_keys AS
         SELECT c.node_id, n.id_token, k.student_key, c.in_review,

@@ -250,7 +250,7 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
         -- mobility
         coalesce(hist_f.school_moves_2y, 0) AS school_moves_2y,
         coalesce(repeat.repeated_grade, false) AS repeated_grade,
-        greatest(0, date_diff('year', pop.birth_date, {_d(june10)}) - (CASE pop.grade {typical_age} END)) AS over_age_years,
+        greatest(0, date_sub('year', pop.birth_date, {_d(june10)}) - (CASE pop.grade {typical_age} END)) AS over_age_years,
         coalesce(hist_f.censuses_known, 0) AS censuses_known,
         -- grade and transition
         pop.grade, CASE pop.grade {grade_level} END AS grade_level,

@@ -145,7 +145,8 @@ def reference_features(
         f["repeated_grade"] = any(len(v) > 1 for v in years_per_grade.values())
         june10 = cal.census_date(r.academic_year, 1)
         bd = me["birth_date"]
-        f["over_age_years"] = max(0, (june10.year - bd.year) - GRADE_TYPICAL_AGE[me["grade"]])
+        completed = june10.year - bd.year - ((june10.month, june10.day) < (bd.month, bd.day))
+        f["over_age_years"] = max(0, completed - GRADE_TYPICAL_AGE[me["grade"]])
         f["censuses_known"] = sum(1 for h in hist if h["census_date"] < census)
         f["grade"] = me["grade"]
         f["grade_level"] = GRADES.index(me["grade"]) + 1

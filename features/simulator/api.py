@@ -87,7 +87,7 @@ def simulate(config: SimulationConfig, out: Path, progress: Progress | None = No
     truth.close()
     tdir = out / "truth"
     process = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude={"scenario"} if config.scenario is None else None),
         "fault_bits": FAULT_BITS,
         "census_status_values": list(STATUS),
         "term_end_outcomes": list(CLASSES),

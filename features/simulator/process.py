@@ -25,12 +25,30 @@ import pyarrow as pa
 
 from features.calendar import SchoolCalendar
 from features.contract import (
-    CARE_DIMENSIONS, CARETAKERS, DISABILITY, EXIT_TYPES, NATIONALITY, OTHER_LEVELS, THAI_MARK_STATUS,
+    SOURCES, CARE_DIMENSIONS, CARETAKERS, DISABILITY, EXIT_TYPES, NATIONALITY, OTHER_LEVELS, THAI_MARK_STATUS,
     TRAVEL_MODES,
 )
 from features.ids import BE_OFFSET, GRADES, GRADE_TYPICAL_AGE
+
+STUDENT_NO_MODULUS = 99_999_989  # a prime: the mapping below is a bijection of person ids per school
+
+
+def student_numbers(pid: np.ndarray, school_codes: pa.Array | np.ndarray) -> np.ndarray:
+    """The school's own student number (8 digits): unique within a school, unrelated across
+    schools, so it identifies a child only together with the school code."""
+    school = np.asarray(pa.array(school_codes).cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    num = (pid.astype(np.int64) * 7_919 + (school % STUDENT_NO_MODULUS) * 104_729) % STUDENT_NO_MODULUS
+    return np.char.zfill(num.astype("U8"), 8).astype(object)
+
+
+# Typical completed age on 10 June per grade index (K1 3 ... P1 6 ... M6 17): one definition
+# shared with the over-age feature, so the process and the data speak of the same over-age.
+TYPICAL_AGE = np.array([GRADE_TYPICAL_AGE[g] for g in GRADES])
 from features.simulator.config import SimulationConfig
 from features.simulator.faults import FAULT_BITS, NameBook, inject
+from features.simulator.scenarios import (
+    DataBreak, EconomicShock, ProcessChange, apply_breaks, dropout_logit_by_grade, hits_province, income_after_shock,
+)
 from features.simulator.schedule import Schedule
 from features.simulator.truth import TruthWriter
 from features.simulator.world import (
@@ -152,6 +170,10 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         self.end_day = day(schedule.end_date)
         self._shock_rows: list[pa.Table] = []
         self._prev_june: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Scenario state (features/simulator/scenarios.py); neutral unless a scenario is active.
+        self._att_shift = 0.0
+        self._drop_shift: np.ndarray | None = None
+        self._breaks: list = []
 
     # ---------------------------------------------------------------------------------------------
     # people
@@ -331,7 +353,11 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
             return
         if mask is None:
             mask = np.zeros(len(idx), dtype=np.int32)
+        if "student_no" in SOURCES[source].column_names and "student_no" not in cols:
+            cols = {**cols, "student_no": student_numbers(self.pid[idx], cols["school_code"])}
         table, pid, m = inject(source, cols, mask, self.pid[idx], self.frng, self.cfg.faults, self.names)
+        if self._breaks:
+            table = apply_breaks(table, source, self._breaks)
         self.writer.write(delivery, source, table, pid, m)
 
     def emit_by_key(self, source: str, keys: list[tuple], key_of_row: np.ndarray, cols: dict, idx: np.ndarray,
@@ -486,7 +512,7 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         gl = np.array([(pc.grade_logit_t1 if term == 1 else pc.grade_logit_t2)[x] for x in GRADES])
         pov = self.poverty()[idx]
         age = self.age_years(idx, cday)
-        overage = np.clip(age - (4 + g), 0, 6)
+        overage = np.clip(age - TYPICAL_AGE[g], 0, 6)
         sch = self.school[idx]
         care_np = self.caretaker[idx] >= 3
         drop = (gl[g] + pc.beta_poverty * pov + pc.beta_cct_dims * self.dims[idx].sum(axis=1)
@@ -551,6 +577,20 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         denom = expL @ scale.T  # (n, combos)
         return expL[:, C_DROP] * (W * scale[None, :, C_DROP] / denom).sum(axis=1)
 
+    def apply_scenario(self, year: int, term: int) -> None:
+        """Switch on the scenario's changes from its first term (no random draws: see scenarios.py)."""
+        sc = self.cfg.scenario
+        if sc is None or not sc.active(year, term):
+            return
+        shocks = [c for c in sc.of_kind(EconomicShock) if hits_province(c, self.prov.code)]
+        if sc.starts(year, term):
+            for c in shocks:
+                self.income = income_after_shock(self.income, c.income_factor)
+        self._att_shift = float(sum(c.attendance_logit for c in shocks))
+        changes = sc.of_kind(ProcessChange)
+        self._drop_shift = dropout_logit_by_grade(changes) if changes else None
+        self._breaks = sc.of_kind(DataBreak)
+
     # ---------------------------------------------------------------------------------------------
     # one term
     def term(self, year: int, term: int) -> None:
@@ -561,6 +601,8 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         S, E = day(tc.starts.in_year(year)), day(tc.ends.in_year(year))
         cday = day(cal.census_date(year, term))
         self.census(year, term)
+        if self.cfg.scenario is not None:
+            self.apply_scenario(year, term)
         idx = np.flatnonzero(self.status == ST_OBEC)
         n = len(idx)
         # engagement moves; poverty pulls its mean
@@ -573,6 +615,8 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         sday = (S + rng.random((n, N_SHOCKS)) * (E - S)).astype(np.int32)
         sday = np.where(arrived, sday, NEVER)
         L = self.base_logits(idx, term, cday)
+        if self._drop_shift is not None:
+            L[:, C_DROP] += self._drop_shift[self.grade[idx]]
         # the ceiling at both rounds of the term
         rounds = []
         for kind in ("early", "mid"):
@@ -642,6 +686,8 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         dropper = outcome == C_DROP
         base = (3.3 + 0.85 * e - 0.04 * self.travel[idx] / 10.0 - 0.35 * (self.disab[idx] > 0) - 0.12 * pov
                 + rng.normal(0, 0.25, n))
+        if self._att_shift:
+            base = base + self._att_shift
         # monthly attendance
         d64S, d64E = as_dt64(np.array([S]))[0], as_dt64(np.array([E]))[0]
         m = d64S.astype("datetime64[M]")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,12 +35,15 @@ def test_a_config_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     assert cfg.schema_version == 1
 
 
-def test_importing_the_training_package_sets_no_mlflow_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    for m in ("training.config", "training.registry", "training.cli", "training.pipeline", "training.card"):
-        importlib.reload(importlib.import_module(m))
-    assert mlflow.get_tracking_uri() == before
+def test_importing_the_training_package_does_no_work(tmp_path: Path) -> None:
+    # No MLflow import (hence no tracking URI set), no folder created, nothing printed.
+    code = (
+        "import sys\n"
+        "import training.config, training.splits, training.metrics, training.fairness, training.model, "
+        "training.pipeline, training.registry, training.card, training.plots, training.train, training.cli\n"
+        "print(sorted(m for m in ('mlflow', 'fairlearn', 'matplotlib', 'shap') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "EWS_HOME": str(tmp_path / "home")})
+    assert out.stdout.strip() == "[]"
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,9 @@ def test_ties_are_broken_by_row_order() -> None:
 def test_within_school_top_k_takes_each_schools_own_top_rows() -> None:
     s = np.array([.9, .1, .2, .3, .8, .7])
     school = np.array(["a", "a", "a", "b", "b", "b"])
-    assert school_top_mask(s, school, 0.34).tolist() == [True, False, False, False, True, False]
+    assert school_top_mask(s, school, 0.33).tolist() == [True, False, False, False, True, False]
+    # ceil(0.34 * 3) = 2 rows per school
+    assert school_top_mask(s, school, 0.34).tolist() == [True, False, True, False, True, True]
 
 
 def test_ece_by_hand() -> None:

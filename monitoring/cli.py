@@ -1,0 +1,60 @@
+"""`ews monitor --round R`: the round's monitoring report, and an exit code a scheduler can alert on.
+
+    ews monitor --round 2568-T1-mid [--config FILE] [--json] [--home PATH]
+
+Exit 0: no threshold breached. Exit 3 (configurable): a threshold is breached; the message says
+which statistic, at what value, and whether retraining is recommended. Exit 2: the round cannot be
+monitored (not published, no training set, no warehouse).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.clikit import HOME_HELP, emit_json, friendly_errors, load_home
+
+
+def monitor_command(
+    round_id: Annotated[str, typer.Option("--round", help="Published round to monitor, e.g. 2568-T1-mid.")],
+    config: Annotated[Path | None, typer.Option("--config", help="Monitoring config (JSON, see monitoring/config.py).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
+    home: Annotated[Path | None, typer.Option("--home", help=HOME_HELP)] = None,
+) -> None:
+    """Data quality, drift, outcomes and fairness of a round; a verdict on retraining.
+
+    Writes EWS_HOME/monitoring/<round>/report.json and report.html."""
+    import logging
+    import os
+
+    from features.calendar import parse_round
+    from monitoring.config import load_config
+    from monitoring.report import monitor_round, write_report
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    with friendly_errors("monitor"):
+        parse_round(round_id)
+        cfg = load_config(config)
+        h = load_home(home)
+        report = monitor_round(h, round_id, cfg)
+        paths = write_report(h, report)
+    v = report.verdict
+    if json_out:
+        emit_json(report)
+    else:
+        typer.echo(f"{round_id}: {v.summary}")
+        for reason in v.reasons:
+            typer.echo(f"  - {reason}")
+        typer.echo(f"report: {paths['html']}")
+    if v.alert:
+        typer.secho(f"ALERT {round_id}: {len(v.breaches)} threshold(s) breached; "
+                    f"retraining {'recommended' if v.retrain_recommended else 'not recommended'}. "
+                    f"First: {v.breaches[0].message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(cfg.alert_exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor_command)

@@ -1,0 +1,110 @@
+"""Drift between the training reference and a round: features, scores, risk groups, attribution.
+
+The reference is the champion's own training set, restricted by default to its latest round of
+the same term and round type as the monitored round: features such as `term`, `is_mid_round`,
+`gpa_interim` (only in mid rounds) or `att_rate_term` (empty early in a term) differ by design
+between kinds of round, so comparing a mid round with early rounds would report drift that is
+only the calendar. Scores and SHAP attributions of the reference are the champion's on those rows.
+
+Functions here take frames and arrays and return results; reading snapshots, training sets and
+models is `monitoring.report`'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from features.calendar import parse_round
+from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
+from monitoring.config import DriftConfig, Thresholds
+from monitoring.stats import StatResult, get_statistic, level_of
+
+
+class DriftResult(BaseModel):
+    """One statistic on one column (a feature, the score, a risk group, a feature group)."""
+
+    model_config = ConfigDict(extra="forbid")
+    what: str  # feature | missing | score | risk_groups | attribution
+    column: str
+    feature_group: str | None = None
+    statistic: str
+    score: float | None
+    level: str
+    drifted: bool
+    watch: float
+    drift: float
+    details: dict[str, Any] = {}
+
+
+def _result(what: str, column: str, r: StatResult, group: str | None = None) -> DriftResult:
+    d = r.to_dict()
+    return DriftResult(what=what, column=column, feature_group=group, statistic=d["statistic"], score=d["score"],
+                       level=d["level"], drifted=d["drifted"], watch=d["watch"], drift=d["drift"], details=d["details"])
+
+
+def reference_rounds(trainset_rounds: list[str], round_id: str, mode: str) -> list[str]:
+    """The training-set rounds the round is compared with (see DriftConfig.reference)."""
+    if mode == "all":
+        return sorted(trainset_rounds)
+    r = parse_round(round_id)
+    same = [x for x in trainset_rounds if (parse_round(x).term, parse_round(x).round_type) == (r.term, r.round_type)]
+    if not same:  # a training set without this kind of round: fall back to the same round type
+        same = [x for x in trainset_rounds if parse_round(x).round_type == r.round_type] or list(trainset_rounds)
+    same = sorted(same, key=lambda x: (parse_round(x).academic_year, parse_round(x).term))
+    return same[-1:] if mode == "latest_same_kind" else same
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig) -> list[DriftResult]:
+    """For each feature: the configured distribution statistic and the missing-share statistic."""
+    out: list[DriftResult] = []
+    th, mth = cfg.feature_thresholds, cfg.missing_thresholds
+    for name in cfg.features or FEATURE_NAMES:
+        f = BY_NAME[name]
+        stat = get_statistic(cfg.categorical_statistic if f.dtype == "category" else cfg.numeric_statistic)
+        r = stat.fn(reference[name], current[name], watch=th.watch, drift=th.drift, bins=cfg.bins)
+        m = get_statistic(cfg.missing_statistic).fn(reference[name], current[name], watch=mth.watch, drift=mth.drift)
+        for what, res in (("feature", r), ("missing", m)):
+            d = _result(what, name, res, f.group)
+            if name in cfg.report_only and d.drifted:
+                d = d.model_copy(update={"level": "watch", "drifted": False,
+                                         "details": {**d.details, "report_only": "history-length feature: reported, not a breach"}})
+            out.append(d)
+    return out
+
+
+def score_drift(ref_score: np.ndarray, cur_score: np.ndarray, ref_group: np.ndarray, cur_group: np.ndarray,
+                cfg: DriftConfig) -> list[DriftResult]:
+    """The risk-score distribution and the risk-group shares, reference against round."""
+    s, g = cfg.score_thresholds, cfg.group_thresholds
+    score = get_statistic(cfg.score_statistic).fn(ref_score, cur_score, watch=s.watch, drift=s.drift, bins=cfg.bins)
+    groups = get_statistic(cfg.group_statistic).fn(ref_group, cur_group, watch=g.watch, drift=g.drift)
+    score.details.update({"reference_mean": round(float(np.nanmean(ref_score)), 5),
+                          "current_mean": round(float(np.nanmean(cur_score)), 5)})
+    return [_result("score", "risk_score", score), _result("risk_groups", "risk_group", groups)]
+
+
+def attribution_shares(group_contrib: np.ndarray) -> np.ndarray:
+    """Each feature group's share of the total mean |SHAP| (rows x groups -> groups)."""
+    m = np.nanmean(np.abs(group_contrib), axis=0)
+    return m / m.sum() if m.sum() > 0 else m
+
+
+def attribution_drift(ref_group_contrib: np.ndarray, cur_group_contrib: np.ndarray, th: Thresholds) -> list[DriftResult]:
+    """Change of each feature group's share of the attribution (mean |SHAP| summed per group first,
+    so correlated features of one group neither cancel nor double-count)."""
+    r, c = attribution_shares(ref_group_contrib), attribution_shares(cur_group_contrib)
+    ref_mean, cur_mean = np.nanmean(ref_group_contrib, axis=0), np.nanmean(cur_group_contrib, axis=0)
+    out = []
+    for j, g in enumerate(GROUPS):
+        score = float(abs(c[j] - r[j]))
+        lvl = level_of(score, th.watch, th.drift)
+        out.append(DriftResult(what="attribution", column=g, feature_group=g, statistic="attribution_share_change",
+                               score=round(score, 6), level=lvl, drifted=lvl == "drift", watch=th.watch, drift=th.drift,
+                               details={"reference_share": round(float(r[j]), 4), "current_share": round(float(c[j]), 4),
+                                        "reference_mean_logodds": round(float(ref_mean[j]), 4),
+                                        "current_mean_logodds": round(float(cur_mean[j]), 4)}))
+    return out

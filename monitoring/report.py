@@ -1,0 +1,272 @@
+"""One monitoring report per published round: gather, judge, give a verdict, write JSON and HTML.
+
+`monitor_round(home, round_id)` reads the round's published snapshot (serving), the champion's
+training set and model version (training), the warehouse (features), runs the quality, drift
+and outcome checks, and returns a `MonitoringReport`. `write_report` puts it under
+EWS_HOME/monitoring/<round_id>/ as report.json and report.html (plots embedded), plain files the
+service can hand to analysts without importing this package. Reports hold aggregates only: no
+student_key, no name, no ID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from features.calendar import SchoolCalendar, parse_round
+from features.home import EwsHome
+from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
+from monitoring.config import MonitorConfig
+from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
+from monitoring.outcomes import Outcomes, fairness_groups, judge_outcomes
+from monitoring.quality import Check, quality_checks
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+# Which delivered source a feature group comes from: a drifted group points at whom to ask first.
+GROUP_SOURCE: dict[str, str] = {
+    "attendance": "attendance", "academic": "grades", "poverty": "cct_screening", "care": "care_screening",
+    "welfare": "welfare_links", "mobility": "dmc_census", "transition": "dmc_census", "school": "schools / areas",
+    "student": "dmc_census",
+}
+
+
+class Breach(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    area: str  # quality | feature_drift | score_drift | attribution_drift | outcomes | fairness
+    what: str
+    statistic: str
+    value: float | None
+    threshold: float | None
+    message: str
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alert: bool
+    retrain_recommended: bool
+    summary: str
+    reasons: list[str]
+    breaches: list[Breach]
+
+
+class MonitoringReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    round_id: str
+    as_of: dt.date
+    snapshot_hash: str
+    model_version: str
+    trainset: str
+    reference_rounds: list[str]
+    reference_rows: int
+    current_rows: int
+    scored_rows: int
+    config: MonitorConfig
+    quality: list[Check]
+    drift: list[DriftResult]
+    outcomes: Outcomes
+    verdict: Verdict
+    generated_at: str
+
+    def breached(self, statistic: str | None = None, column: str | None = None) -> list[Breach]:
+        return [b for b in self.verdict.breaches
+                if (statistic is None or b.statistic == statistic) and (column is None or b.what.endswith(column))]
+
+
+def monitoring_dir(home: EwsHome, round_id: str) -> Path:
+    return home.root / "monitoring" / round_id
+
+
+# ------------------------------------------------------------------------------------------------
+# gathering inputs
+
+
+def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
+    """The validation (test-fold) metrics logged with the model version's training run.
+
+    training.registry logs them as the run artefact metrics.json; there is no public accessor yet."""
+    from training.registry import client_for
+
+    try:
+        path = client_for(home).download_artifacts(run_id, "metrics.json")
+        return {k: float(v) for k, v in json.loads(Path(path).read_text(encoding="utf-8")).items()
+                if isinstance(v, (int, float))}
+    except Exception:  # noqa: BLE001 - a missing card leaves outcomes uncompared, not unreported
+        return {}
+
+
+def _reference_contributions(home: EwsHome, model: Any, ref_round: str, rows: pd.DataFrame) -> np.ndarray:
+    """Group contributions of the reference rows: the published snapshot of the reference round when
+    the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
+    from serving.reasons import GROUP_NAMES, group_matrix
+    from serving.snapshot import published
+
+    snap = published(home, ref_round)
+    if snap is not None and str(snap.manifest.get("model_version")) == str(model.version):
+        t = snap.students(columns=["scored", *[f"grp__{g}" for g in GROUP_NAMES]]).to_pandas()
+        return t.loc[t["scored"], [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
+    contrib = np.asarray(model.booster.predict(model.matrix(rows), pred_contrib=True))[:, : len(FEATURE_NAMES)]
+    return contrib @ group_matrix()
+
+
+def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None,
+                  cal: SchoolCalendar | None = None) -> MonitoringReport:
+    """Every check for one published round, and the verdict."""
+    from features.pointintime.labels import horizon_census, labels_sql
+    from features.pointintime.pipeline import connect_warehouse, latest_delivery
+    from serving.model import load_version
+    from serving.reasons import GROUP_NAMES
+    from serving.scoring import eligibility
+    from serving.snapshot import published
+    from training.data import load_trainset
+
+    cfg = cfg or MonitorConfig()
+    cal = cal or SchoolCalendar()
+    r = parse_round(round_id)
+    snap = published(home, round_id)
+    if snap is None:
+        raise FileNotFoundError(f"round {round_id} is not published in {home.rounds_dir}: run `ews score --round {round_id}`")
+    manifest = snap.manifest
+    students = snap.students().to_pandas()
+    scored = students["scored"].to_numpy(dtype=bool)
+    current = students[[f"x__{f}" for f in FEATURE_NAMES]].copy()
+    current.columns = list(FEATURE_NAMES)
+    model = load_version(home, str(manifest["model_version"]))
+    ts = load_trainset(home, manifest.get("trainset_name") or model.trainset_name)
+    rounds = sorted(set(ts.frame["round_id"].astype(str)))
+    ref_ids = reference_rounds(rounds, round_id, cfg.drift.reference)
+    reference = ts.frame[ts.frame["round_id"].astype(str).isin(ref_ids)].reset_index(drop=True)
+
+    # drift: features on every row; scores and attributions on rows that get a score
+    drift: list[DriftResult] = []
+    if min(len(reference), len(current)) >= cfg.drift.min_rows:
+        drift += feature_drift(reference, current, cfg.drift)
+        ref_ok = eligibility(reference) == ""
+        ref_scored = reference[ref_ok]
+        ref_score = model.risk_score(model.raw_margin(model.matrix(ref_scored)))
+        drift += score_drift(ref_score, students.loc[scored, "risk_score"].to_numpy(dtype=float),
+                             model.risk_group(ref_score), students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
+        ref_contrib = _reference_contributions(home, model, ref_ids[-1], ref_scored)
+        cur_contrib = students.loc[scored, [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
+        drift += attribution_drift(ref_contrib, cur_contrib, cfg.drift.attribution_thresholds)
+
+    con = connect_warehouse(home)
+    try:
+        quality = quality_checks(con, cal, cal.as_of(round_id), cfg.quality)
+        cutoff = latest_delivery(con)
+        labels = con.execute(labels_sql(cal, r, cutoff)).fetch_df()
+    finally:
+        con.close()
+    outcomes = _outcomes(home, students[scored], labels, manifest, cfg, horizon_census(cal, r, "next_census"))
+    verdict = decide(quality, drift, outcomes, cfg)
+    return MonitoringReport(
+        round_id=round_id, as_of=cal.as_of(round_id), snapshot_hash=snap.hash, model_version=str(manifest["model_version"]),
+        trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), current_rows=len(students),
+        scored_rows=int(scored.sum()), config=cfg, quality=quality, drift=drift, outcomes=outcomes, verdict=verdict,
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _outcomes(home: EwsHome, students: pd.DataFrame, labels: pd.DataFrame, manifest: dict[str, Any],
+              cfg: MonitorConfig, horizon: dt.date) -> Outcomes:
+    joined = students.merge(labels[["student_key", "dropout"]], on="student_key", how="left")
+    known = joined["dropout"].notna()
+    if not known.any():
+        return Outcomes(matured=False, note=f"labels not mature yet: they need the census of {horizon}")
+    j = joined[known]
+    flagged = j["risk_group"].isin(["problem", "at_risk"]).to_numpy()
+    return judge_outcomes(j["dropout"].to_numpy(dtype=float), j["risk_score"].to_numpy(dtype=float),
+                          j["school_code"].astype(str).to_numpy(), flagged, fairness_groups(j),
+                          _card_metrics(home, str(manifest.get("run_id", ""))), cfg.outcomes)
+
+
+# ------------------------------------------------------------------------------------------------
+# the verdict
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, cfg: MonitorConfig) -> Verdict:
+    """Breaches (values at or past a `drift` line), whether they call for retraining, and why."""
+    breaches: list[Breach] = []
+    for q in quality:
+        if q.level == "drift":
+            col = f".{q.column}" if q.column else ""
+            breaches.append(Breach(area="quality", what=f"{q.source}{col} {q.scope}", statistic=q.check, value=q.value,
+                                   threshold=q.drift, message=f"{q.check} of {q.source}{col} ({q.scope}) = {q.value:.4g} "
+                                                              f"≥ {q.drift:g}: {q.note}"))
+    area = {"feature": "feature_drift", "missing": "feature_drift", "score": "score_drift", "risk_groups": "score_drift",
+            "attribution": "attribution_drift"}
+    for d in drift:
+        if d.drifted:
+            shift = d.details.get("largest_shift")
+            breaches.append(Breach(area=area[d.what], what=f"{d.what} {d.column}", statistic=d.statistic, value=d.score,
+                                   threshold=d.drift, message=f"{d.what} {d.column}: {d.statistic} {_fmt(d.score)} ≥ {d.drift:g}"
+                                                              + (f" (largest shift: {shift})" if shift else "")))
+    for c in outcomes.checks:
+        if c.level == "drift":
+            a = "fairness" if c.check.startswith("fairness.") else "outcomes"
+            breaches.append(Breach(area=a, what=c.check, statistic=c.check.split(".")[-1], value=c.value, threshold=c.drift,
+                                   message=f"realised {c.check} {_fmt(c.value)} (model card {_fmt(c.card)}): {c.note}"))
+    drifted_features = {b.what.split(" ", 1)[1] for b in breaches if b.area == "feature_drift"}
+    triggers = set()
+    for b in breaches:
+        if b.area == "feature_drift" and len(drifted_features) < cfg.verdict.min_drifted_features:
+            continue
+        if b.area in cfg.verdict.retrain_on:
+            triggers.add(b.area)
+    reasons = [b.message for b in breaches]
+    if drifted_features:
+        groups = sorted({BY_NAME[f].group for f in drifted_features if f in BY_NAME})
+        sources = sorted({GROUP_SOURCE[g] for g in groups})
+        reasons.append(f"Drifted features come from {', '.join(sources)}: confirm with the source that the change is "
+                       "real (not a changed column or unit) before retraining on it.")
+    if any(b.area == "quality" for b in breaches):
+        reasons.append("Data quality is breached: fix or re-deliver the source first; retraining on broken data learns the break.")
+    retrain = bool(triggers)
+    if retrain:
+        summary = "Retraining recommended: " + ", ".join(sorted(t.replace("_", " ") for t in triggers)) + "."
+    elif breaches:
+        summary = "Alert, no retraining: only data quality is breached."
+    else:
+        summary = "No threshold breached: keep the model."
+    if not outcomes.matured:
+        reasons.append(f"Outcomes not judged: {outcomes.note}.")
+    return Verdict(alert=bool(breaches), retrain_recommended=retrain, summary=summary, reasons=reasons, breaches=breaches)
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(home: EwsHome, report: MonitoringReport) -> dict[str, Path]:
+    """report.json and report.html under EWS_HOME/monitoring/<round_id>/ (each replaced atomically)."""
+    from monitoring.html import render_html
+
+    out = monitoring_dir(home, report.round_id)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / REPORT_JSON, "html": out / REPORT_HTML}
+    _atomic_write(paths["json"], report.model_dump_json(indent=2))
+    _atomic_write(paths["html"], render_html(report))
+    return paths
+
+
+def group_label(g: str) -> str:
+    return f"{GROUPS[g][0]} ({GROUPS[g][1]})" if g in GROUPS else g

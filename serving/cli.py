@@ -1,0 +1,147 @@
+"""Commands of the serving stage: score, serve, tokens.
+
+    ews score --round 2568-T1-early [--json] [--home PATH]
+    ews score --due [--today YYYY-MM-DD] [--json] [--home PATH]
+    ews serve [--port 3000] [--host 127.0.0.1] [--workers 1] [--home PATH]
+    ews tokens create --role school --school 1234567890 [--label L]
+    ews tokens list | ews tokens revoke TOKEN_ID
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.clikit import HOME_HELP, emit_json, friendly_errors, load_home
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help=HOME_HELP)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def score_command(
+    round_id: Annotated[str | None, typer.Option("--round", help="Round to score, e.g. 2568-T1-early.")] = None,
+    due: Annotated[bool, typer.Option("--due", help="Score every round that is due and not yet scored by the champion.")] = False,
+    today: Annotated[str | None, typer.Option("--today", help="Date for --due (YYYY-MM-DD); default: today.")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Score a round with the champion: risk scores, groups and SHAP reasons, published atomically.
+
+    A round is an immutable snapshot under EWS_HOME/rounds/<round>/<hash>/; re-running the same
+    round with the same model and data gives the same hash.
+    """
+    from serving.model import load_champion
+    from serving.scoring import ScoreConfig, due_rounds, score_round
+
+    if (round_id is None) == (not due):
+        typer.secho("give either --round R or --due", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    h = load_home(home)
+    with friendly_errors("score"):
+        if round_id is not None:
+            from features.calendar import parse_round
+
+            parse_round(round_id)
+        model = load_champion(h)
+        cfg = ScoreConfig()
+        if due:
+            day = dt.date.fromisoformat(today) if today else dt.date.today()
+            todo = due_rounds(h, model.version, day)
+        else:
+            todo = [round_id]  # type: ignore[list-item]
+        results = [score_round(h, r, model, cfg) for r in todo]
+    if json_out:
+        emit_json({"rounds": [r.model_dump(mode="json") for r in results]})
+        return
+    if not results:
+        typer.echo("nothing due: every round whose date has passed is scored by the champion")
+    for s in results:
+        typer.echo(f"{s.round_id}: {s.scored:,} scored, {s.no_score:,} without a score (too little data); "
+                   f"มีปัญหา {s.groups['problem']:,} · เสี่ยง {s.groups['at_risk']:,} · ปกติ {s.groups['normal']:,}; "
+                   f"model v{s.model_version}; snapshot {s.snapshot_hash} published")
+
+
+def serve_command(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (default: this machine only).")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds the model and rounds).")] = 1,
+    home: HomeOpt = None,
+) -> None:
+    """Run the service (`bentoml serve`) on the published rounds with the champion model."""
+    h = load_home(home)
+    env = service_env(h, workers)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:EwsService", "--host", host, "--port", str(port)]
+    typer.echo(f"serving on http://{host}:{port}/ews/  (home {h.root})")
+    # Replace this process with bentoml: a signal to `ews serve` then reaches the server itself.
+    os.chdir(Path(__file__).resolve().parent.parent)
+    os.execve(sys.executable, cmd, env)
+
+
+def service_env(home: object, workers: int = 1) -> dict[str, str]:
+    """Environment for `bentoml serve`: the home, BENTOML_HOME inside it, worker count."""
+    root = str(home.root)  # type: ignore[attr-defined]
+    env = dict(os.environ)
+    env.update({"EWS_HOME": root, "BENTOML_HOME": os.path.join(root, "bentoml"), "EWS_SERVE_WORKERS": str(workers),
+                "BENTOML_DO_NOT_TRACK": "True", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    return env
+
+
+tokens_app = typer.Typer(help="Access tokens: create (shown once), list, revoke.", no_args_is_help=True)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option("--role", help="school, area, analyst, auditor or admin.")],
+    school: Annotated[str | None, typer.Option("--school", help="School code (role school).")] = None,
+    area: Annotated[list[str], typer.Option("--area", help="Area code, repeatable (role area).")] = [],  # noqa: B006
+    label: Annotated[str, typer.Option("--label", help="Who holds it (free text, no personal data).")] = "",
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    from serving.access import create_token
+
+    with friendly_errors("tokens create"):
+        token, info = create_token(load_home(home), role, school, list(area), label)
+    if json_out:
+        emit_json({"token": token, **info.model_dump(mode="json")})
+        return
+    typer.echo(token)
+    typer.echo(f"(token id {info.token_id}, role {info.role}; shown once — store it now)", err=True)
+
+
+@tokens_app.command("list")
+def tokens_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """List tokens (ids, roles, scopes; never the tokens)."""
+    from serving.access import list_tokens
+
+    items = list_tokens(load_home(home))
+    if json_out:
+        emit_json({"tokens": [t.model_dump(mode="json") for t in items]})
+        return
+    for t in items:
+        scope = t.school_code or ",".join(t.areas) or "-"
+        state = f"revoked {t.revoked_at}" if t.revoked_at else "active"
+        typer.echo(f"{t.token_id}  {t.role:8s} {scope:24s} {state:28s} {t.label}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `ews tokens list`.")], home: HomeOpt = None) -> None:
+    """Revoke a token at once (the service checks every request)."""
+    from serving.access import revoke_token
+
+    if not revoke_token(load_home(home), token_id):
+        typer.secho(f"no active token with id {token_id}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    typer.echo(f"revoked {token_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score_command)
+    app.command("serve")(serve_command)
+    app.add_typer(tokens_app, name="tokens")

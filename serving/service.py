@@ -1,0 +1,294 @@
+"""The BentoML service: `ews serve` runs `bentoml serve serving.service:EwsService`.
+
+Thin on purpose: the class loads the champion and the published rounds once per worker, then each
+endpoint parses its request, calls one function of `serving.views`, and writes the access log.
+Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer <token>`):
+
+  GET  /ews/                                                     web page for school staff
+  GET  /ews/api/whoami                                           the caller's role and scope
+  GET  /ews/api/rounds                                           published rounds
+  GET  /ews/api/rounds/{round}/schools/{school}/students         ranked list (?grade&room&group&limit&format=json|csv|xlsx)
+  GET  /ews/api/rounds/{round}/areas/{area}/summary              counts by group and grade
+  GET  /ews/api/rounds/{round}/areas/{area}/students             pseudonymous list of an area
+  GET  /ews/api/rounds/{round}/students/{key}/explanation        every contribution
+  GET  /ews/api/rounds/{round}/students/{key}/replay             audit replay with the stored version
+  POST /score                                                    ad-hoc scoring of feature rows (BentoML API)
+
+Configuration comes from the environment `ews serve` sets: EWS_HOME, EWS_SERVE_WORKERS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.requests import Request as StarletteRequest
+
+from features.home import EwsHome
+from features.pointintime.spec import FEATURES
+from serving import views
+from serving.access import Principal, TokenStore
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/ews/", "/ews")
+REFRESH_SECONDS = 10.0
+MAX_SCORE_ROWS = 10_000
+
+_PY_TYPES: dict[str, Any] = {"float": float | None, "int": int | None, "bool": bool | None, "category": str | None}
+# Every catalogue feature must be present (null allowed): a misspelt or forgotten column is a 422,
+# not a silent NaN.
+FeatureRow = create_model(  # type: ignore[call-overload]
+    "FeatureRow", __config__=ConfigDict(extra="forbid"),
+    **{f.name: (_PY_TYPES[f.dtype], Field(..., description=f.en)) for f in FEATURES},
+)
+
+
+class ServeConfig(BaseModel):
+    """What a worker needs to start; read from the environment `ews serve` prepares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    home: Path = Field(description="EWS_HOME holding the MLflow store, rounds and access database.")
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        return cls(home=EwsHome.from_env().root)
+
+
+def _bearer(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class AuthMiddleware:
+    """Every request but the open paths needs a valid, unrevoked token; else 401 before any route runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._store: TokenStore | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self._store is None:
+            self._store = TokenStore(EwsHome.from_env())
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        token = _bearer(headers)
+        who = self._store.authenticate(token) if token else None
+        if who is None:
+            msg = "missing token: send Authorization: Bearer <token>" if not token else "invalid or revoked token"
+            await JSONResponse({"error": msg}, status_code=401)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+api = FastAPI(title="Dropout early warning", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error(exc: views.RequestError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+@bentoml.service(
+    name="ews",
+    workers=int(os.environ.get("EWS_SERVE_WORKERS", "1")),
+    traffic={"timeout": 60},
+    # The access log would record request paths, which carry pseudonymous keys; our own access log
+    # (serving.access) records reads by token id instead.
+    logging={"access": {"enabled": False}},
+)
+@bentoml.asgi_app(api, path="/ews")
+class EwsService:
+    def __init__(self) -> None:
+        from serving.model import load_champion
+
+        cfg = ServeConfig.from_env()
+        self.home = EwsHome(root=cfg.home)
+        self.model = load_champion(self.home)
+        self.store = TokenStore(self.home)
+        self._lock = threading.Lock()
+        self._models = {str(self.model.version): self.model}
+        self.rounds: dict[str, Any] = {}
+        self.names: dict[str, str] = {}
+        self._checked = 0.0
+        self._refresh(force=True)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _refresh(self, force: bool = False) -> None:
+        """Pick up rounds published since start-up (a cron job runs `ews score --due`)."""
+        if not force and time.monotonic() - self._checked < REFRESH_SECONDS:
+            return
+        from serving.names import load_names
+        from serving.snapshot import published_rounds
+        from serving.store import load_round
+
+        with self._lock:
+            self._checked = time.monotonic()
+            fresh = {}
+            for ref in published_rounds(self.home):
+                cur = self.rounds.get(ref.round_id)
+                fresh[ref.round_id] = cur if cur is not None and cur.ref.hash == ref.hash else load_round(ref)
+            if set(r.ref.hash for r in fresh.values()) != set(r.ref.hash for r in self.rounds.values()) or force:
+                keys = sorted({k for r in fresh.values() for k in r.by_key})
+                try:
+                    self.names = load_names(self.home, keys)
+                except Exception:  # noqa: BLE001 - e.g. the vault locked by an ingest: lists go on without names
+                    log.warning("names unavailable (identity vault busy or missing); lists show no names")
+            self.rounds = fresh
+
+    def _who(self, request: StarletteRequest) -> Principal:
+        who = self.store.authenticate(_bearer(request.headers))
+        if who is None:  # the middleware already refused; kept for direct (in-process) use
+            raise views.RequestError(401, "invalid or revoked token")
+        return who
+
+    def _round(self, round_id: str) -> Any:
+        self._refresh()
+        rnd = self.rounds.get(round_id)
+        if rnd is None:
+            raise views.RequestError(404, f"round {round_id[:40]!r} is not published")
+        return rnd
+
+    def _model_for(self, version: str) -> Any:
+        if version not in self._models:
+            from serving.model import load_version
+
+            self._models[version] = load_version(self.home, version)
+        return self._models[version]
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    @api.get("/", response_class=HTMLResponse)
+    def page(self) -> HTMLResponse:
+        from serving.web import page_html
+
+        return HTMLResponse(page_html())
+
+    @api.get("/api/whoami")
+    def whoami(self, request: StarletteRequest) -> JSONResponse:
+        try:
+            who = self._who(request)
+        except views.RequestError as exc:
+            return _error(exc)
+        return JSONResponse({"token_id": who.token_id, "role": who.role, "school_code": who.school_code,
+                             "areas": list(who.areas), "sees_names": who.sees_names})
+
+    @api.get("/api/rounds")
+    def list_rounds(self, request: StarletteRequest) -> JSONResponse:
+        try:
+            self._who(request)
+        except views.RequestError as exc:
+            return _error(exc)
+        self._refresh()
+        return JSONResponse({"rounds": [
+            {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.get("as_of"),
+             "model_version": r.manifest.get("model_version"), "students": int(len(r.rows)),
+             "thresholds": r.manifest.get("thresholds")}
+            for r in sorted(self.rounds.values(), key=lambda r: r.manifest.get("as_of", ""), reverse=True)]})
+
+    @api.get("/api/rounds/{round_id}/schools/{school_code}/students")
+    def school_students(
+        self, request: StarletteRequest, round_id: str, school_code: str,
+        grade: str | None = None, room: int | None = Query(None), group: str | None = None,
+        limit: int | None = Query(None), format: str = "json",
+    ) -> Response:
+        try:
+            who = self._who(request)
+            if format not in ("json", "csv", "xlsx"):
+                raise views.RequestError(400, "format must be json, csv or xlsx")
+            rnd = self._round(round_id)
+            out = views.school_list(rnd, who, school_code, self.names, grade=grade, room=room, group=group, limit=limit)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, f"school_list:{format}", round_id, school_code, len(out["students"]))
+        if format == "json":
+            return JSONResponse(out)
+        from serving import exports
+
+        fname = f"risk-{round_id}-{school_code}"
+        if format == "csv":
+            return Response(exports.to_csv(out["students"]), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{fname}.csv"'})
+        title = f"รายชื่อนักเรียนกลุ่มเสี่ยง รอบ {round_id} โรงเรียน {out['school_name'] or school_code}"
+        return Response(exports.to_xlsx(out["students"], title),
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                        headers={"Content-Disposition": f'attachment; filename="{fname}.xlsx"'})
+
+    @api.get("/api/rounds/{round_id}/areas/{area_code}/summary")
+    def area_summary(self, request: StarletteRequest, round_id: str, area_code: str) -> JSONResponse:
+        try:
+            who = self._who(request)
+            out = views.area_summary(self._round(round_id), who, area_code)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "area_summary", round_id, area_code, out["students"])
+        return JSONResponse(out)
+
+    @api.get("/api/rounds/{round_id}/areas/{area_code}/students")
+    def area_students(self, request: StarletteRequest, round_id: str, area_code: str, grade: str | None = None,
+                      group: str | None = None, limit: int | None = Query(None)) -> JSONResponse:
+        try:
+            who = self._who(request)
+            out = views.area_list(self._round(round_id), who, area_code, grade=grade, group=group, limit=limit)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "area_list", round_id, area_code, len(out["students"]))
+        return JSONResponse(out)
+
+    @api.get("/api/rounds/{round_id}/students/{student_key}/explanation")
+    def explanation(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
+        try:
+            who = self._who(request)
+            out = views.explanation(self._round(round_id), who, student_key)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "explanation", round_id, student_key, 1)
+        return JSONResponse(out)
+
+    @api.get("/api/rounds/{round_id}/students/{student_key}/replay")
+    def replay(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
+        try:
+            who = self._who(request)
+            if not who.may("replay"):
+                raise views.RequestError(403, "audit replay is for auditor and admin tokens")
+            rnd = self._round(round_id)
+            model = self._model_for(str(rnd.manifest.get("model_version")))
+            out = views.replay(rnd, who, student_key, model)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "replay", round_id, student_key, 1)
+        return JSONResponse(out)
+
+    # -- BentoML API -------------------------------------------------------------------------------
+
+    @bentoml.api(route="/score")
+    def score(self, rows: list[FeatureRow], ctx: bentoml.Context) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Score posted feature rows with the champion (analysts). At most 10,000 rows per call."""
+        who = self.store.authenticate(_bearer(ctx.request.headers))
+        if who is None:
+            ctx.response.status_code = 401
+            return {"error": "invalid or revoked token"}
+        if len(rows) > MAX_SCORE_ROWS:
+            ctx.response.status_code = 400
+            return {"error": f"at most {MAX_SCORE_ROWS} rows per request"}
+        try:
+            out = views.score_rows(self.model, who, [r.model_dump() for r in rows])
+        except views.RequestError as exc:
+            ctx.response.status_code = exc.status
+            return {"error": exc.message}
+        self.store.log(who, "score", None, None, len(rows))
+        return {"model_version": str(self.model.version), "results": out}
+
+
+EwsService.add_asgi_middleware(AuthMiddleware)

@@ -1,0 +1,63 @@
+"""Published rounds held in memory by the service, indexed for the questions endpoints ask.
+
+A `LoadedRound` is read once from its snapshot: the list columns as a DataFrame, contributions
+and feature values as arrays, and indexes (school -> rows ranked by risk, student_key -> row), so a
+school's list is a slice and an explanation is one row: no scan per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.pointintime.spec import FEATURE_NAMES
+from serving.reasons import GROUP_NAMES
+from serving.snapshot import SnapshotRef
+
+LIST_COLUMNS: tuple[str, ...] = (
+    "student_key", "school_code", "school_name", "grade", "room", "tambon_code", "tambon_name", "amphoe_code",
+    "amphoe_name", "province_code", "province_name", "scored", "no_score_reason", "risk_score", "risk_group",
+    "raw_margin", "base_value", "reasons_th", "reasons_en",
+)
+_GROUP_RANK = {"problem": 0, "at_risk": 1, "normal": 2}
+
+
+@dataclass
+class LoadedRound:
+    ref: SnapshotRef
+    manifest: dict[str, Any]
+    rows: pd.DataFrame
+    contrib: np.ndarray  # (n, features)
+    group_contrib: np.ndarray  # (n, groups)
+    values: pd.DataFrame  # the model inputs as stored (categories as text)
+    by_school: dict[str, np.ndarray] = field(default_factory=dict)
+    by_key: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def round_id(self) -> str:
+        return self.ref.round_id
+
+
+def load_round(ref: SnapshotRef) -> LoadedRound:
+    table = ref.students()
+    df = table.to_pandas()
+    rows = df[list(LIST_COLUMNS)].copy()
+    rows["room"] = pd.to_numeric(rows["room"], errors="coerce").astype("Int64")
+    contrib = df[[f"phi__{f}" for f in FEATURE_NAMES]].to_numpy(dtype=np.float64)
+    gcontrib = df[[f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=np.float64)
+    values = df[[f"x__{f}" for f in FEATURE_NAMES]]
+    values.columns = list(FEATURE_NAMES)
+    # Ranked once: scored students by score (highest first), then those without a score.
+    order = np.lexsort((rows["student_key"].to_numpy(), -rows["risk_score"].fillna(-1.0).to_numpy()))
+    ranked_school = rows["school_code"].to_numpy()[order]
+    by_school: dict[str, list[int]] = {}
+    for pos, s in zip(order, ranked_school, strict=True):
+        by_school.setdefault(s, []).append(int(pos))
+    return LoadedRound(
+        ref=ref, manifest=ref.manifest, rows=rows, contrib=contrib, group_contrib=gcontrib, values=values,
+        by_school={k: np.asarray(v, dtype=np.int64) for k, v in by_school.items()},
+        by_key={k: i for i, k in enumerate(rows["student_key"].to_numpy())},
+    )

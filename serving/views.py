@@ -1,0 +1,277 @@
+"""What each endpoint answers, as pure functions of (caller, published round, request).
+
+The service only parses HTTP, calls one of these and logs the read. Every function checks the
+caller's scope *before* selecting rows, and a row is never returned unless the caller covers its
+school: a school token sees its own school, an area token its areas, nobody sees names except the
+student's own school.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.ids import GRADES
+from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
+from serving.access import Principal
+from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, ServingModel
+from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
+from serving.store import LoadedRound
+
+MAX_LIST = 5000
+
+
+class RequestError(Exception):
+    """A request the caller can fix: status 400 (bad value), 403 (not yours), 404 (no such thing)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check_school_code(code: str) -> str:
+    if not (isinstance(code, str) and len(code) == 10 and code.isdigit()):
+        raise RequestError(400, "school code must be 10 digits")
+    return code
+
+
+def check_area_code(code: str) -> str:
+    if not (isinstance(code, str) and code.isdigit() and len(code) in (2, 4, 6)):
+        raise RequestError(400, "area code must be a 2-digit province, 4-digit amphoe or 6-digit tambon code")
+    return code
+
+
+def check_filters(grade: str | None, room: int | None, group: str | None, limit: int | None) -> None:
+    if grade is not None and grade not in GRADES:
+        raise RequestError(400, f"grade must be one of {', '.join(GRADES)}")
+    if room is not None and not (1 <= room <= 30):
+        raise RequestError(400, "room must be a number from 1 to 30")
+    if group is not None and group not in RISK_GROUPS:
+        raise RequestError(400, f"group must be one of {', '.join(RISK_GROUPS)}")
+    if limit is not None and not (1 <= limit <= MAX_LIST):
+        raise RequestError(400, f"limit must be from 1 to {MAX_LIST}")
+
+
+def _num(v: Any) -> Any:
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    return v
+
+
+def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -> list[dict[str, Any]]:
+    df = rnd.rows.iloc[idx]
+    keys = df["student_key"].tolist()
+    out = []
+    cols = {c: df[c].tolist() for c in ("school_code", "grade", "room", "tambon_code", "risk_score", "risk_group",
+                                        "reasons_th", "reasons_en", "no_score_reason")}
+    for i, k in enumerate(keys):
+        g = cols["risk_group"][i]
+        row: dict[str, Any] = {
+            "rank": i + 1, "student_key": k, "school_code": cols["school_code"][i], "grade": cols["grade"][i],
+            "tambon_code": cols["tambon_code"][i],
+            "risk_score": _num(cols["risk_score"][i]), "risk_group": g,
+            "risk_group_th": RISK_GROUP_TH.get(g) if g else None,
+            "reasons_th": cols["reasons_th"][i], "reasons_en": cols["reasons_en"][i],
+            "no_score_reason": cols["no_score_reason"][i],
+        }
+        if names is not None:
+            row["name"] = names.get(k)
+            row["room"] = _num(cols["room"][i])
+        out.append(row)
+    return out
+
+
+def _filter(rnd: LoadedRound, idx: np.ndarray, grade: str | None, room: int | None, group: str | None) -> np.ndarray:
+    if grade is not None:
+        idx = idx[rnd.rows["grade"].to_numpy()[idx] == grade]
+    if room is not None:
+        idx = idx[rnd.rows["room"].to_numpy(dtype=float, na_value=np.nan)[idx] == room]
+    if group is not None:
+        idx = idx[rnd.rows["risk_group"].to_numpy()[idx] == group]
+    return idx
+
+
+def school_list(
+    rnd: LoadedRound, who: Principal, school_code: str, names: dict[str, str],
+    grade: str | None = None, room: int | None = None, group: str | None = None, limit: int | None = None,
+) -> dict[str, Any]:
+    """A school's ranked list. Names and rooms only for the school's own token."""
+    check_school_code(school_code)
+    check_filters(grade, room, group, limit)
+    if not who.may("list"):
+        raise RequestError(403, f"role {who.role} may not read lists")
+    idx = rnd.by_school.get(school_code)
+    tambon = None if idx is None or len(idx) == 0 else rnd.rows["tambon_code"].iat[int(idx[0])]
+    if not who.covers_school(school_code, tambon):
+        raise RequestError(403, "this token does not cover that school")
+    if idx is None:
+        raise RequestError(404, f"no students of school {school_code} in round {rnd.round_id}")
+    if room is not None and not who.sees_names:
+        raise RequestError(403, "rooms are shown to the student's own school only")
+    idx = _filter(rnd, idx, grade, room, group)
+    if limit is not None:
+        idx = idx[:limit]
+    own = who.sees_names and who.school_code == school_code
+    return {
+        "round_id": rnd.round_id, "school_code": school_code,
+        "school_name": rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])],
+        "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash,
+        "students": _rows_out(rnd, idx, names if own else None),
+    }
+
+
+def area_rows(rnd: LoadedRound, area_code: str) -> np.ndarray:
+    tambon = rnd.rows["tambon_code"].fillna("").to_numpy(dtype=str)
+    return np.flatnonzero(np.char.startswith(tambon, area_code))
+
+
+def area_summary(rnd: LoadedRound, who: Principal, area_code: str) -> dict[str, Any]:
+    """Counts by risk group and grade for an area, and each level below it (tambon -> amphoe -> province)."""
+    check_area_code(area_code)
+    if who.role == "school" or not who.may("summary") or not who.covers_area(area_code):
+        raise RequestError(403, "this token does not cover that area")
+    idx = area_rows(rnd, area_code)
+    df = rnd.rows.iloc[idx]
+    level = {2: "province", 4: "amphoe", 6: "tambon"}[len(area_code)]
+    child = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"), "tambon": ("school_code", "school_name")}[level]
+
+    def counts(d: pd.DataFrame) -> dict[str, Any]:
+        g = d["risk_group"].fillna("no_score")
+        by_group = {k: int((g == k).sum()) for k in (*RISK_GROUPS, "no_score")}
+        by_grade = {gr: {k: int(v) for k, v in sub["risk_group"].fillna("no_score").value_counts().items()}
+                    for gr, sub in d.groupby("grade", sort=True)}
+        return {"students": len(d), "by_group": by_group, "by_grade": by_grade}
+
+    parts = []
+    for (code, name), sub in df.groupby([child[0], child[1]], sort=True, dropna=False):
+        parts.append({"code": _num(code), "name": _num(name), **counts(sub)})
+    return {"round_id": rnd.round_id, "area_code": area_code, "level": level, **counts(df), "parts": parts}
+
+
+def area_list(
+    rnd: LoadedRound, who: Principal, area_code: str, grade: str | None = None, group: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """A pseudonymous ranked list of an area's students (no names, no rooms)."""
+    check_area_code(area_code)
+    check_filters(grade, None, group, limit)
+    if who.role == "school" or not who.may("list") or not who.covers_area(area_code):
+        raise RequestError(403, "this token does not cover that area")
+    idx = area_rows(rnd, area_code)
+    score = rnd.rows["risk_score"].fillna(-1.0).to_numpy()[idx]
+    idx = idx[np.argsort(-score, kind="stable")]
+    idx = _filter(rnd, idx, grade, None, group)[: limit or MAX_LIST]
+    return {"round_id": rnd.round_id, "area_code": area_code, "students": _rows_out(rnd, idx, None)}
+
+
+def _row_for(rnd: LoadedRound, who: Principal, student_key: str) -> int:
+    if not isinstance(student_key, str) or not (8 <= len(student_key) <= 128) or not student_key.isalnum():
+        raise RequestError(400, "student key must be 8-128 letters and digits")
+    i = rnd.by_key.get(student_key)
+    # Same answer for "no such student" and "not yours": existence is not disclosed.
+    if i is None or not who.covers_school(rnd.rows["school_code"].iat[i], rnd.rows["tambon_code"].iat[i]):
+        raise RequestError(404, f"no student with that key visible to this token in round {rnd.round_id}")
+    return i
+
+
+def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str, Any]:
+    """Every contribution of one student, with values, base value and the groups' sums."""
+    if not who.may("explain"):
+        raise RequestError(403, f"role {who.role} may not read explanations")
+    i = _row_for(rnd, who, student_key)
+    r = rnd.rows.iloc[i]
+    values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
+    base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
+            "grade": r["grade"], "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash}
+    if not bool(r["scored"]):
+        return {**base, "scored": False, "no_score_reason": r["no_score_reason"], "reasons_th": r["reasons_th"],
+                "reasons_en": r["reasons_en"], "values": values}
+    contrib = rnd.contrib[i]
+    margin, b = float(r["raw_margin"]), float(r["base_value"])
+    scale = float(probability_scale(np.array([margin]), np.array([b]))[0])
+    feats = [{"feature": f, "group": BY_NAME[f].group, "label_en": BY_NAME[f].en, "label_th": BY_NAME[f].th,
+              "value": values[f], "contribution": float(contrib[j]), "probability_points": float(contrib[j] * scale * 100)}
+             for j, f in enumerate(FEATURE_NAMES)]
+    groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(rnd.group_contrib[i, k]),
+               "odds_multiplier": math.exp(float(rnd.group_contrib[i, k])),
+               "probability_points": float(rnd.group_contrib[i, k] * scale * 100)}
+              for k, g in enumerate(GROUP_NAMES)]
+    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(GROUP_NAMES), raising_only=False)
+    return {
+        **base, "scored": True, "risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
+        "risk_group_th": RISK_GROUP_TH[r["risk_group"]], "risk_group_en": RISK_GROUP_EN[r["risk_group"]],
+        "raw_margin": margin, "base_value": b, "sum_of_contributions": float(contrib.sum()),
+        "features": feats, "groups": groups,
+        "reasons": [{k: _num(v) for k, v in x.items()} for x in reasons],
+    }
+
+
+def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingModel) -> dict[str, Any]:
+    """Recompute a published score from the stored features with the stored model version."""
+    if not who.may("replay"):
+        raise RequestError(403, "audit replay is for auditor and admin tokens")
+    i = _row_for(rnd, who, student_key)
+    if str(model.version) != str(rnd.manifest.get("model_version")):
+        raise RequestError(409, "the loaded model is not the version that scored this round")
+    r = rnd.rows.iloc[i]
+    if not bool(r["scored"]):
+        return {"student_key": student_key, "round_id": rnd.round_id, "scored": False, "matches": True,
+                "no_score_reason": r["no_score_reason"]}
+    frame = rnd.values.iloc[[i]]
+    x = model.matrix(frame)
+    margin = float(model.raw_margin(x)[0])
+    score = float(model.risk_score(np.array([margin]))[0])
+    group = str(model.risk_group(np.array([score]))[0])
+    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)[0]
+    stored = rnd.contrib[i]
+    diff = {
+        "raw_margin": abs(margin - float(r["raw_margin"])), "risk_score": abs(score - float(r["risk_score"])),
+        "contributions_max": float(np.abs(contrib[:-1] - stored).max()),
+        "base_value": abs(float(contrib[-1]) - float(r["base_value"])),
+    }
+    matches = all(v <= 1e-9 for v in diff.values()) and group == r["risk_group"]
+    return {
+        "student_key": student_key, "round_id": rnd.round_id, "model_version": str(model.version),
+        "snapshot_hash": rnd.ref.hash, "published": {"risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
+                                                     "raw_margin": float(r["raw_margin"])},
+        "recomputed": {"risk_score": score, "risk_group": group, "raw_margin": margin},
+        "differences": diff, "matches": matches,
+    }
+
+
+def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ad-hoc scoring of posted feature rows (analysts): score, group, contributions per group."""
+    if not who.may("score"):
+        raise RequestError(403, "ad-hoc scoring is for analyst and admin tokens")
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
+    x = model.matrix(frame)
+    margin = model.raw_margin(x)
+    score = model.risk_score(margin)
+    group = model.risk_group(score)
+    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+    gsum = contrib[:, :-1] @ group_matrix()
+    greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
+    out = []
+    for k in range(len(rows)):
+        vals = {f: _num(v) for f, v in frame.iloc[k].items()}
+        rs = top_reasons(contrib[k, :-1], greason[k], vals)
+        out.append({"risk_score": float(score[k]), "risk_group": str(group[k]), "raw_margin": float(margin[k]),
+                    "base_value": float(contrib[k, -1]),
+                    "group_contributions": {g: float(gsum[k, j]) for j, g in enumerate(GROUP_NAMES)},
+                    "reasons_th": [r["th"] for r in rs], "reasons_en": [r["en"] for r in rs]})
+    return out

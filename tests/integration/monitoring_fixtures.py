@@ -1,0 +1,114 @@
+"""Worlds for the monitoring tests: one unchanged world and one per scenario, scored and monitored.
+
+All worlds share the seed, so they are byte-identical up to the scenario's first term (2565 term 2;
+the test asserts it for every delivery known by the training cutoff). That is what lets them share
+the expensive part: the deliveries known by the cutoff are ingested, linked and trained on once (the
+champion was trained before the world changed, as in real life); each world then gets a copy of
+that home, ingests the rest of its own deliveries, links, scores round 2565-T2-mid and is monitored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import filecmp
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.calendar import SchoolCalendar
+from features.home import EwsHome
+
+STUDENTS = 1500
+YEARS = 3  # 2563-2565, and the 2566 term-1 census that labels the last rounds
+SEED = 11
+CHANGE_YEAR, CHANGE_TERM = 2565, 2
+ROUND = "2565-T2-mid"  # the first mid round after the change: its deliveries and labels are all in
+REFERENCE_ROUND = "2564-T2-mid"  # the latest training round of the same kind
+
+
+@dataclass(frozen=True)
+class MonitoredWorld:
+    name: str
+    sim: Path
+    home: EwsHome
+    report: object  # monitoring.report.MonitoringReport
+
+
+def scenarios() -> dict[str, object]:
+    from features.simulator.scenarios import data_break, economic_shock, process_change
+
+    return {
+        "unchanged": None,
+        "economic_shock": economic_shock(CHANGE_YEAR, CHANGE_TERM),
+        "data_break": data_break(CHANGE_YEAR, CHANGE_TERM),
+        "process_change": process_change(CHANGE_YEAR, CHANGE_TERM),
+    }
+
+
+def training_cutoff() -> dt.date:
+    """The champion is trained on what was known at the first round of the changed term."""
+    return SchoolCalendar().as_of(f"{CHANGE_YEAR}-T{CHANGE_TERM}-early")
+
+
+def _delivered_on(folder: Path) -> dt.date:
+    return dt.date.fromisoformat(json.loads((folder / "delivery.json").read_text(encoding="utf-8"))["delivered_on"])
+
+
+def shared_deliveries(sims: dict[str, Path], cutoff: dt.date) -> list[str]:
+    """Delivery ids delivered by the cutoff; raises if any world's copy differs from the unchanged one."""
+    base = sims["unchanged"] / "deliveries"
+    ids = sorted(d.name for d in base.iterdir() if d.is_dir() and _delivered_on(d) <= cutoff)
+    for name, sim in sims.items():
+        for i in ids:
+            a, b = base / i, sim / "deliveries" / i
+            files = sorted(p.name for p in a.iterdir())
+            _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
+            if mismatch or errors:
+                raise AssertionError(f"{name}: delivery {i} differs before the change ({mismatch or errors})")
+    return ids
+
+
+def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
+    from features.ingest.pipeline import ingest_path
+    from features.linkage.link import link
+    from features.pointintime.pipeline import TrainsetConfig, build_trainset
+    from features.simulator.api import simulate
+    from features.simulator.config import SimulationConfig
+    from monitoring.report import monitor_round, write_report
+    from serving.model import load_champion
+    from serving.scoring import score_round
+    from training.config import ModelConfig, TrainConfig
+    from training.train import train
+
+    sims: dict[str, Path] = {}
+    for name, sc in scenarios().items():
+        cfg = SimulationConfig.small(students=STUDENTS, years=YEARS, seed=SEED).model_copy(update={"scenario": sc})
+        simulate(cfg, root / f"sim-{name}")
+        sims[name] = root / f"sim-{name}"
+    cutoff = training_cutoff()
+    ids = shared_deliveries(sims, cutoff)
+
+    # What was known at the cutoff: ingested, linked, trained on, and the reference round scored, once.
+    prefix = root / "prefix-deliveries"
+    prefix.mkdir()
+    for i in ids:
+        (prefix / i).symlink_to(sims["unchanged"] / "deliveries" / i, target_is_directory=True)
+    base = EwsHome(root=root / "home-before").ensure()
+    ingest_path(prefix, base)
+    link(base)
+    build_trainset(base, TrainsetConfig(cutoff=cutoff))
+    train(base, TrainConfig(model=ModelConfig(n_estimators=300), shap_sample_rows=300))
+    score_round(base, REFERENCE_ROUND, load_champion(base))
+
+    worlds: dict[str, MonitoredWorld] = {}
+    for name, sim in sims.items():
+        home = EwsHome(root=root / f"home-{name}")
+        shutil.copytree(base.root, home.root, symlinks=True)
+        ingest_path(sim / "deliveries", home)  # the shared deliveries are recognised and skipped
+        link(home)
+        score_round(home, ROUND, load_champion(home))
+        report = monitor_round(home, ROUND)
+        write_report(home, report)
+        worlds[name] = MonitoredWorld(name=name, sim=sim, home=home, report=report)
+    return worlds

@@ -1,0 +1,99 @@
+"""Monitoring sees each simulated change, says which statistic fired at what value, and stays calm
+when nothing changed. One unchanged world and three scenario worlds (monitoring_fixtures.py), all
+through the real pipeline: simulate -> ingest -> link -> trainset -> train -> score -> monitor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.monitoring_fixtures import ROUND, MonitoredWorld, build_worlds
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: None) -> dict[str, MonitoredWorld]:
+    return build_worlds(tmp_path_factory.mktemp("monitoring"))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> object:
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield None
+    mp.undo()
+
+
+def _fired(world: MonitoredWorld, area: str) -> dict[str, float]:
+    return {b.what: b.value for b in world.report.verdict.breaches if b.area == area}
+
+
+def test_an_unchanged_world_is_not_flagged(worlds: dict[str, MonitoredWorld]) -> None:
+    r = worlds["unchanged"].report
+    assert not r.verdict.alert, r.verdict.reasons
+    assert not r.verdict.retrain_recommended
+    assert r.outcomes.matured
+    oe = next(c for c in r.outcomes.checks if c.check == "observed_to_expected")
+    assert 0.67 <= oe.value <= 1.5
+    assert max(d.score for d in r.drift if d.what == "feature" and d.column == "income_per_person") < 0.1
+
+
+def test_an_economic_shock_is_seen_in_attendance_and_poverty_features(worlds: dict[str, MonitoredWorld]) -> None:
+    r = worlds["economic_shock"].report
+    fired = _fired(worlds["economic_shock"], "feature_drift")
+    assert r.verdict.retrain_recommended
+    assert fired["feature att_rate_term"] >= 0.25
+    assert fired["feature income_per_person"] >= 0.25
+    assert "feature extremely_poor" in fired
+
+
+def test_a_unit_change_in_the_cct_income_is_seen_in_income_and_the_poverty_line(worlds: dict[str, MonitoredWorld]) -> None:
+    r = worlds["data_break"].report
+    fired = _fired(worlds["data_break"], "feature_drift")
+    assert fired["feature income_per_person"] >= 0.5
+    assert set(fired) <= {"feature income_per_person", "feature extremely_poor"}
+    # the advice points at the source the drifted features come from
+    assert any("cct_screening" in x for x in r.verdict.reasons)
+
+
+def test_a_change_in_the_dropout_process_is_seen_only_when_outcomes_mature(worlds: dict[str, MonitoredWorld]) -> None:
+    r = worlds["process_change"].report
+    assert not _fired(worlds["process_change"], "feature_drift")  # the features did not move
+    fired = _fired(worlds["process_change"], "outcomes")
+    assert fired["observed_to_expected"] > 1.5
+    assert r.verdict.retrain_recommended and "outcomes" in r.verdict.summary
+
+
+def test_each_round_has_a_json_and_html_report_without_personal_data(worlds: dict[str, MonitoredWorld]) -> None:
+    import pyarrow.parquet as pq
+
+    w = worlds["economic_shock"]
+    folder = w.home.root / "monitoring" / ROUND
+    data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert data["round_id"] == ROUND and data["verdict"]["retrain_recommended"] is True
+    assert "data:image/png;base64," in html and "Retraining recommended" in html
+    keys = pq.read_table(next(iter((w.home.rounds_dir / ROUND).glob("*/students.parquet"))),
+                         columns=["student_key"]).column(0).to_pylist()
+    text = (folder / "report.json").read_text(encoding="utf-8") + html
+    assert not any(k in text for k in keys[:200])
+
+
+def test_ews_monitor_exits_3_with_the_breach_and_0_when_calm(worlds: dict[str, MonitoredWorld]) -> None:
+    from typer.testing import CliRunner
+
+    from ews.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    bad = runner.invoke(app, ["monitor", "--round", ROUND, "--home", str(worlds["data_break"].home.root)])
+    assert bad.exit_code == 3, bad.output
+    assert "income_per_person" in bad.output and "psi" in bad.output
+    calm = runner.invoke(app, ["monitor", "--round", ROUND, "--json", "--home", str(worlds["unchanged"].home.root)])
+    assert calm.exit_code == 0, calm.output
+    assert json.loads(calm.stdout)["verdict"]["alert"] is False
+    missing = runner.invoke(app, ["monitor", "--round", "2565-T1-early", "--home", str(worlds["unchanged"].home.root)])
+    assert missing.exit_code == 2 and "not published" in missing.output

@@ -1,0 +1,171 @@
+"""The running service (real `bentoml serve`, real MLflow store) keeps every school to its own students."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import httpx
+import pytest
+
+from features.pointintime.spec import FEATURES
+from tests.integration.serving_fixtures import ServingHome, serving_home, service_url  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _get(url: str, path: str, token: str | None, **params: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(url + path, headers=headers, params={k: v for k, v in params.items() if v is not None}, timeout=30)
+
+
+def test_probes_are_open_and_everything_else_needs_a_token(service_url: str, serving_home: ServingHome) -> None:
+    assert httpx.get(service_url + "/livez").status_code == 200
+    assert httpx.get(service_url + "/readyz").status_code == 200
+    r = _get(service_url, f"/ews/api/rounds/{serving_home.round_id}/schools/{serving_home.school}/students", None)
+    assert r.status_code == 401 and "token" in r.json()["error"]
+    assert _get(service_url, "/ews/api/rounds", "ews_deadbeef_nope").status_code == 401
+
+
+def test_a_school_sees_its_ranked_list_with_names_rooms_and_thai_reasons(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    r = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"])
+    assert r.status_code == 200
+    rows = r.json()["students"]
+    assert rows and all(x["school_code"] == h.school for x in rows)
+    scores = [x["risk_score"] for x in rows if x["risk_score"] is not None]
+    assert scores == sorted(scores, reverse=True)
+    assert any(x.get("name") for x in rows) and "room" in rows[0]
+    assert any(x["reasons_th"] and "ความเสี่ยง" in x["reasons_th"] for x in rows)
+
+
+def test_filters_by_grade_room_and_group_return_only_matching_rows(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"]
+    grade, room = rows[0]["grade"], rows[0]["room"]
+    got = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"],
+               grade=grade, room=room, group="normal").json()["students"]
+    assert all(x["grade"] == grade and x["room"] == room and x["risk_group"] == "normal" for x in got)
+
+
+ENDPOINTS = (
+    "/ews/api/rounds/{round}/schools/{other}/students",
+    "/ews/api/rounds/{round}/schools/{other}/students?format=csv",
+    "/ews/api/rounds/{round}/schools/{other}/students?format=xlsx",
+    "/ews/api/rounds/{round}/schools/{other}/students?grade=M3&group=problem",
+    "/ews/api/rounds/{round}/areas/{area}/summary",
+    "/ews/api/rounds/{round}/areas/{area}/students",
+    "/ews/api/rounds/{round}/areas/{province}/students",
+    "/ews/api/rounds/{round}/students/{other_key}/explanation",
+    "/ews/api/rounds/{round}/students/{other_key}/replay",
+)
+
+
+@pytest.mark.parametrize("template", ENDPOINTS)
+def test_a_school_token_never_gets_another_schools_students(
+    service_url: str, serving_home: ServingHome, template: str,
+) -> None:
+    h = serving_home
+    other_rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.other_school}/students",
+                      h.tokens["other_school"]).json()["students"]
+    other_key = other_rows[0]["student_key"]
+    path = template.format(round=h.round_id, other=h.other_school, area=h.area, province=h.area[:2], other_key=other_key)
+    r = httpx.get(service_url + path, headers={"Authorization": f"Bearer {h.tokens['school']}"}, timeout=30)
+    assert r.status_code in (403, 404)
+    assert other_key not in r.text and h.other_school not in r.text.replace(path, "")
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/ews/api/rounds/2599-T9-late/schools/{school}/students", 404),
+    ("/ews/api/rounds/{round}/schools/12/students", 400),
+    ("/ews/api/rounds/{round}/schools/{school}/students?grade=Z9", 400),
+    ("/ews/api/rounds/{round}/schools/{school}/students?room=99", 400),
+    ("/ews/api/rounds/{round}/schools/{school}/students?room=abc", 422),
+    ("/ews/api/rounds/{round}/schools/{school}/students?group=bad", 400),
+    ("/ews/api/rounds/{round}/schools/{school}/students?limit=0", 400),
+    ("/ews/api/rounds/{round}/schools/{school}/students?format=pdf", 400),
+    ("/ews/api/rounds/{round}/students/x'%20OR%201=1/explanation", 400),
+    ("/ews/api/rounds/{round}/students/S0000000000000000000/explanation", 404),
+])
+def test_malformed_requests_get_a_clear_4xx(service_url: str, serving_home: ServingHome, path: str, status: int) -> None:
+    h = serving_home
+    r = httpx.get(service_url + path.format(round=h.round_id, school=h.school),
+                  headers={"Authorization": f"Bearer {h.tokens['school']}"}, timeout=30)
+    assert r.status_code == status
+    assert r.text
+
+
+def test_area_token_sees_its_area_without_names_and_nothing_outside(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    s = _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area}/summary", h.tokens["area"])
+    assert s.status_code == 200
+    body = s.json()
+    assert body["students"] == sum(body["by_group"].values()) and body["parts"]
+    rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area}/students", h.tokens["area"]).json()["students"]
+    assert rows and all(x["tambon_code"].startswith(h.area) and "name" not in x for x in rows)
+    assert _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area[:2]}/summary", h.tokens["area"]).status_code == 403
+
+
+def test_an_explanation_has_every_contribution_adding_up_to_the_raw_margin(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    key = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"][0]["student_key"]
+    e = _get(service_url, f"/ews/api/rounds/{h.round_id}/students/{key}/explanation", h.tokens["auditor"]).json()
+    assert len(e["features"]) == len(FEATURES)
+    total = sum(f["contribution"] for f in e["features"]) + e["base_value"]
+    assert abs(total - e["raw_margin"]) < 1e-9
+    assert "name" not in e
+
+
+def test_audit_replay_recomputes_the_published_score_exactly(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    key = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"][0]["student_key"]
+    r = _get(service_url, f"/ews/api/rounds/{h.round_id}/students/{key}/replay", h.tokens["auditor"])
+    assert r.status_code == 200 and r.json()["matches"] is True
+    assert _get(service_url, f"/ews/api/rounds/{h.round_id}/students/{key}/replay", h.tokens["analyst"]).status_code == 403
+
+
+def test_downloads_have_thai_headers_and_only_the_schools_rows(service_url: str, serving_home: ServingHome) -> None:
+    from openpyxl import load_workbook
+
+    h = serving_home
+    path = f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students"
+    csv = _get(service_url, path, h.tokens["school"], format="csv")
+    assert csv.status_code == 200 and "ลำดับ" in csv.content.decode("utf-8-sig").splitlines()[0]
+    x = _get(service_url, path, h.tokens["school"], format="xlsx")
+    ws = load_workbook(io.BytesIO(x.content)).active
+    rows = list(ws.iter_rows(values_only=True))
+    assert "ชื่อ-สกุล" in rows[1] and "กลุ่ม" in rows[1]
+    n = len(_get(service_url, path, h.tokens["school"]).json()["students"])
+    assert len(rows) - 2 == n
+
+
+def test_ad_hoc_scoring_takes_validated_lists_and_only_from_analysts(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    row = {f.name: None for f in FEATURES}
+    row.update({"grade": "M3", "grade_level": 12, "term": 1, "att_rate_12m": 0.7, "sex": "M", "age": 15.0})
+    ok = httpx.post(service_url + "/score", json={"rows": [row]}, timeout=30,
+                    headers={"Authorization": f"Bearer {h.tokens['analyst']}"})
+    assert ok.status_code == 200 and 0 <= ok.json()["results"][0]["risk_score"] <= 1
+    bad = dict(row, att_rate_12m="lots")
+    r = httpx.post(service_url + "/score", json={"rows": [bad]}, timeout=30,
+                   headers={"Authorization": f"Bearer {h.tokens['analyst']}"})
+    assert 400 <= r.status_code < 500
+    missing = {k: v for k, v in row.items() if k != "age"}
+    r = httpx.post(service_url + "/score", json={"rows": [missing]}, timeout=30,
+                   headers={"Authorization": f"Bearer {h.tokens['analyst']}"})
+    assert 400 <= r.status_code < 500
+    r = httpx.post(service_url + "/score", json={"rows": [row]}, timeout=30,
+                   headers={"Authorization": f"Bearer {h.tokens['school']}"})
+    assert r.status_code == 403
+
+
+def test_every_read_of_student_data_is_in_the_access_log_by_token_id(service_url: str, serving_home: ServingHome) -> None:
+    h = serving_home
+    _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"])
+    con = sqlite3.connect(h.root / "serving" / "access.sqlite")
+    rows = con.execute("SELECT token_id, action, round_id, target FROM access_log").fetchall()
+    assert (h.token_ids["school"], "school_list:json", h.round_id, h.school) in rows
+    dump = "\n".join(con.iterdump())
+    assert all(t not in dump for t in h.tokens.values())
+    log = (h.root / "serve.log").read_text()
+    assert all(t not in log for t in h.tokens.values())

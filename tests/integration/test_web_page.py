@@ -1,0 +1,64 @@
+"""School staff use the web page in a real headless Chromium: round, list, filter, Excel download."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.integration.serving_fixtures import ServingHome, serving_home, service_url  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian chromium is not installed (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_a_school_sees_its_list_filters_it_and_downloads_excel(browser, service_url: str, serving_home: ServingHome, tmp_path) -> None:
+    from openpyxl import load_workbook
+
+    page = browser.new_page(accept_downloads=True)
+    page.goto(service_url + "/ews/")
+    page.fill("#token", serving_home.tokens["school"])
+    page.click("#login")
+    page.wait_for_selector("#list tbody tr", timeout=15_000)
+    assert page.locator("#round option").count() >= 1
+    all_rows = page.locator("#list tbody tr").count()
+    assert all_rows > 0
+    assert "ความเสี่ยง" in page.inner_text("#list tbody")
+    page.select_option("#group", "problem")
+    page.click("#show")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('คน')")
+    groups = page.locator("#list tbody tr td:nth-child(5)").all_inner_texts()
+    assert all(g == "มีปัญหา" for g in groups) and len(groups) < all_rows
+    with page.expect_download(timeout=15_000) as dl:
+        page.click("#excel")
+    path = tmp_path / "list.xlsx"
+    dl.value.save_as(path)
+    rows = list(load_workbook(path).active.iter_rows(values_only=True))
+    assert "ชื่อ-สกุล" in rows[1] and len(rows) - 2 == len(groups)
+    page.close()
+
+
+def test_the_page_shows_a_clear_message_for_a_wrong_token(browser, service_url: str) -> None:
+    page = browser.new_page()
+    page.goto(service_url + "/ews/")
+    page.fill("#token", "ews_00000000_wrong")
+    page.click("#login")
+    page.wait_for_function("document.querySelector('#status').textContent.length > 0", timeout=10_000)
+    assert "token" in page.inner_text("#status")
+    assert page.locator("#list tbody tr").count() == 0
+    page.close()
