@@ -69,6 +69,7 @@ class Principal:
             "explain": ("school", "area", "analyst", "auditor", "admin"),
             "replay": ("auditor", "admin"),
             "score": ("analyst", "admin"),
+            "monitoring": ("analyst", "admin"),
         }
         return self.role in allowed.get(action, ())
 

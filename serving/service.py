@@ -270,6 +270,23 @@ class EwsService:
         self.store.log(who, "replay", round_id, student_key, 1)
         return JSONResponse(out)
 
+    @api.get("/api/rounds/{round_id}/monitoring")
+    def monitoring_report(self, request: StarletteRequest, round_id: str, format: str = "html") -> Response:
+        """The round's monitoring report (written by `ews monitor`), for analyst and admin tokens.
+        Served as a file: serving reads what monitoring wrote and never imports it."""
+        try:
+            who = self._who(request)
+            if not who.may("monitoring"):
+                raise views.RequestError(403, "monitoring reports are for analyst and admin tokens")
+            if format not in ("html", "json"):
+                raise views.RequestError(400, "format must be html or json")
+            path = views.monitoring_report_path(self.home, round_id, format)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "monitoring", round_id, None, 0)
+        media = "text/html; charset=utf-8" if format == "html" else "application/json"
+        return Response(path.read_bytes(), media_type=media)
+
     # -- BentoML API -------------------------------------------------------------------------------
 
     @bentoml.api(route="/score")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from serving.access import Principal
@@ -275,3 +277,18 @@ def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) 
                     "group_contributions": {g: float(gsum[k, j]) for j, g in enumerate(GROUP_NAMES)},
                     "reasons_th": [r["th"] for r in rs], "reasons_en": [r["en"] for r in rs]})
     return out
+
+
+def monitoring_report_path(home: EwsHome, round_id: str, fmt: str) -> Path:
+    """The report file `ews monitor` wrote for a round; the round id is checked first, so a
+    request can never name a path outside the monitoring folder."""
+    from features.calendar import parse_round
+
+    try:
+        parse_round(round_id)
+    except ValueError as exc:
+        raise RequestError(400, str(exc)) from None
+    path = home.root / "monitoring" / round_id / f"report.{fmt}"
+    if not path.is_file():
+        raise RequestError(404, f"no monitoring report for round {round_id}: run `ews monitor --round {round_id}`")
+    return path

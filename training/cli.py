@@ -59,10 +59,11 @@ def train_command(
     if json_out:
         emit_json(summary)
         return
-    _print_train(summary)
+    print_train_summary(summary)
 
 
-def _print_train(s: dict[str, Any]) -> None:
+def print_train_summary(s: dict[str, Any]) -> None:
+    """The human summary of `ews train` (also for `ews demo`): headline metrics, ceiling gap, baselines."""
     from rich.console import Console
     from rich.table import Table
 

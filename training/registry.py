@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.home import EwsHome
-from training.config import REGISTERED_MODEL_NAME, TrainConfig
+from training.config import TrainConfig
 from training.model import Calibrator, RiskModel, RiskThresholds
 
 CHAMPION = "champion"
@@ -137,7 +137,7 @@ class RegisteredVersion:
     card_dir: Path | None = None
 
 
-def scoring_payload(model: RiskModel, trainset: str, version_hint: str = "") -> dict[str, Any]:
+def scoring_payload(model: RiskModel, trainset: str) -> dict[str, Any]:
     """Everything besides the booster that serving needs to rebuild calibrated scores and groups."""
     return {
         "features": list(model.features), "categories": model.categories,

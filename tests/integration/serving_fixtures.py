@@ -1,7 +1,8 @@
 """A small real home for serving tests: simulate -> ingest -> link -> trainset -> train -> score.
 
 Built once per test session with the project's own commands (small N, fixed seed), then shared by
-the serving test modules, which import these fixtures. `bentoml serve` runs as a subprocess on a
+the serving test modules, which import these fixtures. An imported fixture is a separate fixture in
+each module, so the home and the server are memoised here: one build and one server per session. `bentoml serve` runs as a subprocess on a
 free localhost port, with bounded waits, and is killed in teardown.
 """
 
@@ -46,8 +47,17 @@ def _ews(home: Path, *args: str, timeout: float = 600) -> str:
     return out.stdout
 
 
+_CACHE: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def serving_home(tmp_path_factory: pytest.TempPathFactory) -> ServingHome:
+    if "home" not in _CACHE:
+        _CACHE["home"] = _build_home(tmp_path_factory)
+    return _CACHE["home"]  # type: ignore[return-value]
+
+
+def _build_home(tmp_path_factory: pytest.TempPathFactory) -> ServingHome:
     base = tmp_path_factory.mktemp("serving")
     home = base / "home"
     _ews(home, "simulate", "--students", str(STUDENTS), "--years", "3", "--seed", "11", "--out", str(base / "sim"))
@@ -91,6 +101,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def service_url(serving_home: ServingHome) -> Iterator[str]:
+    if "url" in _CACHE:  # already started by another module's copy of this fixture
+        yield _CACHE["url"]  # type: ignore[misc]
+        return
     port = free_port()
     env = dict(os.environ, EWS_HOME=str(serving_home.root))
     log = open(serving_home.root / "serve.log", "w")  # noqa: SIM115 - closed in teardown
@@ -112,8 +125,10 @@ def service_url(serving_home: ServingHome) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the service did not become ready within 120 s")
             time.sleep(0.5)
+        _CACHE["url"] = url
         yield url
     finally:
+        _CACHE.pop("url", None)
         # The whole process group: `ews serve` became bentoml, which has worker children.
         try:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -51,10 +51,10 @@ def test_every_file_accounts_for_every_row_and_quarantine_names_exact_lines(
 ) -> None:
     good = [valid_row("attendance", i) for i in range(3)]
     text = csv_text("attendance", good)
-    text += '2025-06,1050100001,1103702071811,20,12,0,3\n'  # line 5: days do not add up
-    text += '2025-06,1234567890,,20,20,0,0\n'  # line 6: unknown school
-    text += '"2025-\n06",1050100001,,20,20,0,0\n'  # lines 7-8: a line break inside quotes
-    text += '2025-06,1050100001,,20,20,0,0,extra\n'  # line 9: too many fields
+    text += '2025-06,1050100001,1103702071811,00017,20,12,0,3\n'  # line 5: days do not add up
+    text += '2025-06,1234567890,,,20,20,0,0\n'  # line 6: unknown school
+    text += '"2025-\n06",1050100001,,,20,20,0,0\n'  # lines 7-8: a line break inside quotes
+    text += '2025-06,1050100001,,,20,20,0,0,extra\n'  # line 9: too many fields
     text += csv_text("attendance", good[:1]).split("\n", 1)[1]  # line 10: duplicate of line 2
     census = [valid_row("dmc_census", 1), {**valid_row("dmc_census", 2), "birth_date": "2010-02-30"}]
     rep = ingest_path(write_delivery(tmp_path / "in" / "d", "d-1", {"attendance": text, "dmc_census": census}), home)
@@ -65,7 +65,7 @@ def test_every_file_accounts_for_every_row_and_quarantine_names_exact_lines(
         ("attendance.csv", 5, "days_present + days_leave + days_absent must equal school_days (12 + 0 + 3 ≠ 20)"),
         ("attendance.csv", 6, "school_code 1234567890 is not in the school registry"),
         ("attendance.csv", 7, "year_month: '2025-\n06' is not a month (YYYY-MM)"),
-        ("attendance.csv", 9, "the line has 8 fields, the header has 7; value withheld: personal data; see the file at this line"),
+        ("attendance.csv", 9, "the line has 9 fields, the header has 8; value withheld: personal data; see the file at this line"),
         ("attendance.csv", 10, "exact duplicate of line 2"),
         ("dmc_census.csv", 3, "birth_date: '2010-02-30' is not a date (YYYY-MM-DD)"),
     ]

@@ -169,3 +169,23 @@ def test_every_read_of_student_data_is_in_the_access_log_by_token_id(service_url
     assert all(t not in dump for t in h.tokens.values())
     log = (h.root / "serve.log").read_text()
     assert all(t not in log for t in h.tokens.values())
+
+
+def test_a_rounds_monitoring_report_is_served_to_analysts_only(service_url: str, serving_home: ServingHome) -> None:
+    from tests.integration.serving_fixtures import _ews
+
+    h = serving_home
+    path = f"/ews/api/rounds/{h.round_id}/monitoring"
+    assert _get(service_url, path, h.tokens["analyst"]).status_code == 404  # not monitored yet: says so
+    try:
+        _ews(h.root, "monitor", "--round", h.round_id)
+    except Exception:  # noqa: BLE001 - exit 3 (a threshold breached) still writes the report
+        pass
+    r = _get(service_url, path, h.tokens["analyst"])
+    assert r.status_code == 200 and "<html" in r.text.lower()
+    j = _get(service_url, path, h.tokens["admin"], format="json")
+    assert j.status_code == 200 and j.json()
+    for role in ("school", "area", "auditor"):
+        assert _get(service_url, path, h.tokens[role]).status_code == 403
+    assert _get(service_url, "/ews/api/rounds/../../etc/monitoring", h.tokens["analyst"]).status_code in (400, 404)
+    assert _get(service_url, path, h.tokens["analyst"], format="pdf").status_code == 400

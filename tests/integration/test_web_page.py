@@ -34,8 +34,13 @@ def test_a_school_sees_its_list_filters_it_and_downloads_excel(browser, service_
     page.goto(service_url + "/ews/")
     page.fill("#token", serving_home.tokens["school"])
     page.click("#login")
-    page.wait_for_selector("#list tbody tr", timeout=15_000)
-    assert page.locator("#round option").count() >= 1
+    page.wait_for_function("document.querySelectorAll('#round option').length > 0", timeout=15_000)
+    page.select_option("#round", serving_home.round_id)
+    page.click("#show")
+    try:
+        page.wait_for_selector("#list tbody tr", timeout=15_000)
+    except Exception as exc:  # noqa: BLE001 - say what the page said
+        raise AssertionError("no rows; page status: " + page.inner_text("#status")) from exc
     all_rows = page.locator("#list tbody tr").count()
     assert all_rows > 0
     assert "ความเสี่ยง" in page.inner_text("#list tbody")

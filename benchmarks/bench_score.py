@@ -1,0 +1,99 @@
+"""Benchmark: a scoring round at scale - scores, exact SHAP for everyone, reasons - on the champion.
+
+    .venv/bin/python -m benchmarks.bench_score --home PATH --round R [--rows 1000000]
+
+The round's stored feature rows (a published snapshot) are repeated to --rows, then timed:
+model matrix, raw margin + calibration, fast TreeSHAP (serving.fastshap) for every row, group sums
+and reason sentences. shap.TreeExplainer explains a sample of the same rows to compare throughput
+and values (max |difference| must be <= 1e-9). Feature building over the warehouse is measured
+separately by `ews score` (its `seconds.features`) and is not part of this figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--round", dest="round_id", required=True)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--compare-rows", type=int, default=2000)
+    a = ap.parse_args()
+
+    from features.home import EwsHome
+    from features.pointintime.spec import FEATURE_NAMES
+    from serving.model import load_champion
+    from serving.reasons import group_matrix, top_reasons
+    from serving.snapshot import published
+
+    home = EwsHome(root=a.home.resolve())
+    model = load_champion(home)
+    ref = published(home, a.round_id)
+    assert ref is not None, "score the round first"
+    base = ref.students([f"x__{f}" for f in FEATURE_NAMES]).to_pandas()
+    base.columns = list(FEATURE_NAMES)
+    reps = -(-a.rows // len(base))
+    frame = pd.concat([base] * reps, ignore_index=True).iloc[: a.rows]
+    t = {}
+    t0 = time.perf_counter()
+    x = model.matrix(frame)
+    t["matrix"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    margin = model.raw_margin(x)
+    score = model.risk_score(margin)
+    model.risk_group(score)
+    t["score"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tables = model.shap_tables
+    t["shap_tables"] = time.perf_counter() - t0
+    from serving.fastshap import tree_shap
+
+    tree_shap(tables, x[:100])  # compile (cached on disk after the first run)
+    t0 = time.perf_counter()
+    contrib = np.zeros((len(x), len(FEATURE_NAMES) + 1))
+    for lo in range(0, len(x), 200_000):
+        tree_shap(tables, x[lo:lo + 200_000], out=contrib[lo:lo + 200_000])
+    t["shap_all"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    g = contrib[:, :-1] @ group_matrix(for_reasons=True)
+    sample = min(len(x), 100_000)
+    vals = frame.iloc[:sample].to_dict("records")
+    for k in range(sample):
+        top_reasons(contrib[k, :-1], g[k], vals[k])
+    t["reasons"] = (time.perf_counter() - t0) * len(x) / sample
+    additivity = float(np.abs(contrib.sum(axis=1) - margin).max())
+
+    import shap
+
+    n = min(a.compare_rows, len(x))
+    explainer = shap.TreeExplainer(model.booster)
+    t0 = time.perf_counter()
+    ref_vals = np.asarray(explainer.shap_values(x[:n]))
+    t_shap = time.perf_counter() - t0
+    ref_vals = ref_vals[-1] if ref_vals.ndim == 3 else ref_vals
+    diff = float(np.abs(ref_vals - contrib[:n, :-1]).max())
+    t0 = time.perf_counter()
+    tree_shap(tables, x[:n])
+    t_fast_n = time.perf_counter() - t0
+    total = sum(v for k, v in t.items())
+    out = {
+        "rows": len(x), "trees": model.booster.num_trees(), "seconds": {k: round(v, 2) for k, v in t.items()},
+        "total_seconds_excluding_feature_sql": round(total, 1),
+        "fast_treeshap_rows_per_s": round(len(x) / t["shap_all"]),
+        "shap_treeexplainer_rows_per_s": round(n / t_shap), "fast_on_same_rows_rows_per_s": round(n / t_fast_n),
+        "max_abs_diff_vs_treeexplainer": diff, "max_additivity_error": additivity,
+        "extrapolated_8M_minutes": round(total * 8_000_000 / len(x) / 60, 1),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
