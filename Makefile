@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export EWS_DEMO_HOME ?= $(CURDIR)/.ews-demo
+# Tests and the demo start many `ews` processes; without cached bytecode each one recompiles
+# MLflow, scikit-learn and BentoML (about 10 s). An empty value lets Python write the cache.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: demo test bench install lock clean-demo browser
 
@@ -25,8 +28,16 @@ lock:
 demo: $(STAMP)
 	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
 
-test: $(STAMP)
-	@$(PY) -m pytest -q tests
+test: $(STAMP) browser
+	@$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The web page is tested in a real headless Chromium: Debian's package (never a downloaded build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the web-page test needs it)"; fi; }
 
 # Benchmarks measure the figures named in the issues; they are slow and run outside CI.
 bench: $(STAMP)

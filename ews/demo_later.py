@@ -45,17 +45,8 @@ def later_stages(home: EwsHome, sim: Path, trainset: str, serve: bool, console: 
     h = ["--home", str(home.root)]
 
     console.rule("[bold]5. Train, calibrate, evaluate against the ceiling and baselines, register")
-    out = json.loads(_ews(["train", "--trainset", trainset, "--truth", str(sim / "truth"), "--json", *h], console))
-    m = out.get("metrics", out)
-    headline = {k: m.get(k) for k in ("roc_auc", "ceiling_roc_auc", "ceiling_gap_roc_auc", "pr_auc", "ece",
-                                       "precision_at_10pct", "recall_at_10pct") if k in m}
-    console.print({k: round(v, 4) if isinstance(v, float) else v for k, v in headline.items()})
-    baselines = m.get("baselines", {})
-    for name, b in baselines.items():
-        if isinstance(b, dict):
-            console.print(f"  baseline {name}: ROC-AUC {b.get('roc_auc', float('nan')):.3f}, "
-                          f"precision@10% {b.get('precision_at_10pct', float('nan')):.3f}")
-    console.print(f"registered: {out.get('version', out.get('registered', '?'))}")
+    # The command's own summary: model vs ceiling vs baselines, risk groups, fairness, model card.
+    console.print(_ews(["train", "--trainset", trainset, "--truth", str(sim / "truth"), *h], console))
 
     rnd = _latest_scorable_round(home)
     console.rule(f"[bold]6. Score round {rnd} with the champion (risk groups + SHAP reasons)")
@@ -79,7 +70,7 @@ def later_stages(home: EwsHome, sim: Path, trainset: str, serve: bool, console: 
     if not serve:
         return
     console.rule("[bold]9. Serving (Ctrl-C stops it)")
-    console.print("Open http://127.0.0.1:3000/ui/ in a browser and paste the school token.")
+    console.print("Open http://127.0.0.1:3000/ews/ in a browser and paste the school token.")
     subprocess.run([sys.executable, "-m", "ews", "serve", "--port", "3000", *h], check=False)
 
 

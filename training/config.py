@@ -23,9 +23,12 @@ class _Model(BaseModel):
 class SplitConfig(_Model):
     """How the rounds of a training set are cut into train / calibration / test folds by time."""
 
-    test_rounds: int = Field(2, ge=1, description="Rounds (latest by as-of date) in the test fold: 2 = one term, early + mid.")
+    # A full school year per fold (both terms, both round types): dropout rates differ several-fold
+    # between term 1 and term 2 (the year-end transitions fall in term 2), so a calibrator fitted
+    # on one term's rounds miscalibrates the other term's (measured: observed/expected 1.8).
+    test_rounds: int = Field(4, ge=1, description="Rounds (latest by as-of date) in the test fold: 4 = one school year.")
     calibration_rounds: int = Field(
-        2, ge=1, description="Rounds in the calibration fold: the latest rounds whose labels were known by the test fold's first as-of date.")
+        4, ge=1, description="Rounds in the calibration fold: the latest rounds whose labels were known by the test fold's first as-of date (4 = one school year).")
     label_delay_days: int = Field(
         14, ge=0, description="Days between the horizon census and the day its DMC delivery (hence the label) is known.")
     min_train_rounds: int = Field(1, ge=1, description="Refuse to train with fewer training rounds than this.")
@@ -103,7 +106,7 @@ class TrainConfig(_Model):
     logistic_max_rows: int = Field(400_000, ge=1000, description="The logistic baseline trains on at most this many rows (sampled).")
     shap_sample_rows: int = Field(2000, ge=10, description="Rows explained for the SHAP importance in the model card.")
     registered_model_name: str = Field(REGISTERED_MODEL_NAME, description="Name in the MLflow model registry.")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite in EWS_HOME/mlflow.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $EWS_MLFLOW_TRACKING_URI, else sqlite in EWS_HOME/mlflow.")
     experiment: str = Field("dropout-risk", description="MLflow experiment name.")
 
 

@@ -1,7 +1,7 @@
 """The MLflow side of training: the store, logging a run, the registry, the release gate.
 
 Tracking defaults to an embedded store in EWS_HOME/mlflow (sqlite + an explicit artefact folder),
-created or upgraded once under a file lock before anything else touches it; $MLFLOW_TRACKING_URI
+created or upgraded once under a file lock before anything else touches it; $EWS_MLFLOW_TRACKING_URI
 (or the config's `tracking_uri`) points everything at any other MLflow server instead.
 
 Registered model "dropout-risk" carries two aliases: `champion` (what serving scores with) and
@@ -42,9 +42,15 @@ SCORING_ARTIFACT = "scoring/scoring.json"
 # The store
 
 
+TRACKING_URI_ENV = "EWS_MLFLOW_TRACKING_URI"
+
+
 def tracking_uri(home: EwsHome, configured: str | None = None) -> str:
-    """$MLFLOW_TRACKING_URI, else the configured URI, else sqlite in EWS_HOME/mlflow."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{home.mlflow_dir / 'mlflow.db'}"
+    """$EWS_MLFLOW_TRACKING_URI (any MLflow server), else the configured URI, else sqlite in
+    EWS_HOME/mlflow. Not $MLFLOW_TRACKING_URI: `mlflow.set_tracking_uri` writes that variable
+    into the process environment, so the first home a process touched would capture every later
+    one (seen in the test suite, where one process works with several homes)."""
+    return os.environ.get(TRACKING_URI_ENV) or configured or f"sqlite:///{home.mlflow_dir / 'mlflow.db'}"
 
 
 def artifact_root(home: EwsHome) -> str:

@@ -225,4 +225,4 @@ def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: li
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
         """)
-    return con.execute(" UNION ALL ".join(parts) + " ORDER BY round_id, student_key").to_arrow_table()
+    return con.sql(" UNION ALL ".join(parts) + " ORDER BY round_id, student_key").to_arrow_table()

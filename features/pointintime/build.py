@@ -292,7 +292,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> pa.Table:
     """The round's feature table (one row per enrolled student, sorted by student_key)."""
-    table = con.execute(features_sql(cal, r, schema)).to_arrow_table()
+    table = con.sql(features_sql(cal, r, schema)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)

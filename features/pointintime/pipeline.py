@@ -179,10 +179,10 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         unlabelled = 0
         for r in rounds:
             feats = build_features(con, cal, r)
-            labels = con.execute(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
+            labels = con.sql(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
             con.register("f_tmp", feats)
             con.register("l_tmp", labels)
-            joined = con.execute("""
+            joined = con.sql("""
                 SELECT f.*, l.dropout AS label, l.outcome
                 FROM f_tmp f JOIN l_tmp l USING (student_key)
                 ORDER BY f.student_key

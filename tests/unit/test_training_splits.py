@@ -9,11 +9,14 @@ import pytest
 from training.config import SplitConfig
 from training.splits import RoundDates, round_dates, temporal_split
 
+# The module docstring's worked example uses one-term folds; the mechanics are the same for any size.
+ONE_TERM_FOLDS = SplitConfig(test_rounds=2, calibration_rounds=2)
+
 THREE_YEARS = [f"{y}-T{t}-{k}" for y in (2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
 
 
 def test_the_worked_example_in_the_module_docstring_holds() -> None:
-    split = temporal_split(round_dates(THREE_YEARS), SplitConfig())
+    split = temporal_split(round_dates(THREE_YEARS), ONE_TERM_FOLDS)
     assert split.test == ("2568-T1-early", "2568-T1-mid")
     assert split.test_as_of == dt.date(2025, 7, 1)
     assert split.calibration == ("2567-T2-early", "2567-T2-mid")
@@ -34,7 +37,7 @@ def test_a_longer_label_delay_pushes_the_calibration_fold_back_a_term() -> None:
     # 2567-T2 labels: census 2025-06-10 + 30 days = 2025-07-10, after the test as-of 2025-07-01.
     # Training then needs labels known by 2024-07-01 (2567-T1-early): 2566-T2's census 2024-06-10
     # + 30 = 2024-07-10 is too late, so only 2566-T1 (census 2023-11-10 + 30) trains.
-    split = temporal_split(round_dates(THREE_YEARS, label_delay_days=30), SplitConfig())
+    split = temporal_split(round_dates(THREE_YEARS, label_delay_days=30), ONE_TERM_FOLDS)
     assert split.calibration == ("2567-T1-early", "2567-T1-mid")
     assert split.train == ("2566-T1-early", "2566-T1-mid")
 
@@ -54,7 +57,7 @@ def test_rounds_whose_labels_came_too_late_leave_no_training_fold() -> None:
     rounds = [RoundDates(round_id=f"r{i}", as_of=d + dt.timedelta(days=i), label_known=d + dt.timedelta(days=400))
               for i in range(6)]
     with pytest.raises(ValueError, match="labels known"):
-        temporal_split(rounds, SplitConfig())
+        temporal_split(rounds, ONE_TERM_FOLDS)
 
 
 def test_a_round_listed_twice_is_an_error() -> None:
