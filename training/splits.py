@@ -10,7 +10,7 @@ the labels whose horizon census has been delivered by then.
   training fold     every round whose labels were known by the calibration fold's first as-of date
 
 Worked example (default calendar, horizon = next census, label delay 14 days, one-term folds:
-test_rounds = calibration_rounds = 2; the default folds are a school year, 4 rounds), rounds 2566-2568:
+test_rounds = calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
   test        = 2568-T1-early (as-of 2025-07-01), 2568-T1-mid (2025-08-20)
   calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10 (2568 T1)
                 + 14 days = 2025-06-24 <= 2025-07-01, yes -> 2567-T2-early (2024-12-01), 2567-T2-mid

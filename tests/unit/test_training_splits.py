@@ -12,6 +12,7 @@ from training.splits import RoundDates, round_dates, temporal_split
 # The module docstring's worked example uses one-term folds; the mechanics are the same for any size.
 ONE_TERM_FOLDS = SplitConfig(test_rounds=2, calibration_rounds=2)
 
+
 THREE_YEARS = [f"{y}-T{t}-{k}" for y in (2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
 
 
