@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.pointintime.pipeline import file_sha256
 from features.home import EwsHome
 
 POINTER = "PUBLISHED"
@@ -52,14 +53,6 @@ def _canonical(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=2, default=str)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_snapshot(home: EwsHome, round_id: str, manifest: dict[str, Any], students: pa.Table) -> SnapshotRef:
     """Write the snapshot under its content hash (idempotent) without publishing it."""
     round_dir = home.rounds_dir / round_id
@@ -69,7 +62,7 @@ def write_snapshot(home: EwsHome, round_id: str, manifest: dict[str, Any], stude
         # Parquet written by one pyarrow version with fixed options is byte-for-byte repeatable,
         # so the file hash is a content hash; no statistics/time fields vary between runs.
         pq.write_table(students, tmp / STUDENTS, compression="zstd", use_dictionary=True)
-        body = dict(manifest, students_sha256=_file_sha256(tmp / STUDENTS), rows=students.num_rows)
+        body = dict(manifest, students_sha256=file_sha256(tmp / STUDENTS), rows=students.num_rows)
         text = _canonical(body)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         body["snapshot_hash"] = digest
