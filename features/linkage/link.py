@@ -110,14 +110,24 @@ def _source_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     ))
 
 
+_FIRST_RECORD = "s.delivery_id || '/' || s.source_file || '#' || lpad(CAST(s.source_line AS VARCHAR), 12, '0')"
+
+
 def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """One row per person-bearing warehouse row: id token, names (vault), birth date, sex, place."""
+    """The linkage records: every row of a source with names (census, other systems, CCT, exits,
+    TZD, EWE), and - for the name-less sources (attendance, grades, care screening, welfare) that
+    hold ~95% of all rows - one record per distinct (id token, school, student number) with its row
+    count `n`, plus their ID-less rows one by one. Aggregating first is what keeps linkage near
+    the number of children rather than the number of rows (124M rows at 1M students)."""
     parts = []
     for source, (names, person, school, tambon) in PERSON_SOURCES.items():
         if not _source_exists(con, f"src_{source}"):
             continue
         describes = SOURCES[source].describes
-        parts.append(f"""
+        school_x = f"s.{school}" if school else "NULL"
+        tambon_x = f"s.{tambon}" if tambon else "NULL"
+        student_no_x = "s.student_no" if "student_no" in SOURCES[source].column_names else "NULL"
+        row = f"""
             SELECT '{source}' AS source, s.delivery_id, s.source_file, s.source_line, s.known_at,
                    CAST(s.{describes} AS DATE) AS described_on,
                    s.id_token, s.id_kind,
@@ -125,11 +135,21 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
                    {'v.last_name' if names else 'NULL'} AS last_name,
                    {'s.birth_date' if person else 'CAST(NULL AS DATE)'} AS birth_date,
                    {'s.sex' if person else 'NULL'} AS sex,
-                   {f's.{school}' if school else 'NULL'} AS school_code,
-                   {f's.{tambon}' if tambon else 'NULL'} AS tambon_code,
-                   {'s.student_no' if 'student_no' in SOURCES[source].column_names else 'NULL'} AS student_no
+                   {school_x} AS school_code, {tambon_x} AS tambon_code, {student_no_x} AS student_no,
+                   1 AS n, {_FIRST_RECORD} AS first_record
             FROM wh.src_{source} s
             {'LEFT JOIN vault.name_records v USING (delivery_id, source_file, source_line)' if names else ''}
+        """
+        if names:
+            parts.append(row)
+            continue
+        parts.append(row + " WHERE s.id_token IS NULL")
+        parts.append(f"""
+            SELECT '{source}', NULL, NULL, NULL, min(s.known_at), max(CAST(s.{describes} AS DATE)),
+                   s.id_token, any_value(s.id_kind), NULL, NULL, CAST(NULL AS DATE), NULL,
+                   {school_x}, {tambon_x}, {student_no_x}, count(*), min({_FIRST_RECORD})
+            FROM wh.src_{source} s WHERE s.id_token IS NOT NULL
+            GROUP BY s.id_token, {school_x}, {tambon_x}, {student_no_x}
         """)
     if not parts:
         raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
@@ -155,12 +175,13 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
                {sql_normalise_name('last_name')} AS last_name_norm
         FROM records
     """)
+    con.execute("DROP TABLE records")  # records_n supersedes it; keep one copy in memory
     # The school's own student number ties a row without a citizen ID to the child who holds that
     # number at that school (the number is unique within a school and meaningless outside it).
     con.execute("""
         CREATE OR REPLACE TEMP TABLE student_no_nodes AS
         SELECT school_code, student_no, arg_max(node_id, n) AS node_id
-        FROM (SELECT school_code, student_no, node_id, count(*) AS n FROM records_n
+        FROM (SELECT school_code, student_no, node_id, sum(n) AS n FROM records_n
               WHERE id_token IS NOT NULL AND student_no IS NOT NULL AND school_code IS NOT NULL
               GROUP BY ALL)
         GROUP BY school_code, student_no
@@ -211,9 +232,8 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
                    -- node's token and kind come from the rows that carry the token
                    max(id_token) AS id_token,
                    max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
-                   count(*) AS n_records, min(known_at) AS first_known,
-                   min(delivery_id || '/' || source_file || '#' || lpad(CAST(source_line AS VARCHAR), 12, '0'))
-                       AS first_record,
+                   sum(n) AS n_records, min(known_at) AS first_known,
+                   min(first_record) AS first_record,
                    arg_max(school_code, described_on) FILTER (WHERE school_code IS NOT NULL) AS school_code,
                    arg_max(tambon_code, described_on) FILTER (WHERE tambon_code IS NOT NULL) AS tambon_code
             FROM records_n WHERE node_id IS NOT NULL GROUP BY node_id
@@ -588,7 +608,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
         run_id = dt.datetime.now(dt.UTC).strftime("link-%Y%m%dT%H%M%S%fZ")
         summary = LinkSummary(
             run_id=run_id,
-            records=q("SELECT count(*) FROM records_n"),
+            records=q("SELECT sum(n) FROM records_n"),
             records_with_names=q("SELECT count(*) FROM records_n WHERE first_name IS NOT NULL"),
             nodes=q("SELECT count(*) FROM nodes"),
             candidate_pairs=n_pairs,
@@ -596,7 +616,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
             students=q("SELECT count(DISTINCT student_key) FROM node_keys"),
             review_clusters=q("SELECT count(*) FROM review"),
             review_tokens_birth_date=q("SELECT count(*) FROM nodes WHERE birth_dates_supported > 1"),
-            unlinkable_rows=q("SELECT count(*) FROM records_n WHERE node_id IS NULL"),
+            unlinkable_rows=q("SELECT coalesce(sum(n), 0) FROM records_n WHERE node_id IS NULL"),
             seconds=0.0,
             parameters={"config": cfg.model_dump(), "splink_model": _model_digest(model)},
         )
