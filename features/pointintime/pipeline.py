@@ -45,7 +45,9 @@ def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyC
     """A session with the warehouse attached as `wh` (the schema the feature SQL reads)."""
     if not home.warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` and `ews link` first")
-    con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "6GB"})
+    spill = home.root / "tmp"  # spill under EWS_HOME, never in the caller's working directory
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "6GB", "temp_directory": str(spill)})
     con.execute(f"ATTACH '{home.warehouse}' AS wh {'(READ_ONLY)' if read_only else ''}")
     has_links = scalar(
         con,
