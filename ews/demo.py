@@ -74,14 +74,11 @@ def demo_command(
     t0 = _stage("3. Link identities into one pseudonymous student_key per child")
     from features.linkage.evaluate import evaluate_labels, evaluate_linkage
     from features.linkage.link import link
-    from features.pointintime.pipeline import TrainsetConfig, build_trainset, connect_warehouse
+    from features.pointintime.pipeline import TrainsetConfig, build_trainset, warehouse_session
 
     ls = link(h)
-    con = connect_warehouse(h)
-    try:
+    with warehouse_session(h) as con:
         q = evaluate_linkage(con, sim / "truth")
-    finally:
-        con.close()
     console.print(
         f"{ls.records:,} records -> {ls.students:,} students ({ls.review_clusters} clusters sent to review). "
         f"Against the truth: pairwise precision {q.precision:.4f}, recall {q.recall:.4f} "
@@ -92,11 +89,8 @@ def demo_command(
 
     t0 = _stage("4. Point-in-time training set")
     ts = build_trainset(h, TrainsetConfig())
-    con = connect_warehouse(h)
-    try:
+    with warehouse_session(h) as con:
         lq = evaluate_labels(con, sim / "truth")
-    finally:
-        con.close()
     console.print(
         f"{ts.name}: {ts.rows:,} labelled student-rounds over {len(ts.rounds)} rounds, dropout rate {ts.label_rate:.2%}, "
         f"{ts.unlabelled_rows:,} unlabelled left out. Labels agree with the truth on {lq.agreement:.3%} "

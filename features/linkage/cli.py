@@ -31,13 +31,10 @@ def link_command(
         out: dict[str, object] = {"link": summary.model_dump(mode="json")}
         if truth is not None:
             from features.linkage.evaluate import evaluate_linkage
-            from features.pointintime.pipeline import connect_warehouse
+            from features.pointintime.pipeline import warehouse_session
 
-            con = connect_warehouse(h)
-            try:
+            with warehouse_session(h) as con:
                 q = evaluate_linkage(con, truth)
-            finally:
-                con.close()
             out["quality"] = q.model_dump(mode="json")
             out["precision"], out["recall"] = q.precision, q.recall
             out["label_error_share"] = q.label_error_share

@@ -37,7 +37,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -154,11 +153,6 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
     if not parts:
         raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
     return " UNION ALL ".join(parts)
-
-
-def _mode(col: str) -> str:
-    # Most frequent non-null value; ties broken by the value itself so the result is deterministic.
-    return f"arg_max({col}, 0) FILTER (WHERE {col} IS NOT NULL)"
 
 
 def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
@@ -642,7 +636,3 @@ def _model_digest(model: dict[str, object]) -> dict[str, object]:
             })
         out[comp.get("output_column_name", "?")] = levels
     return out
-
-
-def write_summary(summary: LinkSummary, path: Path) -> None:
-    path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")

@@ -57,13 +57,10 @@ def trainset_command(
         out: dict[str, object] = {"trainset": m.model_dump(mode="json")}
         if truth is not None:
             from features.linkage.evaluate import evaluate_labels
-            from features.pointintime.pipeline import connect_warehouse
+            from features.pointintime.pipeline import warehouse_session
 
-            con = connect_warehouse(h)
-            try:
+            with warehouse_session(h) as con:
                 q = evaluate_labels(con, truth, horizon=cfg.horizon)
-            finally:
-                con.close()
             out["label_quality"] = q.model_dump(mode="json")
             out["label_agreement"] = q.agreement
     if json_out:

@@ -11,6 +11,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -57,6 +59,16 @@ def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyC
         con.close()
         raise RuntimeError("the warehouse has no linked histories yet: run `ews link` first")
     return con
+
+
+@contextmanager
+def warehouse_session(home: EwsHome) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect_warehouse` for a `with` block: the session is closed however the block ends."""
+    con = connect_warehouse(home)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def latest_delivery(con: duckdb.DuckDBPyConnection) -> dt.date:
