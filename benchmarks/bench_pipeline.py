@@ -1,6 +1,6 @@
 """Benchmark the data path at a given size: simulate -> ingest -> link -> one round's features.
 
-    python -m benchmarks.bench_pipeline --students 100000 [--years 6] [--work DIR] [--reuse-sim]
+    python -m benchmarks.bench_pipeline --students 100000 [--years 6] [--work DIR] [--reuse-sim [--reuse-home]]
 
 Each stage runs as its own `ews` process under /usr/bin/time, so wall time and peak RSS are the
 stage's own. Results go to bench-out/pipeline_<students>.json. The issue's figures: simulate
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--round", default=None, help="Round for the features stage (default: the last T1-mid).")
     ap.add_argument("--work", type=Path, default=None, help="Working folder (default: /tmp/ews-bench-<N>).")
     ap.add_argument("--reuse-sim", action="store_true", help="Keep an existing simulation in the work folder.")
+    ap.add_argument("--reuse-home", action="store_true",
+                    help="Keep an existing ingested home too: time link + features only.")
     ap.add_argument("--out-dir", type=Path, default=Path("bench-out"))
     args = ap.parse_args()
     work = args.work or Path(f"/tmp/ews-bench-{args.students}")
@@ -55,10 +57,12 @@ def main() -> None:
     if not (args.reuse_sim and (sim / "truth").exists()):
         results.append(run_stage("simulate", ["simulate", "--students", str(args.students), "--years", str(args.years),
                                               "--seed", "7", "--out", str(sim), "--json"], work / "simulate.log"))
-    if home.exists():
-        shutil.rmtree(home)
     rows = sum(1 for _ in sim.glob("deliveries/*/*.csv"))
-    results.append(run_stage("ingest", ["ingest", str(sim / "deliveries"), "--home", str(home), "--json"], work / "ingest.log"))
+    if not (args.reuse_home and home.exists()):
+        if home.exists():
+            shutil.rmtree(home)
+        results.append(run_stage("ingest", ["ingest", str(sim / "deliveries"), "--home", str(home), "--json"],
+                                 work / "ingest.log"))
     results.append(run_stage("link", ["link", "--home", str(home), "--json"], work / "link.log"))
     first_year = json.loads((sim / "summary.json").read_text())["first_year"]
     rnd = args.round or f"{first_year + args.years - 1}-T1-mid"
@@ -72,6 +76,12 @@ def main() -> None:
     try:
         ingest = json.loads((work / "ingest.log").read_text().split("\n\tCommand being timed")[0])
         summary["rows_ingested"] = ingest["totals"]["received"]
+    except (ValueError, KeyError):
+        pass
+    try:  # where linkage spends its time, step by step
+        linked = json.loads((work / "link.log").read_text().split("\n\tCommand being timed")[0])
+        summary["link_step_seconds"] = linked["link"]["step_seconds"]
+        summary["link_nodes"] = linked["link"]["nodes"]
     except (ValueError, KeyError):
         pass
     (args.out_dir / f"pipeline_{args.students}.json").write_text(json.dumps(summary, indent=2) + "\n")

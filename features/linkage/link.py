@@ -23,7 +23,8 @@ The steps, each a set-based query over tables:
                nodes is not merged: its nodes stay apart and the cluster goes to `link_review`.
                A token whose records disagree on birth date is flagged for review too.
 6. keys      - student_key = HMAC(secret, anchor), the anchor being the cluster's earliest-known
-               valid id token (or its earliest record), so keys stay stable as data arrives.
+               valid id token (or, without one, its earliest-known node), so keys stay stable as
+               data arrives.
 
 Outputs (warehouse, replaced in one transaction): token_keys, record_keys, link_review,
 link_runs, and one view `linked_<source>` per person-bearing source with `student_key`.
@@ -110,11 +111,6 @@ def _source_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     ))
 
 
-# A record's place in the deliveries, kept as a struct while aggregating (comparing structs is
-# far cheaper than building a string per row) and spelt out only for the few anchors that need it.
-_RECORD_REF = "{'d': s.delivery_id, 'f': s.source_file, 'l': s.source_line}"
-
-
 def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
     """The linkage records. Rows carrying an id token are aggregated to one record per distinct
     combination of what linkage reads (token, names, birth date, sex, school, tambon, student
@@ -139,14 +135,14 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
                    CAST(s.{describes} AS DATE) AS described_on, s.id_token, s.id_kind,
                    {first_x} AS first_name, {last_x} AS last_name, {birth_x} AS birth_date, {sex_x} AS sex,
                    {school_x} AS school_code, {tambon_x} AS tambon_code, {student_no_x} AS student_no,
-                   1 AS n, {_RECORD_REF} AS first_record
+                   1 AS n
             FROM wh.src_{source} s {vault_join}
             WHERE s.id_token IS NULL
         """)
         parts.append(f"""
             SELECT NULL, NULL, NULL, min(s.known_at), max(CAST(s.{describes} AS DATE)),
                    s.id_token, any_value(s.id_kind), {first_x}, {last_x}, {birth_x}, {sex_x},
-                   {school_x}, {tambon_x}, {student_no_x}, count(*), min({_RECORD_REF})
+                   {school_x}, {tambon_x}, {student_no_x}, count(*)
             FROM wh.src_{source} s {vault_join}
             WHERE s.id_token IS NOT NULL
             GROUP BY s.id_token, {first_x}, {last_x}, {birth_x}, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
@@ -236,7 +232,6 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
                    max(id_token) AS id_token,
                    max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
                    sum(n) AS n_records, min(known_at) AS first_known,
-                   min(first_record) AS first_record,  -- a struct: see _RECORD_REF
                    arg_max(school_code, described_on) FILTER (WHERE school_code IS NOT NULL) AS school_code,
                    arg_max(tambon_code, described_on) FILTER (WHERE tambon_code IS NOT NULL) AS tambon_code
             FROM records_n WHERE node_id IS NOT NULL GROUP BY node_id
@@ -384,29 +379,36 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, d
 
 
 def _connected_components(con: duckdb.DuckDBPyConnection, edges: str, out: str) -> None:
-    """Label propagation to the minimum node id, in SQL (set-based; converges in ~log(diameter))."""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {out} AS SELECT node_id, node_id AS cluster_id FROM nodes
-    """)
+    """Label propagation to the minimum node id, in SQL (set-based; converges in ~log(diameter)).
+    Only nodes with an edge take part (a few percent of all nodes); every other node is a cluster
+    of its own, so each round of propagation costs the edges, not the whole population."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE cc_edges AS
         SELECT a AS src, b AS dst FROM {edges} UNION ALL SELECT b, a FROM {edges}
     """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE cc AS SELECT DISTINCT src AS node_id, src AS cluster_id FROM cc_edges
+    """)
     while True:
-        con.execute(f"""
+        con.execute("""
             CREATE OR REPLACE TEMP TABLE cc_next AS
-            SELECT c.node_id, least(c.cluster_id, coalesce(min(n.cluster_id), c.cluster_id)) AS cluster_id
-            FROM {out} c
-            LEFT JOIN cc_edges e ON e.src = c.node_id
-            LEFT JOIN {out} n ON n.node_id = e.dst
+            SELECT c.node_id, least(c.cluster_id, min(n.cluster_id)) AS cluster_id
+            FROM cc c
+            JOIN cc_edges e ON e.src = c.node_id
+            JOIN cc n ON n.node_id = e.dst
             GROUP BY c.node_id, c.cluster_id
         """)
-        changed = scalar(con, f"""
-            SELECT count(*) FROM cc_next x JOIN {out} c USING (node_id) WHERE x.cluster_id <> c.cluster_id
+        changed = scalar(con, """
+            SELECT count(*) FROM cc_next x JOIN cc c USING (node_id) WHERE x.cluster_id <> c.cluster_id
         """)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM cc_next")
+        con.execute("CREATE OR REPLACE TEMP TABLE cc AS SELECT * FROM cc_next")
         if changed == 0:
             break
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {out} AS
+        SELECT n.node_id, coalesce(cc.cluster_id, n.node_id) AS cluster_id
+        FROM nodes n LEFT JOIN cc USING (node_id)
+    """)
 
 
 def _nameless_typo_edges(con: duckdb.DuckDBPyConnection) -> None:
@@ -509,16 +511,13 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     """Step 6: student_key from each cluster's stable anchor (HMAC over distinct anchors only)."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE anchors AS
-        SELECT cluster_id,
-               coalesce(token_anchor, 'record:' || r.d || '/' || r.f || '#' || lpad(CAST(r.l AS VARCHAR), 12, '0')) AS anchor
-        FROM (
-            SELECT c.cluster_id,
-                   arg_min(n.id_token, (n.first_known, n.id_token))
-                       FILTER (WHERE n.id_kind IN ('thai','non_thai','gcode')) AS token_anchor,
-                   min(n.first_record) AS r
-            FROM clusters c JOIN nodes n USING (node_id)
-            GROUP BY c.cluster_id
-        )
+        SELECT c.cluster_id,
+               coalesce(
+                 arg_min(n.id_token, (n.first_known, n.id_token)) FILTER (WHERE n.id_kind IN ('thai','non_thai','gcode')),
+                 'node:' || arg_min(n.node_id, (n.first_known, n.node_id))
+               ) AS anchor
+        FROM clusters c JOIN nodes n USING (node_id)
+        GROUP BY c.cluster_id
     """)
     anchors = [a for (a,) in con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()]
     keys = pa.table({"anchor": anchors, "student_key": [student_key(key, a) for a in anchors]})
