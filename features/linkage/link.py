@@ -112,17 +112,25 @@ def _source_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """The linkage records. Rows carrying an id token are aggregated to one record per distinct
-    combination of what linkage reads (token, names, birth date, sex, school, tambon, student
-    number) with its row count `n`: a child's census rows repeat the same values term after term,
-    and the name-less sources (attendance, grades, care screening, welfare: ~80% of all rows) only
-    vary in school and student number. Rows without a token stay one record each, because each
+    """The linkage records, each with `n` (its weight in the votes on a node's attributes) and
+    `rows` (the warehouse rows it stands for).
+
+    Rows carrying an id token are aggregated: per source, one record per distinct (token, birth
+    date, sex, school, tambon, student number) - a child's census rows repeat the same values term
+    after term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
+    rows) only vary in school and student number - and, from the vault, one name record per
+    distinct (token, first name, last name) with `rows` = 0 (its rows are counted by the first
+    kind). Votes are taken per attribute, so nothing joint is lost, and no row-by-row join of the
+    warehouse with the vault is needed. Rows without a token stay one record each, because each
     needs its own key. Aggregating first keeps linkage near the number of children rather than
     the number of rows (124M rows at 1M students over six years)."""
     parts = []
+    named_sources = []
     for source, (names, person, school, tambon) in PERSON_SOURCES.items():
         if not _source_exists(con, f"src_{source}"):
             continue
+        if names:
+            named_sources.append(source)
         describes = SOURCES[source].describes
         school_x = f"s.{school}" if school else "NULL"
         tambon_x = f"s.{tambon}" if tambon else "NULL"
@@ -135,17 +143,29 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
                    CAST(s.{describes} AS DATE) AS described_on, s.id_token, s.id_kind,
                    {first_x} AS first_name, {last_x} AS last_name, {birth_x} AS birth_date, {sex_x} AS sex,
                    {school_x} AS school_code, {tambon_x} AS tambon_code, {student_no_x} AS student_no,
-                   1 AS n
+                   1 AS n, 1 AS rows
             FROM wh.src_{source} s {vault_join}
             WHERE s.id_token IS NULL
         """)
         parts.append(f"""
             SELECT NULL, NULL, NULL, min(s.known_at), max(CAST(s.{describes} AS DATE)),
-                   s.id_token, any_value(s.id_kind), {first_x}, {last_x}, {birth_x}, {sex_x},
-                   {school_x}, {tambon_x}, {student_no_x}, count(*)
-            FROM wh.src_{source} s {vault_join}
+                   s.id_token, any_value(s.id_kind), NULL, NULL, {birth_x}, {sex_x},
+                   {school_x}, {tambon_x}, {student_no_x}, count(*), count(*)
+            FROM wh.src_{source} s
             WHERE s.id_token IS NOT NULL
-            GROUP BY s.id_token, {first_x}, {last_x}, {birth_x}, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
+            GROUP BY s.id_token, {birth_x}, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
+        """)
+    if named_sources:
+        # Only deliveries the warehouse holds: a delivery whose warehouse commit never happened
+        # (a crash between the vault and the warehouse) must not vote.
+        listed = ", ".join(f"'{x}'" for x in named_sources)
+        parts.append(f"""
+            SELECT NULL, NULL, NULL, NULL, NULL, v.id_token, NULL, v.first_name, v.last_name,
+                   NULL, NULL, NULL, NULL, NULL, count(*), 0
+            FROM vault.name_records v SEMI JOIN wh.deliveries d USING (delivery_id)
+            WHERE v.id_token IS NOT NULL AND v.source IN ({listed})
+              AND (v.first_name IS NOT NULL OR v.last_name IS NOT NULL)
+            GROUP BY v.id_token, v.first_name, v.last_name
         """)
     if not parts:
         raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
@@ -231,7 +251,7 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
                    -- node's token and kind come from the rows that carry the token
                    max(id_token) AS id_token,
                    max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
-                   sum(n) AS n_records, min(known_at) AS first_known,
+                   sum(rows) AS n_records, min(known_at) AS first_known,
                    arg_max(school_code, described_on) FILTER (WHERE school_code IS NOT NULL) AS school_code,
                    arg_max(tambon_code, described_on) FILTER (WHERE tambon_code IS NOT NULL) AS tambon_code
             FROM records_n WHERE node_id IS NOT NULL GROUP BY node_id
@@ -633,7 +653,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
         run_id = dt.datetime.now(dt.UTC).strftime("link-%Y%m%dT%H%M%S%fZ")
         summary = LinkSummary(
             run_id=run_id,
-            records=q("SELECT sum(n) FROM records_n"),
+            records=q("SELECT sum(rows) FROM records_n"),
             records_with_names=q("SELECT sum(n) FROM records_n WHERE first_name IS NOT NULL"),
             nodes=q("SELECT count(*) FROM nodes"),
             candidate_pairs=n_pairs,
@@ -641,7 +661,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
             students=q("SELECT count(DISTINCT student_key) FROM node_keys"),
             review_clusters=q("SELECT count(*) FROM review"),
             review_tokens_birth_date=q("SELECT count(*) FROM nodes WHERE birth_dates_supported > 1"),
-            unlinkable_rows=q("SELECT coalesce(sum(n), 0) FROM records_n WHERE node_id IS NULL"),
+            unlinkable_rows=q("SELECT coalesce(sum(rows), 0) FROM records_n WHERE node_id IS NULL"),
             seconds=0.0,
             parameters={"config": cfg.model_dump(), "splink_model": _model_digest(model)},
         )
