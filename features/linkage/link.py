@@ -47,7 +47,7 @@ from features.db import scalar
 from features.contract import SOURCES
 from features.home import EwsHome
 from features.linkage.normalise import sql_normalise_name
-from features.pseudonym import student_key
+from features.pseudonym import student_keys
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +540,7 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
         GROUP BY c.cluster_id
     """)
     anchors = [a for (a,) in con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()]
-    keys = pa.table({"anchor": anchors, "student_key": [student_key(key, a) for a in anchors]})
+    keys = pa.table({"anchor": anchors, "student_key": student_keys(key, anchors)})
     con.register("anchor_keys_arrow", keys)
     con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys AS SELECT * FROM anchor_keys_arrow")
     con.unregister("anchor_keys_arrow")
@@ -592,21 +592,32 @@ def _publish(
             "INSERT INTO wh.link_runs VALUES (?, ?, ?)",
             [run["run_id"], dt.datetime.now(dt.UTC).replace(tzinfo=None), json.dumps(run, default=str)],
         )
-        for source in PERSON_SOURCES:
-            if not _source_exists(con, f"src_{source}"):
-                continue
-            con.execute(f"""
-                CREATE OR REPLACE VIEW wh.linked_{source} AS
-                SELECT coalesce(rk.student_key, tk.student_key) AS student_key, s.*
-                FROM src_{source} s
-                LEFT JOIN token_keys tk ON tk.id_token = s.id_token
-                LEFT JOIN record_keys rk ON rk.delivery_id = s.delivery_id
-                     AND rk.source_file = s.source_file AND rk.source_line = s.source_line
-            """)
+        create_linked_views(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def create_linked_views(con: duckdb.DuckDBPyConnection) -> None:
+    """One view `wh.linked_<source>` per person-bearing source: every row with its student_key
+    (NULL for a row linkage has not seen yet). Rows with an id token take the token's key; only
+    the few rows without one look up their own record key, so the common case is one join on a
+    single column rather than a three-column join per row."""
+    for source in PERSON_SOURCES:
+        if not _source_exists(con, f"src_{source}"):
+            continue
+        con.execute(f"""
+            CREATE OR REPLACE VIEW wh.linked_{source} AS
+            SELECT tk.student_key, s.*
+            FROM src_{source} s LEFT JOIN token_keys tk ON tk.id_token = s.id_token
+            WHERE s.id_token IS NOT NULL
+            UNION ALL
+            SELECT rk.student_key, s.*
+            FROM src_{source} s LEFT JOIN record_keys rk ON rk.delivery_id = s.delivery_id
+                 AND rk.source_file = s.source_file AND rk.source_line = s.source_line
+            WHERE s.id_token IS NULL
+        """)
 
 
 def open_session(home: EwsHome, cfg: LinkConfig) -> duckdb.DuckDBPyConnection:

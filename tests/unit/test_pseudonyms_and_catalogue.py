@@ -10,13 +10,19 @@ import pytest
 
 from features.home import EwsHome
 from features.pointintime.spec import FEATURES, GROUPS, catalogue_markdown
-from features.pseudonym import id_token, student_key
+from features.pseudonym import id_token, student_key, student_keys
 
 
 def test_a_token_depends_on_the_secret_so_nobody_without_it_can_recompute_it() -> None:
     assert id_token(b"k" * 32, "1101700203450") == id_token(b"k" * 32, "1101700203450")
     assert id_token(b"k" * 32, "1101700203450") != id_token(b"j" * 32, "1101700203450")
     assert "1101700203450" not in student_key(b"k" * 32, "1101700203450")
+
+
+def test_keys_made_in_bulk_are_the_keys_made_one_by_one() -> None:
+    anchors = ["1101700203450", "G123456789012", "node:R:d/f#7", "ก"]
+    assert student_keys(b"k" * 32, anchors) == [student_key(b"k" * 32, a) for a in anchors]
+    assert len(set(student_keys(b"k" * 32, anchors))) == len(anchors)
 
 
 def test_the_demo_secret_is_created_once_and_readable_by_the_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
