@@ -626,7 +626,9 @@ def open_session(home: EwsHome, cfg: LinkConfig) -> duckdb.DuckDBPyConnection:
         raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` first")
     if not home.vault.exists():
         raise FileNotFoundError(f"no identity vault at {home.vault}: run `ews ingest` first")
-    tmp = home.root / "tmp"
+    # The session's tables hold names from the vault: whatever DuckDB spills to disk stays in the
+    # vault's folder too, never beside the pseudonymous data (even after a crash).
+    tmp = home.vault_dir / "tmp" / "link-spill"
     tmp.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:", config={
         "memory_limit": cfg.memory_limit, "threads": cfg.threads, "temp_directory": str(tmp),

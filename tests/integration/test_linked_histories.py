@@ -72,3 +72,15 @@ def test_every_linked_row_of_a_student_carries_only_the_pseudonymous_key(small_w
     assert not cols & {"student_id", "first_name", "last_name", "prefix"}
     keys = con.execute("SELECT DISTINCT student_key FROM wh.token_keys").fetchall()
     assert all(k.startswith("S") and len(k) == 21 for (k,) in keys)
+
+
+def test_the_linkage_session_spills_inside_the_vault_because_its_tables_hold_names(small_world: SmallWorld) -> None:
+    from features.linkage.link import LinkConfig, open_session
+
+    home = EwsHome(root=small_world.home)
+    con = open_session(home, LinkConfig())
+    try:
+        spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+    finally:
+        con.close()
+    assert spill.resolve().is_relative_to(home.vault_dir.resolve())
