@@ -97,6 +97,12 @@ class OutcomeConfig(_Model):
     fairness_band: tuple[float, float] = Field((0.8, 1.25), description="A group's metric / the reference group's.")
     fairness_attributes: tuple[str, ...] = Field(
         ("sex", "region", "nationality", "disability", "cct_poverty"), description="Attributes audited on realised outcomes.")
+    fairness_judged_attributes: tuple[str, ...] = Field(
+        ("sex", "region", "nationality", "disability"),
+        description="Audited attributes whose band is a breach (the others are reported only). The same as the "
+                    "release gate's (training FairnessConfig.gate_attributes): CCT poverty is a cause of dropout "
+                    "the model is meant to see, so a retraining recommendation on it could neither be fixed by "
+                    "retraining nor would it be enforced when the retrained model is promoted.")
     fairness_metrics: tuple[str, ...] = Field(("precision", "fnr"), description="Metrics whose ratio is judged.")
     fairness_min_rows: int = Field(200, ge=1, description="Smaller groups are reported, not judged.")
     fairness_min_positives: int = Field(

@@ -51,9 +51,9 @@ drift at +{{ r.config.drift.missing_thresholds.drift }}.</p>
 {% for k, v in r.outcomes.metrics.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td><td>{{ r.outcomes.card.get(k) }}</td></tr>{% endfor %}</table>
 <h3>Fairness on realised outcomes (flag = at-risk or problem)</h3>
 <table><tr><th>attribute</th><th>group</th><th>count</th><th>dropouts</th><th>selection</th><th>precision</th><th>FNR</th><th>outside band</th></tr>
-{% for f in r.outcomes.fairness %}<tr class="{{ 'drift' if f.outside_band else '' }}"><td>{{ f.attribute }}</td><td>{{ f.group }}</td>
+{% for f in r.outcomes.fairness %}<tr class="{{ 'drift' if f.outside_band and f.judged is not false else '' }}"><td>{{ f.attribute }}</td><td>{{ f.group }}</td>
 <td>{{ f.count }}</td><td>{{ f.positives }}</td><td>{{ f.selection_rate }}</td><td>{{ f.precision }}</td><td>{{ f.fnr }}</td>
-<td>{{ f.outside_band|join(', ') }}{{ ' (too small to judge)' if f.too_small else '' }}</td></tr>{% endfor %}</table>
+<td>{{ f.outside_band|join(', ') }}{{ ' (too small to judge)' if f.too_small else '' }}{{ ' (reported, not judged: not a release-gate attribute)' if f.judged is false and f.outside_band else '' }}</td></tr>{% endfor %}</table>
 {% else %}<p>{{ r.outcomes.note }}</p>{% endif %}
 
 <h2>Data quality of the deliveries behind the round</h2>

@@ -120,8 +120,9 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
         row = {k: (int(v) if isinstance(v, np.integer) else bool(v) if isinstance(v, np.bool_) else v) for k, v in row.items()}
         outside = [x for x in cfg.fairness_metrics if not r["too_small"] and not bool(r[f"{x}_in_band"])]
         row["outside_band"] = outside
+        row["judged"] = r["attribute"] in cfg.fairness_judged_attributes
         fairness.append(row)
-        for x in outside:
+        for x in outside if row["judged"] else []:
             checks.append(OutcomeCheck(check=f"fairness.{r['attribute']}.{r['group']}.{x}_ratio",
                                        value=_nan_to_none(float(r[f"{x}_ratio"])), level="drift", judged=True,
                                        note=f"outside [{cfg.fairness_band[0]}, {cfg.fairness_band[1]}] against {r['reference']}"))

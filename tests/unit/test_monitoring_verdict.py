@@ -87,3 +87,30 @@ def test_scenario_pieces_are_pure_and_do_what_they_say() -> None:
     emptied = apply_breaks(t, "cct_screening", [DataBreak(change="empty")])
     assert emptied.column("income_per_person").null_count == 2
     assert apply_breaks(t, "grades", [DataBreak()]).equals(t)
+
+
+def _outcomes_with_one_group_outside_the_band(attribute: str) -> Outcomes:
+    """Realised outcomes where group 'b' of `attribute` is flagged with half the precision of 'a'."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    score = rng.uniform(0, 0.2, n)
+    y = (rng.uniform(size=n) < score).astype(float)
+    groups = pd.DataFrame({a: ["x"] * n for a in OutcomeConfig().fairness_attributes})
+    groups[attribute] = np.where(np.arange(n) % 2 == 0, "a", "b")
+    # group b: many more flags among non-dropouts, so its precision drops far below a's
+    flagged = (score > 0.15) | ((groups[attribute] == "b").to_numpy() & (y == 0) & (score > 0.08))
+    return judge_outcomes(y, score, np.array(["s"] * n), flagged, groups,
+                          {"roc_auc": 0.7, "ece": 0.01, "precision_at_10pct": 0.2}, OutcomeConfig())
+
+
+def test_a_realised_fairness_ratio_outside_the_band_on_a_gated_attribute_recommends_retraining() -> None:
+    out = _outcomes_with_one_group_outside_the_band("sex")
+    assert any(c.check.startswith("fairness.sex.b.precision_ratio") for c in out.checks)
+    assert decide([], [], out, MonitorConfig()).retrain_recommended
+
+
+def test_cct_poverty_fairness_is_reported_but_not_a_breach_like_at_the_release_gate() -> None:
+    out = _outcomes_with_one_group_outside_the_band("cct_poverty")
+    row = next(r for r in out.fairness if r["attribute"] == "cct_poverty" and r["group"] == "b")
+    assert "precision" in row["outside_band"] and row["judged"] is False
+    assert not any(c.check.startswith("fairness.") for c in out.checks)
