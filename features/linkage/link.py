@@ -4,15 +4,17 @@ Where it sits: after ingestion (warehouse `src_*` tables + identity vault), befo
 features. It is the only stage, besides ingestion, that opens the identity vault.
 
 The steps, each a set-based query over tables:
-1. records   - every warehouse row of a person-bearing source, with its id token and (from the
-               vault) its names. Rows of sources without names (attendance, grades, ...) only
-               carry an id token; they follow whatever their token is linked to.
+1. records   - the warehouse rows of every person-bearing source, aggregated per id token and
+               distinct values (names counted from the vault per token and spelling), with their
+               row counts; rows without a token stay one record each. Rows of sources without
+               names (attendance, grades, ...) only carry an id token, school and student number.
 2. nodes     - deterministic matching first: all records sharing one id token are one node
                (a valid citizen ID / G-code is trusted; an invalid ID is still a consistent
                token, the same typo recurring month after month). A record with no ID joins the
                node holding its (school, student number); failing that, a record with names is a
-               node of its own. Tokens used under one (school, student number) are linked. Each node gets representative attributes (the most
-               frequent spelling, birth date, sex; its latest school and tambon).
+               node of its own. Tokens used under one (school, student number) are linked. Each
+               node gets representative attributes by row-weighted vote (the most frequent
+               spelling, birth date, sex; its latest school and tambon).
 3. pairs     - probabilistic matching with Splink (Fellegi-Sunter on DuckDB): m and u estimated
                from the data (u by random sampling, m by expectation maximisation), never hand-set.
                Comparisons: the raw IDs (edit distance for typos; G-code vs a non-Thai 13-digit
