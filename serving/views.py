@@ -136,8 +136,8 @@ def school_list(
 
 
 def area_rows(rnd: LoadedRound, area_code: str) -> np.ndarray:
-    tambon = rnd.rows["tambon_code"].fillna("").to_numpy(dtype=str)
-    return np.flatnonzero(np.char.startswith(tambon, area_code))
+    """The area's rows, ranked by risk (highest first; students without a score last)."""
+    return rnd.by_area.get(area_code, np.empty(0, dtype=np.int64))
 
 
 def area_summary(rnd: LoadedRound, who: Principal, area_code: str) -> dict[str, Any]:
@@ -172,10 +172,7 @@ def area_list(
     check_filters(grade, None, group, limit)
     if who.role == "school" or not who.may("list") or not who.covers_area(area_code):
         raise RequestError(403, "this token does not cover that area")
-    idx = area_rows(rnd, area_code)
-    score = rnd.rows["risk_score"].fillna(-1.0).to_numpy()[idx]
-    idx = idx[np.argsort(-score, kind="stable")]
-    idx = _filter(rnd, idx, grade, None, group)[: limit or MAX_LIST]
+    idx = _filter(rnd, area_rows(rnd, area_code), grade, None, group)[: limit or MAX_LIST]
     return {"round_id": rnd.round_id, "area_code": area_code, "students": _rows_out(rnd, idx, None)}
 
 

@@ -103,6 +103,12 @@ def test_area_token_sees_its_area_without_names_and_nothing_outside(service_url:
     assert body["students"] == sum(body["by_group"].values()) and body["parts"]
     rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area}/students", h.tokens["area"]).json()["students"]
     assert rows and all(x["tambon_code"].startswith(h.area) and "name" not in x for x in rows)
+    # every student of the area, ranked: highest risk first, students without a score last
+    from serving.views import MAX_LIST
+
+    assert len(rows) == min(body["students"], MAX_LIST)
+    scores = [-1.0 if x["risk_score"] is None else x["risk_score"] for x in rows]
+    assert scores == sorted(scores, reverse=True)
     assert _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area[:2]}/summary", h.tokens["area"]).status_code == 403
 
 
