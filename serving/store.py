@@ -7,6 +7,7 @@ school's list is a slice and an explanation is one row: no scan per request.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,12 @@ class LoadedRound:
     by_school: dict[str, np.ndarray] = field(default_factory=dict)
     by_key: dict[str, int] = field(default_factory=dict)
     by_area: dict[str, np.ndarray] = field(default_factory=dict)  # province / amphoe / tambon code -> ranked rows
+    # Area summaries, computed on first request: a round never changes once published, and a
+    # province summary groups every student of the province (~1 s for a 100k-student province).
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # One computation per area: concurrent first requests wait for it instead of all computing it
+    # (50 clients asking for one province at once kept both workers busy for 20 s).
+    summary_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def round_id(self) -> str:

@@ -145,6 +145,18 @@ def area_summary(rnd: LoadedRound, who: Principal, area_code: str) -> dict[str, 
     check_area_code(area_code)
     if who.role == "school" or not who.may("summary") or not who.covers_area(area_code):
         raise RequestError(403, "this token does not cover that area")
+    if area_code not in rnd.by_area:  # not cached: codes nobody lives in must not grow the cache
+        return _area_summary(rnd, area_code)
+    cached = rnd.summaries.get(area_code)
+    if cached is None:
+        with rnd.summary_lock:
+            cached = rnd.summaries.get(area_code)
+            if cached is None:
+                cached = rnd.summaries[area_code] = _area_summary(rnd, area_code)
+    return cached
+
+
+def _area_summary(rnd: LoadedRound, area_code: str) -> dict[str, Any]:
     idx = area_rows(rnd, area_code)
     df = rnd.rows.iloc[idx]
     level = {2: "province", 4: "amphoe", 6: "tambon"}[len(area_code)]
