@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from training.config import FairnessConfig
+
 SCHEMA_VERSION = 1
 
 
@@ -98,11 +100,10 @@ class OutcomeConfig(_Model):
     fairness_attributes: tuple[str, ...] = Field(
         ("sex", "region", "nationality", "disability", "cct_poverty"), description="Attributes audited on realised outcomes.")
     fairness_judged_attributes: tuple[str, ...] = Field(
-        ("sex", "region", "nationality", "disability"),
-        description="Audited attributes whose band is a breach (the others are reported only). The same as the "
-                    "release gate's (training FairnessConfig.gate_attributes): CCT poverty is a cause of dropout "
-                    "the model is meant to see, so a retraining recommendation on it could neither be fixed by "
-                    "retraining nor would it be enforced when the retrained model is promoted.")
+        default_factory=lambda: FairnessConfig().gate_attributes,
+        description="Audited attributes whose band is a breach (the others are reported only); by default the "
+                    "release gate's own, so monitoring never recommends a retraining on a group the gate would "
+                    "not check when the retrained model is promoted (CCT poverty: a cause the model is meant to see).")
     fairness_metrics: tuple[str, ...] = Field(("precision", "fnr"), description="Metrics whose ratio is judged.")
     fairness_min_rows: int = Field(200, ge=1, description="Smaller groups are reported, not judged.")
     fairness_min_positives: int = Field(

@@ -680,10 +680,11 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
             seconds=0.0,
             parameters={"config": cfg.model_dump(), "splink_model": _model_digest(model)},
         )
+        summary.seconds = round(time.perf_counter() - started, 2)
+        summary.step_seconds = dict(steps)  # the run log gets every step before publishing
         with step("publish"):
-            summary.seconds = round(time.perf_counter() - started, 2)
-            summary.step_seconds = steps
             _publish(con, summary.model_dump())
+        summary.step_seconds["publish"] = steps["publish"]  # the caller sees publishing too
         return summary
     finally:
         con.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -19,10 +21,13 @@ def test_a_token_depends_on_the_secret_so_nobody_without_it_can_recompute_it() -
     assert "1101700203450" not in student_key(b"k" * 32, "1101700203450")
 
 
-def test_keys_made_in_bulk_are_the_keys_made_one_by_one() -> None:
+def test_a_student_key_is_the_keyed_hash_of_its_anchor_alone_or_in_bulk() -> None:
     anchors = ["1101700203450", "G123456789012", "node:R:d/f#7", "ก"]
-    assert student_keys(b"k" * 32, anchors) == [student_key(b"k" * 32, a) for a in anchors]
-    assert len(set(student_keys(b"k" * 32, anchors))) == len(anchors)
+    expected = ["S" + hmac.new(b"k" * 32, b"student:" + a.encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+                for a in anchors]
+    assert student_keys(b"k" * 32, anchors) == expected
+    assert [student_key(b"k" * 32, a) for a in anchors] == expected
+    assert len(set(expected)) == len(anchors)
 
 
 def test_the_demo_secret_is_created_once_and_readable_by_the_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
