@@ -38,6 +38,8 @@ def test_a_school_sees_its_list_filters_it_and_downloads_excel(browser, service_
     page.select_option("#round", serving_home.round_id)
     page.click("#show")
     try:
+        page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes(%r)"
+                               % serving_home.round_id, timeout=15_000)
         page.wait_for_selector("#list tbody tr", timeout=15_000)
     except Exception as exc:  # noqa: BLE001 - say what the page said
         raise AssertionError("no rows; page status: " + page.inner_text("#status")) from exc
@@ -46,7 +48,9 @@ def test_a_school_sees_its_list_filters_it_and_downloads_excel(browser, service_
     assert "ความเสี่ยง" in page.inner_text("#list tbody")
     page.select_option("#group", "problem")
     page.click("#show")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('คน')")
+    # The table says which query it shows; wait for the filtered one, not any finished list.
+    page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('group=problem')",
+                           timeout=15_000)
     groups = page.locator("#list tbody tr td:nth-child(5)").all_inner_texts()
     assert all(g == "มีปัญหา" for g in groups) and len(groups) < all_rows
     with page.expect_download(timeout=15_000) as dl:
@@ -66,4 +70,38 @@ def test_the_page_shows_a_clear_message_for_a_wrong_token(browser, service_url: 
     page.wait_for_function("document.querySelector('#status').textContent.length > 0", timeout=10_000)
     assert "token" in page.inner_text("#status")
     assert page.locator("#list tbody tr").count() == 0
+    page.close()
+
+
+def test_a_slow_earlier_list_never_replaces_the_list_the_school_asked_for(browser, service_url: str,
+                                                                         serving_home: ServingHome) -> None:
+    page = browser.new_page()
+    held = []
+
+    def hold_unfiltered(route) -> None:  # the list login asks for is held back until the filtered one is drawn
+        if "group=" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/students?*", hold_unfiltered)
+    page.goto(service_url + "/ews/")
+    page.fill("#token", serving_home.tokens["school"])
+    page.click("#login")
+    page.wait_for_function("document.querySelectorAll('#round option').length > 0", timeout=15_000)
+    page.wait_for_function("document.querySelector('#status').textContent.includes('loading')", timeout=15_000)
+    assert len(held) == 1
+    page.select_option("#group", "problem")
+    page.click("#show")
+    page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('group=problem')",
+                           timeout=15_000)
+    filtered = page.locator("#list tbody tr td:nth-child(5)").all_inner_texts()
+    with page.expect_response(lambda r: "/students?" in r.url and "group=" not in r.url, timeout=15_000):
+        held[0].continue_()
+    # Give the late answer time to be handled (it must be dropped). Too short a wait could only
+    # let a broken page pass, never fail a working one.
+    page.wait_for_timeout(500)
+    assert page.locator("#list tbody tr td:nth-child(5)").all_inner_texts() == filtered
+    assert "group=problem" in page.locator("#list").get_attribute("data-query")
+    assert "loading" not in page.inner_text("#status")
     page.close()
