@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/ews/", "/ews")
 REFRESH_SECONDS = 10.0
+MISS_REFRESH_SECONDS = 1.0
 MAX_SCORE_ROWS = 10_000
 
 _PY_TYPES: dict[str, Any] = {"float": float | None, "int": int | None, "bool": bool | None, "category": str | None}
@@ -126,9 +127,9 @@ class EwsService:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self, force: bool = False, max_age: float = REFRESH_SECONDS) -> None:
         """Pick up rounds published since start-up (a cron job runs `ews score --due`)."""
-        if not force and time.monotonic() - self._checked < REFRESH_SECONDS:
+        if not force and time.monotonic() - self._checked < max_age:
             return
         from serving.names import load_names
         from serving.snapshot import published_rounds
@@ -166,6 +167,11 @@ class EwsService:
     def _round(self, round_id: str) -> Any:
         self._refresh()
         rnd = self.rounds.get(round_id)
+        if rnd is None:
+            # Just published? Look again now rather than 404 until the periodic check; at most
+            # once a second, so requests for unknown rounds cannot keep the service re-reading.
+            self._refresh(max_age=MISS_REFRESH_SECONDS)
+            rnd = self.rounds.get(round_id)
         if rnd is None:
             raise views.RequestError(404, f"round {round_id[:40]!r} is not published")
         return rnd

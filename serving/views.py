@@ -60,6 +60,8 @@ def check_filters(grade: str | None, room: int | None, group: str | None, limit:
 
 
 def _num(v: Any) -> Any:
+    """A JSON-safe value. pandas' string columns hold NaN where a value is missing (a scored
+    student's `no_score_reason`, an unscored student's `risk_group`): those become null too."""
     if v is None or v is pd.NA:
         return None
     if isinstance(v, Decimal):
@@ -80,14 +82,14 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -
     cols = {c: df[c].tolist() for c in ("school_code", "grade", "room", "tambon_code", "risk_score", "risk_group",
                                         "reasons_th", "reasons_en", "no_score_reason")}
     for i, k in enumerate(keys):
-        g = cols["risk_group"][i]
+        g = _num(cols["risk_group"][i])
         row: dict[str, Any] = {
-            "rank": i + 1, "student_key": k, "school_code": cols["school_code"][i], "grade": cols["grade"][i],
-            "tambon_code": cols["tambon_code"][i],
+            "rank": i + 1, "student_key": k, "school_code": cols["school_code"][i], "grade": _num(cols["grade"][i]),
+            "tambon_code": _num(cols["tambon_code"][i]),
             "risk_score": _num(cols["risk_score"][i]), "risk_group": g,
             "risk_group_th": RISK_GROUP_TH.get(g) if g else None,
-            "reasons_th": cols["reasons_th"][i], "reasons_en": cols["reasons_en"][i],
-            "no_score_reason": cols["no_score_reason"][i],
+            "reasons_th": _num(cols["reasons_th"][i]), "reasons_en": _num(cols["reasons_en"][i]),
+            "no_score_reason": _num(cols["no_score_reason"][i]),
         }
         if names is not None:
             row["name"] = names.get(k)
@@ -129,7 +131,7 @@ def school_list(
     own = who.sees_names and who.school_code == school_code
     return {
         "round_id": rnd.round_id, "school_code": school_code,
-        "school_name": rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])],
+        "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
         "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash,
         "students": _rows_out(rnd, idx, names if own else None),
     }
@@ -206,10 +208,10 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     r = rnd.rows.iloc[i]
     values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
-            "grade": r["grade"], "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash}
+            "grade": _num(r["grade"]), "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash}
     if not bool(r["scored"]):
-        return {**base, "scored": False, "no_score_reason": r["no_score_reason"], "reasons_th": r["reasons_th"],
-                "reasons_en": r["reasons_en"], "values": values}
+        return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),
+                "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}
     contrib = rnd.contrib[i]
     margin, b = float(r["raw_margin"]), float(r["base_value"])
     scale = float(probability_scale(np.array([margin]), np.array([b]))[0])
@@ -240,7 +242,7 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     r = rnd.rows.iloc[i]
     if not bool(r["scored"]):
         return {"student_key": student_key, "round_id": rnd.round_id, "scored": False, "matches": True,
-                "no_score_reason": r["no_score_reason"]}
+                "no_score_reason": _num(r["no_score_reason"])}
     frame = rnd.values.iloc[[i]]
     x = model.matrix(frame)
     margin = float(model.raw_margin(x)[0])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 
 import httpx
 import pytest
 
 from features.pointintime.spec import FEATURES
-from tests.integration.serving_fixtures import ServingHome, serving_home, service_url  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome, _ews, serving_home, service_url  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -195,3 +196,40 @@ def test_a_rounds_monitoring_report_is_served_to_analysts_only(service_url: str,
         assert _get(service_url, path, h.tokens[role]).status_code == 403
     assert _get(service_url, "/ews/api/rounds/../../etc/monitoring", h.tokens["analyst"]).status_code in (400, 404)
     assert _get(service_url, path, h.tokens["analyst"], format="pdf").status_code == 400
+
+
+def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_url: str, serving_home: ServingHome) -> None:
+    """The first round of a school year, right after the census, has newly enrolled pupils with no
+    attendance, grades or screening yet: they are listed with their reason and a null score, and
+    the scored students' missing reason is null, not an error."""
+    import pyarrow.parquet as pq
+
+    from features.home import EwsHome
+    from serving.snapshot import published
+
+    h = serving_home
+    round_id = f"{int(h.round_id[:4]) + 1}-T1-early"  # the census of the year after the fixture's round
+    _ews(h.root, "score", "--round", round_id)  # a no-op if an earlier test already published it
+    ref = published(EwsHome(root=h.root), round_id)
+    df = pq.read_table(ref.folder / "students.parquet", columns=["school_code", "scored"]).to_pandas()
+    unscored = df.loc[~df["scored"], "school_code"].value_counts()
+    assert len(unscored) > 0, "the world should have newly enrolled pupils without history in this round"
+    school = str(unscored.index[0])
+    token = json.loads(_ews(h.root, "tokens", "create", "--role", "school", "--school", school, "--json"))["token"]
+    path = f"/ews/api/rounds/{round_id}/schools/{school}/students"
+    r = _get(service_url, path, token)
+    assert r.status_code == 200, r.text
+    rows = r.json()["students"]
+    missing = [x for x in rows if x["risk_score"] is None]
+    scored = [x for x in rows if x["risk_score"] is not None]
+    assert len(missing) == int(unscored.iloc[0]) and len(scored) == int((df["school_code"] == school).sum()) - len(missing)
+    assert all(x["risk_group"] is None and x["no_score_reason"] and x["reasons_th"] for x in missing)
+    assert all(x["no_score_reason"] is None and x["risk_group"] for x in scored)
+    assert rows[: len(scored)] == scored  # unscored pupils come after every scored one
+    for group in ("problem", "at_risk", "normal"):
+        assert _get(service_url, path, token, group=group).status_code == 200
+    x = _get(service_url, path, token, format="xlsx")
+    assert x.status_code == 200
+    key = missing[0]["student_key"]
+    e = _get(service_url, f"/ews/api/rounds/{round_id}/students/{key}/explanation", token)
+    assert e.status_code == 200 and e.json()["scored"] is False and e.json()["no_score_reason"]

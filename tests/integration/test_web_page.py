@@ -93,8 +93,12 @@ def test_a_slow_earlier_list_never_replaces_the_list_the_school_asked_for(browse
     assert len(held) == 1
     page.select_option("#group", "problem")
     page.click("#show")
-    page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('group=problem')",
-                           timeout=15_000)
+    try:
+        page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('group=problem')",
+                               timeout=15_000)
+    except Exception as exc:  # noqa: BLE001 - say what the page said
+        raise AssertionError("filtered list not drawn; page status: " + page.inner_text("#status")
+                             + "; round: " + page.input_value("#round")) from exc
     filtered = page.locator("#list tbody tr td:nth-child(5)").all_inner_texts()
     with page.expect_response(lambda r: "/students?" in r.url and "group=" not in r.url, timeout=15_000):
         held[0].continue_()
