@@ -96,7 +96,9 @@ class OutcomeConfig(_Model):
     observed_to_expected: tuple[float, float] = Field(
         (0.67, 1.5), description="Realised dropouts / sum of risk scores must lie in this band (calibration in the large).")
     min_positives: int = Field(20, ge=1, description="Fewer realised dropouts: outcomes are reported but not judged.")
-    fairness_band: tuple[float, float] = Field((0.8, 1.25), description="A group's metric / the reference group's.")
+    fairness_band: tuple[float, float] = Field(
+        default_factory=lambda: FairnessConfig().band,
+        description="A group's metric / the reference group's; by default the release gate's band.")
     fairness_attributes: tuple[str, ...] = Field(
         ("sex", "region", "nationality", "disability", "cct_poverty"), description="Attributes audited on realised outcomes.")
     fairness_judged_attributes: tuple[str, ...] = Field(
@@ -104,7 +106,9 @@ class OutcomeConfig(_Model):
         description="Audited attributes whose band is a breach (the others are reported only); by default the "
                     "release gate's own, so monitoring never recommends a retraining on a group the gate would "
                     "not check when the retrained model is promoted (CCT poverty: a cause the model is meant to see).")
-    fairness_metrics: tuple[str, ...] = Field(("precision", "fnr"), description="Metrics whose ratio is judged.")
+    fairness_metrics: tuple[str, ...] = Field(
+        default_factory=lambda: FairnessConfig().gate_metrics,
+        description="Metrics whose ratio is judged; by default the release gate's.")
     fairness_min_rows: int = Field(200, ge=1, description="Smaller groups are reported, not judged.")
     fairness_min_positives: int = Field(
         50, ge=1, description="Groups with fewer dropouts are reported, not judged: one round's realised FNR ratio on "

@@ -159,22 +159,50 @@ def area_summary(rnd: LoadedRound, who: Principal, area_code: str) -> dict[str, 
 
 
 def _area_summary(rnd: LoadedRound, area_code: str) -> dict[str, Any]:
-    idx = area_rows(rnd, area_code)
-    df = rnd.rows.iloc[idx]
-    level = {2: "province", 4: "amphoe", 6: "tambon"}[len(area_code)]
-    child = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"), "tambon": ("school_code", "school_name")}[level]
+    return {"round_id": rnd.round_id, "area_code": area_code,
+            **summarise_area(rnd.rows.iloc[area_rows(rnd, area_code)], AREA_LEVELS[len(area_code)])}
 
-    def counts(d: pd.DataFrame) -> dict[str, Any]:
-        g = d["risk_group"].fillna("no_score")
-        by_group = {k: int((g == k).sum()) for k in (*RISK_GROUPS, "no_score")}
-        by_grade = {gr: {k: int(v) for k, v in sub["risk_group"].fillna("no_score").value_counts().items()}
-                    for gr, sub in d.groupby("grade", sort=True)}
-        return {"students": len(d), "by_group": by_group, "by_grade": by_grade}
 
-    parts = []
-    for (code, name), sub in df.groupby([child[0], child[1]], sort=True, dropna=False):
-        parts.append({"code": _num(code), "name": _num(name), **counts(sub)})
-    return {"round_id": rnd.round_id, "area_code": area_code, "level": level, **counts(df), "parts": parts}
+AREA_LEVELS = {2: "province", 4: "amphoe", 6: "tambon"}
+_PARTS = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"),
+          "tambon": ("school_code", "school_name")}
+_SUMMARY_GROUPS = (*RISK_GROUPS, "no_score")
+
+
+def summarise_area(df: pd.DataFrame, level: str) -> dict[str, Any]:
+    """Counts by risk group, and by grade and group, for an area's rows and for each part one level
+    below (amphoe, tambon or school). One grouped count over the area, then plain sums: grouping
+    each part separately cost 1.3 s for a province of a 100k-student round."""
+    code_col, name_col = _PARTS[level]
+    frame = pd.DataFrame({
+        "code": df[code_col].astype(object), "name": df[name_col].astype(object),
+        "grade": df["grade"].astype(object), "group": df["risk_group"].astype(object).fillna("no_score"),
+    })
+    counts = frame.groupby(["code", "name", "grade", "group"], dropna=False, sort=False).size()
+
+    def empty() -> dict[str, Any]:
+        return {"students": 0, "by_group": dict.fromkeys(_SUMMARY_GROUPS, 0), "by_grade": {}}
+
+    total, parts = empty(), {}
+    for (code, name, grade, group), n in counts.items():
+        n = int(n)
+        part = parts.setdefault((_num(code), _num(name)), empty())
+        for acc in (total, part):
+            acc["students"] += n
+            acc["by_group"][group] += n
+            if _num(grade) is not None:  # a row without a grade counts, but under no grade
+                acc["by_grade"].setdefault(grade, dict.fromkeys(_SUMMARY_GROUPS, 0))[group] += n
+
+    def tidy(acc: dict[str, Any]) -> dict[str, Any]:  # grades in order, only the groups present in each
+        acc["by_grade"] = {gr: {g: c for g, c in acc["by_grade"][gr].items() if c}
+                           for gr in sorted(acc["by_grade"])}
+        return acc
+
+    def order(key: tuple[Any, Any]) -> tuple[bool, str, str]:  # by code; rows without one last
+        return (key[0] is None, str(key[0] or ""), str(key[1] or ""))
+
+    return {"level": level, **tidy(total),
+            "parts": [{"code": k[0], "name": k[1], **tidy(parts[k])} for k in sorted(parts, key=order)]}
 
 
 def area_list(

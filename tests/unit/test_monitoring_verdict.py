@@ -114,3 +114,12 @@ def test_cct_poverty_fairness_is_reported_but_not_a_breach_like_at_the_release_g
     row = next(r for r in out.fairness if r["attribute"] == "cct_poverty" and r["group"] == "b")
     assert "precision" in row["outside_band"] and row["judged"] is False
     assert not any(c.check.startswith("fairness.") for c in out.checks)
+
+
+def test_monitoring_judges_realised_fairness_by_the_release_gates_own_rules_unless_configured() -> None:
+    from training.config import FairnessConfig
+
+    gate, cfg = FairnessConfig(), OutcomeConfig()
+    assert (cfg.fairness_band, cfg.fairness_metrics, cfg.fairness_judged_attributes) == \
+        (gate.band, gate.gate_metrics, gate.gate_attributes)
+    assert OutcomeConfig(fairness_band=(0.7, 1.4)).fairness_band == (0.7, 1.4)
