@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from features.pointintime.pipeline import file_sha256
 from features.home import EwsHome
+from features.parquet import write_parquet
 
 POINTER = "PUBLISHED"
 MANIFEST = "manifest.json"
@@ -59,9 +60,9 @@ def write_snapshot(home: EwsHome, round_id: str, manifest: dict[str, Any], stude
     round_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=round_dir))
     try:
-        # Parquet written by one pyarrow version with fixed options is byte-for-byte repeatable,
-        # so the file hash is a content hash; no statistics/time fields vary between runs.
-        pq.write_table(students, tmp / STUDENTS, compression="zstd", use_dictionary=True)
+        # Written so that equal tables give equal bytes (whatever the chunking of the query
+        # result), so the file hash is a content hash and rescoring reproduces the snapshot.
+        write_parquet(students, tmp / STUDENTS)
         body = dict(manifest, students_sha256=file_sha256(tmp / STUDENTS), rows=students.num_rows)
         text = _canonical(body)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

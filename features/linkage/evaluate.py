@@ -102,7 +102,8 @@ def truth_linked_schema(con: duckdb.DuckDBPyConnection, schema: str = "tl") -> N
     for s in _existing_sources(con):
         con.execute(f"""
             CREATE OR REPLACE VIEW {schema}.linked_{s} AS
-            SELECT 'P' || CAST(t.person_id AS VARCHAR) AS student_key, s.* EXCLUDE (student_key)
+            SELECT 'P' || CAST(t.person_id AS VARCHAR) AS student_key, CAST(t.person_id AS BIGINT) AS sid,
+                   s.* EXCLUDE (student_key, sid)
             FROM wh.linked_{s} s JOIN truth_records t USING (delivery_id, source_file, source_line)
         """)
     con.execute(f"CREATE OR REPLACE VIEW {schema}.src_dmc_census AS SELECT * FROM wh.src_dmc_census")

@@ -84,24 +84,26 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
     -- ("latest known version" is an arg_max per group: a hash aggregate, several times faster
     -- than a window sorted on the student key at 1M students; the same row wins - known_at, then
     -- delivery and line, which are unique)
+    -- Everything per student joins and groups on `sid`, the link run's integer for student_key
+    -- (hashing an integer instead of a 21-character string); only the result carries the key.
     att AS (
-        SELECT student_key, year_month, v.school_days, v.days_present, v.days_leave, v.days_absent FROM (
-            SELECT a.student_key, a.year_month,
+        SELECT sid, year_month, v.school_days, v.days_present, v.days_leave, v.days_absent FROM (
+            SELECT a.sid, a.year_month,
                    arg_max({{'school_days': a.school_days, 'days_present': a.days_present,
                              'days_leave': a.days_leave, 'days_absent': a.days_absent}},
                            (a.known_at, a.delivery_id, a.source_line)) AS v
-            FROM {schema}.linked_attendance a JOIN pop USING (student_key)
+            FROM {schema}.linked_attendance a JOIN pop USING (sid)
             WHERE a.known_at <= {A} AND a.year_month <= {A} AND a.year_month > {_d(m12)} - INTERVAL 1 MONTH
               AND a.school_days > 0
-            GROUP BY a.student_key, a.year_month
+            GROUP BY a.sid, a.year_month
         )
     ),
     att_ranked AS (
-        SELECT *, row_number() OVER (PARTITION BY student_key ORDER BY year_month DESC) AS recent
+        SELECT *, row_number() OVER (PARTITION BY sid ORDER BY year_month DESC) AS recent
         FROM att WHERE year_month >= date_trunc('month', {_d(m12)})
     ),
     att_f AS (
-        SELECT student_key,
+        SELECT sid,
           sum(days_present) FILTER (WHERE year_month >= date_trunc('month', {_d(term_start)}))
             / sum(school_days) FILTER (WHERE year_month >= date_trunc('month', {_d(term_start)})) AS att_rate_term,
           sum(days_present) / sum(school_days) AS att_rate_12m,
@@ -112,33 +114,33 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
           END AS att_trend_3m,
           sum(days_absent) / sum(school_days) AS att_unexcused_rate_12m,
           count(*) AS att_months_known
-        FROM att_ranked GROUP BY student_key
+        FROM att_ranked GROUP BY sid
     ),
     att_prev AS (
-        SELECT student_key, sum(days_present) / sum(school_days) AS att_rate_prev_term
+        SELECT sid, sum(days_present) / sum(school_days) AS att_rate_prev_term
         FROM att
         WHERE year_month >= date_trunc('month', {_d(prev_start)}) AND year_month <= {_d(prev_end)}
-        GROUP BY student_key
+        GROUP BY sid
     ),
     -- grades: latest known version per student, year, term and assessment
     gr AS (
-        SELECT student_key, academic_year, term, assessment, v.assessed_on, v.gpa,
+        SELECT sid, academic_year, term, assessment, v.assessed_on, v.gpa,
                v.n_mark_0, v.n_mark_r, v.n_mark_ms, v.n_mark_mp FROM (
-            SELECT g.student_key, g.academic_year, g.term, g.assessment,
+            SELECT g.sid, g.academic_year, g.term, g.assessment,
                    arg_max({{'assessed_on': g.assessed_on, 'gpa': g.gpa, 'n_mark_0': g.n_mark_0,
                              'n_mark_r': g.n_mark_r, 'n_mark_ms': g.n_mark_ms, 'n_mark_mp': g.n_mark_mp}},
                            (g.known_at, g.delivery_id, g.source_line)) AS v
-            FROM {schema}.linked_grades g JOIN pop USING (student_key)
+            FROM {schema}.linked_grades g JOIN pop USING (sid)
             WHERE g.known_at <= {A} AND g.assessed_on <= {A}
-            GROUP BY g.student_key, g.academic_year, g.term, g.assessment
+            GROUP BY g.sid, g.academic_year, g.term, g.assessment
         )
     ),
     finals AS (
-        SELECT *, row_number() OVER (PARTITION BY student_key ORDER BY academic_year DESC, term DESC) AS k
+        SELECT *, row_number() OVER (PARTITION BY sid ORDER BY academic_year DESC, term DESC) AS k
         FROM gr WHERE assessment = 'final'
     ),
     gr_f AS (
-        SELECT student_key,
+        SELECT sid,
           max(gpa) FILTER (WHERE k = 1) AS gpa_last,
           max(gpa) FILTER (WHERE k = 1) - max(gpa) FILTER (WHERE k = 2) AS gpa_trend,
           max(n_mark_0) FILTER (WHERE k = 1) AS marks_0_last,
@@ -146,63 +148,63 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
           max(n_mark_ms) FILTER (WHERE k = 1) AS marks_ms_last,
           max(n_mark_mp) FILTER (WHERE k = 1) AS marks_mp_last,
           sum(n_mark_0 + n_mark_r + n_mark_ms) FILTER (WHERE assessed_on > {_d(m12)}) AS failing_marks_12m
-        FROM finals GROUP BY student_key
+        FROM finals GROUP BY sid
     ),
     interim AS (
-        SELECT student_key, gpa AS gpa_interim, n_mark_0 + n_mark_r + n_mark_ms AS failing_marks_interim
+        SELECT sid, gpa AS gpa_interim, n_mark_0 + n_mark_r + n_mark_ms AS failing_marks_interim
         FROM gr WHERE assessment = 'interim' AND academic_year = {r.academic_year} AND term = {r.term}
     ),
     -- CCT and care screening: the latest screening of the last 12 months
     cct AS (
         SELECT * FROM (
-            SELECT c.*, row_number() OVER (PARTITION BY c.student_key
+            SELECT c.*, row_number() OVER (PARTITION BY c.sid
                 ORDER BY c.screened_on DESC, c.known_at DESC, c.delivery_id DESC, c.source_line DESC) AS rn
-            FROM {schema}.linked_cct_screening c JOIN pop p USING (student_key)
+            FROM {schema}.linked_cct_screening c JOIN pop p USING (sid)
             WHERE c.known_at <= {A} AND c.screened_on <= {A} AND c.screened_on > {_d(m12)}
         ) WHERE rn = 1
     ),
     care AS (
         SELECT * FROM (
-            SELECT c.*, row_number() OVER (PARTITION BY c.student_key
+            SELECT c.*, row_number() OVER (PARTITION BY c.sid
                 ORDER BY c.screened_on DESC, c.known_at DESC, c.delivery_id DESC, c.source_line DESC) AS rn
-            FROM {schema}.linked_care_screening c JOIN pop p USING (student_key)
+            FROM {schema}.linked_care_screening c JOIN pop p USING (sid)
             WHERE c.known_at <= {A} AND c.screened_on <= {A} AND c.screened_on > {_d(m12)}
         ) WHERE rn = 1
     ),
     welfare AS (
-        SELECT w.student_key,
+        SELECT w.sid,
           bool_or(link_type = 'disability_card') AS welfare_disability_card,
           bool_or(link_type = 'chronic_illness') AS welfare_chronic_illness,
           bool_or(link_type = 'bedridden_household_member') AS welfare_bedridden_member,
           bool_or(link_type = 'teen_pregnancy') AS welfare_teen_pregnancy,
           bool_or(link_type = 'state_welfare_card') AS welfare_state_card
-        FROM {schema}.linked_welfare_links w JOIN pop USING (student_key)
+        FROM {schema}.linked_welfare_links w JOIN pop USING (sid)
         WHERE w.known_at <= {A} AND w.record_date <= {A}
-        GROUP BY w.student_key
+        GROUP BY w.sid
     ),
     -- census history before this round: moves, repetition, presence
     hist AS (
-        SELECT student_key, census_date, v.academic_year, v.school_code, v.grade FROM (
-            SELECT h.student_key, h.census_date,
+        SELECT sid, census_date, v.academic_year, v.school_code, v.grade FROM (
+            SELECT h.sid, h.census_date,
                    arg_max({{'academic_year': h.academic_year, 'school_code': h.school_code, 'grade': h.grade}},
                            (h.known_at, h.delivery_id, h.source_line)) AS v
-            FROM {schema}.linked_dmc_census h JOIN pop USING (student_key)
+            FROM {schema}.linked_dmc_census h JOIN pop USING (sid)
             WHERE h.known_at <= {A} AND h.census_date <= {_d(census)}
-            GROUP BY h.student_key, h.census_date
+            GROUP BY h.sid, h.census_date
         )
     ),
     hist_f AS (
-        SELECT student_key,
+        SELECT sid,
           count(*) FILTER (WHERE census_date > {_d(census)} - INTERVAL 730 DAY
                              AND prev_school IS NOT NULL AND prev_school <> school_code) AS school_moves_2y,
           count(*) FILTER (WHERE census_date < {_d(census)}) AS censuses_known
-        FROM (SELECT *, lag(school_code) OVER (PARTITION BY student_key ORDER BY census_date) AS prev_school FROM hist)
-        GROUP BY student_key
+        FROM (SELECT *, lag(school_code) OVER (PARTITION BY sid ORDER BY census_date) AS prev_school FROM hist)
+        GROUP BY sid
     ),
     repeat AS (
-        SELECT student_key, max(n_years) > 1 AS repeated_grade
-        FROM (SELECT student_key, grade, count(DISTINCT academic_year) AS n_years FROM hist GROUP BY ALL)
-        GROUP BY student_key
+        SELECT sid, max(n_years) > 1 AS repeated_grade
+        FROM (SELECT sid, grade, count(DISTINCT academic_year) AS n_years FROM hist GROUP BY ALL)
+        GROUP BY sid
     ),
     school AS (
         SELECT * FROM (
@@ -279,15 +281,15 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
              WHEN cct.income_per_person <= 3000 THEN 'extremely_poor' ELSE 'screened_not_extreme' END AS group_cct_poverty,
         CASE WHEN pop.disability <> 'none' THEN 'disability' ELSE 'none' END AS group_disability
     FROM pop
-    LEFT JOIN att_f USING (student_key)
-    LEFT JOIN att_prev USING (student_key)
-    LEFT JOIN gr_f USING (student_key)
-    LEFT JOIN interim USING (student_key)
-    LEFT JOIN cct USING (student_key)
-    LEFT JOIN care USING (student_key)
-    LEFT JOIN welfare USING (student_key)
-    LEFT JOIN hist_f USING (student_key)
-    LEFT JOIN repeat USING (student_key)
+    LEFT JOIN att_f USING (sid)
+    LEFT JOIN att_prev USING (sid)
+    LEFT JOIN gr_f USING (sid)
+    LEFT JOIN interim USING (sid)
+    LEFT JOIN cct USING (sid)
+    LEFT JOIN care USING (sid)
+    LEFT JOIN welfare USING (sid)
+    LEFT JOIN hist_f USING (sid)
+    LEFT JOIN repeat USING (sid)
     LEFT JOIN school ON school.school_code = pop.school_code
     LEFT JOIN area ON area.tambon_code = school.tambon_code
     LEFT JOIN past ON past.school_code = pop.school_code

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.db import scalar
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
+from features.parquet import write_parquet
 from features.pointintime.build import build_features
 from features.pointintime.labels import Horizon, labels_sql
 from features.pointintime.spec import FEATURES, GROUPS
@@ -58,6 +59,12 @@ def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyC
     if not has_links:
         con.close()
         raise RuntimeError("the warehouse has no linked histories yet: run `ews link` first")
+    has_sid = scalar(con, "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'wh' "
+                          "AND table_name = 'linked_dmc_census' AND column_name = 'sid'")
+    if not has_sid:  # linked by a version before the integer student ids
+        con.close()
+        raise RuntimeError(f"the linked histories in {home.warehouse} were made by an older version: "
+                           "run `ews link` again")
     return con
 
 
@@ -107,7 +114,7 @@ def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
     """Write then rename, so a crash never leaves a half-written file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=True, write_statistics=True)
+    write_parquet(table, tmp)  # equal tables, equal bytes: the file's sha256 identifies it
     os.replace(tmp, path)
 
 
