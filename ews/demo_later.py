@@ -54,8 +54,7 @@ def later_stages(home: EwsHome, sim: Path, trainset: str, serve: bool, console: 
 
     console.rule(f"[bold]7. Monitor round {rnd}: data quality, drift, outcomes, fairness")
     # Exit code 3 means a threshold was breached: the report says which and why.
-    console.print(_ews(["monitor", "--round", rnd, *h], console, ok_codes=(0, 3)))
-    console.print(f"report: {home.root / 'monitoring' / rnd / 'report.html'}")
+    console.print(_ews(["monitor", "--round", rnd, *h], console, ok_codes=(0, 3)))  # names its report
 
     console.rule("[bold]8. Demo access tokens (shown once; stored hashed)")
     school, area = _demo_school_and_area(home, rnd)
