@@ -122,7 +122,9 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
         row["outside_band"] = outside
         row["judged"] = r["attribute"] in cfg.fairness_judged_attributes
         fairness.append(row)
-        for x in outside if row["judged"] else []:
+        if not row["judged"]:  # reported only: not an attribute the release gate checks
+            continue
+        for x in outside:
             checks.append(OutcomeCheck(check=f"fairness.{r['attribute']}.{r['group']}.{x}_ratio",
                                        value=_nan_to_none(float(r[f"{x}_ratio"])), level="drift", judged=True,
                                        note=f"outside [{cfg.fairness_band[0]}, {cfg.fairness_band[1]}] against {r['reference']}"))

@@ -79,21 +79,23 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -
     df = rnd.rows.iloc[idx]
     keys = df["student_key"].tolist()
     out = []
-    cols = {c: df[c].tolist() for c in ("school_code", "grade", "room", "tambon_code", "risk_score", "risk_group",
-                                        "reasons_th", "reasons_en", "no_score_reason")}
+    # Every value through `_num`, so no column can put a NaN into the JSON.
+    cols = {c: [_num(v) for v in df[c].tolist()]
+            for c in ("school_code", "grade", "room", "tambon_code", "risk_score", "risk_group",
+                      "reasons_th", "reasons_en", "no_score_reason")}
     for i, k in enumerate(keys):
-        g = _num(cols["risk_group"][i])
+        g = cols["risk_group"][i]
         row: dict[str, Any] = {
-            "rank": i + 1, "student_key": k, "school_code": cols["school_code"][i], "grade": _num(cols["grade"][i]),
-            "tambon_code": _num(cols["tambon_code"][i]),
-            "risk_score": _num(cols["risk_score"][i]), "risk_group": g,
+            "rank": i + 1, "student_key": k, "school_code": cols["school_code"][i], "grade": cols["grade"][i],
+            "tambon_code": cols["tambon_code"][i],
+            "risk_score": cols["risk_score"][i], "risk_group": g,
             "risk_group_th": RISK_GROUP_TH.get(g) if g else None,
-            "reasons_th": _num(cols["reasons_th"][i]), "reasons_en": _num(cols["reasons_en"][i]),
-            "no_score_reason": _num(cols["no_score_reason"][i]),
+            "reasons_th": cols["reasons_th"][i], "reasons_en": cols["reasons_en"][i],
+            "no_score_reason": cols["no_score_reason"][i],
         }
         if names is not None:
             row["name"] = names.get(k)
-            row["room"] = _num(cols["room"][i])
+            row["room"] = cols["room"][i]
         out.append(row)
     return out
 
@@ -158,21 +160,21 @@ def area_summary(rnd: LoadedRound, who: Principal, area_code: str) -> dict[str, 
     return cached
 
 
+AREA_LEVELS = {2: "province", 4: "amphoe", 6: "tambon"}  # code length -> level
+_PARTS = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"),
+          "tambon": ("school_code", "school_name")}  # level -> the part one level below (code, name)
+_SUMMARY_GROUPS = (*RISK_GROUPS, "no_score")
+
+
 def _area_summary(rnd: LoadedRound, area_code: str) -> dict[str, Any]:
     return {"round_id": rnd.round_id, "area_code": area_code,
             **summarise_area(rnd.rows.iloc[area_rows(rnd, area_code)], AREA_LEVELS[len(area_code)])}
 
 
-AREA_LEVELS = {2: "province", 4: "amphoe", 6: "tambon"}
-_PARTS = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"),
-          "tambon": ("school_code", "school_name")}
-_SUMMARY_GROUPS = (*RISK_GROUPS, "no_score")
-
-
 def summarise_area(df: pd.DataFrame, level: str) -> dict[str, Any]:
     """Counts by risk group, and by grade and group, for an area's rows and for each part one level
     below (amphoe, tambon or school). One grouped count over the area, then plain sums: grouping
-    each part separately cost 1.3 s for a province of a 100k-student round."""
+    each part separately cost about 1 s for the province of a 100k-student round (now 0.25 s)."""
     code_col, name_col = _PARTS[level]
     frame = pd.DataFrame({
         "code": df[code_col].astype(object), "name": df[name_col].astype(object),

@@ -608,9 +608,9 @@ def _publish(
 
 def create_linked_views(con: duckdb.DuckDBPyConnection) -> None:
     """One view `wh.linked_<source>` per person-bearing source: every row with its student_key
-    and the run's integer `sid` for it (both NULL for a row linkage has not seen yet). Rows with an id token take the token's key; only
-    the few rows without one look up their own record key, so the common case is one join on a
-    single column rather than a three-column join per row."""
+    and the run's integer `sid` for it (both NULL for a row linkage has not seen yet). Rows with
+    an id token take the token's key; only the few rows without one look up their own record key,
+    so the common case is one join on a single column rather than a three-column join per row."""
     for source in PERSON_SOURCES:
         if not _source_exists(con, f"src_{source}"):
             continue

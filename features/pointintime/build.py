@@ -79,13 +79,13 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> st
         past_rate = "SELECT NULL::VARCHAR AS school_code, NULL::DOUBLE AS school_past_dropout_rate WHERE false"
 
     return f"""
+    -- Everything per student joins and groups on `sid`, the link run's integer for student_key
+    -- (hashing an integer instead of a 21-character string); only the result carries the key.
     WITH pop AS ({population_sql(cal, r, as_of, schema)}),
     -- attendance: one row per student-month, the latest known version
     -- ("latest known version" is an arg_max per group: a hash aggregate, several times faster
     -- than a window sorted on the student key at 1M students; the same row wins - known_at, then
     -- delivery and line, which are unique)
-    -- Everything per student joins and groups on `sid`, the link run's integer for student_key
-    -- (hashing an integer instead of a 21-character string); only the result carries the key.
     att AS (
         SELECT sid, year_month, v.school_days, v.days_present, v.days_leave, v.days_absent FROM (
             SELECT a.sid, a.year_month,
