@@ -23,7 +23,7 @@ from pathlib import Path
 CHILD = """
 import sys, json
 from pathlib import Path
-from features.simulator import simulate, SimulationConfig, WorldConfig
+from simulator import simulate, SimulationConfig, WorldConfig
 cfg = SimulationConfig(world=WorldConfig(students=int(sys.argv[1]), years=int(sys.argv[2]), seed=7))
 s = simulate(cfg, Path(sys.argv[3]))
 print(json.dumps({"seconds_inside": s.seconds, "rows": s.rows_by_source, "ceiling": {k: v.get("roc_auc") for k, v in s.ceiling.items() if isinstance(v, dict) and "roc_auc" in v}, "calibration": {k: v["simulated"] for k, v in s.calibration["checks"].items()}, "persons": s.persons}))

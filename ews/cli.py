@@ -31,6 +31,10 @@ def _register() -> None:
     from features import cli as features_cli
 
     features_cli.register(app)
+    # The simulator is its own room: the pipeline never imports it, only this entry point does.
+    from simulator.cli import simulate_command
+
+    app.command("simulate")(simulate_command)
     from ews.demo import demo_command
 
     app.command("demo")(demo_command)

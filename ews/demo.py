@@ -43,8 +43,8 @@ def demo_command(
     sim = h.root / "simulation"
 
     t0 = _stage(f"1. Simulate {students:,} students over {years} years (seed {seed})")
-    from features.simulator.api import simulate
-    from features.simulator.config import SimulationConfig
+    from simulator.api import simulate
+    from simulator.config import SimulationConfig
 
     summary = simulate(SimulationConfig.small(students=students, years=years, seed=seed), sim)
     console.print(

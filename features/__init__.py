@@ -1,1 +1,1 @@
-"""features: source contract, simulator, ingestion, linkage, point-in-time features and training sets."""
+"""features: source contract, ingestion, linkage, point-in-time features and training sets."""

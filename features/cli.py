@@ -1,4 +1,4 @@
-"""Commands of the features stage: contract, simulate, ingest, link, features, trainset."""
+"""Commands of the features stage: contract, ingest, link, features, trainset."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ def contract_command() -> None:
 
 # (command name, module, function). Each module owns its command's options and help text.
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("simulate", "features.simulator.cli", "simulate_command"),
     ("ingest", "features.ingest.cli", "ingest_command"),
     ("link", "features.linkage.cli", "link_command"),
     ("features", "features.pointintime.cli", "features_command"),

@@ -33,8 +33,8 @@ class SmallWorld:
 
 @pytest.fixture(scope="session")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.simulator.api import simulate
-    from features.simulator.config import SimulationConfig
+    from simulator.api import simulate
+    from simulator.config import SimulationConfig
 
     out = tmp_path_factory.mktemp("sim")
     simulate(SimulationConfig.small(students=STUDENTS, years=YEARS, seed=SEED), out)

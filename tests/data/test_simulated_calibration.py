@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from features.simulator import SimulationConfig, simulate
-from features.simulator.config import WorldConfig
+from simulator import SimulationConfig, simulate
+from simulator.config import WorldConfig
 
 
 @pytest.mark.slow

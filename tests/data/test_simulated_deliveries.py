@@ -14,9 +14,9 @@ import pytest
 
 from features.contract import SOURCES
 from features.ids import GRADES, is_valid_citizen_id, is_valid_tambon_code
-from features.simulator import SimulationConfig, simulate
-from features.simulator.config import FaultConfig, WorldConfig
-from features.simulator.faults import CONTRACT_BREAKING, FAULT_BITS
+from simulator import SimulationConfig, simulate
+from simulator.config import FaultConfig, WorldConfig
+from simulator.faults import CONTRACT_BREAKING, FAULT_BITS
 
 BREAKING = sum(FAULT_BITS[k] for k in CONTRACT_BREAKING)
 STUDENTS, YEARS, SEED = 3000, 2, 5

@@ -36,7 +36,7 @@ class MonitoredWorld:
 
 
 def scenarios() -> dict[str, object]:
-    from features.simulator.scenarios import data_break, economic_shock, process_change
+    from simulator.scenarios import data_break, economic_shock, process_change
 
     return {
         "unchanged": None,
@@ -73,8 +73,8 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
     from features.pointintime.pipeline import TrainsetConfig, build_trainset
-    from features.simulator.api import simulate
-    from features.simulator.config import SimulationConfig
+    from simulator.api import simulate
+    from simulator.config import SimulationConfig
     from monitoring.report import monitor_round, write_report
     from serving.model import load_champion
     from serving.scoring import score_round

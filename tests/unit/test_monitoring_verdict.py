@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.simulator.config import SimulationConfig
-from features.simulator.scenarios import (
+from simulator.config import SimulationConfig
+from simulator.scenarios import (
     DataBreak, ProcessChange, Scenario, apply_breaks, data_break, dropout_logit_by_grade, economic_shock,
     income_after_shock,
 )

@@ -8,11 +8,11 @@ from pydantic import ValidationError
 
 from features.contract import SOURCES
 from features.ids import id_kind, is_valid_citizen_id
-from features.simulator.config import FaultConfig, SimulationConfig, WorldConfig
-from features.simulator.faults import FAULT_BITS, NameBook, _typo, decode_faults, inject
-from features.simulator.names import given_names, spelling_variants, surnames
-from features.simulator.schedule import Schedule
-from features.simulator.world import citizen_ids, gcodes
+from simulator.config import FaultConfig, SimulationConfig, WorldConfig
+from simulator.faults import FAULT_BITS, NameBook, _typo, decode_faults, inject
+from simulator.names import given_names, spelling_variants, surnames
+from simulator.schedule import Schedule
+from simulator.world import citizen_ids, gcodes
 
 
 def test_the_config_rejects_unknown_fields_and_carries_a_schema_version() -> None:

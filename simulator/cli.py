@@ -39,8 +39,8 @@ def simulate_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from features.simulator.api import simulate
-    from features.simulator.config import FaultConfig, SimulationConfig, WorldConfig
+    from simulator.api import simulate
+    from simulator.config import FaultConfig, SimulationConfig, WorldConfig
 
     fault_values: dict = _load_faults(faults) if faults else {}
     if no_faults:

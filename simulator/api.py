@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.simulator.calibration import calibration_report, ceiling_report
-from features.simulator.config import SimulationConfig
-from features.simulator.faults import FAULT_BITS, NameBook
-from features.simulator.process import CLASSES, STATUS, Calib, Province_Sim
-from features.simulator.schedule import Schedule
-from features.simulator.truth import TruthWriter
-from features.simulator.world import provinces_for
-from features.simulator.writers import DeliveryWriter
+from simulator.calibration import calibration_report, ceiling_report
+from simulator.config import SimulationConfig
+from simulator.faults import FAULT_BITS, NameBook
+from simulator.process import CLASSES, STATUS, Calib, Province_Sim
+from simulator.schedule import Schedule
+from simulator.truth import TruthWriter
+from simulator.world import provinces_for
+from simulator.writers import DeliveryWriter
 
 Progress = Callable[[str, int, int], None]  # (phase description, completed, total)
 

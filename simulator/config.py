@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.calendar import SchoolCalendar
 from features.ids import GRADES
-from features.simulator.scenarios import Scenario
+from simulator.scenarios import Scenario
 
 SCHEMA_VERSION = 1
 
@@ -135,7 +135,7 @@ class SimulationConfig(_Model):
     faults: FaultConfig = Field(default_factory=FaultConfig, description="Fault rates.")
     calendar: SchoolCalendar = Field(default_factory=SchoolCalendar, description="School calendar (terms, censuses, rounds).")
     scenario: Scenario | None = Field(
-        None, description="Optional change to the world from a given term on (features/simulator/scenarios.py); "
+        None, description="Optional change to the world from a given term on (simulator/scenarios.py); "
                           "None = the unchanged world (and truth/process.json does not mention it).")
 
     @classmethod

@@ -20,7 +20,7 @@ import numpy as np
 from features.calendar import SchoolCalendar
 from features.contract import SOURCES
 from features.ids import BE_OFFSET
-from features.simulator.config import SimulationConfig
+from simulator.config import SimulationConfig
 
 MALFORMED_KINDS = ("cp874", "missing_column", "truncated_last_line", "semicolon_delimiter")
 

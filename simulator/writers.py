@@ -18,8 +18,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.contract import SOURCES
-from features.simulator.faults import FAULT_BITS
-from features.simulator.schedule import Delivery, Schedule
+from simulator.faults import FAULT_BITS
+from simulator.schedule import Delivery, Schedule
 
 _WRITE = pacsv.WriteOptions(include_header=False, quoting_style="needed", batch_size=65536)
 SOURCE_FILES = tuple(s.file_name for s in SOURCES.values())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.ids import GRADES
-from features.simulator.process import CLASSES, Calib, auc_from_hist
+from simulator.process import CLASSES, Calib, auc_from_hist
 
 TARGETS = {
     "poor_annual_not_returning_k1_m3": (0.044, 0.012),

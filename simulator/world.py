@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.ids import GRADES, citizen_id_check_digit  # noqa: F401  (check digit rule documented there)
-from features.simulator.names import place_names
+from simulator.names import place_names
 
 # code, Thai name, English name, region, median income per person per month (baht),
 # share of non-Thai children, share of remote tambon, fixed province effect on the dropout logit,

@@ -44,18 +44,18 @@ def student_numbers(pid: np.ndarray, school_codes: pa.Array | np.ndarray) -> np.
 # Typical completed age on 10 June per grade index (K1 3 ... P1 6 ... M6 17): one definition
 # shared with the over-age feature, so the process and the data speak of the same over-age.
 TYPICAL_AGE = np.array([GRADE_TYPICAL_AGE[g] for g in GRADES])
-from features.simulator.config import SimulationConfig
-from features.simulator.faults import FAULT_BITS, NameBook, inject
-from features.simulator.scenarios import (
+from simulator.config import SimulationConfig
+from simulator.faults import FAULT_BITS, NameBook, inject
+from simulator.scenarios import (
     DataBreak, EconomicShock, ProcessChange, apply_breaks, dropout_logit_by_grade, hits_province, income_after_shock,
 )
-from features.simulator.schedule import Schedule
-from features.simulator.truth import TruthWriter
-from features.simulator.world import (
+from simulator.schedule import Schedule
+from simulator.truth import TruthWriter
+from simulator.world import (
     KIND_AFFILIATION, KIND_BPP, KIND_EXTENDED, KIND_LAO, KIND_NFE, KIND_OPEC, KIND_OVEC, KIND_SECONDARY,
     N_SHOCKS, Geography, Province, SchoolPicker, build_geography, citizen_ids, gcodes, size_class,
 )
-from features.simulator.writers import DeliveryWriter
+from simulator.writers import DeliveryWriter
 
 EPOCH = dt.date(1970, 1, 1)
 NEVER = np.int32(2**31 - 1)
@@ -170,7 +170,7 @@ class Province_Sim:  # noqa: N801 (a verb-ish name reads better in the driver)
         self.end_day = day(schedule.end_date)
         self._shock_rows: list[pa.Table] = []
         self._prev_june: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # Scenario state (features/simulator/scenarios.py); neutral unless a scenario is active.
+        # Scenario state (simulator/scenarios.py); neutral unless a scenario is active.
         self._att_shift = 0.0
         self._drop_shift: np.ndarray | None = None
         self._breaks: list = []

@@ -6,7 +6,7 @@ and returns a `SimulationSummary`. Nothing runs at import time. See PROCESS.md f
 
 from __future__ import annotations
 
-from features.simulator.api import SimulationSummary, simulate
-from features.simulator.config import FaultConfig, ProcessConfig, SimulationConfig, WorldConfig
+from simulator.api import SimulationSummary, simulate
+from simulator.config import FaultConfig, ProcessConfig, SimulationConfig, WorldConfig
 
 __all__ = ["FaultConfig", "ProcessConfig", "SimulationConfig", "SimulationSummary", "WorldConfig", "simulate"]

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 
 from features.contract import SOURCES
 from features.ids import BE_OFFSET
-from features.simulator.config import FaultConfig
-from features.simulator.names import given_names, spelling_variants, surnames
+from simulator.config import FaultConfig
+from simulator.names import given_names, spelling_variants, surnames
 
 FAULT_BITS: dict[str, int] = {
     "id_typo": 1, "id_missing": 2, "name_variant": 4, "be_birth_year": 8, "ce_academic_year": 16,
