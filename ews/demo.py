@@ -39,8 +39,8 @@ def demo_command(
     """Run the whole service on a simulated province, printing each stage's figures."""
     from features.home import EwsHome
 
-    h = EwsHome(root=home.resolve()).ensure()
-    sim = h.root / "simulation"
+    h = EwsHome.from_env(home).ensure()  # the deployment of the demo, built once here
+    sim = h.simulation_dir
 
     t0 = _stage(f"1. Simulate {students:,} students over {years} years (seed {seed})")
     from simulator.api import simulate

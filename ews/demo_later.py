@@ -28,10 +28,9 @@ def _ews(args: list[str], console: Console, ok_codes: tuple[int, ...] = (0,)) ->
 
 def _latest_scorable_round(home: EwsHome) -> str:
     """The newest round whose census is in the warehouse (the one a school would ask for now)."""
-    from features.calendar import SchoolCalendar
     from features.pointintime.pipeline import available_rounds, connect_warehouse, latest_delivery
 
-    cal = SchoolCalendar()
+    cal = home.calendar
     con = connect_warehouse(home)
     try:
         last = latest_delivery(con)
@@ -75,10 +74,10 @@ def later_stages(home: EwsHome, sim: Path, trainset: str, serve: bool, console: 
 
 def _demo_school_and_area(home: EwsHome, round_id: str) -> tuple[str, str]:
     """The largest school of the round and its amphoe, for the demo tokens."""
-    from features.calendar import SchoolCalendar, parse_round
+    from features.calendar import parse_round
     from features.pointintime.pipeline import connect_warehouse
 
-    cal = SchoolCalendar()
+    cal = home.calendar
     r = parse_round(round_id)
     con = connect_warehouse(home)
     try:

@@ -18,6 +18,7 @@ HOME_HELP = "Folder where the service keeps everything (default: $EWS_HOME, else
 
 
 def load_home(home: Path | None) -> EwsHome:
+    """The deployment of this command, built once at its entry and passed down (see features.home)."""
     return EwsHome.from_env(home)
 
 

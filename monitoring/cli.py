@@ -27,13 +27,13 @@ def monitor_command(
 
     Writes EWS_HOME/monitoring/<round>/report.json and report.html."""
     import logging
-    import os
 
     from features.calendar import parse_round
+    from features.home import quiet_mlflow_progress
     from monitoring.config import load_config
     from monitoring.report import monitor_round, write_report
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow_progress()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     with friendly_errors("monitor"):
         parse_round(round_id)

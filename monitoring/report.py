@@ -83,7 +83,7 @@ class MonitoringReport(BaseModel):
 
 
 def monitoring_dir(home: EwsHome, round_id: str) -> Path:
-    return home.root / "monitoring" / round_id
+    return home.monitoring_dir(round_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None
     from training.data import load_trainset
 
     cfg = cfg or MonitorConfig()
-    cal = cal or SchoolCalendar()
+    cal = cal or home.calendar
     r = parse_round(round_id)
     snap = published(home, round_id)
     if snap is None:

@@ -100,7 +100,7 @@ class TokenInfo(BaseModel):
 
 
 def db_path(home: EwsHome) -> Path:
-    return home.root / "serving" / "access.sqlite"
+    return home.access_db
 
 
 def _connect(home: EwsHome) -> sqlite3.Connection:

@@ -2,7 +2,7 @@
 
     ews score --round 2568-T1-early [--json] [--home PATH]
     ews score --due [--today YYYY-MM-DD] [--json] [--home PATH]
-    ews serve [--port 3000] [--host 127.0.0.1] [--workers 1] [--home PATH]
+    ews serve [--port 3000] [--host 127.0.0.1] [--workers N] [--home PATH]
     ews tokens create --role school --school 1234567890 [--label L]
     ews tokens list | ews tokens revoke TOKEN_ID
 """
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Annotated
 import typer
 
 from features.clikit import HOME_HELP, emit_json, friendly_errors, load_home
+from features.home import EwsHome
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help=HOME_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -69,12 +71,12 @@ def score_command(
 def serve_command(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 3000,
     host: Annotated[str, typer.Option("--host", help="Address to bind (default: this machine only).")] = "127.0.0.1",
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds the model and rounds).")] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (each holds the model and rounds); default: the deployment's serve.workers (EWS_SERVE_WORKERS, else 1).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Run the service (`bentoml serve`) on the published rounds with the champion model."""
     h = load_home(home)
-    env = service_env(h, workers)
+    env = service_env(h, workers or h.serve.workers)
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:EwsService", "--host", host, "--port", str(port)]
     typer.echo(f"serving on http://{host}:{port}/ews/  (home {h.root})")
     # Replace this process with bentoml: a signal to `ews serve` then reaches the server itself.
@@ -82,13 +84,14 @@ def serve_command(
     os.execve(sys.executable, cmd, env)
 
 
-def service_env(home: object, workers: int = 1) -> dict[str, str]:
-    """Environment for `bentoml serve`: the home, BENTOML_HOME inside it, worker count."""
-    root = str(home.root)  # type: ignore[attr-defined]
-    env = dict(os.environ)
-    env.update({"EWS_HOME": root, "BENTOML_HOME": os.path.join(root, "bentoml"), "EWS_SERVE_WORKERS": str(workers),
-                "BENTOML_DO_NOT_TRACK": "True", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-    return env
+def service_env(home: EwsHome, workers: int) -> dict[str, str]:
+    """Environment for `bentoml serve`: the home, BENTOML_HOME inside it, and the worker count as
+    a BentoML configuration override (read by BentoML when it starts, not by our module import)."""
+    return home.child_environment({
+        "BENTOML_HOME": str(home.bentoml_dir),
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"ews": {"workers": workers}}}),
+        "BENTOML_DO_NOT_TRACK": "True", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    })
 
 
 tokens_app = typer.Typer(help="Access tokens: create (shown once), list, revoke.", no_args_is_help=True)

@@ -8,9 +8,9 @@ keeping the most recently delivered spelling.
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
+from features.db import session
 from features.home import EwsHome
 
 
@@ -18,10 +18,10 @@ def load_names(home: EwsHome, student_keys: list[str]) -> dict[str, str]:
     """student_key -> 'prefix first last' for the given students (missing when unknown)."""
     if not student_keys or not home.vault.exists() or not home.warehouse.exists():
         return {}
-    con = duckdb.connect(":memory:", config={"threads": 2})
+    # Names pass through this session: whatever it spills stays inside the vault.
+    con = session(home, attach={"wh": (home.warehouse, True), "vault": (home.vault, True)},
+                  spill=home.vault_tmp_dir)
     try:
-        con.execute(f"ATTACH '{home.warehouse}' AS wh (READ_ONLY)")
-        con.execute(f"ATTACH '{home.vault}' AS vault (READ_ONLY)")
         con.register("wanted", pa.table({"student_key": pa.array(student_keys, pa.string())}))
         rows = con.execute("""
             WITH n AS (

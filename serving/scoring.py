@@ -214,7 +214,7 @@ def score_round(
 ) -> RoundSummary:
     """Score one round with `model`, write its snapshot and (by default) publish it."""
     cfg = cfg or ScoreConfig()
-    cal = cal or SchoolCalendar()
+    cal = cal or home.calendar
     t0 = time.perf_counter()
     frame, fingerprint = read_round_inputs(home, round_id, cal)
     t1 = time.perf_counter()
@@ -247,7 +247,7 @@ def due_rounds(home: EwsHome, model_version: str, today: dt.date, cal: SchoolCal
     and that have no snapshot scored by `model_version` yet."""
     from features.pointintime.pipeline import connect_warehouse
 
-    cal = cal or SchoolCalendar()
+    cal = cal or home.calendar
     con = connect_warehouse(home)
     try:
         rows = con.execute("SELECT census_date, min(known_at) FROM wh.src_dmc_census GROUP BY 1").fetchall()

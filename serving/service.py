@@ -14,23 +14,23 @@ Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer 
   GET  /ews/api/rounds/{round}/students/{key}/replay             audit replay with the stored version
   POST /score                                                    ad-hoc scoring of feature rows (BentoML API)
 
-Configuration comes from the environment `ews serve` sets: EWS_HOME, EWS_SERVE_WORKERS.
+Each worker builds the deployment once, in `EwsService.__init__` (`EwsHome.from_env`: the home
+`ews serve` passes as EWS_HOME). The worker count is not read here: `ews serve` hands it to BentoML
+as a configuration override (services.ews.workers), so importing this module reads no environment.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import bentoml
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import ConfigDict, Field, create_model
 from starlette.requests import Request as StarletteRequest
 
 from features.home import EwsHome
@@ -54,17 +54,6 @@ FeatureRow = create_model(  # type: ignore[call-overload]
 )
 
 
-class ServeConfig(BaseModel):
-    """What a worker needs to start; read from the environment `ews serve` prepares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    home: Path = Field(description="EWS_HOME holding the MLflow store, rounds and access database.")
-
-    @classmethod
-    def from_env(cls) -> ServeConfig:
-        return cls(home=EwsHome.from_env().root)
-
-
 def _bearer(headers: Any) -> str | None:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
@@ -83,7 +72,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         if self._store is None:
-            self._store = TokenStore(EwsHome.from_env())
+            # The deployment the service built in its __init__ (requests start after it).
+            self._store = TokenStore(bentoml.get_current_service().home)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         token = _bearer(headers)
         who = self._store.authenticate(token) if token else None
@@ -103,7 +93,6 @@ def _error(exc: views.RequestError) -> JSONResponse:
 
 @bentoml.service(
     name="ews",
-    workers=int(os.environ.get("EWS_SERVE_WORKERS", "1")),
     traffic={"timeout": 60},
     # The access log would record request paths, which carry pseudonymous keys; our own access log
     # (serving.access) records reads by token id instead.
@@ -114,8 +103,7 @@ class EwsService:
     def __init__(self) -> None:
         from serving.model import load_champion
 
-        cfg = ServeConfig.from_env()
-        self.home = EwsHome(root=cfg.home)
+        self.home = EwsHome.from_env()  # the deployment of this worker, built once
         self.model = load_champion(self.home)
         self.store = TokenStore(self.home)
         self._lock = threading.Lock()

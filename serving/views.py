@@ -329,7 +329,7 @@ def monitoring_report_path(home: EwsHome, round_id: str, fmt: str) -> Path:
         parse_round(round_id)
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
-    path = home.root / "monitoring" / round_id / f"report.{fmt}"
+    path = home.monitoring_dir(round_id) / f"report.{fmt}"
     if not path.is_file():
         raise RequestError(404, f"no monitoring report for round {round_id}: run `ews monitor --round {round_id}`")
     return path

@@ -30,10 +30,11 @@ def _f(v: Any) -> str:
 
 def _quiet_mlflow() -> None:
     import logging
-    import os
+
+    from features.home import quiet_mlflow_progress
 
     # Progress bars and INFO lines from MLflow would drown the summary (and break --json on stdout).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow_progress()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -37,7 +37,7 @@ class Trainset:
 def resolve_trainset_name(home: EwsHome, name: str | None) -> str:
     if name:
         return name
-    latest = home.trainsets_dir / "LATEST"
+    latest = home.latest_trainset
     if not latest.exists():
         raise FileNotFoundError(f"no training set in {home.trainsets_dir}: run `ews trainset` first")
     return latest.read_text(encoding="utf-8").strip()

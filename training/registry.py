@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import re
 import subprocess
 import tempfile
@@ -42,19 +41,16 @@ SCORING_ARTIFACT = "scoring/scoring.json"
 # The store
 
 
-TRACKING_URI_ENV = "EWS_MLFLOW_TRACKING_URI"
-
-
 def tracking_uri(home: EwsHome, configured: str | None = None) -> str:
     """$EWS_MLFLOW_TRACKING_URI (any MLflow server), else the configured URI, else sqlite in
     EWS_HOME/mlflow. Not $MLFLOW_TRACKING_URI: `mlflow.set_tracking_uri` writes that variable
     into the process environment, so the first home a process touched would capture every later
     one (seen in the test suite, where one process works with several homes)."""
-    return os.environ.get(TRACKING_URI_ENV) or configured or f"sqlite:///{home.mlflow_dir / 'mlflow.db'}"
+    return home.registry.tracking_uri or configured or f"sqlite:///{home.mlflow_db}"
 
 
 def artifact_root(home: EwsHome) -> str:
-    return (home.mlflow_dir / "artifacts").as_uri()
+    return home.mlflow_artifacts_dir.as_uri()
 
 
 def ensure_store(home: EwsHome, uri: str) -> None:
@@ -66,7 +62,7 @@ def ensure_store(home: EwsHome, uri: str) -> None:
 
     db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
-    (home.mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    home.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
     with open(db.parent / ".store.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         from mlflow.exceptions import MlflowException
@@ -226,7 +222,7 @@ def log_training_run(home: EwsHome, result: Any, cfg: TrainConfig, variants: pd.
         if alias == CHAMPION:
             _append_history(client, name, version, "first registered version")
             client.set_model_version_tag(name, str(version), "promotion", "first version: champion without a gate")
-        card_dir = home.root / "model_cards" / f"{name}-v{version}"
+        card_dir = home.model_cards_dir / f"{name}-v{version}"
         write_model_card(result, cfg, version=version, run_id=run.info.run_id, plots=plots, out_dir=card_dir,
                          variants=variants, git=commit)
         mlflow.log_artifacts(str(card_dir), "model_card")

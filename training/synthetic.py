@@ -124,7 +124,7 @@ def write_synthetic_trainset(home: EwsHome, frame: pd.DataFrame, name: str | Non
     rounds = []
     for rid, g in data.groupby("round_id", sort=True):
         rounds.append({"round_id": rid, "round_type": parse_round(str(rid)).round_type,
-                       "as_of": SchoolCalendar().as_of(str(rid)).isoformat(), "rows": len(g), "unlabelled": 0,
+                       "as_of": home.calendar.as_of(str(rid)).isoformat(), "rows": len(g), "unlabelled": 0,
                        "label_rate": round(float(g["label"].mean()), 5)})
     manifest = {
         "name": name, "config": {"schema_version": 1, "rounds": [], "horizon": "next_census", "cutoff": None},
@@ -135,7 +135,7 @@ def write_synthetic_trainset(home: EwsHome, frame: pd.DataFrame, name: str | Non
         "categorical": list(CATEGORICAL), "file": str(path), "sha256": digest,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    (home.trainsets_dir / "LATEST").write_text(name + "\n", encoding="utf-8")
+    home.latest_trainset.write_text(name + "\n", encoding="utf-8")
     return name
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import shutil
-import signal
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -36,20 +34,28 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from features.contract import SOURCES, Source
+from features.db import session as duckdb_session
 from features.home import EwsHome
 from features.ids import sql_id_kind
 from features.ingest import reader, validate, vault
 from features.ingest.delivery import Delivery, DeliveryRefused, discover
 from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
-    FileAccounting, configure, has_student_id, schema_ddl, table_name, warehouse_columns,
+    FileAccounting, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
 from features.pseudonym import id_token
 
-CRASH_ENV = "EWS_INGEST_CRASH_AT"  # test hook: "after_vault" or "mid_warehouse" kills the process
 NAME_COLUMNS = ("prefix", "first_name", "last_name")
 
 Progress = Callable[[int, int, str], None]  # (deliveries done, total, what is happening)
+# A probe is called with the name of each point where a crash must leave the warehouse as it was
+# ("after_vault", "mid_warehouse"); production passes nothing, a crash test passes a hook that
+# kills the process there (tests/support/crash_ingest.py).
+Probe = Callable[[str], None]
+
+
+def no_probe(name: str) -> None:
+    """The production probe: nothing happens."""
 
 
 class ReasonCount(BaseModel):
@@ -110,7 +116,8 @@ class IngestReport(BaseModel):
         return t
 
 
-def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None) -> IngestReport:
+def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None,
+                probe: Probe = no_probe) -> IngestReport:
     """Ingest one delivery folder or every delivery inside `path` (ordered; see delivery.py).
 
     Each delivery is all-or-nothing; a refused delivery is reported and the next one goes on.
@@ -119,7 +126,7 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None) -> 
     report = IngestReport(
         deliveries=[DeliveryReport(delivery_id=f.name, folder=str(f), status="refused", message=m) for f, m in refused]
     )
-    session = _Session(home)
+    session = _Session(home, probe)
     try:
         for i, d in enumerate(deliveries):
             if progress:
@@ -137,18 +144,13 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None) -> 
     return report
 
 
-def ingest_delivery(d: Delivery, home: EwsHome) -> DeliveryReport:
+def ingest_delivery(d: Delivery, home: EwsHome, probe: Probe = no_probe) -> DeliveryReport:
     """Ingest one delivery (see the module docstring for the order of work)."""
-    session = _Session(home)
+    session = _Session(home, probe)
     try:
         return session.ingest(d)
     finally:
         session.close()
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a power cut: no cleanup, no rollback
 
 
 def _first_line(exc: BaseException) -> str:
@@ -202,8 +204,9 @@ class _Session:
     The warehouse is attached only when it exists or a delivery is committed: a session whose
     deliveries are all refused or already ingested never creates or changes it."""
 
-    def __init__(self, home: EwsHome) -> None:
+    def __init__(self, home: EwsHome, probe: Probe = no_probe) -> None:
         self.home = home
+        self.probe = probe
         self.con: duckdb.DuckDBPyConnection | None = None
         self.wh = False  # warehouse attached as `wh`
         self.vault = False  # vault attached as `vault`
@@ -215,8 +218,8 @@ class _Session:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self.con is None:
             vault.prepare(self.home)
-            con = duckdb.connect()  # in memory: staging never leaves RAM except as vault spill
-            configure(con, self.home)
+            # In memory: staging never leaves RAM except as spill inside the vault.
+            con = duckdb_session(self.home, spill=self.home.ingest_spill_dir, keep_order=False)
             # Session state (in memory): the registries, and the tokens of the IDs seen so far.
             con.execute("ATTACH ':memory:' AS sess")
             for kind in _REGISTRIES:
@@ -297,7 +300,7 @@ class _Session:
                 "content; deliver corrections under a new delivery_id"
             )
         con = self._connect()
-        scratch = self.home.vault_dir / "tmp" / f"{d.delivery_id}.{os.getpid()}"
+        scratch = self.home.ingest_scratch_dir(d.delivery_id)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         con.execute("CREATE SCHEMA stg")
@@ -548,7 +551,7 @@ class _Session:
         if in_vault:
             con.execute(in_vault)
         vault.secure(self.home)
-        _crash_point("after_vault")
+        self.probe("after_vault")
         # 2. The warehouse: one transaction for everything of this delivery.
         con.execute("BEGIN")
         try:
@@ -569,7 +572,7 @@ class _Session:
                     f"SELECT {', '.join(select)} FROM {s.typed} t"
                 )
                 if n == 0:
-                    _crash_point("mid_warehouse")
+                    self.probe("mid_warehouse")
                 if s.has_problems:
                     con.execute(
                         f"INSERT INTO wh.quarantine SELECT {did}, {lit(s.name)}, __line, column_name, rule, reason, value "
@@ -598,7 +601,7 @@ class _Session:
         """A CSV of the delivery's quarantine for the data officer (no personal data in it): the
         rows just committed to the warehouse's `quarantine` table."""
         assert self.con is not None
-        out = self.home.quarantine_dir / f"{delivery_id}.csv"
+        out = self.home.quarantine_report(delivery_id)
         union = " UNION ALL ".join(
             f"SELECT {lit(s.name)} AS source_file, __line AS source_line, column_name, rule, reason, value "
             f"FROM {s.problems}" for s in staged

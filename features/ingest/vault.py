@@ -25,8 +25,8 @@ VAULT_DDL: tuple[str, ...] = (
 def prepare(home: EwsHome) -> None:
     """Create the owner-only vault folder (and scratch space inside it) before anything is written."""
     home.ensure()
-    (home.vault_dir / "tmp").mkdir(exist_ok=True)
-    os.chmod(home.vault_dir / "tmp", 0o700)
+    home.vault_tmp_dir.mkdir(exist_ok=True)
+    os.chmod(home.vault_tmp_dir, 0o700)
 
 
 def secure(home: EwsHome) -> None:

@@ -12,13 +12,13 @@ Table names are a contract with later stages (linkage, point-in-time features):
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime
 
 import duckdb
 from pydantic import BaseModel
 
 from features.contract import SOURCES, Column, Source
+from features.db import session
 from features.home import EwsHome
 
 SQL_TYPES: dict[str, str] = {
@@ -75,32 +75,21 @@ def schema_ddl(prefix: str = "") -> list[str]:
     return out
 
 
-def configure(con: duckdb.DuckDBPyConnection, home: EwsHome, *, keep_order: bool = False) -> None:
-    """Memory-bounded settings: big deliveries spill to disk instead of growing without limit.
-    The spill folder is inside the vault because staging data still holds raw identifiers."""
-    spill = home.vault_dir / "tmp" / "spill"
-    spill.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET memory_limit = '{os.environ.get('EWS_DUCKDB_MEMORY', '6GB')}'")
-    con.execute(f"SET threads = {int(os.environ.get('EWS_DUCKDB_THREADS', '2'))}")
-    con.execute(f"SET temp_directory = '{spill}'")
-    # Staging relies on rowid following the file's order; elsewhere order does not matter.
-    con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
-
-
 def connect(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (read-only by default: several readers may share it).
 
     A read-only open of a warehouse that does not exist yet fails with FileNotFoundError naming it.
+    A writable open creates the home and the warehouse's tables; it spills into the vault's scratch
+    folder, like staging, because it may hold rows not yet stripped of raw identifiers.
     """
     if read_only and not home.warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` first")
-    home.root.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(home.warehouse), read_only=read_only)
-    if not read_only:
-        home.ensure()
-        configure(con, home)
-        for ddl in schema_ddl():
-            con.execute(ddl)
+    if read_only:
+        return session(home, database=home.warehouse, read_only=True)
+    home.ensure()
+    con = session(home, database=home.warehouse, spill=home.ingest_spill_dir, keep_order=False)
+    for ddl in schema_ddl():
+        con.execute(ddl)
     return con
 
 

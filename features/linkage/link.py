@@ -46,7 +46,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.db import scalar
+from features.db import scalar, session
 from features.contract import SOURCES
 from features.home import EwsHome
 from features.linkage.normalise import sql_normalise_name
@@ -86,8 +86,6 @@ class LinkConfig(BaseModel):
     )
     u_max_pairs: float = Field(1e6, description="Random pairs sampled to estimate u probabilities.")
     seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
-    memory_limit: str = Field("6GB", description="DuckDB memory limit for the linkage session.")
-    threads: int = Field(2, ge=1)
 
 
 class LinkSummary(BaseModel):
@@ -627,7 +625,7 @@ def create_linked_views(con: duckdb.DuckDBPyConnection) -> None:
         """)
 
 
-def open_session(home: EwsHome, cfg: LinkConfig) -> duckdb.DuckDBPyConnection:
+def open_session(home: EwsHome) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB session with the warehouse (read-write) and the vault (read-only)."""
     if not home.warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` first")
@@ -635,21 +633,15 @@ def open_session(home: EwsHome, cfg: LinkConfig) -> duckdb.DuckDBPyConnection:
         raise FileNotFoundError(f"no identity vault at {home.vault}: run `ews ingest` first")
     # The session's tables hold names from the vault: whatever DuckDB spills to disk stays in the
     # vault's folder too, never beside the pseudonymous data (even after a crash).
-    tmp = home.vault_dir / "tmp" / "link-spill"
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:", config={
-        "memory_limit": cfg.memory_limit, "threads": cfg.threads, "temp_directory": str(tmp),
-    })
-    con.execute(f"ATTACH '{home.warehouse}' AS wh")
-    con.execute(f"ATTACH '{home.vault}' AS vault (READ_ONLY)")
-    return con
+    return session(home, attach={"wh": (home.warehouse, False), "vault": (home.vault, True)},
+                   spill=home.link_spill_dir)
 
 
 def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
     """Run identity resolution over everything ingested so far and publish the keys."""
     cfg = cfg or LinkConfig()
     started = time.perf_counter()
-    con = open_session(home, cfg)
+    con = open_session(home)
     steps: dict[str, float] = {}
 
     @contextmanager

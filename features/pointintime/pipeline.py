@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.db import scalar
+from features.db import scalar, session
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
 from features.parquet import write_parquet
@@ -48,10 +48,7 @@ def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyC
     """A session with the warehouse attached as `wh` (the schema the feature SQL reads)."""
     if not home.warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {home.warehouse}: run `ews ingest` and `ews link` first")
-    spill = home.root / "tmp"  # spill under EWS_HOME, never in the caller's working directory
-    spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "6GB", "temp_directory": str(spill)})
-    con.execute(f"ATTACH '{home.warehouse}' AS wh {'(READ_ONLY)' if read_only else ''}")
+    con = session(home, attach={"wh": (home.warehouse, read_only)})
     has_links = scalar(
         con,
         "SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND view_name = 'linked_dmc_census'"
@@ -146,7 +143,7 @@ class FeatureSetManifest(BaseModel):
 
 def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None) -> FeatureSetManifest:
     """Build one round's features and write features/<round>.parquet + .json."""
-    cal = cal or SchoolCalendar()
+    cal = cal or home.calendar
     r = parse_round(round_id)
     con = connect_warehouse(home)
     try:
@@ -186,7 +183,7 @@ class TrainsetManifest(BaseModel):
 
 def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None) -> TrainsetManifest:
     """Features of every chosen round joined to labels known by the cutoff; labelled rows only."""
-    cal = cal or SchoolCalendar()
+    cal = cal or home.calendar
     con = connect_warehouse(home)
     try:
         cutoff = cfg.cutoff or latest_delivery(con)
@@ -245,5 +242,5 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         file=str(path), sha256=file_sha256(path),
     )
     _atomic_write_text(manifest.model_dump_json(indent=2), folder / "manifest.json")
-    _atomic_write_text(name + "\n", home.trainsets_dir / "LATEST")
+    _atomic_write_text(name + "\n", home.latest_trainset)
     return manifest

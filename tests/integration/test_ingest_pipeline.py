@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from features.contract import SOURCES
 from features.home import EwsHome
-from features.ingest.pipeline import CRASH_ENV, ingest_path
+from features.ingest.pipeline import ingest_path
 from features.ingest.sample import csv_text, registry_rows, valid_row, write_delivery
 from features.ingest.warehouse import connect, file_accounting
 
@@ -168,9 +167,9 @@ def test_a_crash_mid_ingest_leaves_the_warehouse_as_it_was_and_a_rerun_succeeds(
     })
     counts = "SELECT (SELECT count(*) FROM src_dmc_census), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM ingested_files)"
     before = _rows(home, counts)
-    code = "import sys; from pathlib import Path; from features.home import EwsHome; from features.ingest.pipeline import ingest_path; ingest_path(Path(sys.argv[1]), EwsHome(root=Path(sys.argv[2])))"
-    env = {**os.environ, CRASH_ENV: crash_at}
-    proc = subprocess.run([sys.executable, "-c", code, str(folder), str(home.root)], env=env, cwd=Path(__file__).parents[2])
+    # The fault comes from the test's runner, not from the production path (tests/support/crash_ingest.py).
+    proc = subprocess.run([sys.executable, "-m", "tests.support.crash_ingest", str(folder), str(home.root), crash_at],
+                          cwd=Path(__file__).parents[2])
     assert proc.returncode == -9  # killed, no cleanup ran
     assert _rows(home, counts) == before
     rep = ingest_path(folder, home)

@@ -75,10 +75,10 @@ def test_every_linked_row_of_a_student_carries_only_the_pseudonymous_key(small_w
 
 
 def test_the_linkage_session_spills_inside_the_vault_because_its_tables_hold_names(small_world: SmallWorld) -> None:
-    from features.linkage.link import LinkConfig, open_session
+    from features.linkage.link import open_session
 
     home = EwsHome(root=small_world.home)
-    con = open_session(home, LinkConfig())
+    con = open_session(home)
     try:
         spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
     finally:

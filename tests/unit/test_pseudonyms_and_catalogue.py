@@ -42,7 +42,7 @@ def test_the_demo_secret_is_created_once_and_readable_by_the_owner_only(tmp_path
 def test_a_deployment_key_file_that_does_not_exist_is_an_error_not_a_new_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EWS_PSEUDONYM_KEY_FILE", str(tmp_path / "missing.key"))
     with pytest.raises(FileNotFoundError):
-        EwsHome(root=tmp_path).pseudonym_key()
+        EwsHome.from_env(tmp_path).pseudonym_key()  # the deployment reads the variable
 
 
 def test_every_feature_has_a_known_group_a_thai_label_and_a_unique_name() -> None:
