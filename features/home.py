@@ -40,7 +40,7 @@ from features.deployment import (
     SETTINGS_FILE, DeploymentSettings,
 )
 
-DEFAULT_HOME = Path.home() / ".ews"
+DEFAULT_HOME = "~/.ews"  # expanded when the deployment is built, not when this module is imported
 
 
 class EwsHome(DeploymentSettings):
