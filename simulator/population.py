@@ -32,8 +32,8 @@ from simulator.world import (
 if TYPE_CHECKING:
     from simulator.process import Calib
 
-EPOCH = dt.date(1970, 1, 1)
-NEVER = np.int32(2**31 - 1)
+EPOCH = dt.date(1970, 1, 1)  # days are int32 counts since the epoch, vectorised
+NEVER = np.int32(2**31 - 1)  # a day that never comes (no ID change, not dropped out, ...)
 
 # person status at a census
 STATUS = ("not_entered", "obec", "other_system", "work_training", "out_of_school", "dead", "abroad", "completed")
@@ -46,6 +46,7 @@ EXTREME_POOR = 3000.0
 # Typical completed age on 10 June per grade index (K1 3 ... P1 6 ... M6 17): one definition
 # shared with the over-age feature, so the process and the data speak of the same over-age.
 TYPICAL_AGE = np.array([GRADE_TYPICAL_AGE[g] for g in GRADES])
+
 
 def day(d: dt.date) -> int:
     return (d - EPOCH).days
@@ -61,7 +62,6 @@ def as_dt64(days: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
 
 
 class Population:

@@ -137,6 +137,7 @@ def shock_class_effects(pc: ProcessConfig) -> np.ndarray:
 
 
 def softmax(L: np.ndarray) -> np.ndarray:
+    """Row-wise class probabilities from logits (-inf = impossible class)."""
     m = L.max(axis=1, keepdims=True)
     e = np.exp(L - m)
     return e / e.sum(axis=1, keepdims=True)
@@ -146,8 +147,7 @@ def ceiling(L: np.ndarray, known: np.ndarray, q_future: np.ndarray, S: np.ndarra
     """P(dropout at term end | state, shocks known by the as-of date), exact over the 2^K futures.
 
     With exp(L) computed once, each future-shock set c only rescales the classes' weights:
-    P(dropout | c) = exp(L_drop + s_c,drop) / sum_j exp(L_j + s_c,j), a matrix-vector product.
-S is `shock_class_effects` of the process.
+    P(dropout | c) = exp(L_drop + s_c,drop) / sum_j exp(L_j + s_c,j), a matrix-vector product. `S` is the process's `shock_class_effects`.
     """
     n = len(L)
     m = L.max(axis=1, keepdims=True)
