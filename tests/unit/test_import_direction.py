@@ -118,3 +118,26 @@ def test_the_same_import_is_allowed_in_a_later_stage_only() -> None:
 def test_a_relative_import_in_a_package_init_resolves_from_the_package() -> None:
     assert imported_modules("from .api import simulate\n", "simulator", is_package=True) == [(1, "simulator.api")]
     assert imported_modules("from .api import simulate\n", "simulator.cli") == [(1, "simulator.api")]
+
+
+def test_truth_options_fail_clearly_when_no_evaluator_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from features import evaluation
+
+    monkeypatch.setattr(evaluation, "_factory", None)
+    with pytest.raises(RuntimeError, match="no truth evaluator is installed"):
+        evaluation.truth_evaluator()
+
+
+def test_the_entry_point_installs_the_simulators_evaluator_behind_the_pipelines_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ews.cli import _simulator_truth
+    from features import evaluation
+    from simulator.evaluate import SimulatorTruth
+
+    monkeypatch.setattr(evaluation, "_factory", None)
+    evaluation.install_truth_evaluator(_simulator_truth)
+    evaluator = evaluation.truth_evaluator()
+    assert isinstance(evaluator, SimulatorTruth)
+    for name in ("linkage_quality", "label_quality", "ceiling_table"):
+        assert callable(getattr(evaluator, name)), name
