@@ -24,7 +24,7 @@ import pandas as pd
 from features.home import EwsHome
 from features.ids import citizen_id_check_digit
 from features.ingest.pipeline import ingest_path
-from features.ingest.sample import registry_rows, write_delivery
+from simulator.samples import registry_rows, write_delivery
 
 
 def _ids(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -59,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, help="EWS_HOME holding a simulated training set.")
     ap.add_argument("--trainset", default=None)
-    ap.add_argument("--synthetic", action="store_true", help="Use training.synthetic rows instead of a home.")
+    ap.add_argument("--synthetic", action="store_true", help="Use simulator.synthetic rows instead of a home.")
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-register", action="store_true", help="Skip MLflow logging and the model card.")
@@ -68,11 +68,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if args.synthetic:
-        from training.synthetic import synthetic_frame
+        from simulator.synthetic import synthetic_frame
 
         base = synthetic_frame(20_000, seed=1).drop(columns=["p_true"])
         manifest: dict = {"name": "synthetic", "config": {"horizon": "next_census"}}
-        source = "training.synthetic (20k students x 10 rounds)"
+        source = "simulator.synthetic (20k students x 10 rounds)"
     else:
         if args.home is None:
             ap.error("--home or --synthetic")

@@ -1,12 +1,19 @@
 """`ews`: one command for every stage of the dropout early-warning service.
 
 Each stage owns its commands (features/, training/, serving/, monitoring/); this module only
-assembles them so `ews --help` lists the whole flow in order.
+assembles them so `ews --help` lists the whole flow in order, adds the simulator's `ews simulate`,
+and installs the simulator's truth evaluator behind the pipeline's `--truth` options
+(features/evaluation.py): the entry point is the one place that may import both.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from features.evaluation import TruthEvaluator
 
 app = typer.Typer(
     name="ews",
@@ -26,9 +33,20 @@ def _root() -> None:
     """Dropout early-warning service for Thai basic education."""
 
 
+def _simulator_truth() -> TruthEvaluator:
+    from simulator.evaluate import SimulatorTruth
+
+    return SimulatorTruth()
+
+
 def _register() -> None:
     # Imported here, not at module top, so `import ews.cli` stays cheap and side-effect free.
     from features import cli as features_cli
+    from features.evaluation import install_truth_evaluator
+
+    # `--truth` options of the pipeline ask features.evaluation for an evaluator; the pipeline never
+    # imports the simulator, so the entry point (which may import both) installs the simulator's.
+    install_truth_evaluator(_simulator_truth)
 
     features_cli.register(app)
     # The simulator is its own room: the pipeline never imports it, only this entry point does.

@@ -72,7 +72,7 @@ def demo_command(
     _done(t0)
 
     t0 = _stage("3. Link identities into one pseudonymous student_key per child")
-    from features.linkage.evaluate import evaluate_labels, evaluate_linkage
+    from simulator.evaluate import evaluate_labels, evaluate_linkage
     from features.linkage.link import link
     from features.pointintime.pipeline import TrainsetConfig, build_trainset, warehouse_session
 

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulator.calibration import calibration_report, ceiling_report
 from simulator.config import SimulationConfig
 from simulator.faults import FAULT_BITS, NameBook
-from simulator.process import CLASSES, STATUS, Calib, Province_Sim
+from simulator.population import STATUS
+from simulator.process import CLASSES, Calib
+from simulator.province import ProvinceSim
 from simulator.schedule import Schedule
 from simulator.truth import TruthWriter
 from simulator.world import provinces_for
@@ -77,7 +79,7 @@ def simulate(config: SimulationConfig, out: Path, progress: Progress | None = No
 
         if progress:
             progress(f"Simulating {label}", done, total)
-        sim = Province_Sim(config, prov, schedule, writer, truth, names, calib)
+        sim = ProvinceSim(config, prov, schedule, writer, truth, names, calib)
         sim.run(tick)
         persons += int((sim.status != 0).sum())
         del sim

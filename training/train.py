@@ -51,14 +51,17 @@ def _finite(v: float) -> float | None:
 
 
 def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
-    """(student_key, round_id, p_true) of the test rounds, from the simulator's truth folder."""
-    from features.linkage.evaluate import ceiling_table
+    """(student_key, round_id, p_true) of the test rounds, from the simulator's truth folder.
+
+    The truth is read by the evaluator the entry point installed (features/evaluation.py): training
+    never imports the simulator."""
+    from features.evaluation import truth_evaluator
     from features.pointintime.pipeline import connect_warehouse
 
     split, _ = split_trainset(ts, cfg)
     con = connect_warehouse(home)
     try:
-        table = ceiling_table(con, Path(truth_dir), list(split.test))
+        table = truth_evaluator().ceiling_table(con, Path(truth_dir), list(split.test))
     finally:
         con.close()
     return table.to_pandas()[["student_key", "round_id", "p_true"]]

@@ -30,11 +30,11 @@ def link_command(
         summary = link(h, LinkConfig(match_probability=match_probability))
         out: dict[str, object] = {"link": summary.model_dump(mode="json")}
         if truth is not None:
-            from features.linkage.evaluate import evaluate_linkage
+            from features.evaluation import truth_evaluator
             from features.pointintime.pipeline import warehouse_session
 
             with warehouse_session(h) as con:
-                q = evaluate_linkage(con, truth)
+                q = truth_evaluator().linkage_quality(con, truth)
             out["quality"] = q.model_dump(mode="json")
             out["precision"], out["recall"] = q.precision, q.recall
             out["label_error_share"] = q.label_error_share

@@ -56,11 +56,11 @@ def trainset_command(
         m = build_trainset(h, cfg)
         out: dict[str, object] = {"trainset": m.model_dump(mode="json")}
         if truth is not None:
-            from features.linkage.evaluate import evaluate_labels
+            from features.evaluation import truth_evaluator
             from features.pointintime.pipeline import warehouse_session
 
             with warehouse_session(h) as con:
-                q = evaluate_labels(con, truth, horizon=cfg.horizon)
+                q = truth_evaluator().label_quality(con, truth, cfg.horizon)
             out["label_quality"] = q.model_dump(mode="json")
             out["label_agreement"] = q.agreement
     if json_out:

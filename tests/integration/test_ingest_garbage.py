@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from features.home import EwsHome
 from features.ingest.pipeline import ingest_path
-from features.ingest.sample import csv_text, registry_rows, valid_row, write_delivery
+from simulator.samples import csv_text, registry_rows, valid_row, write_delivery
 from features.ingest.warehouse import connect
 
 pytestmark = pytest.mark.integration

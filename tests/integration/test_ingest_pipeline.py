@@ -15,7 +15,7 @@ import pytest
 from features.contract import SOURCES
 from features.home import EwsHome
 from features.ingest.pipeline import ingest_path
-from features.ingest.sample import csv_text, registry_rows, valid_row, write_delivery
+from simulator.samples import csv_text, registry_rows, valid_row, write_delivery
 from features.ingest.warehouse import connect, file_accounting
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from features.home import EwsHome
-from features.linkage.evaluate import evaluate_labels, evaluate_linkage
+from simulator.evaluate import evaluate_labels, evaluate_linkage
 from features.pointintime.pipeline import TrainsetConfig, build_trainset, connect_warehouse, write_feature_set
 from tests.conftest import SmallWorld
 from tests.support.pii import needles_from_deliveries, scan

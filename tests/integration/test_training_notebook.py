@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from features.home import EwsHome
 from training.config import ModelConfig, TrainConfig
-from training.synthetic import synthetic_frame, write_synthetic_trainset
+from simulator.synthetic import synthetic_frame, write_synthetic_trainset
 from training.train import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,7 @@ import pytest
 from features.home import EwsHome
 from training import registry
 from training.config import FairnessConfig, GateConfig, ModelConfig, TrainConfig
-from training.synthetic import synthetic_frame, write_synthetic_trainset
+from simulator.synthetic import synthetic_frame, write_synthetic_trainset
 from training.train import train
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from training.config import ModelConfig, TrainConfig
 from training.model import MONOTONE, RiskModel, choose_thresholds
 from training.pipeline import fit_model
-from training.synthetic import synthetic_frame
+from simulator.synthetic import synthetic_frame
 
 CFG = TrainConfig(model=ModelConfig(num_threads=1, n_estimators=150))
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import ids
-from features.ingest.sample import citizen_id
+from simulator.samples import citizen_id
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """Small, valid sample deliveries for tests, the benchmark and examples (not used in production).
 
 `valid_row(source, i)` gives a row that passes every rule of the contract (against the registry
-from `registry_rows`); tests then break single values on purpose.
+from `registry_rows`); tests then break single values on purpose. It lives in the simulator's room
+(beside the simulated world) because only tests and benchmarks use it: the pipeline never imports it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Linkage and label quality against the simulator's truth.
+"""Linkage and label quality against the simulator's truth, and the ceiling of scored rows.
 
-The truth folder is read here and only here (and in the label evaluation), for evaluation; the
-pipeline never reads it. Pairwise precision and recall are computed from the contingency table of
-(predicted student_key, true person) over every person-bearing row, so no pair list is ever
+The truth folder is read here and only here, for evaluation; the pipeline never reads it and never
+imports this module. It asks for a `features.evaluation.TruthEvaluator`, and the entry point
+(`ews/cli.py`) installs `SimulatorTruth` below, so `ews link/trainset/train --truth` reach it.
+
+Pairwise precision and recall are computed from the contingency table of (predicted student_key,
+true person) over every person-bearing row, so no pair list is ever
 materialised: TP = Σ C(n_kp, 2), predicted pairs = Σ_k C(n_k, 2), true pairs = Σ_p C(n_p, 2).
 A row that linkage could not key counts as a cluster of its own.
 """
@@ -13,43 +16,13 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
-from pydantic import BaseModel, ConfigDict
+import pyarrow as pa
 
-from features.db import one, scalar
 from features.calendar import SchoolCalendar
+from features.db import one, scalar
+from features.evaluation import LabelQuality, LinkQuality, PairwiseQuality
 from features.linkage.link import PERSON_SOURCES
 from features.pointintime.labels import Horizon, labels_sql, population_sql
-
-
-class PairwiseQuality(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: int
-    precision: float
-    recall: float
-    predicted_students: int
-    true_persons: int
-
-
-class LinkQuality(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    precision: float
-    recall: float
-    all_rows: PairwiseQuality
-    identity_rows: PairwiseQuality
-    label_rows_compared: int
-    label_error_share: float
-    label_error_share_among_dropouts: float
-    rounds_compared: list[str]
-
-
-class LabelQuality(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows_compared: int
-    agreement: float
-    our_dropout_rate: float
-    true_dropout_rate: float
-    confusion: dict[str, int]
-    per_round: dict[str, float]
 
 
 def attach_truth(con: duckdb.DuckDBPyConnection, truth_dir: Path) -> None:
@@ -208,7 +181,7 @@ def evaluate_labels(
 
 
 def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: list[str],
-                  cal: SchoolCalendar | None = None):  # -> pyarrow.Table
+                  cal: SchoolCalendar | None = None) -> pa.Table:
     """(student_key, round_id, p_true, true_dropout) for the given rounds: the simulator's true
     probability of each scored row, reached through the row's census record. Evaluation only."""
     from features.calendar import parse_round
@@ -227,3 +200,16 @@ def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: li
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
         """)
     return con.sql(" UNION ALL ".join(parts) + " ORDER BY round_id, student_key").to_arrow_table()
+
+
+class SimulatorTruth:
+    """The simulator's `TruthEvaluator` (features/evaluation.py): the functions above, on a truth folder."""
+
+    def linkage_quality(self, con: duckdb.DuckDBPyConnection, truth_dir: Path) -> LinkQuality:
+        return evaluate_linkage(con, truth_dir)
+
+    def label_quality(self, con: duckdb.DuckDBPyConnection, truth_dir: Path, horizon: Horizon) -> LabelQuality:
+        return evaluate_labels(con, truth_dir, horizon=horizon)
+
+    def ceiling_table(self, con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: list[str]) -> pa.Table:
+        return ceiling_table(con, truth_dir, round_ids)

@@ -3,7 +3,9 @@
 For unit and model tests (tiny data built in the test) and for exercising the registry without the
 full simulate -> ingest -> link -> trainset pipeline. Its labels follow a known logistic rule
 (attendance, failing marks, poverty, transition grade, school), and `p_true` is returned so
-ceiling metrics can be checked. It is not the simulator: figures measured on it mean nothing.
+ceiling metrics can be checked. It is not the simulator's world: figures measured on it mean
+nothing. It sits in the simulator's room because only tests and benchmarks use it; the pipeline
+never imports it.
 """
 
 from __future__ import annotations
