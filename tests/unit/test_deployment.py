@@ -24,8 +24,6 @@ ENV_READER = "features/home.py"
 # exist (a fixed site fails the stale check below), so this list only shrinks.
 PENDING_CALENDARS = {
     "training/splits.py": 1,            # round_dates(cal=None): callers to pass home.calendar
-    "training/synthetic.py": 1,         # synthetic_frame(): a test helper, to move under tests/
-    "features/linkage/evaluate.py": 3,  # truth evaluation: moves to simulator/
 }
 
 
