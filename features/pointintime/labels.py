@@ -22,6 +22,7 @@ import datetime as dt
 from typing import Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
+from features.pointintime.compile import DUCKDB, POPULATION_COLUMNS, RoundContext, population_steps, with_sql
 
 Horizon = Literal["next_census", "one_year"]
 NON_DROPOUT_EXITS = ("completed", "death", "moved_abroad", "to_vocational", "to_non_formal", "to_work_training")
@@ -40,26 +41,19 @@ def horizon_census(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> dt
 
 
 def _d(x: dt.date) -> str:
-    return f"DATE '{x.isoformat()}'"
+    return DUCKDB.date(x)
 
 
-def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh") -> str:
+def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
+                   columns: tuple[str, ...] = POPULATION_COLUMNS) -> str:
     """Students enrolled at round R: one census row per student, as known by `cutoff`.
 
-    A student with two rows for one census (a resent or corrected delivery) keeps the latest known.
+    A student with two rows for one census (a resent or corrected delivery) keeps the latest known
+    version (the compiler's population step, shared with the features).
     """
-    census = cal.census_date(r.academic_year, r.term)
-    return f"""
-        SELECT * EXCLUDE (rn) FROM (
-            SELECT c.*, row_number() OVER (
-                PARTITION BY c.student_key
-                ORDER BY c.known_at DESC, c.delivery_id DESC, c.source_line DESC) AS rn
-            FROM {schema}.linked_dmc_census c
-            WHERE c.student_key IS NOT NULL
-              AND c.census_date = {_d(census)}
-              AND c.known_at <= {_d(cutoff)}
-        ) WHERE rn = 1
-    """
+    ctx = RoundContext(cal=cal, round=r, as_of=cutoff, schema=schema, dialect=DUCKDB,
+                       params={"as_of": _d(cutoff)})
+    return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
 def labels_sql(
