@@ -1,12 +1,15 @@
 """Point-in-time features for one scoring round, set-based in DuckDB.
 
 Rows are (student_key, round). A source row may contribute only if it was *known* by the
-round's as-of date (its delivery's `known_at` ≤ as_of) and describes a date ≤ as_of. The chain
-of steps follows a historical retrieval: population -> known rows of each source -> latest
-record per key and period -> aggregates -> one wide row per student. Missing stays missing
-(NULL) with explicit indicators; nothing is imputed from later data.
+round's as-of date (its delivery's `known_at` ≤ as_of) and describes a date ≤ as_of. The query
+is compiled (`compile.py`) from the declared groups (`groups.py`): population -> known rows of
+each source -> latest version per record -> within staleness -> aggregates -> one wide row per
+student. This module supplies the round's dates as named parameters and runs the query; it also
+compiles serving's placement queries from the same steps. Missing stays missing (NULL) with
+explicit indicators; nothing is imputed from later data.
 
-The same meaning is written row by row in `reference.py`; a test requires both to agree.
+The same meaning is written row by row in tests/support/pointintime_oracle.py; a test requires
+both to agree on every column.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import duckdb
 import pyarrow as pa
 
 from features.calendar import SchoolCalendar, ScoringRound
-from features.pointintime.compile import DUCKDB, Dialect, RoundContext, compile_groups, population_steps
+from features.pointintime.compile import (
+    DUCKDB, Dialect, RoundContext, compile_groups, population_steps, read_steps, render, with_sql,
+)
 from features.pointintime.groups import (
-    ALL_GROUPS, FAIRNESS, MOBILITY, MODEL_GROUPS, PAST_DROPOUT_MIN_STUDENTS, PAST_DROPOUT_YEARS, STALENESS_DAYS,
+    ALL_GROUPS, AREAS_READ, FAIRNESS, MOBILITY, MODEL_GROUPS, PLACEMENT, SCHOOLS_READ, PAST_DROPOUT_MIN_STUDENTS, PAST_DROPOUT_YEARS, STALENESS_DAYS,
     earlier_early_rounds,
 )
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "build_features",
-           "earlier_early_rounds", "features_sql", "previous_term", "round_context"]
+           "earlier_early_rounds", "features_sql", "placement_sql", "previous_term", "round_context",
+           "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -68,8 +74,8 @@ def round_params(cal: SchoolCalendar, r: ScoringRound, as_of: dt.date, d: Dialec
 def round_context(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
                   as_of: dt.date | None = None) -> RoundContext:
     as_of = as_of or cal.as_of(r.round_id)
-    return RoundContext(cal=cal, round=r, as_of=as_of, schema=schema, dialect=dialect,
-                        params=round_params(cal, r, as_of, dialect))
+    return RoundContext(as_of=as_of, params=round_params(cal, r, as_of, dialect), schema=schema, dialect=dialect,
+                        cal=cal, round=r)
 
 
 def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
@@ -84,6 +90,20 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
             "pop.school_code")
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
                           population_steps(ctx, census, FEATURE_POPULATION_COLUMNS))
+
+
+def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
+    """(student_key, room) of each student enrolled at the census, as known by as-of (for serving)."""
+    ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
+    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room")), "SELECT student_key, room FROM pop")
+
+
+def school_areas_sql(as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
+    """Each school's name and area (tambon -> amphoe -> province), latest registry versions by as-of."""
+    ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
+    cols = ["school.school_code", *(f"{render(c.sql, ctx)} AS {c.name}" for c in PLACEMENT.columns if c.name != "room")]
+    return with_sql([*read_steps(SCHOOLS_READ, ctx), *read_steps(AREAS_READ, ctx)],
+                    f"SELECT {', '.join(cols)} FROM school LEFT JOIN area ON area.tambon_code = school.tambon_code")
 
 
 OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)

@@ -123,12 +123,12 @@ class Read:
 class RoundContext:
     """What a step needs to know about the round it is compiled for."""
 
-    cal: SchoolCalendar
-    round: ScoringRound
     as_of: dt.date
-    schema: str
-    dialect: Dialect
     params: Mapping[str, str]  # named SQL expressions (dates of the round, thresholds)
+    schema: str = "wh"
+    dialect: Dialect = field(default_factory=lambda: DUCKDB)
+    cal: SchoolCalendar | None = None  # None: a query of dates only (serving's placement)
+    round: ScoringRound | None = None
 
     def fmt(self, template: str) -> str:
         return template.format(**self.params)

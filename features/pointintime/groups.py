@@ -322,6 +322,8 @@ SCHOOL_JOINS = ("school ON school.school_code = pop.school_code", "area ON area.
 
 def _past_dropout_rate(ctx: RoundContext) -> str:
     """Dropout rate per school over earlier early rounds whose outcome was known by as-of."""
+    if ctx.cal is None or ctx.round is None:
+        raise ValueError("the school's past dropout rate needs the round and its calendar")
     past = earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
     if not past:
         return "SELECT CAST(NULL AS VARCHAR) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"

@@ -51,8 +51,7 @@ def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema
     A student with two rows for one census (a resent or corrected delivery) keeps the latest known
     version (the compiler's population step, shared with the features).
     """
-    ctx = RoundContext(cal=cal, round=r, as_of=cutoff, schema=schema, dialect=DUCKDB,
-                       params={"as_of": _d(cutoff)})
+    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, cal=cal, round=r)
     return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
