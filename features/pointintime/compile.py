@@ -52,6 +52,7 @@ class Dialect:
     month_start: Callable[[str], str]  # first day of the month of a date expression
     minus_months: Callable[[str, int], str]
     minus_days: Callable[[str, int], str]
+    plus_days: Callable[[str, int], str]
     years_between: Callable[[str, str], str]  # whole years from a to b (birthdays passed)
     days_between: Callable[[str, str], str]  # days from a to b
 
@@ -65,6 +66,7 @@ DUCKDB = Dialect(
     month_start=lambda e: f"date_trunc('month', {e})",
     minus_months=lambda e, n: f"{e} - INTERVAL {n} MONTH",
     minus_days=lambda e, n: f"{e} - INTERVAL {n} DAY",
+    plus_days=lambda e, n: f"{e} + INTERVAL {n} DAY",
     years_between=lambda a, b: f"date_sub('year', {a}, {b})",
     days_between=lambda a, b: f"date_diff('day', {a}, {b})",
 )
@@ -210,19 +212,24 @@ def latest_version_sql(d: Dialect, relation: str, key: tuple[str, ...], values: 
             f"SELECT {k}, {d.arg_max}({v}, {d.row(order)}) AS v FROM {relation} GROUP BY {k})")
 
 
+def known_rows_sql(ctx: RoundContext, relation: str, where: list[str], join_population: bool = False) -> str:
+    """Rows of a source known by the as-of date (its delivery's known_at) that pass `where`."""
+    join = " JOIN pop USING (sid)" if join_population else ""
+    return (f"SELECT t.* FROM {ctx.schema}.{relation} t{join} WHERE "
+            + " AND ".join([f"t.known_at <= {ctx.params['as_of']}", *where]))
+
+
 def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None) -> list[tuple[str, str]]:
     """The named steps of one read: <name>_known, <name>_latest, <name> (within staleness)."""
     d, p = ctx.dialect, ctx.params
-    where = [f"t.known_at <= {p['as_of']}"]
+    where = []
     if event_filter is not None:
         where.append(event_filter)
     elif read.event:
         where.append(f"t.{read.event} <= {p[read.event_until]}")
     if read.where:
         where.append(ctx.fmt(read.where))
-    join = " JOIN pop USING (sid)" if read.per_student else ""
-    steps = [(f"{read.name}_known",
-              f"SELECT t.* FROM {ctx.schema}.{read.source} t{join} WHERE " + " AND ".join(where))]
+    steps = [(f"{read.name}_known", known_rows_sql(ctx, read.source, where, read.per_student))]
     if read.key is None:
         steps.append((read.name, f"SELECT * FROM {read.name}_known"))
         return steps
