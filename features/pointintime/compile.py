@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
@@ -119,6 +119,10 @@ class Read:
                              f"the source has {sorted(cols)}")
         if self.fresh_after and not self.event:
             raise ValueError(f"read {self.name!r}: a staleness limit needs an event column")
+        if self.fresh_after and self.event not in (self.key or ()) and not self.latest_event_first:
+            # Otherwise "latest version, then drop stale" and "drop stale, then latest" differ.
+            raise ValueError(f"read {self.name!r}: a staleness limit needs its event in the key "
+                             "or the latest event first")
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ POPULATION_COLUMNS: tuple[str, ...] = (
 )
 POPULATION = Read(
     name="pop", source="linked_dmc_census", values=tuple(c for c in POPULATION_COLUMNS if c != "sid"),
-    key=("sid",), event="census_date", per_student=False,
+    key=("sid",), event="census_date", per_student=False, where="t.student_key IS NOT NULL",
 )
 
 
@@ -248,9 +252,8 @@ def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None
 def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...] = POPULATION_COLUMNS
                      ) -> list[tuple[str, str]]:
     """Students enrolled at the round: one census row each, the latest version known by as-of."""
-    read = Read(name="pop", source=POPULATION.source, key=("sid",), event="census_date", per_student=False,
-                values=tuple(c for c in columns if c != "sid"),
-                where="t.student_key IS NOT NULL")
+    read = replace(POPULATION, values=tuple(c for c in columns if c != "sid"))
+    # enrolled at the round = in its census (the event date equals the census, not "on or before")
     steps = read_steps(read, ctx, event_filter=f"t.census_date = {ctx.dialect.date(census)}")
     steps[-1] = ("pop", f"SELECT {', '.join(columns)} FROM pop_latest")  # the contract's column order
     return steps
@@ -272,18 +275,24 @@ def compile_groups(groups: tuple[FeatureGroup, ...], ctx: RoundContext, head: tu
     `head` is the leading SELECT list (row identity); then each group's columns in order.
     """
     steps: list[tuple[str, str]] = list(population)
-    seen = {name for name, _ in steps}
+    seen = dict(steps)
+
+    def add(group: str, name: str, sql: str) -> None:
+        # a step shared by two groups (the CCT read, the registries) is emitted once
+        if name in seen:
+            if seen[name] != sql:
+                raise ValueError(f"group {group!r} declares step {name!r} differently from an earlier group")
+            return
+        seen[name] = sql
+        steps.append((name, sql))
+
     joins: list[str] = []
     for g in groups:
         for read in g.reads:
             for name, sql in read_steps(read, ctx):
-                if name not in seen:
-                    seen.add(name)
-                    steps.append((name, sql))
+                add(g.name, name, sql)
         for s in g.steps:
-            if s.name not in seen:
-                seen.add(s.name)
-                steps.append((s.name, render(s.sql, ctx)))
+            add(g.name, s.name, render(s.sql, ctx))
         for j in g.joins:
             if j not in joins:
                 joins.append(j)

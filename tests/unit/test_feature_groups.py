@@ -14,7 +14,9 @@ import pytest
 
 from features.calendar import SchoolCalendar, parse_round
 from features.pointintime.build import OUTPUT_COLUMNS, features_sql, placement_sql, round_context, school_areas_sql
-from features.pointintime.compile import DUCKDB, Column, FeatureGroup, Read, latest_version_sql, read_steps
+from features.pointintime.compile import (
+    DUCKDB, Column, FeatureGroup, Read, compile_groups, latest_version_sql, read_steps,
+)
 from features.pointintime.groups import ALL_GROUPS, FAIRNESS, MODEL_GROUPS
 from features.pointintime.labels import population_sql
 from features.pointintime.pipeline import rounds_with_census
@@ -106,6 +108,23 @@ def test_a_group_declaring_a_column_twice_fails() -> None:
     col = Column("x", "int", "x", "x", "never missing", "1")
     with pytest.raises(ValueError, match="declares a column twice"):
         FeatureGroup(name="g", en="g", th="g", reads=(), steps=(), joins=(), columns=(col, col))
+
+
+def test_a_staleness_limit_on_an_event_outside_the_record_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="staleness limit needs its event in the key"):
+        Read(name="cct", source="linked_cct_screening", event="screened_on", fresh_after="m12",
+             values=("income_per_person",))
+
+
+def test_two_groups_declaring_one_step_differently_fail_to_compile() -> None:
+    a = Read(name="cct", source="linked_cct_screening", event="screened_on", latest_event_first=True,
+             fresh_after="m12", values=("income_per_person",))
+    b = Read(name="cct", source="linked_cct_screening", event="screened_on", latest_event_first=True,
+             fresh_after="m12", values=("caretaker",))
+    groups = tuple(FeatureGroup(name=n, en=n, th=n, reads=(r,), steps=(), joins=(), columns=()) for n, r in
+                   (("one", a), ("two", b)))
+    with pytest.raises(ValueError, match="group 'two' declares step 'cct_latest' differently"):
+        compile_groups(groups, round_context(CAL, ROUND), ("pop.student_key",), [])
 
 
 def test_a_staleness_limit_drops_records_whose_event_is_too_old() -> None:
