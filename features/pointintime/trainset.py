@@ -18,14 +18,17 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.parquet import write_parquet
 from features.pointintime.labels import Horizon
 from features.pointintime.spec import FEATURE_NAMES
+
+if TYPE_CHECKING:  # pandas is imported by `load_trainset` only: `ews features` never pays for it
+    import pandas as pd
 
 LATEST = "LATEST"
 REQUIRED_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "label", "round_id", "student_key", "school_code")
@@ -143,6 +146,8 @@ def load_trainset(trainsets_dir: Path, name: str | None = None) -> Trainset:
     folder = trainset_folder(trainsets_dir, name)
     if not (folder / "manifest.json").exists():
         raise FileNotFoundError(f"training set {name!r} not found in {trainsets_dir}")
+    import pandas as pd
+
     manifest = TrainsetManifest.model_validate_json((folder / "manifest.json").read_text(encoding="utf-8"))
     frame = pd.read_parquet(folder / "data.parquet")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
