@@ -158,11 +158,6 @@ class EwsHome(DeploymentSettings):
     def trainsets_dir(self) -> Path:
         return self.root / "trainsets"
 
-    @property
-    def latest_trainset(self) -> Path:
-        """The file naming the newest training set."""
-        return self.trainsets_dir / "LATEST"
-
     def monitoring_dir(self, round_id: str) -> Path:
         return self.root / "monitoring" / round_id
 

@@ -59,35 +59,17 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
 
 
 def placement_sql(census: dt.date, as_of: dt.date) -> str:
-    """Room and the area of the school (tambon -> amphoe -> province) for each enrolled student."""
-    return f"""
-        WITH pop AS (
-            SELECT student_key, room FROM (
-                SELECT c.student_key, c.room, row_number() OVER (PARTITION BY c.student_key
-                    ORDER BY c.known_at DESC, c.delivery_id DESC, c.source_line DESC) AS rn
-                FROM wh.linked_dmc_census c
-                WHERE c.student_key IS NOT NULL AND c.census_date = DATE '{census}' AND c.known_at <= DATE '{as_of}'
-            ) WHERE rn = 1
-        )
-        SELECT student_key, room FROM pop
-    """
+    """Room of each enrolled student (the compiled population step of features' placement group)."""
+    from features.pointintime.build import placement_sql as compiled
+
+    return compiled(census, as_of)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
-    return f"""
-        WITH s AS (
-            SELECT * FROM (SELECT school_code, school_name, tambon_code, row_number() OVER (
-                PARTITION BY school_code ORDER BY known_at DESC, delivery_id DESC) AS rn
-                FROM wh.src_schools WHERE known_at <= DATE '{as_of}') WHERE rn = 1
-        ), a AS (
-            SELECT * FROM (SELECT tambon_code, tambon_name, amphoe_code, amphoe_name, province_code, province_name,
-                row_number() OVER (PARTITION BY tambon_code ORDER BY known_at DESC, delivery_id DESC) AS rn
-                FROM wh.src_areas WHERE known_at <= DATE '{as_of}') WHERE rn = 1
-        )
-        SELECT s.school_code, s.school_name, s.tambon_code, a.tambon_name, a.amphoe_code, a.amphoe_name,
-               a.province_code, a.province_name
-        FROM s LEFT JOIN a USING (tambon_code)
-    """
+    """School name and area (tambon -> amphoe -> province): features' compiled registry reads."""
+    from features.pointintime.build import school_areas_sql as compiled
+
+    return compiled(as_of)
 
 
 def read_round_inputs(home: EwsHome, round_id: str, cal: SchoolCalendar) -> tuple[pd.DataFrame, str]:

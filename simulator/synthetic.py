@@ -18,6 +18,7 @@ import pandas as pd
 
 from features.calendar import SchoolCalendar, parse_round
 from features.home import EwsHome
+from features.pointintime.trainset import set_latest
 from features.pointintime.spec import CATEGORICAL, FEATURES, GROUPS
 
 _LEVELS = {
@@ -137,7 +138,7 @@ def write_synthetic_trainset(home: EwsHome, frame: pd.DataFrame, name: str | Non
         "categorical": list(CATEGORICAL), "file": str(path), "sha256": digest,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    home.latest_trainset.write_text(name + "\n", encoding="utf-8")
+    set_latest(home.trainsets_dir, name)
     return name
 
 

@@ -9,7 +9,6 @@ with NaN for missing, which LightGBM and the serving stage treat the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import pandas as pd
 
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, CATEGORICAL, FEATURE_NAMES
+from features.pointintime.trainset import latest_trainset_name
+from features.pointintime.trainset import load_trainset as load_typed_trainset
 
 GRADE_BANDS: tuple[tuple[str, int, int], ...] = (
     # grade_level: K1 = 1 ... K3 = 3, P1 = 4 ... P6 = 9, M1 = 10 ... M3 = 12, M4 = 13 ... M6 = 15
@@ -35,26 +36,13 @@ class Trainset:
 
 
 def resolve_trainset_name(home: EwsHome, name: str | None) -> str:
-    if name:
-        return name
-    latest = home.latest_trainset
-    if not latest.exists():
-        raise FileNotFoundError(f"no training set in {home.trainsets_dir}: run `ews trainset` first")
-    return latest.read_text(encoding="utf-8").strip()
+    return name or latest_trainset_name(home.trainsets_dir)
 
 
 def load_trainset(home: EwsHome, name: str | None = None) -> Trainset:
-    """The named training set (default: the newest) with its manifest."""
-    name = resolve_trainset_name(home, name)
-    folder = home.trainsets_dir / name
-    if not (folder / "manifest.json").exists():
-        raise FileNotFoundError(f"training set {name!r} not found in {home.trainsets_dir}")
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    frame = pd.read_parquet(folder / "data.parquet")
-    missing = [c for c in (*FEATURE_NAMES, "label", "round_id", "student_key", "school_code") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"training set {name} lacks columns {missing[:5]} (catalogue changed? rebuild it)")
-    return Trainset(name=name, frame=frame, manifest=manifest, folder=folder)
+    """The named training set (default: the newest): features' typed artefact, its manifest as a dict."""
+    ts = load_typed_trainset(home.trainsets_dir, name)
+    return Trainset(name=ts.name, frame=ts.frame, manifest=ts.manifest.model_dump(mode="json"), folder=ts.folder)
 
 
 def learn_categories(frame: pd.DataFrame) -> dict[str, list[str]]:

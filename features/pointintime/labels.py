@@ -22,6 +22,9 @@ import datetime as dt
 from typing import Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
+from features.pointintime.compile import (
+    DUCKDB, POPULATION_COLUMNS, RoundContext, known_rows_sql, population_steps, with_sql,
+)
 
 Horizon = Literal["next_census", "one_year"]
 NON_DROPOUT_EXITS = ("completed", "death", "moved_abroad", "to_vocational", "to_non_formal", "to_work_training")
@@ -40,26 +43,18 @@ def horizon_census(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> dt
 
 
 def _d(x: dt.date) -> str:
-    return f"DATE '{x.isoformat()}'"
+    return DUCKDB.date(x)
 
 
-def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh") -> str:
+def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
+                   columns: tuple[str, ...] = POPULATION_COLUMNS) -> str:
     """Students enrolled at round R: one census row per student, as known by `cutoff`.
 
-    A student with two rows for one census (a resent or corrected delivery) keeps the latest known.
+    A student with two rows for one census (a resent or corrected delivery) keeps the latest known
+    version (the compiler's population step, shared with the features).
     """
-    census = cal.census_date(r.academic_year, r.term)
-    return f"""
-        SELECT * EXCLUDE (rn) FROM (
-            SELECT c.*, row_number() OVER (
-                PARTITION BY c.student_key
-                ORDER BY c.known_at DESC, c.delivery_id DESC, c.source_line DESC) AS rn
-            FROM {schema}.linked_dmc_census c
-            WHERE c.student_key IS NOT NULL
-              AND c.census_date = {_d(census)}
-              AND c.known_at <= {_d(cutoff)}
-        ) WHERE rn = 1
-    """
+    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, cal=cal, round=r)
+    return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
 def labels_sql(
@@ -73,40 +68,38 @@ def labels_sql(
     census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
     pop = population or f"({population_sql(cal, r, cutoff, schema)})"
-    k = _d(cutoff)
+    d = DUCKDB
+    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, dialect=d, cal=cal, round=r)
+    at_target = f"t.census_date = {_d(target)}"
+    keyed = "t.student_key IS NOT NULL"
+    after_census = f"t.record_date > {_d(census)}"
+    near_target = f"t.record_date <= {d.plus_days(_d(target), OTHER_SYSTEM_WINDOW_DAYS)}"
     exits_list = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
+    # Evidence of the outcome: each a set of rows known by the cutoff (the compiler's known-by step).
     return f"""
         WITH pop AS (SELECT student_key FROM {pop}),
         horizon_known AS (
-            SELECT count(*) > 0 AS known FROM {schema}.src_dmc_census
-            WHERE census_date = {_d(target)} AND known_at <= {k}
+            SELECT count(*) > 0 AS known FROM ({known_rows_sql(ctx, "src_dmc_census", [at_target])})
         ),
         obec AS (
-            SELECT DISTINCT student_key FROM {schema}.linked_dmc_census
-            WHERE census_date = {_d(target)} AND known_at <= {k} AND student_key IS NOT NULL
+            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_dmc_census", [at_target, keyed])})
         ),
         other AS (
-            SELECT DISTINCT student_key FROM {schema}.linked_other_enrolment
-            WHERE record_date BETWEEN {_d(target)} - INTERVAL {OTHER_SYSTEM_WINDOW_DAYS} DAY
-                                  AND {_d(target)} + INTERVAL {OTHER_SYSTEM_WINDOW_DAYS} DAY
-              AND record_date > {_d(census)}
-              AND known_at <= {k} AND student_key IS NOT NULL
+            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_other_enrolment", [
+                f"t.record_date >= {d.minus_days(_d(target), OTHER_SYSTEM_WINDOW_DAYS)}", near_target,
+                after_census, keyed])})
         ),
         training AS (
-            SELECT DISTINCT student_key FROM {schema}.linked_ewe_training
-            WHERE record_date BETWEEN {_d(target)} - INTERVAL {TRAINING_WINDOW_DAYS} DAY
-                                  AND {_d(target)} + INTERVAL {OTHER_SYSTEM_WINDOW_DAYS} DAY
-              AND record_date > {_d(census)}
-              AND known_at <= {k} AND student_key IS NOT NULL
+            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_ewe_training", [
+                f"t.record_date >= {d.minus_days(_d(target), TRAINING_WINDOW_DAYS)}", near_target,
+                after_census, keyed])})
         ),
         exits AS (
-            SELECT student_key,
-                   arg_max(exit_type, exit_date) AS exit_type
-            FROM {schema}.linked_exits
-            WHERE exit_date > {_d(census)} AND exit_date <= {_d(target)}
-              AND known_at <= {k} AND student_key IS NOT NULL
-              AND (exit_type IN ({exits_list})
-                   OR (exit_type = 'transfer_out' AND destination_school_code IS NOT NULL))
+            SELECT student_key, {d.arg_max}(exit_type, exit_date) AS exit_type
+            FROM ({known_rows_sql(ctx, "linked_exits", [
+                f"t.exit_date > {_d(census)}", f"t.exit_date <= {_d(target)}", keyed,
+                f"(t.exit_type IN ({exits_list}) "
+                f"OR (t.exit_type = 'transfer_out' AND t.destination_school_code IS NOT NULL))"])})
             GROUP BY student_key
         )
         SELECT p.student_key, '{r.round_id}' AS round_id,

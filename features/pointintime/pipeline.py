@@ -10,38 +10,33 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from features.db import scalar, session
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
+from features.db import scalar, session
 from features.home import EwsHome
-from features.parquet import write_parquet
+from features.ids import BE_OFFSET
 from features.pointintime.build import build_features
-from features.pointintime.labels import Horizon, labels_sql
+from features.pointintime.labels import Horizon, horizon_census, labels_sql
+from features.pointintime.trainset import (  # re-exported: callers import them from here
+    TrainsetConfig, TrainsetManifest, atomic_write_parquet, atomic_write_text, file_sha256, save_trainset_data,
+    save_trainset_manifest,
+)
 from features.pointintime.spec import FEATURES, GROUPS
+
+__all__ = ["FeatureSetManifest", "TrainsetConfig", "TrainsetManifest", "available_rounds", "build_trainset",
+           "connect_warehouse", "delivery_fingerprint", "file_sha256", "label_known_on", "latest_delivery",
+           "rounds_with_census", "warehouse_session", "write_feature_set"]
 
 CATALOGUE_VERSION = hashlib.sha256(
     json.dumps([(f.name, f.group, f.dtype) for f in FEATURES]).encode()
 ).hexdigest()[:12]
-
-
-class TrainsetConfig(BaseModel):
-    """What a training set is built from. Loaded at the entry point; stored in the manifest."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    schema_version: int = 1
-    rounds: tuple[str, ...] = Field((), description="Round ids; empty = every round with a known census.")
-    horizon: Horizon = Field("next_census", description="Label horizon: next census, or one year.")
-    cutoff: dt.date | None = Field(None, description="Labels use rows known by this date; default: the latest delivery.")
 
 
 def connect_warehouse(home: EwsHome, read_only: bool = True) -> duckdb.DuckDBPyConnection:
@@ -92,41 +87,32 @@ def delivery_fingerprint(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> str
     return h.hexdigest()
 
 
+def rounds_with_census(cal: SchoolCalendar, censuses: Iterable[dt.date]) -> list[ScoringRound]:
+    """Every scoring round (in calendar order) whose census date is one of `censuses`.
+
+    The one place "which rounds exist" is derived from census dates: the academic years are the
+    census years in the Buddhist Era, from the year before the first (its term-2 census falls in
+    the next Common-Era year) to the last.
+    """
+    dates = set(censuses)
+    if not dates:
+        return []
+    years = sorted({d.year for d in dates})
+    return [r for r in cal.rounds(years[0] + BE_OFFSET - 1, years[-1] + BE_OFFSET)
+            if cal.census_date(r.academic_year, r.term) in dates]
+
+
 def available_rounds(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar) -> list[ScoringRound]:
     """Rounds whose census is in the warehouse and known by the round's as-of date."""
-    censuses = {
-        d for (d,) in con.execute("SELECT DISTINCT census_date FROM wh.src_dmc_census").fetchall()
-    }
-    if not censuses:
-        return []
-    years = sorted({d.year for d in censuses})
-    out = []
-    for r in cal.rounds(years[0] + 543 - 1, years[-1] + 543):
-        if cal.census_date(r.academic_year, r.term) in censuses:
-            out.append(r)
-    return out
+    censuses = [d for (d,) in con.execute("SELECT DISTINCT census_date FROM wh.src_dmc_census").fetchall()]
+    return rounds_with_census(cal, censuses)
 
 
-def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    """Write then rename, so a crash never leaves a half-written file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    write_parquet(table, tmp)  # equal tables, equal bytes: the file's sha256 identifies it
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def label_known_on(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, horizon: Horizon,
+                   cutoff: dt.date) -> dt.date | None:
+    """The day the round's label became known: its horizon census's first delivery (by the cutoff)."""
+    return scalar(con, "SELECT min(known_at) FROM wh.src_dmc_census WHERE census_date = ? AND known_at <= ?",
+                  [horizon_census(cal, r, horizon), cutoff])
 
 
 class FeatureSetManifest(BaseModel):
@@ -152,7 +138,7 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
     finally:
         con.close()
     path = home.features_dir / f"{round_id}.parquet"
-    _atomic_write_parquet(table, path)
+    atomic_write_parquet(table, path)
     manifest = FeatureSetManifest(
         round_id=round_id, as_of=cal.as_of(round_id), rows=table.num_rows, file=str(path),
         sha256=file_sha256(path), delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
@@ -160,25 +146,8 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
             f.name: round(table.column(f.name).null_count / max(table.num_rows, 1), 4) for f in FEATURES
         },
     )
-    _atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
+    atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
     return manifest
-
-
-class TrainsetManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    config: TrainsetConfig
-    cutoff: dt.date
-    rounds: list[dict[str, object]]
-    rows: int
-    unlabelled_rows: int
-    label_rate: float
-    delivery_fingerprint: str
-    catalogue_version: str
-    feature_groups: dict[str, list[str]]
-    categorical: list[str]
-    file: str
-    sha256: str
 
 
 def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None) -> TrainsetManifest:
@@ -215,6 +184,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
             per_round.append({
                 "round_id": r.round_id, "round_type": r.round_type, "as_of": cal.as_of(r.round_id).isoformat(),
                 "rows": n, "unlabelled": n_unl, "label_rate": round(pos / n, 5) if n else None,
+                "label_known_on": (k.isoformat() if (k := label_known_on(con, cal, r, cfg.horizon, cutoff)) else None),
             })
             if n:
                 parts.append(joined)
@@ -229,9 +199,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         "deliveries": fp, "catalogue": CATALOGUE_VERSION,
     }, sort_keys=True)
     name = "ts-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-    folder = home.trainsets_dir / name
-    path = folder / "data.parquet"
-    _atomic_write_parquet(data, path)
+    path = save_trainset_data(home.trainsets_dir, name, data)
     total = data.num_rows
     manifest = TrainsetManifest(
         name=name, config=cfg, cutoff=cutoff, rounds=per_round, rows=total, unlabelled_rows=unlabelled,
@@ -241,6 +209,5 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         categorical=[f.name for f in FEATURES if f.dtype == "category"],
         file=str(path), sha256=file_sha256(path),
     )
-    _atomic_write_text(manifest.model_dump_json(indent=2), folder / "manifest.json")
-    _atomic_write_text(name + "\n", home.latest_trainset)
+    save_trainset_manifest(home.trainsets_dir, manifest)
     return manifest

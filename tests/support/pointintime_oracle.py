@@ -1,8 +1,10 @@
-"""A slow, obviously-correct reference for point-in-time features, written student by student.
+"""A slow, obviously-correct oracle for point-in-time features and labels, written row by row.
 
-It exists to check `build.py`: the set-based SQL and this loop must agree on a small simulated
-sample. It deliberately shares nothing with the SQL except the catalogue and the calendar: each
-rule is re-stated here in plain Python over the rows of one student. Never used in production.
+It exists to check the compiled SQL (`features/pointintime/compile.py` over `groups.py`): the
+set-based query and these loops must agree on a sample of students. It deliberately shares
+nothing with the SQL except the calendar and the contract's vocabulary: each rule, threshold and
+window is re-stated here in plain Python over the rows of one student (or, for the school's past
+dropout rate, over every student of a school). Test code only; never used in production.
 """
 
 from __future__ import annotations
@@ -16,13 +18,30 @@ import duckdb
 from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS
 from features.ids import GRADE_TYPICAL_AGE, GRADES
-from features.pointintime.build import previous_term
 
 Row = dict[str, Any]
+SOURCES = ("dmc_census", "attendance", "grades", "cct_screening", "care_screening", "welfare_links",
+           "other_enrolment", "ewe_training", "exits")
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
-    cur = con.execute(sql, params)
+class Warehouse:
+    """Every linked row, grouped by student, plus the registries: read once, then looked up."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.by_student: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+        for name in SOURCES:
+            for row in _rows(con, f"SELECT * FROM wh.linked_{name} WHERE student_key IS NOT NULL"):
+                self.by_student[row["student_key"]][name].append(row)
+        self.census_deliveries = _rows(con, "SELECT census_date, known_at FROM wh.src_dmc_census")
+        self.schools = _rows(con, "SELECT * FROM wh.src_schools")
+        self.areas = _rows(con, "SELECT * FROM wh.src_areas")
+
+    def src(self, key: str, name: str) -> list[Row]:
+        return self.by_student.get(key, {}).get(name, [])
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[Row]:
+    cur = con.execute(sql)
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
@@ -41,25 +60,90 @@ def _rate(rows: list[Row], num: str = "days_present") -> float | None:
     return sum(r[num] for r in rows) / days if rows and days else None
 
 
+def _previous_term(r: ScoringRound) -> tuple[int, int]:
+    return (r.academic_year - 1, 2) if r.term == 1 else (r.academic_year, 1)
+
+
+def enrolled(wh: Warehouse, key: str, census: dt.date, known_by: dt.date) -> Row | None:
+    """The student's census row at `census`, the latest version known by `known_by`."""
+    rows = [c for c in wh.src(key, "dmc_census") if c["census_date"] == census and c["known_at"] <= known_by]
+    return _latest(rows) if rows else None
+
+
+def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff: dt.date) -> int | None:
+    """1 dropout, 0 continued or left for another reason, None when the horizon census is unknown."""
+    census = cal.census_date(r.academic_year, r.term)
+    target = cal.next_census(r.academic_year, r.term)[2]
+    if not any(c["census_date"] == target and c["known_at"] <= cutoff for c in wh.census_deliveries):
+        return None
+    if any(c["census_date"] == target and c["known_at"] <= cutoff for c in wh.src(key, "dmc_census")):
+        return 0
+    near = dt.timedelta(days=75)
+    if any(target - near <= o["record_date"] <= target + near and o["record_date"] > census and o["known_at"] <= cutoff
+           for o in wh.src(key, "other_enrolment")):
+        return 0
+    if any(target - dt.timedelta(days=200) <= t["record_date"] <= target + near and t["record_date"] > census
+           and t["known_at"] <= cutoff for t in wh.src(key, "ewe_training")):
+        return 0
+    not_dropout = {"completed", "death", "moved_abroad", "to_vocational", "to_non_formal", "to_work_training"}
+    for x in wh.src(key, "exits"):
+        if census < x["exit_date"] <= target and x["known_at"] <= cutoff and (
+                x["exit_type"] in not_dropout
+                or (x["exit_type"] == "transfer_out" and x["destination_school_code"] is not None)):
+            return 0
+    return 1
+
+
+def past_dropout_rates(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, as_of: dt.date) -> dict[str, float | None]:
+    """Per school: dropout rate over the early rounds of the last two years whose outcome was known
+    before as_of (students as enrolled then); None under 10 labelled students."""
+    labels: dict[str, list[int]] = defaultdict(list)
+    for y in range(r.academic_year - 2, r.academic_year + 1):
+        for t in (1, 2):
+            e = ScoringRound(academic_year=y, term=t, round_type="early")
+            if not (cal.next_census(y, t)[2] < as_of and cal.as_of(e.round_id) < as_of):
+                continue
+            census = cal.census_date(y, t)
+            for key in wh.by_student:
+                row = enrolled(wh, key, census, as_of)
+                if row is None:
+                    continue
+                lab = label(wh, cal, e, key, as_of)
+                if lab is not None:
+                    labels[row["school_code"]].append(lab)
+    return {s: (sum(v) / len(v) if len(v) >= 10 else None) for s, v in labels.items()}
+
+
+def _registry(rows: list[Row], key: str, as_of: dt.date) -> dict[str, Row]:
+    out: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row["known_at"] <= as_of:
+            out[row[key]].append(row)
+    return {k: _latest(v) for k, v in out.items()}
+
+
 def reference_features(
     con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, student_keys: list[str],
 ) -> dict[str, Row]:
-    """Features (non-school-context ones) for the given students, one dict per student."""
+    """Every feature and fairness column for the given students, one dict per student."""
+    wh = Warehouse(con)
     as_of = cal.as_of(r.round_id)
     census = cal.census_date(r.academic_year, r.term)
     term_start = cal.term(r.term).starts.in_year(r.academic_year)
-    py, pt = previous_term(r)
+    py, pt = _previous_term(r)
     prev_start, prev_end = cal.term(pt).starts.in_year(py), cal.term(pt).ends.in_year(py)
     m12 = as_of - dt.timedelta(days=365)
+    schools = _registry(wh.schools, "school_code", as_of)
+    areas = _registry(wh.areas, "tambon_code", as_of)
+    past_rates = past_dropout_rates(wh, cal, r, as_of)
     out: dict[str, Row] = {}
     for key in student_keys:
         def src(name: str) -> list[Row]:
-            return _rows(con, f"SELECT * FROM wh.linked_{name} WHERE student_key = ?", [key])
+            return wh.src(key, name)
 
-        census_rows = [c for c in src("dmc_census") if c["census_date"] == census and c["known_at"] <= as_of]
-        if not census_rows:
+        me = enrolled(wh, key, census, as_of)
+        if me is None:
             continue
-        me = _latest(census_rows)
         f: Row = {}
         # attendance: latest known version per month, months of the last 12
         by_month: dict[dt.date, list[Row]] = defaultdict(list)
@@ -153,9 +237,26 @@ def reference_features(
         f["in_transition_grade"] = me["grade"] in ("P6", "M3")
         f["term"] = r.term
         f["is_mid_round"] = r.round_type == "mid"
+        # school and area: the latest registry versions known by as-of
+        school = schools.get(me["school_code"])
+        area = areas.get(school["tambon_code"]) if school else None
+        f["school_size_class"] = school["size_class"] if school else None
+        f["school_students"] = float(school["students"]) if school and school["students"] is not None else None
+        f["school_remote"] = school["remote"] if school else None
+        f["school_distance_km"] = school["distance_km"] if school else None
+        f["school_past_dropout_rate"] = past_rates.get(me["school_code"])
+        f["region"] = area["region"] if area else None
         f["sex"] = me["sex"]
         f["age"] = (as_of - bd).days / 365.25
         f["non_thai_id"] = me["id_kind"] in ("gcode", "non_thai")
         f["disability"] = me["disability"] != "none"
+        # groups for the fairness audit
+        f["group_sex"] = me["sex"]
+        f["group_province"] = area["province_name"] if area else None
+        f["group_region"] = area["region"] if area else None
+        f["group_nationality"] = "gcode_or_non_thai" if f["non_thai_id"] else "thai"
+        f["group_cct_poverty"] = ("not_screened" if c is None
+                                  else "extremely_poor" if c["income_per_person"] <= 3000 else "screened_not_extreme")
+        f["group_disability"] = "disability" if f["disability"] else "none"
         out[key] = f
     return out

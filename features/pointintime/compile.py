@@ -1,0 +1,304 @@
+"""The point-in-time compiler: declared feature groups -> one SQL query of small named steps.
+
+Where it sits: `groups.py` declares what each feature group reads and computes; this module turns
+those declarations into SQL for one round; `build.py` runs it (features), `labels.py` uses the same
+population step, and serving's placement query uses the same registry reads. The chain, per read:
+
+    population  students enrolled at the round (one census row each, the latest known version)
+    <x>_known   rows of the source known by the as-of date that describe a date not after it
+    <x>_latest  the latest known version of each record (known_at, then delivery, then line)
+    <x>         within the staleness limit (rows describing a date too long ago are dropped)
+    aggregates  the group's own steps over <x> (written in the group's declaration)
+    join        one wide row per student: every group's columns, in catalogue order
+
+"The latest known version of a record" is written once, in `latest_version_sql`. Engine-specific
+functions (arg_max vs max_by, struct literals, date arithmetic) sit behind `Dialect`, so a second
+engine can run the same declarations; DuckDB is the only dialect implemented.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from features.calendar import SchoolCalendar, ScoringRound
+from features.contract import SOURCES, identity_columns
+
+Dtype = Literal["float", "int", "bool", "category"]
+
+# Columns every warehouse table carries besides the contract's: where a row came from and when it
+# became known. Linked views add the pseudonymous key, the link run's integer `sid`, and the
+# identity token and its kind (which replace the vault-only identity columns).
+DELIVERY_COLUMNS: tuple[str, ...] = ("delivery_id", "source_file", "source_line", "known_at")
+LINKED_COLUMNS: tuple[str, ...] = ("student_key", "sid", "id_token", "id_kind")
+# The order that makes one version of a record "the latest known": known_at, then the delivery,
+# then the line in the file (the last two are unique, so exactly one version wins).
+VERSION_ORDER: tuple[str, ...] = ("known_at", "delivery_id", "source_line")
+
+
+# --- dialect -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few functions whose spelling differs between SQL engines."""
+
+    name: str
+    arg_max: str  # aggregate: the value at the row where the ordering key is largest
+    struct: Callable[[Mapping[str, str]], str]  # named fields -> a struct value
+    row: Callable[[tuple[str, ...]], str]  # an ordering key of several columns, compared left to right
+    date: Callable[[dt.date], str]  # a date literal
+    month_start: Callable[[str], str]  # first day of the month of a date expression
+    minus_months: Callable[[str, int], str]
+    minus_days: Callable[[str, int], str]
+    plus_days: Callable[[str, int], str]
+    years_between: Callable[[str, str], str]  # whole years from a to b (birthdays passed)
+    days_between: Callable[[str, str], str]  # days from a to b
+
+
+DUCKDB = Dialect(
+    name="duckdb",
+    arg_max="arg_max",
+    struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields.items()) + "}",
+    row=lambda cols: "(" + ", ".join(cols) + ")",
+    date=lambda d: f"DATE '{d.isoformat()}'",
+    month_start=lambda e: f"date_trunc('month', {e})",
+    minus_months=lambda e, n: f"{e} - INTERVAL {n} MONTH",
+    minus_days=lambda e, n: f"{e} - INTERVAL {n} DAY",
+    plus_days=lambda e, n: f"{e} + INTERVAL {n} DAY",
+    years_between=lambda a, b: f"date_sub('year', {a}, {b})",
+    days_between=lambda a, b: f"date_diff('day', {a}, {b})",
+)
+# Spark SQL (later, for the national-scale issue) would be: max_by, named_struct, struct(...),
+# trunc(e, 'MM'), add_months(e, -n), date_sub(e, n), floor(months_between(b, a) / 12), datediff(b, a).
+DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB}
+
+
+# --- declarations ------------------------------------------------------------------------------
+
+def source_columns(relation: str) -> tuple[str, ...]:
+    """Columns of a warehouse relation (`linked_<source>` or `src_<source>`) from the contract."""
+    kind, _, name = relation.partition("_")
+    if kind not in ("linked", "src") or name not in SOURCES:
+        raise ValueError(
+            f"unknown source {relation!r}: expected linked_<source> or src_<source> with a source of "
+            f"the contract ({', '.join(sorted(SOURCES))})"
+        )
+    src = SOURCES[name]
+    own = tuple(c for c in src.column_names if c not in identity_columns(src))
+    return (*(LINKED_COLUMNS if kind == "linked" else ()), *DELIVERY_COLUMNS, *own)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One point-in-time read of a source: known by the as-of date -> latest version -> fresh.
+
+    `key` names a record (one row per key survives); `latest_event_first` makes the record the
+    student's latest event (e.g. the latest screening), then its latest known version. `key=None`
+    keeps every known row (a group that only asks "was it ever recorded").
+    """
+
+    name: str
+    source: str  # warehouse relation, e.g. "linked_attendance", "src_schools"
+    values: tuple[str, ...]  # columns carried from the winning version
+    key: tuple[str, ...] | None = ("sid",)
+    event: str | None = None  # the column of the date the row describes (None: a registry)
+    event_until: str = "as_of"  # round date the event may not be after ("as_of" or "census")
+    fresh_after: str | None = None  # round parameter: events on or before it are stale
+    latest_event_first: bool = False
+    where: str = ""  # a filter on the known rows, before the latest version is chosen
+    per_student: bool = True  # restrict to the population (joins on `sid`)
+
+    def __post_init__(self) -> None:
+        cols = set(source_columns(self.source))
+        named = [*self.values, *(self.key or ()), *([self.event] if self.event else [])]
+        unknown = [c for c in named if c not in cols]
+        if unknown:
+            raise ValueError(f"read {self.name!r} of {self.source}: unknown column(s) {unknown}; "
+                             f"the source has {sorted(cols)}")
+        if self.fresh_after and not self.event:
+            raise ValueError(f"read {self.name!r}: a staleness limit needs an event column")
+        if self.fresh_after and self.event not in (self.key or ()) and not self.latest_event_first:
+            # Otherwise "latest version, then drop stale" and "drop stale, then latest" differ.
+            raise ValueError(f"read {self.name!r}: a staleness limit needs its event in the key "
+                             "or the latest event first")
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a step needs to know about the round it is compiled for."""
+
+    as_of: dt.date
+    params: Mapping[str, str]  # named SQL expressions (dates of the round, thresholds)
+    schema: str = "wh"
+    dialect: Dialect = field(default_factory=lambda: DUCKDB)
+    cal: SchoolCalendar | None = None  # None: a query of dates only (serving's placement)
+    round: ScoringRound | None = None
+
+    def fmt(self, template: str) -> str:
+        return template.format(**self.params)
+
+
+Sql = str | Callable[[RoundContext], str]
+
+
+@dataclass(frozen=True)
+class Step:
+    """An aggregate step of a group: a named SELECT over earlier steps (a template or a function)."""
+
+    name: str
+    sql: Sql
+
+
+@dataclass(frozen=True)
+class Column:
+    """One output column of a group: its catalogue fields and the SQL that computes it."""
+
+    name: str
+    dtype: Dtype
+    en: str
+    th: str
+    missing: str
+    sql: Sql
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    """A declared group: reads, aggregate steps, the joins into the population, output columns.
+
+    `model` groups are model inputs and go into the catalogue; others (placement, fairness) are
+    columns serving and monitoring need beside the features.
+    """
+
+    name: str
+    en: str
+    th: str
+    reads: tuple[Read, ...]
+    steps: tuple[Step, ...]
+    joins: tuple[str, ...]  # "<step> USING (sid)" / "<step> ON ...", joined to `pop` in this order
+    columns: tuple[Column, ...]
+    thresholds: Mapping[str, float | int] = field(default_factory=dict)
+    model: bool = True
+    staleness: str = "none"  # said in words for the catalogue and a newcomer
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"group {self.name!r} declares a column twice")
+
+
+# --- the population ----------------------------------------------------------------------------
+
+POPULATION_COLUMNS: tuple[str, ...] = (
+    "student_key", "sid", "delivery_id", "source_file", "source_line", "known_at", "census_date",
+    "academic_year", "term", "school_code", "id_token", "id_kind", "student_no", "sex", "birth_date",
+    "grade", "room", "nationality", "disability", "tambon_code",
+)
+POPULATION = Read(
+    name="pop", source="linked_dmc_census", values=tuple(c for c in POPULATION_COLUMNS if c != "sid"),
+    key=("sid",), event="census_date", per_student=False, where="t.student_key IS NOT NULL",
+)
+
+
+# --- the compiler ------------------------------------------------------------------------------
+
+def latest_version_sql(d: Dialect, relation: str, key: tuple[str, ...], values: tuple[str, ...],
+                       order: tuple[str, ...]) -> str:
+    """The latest known version of each record: the ONE place this rule is written.
+
+    An arg_max per key (a hash aggregate) rather than a window sorted on the key: several times
+    faster at 1M students, and the same row wins because the ordering key is unique.
+    """
+    k = ", ".join(key)
+    v = d.struct({c: c for c in values})
+    return (f"SELECT {k}, {', '.join(f'v.{c}' for c in values)} FROM ("
+            f"SELECT {k}, {d.arg_max}({v}, {d.row(order)}) AS v FROM {relation} GROUP BY {k})")
+
+
+def known_rows_sql(ctx: RoundContext, relation: str, where: list[str], join_population: bool = False) -> str:
+    """Rows of a source known by the as-of date (its delivery's known_at) that pass `where`."""
+    join = " JOIN pop USING (sid)" if join_population else ""
+    return (f"SELECT t.* FROM {ctx.schema}.{relation} t{join} WHERE "
+            + " AND ".join([f"t.known_at <= {ctx.params['as_of']}", *where]))
+
+
+def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None) -> list[tuple[str, str]]:
+    """The named steps of one read: <name>_known, <name>_latest, <name> (within staleness)."""
+    d, p = ctx.dialect, ctx.params
+    where = []
+    if event_filter is not None:
+        where.append(event_filter)
+    elif read.event:
+        where.append(f"t.{read.event} <= {p[read.event_until]}")
+    if read.where:
+        where.append(ctx.fmt(read.where))
+    steps = [(f"{read.name}_known", known_rows_sql(ctx, read.source, where, read.per_student))]
+    if read.key is None:
+        steps.append((read.name, f"SELECT * FROM {read.name}_known"))
+        return steps
+    order = ((read.event,) if read.latest_event_first and read.event else ()) + VERSION_ORDER
+    values = read.values
+    if read.event and read.event not in (*read.key, *values):
+        values = (*values, read.event)  # the staleness step below reads it
+    steps.append((f"{read.name}_latest", latest_version_sql(d, f"{read.name}_known", read.key, values, order)))
+    fresh = f" WHERE {read.event} > {p[read.fresh_after]}" if read.fresh_after and read.event else ""
+    # The staleness filter commutes with "latest version": the event is part of the record's key
+    # or the first element of its order, so DuckDB may push it below the aggregate.
+    steps.append((read.name, f"SELECT * FROM {read.name}_latest{fresh}"))
+    return steps
+
+
+def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...] = POPULATION_COLUMNS
+                     ) -> list[tuple[str, str]]:
+    """Students enrolled at the round: one census row each, the latest version known by as-of."""
+    read = replace(POPULATION, values=tuple(c for c in columns if c != "sid"))
+    # enrolled at the round = in its census (the event date equals the census, not "on or before")
+    steps = read_steps(read, ctx, event_filter=f"t.census_date = {ctx.dialect.date(census)}")
+    steps[-1] = ("pop", f"SELECT {', '.join(columns)} FROM pop_latest")  # the contract's column order
+    return steps
+
+
+def with_sql(steps: list[tuple[str, str]], select: str) -> str:
+    body = ",\n    ".join(f"{name} AS ({sql})" for name, sql in steps)
+    return f"WITH {body}\n{select}"
+
+
+def render(sql: Sql, ctx: RoundContext) -> str:
+    return sql(ctx) if callable(sql) else ctx.fmt(sql)
+
+
+def compile_groups(groups: tuple[FeatureGroup, ...], ctx: RoundContext, head: tuple[str, ...],
+                   population: list[tuple[str, str]], order_by: str = "pop.student_key") -> str:
+    """One query: population, every read and step of the groups (each once), joined to `pop`.
+
+    `head` is the leading SELECT list (row identity); then each group's columns in order.
+    """
+    steps: list[tuple[str, str]] = list(population)
+    seen = dict(steps)
+
+    def add(group: str, name: str, sql: str) -> None:
+        # a step shared by two groups (the CCT read, the registries) is emitted once
+        if name in seen:
+            if seen[name] != sql:
+                raise ValueError(f"group {group!r} declares step {name!r} differently from an earlier group")
+            return
+        seen[name] = sql
+        steps.append((name, sql))
+
+    joins: list[str] = []
+    for g in groups:
+        for read in g.reads:
+            for name, sql in read_steps(read, ctx):
+                add(g.name, name, sql)
+        for s in g.steps:
+            add(g.name, s.name, render(s.sql, ctx))
+        for j in g.joins:
+            if j not in joins:
+                joins.append(j)
+    cols = [*head]
+    for g in groups:
+        cols.extend(f"{render(c.sql, ctx)} AS {c.name}" for c in g.columns)
+    select = ("SELECT\n        " + ",\n        ".join(cols) + "\n    FROM pop\n"
+              + "".join(f"    LEFT JOIN {j}\n" for j in joins) + f"    ORDER BY {order_by}")
+    return with_sql(steps, select)
