@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from features.calendar import ScoringRound
 
 DEFAULT_HOME = Path.home() / ".ews"
 
@@ -95,3 +99,9 @@ class EwsHome(BaseModel):
         if len(key) < 16:
             raise ValueError(f"the pseudonym key in {path} is shorter than 16 bytes")
         return key
+
+    def monitoring_report(self, round: ScoringRound, fmt: Literal["json", "html"]) -> Path:
+        """monitoring/<round_id>/report.<fmt>: the one place this path is built (`ews monitor`
+        writes it, the service hands it out). A `ScoringRound`, so no request can name a path
+        outside the monitoring folder."""
+        return self.root / "monitoring" / round.round_id / f"report.{fmt}"
