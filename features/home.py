@@ -100,8 +100,8 @@ class EwsHome(BaseModel):
             raise ValueError(f"the pseudonym key in {path} is shorter than 16 bytes")
         return key
 
-    def monitoring_report(self, round: ScoringRound, fmt: Literal["json", "html"]) -> Path:
+    def monitoring_report(self, scoring_round: ScoringRound, fmt: Literal["json", "html"]) -> Path:
         """monitoring/<round_id>/report.<fmt>: the one place this path is built (`ews monitor`
         writes it, the service hands it out). A `ScoringRound`, so no request can name a path
         outside the monitoring folder."""
-        return self.root / "monitoring" / round.round_id / f"report.{fmt}"
+        return self.root / "monitoring" / scoring_round.round_id / f"report.{fmt}"

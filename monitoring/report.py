@@ -1,10 +1,10 @@
 """One monitoring report per published round: gather, judge, give a verdict, write JSON and HTML.
 
-`monitor_round(home, round)` reads the round's published snapshot (serving: its typed manifest
+`monitor_round(home, scoring_round)` reads the round's published snapshot (serving: its typed manifest
 and the columns of each role), the training set and model version that scored it (training), the
 warehouse (features), runs the quality, drift and outcome checks, and returns a
 `MonitoringReport`. `write_report` / `read_report` are the report's one save and one load: under
-`home.monitoring_report(round, fmt)` as report.json and report.html (plots embedded), plain files
+`home.monitoring_report(scoring_round, fmt)` as report.json and report.html (plots embedded), plain files
 the service can hand to analysts without importing this package. Reports hold aggregates only: no
 student_key, no name, no ID.
 """
@@ -134,9 +134,9 @@ def _reference_contributions(home: EwsHome, model: Any, ref_round: ScoringRound,
     return contrib @ group_matrix()
 
 
-def monitor_round(home: EwsHome, round: ScoringRound | str, cfg: MonitorConfig | None = None,
+def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: MonitorConfig | None = None,
                   cal: SchoolCalendar | None = None) -> MonitoringReport:
-    """Every check for one published round, and the verdict. `round` is parsed by the CLI; a string
+    """Every check for one published round, and the verdict. `scoring_round` is parsed by the CLI; a string
     from another caller is parsed once here."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
@@ -147,7 +147,7 @@ def monitor_round(home: EwsHome, round: ScoringRound | str, cfg: MonitorConfig |
 
     cfg = cfg or MonitorConfig()
     cal = cal or SchoolCalendar()
-    r = as_round(round)
+    r = as_round(scoring_round)
     snap = published(home, r)
     if snap is None:
         raise FileNotFoundError(f"round {r} is not published in {home.rounds_dir}: run `ews score --round {r}`")
@@ -292,9 +292,9 @@ def write_report(home: EwsHome, report: MonitoringReport) -> dict[str, Path]:
     return paths
 
 
-def read_report(home: EwsHome, round: ScoringRound) -> MonitoringReport:
+def read_report(home: EwsHome, scoring_round: ScoringRound) -> MonitoringReport:
     """The report's one load (any schema version), naming the file when it is not a report."""
-    path = home.monitoring_report(round, "json")
+    path = home.monitoring_report(scoring_round, "json")
     try:
         return MonitoringReport.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError as exc:

@@ -225,14 +225,14 @@ class RoundSummary(BaseModel):
 
 
 def score_round(
-    home: EwsHome, round: ScoringRound | str, model: ServingModel, cfg: ScoreConfig | None = None,
+    home: EwsHome, scoring_round: ScoringRound | str, model: ServingModel, cfg: ScoreConfig | None = None,
     cal: SchoolCalendar | None = None, do_publish: bool = True,
 ) -> RoundSummary:
     """Score one round with `model`, write its snapshot and (by default) publish it.
 
-    `round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
+    `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
     outside serving is parsed once here."""
-    r = as_round(round)
+    r = as_round(scoring_round)
     cfg = cfg or ScoreConfig()
     cal = cal or SchoolCalendar()
     t0 = time.perf_counter()

@@ -200,10 +200,10 @@ def _from_v1(d: dict[str, Any], where: Path | str) -> dict[str, Any]:
     }
 
 
-def as_round(round: ScoringRound | str) -> ScoringRound:
+def as_round(scoring_round: ScoringRound | str) -> ScoringRound:
     """Serving passes `ScoringRound`s; a string from a caller outside serving (test fixtures,
     benchmarks, notebooks) is parsed here, which also keeps a bad id from naming a path."""
-    return round if isinstance(round, ScoringRound) else parse_round(round)
+    return scoring_round if isinstance(scoring_round, ScoringRound) else parse_round(scoring_round)
 
 
 @dataclass(frozen=True)
@@ -301,8 +301,8 @@ def publish(home: EwsHome, ref: SnapshotRef) -> None:
         f.write(json.dumps({"hash": ref.hash, "published_at": dt.datetime.now(dt.UTC).isoformat()}) + "\n")
 
 
-def published(home: EwsHome, round: ScoringRound | str) -> SnapshotRef | None:
-    r = as_round(round)
+def published(home: EwsHome, scoring_round: ScoringRound | str) -> SnapshotRef | None:
+    r = as_round(scoring_round)
     pointer = home.rounds_dir / r.round_id / POINTER
     if not pointer.exists():
         return None
@@ -332,9 +332,9 @@ def published_rounds(home: EwsHome) -> list[SnapshotRef]:
     return [r for r in refs if r is not None]
 
 
-def snapshots_of(home: EwsHome, round: ScoringRound | str) -> list[SnapshotRef]:
+def snapshots_of(home: EwsHome, scoring_round: ScoringRound | str) -> list[SnapshotRef]:
     """Every snapshot written for a round, published or not."""
-    r = as_round(round)
+    r = as_round(scoring_round)
     d = home.rounds_dir / r.round_id
     if not d.exists():
         return []
