@@ -38,8 +38,9 @@ def main() -> None:
     model = load_champion(home)
     ref = published(home, a.round_id)
     assert ref is not None, "score the round first"
-    base = ref.students([f"x__{f}" for f in FEATURE_NAMES]).to_pandas()
-    base.columns = list(FEATURE_NAMES)
+    inputs = ref.manifest.columns.model_inputs
+    base = ref.students(list(inputs.values())).to_pandas()
+    base.columns = list(inputs)
     reps = -(-a.rows // len(base))
     frame = pd.concat([base] * reps, ignore_index=True).iloc[: a.rows]
     t = {}

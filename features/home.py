@@ -33,12 +33,15 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from features.deployment import (
     ENV_DUCKDB_MEMORY, ENV_DUCKDB_THREADS, ENV_HOME, ENV_KEY_FILE, ENV_SERVE_WORKERS, ENV_TRACKING_URI,
     SETTINGS_FILE, DeploymentSettings,
 )
+
+if TYPE_CHECKING:
+    from features.calendar import ScoringRound
 
 DEFAULT_HOME = "~/.ews"  # expanded when the deployment is built, not when this module is imported
 
@@ -198,6 +201,12 @@ class EwsHome(DeploymentSettings):
         if len(key) < 16:
             raise ValueError(f"the pseudonym key in {path} is shorter than 16 bytes")
         return key
+
+    def monitoring_report(self, scoring_round: ScoringRound, fmt: Literal["json", "html"]) -> Path:
+        """monitoring/<round_id>/report.<fmt>: the one place this path is built (`ews monitor`
+        writes it, the service hands it out). A `ScoringRound`, so no request can name a path
+        outside the monitoring folder."""
+        return self.monitoring_dir(scoring_round.round_id) / f"report.{fmt}"
 
 
 def quiet_mlflow_progress() -> None:

@@ -37,6 +37,7 @@ def score_command(
     A round is an immutable snapshot under EWS_HOME/rounds/<round>/<hash>/; re-running the same
     round with the same model and data gives the same hash.
     """
+    from features.calendar import parse_round
     from serving.model import load_champion
     from serving.scoring import ScoreConfig, due_rounds, score_round
 
@@ -45,17 +46,15 @@ def score_command(
         raise typer.Exit(2)
     h = load_home(home)
     with friendly_errors("score"):
-        if round_id is not None:
-            from features.calendar import parse_round
-
-            parse_round(round_id)
+        # The round id is parsed here, once; everything below takes the `ScoringRound`.
+        asked = parse_round(round_id) if round_id is not None else None
         model = load_champion(h)
         cfg = ScoreConfig()
-        if due:
+        if asked is None:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
             todo = due_rounds(h, model.version, day)
         else:
-            todo = [round_id]  # type: ignore[list-item]
+            todo = [asked]
         results = [score_round(h, r, model, cfg) for r in todo]
     if json_out:
         emit_json({"rounds": [r.model_dump(mode="json") for r in results]})

@@ -196,10 +196,9 @@ class EwsService:
             return _error(exc)
         self._refresh()
         return JSONResponse({"rounds": [
-            {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.get("as_of"),
-             "model_version": r.manifest.get("model_version"), "students": int(len(r.rows)),
-             "thresholds": r.manifest.get("thresholds")}
-            for r in sorted(self.rounds.values(), key=lambda r: r.manifest.get("as_of", ""), reverse=True)]})
+            {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.as_of.isoformat(),
+             "model_version": r.model_version, "students": int(len(r.rows)), "thresholds": r.manifest.thresholds}
+            for r in sorted(self.rounds.values(), key=lambda r: r.manifest.as_of, reverse=True)]})
 
     @api.get("/api/rounds/{round_id}/schools/{school_code}/students")
     def school_students(
@@ -267,7 +266,7 @@ class EwsService:
             if not who.may("replay"):
                 raise views.RequestError(403, "audit replay is for auditor and admin tokens")
             rnd = self._round(round_id)
-            model = self._model_for(str(rnd.manifest.get("model_version")))
+            model = self._model_for(rnd.model_version)
             out = views.replay(rnd, who, student_key, model)
         except views.RequestError as exc:
             return _error(exc)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from features.calendar import ScoringRound, parse_round
 from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
@@ -134,7 +135,7 @@ def school_list(
     return {
         "round_id": rnd.round_id, "school_code": school_code,
         "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
-        "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash,
+        "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
         "students": _rows_out(rnd, idx, names if own else None),
     }
 
@@ -238,7 +239,7 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     r = rnd.rows.iloc[i]
     values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
-            "grade": _num(r["grade"]), "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash}
+            "grade": _num(r["grade"]), "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash}
     if not bool(r["scored"]):
         return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),
                 "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}
@@ -247,12 +248,13 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     scale = float(probability_scale(np.array([margin]), np.array([b]))[0])
     feats = [{"feature": f, "group": BY_NAME[f].group, "label_en": BY_NAME[f].en, "label_th": BY_NAME[f].th,
               "value": values[f], "contribution": float(contrib[j]), "probability_points": float(contrib[j] * scale * 100)}
-             for j, f in enumerate(FEATURE_NAMES)]
+             for j, f in enumerate(rnd.manifest.features)]
     groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(rnd.group_contrib[i, k]),
                "odds_multiplier": math.exp(float(rnd.group_contrib[i, k])),
                "probability_points": float(rnd.group_contrib[i, k] * scale * 100)}
-              for k, g in enumerate(GROUP_NAMES)]
-    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(GROUP_NAMES), raising_only=False)
+              for k, g in enumerate(rnd.manifest.feature_groups)]
+    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(rnd.manifest.feature_groups),
+                          raising_only=False)
     return {
         **base, "scored": True, "risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
         "risk_group_th": RISK_GROUP_TH[r["risk_group"]], "risk_group_en": RISK_GROUP_EN[r["risk_group"]],
@@ -267,7 +269,7 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     if not who.may("replay"):
         raise RequestError(403, "audit replay is for auditor and admin tokens")
     i = _row_for(rnd, who, student_key)
-    if str(model.version) != str(rnd.manifest.get("model_version")):
+    if str(model.version) != rnd.model_version:
         raise RequestError(409, "the loaded model is not the version that scored this round")
     r = rnd.rows.iloc[i]
     if not bool(r["scored"]):
@@ -320,16 +322,18 @@ def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) 
     return out
 
 
-def monitoring_report_path(home: EwsHome, round_id: str, fmt: str) -> Path:
-    """The report file `ews monitor` wrote for a round; the round id is checked first, so a
-    request can never name a path outside the monitoring folder."""
-    from features.calendar import parse_round
-
+def parse_round_id(round_id: str) -> ScoringRound:
+    """A round id from a request, parsed once at the edge (400 when it is not one)."""
     try:
-        parse_round(round_id)
+        return parse_round(round_id)
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
-    path = home.monitoring_dir(round_id) / f"report.{fmt}"
+
+
+def monitoring_report_path(home: EwsHome, round_id: str, fmt: Literal["json", "html"]) -> Path:
+    """The report file `ews monitor` wrote for a round (its path comes from the home); the round id
+    is parsed first, so a request can never name a path outside the monitoring folder."""
+    path = home.monitoring_report(parse_round_id(round_id), fmt)
     if not path.is_file():
         raise RequestError(404, f"no monitoring report for round {round_id}: run `ews monitor --round {round_id}`")
     return path

@@ -43,10 +43,16 @@ def test_a_school_sees_its_ranked_list_with_names_rooms_and_thai_reasons(service
 def test_filters_by_grade_room_and_group_return_only_matching_rows(service_url: str, serving_home: ServingHome) -> None:
     h = serving_home
     rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"]
-    grade, room = rows[0]["grade"], rows[0]["room"]
+    # A grade and room that hold a "normal" student, so the filtered list cannot be empty.
+    pick = next(x for x in rows if x["risk_group"] == "normal")
+    grade, room = pick["grade"], pick["room"]
     got = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"],
                grade=grade, room=room, group="normal").json()["students"]
+    assert got, "the filter must keep the students that match it"
+    assert len(got) < len(rows), "the filter must remove the students that do not match it"
     assert all(x["grade"] == grade and x["room"] == room and x["risk_group"] == "normal" for x in got)
+    expected = [x["student_key"] for x in rows if (x["grade"], x["room"], x["risk_group"]) == (grade, room, "normal")]
+    assert [x["student_key"] for x in got] == expected
 
 
 ENDPOINTS = (
@@ -224,6 +230,7 @@ def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_
     scored = [x for x in rows if x["risk_score"] is not None]
     assert len(missing) == int(unscored.iloc[0]) and len(scored) == int((df["school_code"] == school).sum()) - len(missing)
     assert all(x["risk_group"] is None and x["no_score_reason"] and x["reasons_th"] for x in missing)
+    assert missing and scored, "the school should have pupils with and without a score"
     assert all(x["no_score_reason"] is None and x["risk_group"] for x in scored)
     assert rows[: len(scored)] == scored  # unscored pupils come after every scored one
     for group in ("problem", "at_risk", "normal"):
