@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,10 @@ from monitoring.config import MonitorConfig
 from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
 from monitoring.outcomes import Outcomes, fairness_groups, judge_outcomes
 from monitoring.quality import Check, quality_checks
+from training.version import ModelVersion
+
+if TYPE_CHECKING:
+    from training.model import RiskModel
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
@@ -104,17 +108,18 @@ def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
         return {}
 
 
-def _reference_contributions(home: EwsHome, model: Any, ref_round: str, rows: pd.DataFrame) -> np.ndarray:
+def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVersion, ref_round: str,
+                             rows: pd.DataFrame) -> np.ndarray:
     """Group contributions of the reference rows: the published snapshot of the reference round when
     the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
     from serving.reasons import GROUP_NAMES, group_matrix
     from serving.snapshot import published
 
     snap = published(home, ref_round)
-    if snap is not None and str(snap.manifest.get("model_version")) == str(model.version):
+    if snap is not None and str(snap.manifest.get("model_version")) == str(version):
         t = snap.students(columns=["scored", *[f"grp__{g}" for g in GROUP_NAMES]]).to_pandas()
         return t.loc[t["scored"], [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
-    contrib = np.asarray(model.booster.predict(model.matrix(rows), pred_contrib=True))[:, : len(FEATURE_NAMES)]
+    contrib = model.contributions(rows)[:, : len(model.features_.names)]
     return contrib @ group_matrix()
 
 
@@ -123,11 +128,11 @@ def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None
     """Every check for one published round, and the verdict."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
-    from serving.model import load_version
     from serving.reasons import GROUP_NAMES
     from serving.scoring import eligibility
     from serving.snapshot import published
     from training.data import load_trainset
+    from training.registry import load_model
 
     cfg = cfg or MonitorConfig()
     cal = cal or SchoolCalendar()
@@ -140,8 +145,9 @@ def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None
     scored = students["scored"].to_numpy(dtype=bool)
     current = students[[f"x__{f}" for f in FEATURE_NAMES]].copy()
     current.columns = list(FEATURE_NAMES)
-    model = load_version(home, str(manifest["model_version"]))
-    ts = load_trainset(home, manifest.get("trainset_name") or model.trainset_name)
+    loaded = load_model(home, version=ModelVersion.parse(manifest["model_version"]))
+    model = loaded.model
+    ts = load_trainset(home, manifest.get("trainset_name") or loaded.lineage.trainset_name)
     rounds = sorted(set(ts.frame["round_id"].astype(str)))
     ref_ids = reference_rounds(rounds, round_id, cfg.drift.reference)
     reference = ts.frame[ts.frame["round_id"].astype(str).isin(ref_ids)].reset_index(drop=True)
@@ -152,10 +158,11 @@ def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None
         drift += feature_drift(reference, current, cfg.drift)
         ref_ok = eligibility(reference) == ""
         ref_scored = reference[ref_ok]
-        ref_score = model.risk_score(model.raw_margin(model.matrix(ref_scored)))
+        ref_score = model.risk_score_from_margin(model.raw_margin(ref_scored))
         drift += score_drift(ref_score, students.loc[scored, "risk_score"].to_numpy(dtype=float),
-                             model.risk_group(ref_score), students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
-        ref_contrib = _reference_contributions(home, model, ref_ids[-1], ref_scored)
+                             np.asarray(model.thresholds_.assign(ref_score), dtype=object),
+                             students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
+        ref_contrib = _reference_contributions(home, model, loaded.lineage.version, ref_ids[-1], ref_scored)
         cur_contrib = students.loc[scored, [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
         drift += attribution_drift(ref_contrib, cur_contrib, cfg.drift.attribution_thresholds)
 

@@ -35,8 +35,8 @@ def score_command(
     A round is an immutable snapshot under EWS_HOME/rounds/<round>/<hash>/; re-running the same
     round with the same model and data gives the same hash.
     """
-    from serving.model import load_champion
     from serving.scoring import ScoreConfig, due_rounds, score_round
+    from training.registry import load_model
 
     if (round_id is None) == (not due):
         typer.secho("give either --round R or --due", fg=typer.colors.RED, err=True)
@@ -47,14 +47,14 @@ def score_command(
             from features.calendar import parse_round
 
             parse_round(round_id)
-        model = load_champion(h)
+        champion = load_model(h)
         cfg = ScoreConfig()
         if due:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
-            todo = due_rounds(h, model.version, day)
+            todo = due_rounds(h, champion.lineage.version, day)
         else:
             todo = [round_id]  # type: ignore[list-item]
-        results = [score_round(h, r, model, cfg) for r in todo]
+        results = [score_round(h, r, champion, cfg) for r in todo]
     if json_out:
         emit_json({"rounds": [r.model_dump(mode="json") for r in results]})
         return

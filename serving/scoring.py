@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.calendar import SchoolCalendar, parse_round
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES
-from serving.model import ServingModel
+from serving.model import shap_tables
 from serving.reasons import GROUP_NAMES, group_matrix, top_reasons
 from serving.snapshot import SnapshotRef, publish, snapshots_of, write_snapshot
+
+if TYPE_CHECKING:
+    from training.model import RiskModel
+    from training.registry import VersionedModel
+    from training.version import ModelVersion
 
 SCHEMA_VERSION = 1
 NO_SCORE_REASONS: dict[str, tuple[str, str]] = {
@@ -110,30 +115,31 @@ def read_round_inputs(home: EwsHome, round_id: str, cal: SchoolCalendar) -> tupl
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint
 
 
-def explain_rows(model: ServingModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """(raw margin, contributions incl. base column) for every row, in batches."""
+def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(raw margin, contributions incl. base column) for every row of the encoded matrix `x`, in batches."""
     from serving.fastshap import tree_shap
 
     n = x.shape[0]
-    contrib = np.zeros((n, len(FEATURE_NAMES) + 1), dtype=np.float64)
+    contrib = np.zeros((n, len(model.features_.names) + 1), dtype=np.float64)
+    tables = shap_tables(model)
     for lo in range(0, n, batch_rows):
         hi = min(n, lo + batch_rows)
-        tree_shap(model.shap_tables, x[lo:hi], out=contrib[lo:hi])
+        tree_shap(tables, x[lo:hi], out=contrib[lo:hi])
     margin = model.raw_margin(x) if n else np.zeros(0)
     return margin, contrib
 
 
-def score_frame(model: ServingModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
     """Score, group and explain every eligible row of a feature frame; the others get a reason."""
     reason = eligibility(frame)
     ok = reason == ""
-    x = model.matrix(frame.loc[ok])
+    x = model.encode(frame.loc[ok])
     margin, contrib = explain_rows(model, x, cfg.batch_rows)
     err = np.abs(contrib.sum(axis=1) - margin).max() if len(margin) else 0.0
     if err > cfg.additivity_tolerance:
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
-    score = model.risk_score(margin)
-    group = model.risk_group(score)
+    score = model.risk_score_from_margin(margin)
+    group = np.asarray(model.thresholds_.assign(score), dtype=object)
     gsum = contrib[:, :-1] @ group_matrix()
 
     n = len(frame)
@@ -209,23 +215,23 @@ class RoundSummary(BaseModel):
 
 
 def score_round(
-    home: EwsHome, round_id: str, model: ServingModel, cfg: ScoreConfig | None = None,
+    home: EwsHome, round_id: str, loaded: VersionedModel, cfg: ScoreConfig | None = None,
     cal: SchoolCalendar | None = None, do_publish: bool = True,
 ) -> RoundSummary:
-    """Score one round with `model`, write its snapshot and (by default) publish it."""
+    """Score one round with a loaded registered version, write its snapshot and (by default) publish it."""
     cfg = cfg or ScoreConfig()
     cal = cal or SchoolCalendar()
     t0 = time.perf_counter()
     frame, fingerprint = read_round_inputs(home, round_id, cal)
     t1 = time.perf_counter()
-    scored = score_frame(model, frame, cfg)
+    scored = score_frame(loaded.model, frame, cfg)
     t2 = time.perf_counter()
     table = build_snapshot_table(frame, scored)
     manifest = {
         "schema_version": SCHEMA_VERSION, "round_id": round_id, "as_of": cal.as_of(round_id).isoformat(),
-        **model.lineage(), "delivery_fingerprint": fingerprint,
+        **loaded.lineage.manifest_fields(), "delivery_fingerprint": fingerprint,
         "config": cfg.model_dump(mode="json"), "calendar": cal.model_dump(mode="json"),
-        "thresholds": model.thresholds_dict(), "features": list(FEATURE_NAMES), "feature_groups": list(GROUP_NAMES),
+        "thresholds": loaded.model.thresholds_.to_dict(), "features": list(FEATURE_NAMES), "feature_groups": list(GROUP_NAMES),
         "no_score_reasons": {k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()},
     }
     ref = write_snapshot(home, round_id, manifest, table)
@@ -237,12 +243,12 @@ def score_round(
         round_id=round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
         scored=int(scored["scored"].sum()), no_score=int((~scored["scored"]).sum()),
         groups={g: int(groups.get(g, 0)) for g in ("problem", "at_risk", "normal")},
-        model_version=str(model.version), published=do_publish,
+        model_version=str(loaded.lineage.version), published=do_publish,
         seconds={"features": round(t1 - t0, 2), "score_explain": round(t2 - t1, 2), "write": round(t3 - t2, 2)},
     )
 
 
-def due_rounds(home: EwsHome, model_version: str, today: dt.date, cal: SchoolCalendar | None = None) -> list[str]:
+def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date, cal: SchoolCalendar | None = None) -> list[str]:
     """Rounds whose as-of date has passed, whose census delivery was known by the as-of date,
     and that have no snapshot scored by `model_version` yet."""
     from features.pointintime.pipeline import connect_warehouse
@@ -269,5 +275,5 @@ def due_rounds(home: EwsHome, model_version: str, today: dt.date, cal: SchoolCal
     return out
 
 
-def score_due(home: EwsHome, model: ServingModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
-    return [score_round(home, rid, model, cfg) for rid in due_rounds(home, model.version, today)]
+def score_due(home: EwsHome, loaded: VersionedModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
+    return [score_round(home, rid, loaded, cfg) for rid in due_rounds(home, loaded.lineage.version, today)]
