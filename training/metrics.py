@@ -50,6 +50,11 @@ def greater_is_better(name: str) -> bool:
     return GROUP_METRICS[last]
 
 
+def measured_names(capacities: tuple[float, ...]) -> frozenset[str]:
+    """Every name `score_metrics` can report for these capacities (what a gate may compare on)."""
+    return frozenset(METRICS) | {at_k(m, c) for m in AT_K_METRICS for c in capacities}
+
+
 def at_k(metric: str, share: float) -> str:
     """The stable name of a top-k metric at a capacity: at_k("precision", 0.1) == "precision_at_10pct"."""
     if metric not in AT_K_METRICS:

@@ -56,3 +56,11 @@ def test_top_k_names_and_directions() -> None:
         at_k("fnr", 0.1)
     with pytest.raises(KeyError):
         greater_is_better("wobble_at_15pct")
+
+
+def test_a_gate_metric_the_capacities_do_not_measure_is_refused_when_the_config_is_read() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="precision_at_15pct"):
+        TrainConfig(gate=GateConfig(metric="precision_at_15pct"))  # default capacities: 5, 10, 20%
+    assert TrainConfig(capacities=(0.15,), gate=GateConfig(metric="precision_at_15pct")).gate.metric == "precision_at_15pct"
