@@ -121,10 +121,10 @@ def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> 
 
     n = x.shape[0]
     contrib = np.zeros((n, len(model.features_.names) + 1), dtype=np.float64)
-    tables = shap_tables(model)
     for lo in range(0, n, batch_rows):
         hi = min(n, lo + batch_rows)
-        tree_shap(tables, x[lo:hi], out=contrib[lo:hi])
+        # Flattened on first use only: a round with nobody to score never pays for it.
+        tree_shap(shap_tables(model), x[lo:hi], out=contrib[lo:hi])
     margin = model.raw_margin(x) if n else np.zeros(0)
     return margin, contrib
 
