@@ -280,7 +280,7 @@ class RiskModel(BaseEstimator):
     def from_train_config(cls, cfg: Any, monotone: bool | None = None) -> RiskModel:
         """An unfitted model with the settings of a `training.config.TrainConfig`."""
         return cls(cfg.model, cfg.calibration.method, cfg.risk_groups.problem_share, cfg.risk_groups.at_risk_share,
-                   monotone=monotone)
+                   monotone=monotone, random_state=cfg.model.seed)
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, *, calibration: Fold, cutoffs: Fold | None = None) -> RiskModel:
         """Learn the feature set and booster on (X, y), early-stopping on the `calibration` fold; the
