@@ -28,9 +28,11 @@ from monitoring.config import MonitorConfig
 from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
 from monitoring.outcomes import Outcomes, judge_outcomes
 from monitoring.quality import Check, quality_checks
+from training.version import ModelVersion
 
 if TYPE_CHECKING:
     from serving.snapshot import SnapshotRef
+    from training.model import RiskModel
 
 SCHEMA_VERSION = 2
 # Which delivered source a feature group comes from: a drifted group points at whom to ask first.
@@ -119,18 +121,19 @@ def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
         return {}
 
 
-def _reference_contributions(home: EwsHome, model: Any, ref_round: ScoringRound, rows: pd.DataFrame) -> np.ndarray:
+def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVersion, ref_round: ScoringRound,
+                             rows: pd.DataFrame) -> np.ndarray:
     """Group contributions of the reference rows: the published snapshot of the reference round when
     the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
     from serving.reasons import group_matrix
     from serving.snapshot import published
 
     snap = published(home, ref_round)
-    if snap is not None and snap.manifest.model_version == str(model.version):
+    if snap is not None and snap.manifest.model_version == str(version):
         cols = snap.manifest.columns.columns("group_contribution")
         t = snap.students(columns=["scored", *cols]).to_pandas()
         return t.loc[t["scored"], cols].to_numpy(dtype=float)
-    contrib = np.asarray(model.booster.predict(model.matrix(rows), pred_contrib=True))[:, : len(FEATURE_NAMES)]
+    contrib = model.contributions(rows)[:, : len(model.features_.names)]
     return contrib @ group_matrix()
 
 
@@ -140,10 +143,10 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
     from another caller is parsed once here."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
-    from serving.model import load_version
     from serving.scoring import eligibility
     from serving.snapshot import as_round, published
     from training.data import load_trainset
+    from training.registry import load_model
 
     cfg = cfg or MonitorConfig()
     cal = cal or home.calendar
@@ -157,8 +160,9 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
     scored = students["scored"].to_numpy(dtype=bool)
     current = students[schema.columns("model_input")].copy()
     current.columns = list(schema.model_inputs)
-    model = load_version(home, manifest.model_version)
-    ts = load_trainset(home, manifest.model.trainset_name or model.trainset_name)
+    loaded = load_model(home, version=ModelVersion.parse(manifest.model_version))
+    model = loaded.model
+    ts = load_trainset(home, manifest.model.trainset_name or loaded.lineage.trainset_name)
     rounds = sorted(set(ts.frame["round_id"].astype(str)))
     ref_ids = reference_rounds(rounds, r, cfg.drift.reference)
     reference = ts.frame[ts.frame["round_id"].astype(str).isin(ref_ids)].reset_index(drop=True)
@@ -169,10 +173,11 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
         drift += feature_drift(reference, current, cfg.drift)
         ref_ok = eligibility(reference) == ""
         ref_scored = reference[ref_ok]
-        ref_score = model.risk_score(model.raw_margin(model.matrix(ref_scored)))
+        ref_score = model.risk_score_from_margin(model.raw_margin(ref_scored))
         drift += score_drift(ref_score, students.loc[scored, "risk_score"].to_numpy(dtype=float),
-                             model.risk_group(ref_score), students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
-        ref_contrib = _reference_contributions(home, model, parse_round(ref_ids[-1]), ref_scored)
+                             np.asarray(model.thresholds_.assign(ref_score), dtype=object),
+                             students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
+        ref_contrib = _reference_contributions(home, model, loaded.lineage.version, parse_round(ref_ids[-1]), ref_scored)
         cur_contrib = students.loc[scored, schema.columns("group_contribution")].to_numpy(dtype=float)
         drift += attribution_drift(ref_contrib, cur_contrib, cfg.drift.attribution_thresholds)
 

@@ -38,8 +38,8 @@ def score_command(
     round with the same model and data gives the same hash.
     """
     from features.calendar import parse_round
-    from serving.model import load_champion
     from serving.scoring import ScoreConfig, due_rounds, score_round
+    from training.registry import load_model
 
     if (round_id is None) == (not due):
         typer.secho("give either --round R or --due", fg=typer.colors.RED, err=True)
@@ -48,14 +48,14 @@ def score_command(
     with friendly_errors("score"):
         # The round id is parsed here, once; everything below takes the `ScoringRound`.
         asked = parse_round(round_id) if round_id is not None else None
-        model = load_champion(h)
+        champion = load_model(h)
         cfg = ScoreConfig()
         if asked is None:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
-            todo = due_rounds(h, model.version, day)
+            todo = due_rounds(h, champion.lineage.version, day)
         else:
             todo = [asked]
-        results = [score_round(h, r, model, cfg) for r in todo]
+        results = [score_round(h, r, champion, cfg) for r in todo]
     if json_out:
         emit_json({"rounds": [r.model_dump(mode="json") for r in results]})
         return

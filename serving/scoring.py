@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,16 @@ from pydantic import BaseModel, ConfigDict
 from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUP_COLUMNS
-from serving.model import ServingModel
+from serving.model import shap_tables
 from serving.reasons import GROUP_NAMES, group_matrix, top_reasons
 from serving.snapshot import (
     ColumnSchema, ModelLineage, ScoreConfig, SnapshotManifest, as_round, publish, snapshots_of, write_snapshot,
 )
+
+if TYPE_CHECKING:
+    from training.model import RiskModel
+    from training.registry import VersionedModel
+    from training.version import ModelVersion
 
 NO_SCORE_REASONS: dict[str, tuple[str, str]] = {
     "no_history": (
@@ -85,30 +90,31 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> tu
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint
 
 
-def explain_rows(model: ServingModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """(raw margin, contributions incl. base column) for every row, in batches."""
+def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(raw margin, contributions incl. base column) for every row of the encoded matrix `x`, in batches."""
     from serving.fastshap import tree_shap
 
     n = x.shape[0]
-    contrib = np.zeros((n, len(FEATURE_NAMES) + 1), dtype=np.float64)
+    contrib = np.zeros((n, len(model.features_.names) + 1), dtype=np.float64)
     for lo in range(0, n, batch_rows):
         hi = min(n, lo + batch_rows)
-        tree_shap(model.shap_tables, x[lo:hi], out=contrib[lo:hi])
+        # Flattened on first use only: a round with nobody to score never pays for it.
+        tree_shap(shap_tables(model), x[lo:hi], out=contrib[lo:hi])
     margin = model.raw_margin(x) if n else np.zeros(0)
     return margin, contrib
 
 
-def score_frame(model: ServingModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
     """Score, group and explain every eligible row of a feature frame; the others get a reason."""
     reason = eligibility(frame)
     ok = reason == ""
-    x = model.matrix(frame.loc[ok])
+    x = model.encode(frame.loc[ok])
     margin, contrib = explain_rows(model, x, cfg.batch_rows)
     err = np.abs(contrib.sum(axis=1) - margin).max() if len(margin) else 0.0
     if err > cfg.additivity_tolerance:
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
-    score = model.risk_score(margin)
-    group = model.risk_group(score)
+    score = model.risk_score_from_margin(margin)
+    group = np.asarray(model.thresholds_.assign(score), dtype=object)
     gsum = contrib[:, :-1] @ group_matrix()
 
     n = len(frame)
@@ -181,14 +187,13 @@ def build_snapshot_table(frame: pd.DataFrame, scored: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(table, preserve_index=False)
 
 
-def model_lineage(model: ServingModel) -> ModelLineage:
-    """The one place the snapshot reads the model's lineage (the model's own type replaces this
-    dict at the merge with the one-risk-model work)."""
-    return ModelLineage.model_validate(model.lineage())
+def model_lineage(loaded: VersionedModel) -> ModelLineage:
+    """The registered version's lineage as the snapshot stores it (the manifest's text fields)."""
+    return ModelLineage.model_validate(loaded.lineage.manifest_fields())
 
 
-def model_thresholds(model: ServingModel) -> dict[str, Any]:
-    return model.thresholds_dict()
+def model_thresholds(loaded: VersionedModel) -> dict[str, Any]:
+    return loaded.model.thresholds_.to_dict()
 
 
 class RoundSummary(BaseModel):
@@ -206,10 +211,10 @@ class RoundSummary(BaseModel):
 
 
 def score_round(
-    home: EwsHome, scoring_round: ScoringRound | str, model: ServingModel, cfg: ScoreConfig | None = None,
+    home: EwsHome, scoring_round: ScoringRound | str, loaded: VersionedModel, cfg: ScoreConfig | None = None,
     cal: SchoolCalendar | None = None, do_publish: bool = True,
 ) -> RoundSummary:
-    """Score one round with `model`, write its snapshot and (by default) publish it.
+    """Score one round with a loaded registered version, write its snapshot and (by default) publish it.
 
     `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
     outside serving is parsed once here."""
@@ -219,11 +224,11 @@ def score_round(
     t0 = time.perf_counter()
     frame, fingerprint = read_round_inputs(home, r, cal)
     t1 = time.perf_counter()
-    scored = score_frame(model, frame, cfg)
+    scored = score_frame(loaded.model, frame, cfg)
     t2 = time.perf_counter()
     table = build_snapshot_table(frame, scored)
     manifest = SnapshotManifest(
-        round=r, as_of=cal.as_of(r), model=model_lineage(model), thresholds=model_thresholds(model), calendar=cal,
+        round=r, as_of=cal.as_of(r), model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
         config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
         no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()}, columns=SNAPSHOT_COLUMNS,
     )
@@ -236,12 +241,12 @@ def score_round(
         round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
         scored=int(scored["scored"].sum()), no_score=int((~scored["scored"]).sum()),
         groups={g: int(groups.get(g, 0)) for g in ("problem", "at_risk", "normal")},
-        model_version=str(model.version), published=do_publish,
+        model_version=str(loaded.lineage.version), published=do_publish,
         seconds={"features": round(t1 - t0, 2), "score_explain": round(t2 - t1, 2), "write": round(t3 - t2, 2)},
     )
 
 
-def due_rounds(home: EwsHome, model_version: str, today: dt.date,
+def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
                cal: SchoolCalendar | None = None) -> list[ScoringRound]:
     """Rounds whose as-of date has passed, whose census delivery was known by the as-of date,
     and that have no snapshot scored by `model_version` yet."""
@@ -266,5 +271,5 @@ def due_rounds(home: EwsHome, model_version: str, today: dt.date,
     return out
 
 
-def score_due(home: EwsHome, model: ServingModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
-    return [score_round(home, r, model, cfg) for r in due_rounds(home, model.version, today)]
+def score_due(home: EwsHome, loaded: VersionedModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
+    return [score_round(home, r, loaded, cfg) for r in due_rounds(home, loaded.lineage.version, today)]

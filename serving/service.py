@@ -101,13 +101,13 @@ def _error(exc: views.RequestError) -> JSONResponse:
 @bentoml.asgi_app(api, path="/ews")
 class EwsService:
     def __init__(self) -> None:
-        from serving.model import load_champion
+        from training.registry import load_model
 
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
-        self.model = load_champion(self.home)
+        self.champion = load_model(self.home)
         self.store = TokenStore(self.home)
         self._lock = threading.Lock()
-        self._models = {str(self.model.version): self.model}
+        self._models = {self.champion.lineage.version: self.champion}
         self.rounds: dict[str, Any] = {}
         self.names: dict[str, str] = {}
         self._checked = 0.0
@@ -164,12 +164,18 @@ class EwsService:
             raise views.RequestError(404, f"round {round_id[:40]!r} is not published")
         return rnd
 
-    def _model_for(self, version: str) -> Any:
-        if version not in self._models:
-            from serving.model import load_version
+    def _model_for(self, version: str | None) -> Any:  # -> training.registry.VersionedModel
+        """The registered version that scored a round (loaded once, then kept for later replays)."""
+        from training.registry import load_model
+        from training.version import ModelVersion
 
-            self._models[version] = load_version(self.home, version)
-        return self._models[version]
+        try:
+            v = ModelVersion.parse(version)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise views.RequestError(409, f"the round names no valid model version ({version!r})") from None
+        if v not in self._models:
+            self._models[v] = load_model(self.home, version=v)
+        return self._models[v]
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -266,8 +272,7 @@ class EwsService:
             if not who.may("replay"):
                 raise views.RequestError(403, "audit replay is for auditor and admin tokens")
             rnd = self._round(round_id)
-            model = self._model_for(rnd.model_version)
-            out = views.replay(rnd, who, student_key, model)
+            out = views.replay(rnd, who, student_key, self._model_for(rnd.model_version))
         except views.RequestError as exc:
             return _error(exc)
         self.store.log(who, "replay", round_id, student_key, 1)
@@ -303,12 +308,12 @@ class EwsService:
             ctx.response.status_code = 400
             return {"error": f"at most {MAX_SCORE_ROWS} rows per request"}
         try:
-            out = views.score_rows(self.model, who, [r.model_dump() for r in rows])
+            out = views.score_rows(self.champion.model, who, [r.model_dump() for r in rows])
         except views.RequestError as exc:
             ctx.response.status_code = exc.status
             return {"error": exc.message}
         self.store.log(who, "score", None, None, len(rows))
-        return {"model_version": str(self.model.version), "results": out}
+        return {"model_version": str(self.champion.lineage.version), "results": out}
 
 
 EwsService.add_asgi_middleware(AuthMiddleware)

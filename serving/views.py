@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,14 @@ from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from serving.access import Principal
-from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, ServingModel
+from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
 from serving.store import LoadedRound
+from training.version import ModelVersion
+
+if TYPE_CHECKING:
+    from training.model import RiskModel
+    from training.registry import VersionedModel
 
 MAX_LIST = 5000
 
@@ -264,23 +269,24 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     }
 
 
-def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingModel) -> dict[str, Any]:
+def replay(rnd: LoadedRound, who: Principal, student_key: str, loaded: VersionedModel) -> dict[str, Any]:
     """Recompute a published score from the stored features with the stored model version."""
     if not who.may("replay"):
         raise RequestError(403, "audit replay is for auditor and admin tokens")
     i = _row_for(rnd, who, student_key)
-    if str(model.version) != rnd.model_version:
+    if loaded.lineage.version != ModelVersion.parse(rnd.model_version):
         raise RequestError(409, "the loaded model is not the version that scored this round")
+    model = loaded.model
     r = rnd.rows.iloc[i]
     if not bool(r["scored"]):
         return {"student_key": student_key, "round_id": rnd.round_id, "scored": False, "matches": True,
                 "no_score_reason": _num(r["no_score_reason"])}
     frame = rnd.values.iloc[[i]]
-    x = model.matrix(frame)
+    x = model.encode(frame)
     margin = float(model.raw_margin(x)[0])
-    score = float(model.risk_score(np.array([margin]))[0])
-    group = str(model.risk_group(np.array([score]))[0])
-    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)[0]
+    score = float(model.risk_score_from_margin(np.array([margin]))[0])
+    group = str(model.thresholds_.assign(np.array([score]))[0])
+    contrib = model.contributions(x)[0]
     stored = rnd.contrib[i]
     diff = {
         "raw_margin": abs(margin - float(r["raw_margin"])), "risk_score": abs(score - float(r["risk_score"])),
@@ -289,7 +295,7 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     }
     matches = all(v <= 1e-9 for v in diff.values()) and group == r["risk_group"]
     return {
-        "student_key": student_key, "round_id": rnd.round_id, "model_version": str(model.version),
+        "student_key": student_key, "round_id": rnd.round_id, "model_version": str(loaded.lineage.version),
         "snapshot_hash": rnd.ref.hash, "published": {"risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
                                                      "raw_margin": float(r["raw_margin"])},
         "recomputed": {"risk_score": score, "risk_group": group, "raw_margin": margin},
@@ -297,18 +303,18 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     }
 
 
-def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def score_rows(model: RiskModel, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ad-hoc scoring of posted feature rows (analysts): score, group, contributions per group."""
     if not who.may("score"):
         raise RequestError(403, "ad-hoc scoring is for analyst and admin tokens")
     if not rows:
         return []
     frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-    x = model.matrix(frame)
+    x = model.encode(frame)
     margin = model.raw_margin(x)
-    score = model.risk_score(margin)
-    group = model.risk_group(score)
-    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+    score = model.risk_score_from_margin(margin)
+    group = model.thresholds_.assign(score)
+    contrib = model.contributions(x)
     gsum = contrib[:, :-1] @ group_matrix()
     greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
     out = []

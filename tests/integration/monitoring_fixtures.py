@@ -76,7 +76,7 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
     from simulator.api import simulate
     from simulator.config import SimulationConfig
     from monitoring.report import monitor_round, write_report
-    from serving.model import load_champion
+    from training.registry import load_model
     from serving.scoring import score_round
     from training.config import ModelConfig, TrainConfig
     from training.train import train
@@ -99,7 +99,7 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
     link(base)
     build_trainset(base, TrainsetConfig(cutoff=cutoff))
     train(base, TrainConfig(model=ModelConfig(n_estimators=300), shap_sample_rows=300))
-    score_round(base, REFERENCE_ROUND, load_champion(base))
+    score_round(base, REFERENCE_ROUND, load_model(base))
 
     worlds: dict[str, MonitoredWorld] = {}
     for name, sim in sims.items():
@@ -107,7 +107,7 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
         shutil.copytree(base.root, home.root, symlinks=True)
         ingest_path(sim / "deliveries", home)  # the shared deliveries are recognised and skipped
         link(home)
-        score_round(home, ROUND, load_champion(home))
+        score_round(home, ROUND, load_model(home))
         report = monitor_round(home, ROUND)
         write_report(home, report)
         worlds[name] = MonitoredWorld(name=name, sim=sim, home=home, report=report)
