@@ -10,4 +10,4 @@ from __future__ import annotations
 from tests.support.worlds import ROOT, ScoredWorld, ServingHome, free_port
 from tests.support.worlds import ews as _ews
 
-__all__ = ["ROOT", "ScoredWorld", "ServingHome", "_ews", "free_port"]
+__all__ = ["ROOT", "ScoredWorld", "ServingHome", "_ews", "free_port"]  # names earlier tests imported from here

@@ -61,12 +61,10 @@ def test_a_round_whose_next_census_is_not_yet_known_is_unlabelled_not_negative(s
     assert m.rows == by_round["2564-T2-mid"]["rows"]
 
 
-def test_no_citizen_id_g_code_or_name_of_the_input_is_written_outside_the_vault(small_world: SmallWorld, tmp_path: Path) -> None:
-    home = EwsHome(root=tmp_path / "home")
-    shutil.copytree(small_world.home, home.root)
+def test_no_citizen_id_g_code_or_name_of_the_input_is_written_outside_the_vault(trainset_world: SmallWorld, tmp_path: Path) -> None:
+    home = EwsHome(root=copy_world(trainset_world, tmp_path).home)  # the default training set is built
     write_feature_set(home, "2564-T1-mid")
-    build_trainset(home, TrainsetConfig())
-    needles = needles_from_deliveries(small_world.deliveries)
+    needles = needles_from_deliveries(trainset_world.deliveries)
     assert len(needles.ids) > 1000 and len(needles.names) > 100
     assert scan(home.root, needles) == []
     # The same scan does find them in the vault, so it is able to fail.

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -231,10 +231,6 @@ def serving_home(scored_world: ScoredWorld, dest: Path) -> ServingHome:
     return ServingHome(root=home, round_id=round_id, school=school, other_school=other, area=area,
                        other_area=others[0] if others else None, tokens=tokens, token_ids=ids,
                        census_round=census_round, census_school=census_school, monitored_round=round_id)
-
-
-def copy_serving_home(h: ServingHome, dest: Path) -> ServingHome:
-    return replace(h, root=copy_home(h.root, dest / "home"))
 
 
 def ews(home: Path, *args: str, timeout: float = 600) -> str:
