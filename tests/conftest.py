@@ -10,7 +10,7 @@ fixed seed, so tests read like specifications over a known world whose truth is 
 comparison. Rungs are read-only: a test that writes gets a copy (`copy_world`, or the function-scoped
 `*_copy` fixtures below), so no test sees another test's side effects. Every round a test reads is
 published here. Statistical assertions use `seeded_world` / `seeded_trained`: the ladder's world and
-two more seeds of the same size. The monitoring scenario worlds reuse the ladder's simulation for
+two smaller worlds of other seeds. The monitoring scenario worlds reuse the ladder's simulation for
 their unchanged world.
 """
 
@@ -105,12 +105,13 @@ def scored_copy(scored_world: ScoredWorld, tmp_path: Path) -> ScoredWorld:
 
 @pytest.fixture(scope="session", params=SEEDS, ids=lambda s: f"seed{s}")
 def seeded_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    """An ingested and linked world per seed; the ladder's own world for the ladder's seed."""
+    """An ingested and linked world per seed: the ladder's own world for the ladder's seed, smaller
+    worlds (SEED_STUDENTS) for the others."""
     seed = request.param
     if seed == SEED:
         return request.getfixturevalue("small_world")
     base = tmp_path_factory.mktemp(f"seed{seed}")
-    sim = worlds.simulate_world(base / "sim", seed=seed)
+    sim = worlds.simulate_world(base / "sim", seed=seed, students=worlds.SEED_STUDENTS)
     return SmallWorld(sim=sim, home=worlds.ingest_and_link(sim / "deliveries", base / "home"))
 
 
