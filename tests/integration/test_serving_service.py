@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 
 import httpx
 import pytest
 
 from features.pointintime.spec import FEATURES
-from tests.integration.serving_fixtures import ServingHome, _ews, serving_home, service_url  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -185,15 +184,11 @@ def test_every_read_of_student_data_is_in_the_access_log_by_token_id(service_url
 
 
 def test_a_rounds_monitoring_report_is_served_to_analysts_only(service_url: str, serving_home: ServingHome) -> None:
-    from tests.integration.serving_fixtures import _ews
-
     h = serving_home
-    path = f"/ews/api/rounds/{h.round_id}/monitoring"
-    assert _get(service_url, path, h.tokens["analyst"]).status_code == 404  # not monitored yet: says so
-    try:
-        _ews(h.root, "monitor", "--round", h.round_id)
-    except Exception:  # noqa: BLE001 - exit 3 (a threshold breached) still writes the report
-        pass
+    # The fixture published two rounds and monitored only the first (`ews monitor` writes its report).
+    unmonitored = f"/ews/api/rounds/{h.census_round}/monitoring"
+    assert _get(service_url, unmonitored, h.tokens["analyst"]).status_code == 404  # not monitored yet: says so
+    path = f"/ews/api/rounds/{h.monitored_round}/monitoring"
     r = _get(service_url, path, h.tokens["analyst"])
     assert r.status_code == 200 and "<html" in r.text.lower()
     j = _get(service_url, path, h.tokens["admin"], format="json")
@@ -214,14 +209,15 @@ def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_
     from serving.snapshot import published
 
     h = serving_home
-    round_id = f"{int(h.round_id[:4]) + 1}-T1-early"  # the census of the year after the fixture's round
-    _ews(h.root, "score", "--round", round_id)  # a no-op if an earlier test already published it
+    round_id = h.census_round  # the census of the year after the fixture's round, published by the fixture
+    assert round_id == f"{int(h.round_id[:4]) + 1}-T1-early"
     ref = published(EwsHome(root=h.root), round_id)
     df = pq.read_table(ref.folder / "students.parquet", columns=["school_code", "scored"]).to_pandas()
     unscored = df.loc[~df["scored"], "school_code"].value_counts()
     assert len(unscored) > 0, "the world should have newly enrolled pupils without history in this round"
     school = str(unscored.index[0])
-    token = json.loads(_ews(h.root, "tokens", "create", "--role", "school", "--school", school, "--json"))["token"]
+    assert school == h.census_school
+    token = h.tokens["census_school"]  # created by the fixture for this school
     path = f"/ews/api/rounds/{round_id}/schools/{school}/students"
     r = _get(service_url, path, token)
     assert r.status_code == 200, r.text

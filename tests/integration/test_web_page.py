@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.integration.serving_fixtures import ServingHome, serving_home, service_url  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
