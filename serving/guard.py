@@ -150,18 +150,26 @@ class RateLimiter:
 
 
 class SecurityLog:
-    """One line per refused request (every 4xx), appended to EWS_HOME/serving/security.log (owner-only folder)."""
+    """One line per refused request (every 4xx), appended to EWS_HOME/serving/security.log (owner-only
+    folder). Requests without a token are logged too, so the file is capped: past `max_bytes` it
+    moves to security.log.1 (one generation kept) and a new file starts."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 50 * 1024 * 1024) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._lines = 0
 
     def denied(self, status: int, method: str, route: str, token_id: str | None, reason: str) -> None:
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         # `reason` is one of the guard's own fixed messages, never echoing the request.
         line = f"{at} denied status={status} method={method[:8]} route={route} token_id={token_id or '-'} reason={reason}\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        with self._lock:
+            self._lines += 1
+            if self._lines % 1000 == 0 and self.path.exists() and self.path.stat().st_size > self.max_bytes:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
 
 
 class ClientErrorLogFilter(logging.Filter):
@@ -345,15 +353,16 @@ class GuardMiddleware:
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _Refused(413, f"body larger than {limit} bytes", "body size")
-        chunks: list[bytes] = []
-        size = braces = 0
+        # One growing buffer, not a list of chunks: a large buffer lives in its own mapping and is
+        # given back to the system when freed, so a refused stream leaves the worker as it was.
+        buf = bytearray()
+        braces = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Refused(400, "client disconnected", "disconnect")
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
+            if len(buf) + len(chunk) > limit:
                 raise _Refused(413, f"body larger than {limit} bytes", "body size")
             # Every row is a JSON object: counting "{" while reading refuses 30,000 empty rows at
             # the 10,001st, before anything is parsed (braces inside strings only over-count, and
@@ -361,11 +370,11 @@ class GuardMiddleware:
             braces += chunk.count(b"{")
             if braces > max_rows + 1:
                 raise _Refused(413, f"at most {max_rows} rows per request", "rows")
-            chunks.append(chunk)
+            buf += chunk
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        del chunks
+        body = bytes(buf)
+        del buf
         try:
             parsed = json.loads(body, parse_constant=lambda c: float(c.replace("Infinity", "inf")))
         except (ValueError, RecursionError):
