@@ -16,6 +16,12 @@ id when known — never the token, the raw path or a student key). Every respons
 headers, and `Cache-Control: no-store` on anything that can carry student data.
 
 Scope (this school, that area) is still checked by `serving.views`, which knows the round's rows.
+
+Limits the guard cannot set: a request line or header over 16 KB is refused by uvicorn's h11
+parser before any ASGI code runs, with `400 Invalid HTTP request received.` and a closed
+connection (not 414/431: BentoML 1.4.39 passes no h11 options to uvicorn). Rate buckets and
+metrics are per worker. A body streamed without Content-Length is held up to `max_body_bytes`
+before the 413; the allocator may keep that much (once, not per request).
 """
 
 from __future__ import annotations
