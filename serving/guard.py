@@ -228,14 +228,13 @@ def _no_store(path: str) -> bool:
     return path.startswith(("/ews/api", "/score", "/metrics", "/docs.json"))
 
 
-def _with_headers(message: dict[str, Any], path: str, extra: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def _with_headers(message: dict[str, Any], path: str) -> dict[str, Any]:
     drop = {b"cache-control", b"x-content-type-options", b"referrer-policy", b"x-frame-options"}
     headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in drop]
     headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                 (b"x-frame-options", b"DENY")]
     if _no_store(path):
         headers.append((b"cache-control", b"no-store"))
-    headers += extra
     return {**message, "headers": headers}
 
 
@@ -284,7 +283,7 @@ class GuardMiddleware:
         async def guarded_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = int(message["status"])
-                message = _with_headers(message, path, [])
+                message = _with_headers(message, path)
             await send(message)
 
         who: Principal | None = None
