@@ -28,6 +28,7 @@ Layout (created on demand by the commands that write, never at import time):
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tomllib
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from features.deployment import (
-    ENV_DUCKDB_MEMORY, ENV_DUCKDB_THREADS, ENV_HOME, ENV_KEY_FILE, ENV_SERVE_WORKERS, ENV_TRACKING_URI,
+    ENV_DUCKDB_MEMORY, ENV_DUCKDB_THREADS, ENV_HOME, ENV_KEY_FILE, ENV_SERVE_GUARD, ENV_SERVE_WORKERS,
+    ENV_TRACKING_URI,
     SETTINGS_FILE, DeploymentSettings,
 )
 
@@ -71,6 +73,12 @@ class EwsHome(DeploymentSettings):
         for var, section, field in overrides:
             if env.get(var):
                 settings[section] = {**settings.get(section, {}), field: env[var]}
+        if env.get(ENV_SERVE_GUARD):
+            try:
+                guard = json.loads(env[ENV_SERVE_GUARD])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{ENV_SERVE_GUARD} is not a JSON object: {exc}") from None
+            settings["serve"] = {**settings.get("serve", {}), "guard": guard}
         if env.get(ENV_KEY_FILE):
             settings["pseudonym_key_file"] = env[ENV_KEY_FILE]
         return cls(root=root, **settings)
@@ -176,6 +184,16 @@ class EwsHome(DeploymentSettings):
     @property
     def bentoml_dir(self) -> Path:
         return self.root / "bentoml"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Where BentoML keeps its metrics files (under BENTOML_HOME, which `ews serve` sets)."""
+        return self.bentoml_dir / "prometheus_multiproc_dir"
+
+    @property
+    def security_log(self) -> Path:
+        """One line per refused request (status, route template, token id): never a raw token or key."""
+        return self.root / "serving" / "security.log"
 
     def ensure(self) -> EwsHome:
         """Create the layout; secret-bearing folders are owner-only (0700)."""

@@ -98,7 +98,7 @@ tokens_app = typer.Typer(help="Access tokens: create (shown once), list, revoke.
 
 @tokens_app.command("create")
 def tokens_create(
-    role: Annotated[str, typer.Option("--role", help="school, area, analyst, auditor or admin.")],
+    role: Annotated[str, typer.Option("--role", help="school, area, analyst, auditor, admin or monitoring.")],
     school: Annotated[str | None, typer.Option("--school", help="School code (role school).")] = None,
     area: Annotated[list[str], typer.Option("--area", help="Area code, repeatable (role area).")] = [],  # noqa: B006
     label: Annotated[str, typer.Option("--label", help="Who holds it (free text, no personal data).")] = "",

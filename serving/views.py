@@ -20,7 +20,7 @@ from features.calendar import ScoringRound, parse_round
 from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
-from serving.access import Principal
+from serving.access import Principal, is_ascii_digits
 from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
 from serving.store import LoadedRound
@@ -43,13 +43,13 @@ class RequestError(Exception):
 
 
 def check_school_code(code: str) -> str:
-    if not (isinstance(code, str) and len(code) == 10 and code.isdigit()):
+    if not (isinstance(code, str) and len(code) == 10 and is_ascii_digits(code)):
         raise RequestError(400, "school code must be 10 digits")
     return code
 
 
 def check_area_code(code: str) -> str:
-    if not (isinstance(code, str) and code.isdigit() and len(code) in (2, 4, 6)):
+    if not (isinstance(code, str) and is_ascii_digits(code) and len(code) in (2, 4, 6)):
         raise RequestError(400, "area code must be a 2-digit province, 4-digit amphoe or 6-digit tambon code")
     return code
 
