@@ -211,6 +211,13 @@ def test_random_paths_do_not_grow_metrics_and_metrics_are_for_monitoring(service
         for i in range(20):  # each kind of refusal once, so its series exists
             c.get(rand_path(), headers=_auth(school) if i % 2 else {})
             c.get(f"/ews/api/rounds/{h.round_id}/students/S{i:020x}/explanation", headers=_auth(school))
+        burner = _token(h, "school")  # a rate-limited explanation once (429), so that series exists too
+        for i in range(400):
+            if c.get(f"/ews/api/rounds/{h.round_id}/students/S{i:020x}/explanation",
+                     headers=_auth(burner)).status_code == 429:
+                break
+        else:
+            raise AssertionError("400 explanations in a row were never rate limited")
         c.get("/metrics", headers=_auth(mon))  # the scrape's own series
         before = c.get("/metrics", headers=_auth(mon))
         assert before.status_code == 200 and before.headers["cache-control"] == "no-store"
