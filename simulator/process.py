@@ -152,13 +152,18 @@ def ceiling(L: np.ndarray, known: np.ndarray, q_future: np.ndarray, S: np.ndarra
     n = len(L)
     m = L.max(axis=1, keepdims=True)
     expL = np.exp(L - m)  # -inf classes give 0
-    # W[:, c]: probability of future-shock set c (bit k of c = shock k), built shock by shock
+    # W[:, c]: probability of shock set c by term end (bit k of c = shock k; a known shock has
+    # probability 1), built shock by shock: appending the "arrives" half after the "does not" half at
+    # step k puts shock k in bit k, so shock 0 is the least significant bit.
     W = np.ones((n, 1))
     for k in range(N_SHOCKS):
         a1 = np.where(known[:, k], 1.0, q_future[:, k])
         W = np.concatenate([W * (1.0 - a1)[:, None], W * a1[:, None]], axis=1)
-    # column order of W: bit of shock 0 is the most significant
-    combos = np.array([[(c >> (N_SHOCKS - 1 - k)) & 1 for k in range(N_SHOCKS)] for c in range(2**N_SHOCKS)], float)
+    # combos[c] must read the bits the same way W wrote them (bit k = shock k). Reading shock 0 from
+    # the most significant bit instead paired each set's probability with another set's effects
+    # (parent migration with pregnancy, illness with debt): tests/unit/test_simulator_ceiling.py
+    # enumerates the sets one by one to hold the two together.
+    combos = np.array([[(c >> k) & 1 for k in range(N_SHOCKS)] for c in range(2**N_SHOCKS)], float)
     scale = np.exp(combos @ S)  # (combos, classes)
     denom = expL @ scale.T  # (n, combos)
     return expL[:, C_DROP] * (W * scale[None, :, C_DROP] / denom).sum(axis=1)
