@@ -7,7 +7,8 @@ randomness happens. A term step, as the driver runs it:
   census snapshot (DMC rows for OBEC pupils, other_enrolment rows for other systems, truth status)
   -> latent engagement moves (AR(1)) -> shocks arrive at random dates within the term
      (`shock_probs`)
-  -> the ceiling for the term's two scoring rounds (`ceiling`: exact, over the 2^K future-shock sets)
+  -> the ceiling for the term's two scoring rounds (`future_shock_probs` of the shocks still to come,
+     then `ceiling`: exact, over the 2^K shock sets)
   -> term-end draw of the competing exits (multinomial over `base_logits` + `shock_class_effects`:
      stay, dropout, transfer, ...)
   -> records of the term (records.py) -> year end: progression, repetition, school change.
@@ -86,6 +87,18 @@ def shock_probs(pop: Population, idx: np.ndarray, cday: int) -> np.ndarray:
     preg = np.where((pop.sex[idx] == 1) & ~pop.preg[idx], preg, 0.0)
     base[:, 3] = preg * np.where(poor, pc.shock_poverty_mult[3], 1.0)
     return np.clip(base, 0, 0.9)
+
+
+def future_shock_probs(sp: np.ndarray, as_of: int, start: int, end: int) -> np.ndarray:
+    """P(shock k arrives after the as-of date and by term end | it has not arrived by the as-of date).
+
+    The driver draws a shock's day uniformly over the term's days start .. end - 1 (int32 floor of
+    start + U(0,1)·(end − start)) and counts it known when day <= as_of, so the share of the term's
+    arrival days already past is f = (as_of − start + 1) / (end − start): the as-of day itself counts.
+    Then q = p(1 − f) / (1 − p·f).
+    """
+    f = min(max((as_of - start + 1) / (end - start), 0.0), 1.0)
+    return sp * (1 - f) / np.maximum(1 - sp * f, 1e-9)
 
 
 def base_logits(pop: Population, idx: np.ndarray, term: int, cday: int) -> np.ndarray:

@@ -5,7 +5,8 @@ the slow, obvious way: for one child at a time, every set of shocks by term end 
 explicitly, its probability is the product of independent Bernoullis (a shock known by the as-of
 date has arrived with probability 1, a future one with q_future), and the dropout share of the
 class softmax is taken with that set's effects added to the logits. The two must agree to 1e-12 for
-random children and for real children of a small simulated world.
+random children and for real children of a small simulated world. The probability that a shock
+not yet arrived still comes (`future_shock_probs`) is checked day by day the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import pytest
 import simulator.province
 from simulator import SimulationConfig, simulate
 from simulator.config import ProcessConfig, WorldConfig
-from simulator.process import C_DROP, C_STAY, N_CLASSES, ceiling, shock_class_effects, softmax
+from simulator.process import (
+    C_DROP, C_STAY, N_CLASSES, ceiling, future_shock_probs, shock_class_effects, softmax,
+)
 from simulator.world import N_SHOCKS
 
 TOLERANCE = 1e-12
@@ -106,3 +109,14 @@ def test_the_closed_form_matches_the_enumeration_for_children_of_a_simulated_wor
     S = captured[0][3]
     assert len(L) > 500 and all(known[:, k].any() for k in range(N_SHOCKS - 1))
     assert np.max(np.abs(p - brute_force_ceiling(L, known, q_future, S))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("as_of", [100, 101, 130, 147, 159, 160])
+def test_a_future_shock_probability_counts_the_term_days_one_by_one(as_of: int) -> None:
+    # the driver draws an arrival day uniformly over start .. end - 1 and knows it on or before as_of
+    start, end = 100, 160
+    sp = np.array([[0.0, 0.08, 0.1, 0.9]])
+    days = np.arange(start, end)
+    arrives_later = sp * (days > as_of).sum() / len(days)
+    not_known = 1 - sp * (days <= as_of).sum() / len(days)
+    assert np.max(np.abs(future_shock_probs(sp, as_of, start, end) - arrives_later / not_known)) <= TOLERANCE
