@@ -1,5 +1,5 @@
-"""Calibration at a moderate size: the published figures within the stated tolerances, and the ceiling
-(truth/rounds.parquet) as many dropouts as happen, within the sampling error, on three seeds."""
+"""Calibration at a moderate size: the published figures within the stated tolerances; and the ceiling
+(truth/rounds.parquet) expects as many dropouts as happen, within the sampling error, on three seeds."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from simulator import SimulationConfig, simulate
 from simulator.config import WorldConfig
 from tests.support.ceiling import MIN_EXPECTED, Z_LIMIT, ceiling_z, rows_with_a_known_shock
 
-# 10,000 x 3 gives ~60,000 rows and ~700 dropouts per round type and seed (~3 s each): enough that
-# a ceiling 20% too high sits 5-6 standard errors out (the shock bit-order bug of issue 12 did)
+# 10,000 x 3 gives ~60,000 rows and ~700 dropouts per round type and seed (~4-5 s a seed): enough that
+# a ceiling 20% too high sits 5-6 standard errors out (the shock bit-order bug of issue 12: z -5.3 to -6.2)
 CEILING_WORLD = {"students": 10_000, "years": 3}
 
 
