@@ -7,7 +7,8 @@ randomness happens. A term step, as the driver runs it:
   census snapshot (DMC rows for OBEC pupils, other_enrolment rows for other systems, truth status)
   -> latent engagement moves (AR(1)) -> shocks arrive at random dates within the term
      (`shock_probs`)
-  -> the ceiling for the term's two scoring rounds (`ceiling`: exact, over the 2^K future-shock sets)
+  -> the ceiling for the term's two scoring rounds (`future_shock_probs` of the shocks still to come,
+     then `ceiling`: exact, over the 2^K shock sets)
   -> term-end draw of the competing exits (multinomial over `base_logits` + `shock_class_effects`:
      stay, dropout, transfer, ...)
   -> records of the term (records.py) -> year end: progression, repetition, school change.
@@ -88,6 +89,18 @@ def shock_probs(pop: Population, idx: np.ndarray, cday: int) -> np.ndarray:
     return np.clip(base, 0, 0.9)
 
 
+def future_shock_probs(sp: np.ndarray, as_of: int, start: int, end: int) -> np.ndarray:
+    """P(shock k arrives after the as-of date and by term end | it has not arrived by the as-of date).
+
+    The driver draws a shock's day uniformly over the term's days start .. end - 1 (int32 floor of
+    start + U(0,1)·(end − start)) and counts it known when day <= as_of, so the share of the term's
+    arrival days already past is f = (as_of − start + 1) / (end − start): the as-of day itself counts.
+    Then q = p(1 − f) / (1 − p·f).
+    """
+    f = min(max((as_of - start + 1) / (end - start), 0.0), 1.0)
+    return sp * (1 - f) / np.maximum(1 - sp * f, 1e-9)
+
+
 def base_logits(pop: Population, idx: np.ndarray, term: int, cday: int) -> np.ndarray:
     """Logits of every competing outcome before this term's shocks (n x classes; stay = 0)."""
     pc = pop.pc
@@ -152,13 +165,18 @@ def ceiling(L: np.ndarray, known: np.ndarray, q_future: np.ndarray, S: np.ndarra
     n = len(L)
     m = L.max(axis=1, keepdims=True)
     expL = np.exp(L - m)  # -inf classes give 0
-    # W[:, c]: probability of future-shock set c (bit k of c = shock k), built shock by shock
+    # W[:, c]: probability of shock set c by term end (bit k of c = shock k; a known shock has
+    # probability 1), built shock by shock: appending the "arrives" half after the "does not" half at
+    # step k puts shock k in bit k, so shock 0 is the least significant bit.
     W = np.ones((n, 1))
     for k in range(N_SHOCKS):
         a1 = np.where(known[:, k], 1.0, q_future[:, k])
         W = np.concatenate([W * (1.0 - a1)[:, None], W * a1[:, None]], axis=1)
-    # column order of W: bit of shock 0 is the most significant
-    combos = np.array([[(c >> (N_SHOCKS - 1 - k)) & 1 for k in range(N_SHOCKS)] for c in range(2**N_SHOCKS)], float)
+    # combos[c] must read the bits the same way W wrote them (bit k = shock k). Reading shock 0 from
+    # the most significant bit instead paired each set's probability with another set's effects
+    # (parent migration with pregnancy, illness with debt): tests/unit/test_simulator_ceiling.py
+    # enumerates the sets one by one to hold the two together.
+    combos = np.array([[(c >> k) & 1 for k in range(N_SHOCKS)] for c in range(2**N_SHOCKS)], float)
     scale = np.exp(combos @ S)  # (combos, classes)
     denom = expL @ scale.T  # (n, combos)
     return expL[:, C_DROP] * (W * scale[None, :, C_DROP] / denom).sum(axis=1)

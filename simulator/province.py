@@ -30,7 +30,7 @@ from simulator.population import (
 )
 from simulator.process import (
     C_ABROAD, C_DEATH, C_DONE, C_DROP, C_EWE, C_NFE, C_OTHER, C_STAY, C_TRANSFER, C_VOC, CLASSES, N_CLASSES, Calib,
-    base_logits, ceiling, shock_class_effects, shock_probs, softmax,
+    base_logits, ceiling, future_shock_probs, shock_class_effects, shock_probs, softmax,
 )
 from simulator.records import Records, cat, const
 from simulator.scenarios import (
@@ -171,6 +171,7 @@ class ProvinceSim(Records):
         # shocks
         sp = shock_probs(self, idx, cday)
         arrived = rng.random((n, N_SHOCKS)) < sp
+        # arrival days uniform over S .. E - 1 (the floor of a uniform): future_shock_probs relies on it
         sday = (S + rng.random((n, N_SHOCKS)) * (E - S)).astype(np.int32)
         sday = np.where(arrived, sday, NEVER)
         effects = shock_class_effects(pc)
@@ -182,10 +183,8 @@ class ProvinceSim(Records):
         for kind in ("early", "mid"):
             rid = f"{year}-T{term}-{kind}"
             a = day(cal.as_of(rid))
-            f = (a - S) / (E - S)
             known = sday <= a
-            q = sp * (1 - f) / np.maximum(1 - sp * f, 1e-9)
-            rounds.append((rid, kind, a, ceiling(L, known, q, effects)))
+            rounds.append((rid, kind, a, ceiling(L, known, future_shock_probs(sp, a, S, E), effects)))
         # the term-end draw with the shocks that really arrived
         probs = softmax(L + arrived.astype(float) @ effects)
         u = rng.random(n)

@@ -17,6 +17,7 @@ from features.ids import GRADES, is_valid_citizen_id, is_valid_tambon_code
 from simulator import SimulationConfig, simulate
 from simulator.config import FaultConfig, WorldConfig
 from simulator.faults import CONTRACT_BREAKING, FAULT_BITS
+from tests.support.ceiling import Z_LIMIT, ceiling_z
 
 BREAKING = sum(FAULT_BITS[k] for k in CONTRACT_BREAKING)
 STUDENTS, YEARS, SEED = 3000, 2, 5
@@ -212,11 +213,11 @@ def test_the_ceiling_lands_in_a_realistic_band_and_mid_rounds_know_more(seeded_w
     assert mid > early
     rounds = pq.read_table(seeded_world.truth / "rounds.parquet").to_pandas()
     assert rounds.p_dropout.between(0, 1).all()
-    # the ceiling is calibrated by construction: mean p close to the realised rate. Relative to that
-    # rate (about 1%); on the three seeds mean p runs 3-21% above it.
-    realised = rounds.dropout.mean()
-    assert abs(rounds.p_dropout.mean() - realised) < 0.01
-    assert realised > 0 and abs(rounds.p_dropout.mean() - realised) <= 0.5 * realised
+    # the ceiling expects as many dropouts as happen, within the sampling error, per round type
+    # (tests/support/ceiling.py says why; three larger worlds in test_simulated_calibration.py)
+    for kind in ("early", "mid"):
+        rows = rounds[rounds.round_type == kind]
+        assert abs(ceiling_z(rows.p_dropout, rows.dropout)) < Z_LIMIT, kind
     census = pq.read_table(seeded_world.truth / "census_status.parquet").to_pandas()
     first = rounds[rounds.round_id == rounds.round_id.min()]
     assert len(first) == ((census.academic_year == first.academic_year.iloc[0]) & (census.term == 1)
