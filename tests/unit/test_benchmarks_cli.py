@@ -1,0 +1,93 @@
+"""The benchmarks' command lines and the latency statistics, without running any benchmark.
+
+`make bench` once called three benchmarks without their required arguments; these tests keep every
+entry point parseable with its defaults, the runner's plan complete, and the percentile arithmetic
+that the serving figures rest on exact on known data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run
+from benchmarks.latency import latency_stats, percentile
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ["bench_simulate", "bench_pipeline", "bench_ingest", "bench_train", "bench_score", "bench_serve"]
+
+
+def test_make_bench_entry_point_answers_help_with_exit_code_0() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+
+
+@pytest.mark.parametrize("name", [*MODULES, "run"])
+def test_every_benchmark_answers_help_with_exit_code_0(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_benchmark_parses_its_defaults_and_plans_without_measuring(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert module.parser().parse_args([]) is not None  # no required argument: defaults suffice
+    module.main(["--plan"])
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["plan"] is True and plan["benchmark"] == name.removeprefix("bench_")
+
+
+def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest.CaptureFixture[str]) -> None:
+    run.main(["--plan", "--size", "3000", "--quick"])
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split(":")[0] for line in lines]
+    assert names == ["simulate", "pipeline_3000", "home", "ingest", "train", "score", "serve"]
+    home = "bench-out/work/pipeline_3000/home"
+    for line in lines:
+        if line.startswith(("train", "score", "serve")):
+            assert f"--home {home}" in line
+    assert "--seconds 3.0" in next(x for x in lines if x.startswith("serve"))
+
+
+def test_the_runner_takes_sizes_from_the_environment_and_builds_the_home_at_the_smallest() -> None:
+    a = run.resolve([], environ={"EWS_BENCH_SIZES": "1000000 100000"})
+    assert a.sizes == [100_000, 1_000_000] and a.home_size == 100_000
+    assert (a.ingest_rows, a.train_rows, a.score_rows) == (1_000_000, 2_000_000, 1_000_000)
+    quick = run.resolve(["--quick", "--size", "3000", "--serve-seconds", "7"], environ={})
+    assert quick.sizes == [3000] and quick.serve_seconds == 7.0 and quick.ingest_rows == run.QUICK["ingest_rows"]
+
+
+def test_percentiles_are_nearest_rank_on_known_data() -> None:
+    values = [float(x) for x in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 90) == 90.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 51) == 3.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_latency_stats_report_milliseconds_of_successes_and_count_errors_apart() -> None:
+    # 1..1000 ms in a shuffled order, plus 5 errors, over 10 seconds
+    seconds = [((i * 7919) % 1000 + 1) / 1000.0 for i in range(1000)]
+    s = latency_stats(seconds, errors=5, seconds=10.0)
+    assert (s.requests, s.errors) == (1005, 5)
+    assert (s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms) == (500.0, 900.0, 990.0, 1000.0)
+    assert s.mean_ms == 500.5
+    assert s.rps == 100.5
+    empty = latency_stats([], errors=3, seconds=1.0)
+    assert empty.p99_ms is None and empty.errors == 3
