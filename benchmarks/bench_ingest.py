@@ -44,11 +44,13 @@ def synth(folder: Path, rows: int, seed: int = 0) -> int:
     write_delivery(folder / "reg", "bench-reg", reg, delivered_on="2025-01-01")
     schools = np.array([r["school_code"] for r in reg["schools"]] + ["9999999999"])
     sid = _ids(rng, rows)
+    student_no = pd.Series(sid).str[-8:].to_numpy()  # the school's own pupil number: stable per pupil
     present = rng.integers(10, 19, rows)
     att = pd.DataFrame({
         "year_month": np.where(rng.random(rows) < 0.01, "2568-06", "2025-06"),
         "school_code": schools[np.where(rng.random(rows) < 0.002, 2, rng.integers(0, 2, rows))],
         "student_id": sid,
+        "student_no": student_no,
         "school_days": 20,
         "days_present": present,
         "days_leave": 1,
@@ -61,6 +63,7 @@ def synth(folder: Path, rows: int, seed: int = 0) -> int:
     grades = pd.DataFrame({
         "academic_year": np.where(rng.random(g) < 0.01, "2025", "2568"), "term": rng.integers(1, 3, g),
         "school_code": schools[rng.integers(0, 2, g)], "student_id": sid[:g],
+        "student_no": student_no[:g],
         "assessment": "final", "assessed_on": "2025-09-30", "gpa": np.round(rng.random(g) * 4, 2),
         "n_subjects": 8, "n_mark_0": rng.integers(0, 3, g), "n_mark_r": 0, "n_mark_ms": 0, "n_mark_mp": 0,
     })

@@ -144,7 +144,8 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
               ("projected 8M (excluding feature SQL)", _fmt(r["extrapolated_8M_minutes"], " min"))]
     elif name.startswith("serve"):
         for route, s in r["per_route"].items():
-            f.append((f"{route} at {r['clients']} clients", f"p50 {_fmt(s['p50_ms'], ' ms')}, p90 {_fmt(s['p90_ms'], ' ms')}, "
+            rows = r.get("rows", {}).get(route.removesuffix("_json").removesuffix("_xlsx"))
+            f.append((f"{route}{f' ({rows:,} rows)' if rows is not None else ''} at {r['clients']} clients", f"p50 {_fmt(s['p50_ms'], ' ms')}, p90 {_fmt(s['p90_ms'], ' ms')}, "
                       f"p99 {_fmt(s['p99_ms'], ' ms')}, max {_fmt(s['max_ms'], ' ms')}; {s['requests']:,} requests, {s['errors']} errors"))
         for k, m in r.items():
             if k.startswith("mix_"):
@@ -158,12 +159,11 @@ def _home_step(a: argparse.Namespace, work: Path) -> tuple[Path, str | None]:
     """Train and score on the home size's pipeline home; time each command; write home_<N>.json."""
     from benchmarks.bench_pipeline import run_stage
 
-    home, sim = work / "home", work / "sim"
-    try:
-        first_year = json.loads((sim / "summary.json").read_text())["first_year"]
+    home = work / "home"
+    try:  # the round bench_pipeline built features for: scoring it reuses them
+        rnd = str(json.loads((a.out_dir / f"pipeline_{a.home_size}.json").read_text())["round"])
     except (OSError, ValueError, KeyError):
         return home, None
-    rnd = f"{first_year + a.years - 1}-T1-mid"  # the round bench_pipeline builds features for
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     stages = []
     for name, args in (("trainset", ["trainset"]), ("train", ["train"]), ("score", ["score", "--round", rnd])):
@@ -181,7 +181,7 @@ def plan(a: argparse.Namespace) -> list[Step]:
     out, work = a.out_dir, a.out_dir / "work"
     hwork = work / f"pipeline_{a.home_size}"
     home, rnd = str(hwork / "home"), "ROUND"
-    o = ["--out-dir", str(out)]
+    o = [] if out == Path("bench-out") else ["--out-dir", str(out)]  # the benchmarks' own default
     steps = [Step("simulate", ["benchmarks.bench_simulate", "--students", str(a.home_size), "--years", str(a.years), *o],
                   out / f"simulate_{a.home_size}.json")]
     steps += [Step(f"pipeline_{n}", ["benchmarks.bench_pipeline", "--students", str(n), "--years", str(a.years),
@@ -210,7 +210,8 @@ def write_summary(a: argparse.Namespace, steps: list[Step], run_argv: list[str],
     lines = [
         "# Benchmark summary", "",
         f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f} at the end.",
+        f"load average (1 min) {a.load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        "(the machine is shared: a high load inflates every time and latency).",
         f"Whole run: `{'EWS_BENCH_SIZES=' + repr(os.environ['EWS_BENCH_SIZES']) + ' ' if 'EWS_BENCH_SIZES' in os.environ else ''}"
         f".venv/bin/python -m benchmarks.run {shlex.join(run_argv)}`"
         + (" (--quick: small rows and short durations, the figures prove the chain and measure little)" if a.quick else ""),
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{s.name}: {s.command}")
         return
     a.out_dir.mkdir(parents=True, exist_ok=True)
+    a.load_at_start = os.getloadavg()[0]
     hwork = a.out_dir / "work" / f"pipeline_{a.home_size}"
     rnd: str | None = None
     for s in steps:
