@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -93,45 +94,48 @@ def main(argv: list[str] | None = None) -> None:
     frame = grow(base, args.rows)
     t_grow = time.perf_counter() - t0
     home = EwsHome(root=Path(tempfile.mkdtemp(prefix="bench-train-")))
-    name = f"bench-{args.rows}"
-    if manifest is None:
-        from simulator.synthetic import write_synthetic_trainset
+    try:  # the grown set, its MLflow run and model live in a temporary home, removed at the end
+        name = f"bench-{args.rows}"
+        if manifest is None:
+            from simulator.synthetic import write_synthetic_trainset
 
-        write_synthetic_trainset(home, frame, name)
-    else:  # the real set's manifest, renamed, with the grown file's row count and hash
-        folder = home.trainsets_dir / name
-        folder.mkdir(parents=True)
-        path = folder / "data.parquet"
-        frame.to_parquet(path, index=False)
-        save_trainset_manifest(home.trainsets_dir, TrainsetManifest.model_validate(
-            {**manifest, "name": name, "rows": len(frame), "file": str(path), "sha256": file_sha256(path)}))
-    del frame, base
+            write_synthetic_trainset(home, frame, name)
+        else:  # the real set's manifest, renamed, with the grown file's row count and hash
+            folder = home.trainsets_dir / name
+            folder.mkdir(parents=True)
+            path = folder / "data.parquet"
+            frame.to_parquet(path, index=False)
+            save_trainset_manifest(home.trainsets_dir, TrainsetManifest.model_validate(
+                {**manifest, "name": name, "rows": len(frame), "file": str(path), "sha256": file_sha256(path)}))
+        del frame, base
 
-    cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
-    t1 = time.perf_counter()
-    ts: Trainset = load_trainset(home, name)
-    t_load = time.perf_counter() - t1
-    result = train_and_evaluate(ts, cfg)
-    t_register = 0.0
-    if not args.no_register:
-        from training.registry import log_training_run
+        cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
+        t1 = time.perf_counter()
+        ts: Trainset = load_trainset(home, name)
+        t_load = time.perf_counter() - t1
+        result = train_and_evaluate(ts, cfg)
+        t_register = 0.0
+        if not args.no_register:
+            from training.registry import log_training_run
 
-        t2 = time.perf_counter()
-        log_training_run(home, result, cfg)
-        t_register = time.perf_counter() - t2
-    total = time.perf_counter() - t1
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {
-        "rows": len(ts.frame), "source": source, "threads": args.threads, "grow_s": round(t_grow, 1),
-        "load_s": round(t_load, 1), "stages_s": {k: round(v, 1) for k, v in result.timings.items()},
-        "register_s": round(t_register, 1), "total_s": round(total, 1), "peak_rss_mb": round(peak_mb),
-        "fold_rows": result.fold_rows, "best_iteration": result.best_iteration,
-        "target": "<= 600 s for 2M labelled rows incl. calibration and evaluation",
-    }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"train-{args.rows}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
+            t2 = time.perf_counter()
+            log_training_run(home, result, cfg)
+            t_register = time.perf_counter() - t2
+        total = time.perf_counter() - t1
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {
+            "rows": len(ts.frame), "source": source, "threads": args.threads, "grow_s": round(t_grow, 1),
+            "load_s": round(t_load, 1), "stages_s": {k: round(v, 1) for k, v in result.timings.items()},
+            "register_s": round(t_register, 1), "total_s": round(total, 1), "peak_rss_mb": round(peak_mb),
+            "fold_rows": result.fold_rows, "best_iteration": result.best_iteration,
+            "target": "<= 600 s for 2M labelled rows incl. calibration and evaluation",
+        }
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        path = args.out_dir / f"train-{args.rows}.json"
+        path.write_text(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2))
+    finally:
+        shutil.rmtree(home.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,10 @@ def measure(targets: Sequence[Target] | Mapping[str, str], clients: int, seconds
                 http.get(targets[0].url, headers=headers(targets[0]))
             except httpx.HTTPError:
                 pass  # counted when it happens again inside the window
-            start.wait()
+            try:
+                start.wait(timeout + 30)
+            except threading.BrokenBarrierError:
+                return  # another client could not start: the main thread reports it
             end = window["end"]
             while True:
                 t = rng.choices(targets, weights)[0]
@@ -160,7 +163,10 @@ def measure(targets: Sequence[Target] | Mapping[str, str], clients: int, seconds
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for th in threads:
         th.start()
-    start.wait()
+    try:  # bounded: a client that dies before connecting must not hang the benchmark
+        start.wait(timeout + 30)
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"not every client could open a connection to {targets[0].url}") from None
     for th in threads:
         th.join(seconds + timeout + 30)
     elapsed = time.perf_counter() - window["start"]  # includes the requests in flight at the end
