@@ -99,17 +99,17 @@ def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float 
                         rps=round(rps, 1))
 
 
-def measure(targets: Sequence[Target] | Mapping[str, str], clients: int, seconds: float, token: str | None = None,
-            timeout: float = 10.0, seed: int = 0) -> LoadResult:
+def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, str], clients: int, seconds: float,
+            token: str | None = None, timeout: float = 10.0, seed: int = 0) -> LoadResult:
     """Run `clients` closed-loop clients for `seconds`; each request goes to a target drawn by weight.
 
-    `targets` may be a mapping name -> URL (equal weights). `token` is the bearer token of targets
-    that carry none. Each client first makes one unrecorded request (opening its connection), then
+    `targets` are `Target`s, (name, url, weight) tuples, or a mapping name -> URL (equal weights).
+    `token` is the bearer token of targets that carry none. Each client first makes one unrecorded request (opening its connection), then
     all start together, so connection set-up is not counted as latency.
     """
     if isinstance(targets, Mapping):
         targets = [Target(name, url) for name, url in targets.items()]
-    targets = list(targets)
+    targets = [t if isinstance(t, Target) else Target(*t) for t in targets]
     if not targets or clients < 1 or seconds <= 0:
         raise ValueError("measure needs at least one target, one client and a positive duration")
     names = [t.name for t in targets]

@@ -11,12 +11,14 @@ import importlib
 import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from benchmarks import run
-from benchmarks.latency import latency_stats, percentile
+from benchmarks.latency import Target, latency_stats, measure, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["bench_simulate", "bench_pipeline", "bench_ingest", "bench_train", "bench_score", "bench_serve"]
@@ -91,3 +93,33 @@ def test_latency_stats_report_milliseconds_of_successes_and_count_errors_apart()
     assert s.rps == 100.5
     empty = latency_stats([], errors=3, seconds=1.0)
     assert empty.p99_ms is None and empty.errors == 3
+
+
+def test_measure_times_every_request_per_route_and_counts_failures_apart() -> None:
+    # A stub server in this process (not the service): one route answers 200, one 500.
+    class Stub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the service's clients use it
+
+        def do_GET(self) -> None:
+            ok = self.path == "/ok" and self.headers.get("Authorization") == "Bearer t"
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = measure([Target("ok", url + "/ok", 3.0), ("bad", url + "/bad", 1.0)], clients=3, seconds=0.5, token="t")
+    finally:
+        server.shutdown()
+        server.server_close()
+    ok, bad = result.routes["ok"], result.routes["bad"]
+    assert ok.requests > 0 and ok.errors == 0 and ok.p50_ms is not None and ok.p50_ms <= ok.p99_ms <= ok.max_ms
+    assert bad.requests == bad.errors > 0 and bad.p99_ms is None
+    assert result.overall.requests == ok.requests + bad.requests
+    assert result.clients == 3 and result.error_examples[0] == "bad: HTTP 500"
