@@ -50,7 +50,7 @@ class LatencyStats:
     p99_ms: float | None
     max_ms: float | None
     mean_ms: float | None
-    rps: float  # requests per second over the measured window
+    rps: float  # requests completed inside the window, per second of the window
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -59,7 +59,7 @@ class LatencyStats:
 @dataclass(frozen=True)
 class LoadResult:
     clients: int
-    seconds: float
+    seconds: float  # the window plus the time the requests in flight at its end took to finish
     routes: dict[str, LatencyStats]
     overall: LatencyStats
     littles_law_rps: float | None  # clients / mean latency: should be close to overall.rps
@@ -85,11 +85,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float | None = None) -> LatencyStats:
-    """Figures of one route from its successful requests' latencies (seconds) and its error count."""
+def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float | None = None,
+                  completed_in_window: int | None = None) -> LatencyStats:
+    """Figures of one route from its successful requests' latencies (seconds) and its error count.
+
+    `rps` counts `completed_in_window` (default: every request) over `seconds`."""
     ms = sorted(x * 1000.0 for x in latencies_s)
     n = len(ms) + errors
-    rps = n / seconds if seconds else 0.0
+    done = n if completed_in_window is None else completed_in_window
+    rps = done / seconds if seconds else 0.0
 
     def pct(q: float) -> float | None:
         return round(percentile(ms, q), 3) if ms else None
@@ -116,6 +120,9 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
     weights = [t.weight for t in targets]
     lat: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in range(clients)]
     err: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
+    # Requests started near the end finish after it; rates count only those done inside the window,
+    # so that with every client busy throughout, rps matches clients / mean latency.
+    in_window: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
     examples: list[str] = []
     window: dict[str, float] = {}
 
@@ -152,7 +159,10 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
                     why = f"{t.name}: HTTP {r.status_code}"
                 except httpx.HTTPError as e:
                     ok, why = False, f"{t.name}: {type(e).__name__}"
-                elapsed = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                elapsed = t1 - t0
+                if t1 <= end:
+                    in_window[i][t.name] += 1
                 if ok:
                     lat[i][t.name].append(elapsed)
                 else:
@@ -170,9 +180,10 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
     for th in threads:
         th.join(seconds + timeout + 30)
     elapsed = time.perf_counter() - window["start"]  # includes the requests in flight at the end
-    routes = {n: latency_stats([x for c in lat for x in c[n]], sum(e[n] for e in err), elapsed) for n in names}
+    routes = {n: latency_stats([x for c in lat for x in c[n]], sum(e[n] for e in err), seconds,
+                               sum(w[n] for w in in_window)) for n in names}
     every = [x for c in lat for n in names for x in c[n]]
-    overall = latency_stats(every, sum(sum(e.values()) for e in err), elapsed)
+    overall = latency_stats(every, sum(sum(e.values()) for e in err), seconds, sum(sum(w.values()) for w in in_window))
     little = round(clients / (overall.mean_ms / 1000.0), 1) if overall.mean_ms else None
     return LoadResult(clients=clients, seconds=round(elapsed, 2), routes=routes, overall=overall,
                       littles_law_rps=little, error_examples=examples)

@@ -91,6 +91,7 @@ def test_latency_stats_report_milliseconds_of_successes_and_count_errors_apart()
     assert (s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms) == (500.0, 900.0, 990.0, 1000.0)
     assert s.mean_ms == 500.5
     assert s.rps == 100.5
+    assert latency_stats(seconds, errors=5, seconds=10.0, completed_in_window=1000).rps == 100.0  # the tail left out
     empty = latency_stats([], errors=3, seconds=1.0)
     assert empty.p99_ms is None and empty.errors == 3
 
