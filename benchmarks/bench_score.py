@@ -44,30 +44,33 @@ def main(argv: list[str] | None = None) -> None:
 
     from features.home import EwsHome
     from features.pointintime.spec import FEATURE_NAMES
-    from serving.model import load_champion
+    from serving.model import shap_tables
     from serving.reasons import group_matrix, top_reasons
     from serving.snapshot import published
 
     home = EwsHome(root=a.home.resolve())
-    model = load_champion(home)
+    from training.registry import load_model
+
+    model = load_model(home).model
     ref = published(home, a.round_id)
     if ref is None:
         raise SystemExit(f"round {a.round_id} is not published in {home.root}: run `ews score --round {a.round_id}` first")
-    base = ref.students([f"x__{f}" for f in FEATURE_NAMES]).to_pandas()
-    base.columns = list(FEATURE_NAMES)
+    inputs = ref.manifest.columns.model_inputs
+    base = ref.students(list(inputs.values())).to_pandas()
+    base.columns = list(inputs)
     reps = -(-a.rows // len(base))
     frame = pd.concat([base] * reps, ignore_index=True).iloc[: a.rows]
     t = {}
     t0 = time.perf_counter()
-    x = model.matrix(frame)
+    x = model.encode(frame)
     t["matrix"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     margin = model.raw_margin(x)
-    score = model.risk_score(margin)
-    model.risk_group(score)
+    score = model.risk_score_from_margin(margin)
+    model.thresholds_.assign(score)
     t["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tables = model.shap_tables
+    tables = shap_tables(model)
     t["shap_tables"] = time.perf_counter() - t0
     from serving.fastshap import tree_shap
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     import shap
 
     n = min(a.compare_rows, len(x))
-    explainer = shap.TreeExplainer(model.booster)
+    explainer = shap.TreeExplainer(model.booster_)
     t0 = time.perf_counter()
     ref_vals = np.asarray(explainer.shap_values(x[:n]))
     t_shap = time.perf_counter() - t0
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     t_fast_n = time.perf_counter() - t0
     total = sum(v for k, v in t.items())
     out = {
-        "round": a.round_id, "base_rows": len(base), "rows": len(x), "trees": model.booster.num_trees(), "seconds": {k: round(v, 2) for k, v in t.items()},
+        "round": a.round_id, "base_rows": len(base), "rows": len(x), "trees": model.booster_.num_trees(),
+        "seconds": {k: round(v, 2) for k, v in t.items()},
         "total_seconds_excluding_feature_sql": round(total, 1),
         "fast_treeshap_rows_per_s": round(len(x) / t["shap_all"]),
         "shap_treeexplainer_rows_per_s": round(n / t_shap), "fast_on_same_rows_rows_per_s": round(n / t_fast_n),

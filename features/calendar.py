@@ -86,8 +86,8 @@ class SchoolCalendar(BaseModel):
         y, t = (academic_year_be, 2) if term == 1 else (academic_year_be + 1, 1)
         return y, t, self.census_date(y, t)
 
-    def as_of(self, round_id: str) -> dt.date:
-        r = parse_round(round_id)
+    def as_of(self, round_id: str | ScoringRound) -> dt.date:
+        r = round_id if isinstance(round_id, ScoringRound) else parse_round(round_id)
         tc = self.term(r.term)
         return (tc.early_round if r.round_type == "early" else tc.mid_round).in_year(r.academic_year)
 

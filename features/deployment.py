@@ -20,6 +20,7 @@ The delivery schedule (when each source's records become known) is left for issu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,7 @@ ENV_DUCKDB_THREADS = "EWS_DUCKDB_THREADS"
 ENV_TRACKING_URI = "EWS_MLFLOW_TRACKING_URI"
 ENV_KEY_FILE = "EWS_PSEUDONYM_KEY_FILE"
 ENV_SERVE_WORKERS = "EWS_SERVE_WORKERS"
+ENV_SERVE_GUARD = "EWS_GUARD"
 SETTINGS_FILE = "deployment.toml"
 
 
@@ -58,6 +60,10 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     workers: int = Field(1, ge=1, description=f"Worker processes, each holding the model and rounds ({ENV_SERVE_WORKERS}; "
                                               "`ews serve --workers` wins).")
+    guard: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Overrides of the request guard's limits (serving.guard.GuardConfig: body size, rows, rate "
+                    f"buckets), validated by the service ({ENV_SERVE_GUARD}, a JSON object).")
 
 
 class DeploymentSettings(BaseModel):

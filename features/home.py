@@ -28,17 +28,22 @@ Layout (created on demand by the commands that write, never at import time):
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from features.deployment import (
-    ENV_DUCKDB_MEMORY, ENV_DUCKDB_THREADS, ENV_HOME, ENV_KEY_FILE, ENV_SERVE_WORKERS, ENV_TRACKING_URI,
+    ENV_DUCKDB_MEMORY, ENV_DUCKDB_THREADS, ENV_HOME, ENV_KEY_FILE, ENV_SERVE_GUARD, ENV_SERVE_WORKERS,
+    ENV_TRACKING_URI,
     SETTINGS_FILE, DeploymentSettings,
 )
+
+if TYPE_CHECKING:
+    from features.calendar import ScoringRound
 
 DEFAULT_HOME = "~/.ews"  # expanded when the deployment is built, not when this module is imported
 
@@ -68,6 +73,12 @@ class EwsHome(DeploymentSettings):
         for var, section, field in overrides:
             if env.get(var):
                 settings[section] = {**settings.get(section, {}), field: env[var]}
+        if env.get(ENV_SERVE_GUARD):
+            try:
+                guard = json.loads(env[ENV_SERVE_GUARD])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{ENV_SERVE_GUARD} is not a JSON object: {exc}") from None
+            settings["serve"] = {**settings.get("serve", {}), "guard": guard}
         if env.get(ENV_KEY_FILE):
             settings["pseudonym_key_file"] = env[ENV_KEY_FILE]
         return cls(root=root, **settings)
@@ -174,6 +185,16 @@ class EwsHome(DeploymentSettings):
     def bentoml_dir(self) -> Path:
         return self.root / "bentoml"
 
+    @property
+    def prometheus_dir(self) -> Path:
+        """Where BentoML keeps its metrics files (under BENTOML_HOME, which `ews serve` sets)."""
+        return self.bentoml_dir / "prometheus_multiproc_dir"
+
+    @property
+    def security_log(self) -> Path:
+        """One line per refused request (status, route template, token id): never a raw token or key."""
+        return self.root / "serving" / "security.log"
+
     def ensure(self) -> EwsHome:
         """Create the layout; secret-bearing folders are owner-only (0700)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -198,6 +219,12 @@ class EwsHome(DeploymentSettings):
         if len(key) < 16:
             raise ValueError(f"the pseudonym key in {path} is shorter than 16 bytes")
         return key
+
+    def monitoring_report(self, scoring_round: ScoringRound, fmt: Literal["json", "html"]) -> Path:
+        """monitoring/<round_id>/report.<fmt>: the one place this path is built (`ews monitor`
+        writes it, the service hands it out). A `ScoringRound`, so no request can name a path
+        outside the monitoring folder."""
+        return self.monitoring_dir(scoring_round.round_id) / f"report.{fmt}"
 
 
 def quiet_mlflow_progress() -> None:

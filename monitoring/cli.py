@@ -36,10 +36,10 @@ def monitor_command(
     quiet_mlflow_progress()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     with friendly_errors("monitor"):
-        parse_round(round_id)
+        r = parse_round(round_id)  # once, here: everything below takes the ScoringRound
         cfg = load_config(config)
         h = load_home(home)
-        report = monitor_round(h, round_id, cfg)
+        report = monitor_round(h, r, cfg)
         paths = write_report(h, report)
     v = report.verdict
     if json_out:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from features.calendar import parse_round
+from features.calendar import ScoringRound, parse_round
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from monitoring.config import DriftConfig, Thresholds
 from monitoring.stats import StatResult, get_statistic, level_of
@@ -46,15 +46,16 @@ def _result(what: str, column: str, r: StatResult, group: str | None = None) -> 
                        level=d["level"], drifted=d["drifted"], watch=d["watch"], drift=d["drift"], details=d["details"])
 
 
-def reference_rounds(trainset_rounds: list[str], round_id: str, mode: str) -> list[str]:
+def reference_rounds(trainset_rounds: list[str], current: ScoringRound, mode: str) -> list[str]:
     """The training-set rounds the round is compared with (see DriftConfig.reference)."""
     if mode == "all":
         return sorted(trainset_rounds)
-    r = parse_round(round_id)
-    same = [x for x in trainset_rounds if (parse_round(x).term, parse_round(x).round_type) == (r.term, r.round_type)]
+    # The training set names its rounds by id (a column of its frame): each is parsed once here.
+    parsed = {x: parse_round(x) for x in trainset_rounds}
+    same = [x for x, p in parsed.items() if (p.term, p.round_type) == (current.term, current.round_type)]
     if not same:  # a training set without this kind of round: fall back to the same round type
-        same = [x for x in trainset_rounds if parse_round(x).round_type == r.round_type] or list(trainset_rounds)
-    same = sorted(same, key=lambda x: (parse_round(x).academic_year, parse_round(x).term))
+        same = [x for x, p in parsed.items() if p.round_type == current.round_type] or list(trainset_rounds)
+    same = sorted(same, key=lambda x: (parsed[x].academic_year, parsed[x].term))
     return same[-1:] if mode == "latest_same_kind" else same
 
 

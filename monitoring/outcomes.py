@@ -45,23 +45,6 @@ class Outcomes(BaseModel):
     fairness: list[dict[str, Any]] = []
 
 
-def fairness_groups(students: pd.DataFrame) -> pd.DataFrame:
-    """The audited attributes of each student, from the snapshot's stored features (same rules as
-    the training set's group_* columns in features.pointintime.build)."""
-    screened = students["x__cct_screened"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    poor = students["x__extremely_poor"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    return pd.DataFrame({
-        "sex": students["x__sex"].astype("object"),
-        "region": students["x__region"].astype("object"),
-        "province": students["province_name"].astype("object"),
-        "nationality": np.where(students["x__non_thai_id"].astype("boolean").fillna(False).to_numpy(dtype=bool),
-                                "gcode_or_non_thai", "thai"),
-        "disability": np.where(students["x__disability"].astype("boolean").fillna(False).to_numpy(dtype=bool),
-                               "disability", "none"),
-        "cct_poverty": np.where(~screened, "not_screened", np.where(poor, "extremely_poor", "screened_not_extreme")),
-    }, index=students.index)
-
-
 def _nan_to_none(x: Any) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar
 from features.contract import SOURCES
+from features.ids import BE_OFFSET
 from features.ingest.warehouse import META_COLUMNS, warehouse_columns
 from monitoring.config import QualityConfig, Thresholds
 from monitoring.stats import level_of
@@ -135,7 +136,8 @@ def expected_deliveries(cal: SchoolCalendar, start: dt.date, as_of: dt.date, cfg
     """(source, period, due date) of every delivery the calendar expects to be due in (start, as_of]."""
     out: list[tuple[str, Any, dt.date]] = []
     lag = cfg.expected_lag_days
-    for year in range(start.year + 543 - 1, as_of.year + 543 + 1):
+    # Academic years are named in the Buddhist Era; a term-2 census falls in the next CE year.
+    for year in range(start.year + BE_OFFSET - 1, as_of.year + BE_OFFSET + 1):
         for term in (1, 2):
             census = cal.census_date(year, term)
             for source in ("dmc_census", "cct_screening", "care_screening"):

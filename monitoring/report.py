@@ -1,10 +1,11 @@
 """One monitoring report per published round: gather, judge, give a verdict, write JSON and HTML.
 
-`monitor_round(home, round_id)` reads the round's published snapshot (serving), the champion's
-training set and model version (training), the warehouse (features), runs the quality, drift
-and outcome checks, and returns a `MonitoringReport`. `write_report` puts it under
-EWS_HOME/monitoring/<round_id>/ as report.json and report.html (plots embedded), plain files the
-service can hand to analysts without importing this package. Reports hold aggregates only: no
+`monitor_round(home, scoring_round)` reads the round's published snapshot (serving: its typed manifest
+and the columns of each role), the training set and model version that scored it (training), the
+warehouse (features), runs the quality, drift and outcome checks, and returns a
+`MonitoringReport`. `write_report` / `read_report` are the report's one save and one load: under
+`home.monitoring_report(scoring_round, fmt)` as report.json and report.html (plots embedded), plain files
+the service can hand to analysts without importing this package. Reports hold aggregates only: no
 student_key, no name, no ID.
 """
 
@@ -14,23 +15,26 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
-from features.calendar import SchoolCalendar, parse_round
+from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from monitoring.config import MonitorConfig
 from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
-from monitoring.outcomes import Outcomes, fairness_groups, judge_outcomes
+from monitoring.outcomes import Outcomes, judge_outcomes
 from monitoring.quality import Check, quality_checks
+from training.version import ModelVersion
 
-SCHEMA_VERSION = 1
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
+if TYPE_CHECKING:
+    from serving.snapshot import SnapshotRef
+    from training.model import RiskModel
+
+SCHEMA_VERSION = 2
 # Which delivered source a feature group comes from: a drifted group points at whom to ask first.
 GROUP_SOURCE: dict[str, str] = {
     "attendance": "attendance", "academic": "grades", "poverty": "cct_screening", "care": "care_screening",
@@ -59,9 +63,12 @@ class Verdict(BaseModel):
 
 
 class MonitoringReport(BaseModel):
+    """One round's monitoring report. Its JSON also carries `round_id` (for readers that do not
+    parse rounds); schema 1 had only that, and is read by deriving `round` from it."""
+
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
-    round_id: str
+    round: ScoringRound
     as_of: dt.date
     snapshot_hash: str
     model_version: str
@@ -77,13 +84,23 @@ class MonitoringReport(BaseModel):
     verdict: Verdict
     generated_at: str
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def round_id(self) -> str:
+        return self.round.round_id
+
+    @model_validator(mode="before")
+    @classmethod
+    def _round_from_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "round_id" in data:
+            data = dict(data)
+            rid = data.pop("round_id")
+            data.setdefault("round", parse_round(str(rid)))
+        return data
+
     def breached(self, statistic: str | None = None, column: str | None = None) -> list[Breach]:
         return [b for b in self.verdict.breaches
                 if (statistic is None or b.statistic == statistic) and (column is None or b.what.endswith(column))]
-
-
-def monitoring_dir(home: EwsHome, round_id: str) -> Path:
-    return home.monitoring_dir(round_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,46 +121,50 @@ def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
         return {}
 
 
-def _reference_contributions(home: EwsHome, model: Any, ref_round: str, rows: pd.DataFrame) -> np.ndarray:
+def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVersion, ref_round: ScoringRound,
+                             rows: pd.DataFrame) -> np.ndarray:
     """Group contributions of the reference rows: the published snapshot of the reference round when
     the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
-    from serving.reasons import GROUP_NAMES, group_matrix
+    from serving.reasons import group_matrix
     from serving.snapshot import published
 
     snap = published(home, ref_round)
-    if snap is not None and str(snap.manifest.get("model_version")) == str(model.version):
-        t = snap.students(columns=["scored", *[f"grp__{g}" for g in GROUP_NAMES]]).to_pandas()
-        return t.loc[t["scored"], [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
-    contrib = np.asarray(model.booster.predict(model.matrix(rows), pred_contrib=True))[:, : len(FEATURE_NAMES)]
+    if snap is not None and snap.manifest.model_version == str(version):
+        cols = snap.manifest.columns.columns("group_contribution")
+        t = snap.students(columns=["scored", *cols]).to_pandas()
+        return t.loc[t["scored"], cols].to_numpy(dtype=float)
+    contrib = model.contributions(rows)[:, : len(model.features_.names)]
     return contrib @ group_matrix()
 
 
-def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None,
+def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: MonitorConfig | None = None,
                   cal: SchoolCalendar | None = None) -> MonitoringReport:
-    """Every check for one published round, and the verdict."""
+    """Every check for one published round, and the verdict. `scoring_round` is parsed by the CLI; a string
+    from another caller is parsed once here."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
-    from serving.model import load_version
-    from serving.reasons import GROUP_NAMES
     from serving.scoring import eligibility
-    from serving.snapshot import published
+    from serving.snapshot import as_round, published
     from training.data import load_trainset
+    from training.registry import load_model
 
     cfg = cfg or MonitorConfig()
     cal = cal or home.calendar
-    r = parse_round(round_id)
-    snap = published(home, round_id)
+    r = as_round(scoring_round)
+    snap = published(home, r)
     if snap is None:
-        raise FileNotFoundError(f"round {round_id} is not published in {home.rounds_dir}: run `ews score --round {round_id}`")
+        raise FileNotFoundError(f"round {r} is not published in {home.rounds_dir}: run `ews score --round {r}`")
     manifest = snap.manifest
+    schema = manifest.columns
     students = snap.students().to_pandas()
     scored = students["scored"].to_numpy(dtype=bool)
-    current = students[[f"x__{f}" for f in FEATURE_NAMES]].copy()
-    current.columns = list(FEATURE_NAMES)
-    model = load_version(home, str(manifest["model_version"]))
-    ts = load_trainset(home, manifest.get("trainset_name") or model.trainset_name)
+    current = students[schema.columns("model_input")].copy()
+    current.columns = list(schema.model_inputs)
+    loaded = load_model(home, version=ModelVersion.parse(manifest.model_version))
+    model = loaded.model
+    ts = load_trainset(home, manifest.model.trainset_name or loaded.lineage.trainset_name)
     rounds = sorted(set(ts.frame["round_id"].astype(str)))
-    ref_ids = reference_rounds(rounds, round_id, cfg.drift.reference)
+    ref_ids = reference_rounds(rounds, r, cfg.drift.reference)
     reference = ts.frame[ts.frame["round_id"].astype(str).isin(ref_ids)].reset_index(drop=True)
 
     # drift: features on every row; scores and attributions on rows that get a score
@@ -152,31 +173,32 @@ def monitor_round(home: EwsHome, round_id: str, cfg: MonitorConfig | None = None
         drift += feature_drift(reference, current, cfg.drift)
         ref_ok = eligibility(reference) == ""
         ref_scored = reference[ref_ok]
-        ref_score = model.risk_score(model.raw_margin(model.matrix(ref_scored)))
+        ref_score = model.risk_score_from_margin(model.raw_margin(ref_scored))
         drift += score_drift(ref_score, students.loc[scored, "risk_score"].to_numpy(dtype=float),
-                             model.risk_group(ref_score), students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
-        ref_contrib = _reference_contributions(home, model, ref_ids[-1], ref_scored)
-        cur_contrib = students.loc[scored, [f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=float)
+                             np.asarray(model.thresholds_.assign(ref_score), dtype=object),
+                             students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
+        ref_contrib = _reference_contributions(home, model, loaded.lineage.version, parse_round(ref_ids[-1]), ref_scored)
+        cur_contrib = students.loc[scored, schema.columns("group_contribution")].to_numpy(dtype=float)
         drift += attribution_drift(ref_contrib, cur_contrib, cfg.drift.attribution_thresholds)
 
     con = connect_warehouse(home)
     try:
-        quality = quality_checks(con, cal, cal.as_of(round_id), cfg.quality)
+        quality = quality_checks(con, cal, manifest.as_of, cfg.quality)
         cutoff = latest_delivery(con)
         labels = con.execute(labels_sql(cal, r, cutoff)).fetch_df()
     finally:
         con.close()
-    outcomes = _outcomes(home, students[scored], labels, manifest, cfg, horizon_census(cal, r, "next_census"))
+    outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"))
     verdict = decide(quality, drift, outcomes, cfg)
     return MonitoringReport(
-        round_id=round_id, as_of=cal.as_of(round_id), snapshot_hash=snap.hash, model_version=str(manifest["model_version"]),
+        round=r, as_of=manifest.as_of, snapshot_hash=snap.hash, model_version=manifest.model_version,
         trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), current_rows=len(students),
         scored_rows=int(scored.sum()), config=cfg, quality=quality, drift=drift, outcomes=outcomes, verdict=verdict,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 
-def _outcomes(home: EwsHome, students: pd.DataFrame, labels: pd.DataFrame, manifest: dict[str, Any],
+def _outcomes(home: EwsHome, snap: SnapshotRef, students: pd.DataFrame, labels: pd.DataFrame,
               cfg: MonitorConfig, horizon: dt.date) -> Outcomes:
     joined = students.merge(labels[["student_key", "dropout"]], on="student_key", how="left")
     known = joined["dropout"].notna()
@@ -184,9 +206,16 @@ def _outcomes(home: EwsHome, students: pd.DataFrame, labels: pd.DataFrame, manif
         return Outcomes(matured=False, note=f"labels not mature yet: they need the census of {horizon}")
     j = joined[known]
     flagged = j["risk_group"].isin(["problem", "at_risk"]).to_numpy()
+    # The fairness attributes as the snapshot stored them (its group-attribute role), audited for
+    # the attributes the monitoring config names (by default the release gate's).
+    groups = snap.group_attributes(j)
+    absent = [a for a in cfg.outcomes.fairness_attributes if a not in groups.columns]
+    if absent:
+        raise ValueError(f"{snap.folder}: the snapshot stores no fairness attribute {', '.join(absent)} "
+                         f"(it has {', '.join(groups.columns) or 'none'})")
     return judge_outcomes(j["dropout"].to_numpy(dtype=float), j["risk_score"].to_numpy(dtype=float),
-                          j["school_code"].astype(str).to_numpy(), flagged, fairness_groups(j),
-                          _card_metrics(home, str(manifest.get("run_id", ""))), cfg.outcomes)
+                          j["school_code"].astype(str).to_numpy(), flagged, groups,
+                          _card_metrics(home, snap.manifest.model.run_id), cfg.outcomes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,15 +286,24 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_report(home: EwsHome, report: MonitoringReport) -> dict[str, Path]:
-    """report.json and report.html under EWS_HOME/monitoring/<round_id>/ (each replaced atomically)."""
+    """The report's one save: report.json and report.html at `home.monitoring_report` (each
+    replaced atomically)."""
     from monitoring.html import render_html
 
-    out = monitoring_dir(home, report.round_id)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / REPORT_JSON, "html": out / REPORT_HTML}
+    paths = {"json": home.monitoring_report(report.round, "json"), "html": home.monitoring_report(report.round, "html")}
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(paths["json"], report.model_dump_json(indent=2))
     _atomic_write(paths["html"], render_html(report))
     return paths
+
+
+def read_report(home: EwsHome, scoring_round: ScoringRound) -> MonitoringReport:
+    """The report's one load (any schema version), naming the file when it is not a report."""
+    path = home.monitoring_report(scoring_round, "json")
+    try:
+        return MonitoringReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a monitoring report: {exc}") from None
 
 
 def group_label(g: str) -> str:

@@ -10,6 +10,7 @@ Roles:
   analyst  ad-hoc scoring, summaries and pseudonymous lists everywhere
   auditor  read-only and pseudonymous: lists, explanations, audit replay, summaries
   admin    everything above except names (names are for the student's own school only)
+  monitoring  the /metrics scrape only (counts by route template; no student data)
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from pydantic import BaseModel, ConfigDict
 
 from features.home import EwsHome
 
-Role = Literal["school", "area", "analyst", "auditor", "admin"]
-ROLES: tuple[str, ...] = ("school", "area", "analyst", "auditor", "admin")
+Role = Literal["school", "area", "analyst", "auditor", "admin", "monitoring"]
+ROLES: tuple[str, ...] = ("school", "area", "analyst", "auditor", "admin", "monitoring")
 _PREFIX = "ews"
 
 _SCHEMA = """
@@ -70,6 +71,7 @@ class Principal:
             "replay": ("auditor", "admin"),
             "score": ("analyst", "admin"),
             "monitoring": ("analyst", "admin"),
+            "metrics": ("monitoring", "admin"),
         }
         return self.role in allowed.get(action, ())
 
@@ -79,7 +81,8 @@ class Principal:
             return school_code == self.school_code
         if self.role == "area":
             return tambon_code is not None and any(tambon_code.startswith(a) for a in self.areas)
-        return True
+        # Named, not "everyone else": a monitoring token (or a role added later) covers no school.
+        return self.role in ("analyst", "auditor", "admin")
 
     def covers_area(self, area_code: str) -> bool:
         """May this caller see the area `area_code` as a whole (or part of it)?"""
@@ -124,11 +127,16 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def is_ascii_digits(code: str) -> bool:
+    """0-9 only: `str.isdigit()` also accepts Thai (๐-๙) and other Unicode digits."""
+    return code.isascii() and code.isdigit()
+
+
 def validate_scope(role: str, school: str | None, areas: list[str]) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "school":
-        if not school or not (len(school) == 10 and school.isdigit()):
+        if not school or not (len(school) == 10 and is_ascii_digits(school)):
             raise ValueError("a school token needs --school with a 10-digit school code")
         if areas:
             raise ValueError("a school token takes no --area")
@@ -138,7 +146,7 @@ def validate_scope(role: str, school: str | None, areas: list[str]) -> None:
         if not areas:
             raise ValueError("an area token needs at least one --area (tambon 6, amphoe 4 or province 2 digits)")
         for a in areas:
-            if not (a.isdigit() and len(a) in (2, 4, 6)):
+            if not (is_ascii_digits(a) and len(a) in (2, 4, 6)):
                 raise ValueError(f"area code {a!r} is not a 2-digit province, 4-digit amphoe or 6-digit tambon code")
     elif areas:
         raise ValueError("--area is only for role area")

@@ -37,26 +37,25 @@ def score_command(
     A round is an immutable snapshot under EWS_HOME/rounds/<round>/<hash>/; re-running the same
     round with the same model and data gives the same hash.
     """
-    from serving.model import load_champion
+    from features.calendar import parse_round
     from serving.scoring import ScoreConfig, due_rounds, score_round
+    from training.registry import load_model
 
     if (round_id is None) == (not due):
         typer.secho("give either --round R or --due", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     h = load_home(home)
     with friendly_errors("score"):
-        if round_id is not None:
-            from features.calendar import parse_round
-
-            parse_round(round_id)
-        model = load_champion(h)
+        # The round id is parsed here, once; everything below takes the `ScoringRound`.
+        asked = parse_round(round_id) if round_id is not None else None
+        champion = load_model(h)
         cfg = ScoreConfig()
-        if due:
+        if asked is None:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
-            todo = due_rounds(h, model.version, day)
+            todo = due_rounds(h, champion.lineage.version, day)
         else:
-            todo = [round_id]  # type: ignore[list-item]
-        results = [score_round(h, r, model, cfg) for r in todo]
+            todo = [asked]
+        results = [score_round(h, r, champion, cfg) for r in todo]
     if json_out:
         emit_json({"rounds": [r.model_dump(mode="json") for r in results]})
         return
@@ -99,7 +98,7 @@ tokens_app = typer.Typer(help="Access tokens: create (shown once), list, revoke.
 
 @tokens_app.command("create")
 def tokens_create(
-    role: Annotated[str, typer.Option("--role", help="school, area, analyst, auditor or admin.")],
+    role: Annotated[str, typer.Option("--role", help="school, area, analyst, auditor, admin or monitoring.")],
     school: Annotated[str | None, typer.Option("--school", help="School code (role school).")] = None,
     area: Annotated[list[str], typer.Option("--area", help="Area code, repeatable (role area).")] = [],  # noqa: B006
     label: Annotated[str, typer.Option("--label", help="Who holds it (free text, no personal data).")] = "",

@@ -2,6 +2,9 @@
 
 `score_round` is the whole of `ews score --round R`; `due_rounds` / `score_due` are `ews score
 --due`. The steps are small functions so the service (ad-hoc scoring, audit replay) reuses them.
+The round arrives parsed (`ScoringRound`, parsed once by the CLI) and goes down as such to the
+feature SQL and the snapshot's paths; the snapshot is written through `serving.snapshot`'s typed
+manifest and column schema.
 
 Too little data: a student enrolled at the round with no attendance month, no final grades, no
 CCT or care screening known by the as-of date, *and* no earlier census (a newcomer about whom the
@@ -13,37 +16,33 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from features.calendar import SchoolCalendar, parse_round
+from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
-from features.pointintime.spec import BY_NAME, FEATURE_NAMES
-from serving.model import ServingModel
+from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUP_COLUMNS
+from serving.model import shap_tables
 from serving.reasons import GROUP_NAMES, group_matrix, top_reasons
-from serving.snapshot import SnapshotRef, publish, snapshots_of, write_snapshot
+from serving.snapshot import (
+    ColumnSchema, ModelLineage, ScoreConfig, SnapshotManifest, as_round, publish, snapshots_of, write_snapshot,
+)
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from training.model import RiskModel
+    from training.registry import VersionedModel
+    from training.version import ModelVersion
+
 NO_SCORE_REASONS: dict[str, tuple[str, str]] = {
     "no_history": (
         "No attendance, grades or screening known and no earlier census: too little data to score",
         "ยังไม่มีข้อมูลการมาเรียน ผลการเรียน หรือผลคัดกรอง และไม่เคยปรากฏในข้อมูลครั้งก่อน: ข้อมูลไม่พอสำหรับประเมิน",
     ),
 }
-
-
-class ScoreConfig(BaseModel):
-    """How a round is scored. Loaded at the entry point; recorded in the snapshot manifest."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    schema_version: int = SCHEMA_VERSION
-    batch_rows: int = Field(200_000, ge=1000, description="Rows explained per batch (bounds memory: ~0.6 KB per row).")
-    top_reasons: int = Field(3, ge=1, le=9, description="Reasons kept per student for lists and downloads.")
-    additivity_tolerance: float = Field(1e-6, gt=0, description="Max |sum of contributions + base - raw margin| accepted.")
 
 
 def eligibility(frame: pd.DataFrame) -> np.ndarray:
@@ -72,13 +71,12 @@ def school_areas_sql(as_of: dt.date) -> str:
     return compiled(as_of)
 
 
-def read_round_inputs(home: EwsHome, round_id: str, cal: SchoolCalendar) -> tuple[pd.DataFrame, str]:
+def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> tuple[pd.DataFrame, str]:
     """The round's feature table joined with room and school area, and the delivery fingerprint."""
     from features.pointintime.build import build_features
     from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
 
-    r = parse_round(round_id)
-    as_of = cal.as_of(round_id)
+    as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
     con = connect_warehouse(home)
     try:
@@ -92,30 +90,31 @@ def read_round_inputs(home: EwsHome, round_id: str, cal: SchoolCalendar) -> tupl
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint
 
 
-def explain_rows(model: ServingModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """(raw margin, contributions incl. base column) for every row, in batches."""
+def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(raw margin, contributions incl. base column) for every row of the encoded matrix `x`, in batches."""
     from serving.fastshap import tree_shap
 
     n = x.shape[0]
-    contrib = np.zeros((n, len(FEATURE_NAMES) + 1), dtype=np.float64)
+    contrib = np.zeros((n, len(model.features_.names) + 1), dtype=np.float64)
     for lo in range(0, n, batch_rows):
         hi = min(n, lo + batch_rows)
-        tree_shap(model.shap_tables, x[lo:hi], out=contrib[lo:hi])
+        # Flattened on first use only: a round with nobody to score never pays for it.
+        tree_shap(shap_tables(model), x[lo:hi], out=contrib[lo:hi])
     margin = model.raw_margin(x) if n else np.zeros(0)
     return margin, contrib
 
 
-def score_frame(model: ServingModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
     """Score, group and explain every eligible row of a feature frame; the others get a reason."""
     reason = eligibility(frame)
     ok = reason == ""
-    x = model.matrix(frame.loc[ok])
+    x = model.encode(frame.loc[ok])
     margin, contrib = explain_rows(model, x, cfg.batch_rows)
     err = np.abs(contrib.sum(axis=1) - margin).max() if len(margin) else 0.0
     if err > cfg.additivity_tolerance:
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
-    score = model.risk_score(margin)
-    group = model.risk_group(score)
+    score = model.risk_score_from_margin(margin)
+    group = np.asarray(model.thresholds_.assign(score), dtype=object)
     gsum = contrib[:, :-1] @ group_matrix()
 
     n = len(frame)
@@ -127,10 +126,10 @@ def score_frame(model: ServingModel, frame: pd.DataFrame, cfg: ScoreConfig) -> p
     out["risk_group"] = full(group, None)
     out["raw_margin"] = full(margin, np.nan)
     out["base_value"] = full(contrib[:, -1], np.nan)
-    for i, f in enumerate(FEATURE_NAMES):
-        out[f"phi__{f}"] = full(contrib[:, i], np.nan)
-    for j, g in enumerate(GROUP_NAMES):
-        out[f"grp__{g}"] = full(gsum[:, j], np.nan)
+    for i, col in enumerate(SNAPSHOT_COLUMNS.contributions.values()):
+        out[col] = full(contrib[:, i], np.nan)
+    for j, col in enumerate(SNAPSHOT_COLUMNS.group_contributions.values()):
+        out[col] = full(gsum[:, j], np.nan)
 
     # Reasons for lists and downloads; the explanation endpoint re-reads every contribution.
     th = np.full(n, None, dtype=object)
@@ -160,9 +159,20 @@ PLACEMENT_COLUMNS = (
     "student_key", "round_id", "as_of", "school_code", "school_name", "grade", "room",
     "tambon_code", "tambon_name", "amphoe_code", "amphoe_name", "province_code", "province_name",
 )
+# The column roles of every snapshot this code writes (the manifest carries them, so readers of an
+# older snapshot use the roles it was written with). Fairness attributes are the feature set's
+# group_* columns, stored as they are: monitoring reads them instead of rebuilding them.
+SNAPSHOT_COLUMNS = ColumnSchema.build(
+    features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
+    attributes=[c.removeprefix("group_") for c in GROUP_COLUMNS],
+    placement=list(PLACEMENT_COLUMNS[3:]), score=["scored", "risk_score", "risk_group", "raw_margin", "base_value"],
+    reason=["no_score_reason", "reasons_th", "reasons_en"],
+)
 
 
 def build_snapshot_table(frame: pd.DataFrame, scored: pd.DataFrame) -> pa.Table:
+    """Placement, the scored columns, the model inputs and the fairness attributes, in that order
+    (the order of schema 1, with the attributes appended)."""
     placement = frame[list(PLACEMENT_COLUMNS)].copy()
     placement["grade"] = placement["grade"].astype("string")
     feats = frame[list(FEATURE_NAMES)].copy()
@@ -170,10 +180,20 @@ def build_snapshot_table(frame: pd.DataFrame, scored: pd.DataFrame) -> pa.Table:
         # DuckDB hands some numbers over as Decimal; the model read them as float64, so store that.
         if BY_NAME[f].dtype in ("float", "int") and feats[f].dtype == object:
             feats[f] = pd.to_numeric(feats[f].astype("Float64"), errors="coerce")
-    feats = feats.add_prefix("x__")
+    feats.columns = list(SNAPSHOT_COLUMNS.model_inputs.values())
+    attrs = frame[list(SNAPSHOT_COLUMNS.group_attributes.values())].astype("string")
     table = pd.concat([placement.reset_index(drop=True), scored.drop(columns="student_key").reset_index(drop=True),
-                       feats.reset_index(drop=True)], axis=1)
+                       feats.reset_index(drop=True), attrs.reset_index(drop=True)], axis=1)
     return pa.Table.from_pandas(table, preserve_index=False)
+
+
+def model_lineage(loaded: VersionedModel) -> ModelLineage:
+    """The registered version's lineage as the snapshot stores it (the manifest's text fields)."""
+    return ModelLineage.model_validate(loaded.lineage.manifest_fields())
+
+
+def model_thresholds(loaded: VersionedModel) -> dict[str, Any]:
+    return loaded.model.thresholds_.to_dict()
 
 
 class RoundSummary(BaseModel):
@@ -191,43 +211,46 @@ class RoundSummary(BaseModel):
 
 
 def score_round(
-    home: EwsHome, round_id: str, model: ServingModel, cfg: ScoreConfig | None = None,
+    home: EwsHome, scoring_round: ScoringRound | str, loaded: VersionedModel, cfg: ScoreConfig | None = None,
     cal: SchoolCalendar | None = None, do_publish: bool = True,
 ) -> RoundSummary:
-    """Score one round with `model`, write its snapshot and (by default) publish it."""
+    """Score one round with a loaded registered version, write its snapshot and (by default) publish it.
+
+    `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
+    outside serving is parsed once here."""
+    r = as_round(scoring_round)
     cfg = cfg or ScoreConfig()
     cal = cal or home.calendar
     t0 = time.perf_counter()
-    frame, fingerprint = read_round_inputs(home, round_id, cal)
+    frame, fingerprint = read_round_inputs(home, r, cal)
     t1 = time.perf_counter()
-    scored = score_frame(model, frame, cfg)
+    scored = score_frame(loaded.model, frame, cfg)
     t2 = time.perf_counter()
     table = build_snapshot_table(frame, scored)
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "round_id": round_id, "as_of": cal.as_of(round_id).isoformat(),
-        **model.lineage(), "delivery_fingerprint": fingerprint,
-        "config": cfg.model_dump(mode="json"), "calendar": cal.model_dump(mode="json"),
-        "thresholds": model.thresholds_dict(), "features": list(FEATURE_NAMES), "feature_groups": list(GROUP_NAMES),
-        "no_score_reasons": {k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()},
-    }
-    ref = write_snapshot(home, round_id, manifest, table)
+    manifest = SnapshotManifest(
+        round=r, as_of=cal.as_of(r), model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
+        config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
+        no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()}, columns=SNAPSHOT_COLUMNS,
+    )
+    ref = write_snapshot(home, manifest, table)
     if do_publish:
         publish(home, ref)
     t3 = time.perf_counter()
     groups = scored["risk_group"].value_counts().to_dict()
     return RoundSummary(
-        round_id=round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
+        round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
         scored=int(scored["scored"].sum()), no_score=int((~scored["scored"]).sum()),
         groups={g: int(groups.get(g, 0)) for g in ("problem", "at_risk", "normal")},
-        model_version=str(model.version), published=do_publish,
+        model_version=str(loaded.lineage.version), published=do_publish,
         seconds={"features": round(t1 - t0, 2), "score_explain": round(t2 - t1, 2), "write": round(t3 - t2, 2)},
     )
 
 
-def due_rounds(home: EwsHome, model_version: str, today: dt.date, cal: SchoolCalendar | None = None) -> list[str]:
+def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
+               cal: SchoolCalendar | None = None) -> list[ScoringRound]:
     """Rounds whose as-of date has passed, whose census delivery was known by the as-of date,
     and that have no snapshot scored by `model_version` yet."""
-    from features.pointintime.pipeline import connect_warehouse
+    from features.pointintime.pipeline import connect_warehouse, rounds_with_census
 
     cal = cal or home.calendar
     con = connect_warehouse(home)
@@ -236,20 +259,17 @@ def due_rounds(home: EwsHome, model_version: str, today: dt.date, cal: SchoolCal
     finally:
         con.close()
     known: dict[dt.date, dt.date] = {c: k for c, k in rows}
-    years = sorted({c.year for c in known})
-    if not years:
-        return []
     out = []
-    for r in cal.rounds(years[0] + 543 - 1, years[-1] + 543):
-        as_of = cal.as_of(r.round_id)
+    for r in rounds_with_census(cal, known):
+        as_of = cal.as_of(r)
         census = cal.census_date(r.academic_year, r.term)
-        if as_of > today or census not in known or known[census] > as_of:
+        if as_of > today or known[census] > as_of:
             continue
-        if any(s.manifest.get("model_version") == str(model_version) for s in snapshots_of(home, r.round_id)):
+        if any(s.manifest.model_version == str(model_version) for s in snapshots_of(home, r)):
             continue
-        out.append(r.round_id)
+        out.append(r)
     return out
 
 
-def score_due(home: EwsHome, model: ServingModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
-    return [score_round(home, rid, model, cfg) for rid in due_rounds(home, model.version, today)]
+def score_due(home: EwsHome, loaded: VersionedModel, today: dt.date, cfg: ScoreConfig | None = None) -> list[RoundSummary]:
+    return [score_round(home, r, loaded, cfg) for r in due_rounds(home, loaded.lineage.version, today)]

@@ -17,6 +17,8 @@ Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer 
 Each worker builds the deployment once, in `EwsService.__init__` (`EwsHome.from_env`: the home
 `ews serve` passes as EWS_HOME). The worker count is not read here: `ews serve` hands it to BentoML
 as a configuration override (services.ews.workers), so importing this module reads no environment.
+Every request passes `serving.guard` first (token, role, rate and body limits, /metrics, security
+headers, the log of refusals); the routes below still check scope and values.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from features.home import EwsHome
 from features.pointintime.spec import FEATURES
 from serving import views
 from serving.access import Principal, TokenStore
+from serving.guard import GuardMiddleware
+from serving.score_input import ScoreInputError, check_categories
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/ews/", "/ews")
 REFRESH_SECONDS = 10.0
 MISS_REFRESH_SECONDS = 1.0
 MAX_SCORE_ROWS = 10_000
@@ -60,30 +63,6 @@ def _bearer(headers: Any) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-class AuthMiddleware:
-    """Every request but the open paths needs a valid, unrevoked token; else 401 before any route runs."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._store: TokenStore | None = None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if self._store is None:
-            # The deployment the service built in its __init__ (requests start after it).
-            self._store = TokenStore(bentoml.get_current_service().home)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        token = _bearer(headers)
-        who = self._store.authenticate(token) if token else None
-        if who is None:
-            msg = "missing token: send Authorization: Bearer <token>" if not token else "invalid or revoked token"
-            await JSONResponse({"error": msg}, status_code=401)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 api = FastAPI(title="Dropout early warning", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -97,17 +76,20 @@ def _error(exc: views.RequestError) -> JSONResponse:
     # The access log would record request paths, which carry pseudonymous keys; our own access log
     # (serving.access) records reads by token id instead.
     logging={"access": {"enabled": False}},
+    # BentoML's metrics label series with the raw path (student keys, one series per path sent):
+    # serving.guard serves /metrics by route template instead.
+    metrics={"enabled": False},
 )
 @bentoml.asgi_app(api, path="/ews")
 class EwsService:
     def __init__(self) -> None:
-        from serving.model import load_champion
+        from training.registry import load_model
 
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
-        self.model = load_champion(self.home)
+        self.champion = load_model(self.home)
         self.store = TokenStore(self.home)
         self._lock = threading.Lock()
-        self._models = {str(self.model.version): self.model}
+        self._models = {self.champion.lineage.version: self.champion}
         self.rounds: dict[str, Any] = {}
         self.names: dict[str, str] = {}
         self._checked = 0.0
@@ -164,12 +146,18 @@ class EwsService:
             raise views.RequestError(404, f"round {round_id[:40]!r} is not published")
         return rnd
 
-    def _model_for(self, version: str) -> Any:
-        if version not in self._models:
-            from serving.model import load_version
+    def _model_for(self, version: str | None) -> Any:  # -> training.registry.VersionedModel
+        """The registered version that scored a round (loaded once, then kept for later replays)."""
+        from training.registry import load_model
+        from training.version import ModelVersion
 
-            self._models[version] = load_version(self.home, version)
-        return self._models[version]
+        try:
+            v = ModelVersion.parse(version)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise views.RequestError(409, f"the round names no valid model version ({version!r})") from None
+        if v not in self._models:
+            self._models[v] = load_model(self.home, version=v)
+        return self._models[v]
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -196,10 +184,9 @@ class EwsService:
             return _error(exc)
         self._refresh()
         return JSONResponse({"rounds": [
-            {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.get("as_of"),
-             "model_version": r.manifest.get("model_version"), "students": int(len(r.rows)),
-             "thresholds": r.manifest.get("thresholds")}
-            for r in sorted(self.rounds.values(), key=lambda r: r.manifest.get("as_of", ""), reverse=True)]})
+            {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.as_of.isoformat(),
+             "model_version": r.model_version, "students": int(len(r.rows)), "thresholds": r.manifest.thresholds}
+            for r in sorted(self.rounds.values(), key=lambda r: r.manifest.as_of, reverse=True)]})
 
     @api.get("/api/rounds/{round_id}/schools/{school_code}/students")
     def school_students(
@@ -267,8 +254,7 @@ class EwsService:
             if not who.may("replay"):
                 raise views.RequestError(403, "audit replay is for auditor and admin tokens")
             rnd = self._round(round_id)
-            model = self._model_for(str(rnd.manifest.get("model_version")))
-            out = views.replay(rnd, who, student_key, model)
+            out = views.replay(rnd, who, student_key, self._model_for(rnd.model_version))
         except views.RequestError as exc:
             return _error(exc)
         self.store.log(who, "replay", round_id, student_key, 1)
@@ -304,12 +290,17 @@ class EwsService:
             ctx.response.status_code = 400
             return {"error": f"at most {MAX_SCORE_ROWS} rows per request"}
         try:
-            out = views.score_rows(self.model, who, [r.model_dump() for r in rows])
+            raw = [r.model_dump() for r in rows]
+            check_categories(raw, self.champion.model.categories_)
+            out = views.score_rows(self.champion.model, who, raw)
         except views.RequestError as exc:
             ctx.response.status_code = exc.status
             return {"error": exc.message}
+        except ScoreInputError as exc:
+            ctx.response.status_code = exc.status
+            return {"error": exc.problems[0], "detail": exc.problems}
         self.store.log(who, "score", None, None, len(rows))
-        return {"model_version": str(self.model.version), "results": out}
+        return {"model_version": str(self.champion.lineage.version), "results": out}
 
 
-EwsService.add_asgi_middleware(AuthMiddleware)
+EwsService.add_asgi_middleware(GuardMiddleware)

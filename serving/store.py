@@ -2,7 +2,9 @@
 
 A `LoadedRound` is read once from its snapshot: the list columns as a DataFrame, contributions
 and feature values as arrays, and indexes (school -> rows ranked by risk, student_key -> row), so a
-school's list is a slice and an explanation is one row: no scan per request.
+school's list is a slice and an explanation is one row: no scan per request. Columns are taken by
+their role in the snapshot's column schema, so a round keeps loading with the roles it was written
+with.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.pointintime.spec import FEATURE_NAMES
-from serving.reasons import GROUP_NAMES
-from serving.snapshot import SnapshotRef
+from features.calendar import ScoringRound
+from serving.snapshot import SnapshotManifest, SnapshotRef
 
 LIST_COLUMNS: tuple[str, ...] = (
     "student_key", "school_code", "school_name", "grade", "room", "tambon_code", "tambon_name", "amphoe_code",
@@ -29,7 +30,7 @@ _GROUP_RANK = {"problem": 0, "at_risk": 1, "normal": 2}
 @dataclass
 class LoadedRound:
     ref: SnapshotRef
-    manifest: dict[str, Any]
+    manifest: SnapshotManifest
     rows: pd.DataFrame
     contrib: np.ndarray  # (n, features)
     group_contrib: np.ndarray  # (n, groups)
@@ -45,19 +46,29 @@ class LoadedRound:
     summary_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
+    def round(self) -> ScoringRound:
+        return self.ref.round
+
+    @property
     def round_id(self) -> str:
         return self.ref.round_id
 
+    @property
+    def model_version(self) -> str:
+        """The registered model version that scored every row of the round."""
+        return self.manifest.model_version
+
 
 def load_round(ref: SnapshotRef) -> LoadedRound:
-    table = ref.students()
-    df = table.to_pandas()
+    manifest = ref.manifest
+    schema = manifest.columns
+    df = ref.students().to_pandas()
     rows = df[list(LIST_COLUMNS)].copy()
     rows["room"] = pd.to_numeric(rows["room"], errors="coerce").astype("Int64")
-    contrib = df[[f"phi__{f}" for f in FEATURE_NAMES]].to_numpy(dtype=np.float64)
-    gcontrib = df[[f"grp__{g}" for g in GROUP_NAMES]].to_numpy(dtype=np.float64)
-    values = df[[f"x__{f}" for f in FEATURE_NAMES]]
-    values.columns = list(FEATURE_NAMES)
+    contrib = df[schema.columns("contribution")].to_numpy(dtype=np.float64)
+    gcontrib = df[schema.columns("group_contribution")].to_numpy(dtype=np.float64)
+    values = df[schema.columns("model_input")]
+    values.columns = list(schema.model_inputs)
     # Ranked once: scored students by score (highest first), then those without a score.
     order = np.lexsort((rows["student_key"].to_numpy(), -rows["risk_score"].fillna(-1.0).to_numpy()))
     ranked_school = rows["school_code"].to_numpy()[order]
@@ -75,7 +86,7 @@ def load_round(ref: SnapshotRef) -> LoadedRound:
             if len(code) == width:
                 by_area[code] = positions.to_numpy(dtype=np.int64)
     return LoadedRound(
-        ref=ref, manifest=ref.manifest, rows=rows, contrib=contrib, group_contrib=gcontrib, values=values,
+        ref=ref, manifest=manifest, rows=rows, contrib=contrib, group_contrib=gcontrib, values=values,
         by_school={k: np.asarray(v, dtype=np.int64) for k, v in by_school.items()},
         by_key={k: i for i, k in enumerate(rows["student_key"].to_numpy())},
         by_area=by_area,

@@ -11,18 +11,24 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from features.calendar import ScoringRound, parse_round
 from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
-from serving.access import Principal
-from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, ServingModel
+from serving.access import Principal, is_ascii_digits
+from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
 from serving.store import LoadedRound
+from training.version import ModelVersion
+
+if TYPE_CHECKING:
+    from training.model import RiskModel
+    from training.registry import VersionedModel
 
 MAX_LIST = 5000
 
@@ -37,13 +43,13 @@ class RequestError(Exception):
 
 
 def check_school_code(code: str) -> str:
-    if not (isinstance(code, str) and len(code) == 10 and code.isdigit()):
+    if not (isinstance(code, str) and len(code) == 10 and is_ascii_digits(code)):
         raise RequestError(400, "school code must be 10 digits")
     return code
 
 
 def check_area_code(code: str) -> str:
-    if not (isinstance(code, str) and code.isdigit() and len(code) in (2, 4, 6)):
+    if not (isinstance(code, str) and is_ascii_digits(code) and len(code) in (2, 4, 6)):
         raise RequestError(400, "area code must be a 2-digit province, 4-digit amphoe or 6-digit tambon code")
     return code
 
@@ -134,7 +140,7 @@ def school_list(
     return {
         "round_id": rnd.round_id, "school_code": school_code,
         "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
-        "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash,
+        "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
         "students": _rows_out(rnd, idx, names if own else None),
     }
 
@@ -238,7 +244,7 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     r = rnd.rows.iloc[i]
     values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
-            "grade": _num(r["grade"]), "model_version": rnd.manifest.get("model_version"), "snapshot_hash": rnd.ref.hash}
+            "grade": _num(r["grade"]), "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash}
     if not bool(r["scored"]):
         return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),
                 "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}
@@ -247,12 +253,13 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     scale = float(probability_scale(np.array([margin]), np.array([b]))[0])
     feats = [{"feature": f, "group": BY_NAME[f].group, "label_en": BY_NAME[f].en, "label_th": BY_NAME[f].th,
               "value": values[f], "contribution": float(contrib[j]), "probability_points": float(contrib[j] * scale * 100)}
-             for j, f in enumerate(FEATURE_NAMES)]
+             for j, f in enumerate(rnd.manifest.features)]
     groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(rnd.group_contrib[i, k]),
                "odds_multiplier": math.exp(float(rnd.group_contrib[i, k])),
                "probability_points": float(rnd.group_contrib[i, k] * scale * 100)}
-              for k, g in enumerate(GROUP_NAMES)]
-    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(GROUP_NAMES), raising_only=False)
+              for k, g in enumerate(rnd.manifest.feature_groups)]
+    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(rnd.manifest.feature_groups),
+                          raising_only=False)
     return {
         **base, "scored": True, "risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
         "risk_group_th": RISK_GROUP_TH[r["risk_group"]], "risk_group_en": RISK_GROUP_EN[r["risk_group"]],
@@ -262,23 +269,24 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     }
 
 
-def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingModel) -> dict[str, Any]:
+def replay(rnd: LoadedRound, who: Principal, student_key: str, loaded: VersionedModel) -> dict[str, Any]:
     """Recompute a published score from the stored features with the stored model version."""
     if not who.may("replay"):
         raise RequestError(403, "audit replay is for auditor and admin tokens")
     i = _row_for(rnd, who, student_key)
-    if str(model.version) != str(rnd.manifest.get("model_version")):
+    if loaded.lineage.version != ModelVersion.parse(rnd.model_version):
         raise RequestError(409, "the loaded model is not the version that scored this round")
+    model = loaded.model
     r = rnd.rows.iloc[i]
     if not bool(r["scored"]):
         return {"student_key": student_key, "round_id": rnd.round_id, "scored": False, "matches": True,
                 "no_score_reason": _num(r["no_score_reason"])}
     frame = rnd.values.iloc[[i]]
-    x = model.matrix(frame)
+    x = model.encode(frame)
     margin = float(model.raw_margin(x)[0])
-    score = float(model.risk_score(np.array([margin]))[0])
-    group = str(model.risk_group(np.array([score]))[0])
-    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)[0]
+    score = float(model.risk_score_from_margin(np.array([margin]))[0])
+    group = str(model.thresholds_.assign(np.array([score]))[0])
+    contrib = model.contributions(x)[0]
     stored = rnd.contrib[i]
     diff = {
         "raw_margin": abs(margin - float(r["raw_margin"])), "risk_score": abs(score - float(r["risk_score"])),
@@ -287,7 +295,7 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     }
     matches = all(v <= 1e-9 for v in diff.values()) and group == r["risk_group"]
     return {
-        "student_key": student_key, "round_id": rnd.round_id, "model_version": str(model.version),
+        "student_key": student_key, "round_id": rnd.round_id, "model_version": str(loaded.lineage.version),
         "snapshot_hash": rnd.ref.hash, "published": {"risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
                                                      "raw_margin": float(r["raw_margin"])},
         "recomputed": {"risk_score": score, "risk_group": group, "raw_margin": margin},
@@ -295,18 +303,18 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, model: ServingMod
     }
 
 
-def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def score_rows(model: RiskModel, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ad-hoc scoring of posted feature rows (analysts): score, group, contributions per group."""
     if not who.may("score"):
         raise RequestError(403, "ad-hoc scoring is for analyst and admin tokens")
     if not rows:
         return []
     frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-    x = model.matrix(frame)
+    x = model.encode(frame)
     margin = model.raw_margin(x)
-    score = model.risk_score(margin)
-    group = model.risk_group(score)
-    contrib = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+    score = model.risk_score_from_margin(margin)
+    group = model.thresholds_.assign(score)
+    contrib = model.contributions(x)
     gsum = contrib[:, :-1] @ group_matrix()
     greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
     out = []
@@ -320,16 +328,18 @@ def score_rows(model: ServingModel, who: Principal, rows: list[dict[str, Any]]) 
     return out
 
 
-def monitoring_report_path(home: EwsHome, round_id: str, fmt: str) -> Path:
-    """The report file `ews monitor` wrote for a round; the round id is checked first, so a
-    request can never name a path outside the monitoring folder."""
-    from features.calendar import parse_round
-
+def parse_round_id(round_id: str) -> ScoringRound:
+    """A round id from a request, parsed once at the edge (400 when it is not one)."""
     try:
-        parse_round(round_id)
+        return parse_round(round_id)
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
-    path = home.monitoring_dir(round_id) / f"report.{fmt}"
+
+
+def monitoring_report_path(home: EwsHome, round_id: str, fmt: Literal["json", "html"]) -> Path:
+    """The report file `ews monitor` wrote for a round (its path comes from the home); the round id
+    is parsed first, so a request can never name a path outside the monitoring folder."""
+    path = home.monitoring_report(parse_round_id(round_id), fmt)
     if not path.is_file():
         raise RequestError(404, f"no monitoring report for round {round_id}: run `ews monitor --round {round_id}`")
     return path

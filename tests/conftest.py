@@ -1,59 +1,141 @@
-"""Shared fixtures: one small simulated province, ingested and linked once per test session.
+"""The session's fixture ladder: one small simulated province, each rung built once per session on a
+copy of the rung below it.
 
-Everything is produced by the project's own simulator with a fixed seed, so tests read like
-specifications over a known world whose truth is available for comparison.
+    simulated -> small_world (ingested + linked) -> trainset_world -> trained (champion) ->
+    scored_world (rounds published) -> serving_home (tokens, a monitored round) -> service_url
+    (a real `bentoml serve`)
+
+Everything is produced by the project's own simulator and pipeline (tests/support/worlds.py) with a
+fixed seed, so tests read like specifications over a known world whose truth is available for
+comparison. Rungs are read-only: a test that writes gets a copy (`copy_world`, or the function-scoped
+`*_copy` fixtures below), so no test sees another test's side effects. Every round a test reads is
+published here. Statistical assertions use `seeded_world` / `seeded_trained`: the ladder's world and
+two smaller worlds of other seeds. The monitoring scenario worlds reuse the ladder's simulation for
+their unchanged world.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SEED = 11
-STUDENTS = 1500
-YEARS = 3
-
-
-@dataclass(frozen=True)
-class SmallWorld:
-    sim: Path  # simulator output: deliveries/ and truth/
-    home: Path  # EWS_HOME with every delivery ingested and linked
-
-    @property
-    def deliveries(self) -> Path:
-        return self.sim / "deliveries"
-
-    @property
-    def truth(self) -> Path:
-        return self.sim / "truth"
+from tests.support import worlds
+from tests.support.worlds import (  # noqa: F401 - re-exported: tests import them from here
+    SEED,
+    SEEDS,
+    STUDENTS,
+    YEARS,
+    ScoredWorld,
+    ServingHome,
+    SmallWorld,
+    TrainedWorld,
+    copy_world,
+)
 
 
 @pytest.fixture(scope="session")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from simulator.api import simulate
-    from simulator.config import SimulationConfig
-
-    out = tmp_path_factory.mktemp("sim")
-    simulate(SimulationConfig.small(students=STUDENTS, years=YEARS, seed=SEED), out)
-    return out
+    return worlds.simulate_world(tmp_path_factory.mktemp("sim"))
 
 
 @pytest.fixture(scope="session")
 def small_world(simulated: Path, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    """Read-only for tests: copy it (`copy_world`) before changing anything."""
-    from features.home import EwsHome
-    from features.ingest.pipeline import ingest_path
-    from features.linkage.link import link
-
-    home = EwsHome(root=tmp_path_factory.mktemp("home"))
-    ingest_path(simulated / "deliveries", home)
-    link(home)
-    return SmallWorld(sim=simulated, home=home.root)
+    """Every delivery ingested and linked. Read-only for tests: copy it (`copy_world`) before changing anything."""
+    home = worlds.ingest_and_link(simulated / "deliveries", tmp_path_factory.mktemp("linked") / "home")
+    return SmallWorld(sim=simulated, home=home)
 
 
-def copy_world(world: SmallWorld, dest: Path) -> SmallWorld:
-    shutil.copytree(world.home, dest / "home")
-    return SmallWorld(sim=world.sim, home=dest / "home")
+@pytest.fixture(scope="session")
+def trainset_world(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+    """The linked world with the default training set (every round with a known census)."""
+    world = copy_world(small_world, tmp_path_factory.mktemp("trainset"))
+    worlds.build_training_set(world.home)
+    return world
+
+
+@pytest.fixture(scope="session")
+def trained(trainset_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
+    """Version 1 trained with the simulator's truth for the ceiling, registered as champion."""
+    world = copy_world(trainset_world, tmp_path_factory.mktemp("trained"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return TrainedWorld(world=world, train_json=worlds.train_with_truth(world))
+
+
+@pytest.fixture(scope="session")
+def scored_world(trained: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> ScoredWorld:
+    """The champion's scores of two rounds, published: a mid-history round and the next census round."""
+    return worlds.scored(trained, tmp_path_factory.mktemp("scored"))
+
+
+@pytest.fixture(scope="session")
+def serving_home(scored_world: ScoredWorld, tmp_path_factory: pytest.TempPathFactory) -> ServingHome:
+    """The home the service runs on: a token per role and the first round's monitoring report.
+    The running service writes its access log here; tests only read."""
+    return worlds.serving_home(scored_world, tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="session")
+def service_url(serving_home: ServingHome) -> Iterator[str]:
+    with worlds.served(serving_home) as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------------------------
+# Copies for tests that write
+
+
+@pytest.fixture()
+def trained_copy(trained: TrainedWorld, tmp_path: Path) -> TrainedWorld:
+    return TrainedWorld(world=copy_world(trained.world, tmp_path), train_json=trained.train_json)
+
+
+@pytest.fixture()
+def scored_copy(scored_world: ScoredWorld, tmp_path: Path) -> ScoredWorld:
+    """The scored home, copied for a test that scores."""
+    return ScoredWorld(world=copy_world(scored_world.world, tmp_path), round_id=scored_world.round_id,
+                       census_round=scored_world.census_round)
+
+
+# ---------------------------------------------------------------------------------------------
+# Three seeds for statistical assertions
+
+
+@pytest.fixture(scope="session", params=SEEDS, ids=lambda s: f"seed{s}")
+def seeded_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+    """An ingested and linked world per seed: the ladder's own world for the ladder's seed, smaller
+    worlds (SEED_STUDENTS) for the others."""
+    seed = request.param
+    if seed == SEED:
+        return request.getfixturevalue("small_world")
+    base = tmp_path_factory.mktemp(f"seed{seed}")
+    sim = worlds.simulate_world(base / "sim", seed=seed, students=worlds.SEED_STUDENTS)
+    return SmallWorld(sim=sim, home=worlds.ingest_and_link(sim / "deliveries", base / "home"))
+
+
+@pytest.fixture(scope="session")
+def seeded_trained(seeded_world: SmallWorld, request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
+    """`trained` for each seed of `seeded_world`."""
+    if seeded_world.summary["seed"] == SEED:
+        return request.getfixturevalue("trained")
+    world = copy_world(seeded_world, tmp_path_factory.mktemp("seed-trained"))
+    worlds.build_training_set(world.home)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return TrainedWorld(world=world, train_json=worlds.train_with_truth(world))
+
+
+# ---------------------------------------------------------------------------------------------
+# The monitoring worlds: the unchanged world reuses the ladder's simulation
+
+
+@pytest.fixture(scope="session")
+def monitored_worlds(simulated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    from tests.integration.monitoring_fixtures import build_worlds
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return build_worlds(tmp_path_factory.mktemp("monitoring"), unchanged=simulated)

@@ -5,10 +5,10 @@ calibration / test rounds by time) -> `model` (booster + calibrator + risk-group
 `metrics`, `baselines`, `fairness` -> `registry` (MLflow run, "dropout-risk" version, aliases) ->
 `card` (model card). `ews promote` / `ews rollback` move the `champion` alias through the gate.
 
-For serving: `training.registry.load_champion(home) -> LoadedModel`, then
-`LoadedModel.score(features_frame)` -> student_key, round_id, school_code, raw_score, risk_score,
-risk_group; `LoadedModel.model` is the `training.model.RiskModel` (booster, calibrator,
-categories, thresholds, features).
+For serving and monitoring: `training.registry.load_model(home, version=None)` -> `VersionedModel`
+(`.model`, the fitted `training.model.RiskModel`; `.lineage`, a `training.version.ModelLineage`
+whose `version` is a `ModelVersion`). `RiskModel.encode(frame)` is the one input encoding;
+`risk_score`, `risk_group`, `raw_margin` and `contributions` read a frame or an encoded matrix.
 
 Importing this package does no work: no MLflow URI is set, no folder created.
 """

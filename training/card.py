@@ -110,7 +110,7 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
         folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0),
                       "label_rate": _fmt(sum((per_round.get(i, {}).get("label_rate") or 0) * (per_round.get(i, {}).get("rows") or 0) for i in ids)
                                          / max(sum(per_round.get(i, {}).get("rows") or 0 for i in ids), 1))})
-    th = result.model.thresholds
+    th = result.model.thresholds_
     return {
         "name": cfg.registered_model_name, "version": version, "run_id": run_id, "git": git or "unknown",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "trainset": result.trainset_name,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 REGISTERED_MODEL_NAME = "dropout-risk"
@@ -110,6 +110,17 @@ class TrainConfig(_Model):
     registered_model_name: str = Field(REGISTERED_MODEL_NAME, description="Name in the MLflow model registry.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $EWS_MLFLOW_TRACKING_URI, else sqlite in EWS_HOME/mlflow.")
     experiment: str = Field("dropout-risk", description="MLflow experiment name.")
+
+    @model_validator(mode="after")
+    def _gate_metric_is_measured(self) -> TrainConfig:
+        # Checked here, when the config is read, rather than as a KeyError at `ews promote`.
+        from training.metrics import measured_names
+
+        names = measured_names(self.capacities)
+        if self.gate.metric not in names:
+            raise ValueError(f"gate.metric {self.gate.metric!r} is not measured with capacities {list(self.capacities)}: "
+                             f"one of {sorted(names)}")
+        return self
 
 
 def load_config(path: Path | None) -> TrainConfig:

@@ -1,10 +1,8 @@
-"""Reading a training set and turning rows into model inputs.
+"""Reading a training set and the slices (round type, grade band) its rows are evaluated by.
 
-The model's inputs are exactly `spec.FEATURE_NAMES`, in that order. Category columns arrive as
-strings; they are cast to pandas categories with a category list fixed at training time and
-stored with the model, so a string unseen at training behaves like a missing value (LightGBM's
-rule) instead of silently shifting the codes of every other level. Bools and ints become floats
-with NaN for missing, which LightGBM and the serving stage treat the same way.
+A training set holds every `spec.FEATURE_NAMES` column besides its keys and label. Turning rows
+into model inputs is the model's own business (`training.model.RiskModel.encode`, with the
+feature set and category lists fixed when it was fitted).
 """
 
 from __future__ import annotations
@@ -13,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.home import EwsHome
-from features.pointintime.spec import BY_NAME, CATEGORICAL, FEATURE_NAMES
+from features.pointintime.spec import FEATURE_NAMES
 from features.pointintime.trainset import latest_trainset_name
 from features.pointintime.trainset import load_trainset as load_typed_trainset
 
@@ -43,26 +40,6 @@ def load_trainset(home: EwsHome, name: str | None = None) -> Trainset:
     """The named training set (default: the newest): features' typed artefact, its manifest as a dict."""
     ts = load_typed_trainset(home.trainsets_dir, name)
     return Trainset(name=ts.name, frame=ts.frame, manifest=ts.manifest.model_dump(mode="json"), folder=ts.folder)
-
-
-def learn_categories(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """Sorted non-missing levels of every categorical feature (learned on training rows only)."""
-    return {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in CATEGORICAL}
-
-
-def model_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
-    """The model's input frame: FEATURE_NAMES in order, floats and fixed-level categories."""
-    out: dict[str, Any] = {}
-    for name in FEATURE_NAMES:
-        col = frame[name]
-        if BY_NAME[name].dtype == "category":
-            values = col.astype("string")
-            known = values.isin(categories[name]).fillna(False).to_numpy(dtype=bool)
-            # Unseen levels become missing explicitly (LightGBM treats them so anyway).
-            out[name] = pd.Categorical(values.where(known, None).astype(object), categories=categories[name])
-        else:
-            out[name] = pd.to_numeric(col.astype("Float64"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return pd.DataFrame(out, index=frame.index)
 
 
 def round_type_of(round_ids: pd.Series) -> pd.Series:

@@ -10,6 +10,7 @@ judged on an arbitrary but reproducible order of its tied rows.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -22,9 +23,10 @@ METRICS: dict[str, bool] = {
     "roc_auc": True, "pr_auc": True, "brier": False, "ece": False, "label_rate": True, "mean_score": True,
     "rows": True, "positives": True,
 }
-for _k in (5, 10, 20):
-    for _p in ("precision", "recall", "school_precision", "school_recall"):
-        METRICS[f"{_p}_at_{_k}pct"] = True
+# Metrics of the top k% by score, one per configured capacity: named by `at_k` and nowhere else, so
+# any capacity (0.15 as well as 0.05/0.10/0.20) has a name and a direction.
+AT_K_METRICS: dict[str, bool] = {"precision": True, "recall": True, "school_precision": True, "school_recall": True}
+_AT_K_NAME = re.compile(r"^(?P<metric>[a-z_]+)_at_(?P<pct>\d+)pct$")
 GROUP_METRICS: dict[str, bool] = {
     "selection_rate": True, "precision": True, "fpr": False, "fnr": False, "count": True, "positives": True,
 }
@@ -42,7 +44,24 @@ def greater_is_better(name: str) -> bool:
         raise KeyError(f"{name}: a ratio is better near 1, neither greater nor smaller")
     if last in METRICS:
         return METRICS[last]
+    at_k_name = _AT_K_NAME.match(last)
+    if at_k_name and at_k_name["metric"] in AT_K_METRICS:
+        return AT_K_METRICS[at_k_name["metric"]]
     return GROUP_METRICS[last]
+
+
+def measured_names(capacities: tuple[float, ...]) -> frozenset[str]:
+    """Every name `score_metrics` can report for these capacities (what a gate may compare on)."""
+    return frozenset(METRICS) | {at_k(m, c) for m in AT_K_METRICS for c in capacities}
+
+
+def at_k(metric: str, share: float) -> str:
+    """The stable name of a top-k metric at a capacity: at_k("precision", 0.1) == "precision_at_10pct"."""
+    if metric not in AT_K_METRICS:
+        raise KeyError(f"{metric}: not a top-k metric (one of {sorted(AT_K_METRICS)})")
+    if not 0 < share < 1:
+        raise ValueError(f"capacity {share} must be a share between 0 and 1")
+    return f"{metric}_at_{round(share * 100)}pct"
 
 
 def _top_mask(score: np.ndarray, frac: float) -> np.ndarray:
@@ -132,13 +151,12 @@ def score_metrics(
         out["mean_score"] = float(score.mean()) if len(y) else float("nan")
     ranked = school_rank(score, np.asarray(school)) if school is not None and len(y) else None
     for c in capacities:
-        k = round(c * 100)
-        out[f"precision_at_{k}pct"] = precision_at_k(y, score, c)
-        out[f"recall_at_{k}pct"] = recall_at_k(y, score, c)
+        out[at_k("precision", c)] = precision_at_k(y, score, c)
+        out[at_k("recall", c)] = recall_at_k(y, score, c)
         if school is not None and len(y):
             m = school_top_mask(score, np.asarray(school), c, ranked)
-            out[f"school_precision_at_{k}pct"] = float(y[m].mean())
-            out[f"school_recall_at_{k}pct"] = float(y[m].sum() / y.sum()) if y.sum() else float("nan")
+            out[at_k("school_precision", c)] = float(y[m].mean())
+            out[at_k("school_recall", c)] = float(y[m].sum() / y.sum()) if y.sum() else float("nan")
     return out
 
 

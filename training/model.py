@@ -1,26 +1,32 @@
-"""The risk model: a deterministic LightGBM booster plus a calibrator fitted on a later fold.
+"""The risk model: a deterministic LightGBM booster, a calibrator fitted on a later fold, and the
+cut-offs of the three risk groups — one estimator with scikit-learn's contract.
 
-`fit_booster` trains on the training fold and stops early on the calibration fold; `Calibrator`
-maps the booster's raw probability to a calibrated one and is fitted on the calibration fold only,
-never on training rows (a booster's scores on its own training rows are overconfident). The
-calibrator is plain numbers (isotonic knots or Platt coefficients) so serving rebuilds it from
-JSON without unpickling anything.
+`RiskModel(config, ...)` only stores its parameters; `fit` learns, on the training fold, the
+model's own feature set (names, dtypes, category lists) and the booster (early-stopped on the
+calibration fold), then the calibrator on the calibration fold only (a booster's scores on its own
+training rows are overconfident), then the group cut-offs on the fold it is given for them; every
+fitted attribute ends in `_`. `encode` is the one input encoding — a float64 matrix in the model's
+own feature order, category -> its code in the model's own category list, unseen or missing -> NaN —
+used by training, scoring, SHAP, replay and ad-hoc scoring alike. Because the model keeps its own
+feature set, an old version still scores after the catalogue grows. The calibrator and thresholds
+are plain numbers, so the registry rebuilds a model from JSON and the booster without unpickling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from features.pointintime.spec import FEATURE_NAMES
+from features.pointintime.spec import BY_NAME, FEATURE_NAMES, Dtype
 from training.config import ModelConfig
-from training.data import model_matrix
 
 # Directions we are sure of, from the dropout literature and the programmes' own rules: more
 # attendance never raises risk, more failing marks never lower it. Everything else is left free.
@@ -32,36 +38,93 @@ MONOTONE: dict[str, int] = {
     "gpa_last": -1, "gpa_interim": -1,
 }
 _EPS = 1e-6
+Matrix = np.ndarray  # float64, one column per feature of the model's own feature set
 
 
-def lgb_params(cfg: ModelConfig, monotone: bool | None = None) -> dict[str, Any]:
-    use_monotone = cfg.monotone if monotone is None else monotone
-    params: dict[str, Any] = {
-        "objective": "binary", "metric": "binary_logloss", "verbosity": -1,
-        "num_leaves": cfg.num_leaves, "learning_rate": cfg.learning_rate,
-        "min_child_samples": cfg.min_child_samples, "feature_fraction": cfg.feature_fraction,
-        "lambda_l2": cfg.lambda_l2, "max_cat_to_onehot": cfg.max_cat_to_onehot,
-        # Determinism: same trees for the same data whatever the thread count.
-        "seed": cfg.seed, "deterministic": True, "force_col_wise": True, "num_threads": cfg.num_threads,
-    }
-    if use_monotone:
-        params["monotone_constraints"] = [MONOTONE.get(f, 0) for f in FEATURE_NAMES]
-        # "intermediate": tighter than "basic" at about the same cost; "advanced" measured 1.6x slower.
-        params["monotone_constraints_method"] = "intermediate"
-    return params
+# ---------------------------------------------------------------------------------------------
+# The model's own inputs
 
 
-def fit_booster(
-    x_train: pd.DataFrame, y_train: np.ndarray, x_valid: pd.DataFrame, y_valid: np.ndarray,
-    cfg: ModelConfig, monotone: bool | None = None,
-) -> lgb.Booster:
-    """A booster trained on (x_train, y_train), early-stopped on the later fold (x_valid, y_valid)."""
-    train = lgb.Dataset(x_train, label=y_train, categorical_feature="auto", free_raw_data=True)
-    valid = lgb.Dataset(x_valid, label=y_valid, reference=train)
-    return lgb.train(
-        lgb_params(cfg, monotone), train, num_boost_round=cfg.n_estimators, valid_sets=[valid],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-    )
+@dataclass(frozen=True)
+class FeatureColumn:
+    """One model input as the model saw it at training: its dtype and, for a category, its levels."""
+
+    name: str
+    dtype: Dtype
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The inputs of one fitted model, in order. Kept with the model (not read from the catalogue)
+    so a version trained before the catalogue grew is still encoded exactly as it was trained."""
+
+    columns: tuple[FeatureColumn, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [j for j, c in enumerate(self.columns) if c.dtype == "category"]
+
+    def categories(self) -> dict[str, list[str]]:
+        return {c.name: list(c.categories) for c in self.columns if c.dtype == "category"}
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, names: Sequence[str] = FEATURE_NAMES) -> FeatureSet:
+        """The catalogue's dtypes for `names`; category levels sorted, learned from `frame` (training rows only)."""
+        _require_columns(frame, names)
+        columns = []
+        for name in names:
+            dtype = BY_NAME[name].dtype
+            levels = tuple(sorted(str(v) for v in frame[name].dropna().unique())) if dtype == "category" else ()
+            columns.append(FeatureColumn(name, dtype, levels))
+        return cls(tuple(columns))
+
+    def encode(self, frame: pd.DataFrame) -> Matrix:
+        """The model's input matrix: categories -> code in the stored list (unseen or missing -> NaN,
+        which LightGBM sends the way it sends missing), bools/ints -> floats, NaN for missing.
+        Columns of `frame` the model does not know are ignored."""
+        _require_columns(frame, self.names)
+        out = np.empty((len(frame), len(self.columns)), dtype=np.float64)
+        for j, column in enumerate(self.columns):
+            col = frame[column.name]
+            if column.dtype == "category":
+                values = col.astype("string").to_numpy(dtype=object, na_value=None)
+                # The level's position in the stored list; -1 for a level unseen at training or missing.
+                codes = pd.Index(list(column.categories), dtype=object).get_indexer(values)
+                out[:, j] = np.where(codes < 0, np.nan, codes.astype(np.float64))
+            else:
+                out[:, j] = pd.to_numeric(col.astype("Float64"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [{"name": c.name, "dtype": c.dtype, "categories": list(c.categories)} for c in self.columns]
+
+    @classmethod
+    def from_dict(cls, columns: Sequence[Mapping[str, Any]]) -> FeatureSet:
+        return cls(tuple(FeatureColumn(str(c["name"]), c["dtype"], tuple(str(v) for v in c.get("categories", ())))
+                         for c in columns))
+
+    @classmethod
+    def from_names_and_categories(cls, names: Sequence[str], categories: Mapping[str, Sequence[str]]) -> FeatureSet:
+        """A feature set stored before dtypes were (versions registered with names + category lists
+        only). Only category vs number matters to the encoding, so numbers are read as floats."""
+        return cls(tuple(FeatureColumn(n, "category", tuple(categories[n])) if n in categories else FeatureColumn(n, "float")
+                         for n in names))
+
+
+def _require_columns(frame: pd.DataFrame, names: Sequence[str]) -> None:
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ValueError(f"the frame lacks the model's input columns {missing[:5]}"
+                         f"{' and more' if len(missing) > 5 else ''}: build the features with the model's catalogue")
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration and the risk groups
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -103,7 +166,7 @@ class Calibrator:
         return {"method": "platt", "a": self.a_, "b": self.b_}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibrator:
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibrator:
         c = cls(d["method"])
         if c.method == "isotonic":
             c.x_, c.y_ = np.asarray(d["x"], dtype=float), np.asarray(d["y"], dtype=float)
@@ -112,10 +175,14 @@ class Calibrator:
         return c
 
 
+RISK_GROUPS: tuple[str, ...] = ("problem", "at_risk", "normal")
+RISK_GROUP_TH: dict[str, str] = {"problem": "มีปัญหา", "at_risk": "เสี่ยง", "normal": "ปกติ"}
+
+
 @dataclass
 class RiskThresholds:
     """Probability cut-offs on the calibrated score, fixed at training: >= problem -> มีปัญหา,
-    >= at_risk -> เสี่ยง, else ปกติ. Observed dropout rates per group come from the test fold."""
+    >= at_risk -> เสี่ยง, else ปกติ. Observed dropout rates per group come from the fold they were cut on."""
 
     problem: float
     at_risk: float
@@ -129,11 +196,10 @@ class RiskThresholds:
 
     def to_dict(self) -> dict[str, Any]:
         return {"problem": self.problem, "at_risk": self.at_risk, "problem_share": self.problem_share,
-                "at_risk_share": self.at_risk_share, "observed": self.observed,
-                "labels": {"problem": "มีปัญหา", "at_risk": "เสี่ยง", "normal": "ปกติ"}}
+                "at_risk_share": self.at_risk_share, "observed": self.observed, "labels": dict(RISK_GROUP_TH)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RiskThresholds:
+    def from_dict(cls, d: Mapping[str, Any]) -> RiskThresholds:
         return cls(problem=float(d["problem"]), at_risk=float(d["at_risk"]), problem_share=float(d["problem_share"]),
                    at_risk_share=float(d["at_risk_share"]), observed=dict(d.get("observed", {})))
 
@@ -158,27 +224,152 @@ def choose_thresholds(score: np.ndarray, y: np.ndarray, problem_share: float, at
     th.observed = {
         g: {"share": float(np.mean(groups == g)), "dropout_rate": float(y[groups == g].mean()) if np.any(groups == g) else float("nan"),
             "rows": int(np.sum(groups == g))}
-        for g in ("problem", "at_risk", "normal")
+        for g in RISK_GROUPS
     }
     return th
 
 
-@dataclass
-class RiskModel:
-    """What serving needs to turn a feature frame into calibrated risk scores and groups."""
+# ---------------------------------------------------------------------------------------------
+# The estimator
 
-    booster: lgb.Booster
-    calibrator: Calibrator
-    categories: dict[str, list[str]]
-    thresholds: RiskThresholds
-    features: tuple[str, ...] = FEATURE_NAMES
 
-    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster.predict(model_matrix(frame, self.categories)), dtype=float)
+def lgb_params(cfg: ModelConfig, features: Sequence[str], monotone: bool | None = None,
+               seed: int | None = None) -> dict[str, Any]:
+    use_monotone = cfg.monotone if monotone is None else monotone
+    params: dict[str, Any] = {
+        "objective": "binary", "metric": "binary_logloss", "verbosity": -1,
+        "num_leaves": cfg.num_leaves, "learning_rate": cfg.learning_rate,
+        "min_child_samples": cfg.min_child_samples, "feature_fraction": cfg.feature_fraction,
+        "lambda_l2": cfg.lambda_l2, "max_cat_to_onehot": cfg.max_cat_to_onehot,
+        # Determinism: same trees for the same data whatever the thread count.
+        "seed": cfg.seed if seed is None else seed, "deterministic": True, "force_col_wise": True,
+        "num_threads": cfg.num_threads,
+    }
+    if use_monotone:
+        params["monotone_constraints"] = [MONOTONE.get(f, 0) for f in features]
+        # "intermediate": tighter than "basic" at about the same cost; "advanced" measured 1.6x slower.
+        params["monotone_constraints_method"] = "intermediate"
+    return params
 
-    def risk_score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated probability of dropout by the next census, one per row of `frame`."""
-        return self.calibrator.transform(self.raw_score(frame))
 
-    def risk_group(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.thresholds.assign(self.risk_score(frame))
+Fold = tuple[pd.DataFrame, np.ndarray]  # (feature frame, 0/1 labels)
+
+
+class RiskModel(BaseEstimator):
+    """Feature frame -> calibrated probability of dropout by the next census, and its risk group.
+
+    Parameters (stored as given, scikit-learn style): `config` (the booster's settings),
+    `calibration` ("platt" or "isotonic"), the two group shares, `monotone` (None: the config's
+    choice), `features` (None: the whole catalogue at fit time) and `random_state` (None: the
+    config's seed). Fitted: `features_`, `categories_`, `booster_`, `calibrator_`, `thresholds_`."""
+
+    def __init__(
+        self, config: ModelConfig | None = None, calibration: Literal["isotonic", "platt"] = "platt",
+        problem_share: float = 0.05, at_risk_share: float = 0.15, monotone: bool | None = None,
+        features: Sequence[str] | None = None, random_state: int | None = None,
+    ) -> None:
+        self.config = config
+        self.calibration = calibration
+        self.problem_share = problem_share
+        self.at_risk_share = at_risk_share
+        self.monotone = monotone
+        self.features = features
+        self.random_state = random_state
+
+    @classmethod
+    def from_train_config(cls, cfg: Any, monotone: bool | None = None) -> RiskModel:
+        """An unfitted model with the settings of a `training.config.TrainConfig`."""
+        return cls(cfg.model, cfg.calibration.method, cfg.risk_groups.problem_share, cfg.risk_groups.at_risk_share,
+                   monotone=monotone, random_state=cfg.model.seed)
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, *, calibration: Fold, cutoffs: Fold | None = None) -> RiskModel:
+        """Learn the feature set and booster on (X, y), early-stopping on the `calibration` fold; the
+        calibrator on the calibration fold; the group cut-offs on `cutoffs` (default: the calibration
+        fold; training passes its test fold, whose observed rates the model card reports)."""
+        cfg = self.config or ModelConfig()
+        x_calib, y_calib = calibration
+        self.features_ = FeatureSet.learn(X, tuple(self.features) if self.features is not None else FEATURE_NAMES)
+        self.categories_ = self.features_.categories()
+        names = list(self.features_.names)
+        # Integer codes with the categorical columns named by index: the same numbers LightGBM
+        # derives from pandas categories, so the trees are those a category frame would give.
+        train = lgb.Dataset(self.encode(X), label=np.asarray(y), feature_name=names,
+                            categorical_feature=self.features_.categorical_indices, free_raw_data=True)
+        valid = lgb.Dataset(self.encode(x_calib), label=np.asarray(y_calib), reference=train)
+        self.booster_ = lgb.train(
+            lgb_params(cfg, names, self.monotone, self.random_state), train, num_boost_round=cfg.n_estimators,
+            valid_sets=[valid], callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        )
+        self.calibrator_ = Calibrator(self.calibration).fit(self.raw_probability(x_calib), np.asarray(y_calib))
+        x_cut, y_cut = cutoffs if cutoffs is not None else calibration
+        self.thresholds_ = choose_thresholds(self.risk_score(x_cut), np.asarray(y_cut), self.problem_share, self.at_risk_share)
+        return self
+
+    @classmethod
+    def restore(cls, booster: lgb.Booster, calibrator: Calibrator, features: FeatureSet,
+                thresholds: RiskThresholds) -> RiskModel:
+        """A fitted model from its stored parts (the registry's loader)."""
+        if list(booster.feature_name()) != list(features.names):
+            raise ValueError("the booster's inputs differ from the model's stored feature set: the artefact is corrupt")
+        model = cls(calibration=calibrator.method, problem_share=thresholds.problem_share,
+                    at_risk_share=thresholds.at_risk_share, features=features.names)
+        model.features_, model.categories_ = features, features.categories()
+        model.booster_, model.calibrator_, model.thresholds_ = booster, calibrator, thresholds
+        return model
+
+    # -- the one input encoding, and what is computed from it ------------------------------
+
+    def encode(self, frame: pd.DataFrame) -> Matrix:
+        """The model's input matrix for `frame` (see `FeatureSet.encode`)."""
+        return self.features_.encode(frame)
+
+    def _matrix(self, X: pd.DataFrame | Matrix) -> Matrix:
+        """A frame is encoded; a matrix is taken as already encoded (serving encodes once for
+        scores and SHAP) and only checked for width."""
+        if isinstance(X, pd.DataFrame):
+            return self.encode(X)
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.features_.columns):
+            raise ValueError(f"an encoded matrix needs {len(self.features_.columns)} columns, got shape {x.shape}")
+        return x
+
+    def raw_margin(self, X: pd.DataFrame | Matrix, num_threads: int = 0) -> np.ndarray:
+        """Log-odds before calibration: what SHAP contributions add up to."""
+        kw = {"num_threads": num_threads} if num_threads else {}
+        return np.asarray(self.booster_.predict(self._matrix(X), raw_score=True, **kw), dtype=np.float64)
+
+    def raw_probability(self, X: pd.DataFrame | Matrix) -> np.ndarray:
+        """The booster's probability before calibration (what the calibrator was fitted on)."""
+        return np.asarray(self.booster_.predict(self._matrix(X)), dtype=float)
+
+    def risk_score(self, X: pd.DataFrame | Matrix) -> np.ndarray:
+        """Calibrated probability of dropout by the next census, one per row."""
+        return np.asarray(self.calibrator_.transform(self.raw_probability(X)), dtype=np.float64)
+
+    def risk_score_from_margin(self, margin: np.ndarray) -> np.ndarray:
+        """The calibrated probability from a raw margin already computed (serving computes the
+        margin once and checks SHAP additivity against it)."""
+        return np.asarray(self.calibrator_.transform(1.0 / (1.0 + np.exp(-np.asarray(margin)))), dtype=np.float64)
+
+    def risk_group(self, X: pd.DataFrame | Matrix) -> np.ndarray:
+        return self.thresholds_.assign(self.risk_score(X))
+
+    def contributions(self, X: pd.DataFrame | Matrix) -> np.ndarray:
+        """Exact TreeSHAP from LightGBM: one column per feature plus the base value (last)."""
+        return np.asarray(self.booster_.predict(self._matrix(X), pred_contrib=True), dtype=np.float64)
+
+    # -- the stored form -------------------------------------------------------------------
+
+    def fitted_state(self) -> dict[str, Any]:
+        """Everything besides the booster, as JSON: what the registry stores beside it."""
+        return {"features": list(self.features_.names), "feature_set": self.features_.to_dict(),
+                "categories": self.categories_, "calibrator": self.calibrator_.to_dict(),
+                "thresholds": self.thresholds_.to_dict()}
+
+    @classmethod
+    def from_fitted_state(cls, booster: lgb.Booster, state: Mapping[str, Any]) -> RiskModel:
+        """Inverse of `fitted_state` (also reads versions stored before the feature set had dtypes)."""
+        features = (FeatureSet.from_dict(state["feature_set"]) if "feature_set" in state
+                    else FeatureSet.from_names_and_categories(state["features"], state["categories"]))
+        return cls.restore(booster, Calibrator.from_dict(state["calibrator"]), features,
+                           RiskThresholds.from_dict(state["thresholds"]))

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS
+from features.pointintime.spec import GROUP_COLUMNS
 from training.baselines import baseline_scores
 from training.config import TrainConfig
-from training.data import Trainset, grade_band_of, learn_categories, model_matrix, round_type_of
+from training.data import Trainset, grade_band_of, round_type_of
 from training.fairness import audit_table, flatten, gate_failures
 from training.metrics import ceiling_and_gap, sliced_metrics
-from training.model import Calibrator, RiskModel, choose_thresholds, fit_booster
+from training.model import RiskModel
 from training.splits import TemporalSplit, round_dates, temporal_split
 
 
@@ -64,27 +64,23 @@ def group_importance(model: RiskModel, frame: pd.DataFrame, rows: int, seed: int
     from features.pointintime.spec import BY_NAME
 
     sample = frame.sample(n=min(rows, len(frame)), random_state=seed) if len(frame) > rows else frame
-    contrib = model.booster.predict(model_matrix(sample, model.categories), pred_contrib=True)
-    contrib = np.asarray(contrib)[:, : len(FEATURE_NAMES)]
+    names = model.features_.names
+    contrib = model.contributions(sample)[:, : len(names)]
     per_group: dict[str, np.ndarray] = {}
-    for j, name in enumerate(FEATURE_NAMES):
+    for j, name in enumerate(names):
         g = BY_NAME[name].group
         per_group[g] = per_group.get(g, 0) + contrib[:, j]
     return dict(sorted(((g, float(np.abs(v).mean())) for g, v in per_group.items()), key=lambda kv: -kv[1]))
 
 
-def fit_model(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None = None) -> RiskModel:
-    """Booster on the training fold (early-stopped on the calibration fold), calibrator on the calibration fold."""
-    train, calib = folds["train"], folds["calibration"]
-    categories = learn_categories(train)
-    booster = fit_booster(
-        model_matrix(train, categories), train["label"].to_numpy(), model_matrix(calib, categories),
-        calib["label"].to_numpy(), cfg.model, monotone,
+def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None = None) -> RiskModel:
+    """`RiskModel.fit` on the three folds: booster on the training fold (early-stopped on the
+    calibration fold), calibrator on the calibration fold, group cut-offs on the test fold."""
+    train, calib, test = folds["train"], folds["calibration"], folds["test"]
+    return RiskModel.from_train_config(cfg, monotone).fit(
+        train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
+        cutoffs=(test, test["label"].to_numpy()),
     )
-    model = RiskModel(booster=booster, calibrator=Calibrator(cfg.calibration.method), categories=categories,
-                      thresholds=None)  # type: ignore[arg-type]  # set below, from the test fold
-    model.calibrator.fit(model.raw_score(calib), calib["label"].to_numpy())
-    return model
 
 
 def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | None = None) -> TrainResult:
@@ -96,14 +92,13 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     timings: dict[str, float] = {"split": time.perf_counter() - t0}
 
     t = time.perf_counter()
-    model = fit_model(folds, cfg)
+    model = _fit(folds, cfg)
     timings["fit_and_calibrate"] = time.perf_counter() - t
 
     test = folds["test"]
     y = test["label"].to_numpy(dtype=float)
-    raw = model.raw_score(test)
-    score = model.calibrator.transform(raw)
-    model.thresholds = choose_thresholds(score, y, cfg.risk_groups.problem_share, cfg.risk_groups.at_risk_share)
+    raw = model.raw_probability(test)
+    score = model.calibrator_.transform(raw)
 
     t = time.perf_counter()
     school = test["school_code"].astype(str).to_numpy()
@@ -126,7 +121,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     frame = pd.DataFrame({
         "student_key": test["student_key"].to_numpy(), "round_id": test["round_id"].astype(str).to_numpy(),
         "school_code": school, "round_type": slices["round_type"], "grade_band": slices["grade_band"],
-        "label": y, "raw_score": raw, "risk_score": score, "risk_group": model.thresholds.assign(score),
+        "label": y, "raw_score": raw, "risk_score": score, "risk_group": model.thresholds_.assign(score),
         **{f"baseline_{k}": v for k, v in base.items()},
         **{c: test[c].to_numpy() for c in GROUP_COLUMNS if c in test.columns},
     })
@@ -148,8 +143,8 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
 
     t = time.perf_counter()
     groups = _group_frame(test, cfg.fairness.attributes)
-    flagged = score >= model.thresholds.at_risk
-    problem = score >= model.thresholds.problem
+    flagged = score >= model.thresholds_.at_risk
+    problem = score >= model.thresholds_.problem
     fair = pd.concat([audit_table(y, flagged, groups, cfg.fairness, "flagged"),
                       audit_table(y, problem, groups, cfg.fairness, "problem")], ignore_index=True)
     failures = gate_failures(fair, cfg.fairness)
@@ -164,7 +159,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     return TrainResult(
         model=model, split=split, metrics=metrics, fairness=fair, fairness_failures=failures, test=frame,
         feature_importance=importance, trainset_name=ts.name, trainset_manifest=ts.manifest, timings=timings,
-        best_iteration=int(model.booster.best_iteration or model.booster.current_iteration()),
+        best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
         fold_rows={k: len(v) for k, v in folds.items()},
     )
 
@@ -184,7 +179,7 @@ def measure_variants(ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
             t = time.perf_counter()
             score = np.zeros(len(test))
             if not per_type:
-                score = fit_model(folds, cfg, monotone).risk_score(test)
+                score = _fit(folds, cfg, monotone).risk_score(test)
             else:
                 rt = {k: round_type_of(f["round_id"]) for k, f in folds.items()}
                 for kind in sorted(set(rt["test"])):
@@ -194,13 +189,14 @@ def measure_variants(ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
                         score[:] = np.nan
                         break
                     m = (rt["test"] == kind).to_numpy()
-                    score[m] = fit_model(sub, cfg, monotone).risk_score(sub["test"])
+                    score[m] = _fit(sub, cfg, monotone).risk_score(sub["test"])
                 if np.isnan(score).any():
                     rows.append({"monotone": monotone, "per_round_type": per_type, "seconds": time.perf_counter() - t,
                                  "note": "not measurable: a fold lacks one round type or one label value"})
                     continue
             met = score_metrics(y, score, school, cfg.capacities)
             rows.append({"monotone": monotone, "per_round_type": per_type, "seconds": time.perf_counter() - t,
-                         **{k: met[k] for k in ("roc_auc", "pr_auc", "brier", "ece", "precision_at_10pct",
-                                                "recall_at_10pct", "school_precision_at_10pct")}})
+                         # .get: a config without the 10% capacity has no *_at_10pct to report
+                         **{k: met.get(k, float("nan")) for k in ("roc_auc", "pr_auc", "brier", "ece", "precision_at_10pct",
+                                                                  "recall_at_10pct", "school_precision_at_10pct")}})
     return pd.DataFrame(rows)

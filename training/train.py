@@ -37,7 +37,7 @@ class TrainOutcome:
             "model_card": str(self.registered.card_dir / "model_card.html") if self.registered.card_dir else None,
             "split": self.result.split.model_dump(mode="json"), "rows": self.result.fold_rows,
             "best_iteration": self.result.best_iteration,
-            "thresholds": self.result.model.thresholds.to_dict(),
+            "thresholds": self.result.model.thresholds_.to_dict(),
             "fairness_failures": self.result.fairness_failures,
             "timings_s": {k: round(v, 3) for k, v in self.result.timings.items()},
             "variants": self.variants.to_dict("records") if self.variants is not None else None,

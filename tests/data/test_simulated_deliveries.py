@@ -204,16 +204,20 @@ def test_row_dates_never_follow_the_delivery_date_and_the_registry_comes_first(r
         assert lag.days == d["late_days"]
 
 
-def test_the_ceiling_lands_in_a_realistic_band_and_mid_rounds_know_more(run) -> None:
-    _, summary = run
-    early, mid = summary.ceiling["early"]["roc_auc"], summary.ceiling["mid"]["roc_auc"]
+def test_the_ceiling_lands_in_a_realistic_band_and_mid_rounds_know_more(seeded_world) -> None:
+    # On three seeds: the session's simulations (tests/conftest.py `seeded_world`).
+    ceiling = seeded_world.summary["ceiling"]
+    early, mid = ceiling["early"]["roc_auc"], ceiling["mid"]["roc_auc"]
     assert 0.80 <= early <= 0.95 and 0.80 <= mid <= 0.95
     assert mid > early
-    rounds = pq.read_table(Path(summary.out) / "truth" / "rounds.parquet").to_pandas()
+    rounds = pq.read_table(seeded_world.truth / "rounds.parquet").to_pandas()
     assert rounds.p_dropout.between(0, 1).all()
-    # the ceiling is calibrated by construction: mean p close to the realised rate
-    assert abs(rounds.p_dropout.mean() - rounds.dropout.mean()) < 0.01
-    census = pq.read_table(Path(summary.out) / "truth" / "census_status.parquet").to_pandas()
+    # the ceiling is calibrated by construction: mean p close to the realised rate. Relative to that
+    # rate (about 1%); on the three seeds mean p runs 3-21% above it.
+    realised = rounds.dropout.mean()
+    assert abs(rounds.p_dropout.mean() - realised) < 0.01
+    assert realised > 0 and abs(rounds.p_dropout.mean() - realised) <= 0.5 * realised
+    census = pq.read_table(seeded_world.truth / "census_status.parquet").to_pandas()
     first = rounds[rounds.round_id == rounds.round_id.min()]
     assert len(first) == ((census.academic_year == first.academic_year.iloc[0]) & (census.term == 1)
                           & (census.status == "obec")).sum()

@@ -1,4 +1,6 @@
 """Worlds for the monitoring tests: one unchanged world and one per scenario, scored and monitored.
+Built once per session by the `monitored_worlds` fixture (tests/conftest.py), whose unchanged world
+is the fixture ladder's own simulation (same size, seed and config).
 
 All worlds share the seed, so they are byte-identical up to the scenario's first term (2565 term 2;
 the test asserts it for every delivery known by the training cutoff). That is what lets them share
@@ -19,9 +21,8 @@ from pathlib import Path
 from features.calendar import SchoolCalendar
 from features.home import EwsHome
 
-STUDENTS = 1500
-YEARS = 3  # 2563-2565, and the 2566 term-1 census that labels the last rounds
-SEED = 11
+from tests.support.worlds import SEED, STUDENTS, YEARS, simulate_world
+
 CHANGE_YEAR, CHANGE_TERM = 2565, 2
 ROUND = "2565-T2-mid"  # the first mid round after the change: its deliveries and labels are all in
 REFERENCE_ROUND = "2564-T2-mid"  # the latest training round of the same kind
@@ -69,23 +70,23 @@ def shared_deliveries(sims: dict[str, Path], cutoff: dt.date) -> list[str]:
     return ids
 
 
-def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
+def build_worlds(root: Path, unchanged: Path | None = None) -> dict[str, MonitoredWorld]:
+    """`unchanged`: an existing simulation of the unchanged world (SEED, STUDENTS, YEARS), if any."""
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
     from features.pointintime.pipeline import TrainsetConfig, build_trainset
-    from simulator.api import simulate
-    from simulator.config import SimulationConfig
     from monitoring.report import monitor_round, write_report
-    from serving.model import load_champion
+    from training.registry import load_model
     from serving.scoring import score_round
     from training.config import ModelConfig, TrainConfig
     from training.train import train
 
     sims: dict[str, Path] = {}
     for name, sc in scenarios().items():
-        cfg = SimulationConfig.small(students=STUDENTS, years=YEARS, seed=SEED).model_copy(update={"scenario": sc})
-        simulate(cfg, root / f"sim-{name}")
-        sims[name] = root / f"sim-{name}"
+        if name == "unchanged" and unchanged is not None:
+            sims[name] = unchanged
+            continue
+        sims[name] = simulate_world(root / f"sim-{name}", seed=SEED, students=STUDENTS, years=YEARS, scenario=sc)
     cutoff = training_cutoff()
     ids = shared_deliveries(sims, cutoff)
 
@@ -99,7 +100,7 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
     link(base)
     build_trainset(base, TrainsetConfig(cutoff=cutoff))
     train(base, TrainConfig(model=ModelConfig(n_estimators=300), shap_sample_rows=300))
-    score_round(base, REFERENCE_ROUND, load_champion(base))
+    score_round(base, REFERENCE_ROUND, load_model(base))
 
     worlds: dict[str, MonitoredWorld] = {}
     for name, sim in sims.items():
@@ -107,7 +108,7 @@ def build_worlds(root: Path) -> dict[str, MonitoredWorld]:
         shutil.copytree(base.root, home.root, symlinks=True)
         ingest_path(sim / "deliveries", home)  # the shared deliveries are recognised and skipped
         link(home)
-        score_round(home, ROUND, load_champion(home))
+        score_round(home, ROUND, load_model(home))
         report = monitor_round(home, ROUND)
         write_report(home, report)
         worlds[name] = MonitoredWorld(name=name, sim=sim, home=home, report=report)

@@ -9,22 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.monitoring_fixtures import ROUND, MonitoredWorld, build_worlds
+from tests.integration.monitoring_fixtures import ROUND, MonitoredWorld
+from tests.support.worlds import copy_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def worlds(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: None) -> dict[str, MonitoredWorld]:
-    return build_worlds(tmp_path_factory.mktemp("monitoring"))
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> object:
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield None
-    mp.undo()
+def worlds(monitored_worlds: dict[str, MonitoredWorld]) -> dict[str, MonitoredWorld]:
+    return monitored_worlds  # built once per session (tests/conftest.py)
 
 
 def _fired(world: MonitoredWorld, area: str) -> dict[str, float]:
@@ -82,18 +75,21 @@ def test_each_round_has_a_json_and_html_report_without_personal_data(worlds: dic
     assert not any(k in text for k in keys[:200])
 
 
-def test_ews_monitor_exits_3_with_the_breach_and_0_when_calm(worlds: dict[str, MonitoredWorld]) -> None:
+def test_ews_monitor_exits_3_with_the_breach_and_0_when_calm(worlds: dict[str, MonitoredWorld], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from ews.cli import _register, app
 
+    # The command writes its report: on copies, never the shared worlds.
+    data_break = copy_home(worlds["data_break"].home.root, tmp_path / "data_break")
+    unchanged = copy_home(worlds["unchanged"].home.root, tmp_path / "unchanged")
     _register()
     runner = CliRunner()
-    bad = runner.invoke(app, ["monitor", "--round", ROUND, "--home", str(worlds["data_break"].home.root)])
+    bad = runner.invoke(app, ["monitor", "--round", ROUND, "--home", str(data_break)])
     assert bad.exit_code == 3, bad.output
     assert "income_per_person" in bad.output and "psi" in bad.output
-    calm = runner.invoke(app, ["monitor", "--round", ROUND, "--json", "--home", str(worlds["unchanged"].home.root)])
+    calm = runner.invoke(app, ["monitor", "--round", ROUND, "--json", "--home", str(unchanged)])
     assert calm.exit_code == 0, calm.output
     assert json.loads(calm.stdout)["verdict"]["alert"] is False
-    missing = runner.invoke(app, ["monitor", "--round", "2565-T1-early", "--home", str(worlds["unchanged"].home.root)])
+    missing = runner.invoke(app, ["monitor", "--round", "2565-T1-early", "--home", str(unchanged)])
     assert missing.exit_code == 2 and "not published" in missing.output

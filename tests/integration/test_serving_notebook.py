@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.serving_fixtures import ServingHome, serving_home  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "auditor_replay.ipynb"

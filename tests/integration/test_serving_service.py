@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 
 import httpx
 import pytest
 
 from features.pointintime.spec import FEATURES
-from tests.integration.serving_fixtures import ServingHome, _ews, serving_home, service_url  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,10 +42,16 @@ def test_a_school_sees_its_ranked_list_with_names_rooms_and_thai_reasons(service
 def test_filters_by_grade_room_and_group_return_only_matching_rows(service_url: str, serving_home: ServingHome) -> None:
     h = serving_home
     rows = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"]
-    grade, room = rows[0]["grade"], rows[0]["room"]
+    # A grade and room that hold a "normal" student, so the filtered list cannot be empty.
+    pick = next(x for x in rows if x["risk_group"] == "normal")
+    grade, room = pick["grade"], pick["room"]
     got = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"],
                grade=grade, room=room, group="normal").json()["students"]
+    assert got, "the filter must keep the students that match it"
+    assert len(got) < len(rows), "the filter must remove the students that do not match it"
     assert all(x["grade"] == grade and x["room"] == room and x["risk_group"] == "normal" for x in got)
+    expected = [x["student_key"] for x in rows if (x["grade"], x["room"], x["risk_group"]) == (grade, room, "normal")]
+    assert [x["student_key"] for x in got] == expected
 
 
 ENDPOINTS = (
@@ -179,15 +184,11 @@ def test_every_read_of_student_data_is_in_the_access_log_by_token_id(service_url
 
 
 def test_a_rounds_monitoring_report_is_served_to_analysts_only(service_url: str, serving_home: ServingHome) -> None:
-    from tests.integration.serving_fixtures import _ews
-
     h = serving_home
-    path = f"/ews/api/rounds/{h.round_id}/monitoring"
-    assert _get(service_url, path, h.tokens["analyst"]).status_code == 404  # not monitored yet: says so
-    try:
-        _ews(h.root, "monitor", "--round", h.round_id)
-    except Exception:  # noqa: BLE001 - exit 3 (a threshold breached) still writes the report
-        pass
+    # The fixture published two rounds and monitored only the first (`ews monitor` writes its report).
+    unmonitored = f"/ews/api/rounds/{h.census_round}/monitoring"
+    assert _get(service_url, unmonitored, h.tokens["analyst"]).status_code == 404  # not monitored yet: says so
+    path = f"/ews/api/rounds/{h.monitored_round}/monitoring"
     r = _get(service_url, path, h.tokens["analyst"])
     assert r.status_code == 200 and "<html" in r.text.lower()
     j = _get(service_url, path, h.tokens["admin"], format="json")
@@ -208,14 +209,15 @@ def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_
     from serving.snapshot import published
 
     h = serving_home
-    round_id = f"{int(h.round_id[:4]) + 1}-T1-early"  # the census of the year after the fixture's round
-    _ews(h.root, "score", "--round", round_id)  # a no-op if an earlier test already published it
+    round_id = h.census_round  # the census of the year after the fixture's round, published by the fixture
+    assert round_id == f"{int(h.round_id[:4]) + 1}-T1-early"
     ref = published(EwsHome(root=h.root), round_id)
     df = pq.read_table(ref.folder / "students.parquet", columns=["school_code", "scored"]).to_pandas()
     unscored = df.loc[~df["scored"], "school_code"].value_counts()
     assert len(unscored) > 0, "the world should have newly enrolled pupils without history in this round"
     school = str(unscored.index[0])
-    token = json.loads(_ews(h.root, "tokens", "create", "--role", "school", "--school", school, "--json"))["token"]
+    assert school == h.census_school
+    token = h.tokens["census_school"]  # created by the fixture for this school
     path = f"/ews/api/rounds/{round_id}/schools/{school}/students"
     r = _get(service_url, path, token)
     assert r.status_code == 200, r.text
@@ -224,6 +226,7 @@ def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_
     scored = [x for x in rows if x["risk_score"] is not None]
     assert len(missing) == int(unscored.iloc[0]) and len(scored) == int((df["school_code"] == school).sum()) - len(missing)
     assert all(x["risk_group"] is None and x["no_score_reason"] and x["reasons_th"] for x in missing)
+    assert missing and scored, "the school should have pupils with and without a score"
     assert all(x["no_score_reason"] is None and x["risk_group"] for x in scored)
     assert rows[: len(scored)] == scored  # unscored pupils come after every scored one
     for group in ("problem", "at_risk", "normal"):

@@ -36,7 +36,7 @@ def test_the_release_lifecycle(home: EwsHome, monkeypatch: pytest.MonkeyPatch) -
     v1 = train(home, weak, trainset="ts-synthetic-a")
     assert (v1.registered.version, v1.registered.alias) == (1, "champion")
     assert (home.mlflow_dir / "mlflow.db").exists()
-    assert registry.load_champion(home).version == 1
+    assert registry.load_model(home).lineage.version == 1
 
     # 2. A better model whose config demands an impossible ECE: registered as challenger, refused.
     strict = TrainConfig(model=FAST, gate=GateConfig(max_ece=1e-9), fairness=FairnessConfig(gate_attributes=()),
@@ -47,7 +47,7 @@ def test_the_release_lifecycle(home: EwsHome, monkeypatch: pytest.MonkeyPatch) -
     assert not refused.promoted and refused.candidate == 2
     assert any(r.startswith("ECE") for r in refused.reasons)
     assert refused.checks["improvement"] > 0  # it was better, only the calibration part failed
-    assert registry.load_champion(home).version == 1
+    assert registry.load_model(home).lineage.version == 1
 
     # 3. An override needs a written reason, and is recorded on the version.
     with pytest.raises(ValueError):
@@ -57,12 +57,12 @@ def test_the_release_lifecycle(home: EwsHome, monkeypatch: pytest.MonkeyPatch) -
     tags = {v.version: v for v in registry.list_versions(home)}[2].tags
     assert tags["promotion_override"] == "pilot in two provinces, ECE checked by hand"
     assert "ECE" in tags["promotion_override_failures"]
-    assert registry.load_champion(home).version == 2
+    assert registry.load_model(home).lineage.version == 2
 
     # 4. Rollback restores the previous champion in one step.
     back = registry.rollback(home)
     assert (back.from_version, back.to_version) == (2, 1)
-    assert registry.load_champion(home).version == 1
+    assert registry.load_model(home).lineage.version == 1
 
     # 5. A challenger that beats the champion on the agreed metric passes the gate by itself.
     v3 = train(home, TrainConfig(model=FAST, shap_sample_rows=200, **LENIENT), trainset="ts-synthetic-a")
@@ -70,7 +70,7 @@ def test_the_release_lifecycle(home: EwsHome, monkeypatch: pytest.MonkeyPatch) -
     passed = registry.promote(home)
     assert passed.promoted and passed.passed, passed.reasons
     assert passed.checks["compared_on"].startswith("test fold of ts-synthetic-a")
-    assert registry.load_champion(home).version == 3
+    assert registry.load_model(home).lineage.version == 3
 
     # 6. A worse challenger is refused on the metric, with the figures in the reason.
     train(home, weak, trainset="ts-synthetic-a")
@@ -84,16 +84,27 @@ def test_the_release_lifecycle(home: EwsHome, monkeypatch: pytest.MonkeyPatch) -
     assert aliases[3] == ["champion"] and aliases[4] == ["challenger"]
 
 
-def test_the_champion_scores_like_the_model_that_was_trained(home: EwsHome) -> None:
-    frame = synthetic_frame(500, seed=5)
-    loaded = registry.load_champion(home)
-    scored = loaded.score(frame.head(50))
-    assert list(scored.columns) == ["student_key", "round_id", "school_code", "raw_score", "risk_score", "risk_group"]
-    assert ((scored["risk_score"] >= 0) & (scored["risk_score"] <= 1)).all()
-    assert set(scored["risk_group"]) <= {"problem", "at_risk", "normal"}
-    again = registry.load_model(home, version=loaded.version)
-    assert np.array_equal(again.score(frame.head(50))["risk_score"], scored["risk_score"])
-    assert loaded.trainset == "ts-synthetic-a" and loaded.features[0] == "att_rate_term"
+def test_the_registered_champion_scores_like_the_model_training_returned(tmp_path: Path) -> None:
+    """The registry's stored form (booster + fitted state) must give back the very model training
+    held in memory: same scores, groups and contributions on rows it never saw."""
+    home = EwsHome(root=tmp_path / "ews")
+    write_synthetic_trainset(home, synthetic_frame(500, seed=5), name="ts-synthetic-a")
+    trained = train(home, TrainConfig(model=FAST, shap_sample_rows=200), trainset="ts-synthetic-a")
+    in_memory = trained.result.model
+    champion = registry.load_model(home)
+    assert champion.lineage.version == trained.registered.version
+    assert champion.lineage.run_id == trained.registered.run_id
+    assert champion.lineage.trainset_name == "ts-synthetic-a"
+    assert champion.lineage.trainset_fingerprint  # the training set's sha256, from the run's tags
+    assert champion.model is not in_memory
+    frame = synthetic_frame(500, seed=6).head(300)  # other students than the model was trained on
+    scores = champion.model.risk_score(frame)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert np.array_equal(scores, in_memory.risk_score(frame))
+    assert np.array_equal(champion.model.risk_group(frame), in_memory.risk_group(frame))
+    assert np.array_equal(champion.model.contributions(frame), in_memory.contributions(frame))
+    assert champion.model.features_ == in_memory.features_ and champion.model.features_.names[0] == "att_rate_term"
+    assert champion.model.thresholds_.to_dict() == in_memory.thresholds_.to_dict()
 
 
 def test_every_version_has_a_model_card_with_every_section(home: EwsHome) -> None:

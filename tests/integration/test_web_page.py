@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.integration.serving_fixtures import ServingHome, serving_home, service_url  # noqa: F401
+from tests.integration.serving_fixtures import ServingHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,6 +52,7 @@ def test_a_school_sees_its_list_filters_it_and_downloads_excel(browser, service_
     page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('group=problem')",
                            timeout=15_000)
     groups = page.locator("#list tbody tr td:nth-child(5)").all_inner_texts()
+    assert groups, "the school's list should hold students of the problem group"
     assert all(g == "มีปัญหา" for g in groups) and len(groups) < all_rows
     with page.expect_download(timeout=15_000) as dl:
         page.click("#excel")

@@ -11,6 +11,7 @@ from simulator.scenarios import (
     DataBreak, ProcessChange, Scenario, apply_breaks, data_break, dropout_logit_by_grade, economic_shock,
     income_after_shock,
 )
+from features.calendar import parse_round
 from monitoring.config import MonitorConfig, OutcomeConfig
 from monitoring.drift import DriftResult, reference_rounds
 from monitoring.outcomes import Outcomes, judge_outcomes
@@ -62,11 +63,11 @@ def test_realised_calibration_outside_its_band_is_an_outcome_breach() -> None:
 
 def test_the_reference_is_the_latest_training_round_of_the_same_term_and_kind() -> None:
     rounds = ["2563-T1-early", "2563-T2-mid", "2564-T1-mid", "2564-T2-early", "2564-T2-mid"]
-    assert reference_rounds(rounds, "2565-T2-mid", "latest_same_kind") == ["2564-T2-mid"]
-    assert reference_rounds(rounds, "2565-T2-mid", "all_same_kind") == ["2563-T2-mid", "2564-T2-mid"]
-    assert reference_rounds(rounds, "2565-T1-early", "latest_same_kind") == ["2563-T1-early"]
+    assert reference_rounds(rounds, parse_round("2565-T2-mid"), "latest_same_kind") == ["2564-T2-mid"]
+    assert reference_rounds(rounds, parse_round("2565-T2-mid"), "all_same_kind") == ["2563-T2-mid", "2564-T2-mid"]
+    assert reference_rounds(rounds, parse_round("2565-T1-early"), "latest_same_kind") == ["2563-T1-early"]
     # no round of the same term and type: the latest of the same type
-    assert reference_rounds(["2564-T1-mid", "2564-T2-early"], "2565-T1-early", "latest_same_kind") == ["2564-T2-early"]
+    assert reference_rounds(["2564-T1-mid", "2564-T2-early"], parse_round("2565-T1-early"), "latest_same_kind") == ["2564-T2-early"]
 
 
 def test_no_scenario_is_the_default_and_a_scenario_is_typed_config() -> None:

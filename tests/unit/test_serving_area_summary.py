@@ -61,6 +61,7 @@ def test_parts_and_grades_come_in_code_order_with_students_without_an_area_last(
     codes = [p["code"] for p in got["parts"]]
     assert codes == ["580101", "580102", "580201", None]
     assert list(got["by_grade"]) == sorted(got["by_grade"])
+    assert got["by_grade"] and all(got["by_grade"].values())  # something to check: grades, each with a group
     assert all(all(n > 0 for n in groups.values()) for groups in got["by_grade"].values())
 
 

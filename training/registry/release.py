@@ -1,0 +1,185 @@
+"""The release: the gate a version passes before it becomes champion, promotion, rollback, history.
+
+The registered model's tag `champion_history` lists every change of champion with its reason, and
+`champion_stack` the versions that were champion (latest last), so `rollback` restores the
+previous one in one step. The gate compares candidate and champion on the candidate's test fold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from features.home import EwsHome
+from training.config import TrainConfig
+from training.registry.store import client_for, model_name, run_json
+from training.registry.versions import CHALLENGER, CHAMPION, alias_version, load_model
+from training.version import ModelVersion
+
+HISTORY_TAG = "champion_history"  # event log: every change of champion, with its reason
+STACK_TAG = "champion_stack"  # versions that were champion, latest last: rollback pops it
+
+
+def _history(client: Any, name: str) -> list[dict[str, Any]]:
+    rm = client.get_registered_model(name)
+    return json.loads(rm.tags.get(HISTORY_TAG, "[]"))
+
+
+def _stack(client: Any, name: str) -> list[ModelVersion]:
+    return [ModelVersion.parse(v) for v in json.loads(client.get_registered_model(name).tags.get(STACK_TAG, "[]"))]
+
+
+def append_history(client: Any, name: str, version: ModelVersion, reason: str, push: bool = True) -> None:
+    """Record a change of champion (and, with `push`, stack it for rollback)."""
+    hist = _history(client, name)
+    hist.append({"version": int(version), "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "reason": reason})
+    # Tags are limited in length: keep the latest events (the runs themselves keep the rest).
+    while len(json.dumps(hist)) > 4500:
+        hist.pop(0)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist))
+    if push:
+        stack = [int(v) for v in _stack(client, name)]
+        stack.append(int(version))
+        client.set_registered_model_tag(name, STACK_TAG, json.dumps(stack[-200:]))
+
+
+def champion_history(home: EwsHome, cfg: TrainConfig | None = None) -> list[dict[str, Any]]:
+    client = client_for(home, cfg)
+    return _history(client, model_name(cfg))
+
+
+@dataclass
+class GateDecision:
+    candidate: ModelVersion
+    champion: ModelVersion | None
+    passed: bool
+    promoted: bool
+    reasons: list[str]
+    checks: dict[str, Any]
+    override_reason: str | None = None
+
+
+def _run_config(client: Any, run_id: str) -> TrainConfig:
+    path = client.download_artifacts(run_id, "config.json")
+    return TrainConfig.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def evaluate_gate(home: EwsHome, candidate: ModelVersion | int | None = None, cfg: TrainConfig | None = None) -> GateDecision:
+    """Check the release gate for `candidate` (default: the challenger) without changing anything.
+
+    1. better than the champion on the agreed metric, both scored on the candidate's test fold
+       (the latest fold the candidate's training set labelled) — not on each one's own fold;
+    2. calibrated: the candidate's ECE on that fold <= max_ece;
+    3. fair: no judgeable group of a gated attribute outside the band on a gated metric."""
+    from training.data import load_trainset
+    from training.metrics import greater_is_better, score_metrics
+    from training.pipeline import split_trainset
+
+    client = client_for(home, cfg)
+    name = model_name(cfg)
+    if candidate is None:
+        candidate = alias_version(client, name, CHALLENGER)
+        if candidate is None:
+            raise RuntimeError("no challenger to promote: train one, or name a version with --version")
+    candidate = ModelVersion.parse(candidate)
+    champion = alias_version(client, name, CHAMPION)
+    cand = load_model(home, version=candidate, cfg=cfg)
+    run_cfg = cfg or _run_config(client, cand.lineage.run_id)
+    gate = run_cfg.gate
+    metrics = run_json(client, cand.lineage.run_id, "metrics.json")
+    reasons: list[str] = []
+    checks: dict[str, Any] = {"metric": gate.metric, "max_ece": gate.max_ece, "band": list(run_cfg.fairness.band)}
+    if champion == candidate:
+        reasons.append(f"version {candidate} is already the champion")
+    if champion is not None and champion != candidate:
+        champ = load_model(home, version=champion, cfg=cfg)
+        try:
+            ts = load_trainset(home, cand.lineage.trainset_name)
+            _, folds = split_trainset(ts, run_cfg)
+            test = folds["test"]
+            y = test["label"].to_numpy(dtype=float)
+            school = test["school_code"].astype(str).to_numpy()
+            cm = score_metrics(y, cand.model.risk_score(test), school, run_cfg.capacities)
+            hm = score_metrics(y, champ.model.risk_score(test), school, run_cfg.capacities)
+            checks["compared_on"] = f"test fold of {cand.lineage.trainset_name}"
+        except FileNotFoundError:
+            # The training set is gone from this home: fall back to each run's logged figure.
+            cm = metrics
+            hm = run_json(client, champ.lineage.run_id, "metrics.json")
+            checks["compared_on"] = "each version's own logged test fold (training set not found)"
+        checks["candidate"] = cm.get(gate.metric)
+        checks["champion"] = hm.get(gate.metric)
+        better = (cm[gate.metric] - hm[gate.metric]) if greater_is_better(gate.metric) else (hm[gate.metric] - cm[gate.metric])
+        checks["improvement"] = better
+        if not better > gate.min_improvement:
+            reasons.append(f"{gate.metric} {cm[gate.metric]:.4f} does not beat the champion's {hm[gate.metric]:.4f} "
+                           f"(required margin {gate.min_improvement})")
+    ece_value = float(metrics.get("ece", float("nan")))
+    checks["ece"] = ece_value
+    if not ece_value <= gate.max_ece:
+        reasons.append(f"ECE {ece_value:.4f} above {gate.max_ece}")
+    failures = run_json(client, cand.lineage.run_id, "fairness/gate_failures.json")["failures"]
+    checks["fairness_failures"] = failures
+    reasons.extend(f"fairness: {f}" for f in failures)
+    return GateDecision(candidate=candidate, champion=champion, passed=not reasons, promoted=False,
+                        reasons=reasons, checks=checks)
+
+
+def promote(home: EwsHome, version: ModelVersion | int | None = None, override_reason: str | None = None,
+            cfg: TrainConfig | None = None) -> GateDecision:
+    """Make `version` (default: the challenger) champion if it passes the gate, or if an override
+    reason is given (recorded on the version); otherwise change nothing and return the reasons."""
+    if override_reason is not None and not override_reason.strip():
+        raise ValueError("an override needs a written reason")
+    decision = evaluate_gate(home, version, cfg)
+    client = client_for(home, cfg)
+    name = model_name(cfg)
+    v = str(decision.candidate)
+    if decision.champion == decision.candidate:
+        return decision
+    if not decision.passed and override_reason is None:
+        client.set_model_version_tag(name, v, "last_gate_refusal", json.dumps(decision.reasons, ensure_ascii=False)[:4900])
+        return decision
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if not decision.passed:
+        decision.override_reason = override_reason.strip()  # type: ignore[union-attr]
+        client.set_model_version_tag(name, v, "promotion_override", decision.override_reason)
+        client.set_model_version_tag(name, v, "promotion_override_failures",
+                                     json.dumps(decision.reasons, ensure_ascii=False)[:4900])
+    client.set_model_version_tag(name, v, "promoted_at", now)
+    client.set_model_version_tag(name, v, "promotion_gate", json.dumps(decision.checks, default=str)[:4900])
+    if alias_version(client, name, CHALLENGER) == decision.candidate:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_registered_model_alias(name, CHAMPION, v)
+    append_history(client, name, decision.candidate,
+                   "gate passed" if decision.passed else f"override: {decision.override_reason}")
+    decision.promoted = True
+    return decision
+
+
+@dataclass
+class RollbackResult:
+    from_version: ModelVersion
+    to_version: ModelVersion
+
+
+def rollback(home: EwsHome, cfg: TrainConfig | None = None, reason: str = "rollback") -> RollbackResult:
+    """Restore the previous champion (from the champion history) in one step."""
+    client = client_for(home, cfg)
+    name = model_name(cfg)
+    current = alias_version(client, name, CHAMPION)
+    stack = _stack(client, name)
+    # The stack ends with the current champion; below it, the champion it replaced.
+    while stack and stack[-1] == current:
+        stack.pop()
+    if current is None or not stack:
+        raise RuntimeError("no previous champion to roll back to")
+    previous = stack[-1]
+    client.set_registered_model_alias(name, CHAMPION, str(previous))
+    client.set_registered_model_tag(name, STACK_TAG, json.dumps([int(v) for v in stack]))
+    client.set_model_version_tag(name, str(current), "rolled_back_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    append_history(client, name, previous, f"{reason}: from version {current}", push=False)
+    return RollbackResult(from_version=current, to_version=previous)
