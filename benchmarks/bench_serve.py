@@ -2,8 +2,11 @@
 
     .venv/bin/python -m benchmarks.bench_serve --home PATH --round R [--clients 10] [--seconds 20] [--workers 2]
 
-Starts `ews serve` on a free port with the home's published round, creates benchmark tokens
-(revoked at the end), then measures with closed-loop HTTP clients, each recording every request:
+Starts `ews serve` on a free port with the home's published round, creates benchmark tokens (one
+per client and role, as distinct users hold them; revoked at the end) and lifts the guard's
+per-token rate limits for the run (EWS_GUARD; --keep-rate-limits measures as deployed instead:
+a 429 is a fast refusal, not a latency), then measures with closed-loop HTTP clients, each
+recording every request:
   1. each route alone at --clients clients for --seconds: the largest school's list (JSON, with the
      school's token), the same list as an Excel export, one student's explanation, and a 2,000-row
      area list (auditor) -> requests, errors, p50/p90/p99/max per route
@@ -39,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--mix-clients", type=int, default=50, help="Concurrent clients on the mixed load (phase 2).")
     ap.add_argument("--seconds", type=float, default=20.0, help="Duration of each measurement.")
     ap.add_argument("--workers", type=int, default=2, help="Service worker processes.")
+    ap.add_argument("--keep-rate-limits", action="store_true", help="Keep the deployment's per-token rate limits.")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     return ap
@@ -88,13 +92,27 @@ def main(argv: list[str] | None = None) -> None:
     school = str(df["school_code"].value_counts().index[0])
     province = str(df["province_code"].value_counts().index[0])
     key = str(df.loc[df["school_code"] == school, "student_key"].iloc[0])
-    t_school, i_school = create_token(home, "school", school=school, label="bench")
-    t_aud, i_aud = create_token(home, "auditor", label="bench")
+    made: list[str] = []
+
+    def tokens(role: str, n: int, **scope: str) -> list[str]:
+        out = []
+        for _ in range(n):
+            token, info = create_token(home, role, label="bench_serve", **scope)  # type: ignore[arg-type]
+            made.append(info.token_id)
+            out.append(token)
+        return out
+
+    n_clients = max(a.clients, a.mix_clients)
+    school_tokens, auditor_tokens = tokens("school", n_clients, school=school), tokens("auditor", n_clients)
+    t_school, t_aud = school_tokens[0], auditor_tokens[0]
 
     port = _free_port()
     a.out_dir.mkdir(parents=True, exist_ok=True)
     log = a.out_dir / "serve.log"
     env = dict(os.environ, EWS_HOME=str(home.root))
+    lifted = {"per_second": 1e6, "burst": 1_000_000}
+    if not a.keep_rate_limits:
+        env["EWS_GUARD"] = json.dumps({"rates": dict.fromkeys(("score", "export", "explain"), lifted)})
     with open(log, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "ews", "serve", "--port", str(port), "--workers", str(a.workers)],
                                 cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -104,10 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(3 * a.workers)  # the first worker answered; let every other one finish loading too
         school_url = f"{base}/schools/{school}/students"
         routes = [
-            Target("school_list_json", school_url, token=t_school),
-            Target("school_list_xlsx", school_url + "?format=xlsx", token=t_school),
-            Target("explanation", f"{base}/students/{key}/explanation", token=t_school),
-            Target("area_list_2000", f"{base}/areas/{province}/students?limit=2000", token=t_aud),
+            Target("school_list_json", school_url, token=school_tokens),
+            Target("school_list_xlsx", school_url + "?format=xlsx", token=school_tokens),
+            Target("explanation", f"{base}/students/{key}/explanation", token=school_tokens),
+            Target("area_list_2000", f"{base}/areas/{province}/students?limit=2000", token=auditor_tokens),
         ]
         rows = {
             "school_list": len(httpx.get(school_url, headers={"Authorization": f"Bearer {t_school}"}).json()["students"]),
@@ -118,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
             per_route[t.name] = measure([t], a.clients, a.seconds).as_dict()["routes"][t.name]  # type: ignore[index]
             print(json.dumps({t.name: per_route[t.name]}), flush=True)
         mix = measure([
-            Target("school_list_json", school_url, 4, t_school), Target("school_list_xlsx", school_url + "?format=xlsx", 1, t_school),
-            Target("explanation", routes[2].url, 4, t_school), Target("area_summary", f"{base}/areas/{province}/summary", 1, t_aud),
+            Target("school_list_json", school_url, 4, school_tokens), Target("school_list_xlsx", routes[1].url, 1, school_tokens),
+            Target("explanation", routes[2].url, 4, school_tokens),
+            Target("area_summary", f"{base}/areas/{province}/summary", 1, auditor_tokens),
         ], a.mix_clients, a.seconds)
         res = {
             "round": a.round_id, "students_in_round": len(df), "rows": rows, "workers": a.workers,
+            "rate_limits": "as deployed" if a.keep_rate_limits else "lifted for the benchmark (EWS_GUARD)",
             "clients": a.clients, "seconds": a.seconds, "per_route": per_route,
             f"mix_{a.mix_clients}_clients": mix.as_dict(),
             "generator": "benchmarks.latency (httpx, closed-loop clients, every request timed)",
@@ -137,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        revoke_token(home, i_school.token_id)
-        revoke_token(home, i_aud.token_id)
+        for token_id in made:
+            revoke_token(home, token_id)
 
 
 if __name__ == "__main__":

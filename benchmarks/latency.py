@@ -36,7 +36,7 @@ class Target:
     name: str
     url: str
     weight: float = 1.0
-    token: str | None = None
+    token: str | Sequence[str] | None = None  # a sequence: client i uses token[i % len] (one user each)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class LatencyStats:
 
     requests: int  # completed requests, successful or not
     errors: int  # non-2xx responses plus transport failures (timeouts, refused connections)
+    rate_limited: int  # of the errors, 429 answers (the guard's per-token limits, not slowness)
     p50_ms: float | None
     p90_ms: float | None
     p99_ms: float | None
@@ -86,7 +87,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float | None = None,
-                  completed_in_window: int | None = None) -> LatencyStats:
+                  completed_in_window: int | None = None, rate_limited: int = 0) -> LatencyStats:
     """Figures of one route from its successful requests' latencies (seconds) and its error count.
 
     `rps` counts `completed_in_window` (default: every request) over `seconds`."""
@@ -98,17 +99,18 @@ def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float 
     def pct(q: float) -> float | None:
         return round(percentile(ms, q), 3) if ms else None
 
-    return LatencyStats(requests=n, errors=errors, p50_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99),
+    return LatencyStats(requests=n, errors=errors, rate_limited=rate_limited, p50_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99),
                         max_ms=round(ms[-1], 3) if ms else None, mean_ms=round(sum(ms) / len(ms), 3) if ms else None,
                         rps=round(rps, 1))
 
 
 def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, str], clients: int, seconds: float,
-            token: str | None = None, timeout: float = 10.0, seed: int = 0) -> LoadResult:
+            token: str | Sequence[str] | None = None, timeout: float = 10.0, seed: int = 0) -> LoadResult:
     """Run `clients` closed-loop clients for `seconds`; each request goes to a target drawn by weight.
 
     `targets` are `Target`s, (name, url, weight) tuples, or a mapping name -> URL (equal weights).
-    `token` is the bearer token of targets that carry none. Each client first makes one unrecorded request (opening its connection), then
+    `token` is the bearer token of targets that carry none; a token given as a sequence is dealt
+    one per client (client i uses token[i % len]), as distinct users would hold them. Each client first makes one unrecorded request (opening its connection), then
     all start together, so connection set-up is not counted as latency.
     """
     if isinstance(targets, Mapping):
@@ -123,6 +125,7 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
     # Requests started near the end finish after it; rates count only those done inside the window,
     # so that with every client busy throughout, rps matches clients / mean latency.
     in_window: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
+    limited: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
     examples: list[str] = []
     window: dict[str, float] = {}
 
@@ -132,15 +135,17 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
 
     start = threading.Barrier(clients + 1, action=open_window)
 
-    def headers(t: Target) -> dict[str, str]:
+    def headers(t: Target, i: int) -> dict[str, str]:
         tok = t.token or token
+        if tok is not None and not isinstance(tok, str):
+            tok = tok[i % len(tok)]
         return {"Authorization": f"Bearer {tok}"} if tok else {}
 
     def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
         with httpx.Client(timeout=timeout) as http:
             try:
-                http.get(targets[0].url, headers=headers(targets[0]))
+                http.get(targets[0].url, headers=headers(targets[0], i))
             except httpx.HTTPError:
                 pass  # counted when it happens again inside the window
             try:
@@ -154,8 +159,9 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
                 if t0 >= end:
                     return
                 try:
-                    r = http.get(t.url, headers=headers(t))
+                    r = http.get(t.url, headers=headers(t, i))
                     ok = 200 <= r.status_code < 300
+                    limited[i][t.name] += r.status_code == 429
                     why = f"{t.name}: HTTP {r.status_code}"
                 except httpx.HTTPError as e:
                     ok, why = False, f"{t.name}: {type(e).__name__}"
@@ -181,9 +187,10 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
         th.join(seconds + timeout + 30)
     elapsed = time.perf_counter() - window["start"]  # includes the requests in flight at the end
     routes = {n: latency_stats([x for c in lat for x in c[n]], sum(e[n] for e in err), seconds,
-                               sum(w[n] for w in in_window)) for n in names}
+                               sum(w[n] for w in in_window), sum(q[n] for q in limited)) for n in names}
     every = [x for c in lat for n in names for x in c[n]]
-    overall = latency_stats(every, sum(sum(e.values()) for e in err), seconds, sum(sum(w.values()) for w in in_window))
+    overall = latency_stats(every, sum(sum(e.values()) for e in err), seconds, sum(sum(w.values()) for w in in_window),
+                            sum(sum(q.values()) for q in limited))
     little = round(clients / (overall.mean_ms / 1000.0), 1) if overall.mean_ms else None
     return LoadResult(clients=clients, seconds=round(elapsed, 2), routes=routes, overall=overall,
                       littles_law_rps=little, error_examples=examples)

@@ -13,6 +13,8 @@ In order:
   train      bench_train grows the home's training set to --train-rows
   score      bench_score repeats the published round to --score-rows
   serve      bench_serve: per-request latency per route at --serve-clients clients
+  load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
+             refusals (its own defaults: 100 clients x 5 minutes)
 
 Sizes come from --size (repeatable), else EWS_BENCH_SIZES (default "100000 1000000"). Every
 benchmark writes JSON to --out-dir (bench-out/, git-ignored); the data they work on lives in
@@ -39,10 +41,12 @@ from typing import Any
 DEFAULT_SIZES = "100000 1000000"
 # Defaults measure the issues' figures; --quick shrinks every one of them to prove the chain runs.
 FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_000, "compare_rows": 2000,
-        "serve_seconds": 20.0, "serve_clients": 10, "mix_clients": 50}
+        "serve_seconds": 20.0, "serve_clients": 10, "mix_clients": 50,
+        "load_clients": 100, "load_minutes": 5.0, "load_paths": 20_000}
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
-         "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20}
-STEPS = ("simulate", "pipeline", "home", "ingest", "train", "score", "serve")
+         "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
+         "load_clients": 10, "load_minutes": 0.1, "load_paths": 500}
+STEPS = ("simulate", "pipeline", "home", "ingest", "train", "score", "serve", "load")
 
 
 @dataclass
@@ -152,6 +156,16 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 o = m["overall"]
                 f.append((f"mixed load at {m['clients']} clients", f"{o['requests']:,} requests, {o['errors']} errors, p99 {_fmt(o['p99_ms'], ' ms')}, "
                           f"{_fmt(o['rps'], ' req/s')} (Little's law: {_fmt(m['littles_law_rps'], ' req/s')})"))
+    elif name.startswith("load"):
+        ld = r["load"]
+        f.append((f"mixed routes at {r['clients']} clients for {r['minutes']} min",
+                  f"{ld['requests']:,} requests, {ld['errors']} errors, {ld['rate_limited_429']} x 429, "
+                  f"p50 {_fmt(ld['p50_ms'], ' ms')}, p99 {_fmt(ld['p99_ms'], ' ms')}"))
+        f.append(("50 MB /score body refused after", ", ".join(_fmt(x, " ms") for x in r["body_50mb"]["refused_ms"])))
+        rp = r["random_paths"]
+        f.append((f"{rp['paths']:,} random paths: worker RSS before -> after",
+                  f"{sum(rp['rss_before_mb'].values()):,.0f} -> {sum(rp['rss_after_mb'].values()):,.0f} MB; "
+                  f"/metrics {rp['metrics_bytes_before']:,} -> {rp['metrics_bytes_after']:,} bytes"))
     return f
 
 
@@ -196,6 +210,9 @@ def plan(a: argparse.Namespace) -> list[Step]:
     steps.append(Step("serve", ["benchmarks.bench_serve", "--home", home, "--round", rnd, "--clients", str(a.serve_clients),
                                 "--mix-clients", str(a.mix_clients), "--seconds", str(a.serve_seconds),
                                 "--workers", str(a.workers), *o], out / f"serve_{rnd}.json"))
+    # bench_load writes bench-out/bench_load.json wherever --out-dir points, and serves with its own 1 worker.
+    steps.append(Step("load", ["benchmarks.bench_load", "--home", home, "--round", rnd, "--clients", str(a.load_clients),
+                               "--minutes", str(a.load_minutes), "--paths", str(a.load_paths)], Path("bench-out/bench_load.json")))
     return [s for s in steps if s.name.split("_")[0] in a.only]
 
 
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
             s.seconds, s.exit_code = round(time.perf_counter() - t0, 1), 0 if rnd else 1
             if rnd is None:
                 s.note = f"home not built: see {hwork}/*.log"
-        elif s.name in ("train", "score", "serve"):  # these need the home: trained, with a published round
+        elif s.name in ("train", "score", "serve", "load"):  # these need the home: trained, with a published round
             if rnd is None and "home" not in a.only:  # e.g. --only serve: reuse the home an earlier run built
                 rnd = _existing_round(a, hwork)
             if rnd is None:

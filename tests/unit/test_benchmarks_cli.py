@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["bench_simulate", "bench_pipeline", "bench_ingest", "bench_train", "bench_score", "bench_serve"]
 
 
-def test_make_bench_entry_point_answers_help_with_exit_code_0() -> None:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, capture_output=True,
+@pytest.mark.parametrize("name", ["run", "bench_load"])
+def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
+    # bench_load belongs to the load test (no --plan): its --help is checked here, as a command
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
@@ -54,10 +56,10 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     run.main(["--plan", "--size", "3000", "--quick"])
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(":")[0] for line in lines]
-    assert names == ["simulate", "pipeline_3000", "home", "ingest", "train", "score", "serve"]
+    assert names == ["simulate", "pipeline_3000", "home", "ingest", "train", "score", "serve", "load"]
     home = "bench-out/work/pipeline_3000/home"
     for line in lines:
-        if line.startswith(("train", "score", "serve")):
+        if line.startswith(("train", "score", "serve", "load")):
             assert f"--home {home}" in line
     assert "--seconds 3.0" in next(x for x in lines if x.startswith("serve"))
 
