@@ -105,7 +105,7 @@ def test_measure_times_every_request_per_route_and_counts_failures_apart() -> No
 
         def do_GET(self) -> None:
             ok = self.path == "/ok" and self.headers.get("Authorization") == "Bearer t"
-            self.send_response(200 if ok else 500)
+            self.send_response(200 if ok else 429 if self.path == "/limited" else 500)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
@@ -118,6 +118,9 @@ def test_measure_times_every_request_per_route_and_counts_failures_apart() -> No
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         result = measure([Target("ok", url + "/ok", 3.0), ("bad", url + "/bad", 1.0)], clients=3, seconds=0.5, token="t")
+        # tokens dealt one per client: client 0 holds the good one, client 1 a wrong one
+        dealt = measure([Target("ok", url + "/ok", token=("t", "u")), ("limited", url + "/limited", 1.0)],
+                        clients=2, seconds=0.5).routes
     finally:
         server.shutdown()
         server.server_close()
@@ -126,3 +129,5 @@ def test_measure_times_every_request_per_route_and_counts_failures_apart() -> No
     assert bad.requests == bad.errors > 0 and bad.p99_ms is None
     assert result.overall.requests == ok.requests + bad.requests
     assert result.clients == 3 and result.error_examples[0] == "bad: HTTP 500"
+    assert dealt["ok"].requests > dealt["ok"].errors > 0 and dealt["ok"].rate_limited == 0
+    assert dealt["limited"].errors == dealt["limited"].rate_limited > 0
