@@ -39,9 +39,11 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the web-page test needs it)"; fi; }
 
-# Benchmarks measure the figures named in the issues; they are slow and run outside CI.
+# Benchmarks measure the figures named in the issues; they are slow and run outside CI. Results and a
+# SUMMARY.md go to bench-out/. Sizes: EWS_BENCH_SIZES="100000 1000000"; a quick proof of the chain:
+#   EWS_BENCH_SIZES=3000 make bench BENCH_ARGS=--quick
 bench: $(STAMP)
-	@$(PY) -m benchmarks.run
+	@$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean-demo:
 	rm -rf "$(EWS_DEMO_HOME)"

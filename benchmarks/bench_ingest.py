@@ -21,10 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.home import EwsHome
 from features.ids import citizen_id_check_digit
-from features.ingest.pipeline import ingest_path
-from simulator.samples import registry_rows, write_delivery
 
 
 def _ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -40,16 +37,20 @@ def _ids(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def synth(folder: Path, rows: int, seed: int = 0) -> int:
+    from simulator.samples import registry_rows, write_delivery
+
     rng = np.random.default_rng(seed)
     reg = registry_rows()
     write_delivery(folder / "reg", "bench-reg", reg, delivered_on="2025-01-01")
     schools = np.array([r["school_code"] for r in reg["schools"]] + ["9999999999"])
     sid = _ids(rng, rows)
+    student_no = pd.Series(sid).str[-8:].to_numpy()  # the school's own pupil number: stable per pupil
     present = rng.integers(10, 19, rows)
     att = pd.DataFrame({
         "year_month": np.where(rng.random(rows) < 0.01, "2568-06", "2025-06"),
         "school_code": schools[np.where(rng.random(rows) < 0.002, 2, rng.integers(0, 2, rows))],
         "student_id": sid,
+        "student_no": student_no,
         "school_days": 20,
         "days_present": present,
         "days_leave": 1,
@@ -62,6 +63,7 @@ def synth(folder: Path, rows: int, seed: int = 0) -> int:
     grades = pd.DataFrame({
         "academic_year": np.where(rng.random(g) < 0.01, "2025", "2568"), "term": rng.integers(1, 3, g),
         "school_code": schools[rng.integers(0, 2, g)], "student_id": sid[:g],
+        "student_no": student_no[:g],
         "assessment": "final", "assessed_on": "2025-09-30", "gpa": np.round(rng.random(g) * 4, 2),
         "n_subjects": 8, "n_mark_0": rng.integers(0, 3, g), "n_mark_r": 0, "n_mark_ms": 0, "n_mark_mp": 0,
     })
@@ -70,12 +72,23 @@ def synth(folder: Path, rows: int, seed: int = 0) -> int:
     return rows + g
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--folder", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    args = ap.parse_args()
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="Synthetic attendance rows (grades add 40%%).")
+    ap.add_argument("--folder", type=Path, help="Ingest this folder of deliveries instead of a synthetic one.")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.plan:
+        print(json.dumps({"benchmark": "ingest", **vars(args)}, default=str))
+        return
+    from features.home import EwsHome
+    from features.ingest.pipeline import ingest_path
+
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         if args.folder:
@@ -99,8 +112,8 @@ def main() -> None:
             "mb_per_second": round(size / 1e6 / secs, 1), "peak_rss_mb": round(peak_mb),
             "warehouse_mb": round(home.warehouse.stat().st_size / 1e6, 1),
         }
-        args.out.mkdir(exist_ok=True)
-        (args.out / f"ingest-{label}.json").write_text(json.dumps(result, indent=2))
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / f"ingest-{label}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

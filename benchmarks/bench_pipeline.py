@@ -38,8 +38,8 @@ def run_stage(name: str, args: list[str], log: Path) -> dict[str, object]:
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", type=int, default=100_000)
     ap.add_argument("--years", type=int, default=6)
     ap.add_argument("--round", default=None, help="Round for the features stage (default: the last T1-mid).")
@@ -48,7 +48,15 @@ def main() -> None:
     ap.add_argument("--reuse-home", action="store_true",
                     help="Keep an existing ingested home too: time link + features only.")
     ap.add_argument("--out-dir", type=Path, default=Path("bench-out"))
-    args = ap.parse_args()
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.plan:
+        print(json.dumps({"benchmark": "pipeline", **vars(args)}, default=str))
+        return
     work = args.work or Path(f"/tmp/ews-bench-{args.students}")
     sim, home = work / "sim", work / "home"
     work.mkdir(parents=True, exist_ok=True)

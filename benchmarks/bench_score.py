@@ -2,11 +2,13 @@
 
     .venv/bin/python -m benchmarks.bench_score --home PATH --round R [--rows 1000000]
 
+`make bench` builds a home with a champion and a published round and passes them.
 The round's stored feature rows (a published snapshot) are repeated to --rows, then timed:
 model matrix, raw margin + calibration, fast TreeSHAP (serving.fastshap) for every row, group sums
 and reason sentences. shap.TreeExplainer explains a sample of the same rows to compare throughput
 and values (max |difference| must be <= 1e-9). Feature building over the warehouse is measured
 separately by `ews score` (its `seconds.features`) and is not part of this figure.
+Writes bench-out/score_<rows>.json.
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ import numpy as np
 import pandas as pd
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--home", type=Path, required=True)
-    ap.add_argument("--round", dest="round_id", required=True)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--compare-rows", type=int, default=2000)
-    a = ap.parse_args()
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, help="EWS_HOME with a champion and a published round.")
+    ap.add_argument("--round", dest="round_id", help="The published round whose feature rows are repeated.")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="Rows to score and explain.")
+    ap.add_argument("--compare-rows", type=int, default=2000, help="Rows explained by shap.TreeExplainer too.")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser()
+    a = ap.parse_args(argv)
+    if a.plan:
+        print(json.dumps({"benchmark": "score", **vars(a)}, default=str))
+        return
+    if a.home is None or a.round_id is None:
+        ap.error("--home and --round are required (`make bench` builds a home and passes them)")
 
     from features.home import EwsHome
     from features.pointintime.spec import FEATURE_NAMES
@@ -39,7 +53,8 @@ def main() -> None:
 
     model = load_model(home).model
     ref = published(home, a.round_id)
-    assert ref is not None, "score the round first"
+    if ref is None:
+        raise SystemExit(f"round {a.round_id} is not published in {home.root}: run `ews score --round {a.round_id}` first")
     inputs = ref.manifest.columns.model_inputs
     base = ref.students(list(inputs.values())).to_pandas()
     base.columns = list(inputs)
@@ -88,13 +103,16 @@ def main() -> None:
     t_fast_n = time.perf_counter() - t0
     total = sum(v for k, v in t.items())
     out = {
-        "rows": len(x), "trees": model.booster_.num_trees(), "seconds": {k: round(v, 2) for k, v in t.items()},
+        "round": a.round_id, "base_rows": len(base), "rows": len(x), "trees": model.booster_.num_trees(),
+        "seconds": {k: round(v, 2) for k, v in t.items()},
         "total_seconds_excluding_feature_sql": round(total, 1),
         "fast_treeshap_rows_per_s": round(len(x) / t["shap_all"]),
         "shap_treeexplainer_rows_per_s": round(n / t_shap), "fast_on_same_rows_rows_per_s": round(n / t_fast_n),
         "max_abs_diff_vs_treeexplainer": diff, "max_additivity_error": additivity,
         "extrapolated_8M_minutes": round(total * 8_000_000 / len(x) / 60, 1),
     }
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    (a.out_dir / f"score_{a.rows}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

@@ -30,13 +30,21 @@ print(json.dumps({"seconds_inside": s.seconds, "rows": s.rows_by_source, "ceilin
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", type=int, default=100_000)
     ap.add_argument("--years", type=int, default=6)
     ap.add_argument("--out-dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--keep", action="store_true", help="keep the simulated files (default: delete)")
-    args = ap.parse_args()
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.plan:
+        print(json.dumps({"benchmark": "simulate", **vars(args)}, default=str))
+        return
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ews-bench-sim-") as tmp:
         target = Path(tmp) / "sim" if not args.keep else args.out_dir / f"sim_{args.students}"

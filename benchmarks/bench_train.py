@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +29,7 @@ import pandas as pd
 
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES
-from training.config import ModelConfig, TrainConfig
-from training.data import Trainset, load_trainset
-from training.pipeline import train_and_evaluate
+from features.pointintime.trainset import TrainsetManifest, file_sha256, save_trainset_manifest
 
 
 def grow(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
@@ -55,7 +54,7 @@ def grow(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, help="EWS_HOME holding a simulated training set.")
     ap.add_argument("--trainset", default=None)
@@ -63,57 +62,80 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-register", action="store_true", help="Skip MLflow logging and the model card.")
-    ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    args = ap.parse_args()
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.plan:
+        print(json.dumps({"benchmark": "train", **vars(args)}, default=str))
+        return
+    if args.home is None and not args.synthetic:
+        ap.error("--home or --synthetic (`make bench` builds a home and passes it)")
+
+    # Imported here: training pulls in LightGBM and scikit-learn, which `--help` and `--plan` need not pay for.
+    from training.config import ModelConfig, TrainConfig
+    from training.data import Trainset, load_trainset
+    from training.pipeline import train_and_evaluate
 
     t0 = time.perf_counter()
     if args.synthetic:
         from simulator.synthetic import synthetic_frame
 
         base = synthetic_frame(20_000, seed=1).drop(columns=["p_true"])
-        manifest: dict = {"name": "synthetic", "config": {"horizon": "next_census"}}
+        manifest: dict | None = None
         source = "simulator.synthetic (20k students x 10 rounds)"
     else:
-        if args.home is None:
-            ap.error("--home or --synthetic")
         ts0 = load_trainset(EwsHome.from_env(args.home), args.trainset)
         base, manifest, source = ts0.frame, ts0.manifest, f"{args.home} {ts0.name} ({len(ts0.frame):,} rows)"
     frame = grow(base, args.rows)
     t_grow = time.perf_counter() - t0
     home = EwsHome(root=Path(tempfile.mkdtemp(prefix="bench-train-")))
-    name = f"bench-{args.rows}"
-    folder = home.trainsets_dir / name
-    folder.mkdir(parents=True)
-    frame.to_parquet(folder / "data.parquet", index=False)
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "name": name, "rows": len(frame)}, default=str))
-    (home.trainsets_dir / "LATEST").write_text(name)
-    del frame, base
+    try:  # the grown set, its MLflow run and model live in a temporary home, removed at the end
+        name = f"bench-{args.rows}"
+        if manifest is None:
+            from simulator.synthetic import write_synthetic_trainset
 
-    cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
-    t1 = time.perf_counter()
-    ts: Trainset = load_trainset(home, name)
-    t_load = time.perf_counter() - t1
-    result = train_and_evaluate(ts, cfg)
-    t_register = 0.0
-    if not args.no_register:
-        from training.registry import log_training_run
+            write_synthetic_trainset(home, frame, name)
+        else:  # the real set's manifest, renamed, with the grown file's row count and hash
+            folder = home.trainsets_dir / name
+            folder.mkdir(parents=True)
+            path = folder / "data.parquet"
+            frame.to_parquet(path, index=False)
+            save_trainset_manifest(home.trainsets_dir, TrainsetManifest.model_validate(
+                {**manifest, "name": name, "rows": len(frame), "file": str(path), "sha256": file_sha256(path)}))
+        del frame, base
 
-        t2 = time.perf_counter()
-        log_training_run(home, result, cfg)
-        t_register = time.perf_counter() - t2
-    total = time.perf_counter() - t1
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {
-        "rows": len(ts.frame), "source": source, "threads": args.threads, "grow_s": round(t_grow, 1),
-        "load_s": round(t_load, 1), "stages_s": {k: round(v, 1) for k, v in result.timings.items()},
-        "register_s": round(t_register, 1), "total_s": round(total, 1), "peak_rss_mb": round(peak_mb),
-        "fold_rows": result.fold_rows, "best_iteration": result.best_iteration,
-        "target": "<= 600 s for 2M labelled rows incl. calibration and evaluation",
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"train-{args.rows}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
+        cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
+        t1 = time.perf_counter()
+        ts: Trainset = load_trainset(home, name)
+        t_load = time.perf_counter() - t1
+        result = train_and_evaluate(ts, cfg)
+        t_register = 0.0
+        if not args.no_register:
+            from training.registry import log_training_run
+
+            t2 = time.perf_counter()
+            log_training_run(home, result, cfg)
+            t_register = time.perf_counter() - t2
+        total = time.perf_counter() - t1
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {
+            "rows": len(ts.frame), "source": source, "threads": args.threads, "grow_s": round(t_grow, 1),
+            "load_s": round(t_load, 1), "stages_s": {k: round(v, 1) for k, v in result.timings.items()},
+            "register_s": round(t_register, 1), "total_s": round(total, 1), "peak_rss_mb": round(peak_mb),
+            "fold_rows": result.fold_rows, "best_iteration": result.best_iteration,
+            "target": "<= 600 s for 2M labelled rows incl. calibration and evaluation",
+        }
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        path = args.out_dir / f"train-{args.rows}.json"
+        path.write_text(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2))
+    finally:
+        shutil.rmtree(home.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

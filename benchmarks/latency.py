@@ -1,0 +1,196 @@
+"""Per-request latency under load: N closed-loop HTTP clients for T seconds, every request timed.
+
+Used by bench_serve (and meant for any load test): `measure(targets, clients, seconds, token)`
+returns, per route, how many requests completed, how many failed, and the p50/p90/p99/max of the
+successful ones, computed from every recorded latency (no histogram buckets, no correction).
+
+Why not `wrk`: Debian's wrk reported latency percentiles on this machine that contradicted its own
+throughput (with c closed-loop clients, throughput must be about c / mean latency, Little's law).
+Here each client is a thread with its own keep-alive `httpx.Client`; it sends a request, reads the
+whole body, records `perf_counter()` before and after, and sends the next one. The result also
+carries `littles_law_rps` (clients / mean latency) beside the measured `rps`, so a reader can see
+that the two agree. The latency includes the client's own parsing time (a few hundred microseconds
+in Python), so it is an upper bound on what the server spends.
+
+A percentile is the nearest-rank value: the smallest recorded latency such that at least q% of
+the recorded latencies are at or below it (p50 of 1..100 ms is 50 ms, p99 is 99 ms).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Target:
+    """One route of the load: a name for the report, its URL, its share of requests, and optionally
+    its own bearer token (a school's list is read with the school's token, not an auditor's)."""
+
+    name: str
+    url: str
+    weight: float = 1.0
+    token: str | Sequence[str] | None = None  # a sequence: client i uses token[i % len] (one user each)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """One route's figures; latencies in milliseconds, over successful (2xx) responses only."""
+
+    requests: int  # completed requests, successful or not
+    errors: int  # non-2xx responses plus transport failures (timeouts, refused connections)
+    rate_limited: int  # of the errors, 429 answers (the guard's per-token limits, not slowness)
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    rps: float  # requests completed inside the window, per second of the window
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    clients: int
+    seconds: float  # the window plus the time the requests in flight at its end took to finish
+    routes: dict[str, LatencyStats]
+    overall: LatencyStats
+    littles_law_rps: float | None  # clients / mean latency: should be close to overall.rps
+    error_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"clients": self.clients, "seconds": self.seconds, "overall": self.overall.as_dict(),
+                "littles_law_rps": self.littles_law_rps,
+                "routes": {k: v.as_dict() for k, v in self.routes.items()}, "error_examples": self.error_examples}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values: the value at rank ceil(q/100 * n), 1-based.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+    2.0
+    """
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile q must be in (0, 100], got {q}")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def latency_stats(latencies_s: Sequence[float], errors: int = 0, seconds: float | None = None,
+                  completed_in_window: int | None = None, rate_limited: int = 0) -> LatencyStats:
+    """Figures of one route from its successful requests' latencies (seconds) and its error count.
+
+    `rps` counts `completed_in_window` (default: every request) over `seconds`."""
+    ms = sorted(x * 1000.0 for x in latencies_s)
+    n = len(ms) + errors
+    done = n if completed_in_window is None else completed_in_window
+    rps = done / seconds if seconds else 0.0
+
+    def pct(q: float) -> float | None:
+        return round(percentile(ms, q), 3) if ms else None
+
+    return LatencyStats(requests=n, errors=errors, rate_limited=rate_limited, p50_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99),
+                        max_ms=round(ms[-1], 3) if ms else None, mean_ms=round(sum(ms) / len(ms), 3) if ms else None,
+                        rps=round(rps, 1))
+
+
+def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, str], clients: int, seconds: float,
+            token: str | Sequence[str] | None = None, timeout: float = 10.0, seed: int = 0) -> LoadResult:
+    """Run `clients` closed-loop clients for `seconds`; each request goes to a target drawn by weight.
+
+    `targets` are `Target`s, (name, url, weight) tuples, or a mapping name -> URL (equal weights).
+    `token` is the bearer token of targets that carry none; a token given as a sequence is dealt
+    one per client (client i uses token[i % len]), as distinct users would hold them. Each client first makes one unrecorded request (opening its connection), then
+    all start together, so connection set-up is not counted as latency.
+    """
+    if isinstance(targets, Mapping):
+        targets = [Target(name, url) for name, url in targets.items()]
+    targets = [t if isinstance(t, Target) else Target(*t) for t in targets]
+    if not targets or clients < 1 or seconds <= 0:
+        raise ValueError("measure needs at least one target, one client and a positive duration")
+    names = [t.name for t in targets]
+    weights = [t.weight for t in targets]
+    lat: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in range(clients)]
+    err: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
+    # Requests started near the end finish after it; rates count only those done inside the window,
+    # so that with every client busy throughout, rps matches clients / mean latency.
+    in_window: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
+    limited: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(clients)]
+    examples: list[str] = []
+    window: dict[str, float] = {}
+
+    def open_window() -> None:  # run once, when the last client is connected, before any is released
+        window["start"] = time.perf_counter()
+        window["end"] = window["start"] + seconds
+
+    start = threading.Barrier(clients + 1, action=open_window)
+
+    def headers(t: Target, i: int) -> dict[str, str]:
+        tok = t.token or token
+        if tok is not None and not isinstance(tok, str):
+            tok = tok[i % len(tok)]
+        return {"Authorization": f"Bearer {tok}"} if tok else {}
+
+    def client(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        with httpx.Client(timeout=timeout) as http:
+            try:
+                http.get(targets[0].url, headers=headers(targets[0], i))
+            except httpx.HTTPError:
+                pass  # counted when it happens again inside the window
+            try:
+                start.wait(timeout + 30)
+            except threading.BrokenBarrierError:
+                return  # another client could not start: the main thread reports it
+            end = window["end"]
+            while True:
+                t = rng.choices(targets, weights)[0]
+                t0 = time.perf_counter()
+                if t0 >= end:
+                    return
+                try:
+                    r = http.get(t.url, headers=headers(t, i))
+                    ok = 200 <= r.status_code < 300
+                    limited[i][t.name] += r.status_code == 429
+                    why = f"{t.name}: HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    ok, why = False, f"{t.name}: {type(e).__name__}"
+                t1 = time.perf_counter()
+                elapsed = t1 - t0
+                if t1 <= end:
+                    in_window[i][t.name] += 1
+                if ok:
+                    lat[i][t.name].append(elapsed)
+                else:
+                    err[i][t.name] += 1
+                    if len(examples) < 5:
+                        examples.append(why)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for th in threads:
+        th.start()
+    try:  # bounded: a client that dies before connecting must not hang the benchmark
+        start.wait(timeout + 30)
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"not every client could open a connection to {targets[0].url}") from None
+    for th in threads:
+        th.join(seconds + timeout + 30)
+    elapsed = time.perf_counter() - window["start"]  # includes the requests in flight at the end
+    routes = {n: latency_stats([x for c in lat for x in c[n]], sum(e[n] for e in err), seconds,
+                               sum(w[n] for w in in_window), sum(q[n] for q in limited)) for n in names}
+    every = [x for c in lat for n in names for x in c[n]]
+    overall = latency_stats(every, sum(sum(e.values()) for e in err), seconds, sum(sum(w.values()) for w in in_window),
+                            sum(sum(q.values()) for q in limited))
+    little = round(clients / (overall.mean_ms / 1000.0), 1) if overall.mean_ms else None
+    return LoadResult(clients=clients, seconds=round(elapsed, 2), routes=routes, overall=overall,
+                      littles_law_rps=little, error_examples=examples)
