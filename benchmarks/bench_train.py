@@ -28,6 +28,7 @@ import pandas as pd
 
 from features.home import EwsHome
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES
+from features.pointintime.trainset import save_trainset_manifest
 from training.config import ModelConfig, TrainConfig
 from training.data import Trainset, load_trainset
 from training.pipeline import train_and_evaluate
@@ -67,27 +68,27 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
+    home = EwsHome(root=Path(tempfile.mkdtemp(prefix="bench-train-")))
     if args.synthetic:
-        from simulator.synthetic import synthetic_frame
+        from simulator.synthetic import synthetic_frame, write_synthetic_trainset
 
-        base = synthetic_frame(20_000, seed=1).drop(columns=["p_true"])
-        manifest: dict = {"name": "synthetic", "config": {"horizon": "next_census"}}
+        ts0 = load_trainset(home, write_synthetic_trainset(home, synthetic_frame(20_000, seed=1)))
         source = "simulator.synthetic (20k students x 10 rounds)"
     else:
         if args.home is None:
             ap.error("--home or --synthetic")
         ts0 = load_trainset(EwsHome.from_env(args.home), args.trainset)
-        base, manifest, source = ts0.frame, ts0.manifest, f"{args.home} {ts0.name} ({len(ts0.frame):,} rows)"
+        source = f"{args.home} {ts0.name} ({len(ts0.frame):,} rows)"
+    base = ts0.frame
     frame = grow(base, args.rows)
     t_grow = time.perf_counter() - t0
-    home = EwsHome(root=Path(tempfile.mkdtemp(prefix="bench-train-")))
     name = f"bench-{args.rows}"
     folder = home.trainsets_dir / name
     folder.mkdir(parents=True)
     frame.to_parquet(folder / "data.parquet", index=False)
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "name": name, "rows": len(frame)}, default=str))
-    (home.trainsets_dir / "LATEST").write_text(name)
-    del frame, base
+    # The source's typed manifest under the grown set's name and size; the save also sets LATEST.
+    save_trainset_manifest(home.trainsets_dir, ts0.manifest.model_copy(update={"name": name, "rows": len(frame)}))
+    del frame, base, ts0
 
     cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
     t1 = time.perf_counter()
