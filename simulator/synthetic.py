@@ -124,8 +124,9 @@ def write_synthetic_trainset(home: EwsHome, frame: pd.DataFrame, name: str | Non
     path = folder / "data.parquet"
     data.to_parquet(path, index=False)
     rounds = [
-        TrainsetRound(round_id=str(rid), round_type=parse_round(str(rid)).round_type, as_of=home.calendar.as_of(str(rid)),
-                      rows=len(g), unlabelled=0, label_rate=round(float(g["label"].mean()), 5))
+        TrainsetRound(round_id=str(rid), round_type=parse_round(str(rid)).round_type,
+                      as_of=home.calendar.as_of(str(rid)), rows=len(g), unlabelled=0,
+                      label_rate=round(float(g["label"].mean()), 5))
         for rid, g in data.groupby("round_id", sort=True)
     ]
     # The pipeline's own manifest type and save: a synthetic set loads like a built one, and cannot drift.

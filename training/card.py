@@ -106,9 +106,10 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
     per_round = {r.round_id: r for r in manifest.rounds}
     folds = []
     for fold in ("train", "calibration", "test"):
-        rounds = [per_round[i] for i in getattr(result.split, fold) if i in per_round]
-        folds.append({"fold": fold, "rounds": ", ".join(getattr(result.split, fold)), "rows": result.fold_rows.get(fold, 0),
-                      "label_rate": _fmt(sum((r.label_rate or 0) * r.rows for r in rounds) / max(sum(r.rows for r in rounds), 1))})
+        ids = getattr(result.split, fold)
+        rounds = [per_round[i] for i in ids if i in per_round]
+        rate = sum((r.label_rate or 0) * r.rows for r in rounds) / max(sum(r.rows for r in rounds), 1)
+        folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0), "label_rate": _fmt(rate)})
     th = result.model.thresholds_
     return {
         "name": cfg.registered_model_name, "version": version, "run_id": run_id, "git": git or "unknown",

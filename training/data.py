@@ -1,8 +1,8 @@
 """Reading a training set and the slices (round type, grade band) its rows are evaluated by.
 
 The training set itself is features' typed artefact (`features.pointintime.trainset.Trainset`,
-re-exported here); this module only finds it in a home. A training set holds every `spec.FEATURE_NAMES` column besides its keys and label. Turning rows
-into model inputs is the model's own business (`training.model.RiskModel.encode`, with the
+re-exported here); this module only finds it in a home. A training set holds every
+`spec.FEATURE_NAMES` column besides its keys and label. Turning rows into model inputs is the model's own business (`training.model.RiskModel.encode`, with the
 feature set and category lists fixed when it was fitted).
 """
 

@@ -55,7 +55,7 @@ class TrainsetRound(BaseModel):
     unlabelled: int
     label_rate: float | None = Field(description="Share of labelled rows that dropped out; None without rows.")
     # Absent in the simulator's synthetic sets (no warehouse, so no census dates): None = unknown.
-    label_known_on: dt.date | None = Field(None, description="Day the round's horizon census arrived, if by the cutoff.")
+    label_known_on: dt.date | None = Field(None, description="Day its horizon census arrived, if by the cutoff.")
 
 
 class TrainsetManifest(BaseModel):
