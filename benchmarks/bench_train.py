@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         from simulator.synthetic import synthetic_frame
 
         base = synthetic_frame(20_000, seed=1).drop(columns=["p_true"])
-        manifest: dict | None = None
+        manifest: TrainsetManifest | None = None
         source = "simulator.synthetic (20k students x 10 rounds)"
     else:
         ts0 = load_trainset(EwsHome.from_env(args.home), args.trainset)
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             folder.mkdir(parents=True)
             path = folder / "data.parquet"
             frame.to_parquet(path, index=False)
-            save_trainset_manifest(home.trainsets_dir, TrainsetManifest.model_validate(
-                {**manifest, "name": name, "rows": len(frame), "file": str(path), "sha256": file_sha256(path)}))
+            save_trainset_manifest(home.trainsets_dir, manifest.model_copy(
+                update={"name": name, "rows": len(frame), "file": str(path), "sha256": file_sha256(path)}))
         del frame, base
 
         cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import numpy as np
 import pandas as pd
 
 from features.calendar import SchoolCalendar, parse_round
 from features.home import EwsHome
-from features.pointintime.trainset import set_latest
+from features.pointintime.trainset import TrainsetConfig, TrainsetManifest, TrainsetRound, save_trainset_manifest
 from features.pointintime.spec import CATEGORICAL, FEATURES, GROUPS
 
 _LEVELS = {
@@ -124,21 +123,21 @@ def write_synthetic_trainset(home: EwsHome, frame: pd.DataFrame, name: str | Non
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "data.parquet"
     data.to_parquet(path, index=False)
-    rounds = []
-    for rid, g in data.groupby("round_id", sort=True):
-        rounds.append({"round_id": rid, "round_type": parse_round(str(rid)).round_type,
-                       "as_of": home.calendar.as_of(str(rid)).isoformat(), "rows": len(g), "unlabelled": 0,
-                       "label_rate": round(float(g["label"].mean()), 5)})
-    manifest = {
-        "name": name, "config": {"schema_version": 1, "rounds": [], "horizon": "next_census", "cutoff": None},
-        "cutoff": dt.date(2026, 6, 30).isoformat(), "rounds": rounds, "rows": len(data), "unlabelled_rows": 0,
-        "label_rate": round(float(data["label"].mean()), 5), "delivery_fingerprint": "synthetic-" + digest[:16],
-        "catalogue_version": "synthetic",
-        "feature_groups": {g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
-        "categorical": list(CATEGORICAL), "file": str(path), "sha256": digest,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    set_latest(home.trainsets_dir, name)
+    rounds = [
+        TrainsetRound(round_id=str(rid), round_type=parse_round(str(rid)).round_type,
+                      as_of=home.calendar.as_of(str(rid)), rows=len(g), unlabelled=0,
+                      label_rate=round(float(g["label"].mean()), 5))
+        for rid, g in data.groupby("round_id", sort=True)
+    ]
+    # The pipeline's own manifest type and save: a synthetic set loads like a built one, and cannot drift.
+    manifest = TrainsetManifest(
+        name=name, config=TrainsetConfig(), cutoff=dt.date(2026, 6, 30), rounds=rounds, rows=len(data),
+        unlabelled_rows=0, label_rate=round(float(data["label"].mean()), 5),
+        delivery_fingerprint="synthetic-" + digest[:16], catalogue_version="synthetic",
+        feature_groups={g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
+        categorical=list(CATEGORICAL), file=str(path), sha256=digest,
+    )
+    save_trainset_manifest(home.trainsets_dir, manifest)  # also makes it the newest (LATEST)
     return name
 
 

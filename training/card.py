@@ -103,18 +103,18 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
                  git: str | None) -> dict[str, Any]:
     m = result.metrics
     manifest = result.trainset_manifest
-    per_round = {r["round_id"]: r for r in manifest.get("rounds", [])}
+    per_round = {r.round_id: r for r in manifest.rounds}
     folds = []
     for fold in ("train", "calibration", "test"):
         ids = getattr(result.split, fold)
-        folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0),
-                      "label_rate": _fmt(sum((per_round.get(i, {}).get("label_rate") or 0) * (per_round.get(i, {}).get("rows") or 0) for i in ids)
-                                         / max(sum(per_round.get(i, {}).get("rows") or 0 for i in ids), 1))})
+        rounds = [per_round[i] for i in ids if i in per_round]
+        rate = sum((r.label_rate or 0) * r.rows for r in rounds) / max(sum(r.rows for r in rounds), 1)
+        folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0), "label_rate": _fmt(rate)})
     th = result.model.thresholds_
     return {
         "name": cfg.registered_model_name, "version": version, "run_id": run_id, "git": git or "unknown",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "trainset": result.trainset_name,
-        "fingerprint": manifest.get("delivery_fingerprint"), "cutoff": manifest.get("cutoff"),
+        "fingerprint": manifest.delivery_fingerprint, "cutoff": manifest.cutoff.isoformat(),
         "best_iteration": result.best_iteration, "calibration_method": cfg.calibration.method,
         "monotone": cfg.model.monotone, "folds": folds, "test_as_of": result.split.test_as_of,
         "has_ceiling": "ceiling_roc_auc" in m, "metrics": _metric_rows(m), "baselines": BASELINES,

@@ -1,22 +1,21 @@
 """Reading a training set and the slices (round type, grade band) its rows are evaluated by.
 
-A training set holds every `spec.FEATURE_NAMES` column besides its keys and label. Turning rows
-into model inputs is the model's own business (`training.model.RiskModel.encode`, with the
+The training set itself is features' typed artefact (`features.pointintime.trainset.Trainset`,
+re-exported here); this module only finds it in a home. A training set holds every
+`spec.FEATURE_NAMES` column besides its keys and label. Turning rows into model inputs is the model's own business (`training.model.RiskModel.encode`, with the
 feature set and category lists fixed when it was fitted).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
 from features.home import EwsHome
 from features.pointintime.spec import FEATURE_NAMES
-from features.pointintime.trainset import latest_trainset_name
+from features.pointintime.trainset import Trainset, latest_trainset_name
 from features.pointintime.trainset import load_trainset as load_typed_trainset
+
+__all__ = ["GRADE_BANDS", "Trainset", "grade_band_of", "load_trainset", "resolve_trainset_name", "round_type_of"]
 
 GRADE_BANDS: tuple[tuple[str, int, int], ...] = (
     # grade_level: K1 = 1 ... K3 = 3, P1 = 4 ... P6 = 9, M1 = 10 ... M3 = 12, M4 = 13 ... M6 = 15
@@ -24,22 +23,13 @@ GRADE_BANDS: tuple[tuple[str, int, int], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Trainset:
-    name: str
-    frame: pd.DataFrame
-    manifest: dict[str, Any]
-    folder: Path
-
-
 def resolve_trainset_name(home: EwsHome, name: str | None) -> str:
     return name or latest_trainset_name(home.trainsets_dir)
 
 
 def load_trainset(home: EwsHome, name: str | None = None) -> Trainset:
-    """The named training set (default: the newest): features' typed artefact, its manifest as a dict."""
-    ts = load_typed_trainset(home.trainsets_dir, name)
-    return Trainset(name=ts.name, frame=ts.frame, manifest=ts.manifest.model_dump(mode="json"), folder=ts.folder)
+    """The named training set (default: the newest) of the home: features' typed artefact, as is."""
+    return load_typed_trainset(home.trainsets_dir, name)
 
 
 def round_type_of(round_ids: pd.Series) -> pd.Series:

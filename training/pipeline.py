@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.pointintime.spec import GROUP_COLUMNS
+from features.pointintime.trainset import TrainsetManifest
 from training.baselines import baseline_scores
 from training.config import TrainConfig
 from training.data import Trainset, grade_band_of, round_type_of
@@ -34,7 +34,7 @@ class TrainResult:
     test: pd.DataFrame  # test rows: keys, slices, label, raw/calibrated score, baselines, p_true
     feature_importance: dict[str, float]  # mean |SHAP| summed per feature group, on a test sample
     trainset_name: str
-    trainset_manifest: dict[str, Any]
+    trainset_manifest: TrainsetManifest
     timings: dict[str, float] = field(default_factory=dict)
     best_iteration: int = 0
     fold_rows: dict[str, int] = field(default_factory=dict)
@@ -42,7 +42,7 @@ class TrainResult:
 
 def split_trainset(ts: Trainset, cfg: TrainConfig) -> tuple[TemporalSplit, dict[str, pd.DataFrame]]:
     """The temporal split of a training set and its three folds of rows."""
-    horizon = (ts.manifest.get("config") or {}).get("horizon", "next_census")
+    horizon = ts.manifest.config.horizon
     rounds = sorted(set(ts.frame["round_id"].astype(str)))
     split = temporal_split(round_dates(rounds, horizon, cfg.split.label_delay_days), cfg.split)
     rid = ts.frame["round_id"].astype(str)

@@ -25,8 +25,8 @@ from features.ids import BE_OFFSET
 from features.pointintime.build import build_features
 from features.pointintime.labels import Horizon, horizon_census, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
-    TrainsetConfig, TrainsetManifest, atomic_write_parquet, atomic_write_text, file_sha256, save_trainset_data,
-    save_trainset_manifest,
+    TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_parquet, atomic_write_text, file_sha256,
+    save_trainset_data, save_trainset_manifest,
 )
 from features.pointintime.spec import FEATURES, GROUPS
 
@@ -162,7 +162,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         if not rounds:
             raise RuntimeError(f"no scoring round has its census known by {cutoff}")
         parts: list[pa.Table] = []
-        per_round: list[dict[str, object]] = []
+        per_round: list[TrainsetRound] = []
         unlabelled = 0
         for r in rounds:
             feats = build_features(con, cal, r)
@@ -181,11 +181,11 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
             joined = joined.filter(pc.is_valid(joined.column("label")))
             n = joined.num_rows
             pos = pc.sum(joined.column("label")).as_py() or 0
-            per_round.append({
-                "round_id": r.round_id, "round_type": r.round_type, "as_of": cal.as_of(r.round_id).isoformat(),
-                "rows": n, "unlabelled": n_unl, "label_rate": round(pos / n, 5) if n else None,
-                "label_known_on": (k.isoformat() if (k := label_known_on(con, cal, r, cfg.horizon, cutoff)) else None),
-            })
+            per_round.append(TrainsetRound(
+                round_id=r.round_id, round_type=r.round_type, as_of=cal.as_of(r.round_id),
+                rows=n, unlabelled=n_unl, label_rate=round(pos / n, 5) if n else None,
+                label_known_on=label_known_on(con, cal, r, cfg.horizon, cutoff),
+            ))
             if n:
                 parts.append(joined)
         fp = delivery_fingerprint(con, cutoff)

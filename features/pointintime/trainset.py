@@ -44,13 +44,26 @@ class TrainsetConfig(BaseModel):
     cutoff: dt.date | None = Field(None, description="Labels use rows known by this date; default: the latest delivery.")
 
 
+class TrainsetRound(BaseModel):
+    """One round of a training set: its labelled rows, the rows left out unlabelled, the label rate."""
+
+    model_config = ConfigDict(extra="forbid")
+    round_id: str
+    round_type: str
+    as_of: dt.date
+    rows: int
+    unlabelled: int
+    label_rate: float | None = Field(description="Share of labelled rows that dropped out; None without rows.")
+    # Absent in the simulator's synthetic sets (no warehouse, so no census dates): None = unknown.
+    label_known_on: dt.date | None = Field(None, description="Day its horizon census arrived, if by the cutoff.")
+
+
 class TrainsetManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     config: TrainsetConfig
     cutoff: dt.date
-    # per round: round_id, round_type, as_of, rows, unlabelled, label_rate, label_known_on
-    rounds: list[dict[str, object]]
+    rounds: list[TrainsetRound]
     rows: int
     unlabelled_rows: int
     label_rate: float
@@ -82,10 +95,7 @@ class Trainset:
 
     @property
     def label_known(self) -> LabelKnown:
-        by_round: dict[str, dt.date | None] = {}
-        for r in self.manifest.rounds:
-            v = r.get("label_known_on")
-            by_round[str(r["round_id"])] = dt.date.fromisoformat(str(v)) if v else None
+        by_round = {r.round_id: r.label_known_on for r in self.manifest.rounds}
         return LabelKnown(cutoff=self.manifest.cutoff, by_round=by_round)
 
 

@@ -22,7 +22,7 @@ from features.pointintime.labels import population_sql
 from features.pointintime.pipeline import rounds_with_census
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, GROUPS, KEY_COLUMNS
 from features.pointintime.trainset import (
-    TrainsetConfig, TrainsetManifest, latest_trainset_name, load_trainset, save_trainset_data, save_trainset_manifest,
+    TrainsetConfig, TrainsetManifest, TrainsetRound, latest_trainset_name, load_trainset, save_trainset_data, save_trainset_manifest,
 )
 
 CAL = SchoolCalendar()
@@ -161,7 +161,9 @@ def test_a_training_set_is_saved_and_loaded_as_one_typed_artefact(tmp_path: Path
     path = save_trainset_data(tmp_path, "ts-x", pa.table(columns))
     manifest = TrainsetManifest(
         name="ts-x", config=TrainsetConfig(), cutoff=dt.date(2023, 1, 1),
-        rounds=[{"round_id": "2565-T1-mid", "label_known_on": "2022-11-20"}], rows=2, unlabelled_rows=0,
+        rounds=[TrainsetRound(round_id="2565-T1-mid", round_type="mid", as_of=dt.date(2022, 6, 10), rows=2,
+                              unlabelled=0, label_rate=0.5, label_known_on=dt.date(2022, 11, 20))],
+        rows=2, unlabelled_rows=0,
         label_rate=0.5, delivery_fingerprint="f", catalogue_version="c", feature_groups={}, categorical=[],
         file=str(path), sha256="h")
     save_trainset_manifest(tmp_path, manifest)
@@ -172,3 +174,43 @@ def test_a_training_set_is_saved_and_loaded_as_one_typed_artefact(tmp_path: Path
     assert ts.label_known.by_round == {"2565-T1-mid": dt.date(2022, 11, 20)}
     with pytest.raises(FileNotFoundError, match="run `ews trainset` first"):
         latest_trainset_name(tmp_path / "empty")
+
+
+# A manifest.json as the previous version wrote it (rounds as plain dicts, dates as text): sets
+# already on disk must still load, and their rounds read as typed values.
+OLD_MANIFEST = {
+    "name": "ts-old", "config": {"schema_version": 1, "rounds": [], "horizon": "one_year", "cutoff": None},
+    "cutoff": "2023-01-01",
+    "rounds": [
+        {"round_id": "2565-T1-mid", "round_type": "mid", "as_of": "2022-06-10", "rows": 2, "unlabelled": 1,
+         "label_rate": 0.5, "label_known_on": "2022-11-20"},
+        {"round_id": "2565-T2-mid", "round_type": "mid", "as_of": "2022-11-25", "rows": 0, "unlabelled": 3,
+         "label_rate": None, "label_known_on": None},
+    ],
+    "rows": 2, "unlabelled_rows": 4, "label_rate": 0.5, "delivery_fingerprint": "f", "catalogue_version": "c",
+    "feature_groups": {"attendance": ["att_rate_30d"]}, "categorical": [], "file": "data.parquet", "sha256": "h",
+}
+# The simulator's synthetic sets had no label_known_on at all.
+OLD_SYNTHETIC_ROUND = {"round_id": "2566-T1-early", "round_type": "early", "as_of": "2023-05-31", "rows": 5,
+                       "unlabelled": 0, "label_rate": 0.2}
+
+
+def test_a_manifest_written_by_the_previous_version_still_loads(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+
+    columns = {c: pa.array([None, None], pa.float64()) for c in FEATURE_NAMES}
+    columns |= {"label": pa.array([0, 1]), "round_id": pa.array(["2565-T1-mid"] * 2),
+                "student_key": pa.array(["a", "b"]), "school_code": pa.array(["s", "s"])}
+    save_trainset_data(tmp_path, "ts-old", pa.table(columns))
+    (tmp_path / "ts-old" / "manifest.json").write_text(json.dumps(OLD_MANIFEST, indent=2), encoding="utf-8")
+    ts = load_trainset(tmp_path, "ts-old")
+    m = ts.manifest
+    assert m.config.horizon == "one_year" and m.delivery_fingerprint == "f" and m.cutoff == dt.date(2023, 1, 1)
+    assert [r.round_id for r in m.rounds] == ["2565-T1-mid", "2565-T2-mid"]
+    assert m.rounds[0].as_of == dt.date(2022, 6, 10) and m.rounds[0].label_rate == 0.5 and m.rounds[1].label_rate is None
+    assert ts.label_known.by_round == {"2565-T1-mid": dt.date(2022, 11, 20), "2565-T2-mid": None}
+    # Saved again, it is the same JSON (the typed rounds dump as the dicts they were read from).
+    assert json.loads(m.model_dump_json()) == OLD_MANIFEST
+    assert TrainsetRound.model_validate(OLD_SYNTHETIC_ROUND).label_known_on is None

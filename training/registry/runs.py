@@ -102,12 +102,12 @@ def log_training_run(home: EwsHome, result: Any, cfg: TrainConfig, variants: pd.
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         commit = git_commit()
         mlflow.set_tags({
-            "trainset": result.trainset_name, "trainset.delivery_fingerprint": str(manifest.get("delivery_fingerprint")),
-            "trainset.sha256": str(manifest.get("sha256")), "git_commit": commit or "unknown",
+            "trainset": result.trainset_name, "trainset.delivery_fingerprint": manifest.delivery_fingerprint,
+            "trainset.sha256": manifest.sha256, "git_commit": commit or "unknown",
             "config.schema_version": str(cfg.schema_version), "stage": "training",
         })
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
-        mlflow.log_dict(manifest, "trainset_manifest.json")
+        mlflow.log_dict(manifest.model_dump(mode="json"), "trainset_manifest.json")
         mlflow.log_dict(result.metrics, "metrics.json")
         mlflow.log_dict({"failures": result.fairness_failures}, "fairness/gate_failures.json")
         result.fairness.to_csv(tmpdir / "fairness.csv", index=False)
