@@ -40,23 +40,29 @@ Kind = Literal[
 
 # What a column is for in its row; it decides what an invalid (or missing required) value costs.
 Role = Literal[
-    "who",  # says who the child is (ID, names): invalid → row quarantined
+    "who",  # says who the child is (names): invalid → row quarantined
+    "who_id",  # the student ID: of absurd form → NULL (as if missing) when the row names the child
+    #            another way (first and last name, or student number at the school), else quarantined
     "who_backup",  # helps say who when the ID cannot (birth date, sex): invalid → NULL when the
     #                row's ID is a valid citizen ID or G-code, else row quarantined
     "where_when",  # enrolment: school, grade, the date or period described: invalid → quarantined
     "what",  # the facts the row exists to report; NULL would change its meaning → quarantined
     "detail",  # any other fact: invalid → set to NULL, row kept, repair logged
 ]
-OnInvalid = Literal["quarantine", "null", "null_if_id"]
+OnInvalid = Literal["quarantine", "null", "null_if_id", "null_if_named"]
 _ON_INVALID: dict[str, OnInvalid] = {
-    "who": "quarantine", "who_backup": "null_if_id", "where_when": "quarantine", "what": "quarantine",
-    "detail": "null",
+    "who": "quarantine", "who_id": "null_if_named", "who_backup": "null_if_id", "where_when": "quarantine",
+    "what": "quarantine", "detail": "null",
 }
 _ON_INVALID_TEXT: dict[str, str] = {
     "quarantine": "row quarantined",
     "null": "set to NULL (logged); row kept",
     "null_if_id": "set to NULL (logged) when the row's student ID is valid; else row quarantined",
+    "null_if_named": "set to NULL (logged; the row counts as having no ID) when the row names the child by {alt}; "
+                     "else row quarantined",
 }
+# Columns that, all present, say who a child is when the student ID cannot (see `other_identity`).
+OTHER_IDENTITY: tuple[tuple[str, ...], ...] = (("first_name", "last_name"), ("student_no",))
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,14 @@ class Column:
         """What ingestion does with a row whose value in this column breaks a rule."""
         return _ON_INVALID[self.role]
 
-    def on_invalid_text(self) -> str:
+    def on_invalid_text(self, source: Source | None = None) -> str:
         """`on_invalid` as a data officer reads it, with the column's role."""
-        return f"{self.role.replace('_', '/')}: {_ON_INVALID_TEXT[self.on_invalid]}"
+        text = _ON_INVALID_TEXT[self.on_invalid]
+        if self.on_invalid == "null_if_named":
+            alt = other_identity(source) if source is not None else OTHER_IDENTITY
+            text = (_ON_INVALID_TEXT["quarantine"] if not alt
+                    else text.format(alt=" or ".join(" + ".join(f"`{c}`" for c in a) for a in alt)))
+        return f"{self.role.replace('_', '/')}: {text}"
 
     def rule_text(self) -> str:
         """The rule as a data officer reads it."""
@@ -157,7 +168,7 @@ DISABILITY = (
 
 _ID = Column(
     "student_id", "student_id", "Citizen ID (13 digits) or G-code of the student",
-    "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", required=False, identity=True, role="who",
+    "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", required=False, identity=True, role="who_id",
 )
 _FIRST = Column("first_name", "text", "First name (Thai)", "ชื่อ", identity=True, role="who")
 _LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล", identity=True, role="who")
@@ -421,12 +432,18 @@ def identity_columns(source: Source) -> tuple[str, ...]:
     return tuple(c.name for c in source.columns if c.identity)
 
 
+def other_identity(source: Source) -> tuple[tuple[str, ...], ...]:
+    """The column sets of `source` that say who a child is without the student ID (any one set,
+    all its values present): names, or the student number at the row's school."""
+    return tuple(a for a in OTHER_IDENTITY if set(a) <= set(source.column_names))
+
+
 def rule_on_invalid(source: Source, rule: RowRule) -> OnInvalid:
     """What a break of `rule` costs: its blamed columns are set to NULL only when every one of
     them may be (the strictest of their `on_invalid`); otherwise the row is quarantined."""
     kinds = {source.column(c).on_invalid for c in rule.columns}
-    if "quarantine" in kinds or not kinds:
-        return "quarantine"
+    if kinds & {"quarantine", "null_if_named"} or not kinds:
+        return "quarantine"  # (no row rule reads the student ID)
     return "null_if_id" if "null_if_id" in kinds else "null"
 
 
@@ -440,8 +457,11 @@ _ROLES_TEXT = [
     "logged, so one impossible room number or disability code never makes a pupil who stayed vanish",
     "from a census. A **who/backup** value (birth date, sex) helps say who only when the student ID",
     "cannot: it is set to NULL when the row's student ID is a valid citizen ID (check digit) or G-code,",
-    "and the row is quarantined otherwise. A row rule blames some columns; a broken row rule sets them",
-    "to NULL when all of them may be, and quarantines the row otherwise.",
+    "and the row is quarantined otherwise. A student ID of absurd form (letters, more than 20",
+    "characters) is set to NULL, so the row counts as one without an ID (which the contract allows),",
+    "when the row names the child another way — first and last name, or the student number at its",
+    "school — and is quarantined otherwise. A row rule blames some columns; a broken row rule sets",
+    "them to NULL when all of them may be, and quarantines the row otherwise.",
     "",
     "Values whose NULL would change what the row says are not details: attendance day counts, marks",
     "counts, poverty-screening income and household dimensions, care-screening results, exit types,",
@@ -487,7 +507,7 @@ def contract_markdown() -> str:
             "|---|---|---|---|---|",
         ]
         for c in s.columns:
-            out.append(f"| `{c.name}` | {c.th} | {c.en} | {c.rule_text()} | {c.on_invalid_text()} |")
+            out.append(f"| `{c.name}` | {c.th} | {c.en} | {c.rule_text()} | {c.on_invalid_text(s)} |")
         for r in s.row_rules:
             blamed = ", ".join(f"`{c}`" for c in r.columns)
             out.append(f"| *row rule* `{r.name}` | | | {r.message} | blames {blamed}: "

@@ -9,7 +9,9 @@ Order of work for one delivery, and why:
    vault's scratch folder): load, then ONE typed pass per file that types every column and flags
    the rows where any check fails or any repair applies; validate's exact per-column queries run
    only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID, and
-   tokens are computed once per distinct ID per session.
+   tokens are computed once per distinct ID per session. Each problem is then judged by the
+   contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
+   quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
    A crash before COMMIT leaves the warehouse as it was; a re-run then succeeds.
@@ -33,7 +35,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from features.contract import SOURCES, Source, rule_on_invalid
+from features.contract import SOURCES, Source, other_identity, rule_on_invalid
 from features.db import session as duckdb_session
 from features.home import EwsHome
 from features.ids import sql_id_kind
@@ -543,30 +545,35 @@ class _Session:
 
         A problem is repairable by the contract's `on_invalid` of its column (a row rule: of the
         columns it blames): "null" always, "null_if_id" when the row's student ID is valid (a
-        citizen ID with its check digit, or a G-code), never for "quarantine", a duplicate line or
-        a structural problem."""
+        citizen ID with its check digit, or a G-code), "null_if_named" when the row names the child
+        another way (`other_identity`), never for "quarantine", a duplicate line or a structural
+        problem."""
         con = self.con
         assert con is not None
         src = s.source
         has_id = has_student_id(src)
         ident = "(t.__kind IN ('thai', 'non_thai', 'gcode'))" if has_id else "false"
+        alt = other_identity(src)
+        named = " OR ".join("(" + " AND ".join(f"t.{q(c)} IS NOT NULL" for c in a) + ")" for a in alt) or "false"
+        ok_by = {"null": "true", "null_if_id": ident, "null_if_named": f"({named})"}
         when: list[str] = []
         for rule in src.row_rules:
             how = rule_on_invalid(src, rule)
             if how != "quarantine":
-                ok = "true" if how == "null" else ident
+                ok = ok_by[how]
                 when.append(f"WHEN p.rule = {lit(rule.name)} AND p.column_name = {lit(', '.join(rule.columns))} "
                             f"THEN {ok}")
         rule_names = {rule.name for rule in src.row_rules}
         for c in src.columns:
             if c.on_invalid != "quarantine":
-                ok = "true" if c.on_invalid == "null" else ident
+                ok = ok_by[c.on_invalid]
                 # A column's own checks; never a duplicate, a structural problem or a row rule.
                 when.append(f"WHEN p.column_name = {lit(c.name)} AND p.rule NOT IN "
                             f"({', '.join(lit(x) for x in sorted(rule_names | {'duplicate'}))}) THEN {ok}")
         if not when:
             return False
-        join = f" LEFT JOIN (SELECT __line, __kind FROM {s.typed}) t ON t.__line = p.__line" if has_id else ""
+        need = ["__line", *(["__kind"] if has_id else []), *(q(c) for a in alt for c in a)]
+        join = f" LEFT JOIN (SELECT {', '.join(need)} FROM {s.typed}) t ON t.__line = p.__line"
         judged = f"stg.judged_{s.i}"
         con.execute(f"CREATE TABLE {judged} AS SELECT p.*, coalesce(CASE {' '.join(when)} ELSE false END, false) "
                     f"AS __fix FROM {s.problems} p{join}")
@@ -574,7 +581,9 @@ class _Session:
         # The values to set to NULL: a column's own problem, or each column a broken rule blames
         # (one entry per value even when both happened).
         blamed = " UNION ALL ".join(
-            [f"SELECT {lit(rule.name)} AS rule, {lit(c)} AS target" for rule in src.row_rules for c in rule.columns] or ["SELECT NULL::VARCHAR AS rule, NULL::VARCHAR AS target"])
+            [f"SELECT {lit(rule.name)} AS rule, {lit(c)} AS target" for rule in src.row_rules for c in rule.columns]
+            or ["SELECT NULL::VARCHAR AS rule, NULL::VARCHAR AS target"]
+        )
         con.execute(
             f"CREATE TABLE stg.nv_{s.i} AS SELECT p.__line, coalesce(b.target, p.column_name) AS column_name, "
             f"'null_' || min(p.rule) AS rule, min(p.reason) AS reason FROM {judged} p "
@@ -597,7 +606,10 @@ class _Session:
         )
         con.execute(f"DROP TABLE stg.nv_{s.i}")
         for c in cols:
-            con.execute(f"UPDATE {s.typed} SET {q(c)} = NULL WHERE __line IN "
+            # The student ID lives in the typed table as its normalised form, token and kind; with
+            # all three NULL the row is stored like one delivered without an ID.
+            what = "__norm = NULL, __tok = NULL, __kind = NULL" if c == "student_id" else f"{q(c)} = NULL"
+            con.execute(f"UPDATE {s.typed} SET {what} WHERE __line IN "
                         f"(SELECT __line FROM {s.nulled} WHERE column_name = {lit(c)})")
         return True
 

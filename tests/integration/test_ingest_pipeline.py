@@ -221,6 +221,7 @@ def test_no_raw_id_or_name_is_written_outside_the_vault(tmp_path: Path, home: Ew
     files["tzd_cases"].append({**valid_row("tzd_cases", 9), "birth_date": "bad"})  # ID valid: birth date nulled
     files["tzd_cases"].append({**valid_row("tzd_cases", 8), "birth_date": "bad", "student_id": ""})  # quarantined
     files["dmc_census"].append({**valid_row("dmc_census", 7), "room": "99", "sex": "X"})  # two values nulled
+    files["dmc_census"].append({**valid_row("dmc_census", 8), "student_id": "77X7712345678"})  # ID nulled, row kept
     files["exits"] = csv_text("exits", files["exits"]) + "x,y\n"  # wrong field count
     ingest_path(write_delivery(tmp_path / "in" / "p", "p-1", files), home)
     secrets: set[str] = set()

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from features.contract import REGISTRY_SOURCES, SOURCES, contract_markdown, rule_on_invalid
+from features.contract import REGISTRY_SOURCES, SOURCES, contract_markdown, other_identity, rule_on_invalid
 from features.home import EwsHome
 from features.ingest.pipeline import FileReport, ingest_path
 from features.ingest.warehouse import connect
 from simulator.samples import citizen_id, registry_rows, valid_row, write_delivery
 
+ID_REASON = ("student_id: not a student ID (13 digits, or G and 12 digits; letters or more than 20 "
+             "characters cannot be repaired); value withheld: personal data; see the file at this line")
 AGE_REASON = ("birth date gives an age outside 2-25 years on the census date "
               "(birth_date 2025-06-10, census_date 2025-06-10)")
 
@@ -24,12 +26,17 @@ AGE_REASON = ("birth date gives an age outside 2-25 years on the census date "
 
 def test_what_says_who_where_and_when_is_never_set_to_null() -> None:
     for s in SOURCES.values():
-        strict = {"student_id", "first_name", "last_name", "prefix", "student_no", "school_code"}
+        strict = {"first_name", "last_name", "prefix", "student_no", "school_code"}
         if s.describes:
             strict.add(s.describes)
         for c in s.columns:
-            if c.name in strict or c.identity or s.name in REGISTRY_SOURCES:
+            if c.name == "student_id":  # only where the row names the child another way
+                assert c.on_invalid == "null_if_named"
+            elif c.name in strict or c.identity or s.name in REGISTRY_SOURCES:
                 assert c.on_invalid == "quarantine", (s.name, c.name)
+    assert other_identity(SOURCES["welfare_links"]) == ()
+    assert other_identity(SOURCES["attendance"]) == (("student_no",),)
+    assert other_identity(SOURCES["dmc_census"]) == (("first_name", "last_name"), ("student_no",))
 
 
 def test_only_the_named_details_are_nullable() -> None:
@@ -42,6 +49,7 @@ def test_only_the_named_details_are_nullable() -> None:
     }
     # Birth date and sex only help say who; every source that has them has a student ID too.
     assert {c for _, c, how in nullable if how == "null_if_id"} == {"birth_date", "sex"}
+    assert {c for _, c, how in nullable if how == "null_if_named"} == {"student_id"}
     assert all("student_id" in SOURCES[s].column_names for s, _, how in nullable if how == "null_if_id")
 
 
@@ -132,7 +140,7 @@ def test_an_impossible_birth_date_is_nulled_only_when_the_id_says_who(tmp_path: 
 
 def test_a_row_that_cannot_say_who_or_where_is_quarantined_with_todays_reason(tmp_path: Path, home: EwsHome) -> None:
     rows = [
-        {**valid_row("dmc_census", 1), "student_id": "12X4"},  # absurd ID, quarantined as before
+        {**valid_row("dmc_census", 1), "student_id": "12X4", "first_name": ""},  # absurd ID and no name
         {**valid_row("dmc_census", 2), "school_code": "1234567890", "room": "99"},
         {**valid_row("dmc_census", 3), "census_date": "2025-13-10"},
         {**valid_row("dmc_census", 4), "grade": "M9"},
@@ -142,8 +150,8 @@ def test_a_row_that_cannot_say_who_or_where_is_quarantined_with_todays_reason(tm
     assert (f.received, f.accepted, f.quarantined, f.repaired) == (5, 0, 5, 0)
     q = _rows(home, "SELECT source_line, column_name, reason FROM quarantine ORDER BY 1, 2")
     assert q == [
-        (2, "student_id", "student_id: not a student ID (13 digits, or G and 12 digits; letters or more than 20 "
-                          "characters cannot be repaired); value withheld: personal data; see the file at this line"),
+        (2, "first_name", "first_name: missing (required)"),
+        (2, "student_id", ID_REASON),
         (3, "room", "room: 99 is above the maximum 30"),  # the whole row's problems are shown
         (3, "school_code", "school_code 1234567890 is not in the school registry"),
         (4, "census_date", "census_date: '2025-13-10' is not a date (YYYY-MM-DD)"),
@@ -162,3 +170,21 @@ def test_a_gpa_out_of_range_is_nulled_but_counts_that_carry_the_row_are_not(tmp_
     assert _rows(home, "SELECT gpa, n_subjects FROM src_grades") == [(None, 8)]
     assert (files["attendance"].accepted, files["attendance"].quarantined) == (0, 1)
     assert _rows(home, "SELECT column_name, rule FROM repairs") == [("gpa", "null_range")]
+
+
+def test_an_absurd_id_is_dropped_only_when_the_row_names_the_child_another_way(tmp_path: Path, home: EwsHome) -> None:
+    census = {**valid_row("dmc_census", 1), "student_id": "12X4"}  # names and student number: kept, no ID
+    named = {**valid_row("attendance", 1), "student_id": "12X4"}  # student number at the school: kept
+    unnamed = {**valid_row("attendance", 2), "student_id": "12X4", "student_no": ""}  # nothing else: quarantined
+    welfare = {**valid_row("welfare_links", 3), "student_id": "12X4"}  # no other identity in the source
+    rep = ingest_path(write_delivery(tmp_path / "d", "d-1", {"dmc_census": [census], "attendance": [named, unnamed],
+                                                              "welfare_links": [welfare]}), home)
+    files = {f.source: (f.received, f.accepted, f.quarantined, f.repaired) for f in rep.deliveries[0].files}
+    assert files == {"dmc_census": (1, 1, 0, 1), "attendance": (2, 1, 1, 1), "welfare_links": (1, 0, 1, 0)}
+    assert _rows(home, "SELECT id_token, id_kind, student_no FROM src_dmc_census") == [(None, "missing", "ข้อความ 1")]
+    assert _rows(home, "SELECT source_line, id_token, id_kind FROM src_attendance") == [(2, None, "missing")]
+    assert sorted(_rows(home, "SELECT source_file, source_line, column_name, raw_value, rule FROM repairs")) == [
+        ("attendance.csv", 2, "student_id", None, "null_id_form"),  # the value is personal data: never logged
+        ("dmc_census.csv", 2, "student_id", None, "null_id_form")]
+    assert sorted(_rows(home, "SELECT source_file, source_line, reason, value FROM quarantine")) == [
+        ("attendance.csv", 3, ID_REASON, None), ("welfare_links.csv", 2, ID_REASON, None)]
