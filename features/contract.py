@@ -40,7 +40,7 @@ Kind = Literal[
 
 # What a column is for in its row; it decides what an invalid (or missing required) value costs.
 Role = Literal[
-    "who",  # says who the child is (names): invalid → row quarantined
+    "who",  # says who the child is (names, student number): invalid → row quarantined
     "who_id",  # the student ID: of absurd form → NULL (as if missing) when the row names the child
     #            another way (first and last name, or student number at the school), else quarantined
     "who_backup",  # helps say who when the ID cannot (birth date, sex): invalid → NULL when the
