@@ -8,6 +8,12 @@ can build features only from what was known at a scoring round's as-of date.
 
 The contract is enforced by ingestion (`features.ingest`), which turns each column's rules into
 set-based SQL; `ews contract` prints the same tables as Markdown (see CONTRACT.md).
+
+Each column also declares its `role` in the row, which decides what an invalid value costs: a row
+must say WHO (the child) and WHERE/WHEN (school, grade, the date it describes) and carry WHAT it
+exists to report; a row that cannot is quarantined. A DETAIL beside those (a room number, a home
+tambon, a disability code) that is invalid is set to NULL, the row is kept and the repair is
+logged: one bad field must not make a pupil who stayed vanish from a census.
 """
 
 from __future__ import annotations
@@ -32,6 +38,32 @@ Kind = Literal[
     "grade",  # K1-K3, P1-P6, M1-M6
 ]
 
+# What a column is for in its row; it decides what an invalid (or missing required) value costs.
+Role = Literal[
+    "who",  # says who the child is (names, student number): invalid → row quarantined
+    "who_id",  # the student ID: of absurd form → NULL (as if missing) when the row names the child
+    #            another way (first and last name, or student number at the school), else quarantined
+    "who_backup",  # helps say who when the ID cannot (birth date, sex): invalid → NULL when the
+    #                row's ID is a valid citizen ID or G-code, else row quarantined
+    "where_when",  # enrolment: school, grade, the date or period described: invalid → quarantined
+    "what",  # the facts the row exists to report; NULL would change its meaning → quarantined
+    "detail",  # any other fact: invalid → set to NULL, row kept, repair logged
+]
+OnInvalid = Literal["quarantine", "null", "null_if_id", "null_if_named"]
+_ON_INVALID: dict[str, OnInvalid] = {
+    "who": "quarantine", "who_id": "null_if_named", "who_backup": "null_if_id", "where_when": "quarantine",
+    "what": "quarantine", "detail": "null",
+}
+_ON_INVALID_TEXT: dict[str, str] = {
+    "quarantine": "row quarantined",
+    "null": "set to NULL (logged); row kept",
+    "null_if_id": "set to NULL (logged) when the row's student ID is valid; else row quarantined",
+    "null_if_named": "set to NULL (logged; the row counts as having no ID) when the row names the child by {alt}; "
+                     "else row quarantined",
+}
+# Columns that, all present, say who a child is when the student ID cannot (see `other_identity`).
+OTHER_IDENTITY: tuple[tuple[str, ...], ...] = (("first_name", "last_name"), ("student_no",))
+
 
 @dataclass(frozen=True)
 class Column:
@@ -45,6 +77,22 @@ class Column:
     max: float | None = None
     identity: bool = False  # personal data: kept only in the identity vault, never in the warehouse
     references_registry: bool = True  # for school_code / tambon_code kinds
+    # Safe by default: a column is a DETAIL (nullable on repair) only where the contract says so.
+    role: Role = "what"
+
+    @property
+    def on_invalid(self) -> OnInvalid:
+        """What ingestion does with a row whose value in this column breaks a rule."""
+        return _ON_INVALID[self.role]
+
+    def on_invalid_text(self, source: Source | None = None) -> str:
+        """`on_invalid` as a data officer reads it, with the column's role."""
+        text = _ON_INVALID_TEXT[self.on_invalid]
+        if self.on_invalid == "null_if_named":
+            alt = other_identity(source) if source is not None else OTHER_IDENTITY
+            text = (_ON_INVALID_TEXT["quarantine"] if not alt
+                    else text.format(alt=" or ".join(" + ".join(f"`{c}`" for c in a) for a in alt)))
+        return f"{self.role.replace('_', '/')}: {text}"
 
     def rule_text(self) -> str:
         """The rule as a data officer reads it."""
@@ -82,7 +130,7 @@ class RowRule:
     name: str
     sql: str
     message: str
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # the columns blamed for a break (set to NULL when they all may be)
 
 
 @dataclass(frozen=True)
@@ -120,21 +168,22 @@ DISABILITY = (
 
 _ID = Column(
     "student_id", "student_id", "Citizen ID (13 digits) or G-code of the student",
-    "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", required=False, identity=True,
+    "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", required=False, identity=True, role="who_id",
 )
-_FIRST = Column("first_name", "text", "First name (Thai)", "ชื่อ", identity=True)
-_LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล", identity=True)
-_SEX = Column("sex", "enum", "Sex", "เพศ", allowed=SEX)
-_BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด")
-_SCHOOL = Column("school_code", "school_code", "School code (10 digits)", "รหัสโรงเรียน 10 หลัก")
+_FIRST = Column("first_name", "text", "First name (Thai)", "ชื่อ", identity=True, role="who")
+_LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล", identity=True, role="who")
+_SEX = Column("sex", "enum", "Sex", "เพศ", allowed=SEX, role="who_backup")
+_BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด", role="who_backup")
+_SCHOOL = Column("school_code", "school_code", "School code (10 digits)", "รหัสโรงเรียน 10 หลัก", role="where_when")
 # The school's own student number: unique within one school, meaningless outside it. It lets a
 # row whose citizen ID is missing still be tied to the right child of that school.
 _STUDENT_NO = Column(
     "student_no", "text", "Student number within the school (เลขประจำตัวนักเรียน)", "เลขประจำตัวนักเรียน",
-    required=False,
+    required=False, role="who",
 )
-_YEAR = Column("academic_year", "be_year", "Academic year (BE)", "ปีการศึกษา (พ.ศ.)", min=2550, max=2700)
-_TERM = Column("term", "int", "Term (1 or 2)", "ภาคเรียน", min=1, max=2)
+_YEAR = Column("academic_year", "be_year", "Academic year (BE)", "ปีการศึกษา (พ.ศ.)", min=2550, max=2700,
+               role="where_when")
+_TERM = Column("term", "int", "Term (1 or 2)", "ภาคเรียน", min=1, max=2, role="where_when")
 
 CARE_DIMENSIONS = (
     "learning", "behaviour_emotion", "health", "family", "safety", "substances",
@@ -237,15 +286,16 @@ _add(Source(
 _add(Source(
     "dmc_census", "OBEC DMC census enrolment", "ข้อมูลนักเรียนรายบุคคล DMC", "OBEC DMC",
     (
-        Column("census_date", "date", "Census date (10 June or 10 November)", "วันที่นับข้อมูล"),
+        Column("census_date", "date", "Census date (10 June or 10 November)", "วันที่นับข้อมูล", role="where_when"),
         _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
-        Column("prefix", "text", "Name prefix (เด็กชาย, เด็กหญิง, นาย, นางสาว)", "คำนำหน้า", required=False, identity=True),
+        Column("prefix", "text", "Name prefix (เด็กชาย, เด็กหญิง, นาย, นางสาว)", "คำนำหน้า", required=False,
+               identity=True, role="who"),
         _FIRST, _LAST, _SEX, _BIRTH,
-        Column("grade", "grade", "Grade", "ชั้น"),
-        Column("room", "int", "Room number", "ห้อง", min=1, max=30),
-        Column("nationality", "enum", "Nationality", "สัญชาติ", allowed=NATIONALITY),
-        Column("disability", "enum", "Disability type", "ประเภทความพิการ", allowed=DISABILITY),
-        Column("tambon_code", "tambon_code", "Tambon of the home address", "ตำบลที่อยู่"),
+        Column("grade", "grade", "Grade", "ชั้น", role="where_when"),
+        Column("room", "int", "Room number", "ห้อง", min=1, max=30, role="detail"),
+        Column("nationality", "enum", "Nationality", "สัญชาติ", allowed=NATIONALITY, role="detail"),
+        Column("disability", "enum", "Disability type", "ประเภทความพิการ", allowed=DISABILITY, role="detail"),
+        Column("tambon_code", "tambon_code", "Tambon of the home address", "ตำบลที่อยู่", role="detail"),
     ),
     describes="census_date",
     row_rules=(
@@ -258,18 +308,18 @@ _add(Source(
     "other_enrolment", "Enrolment in other systems (vocational, non-formal, local-government, private, BPP)",
     "ข้อมูลผู้เรียนในระบบอื่น", "OVEC / NFE / LAO / OPEC / BPP",
     (
-        Column("record_date", "date", "Date the enrolment was counted", "วันที่นับข้อมูล"),
-        Column("system", "enum", "Enrolling system", "ระบบ", allowed=OTHER_SYSTEMS),
+        Column("record_date", "date", "Date the enrolment was counted", "วันที่นับข้อมูล", role="where_when"),
+        Column("system", "enum", "Enrolling system", "ระบบ", allowed=OTHER_SYSTEMS, role="where_when"),
         _SCHOOL, _ID,
         _FIRST, _LAST, _SEX, _BIRTH,
-        Column("level", "enum", "Level or grade", "ระดับชั้น", allowed=OTHER_LEVELS),
+        Column("level", "enum", "Level or grade", "ระดับชั้น", allowed=OTHER_LEVELS, role="where_when"),
     ),
     describes="record_date",
 ))
 _add(Source(
     "ewe_training", "Workforce training paths (E-Workforce Ecosystem)", "ข้อมูลเส้นทางการพัฒนาทักษะ (EWE)", "TPQI",
     (
-        Column("record_date", "date", "Date the status was recorded", "วันที่บันทึก"),
+        Column("record_date", "date", "Date the status was recorded", "วันที่บันทึก", role="where_when"),
         _ID, _FIRST, _LAST, _SEX, _BIRTH,
         Column("programme_code", "text", "Training or qualification programme", "รหัสหลักสูตร"),
         Column("status", "enum", "Status on the path", "สถานะ", allowed=EWE_STATUS),
@@ -279,7 +329,7 @@ _add(Source(
 _add(Source(
     "attendance", "Monthly attendance", "ข้อมูลการมาเรียนรายเดือน", "School MIS",
     (
-        Column("year_month", "year_month", "Month described", "เดือน"),
+        Column("year_month", "year_month", "Month described", "เดือน", role="where_when"),
         _SCHOOL, _ID, _STUDENT_NO,
         Column("school_days", "int", "School days in the month", "จำนวนวันเรียน", min=0, max=31),
         Column("days_present", "int", "Days present", "มาเรียน", min=0, max=31),
@@ -297,8 +347,10 @@ _add(Source(
     (
         _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
         Column("assessment", "enum", "interim (mid-term) or final", "ประเภทการประเมิน", allowed=("interim", "final")),
-        Column("assessed_on", "date", "Date the marks were recorded", "วันที่บันทึกผล"),
-        Column("gpa", "float", "Grade point average of graded subjects", "เกรดเฉลี่ย", required=False, min=0, max=4),
+        Column("assessed_on", "date", "Date the marks were recorded", "วันที่บันทึกผล", role="where_when"),
+        # GPA may be empty by contract (no graded subject); a GPA out of range is set to NULL.
+        Column("gpa", "float", "Grade point average of graded subjects", "เกรดเฉลี่ย", required=False, min=0, max=4,
+               role="detail"),
         Column("n_subjects", "int", "Subjects assessed", "จำนวนรายวิชา", min=1, max=20),
         Column("n_mark_0", "int", "Subjects with mark 0 (fail)", "จำนวนวิชาที่ได้ 0", min=0, max=20),
         Column("n_mark_r", "int", "Subjects with mark ร (incomplete)", "จำนวนวิชาที่ติด ร", min=0, max=20),
@@ -315,13 +367,14 @@ _add(Source(
     "cct_screening", "CCT poverty screening (form นร.01)", "ข้อมูลคัดกรองนักเรียนยากจน (นร.01)", "EEF",
     (
         _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO, _FIRST, _LAST,
-        Column("screened_on", "date", "Date of the home visit", "วันที่คัดกรอง"),
-        Column("household_size", "int", "Household members", "จำนวนสมาชิกในครัวเรือน", min=1, max=30),
+        Column("screened_on", "date", "Date of the home visit", "วันที่คัดกรอง", role="where_when"),
+        Column("household_size", "int", "Household members", "จำนวนสมาชิกในครัวเรือน", min=1, max=30, role="detail"),
         Column("income_per_person", "int", "Household income per person per month (baht)", "รายได้เฉลี่ยต่อคนต่อเดือน (บาท)", min=0, max=200000),
         *(Column(d, "flag", *_CCT_DIM_TEXT[d]) for d in CCT_DIMENSIONS),
-        Column("caretaker", "enum", "Who cares for the child", "ผู้ดูแลนักเรียน", allowed=CARETAKERS),
-        Column("travel_minutes", "int", "Travel time to school (minutes)", "เวลาเดินทาง (นาที)", min=0, max=300),
-        Column("travel_mode", "enum", "Main way to school", "วิธีเดินทาง", allowed=TRAVEL_MODES),
+        Column("caretaker", "enum", "Who cares for the child", "ผู้ดูแลนักเรียน", allowed=CARETAKERS, role="detail"),
+        Column("travel_minutes", "int", "Travel time to school (minutes)", "เวลาเดินทาง (นาที)", min=0, max=300,
+               role="detail"),
+        Column("travel_mode", "enum", "Main way to school", "วิธีเดินทาง", allowed=TRAVEL_MODES, role="detail"),
     ),
     describes="screened_on",
 ))
@@ -329,7 +382,7 @@ _add(Source(
     "care_screening", "Student-care system screening (step 2)", "ผลคัดกรองระบบดูแลช่วยเหลือนักเรียน", "OBEC",
     (
         _YEAR, _TERM, _SCHOOL, _ID, _STUDENT_NO,
-        Column("screened_on", "date", "Date of screening", "วันที่คัดกรอง"),
+        Column("screened_on", "date", "Date of screening", "วันที่คัดกรอง", role="where_when"),
         *(Column(d, "enum", f"Screening result: {d.replace('_', ' ')}", f"ด้าน{d}", allowed=THAI_MARK_STATUS)
           for d in CARE_DIMENSIONS),
     ),
@@ -338,7 +391,7 @@ _add(Source(
 _add(Source(
     "welfare_links", "Welfare and health links (MOPH, MSDHS, NHSO, MOF)", "ข้อมูลเชื่อมโยงสวัสดิการและสุขภาพ", "other ministries",
     (
-        Column("record_date", "date", "Date the link became valid", "วันที่มีผล"),
+        Column("record_date", "date", "Date the link became valid", "วันที่มีผล", role="where_when"),
         _ID,
         Column("agency", "enum", "Agency", "หน่วยงาน", allowed=WELFARE_AGENCIES),
         Column("link_type", "enum", "What the link says", "ประเภทข้อมูล", allowed=WELFARE_LINKS),
@@ -348,12 +401,14 @@ _add(Source(
 _add(Source(
     "exits", "Transfers and exits with reason codes", "ข้อมูลการย้าย/ออกกลางคัน", "OBEC",
     (
-        Column("exit_date", "date", "Date the student left", "วันที่ออก"),
+        Column("exit_date", "date", "Date the student left", "วันที่ออก", role="where_when"),
         _SCHOOL, _ID, _STUDENT_NO, _FIRST, _LAST,
-        Column("grade", "grade", "Grade when leaving", "ชั้น"),
+        Column("grade", "grade", "Grade when leaving", "ชั้น", role="where_when"),
         Column("exit_type", "enum", "Type of exit", "ประเภทการออก", allowed=EXIT_TYPES),
-        Column("reason_code", "enum", "OBEC reason code", "รหัสสาเหตุ", allowed=tuple(EXIT_REASONS)),
-        Column("destination_school_code", "school_code", "Destination school, when known", "สถานศึกษาปลายทาง", required=False),
+        Column("reason_code", "enum", "OBEC reason code", "รหัสสาเหตุ", allowed=tuple(EXIT_REASONS), role="detail"),
+        # A destination outside the registry reads as "destination not known", which is what it is.
+        Column("destination_school_code", "school_code", "Destination school, when known", "สถานศึกษาปลายทาง",
+               required=False, role="detail"),
     ),
     describes="exit_date",
 ))
@@ -361,9 +416,9 @@ _add(Source(
     "tzd_cases", "Thailand Zero Dropout case records", "ข้อมูลกรณีเด็กนอกระบบ (TZD)", "TZD / EEF",
     (
         Column("case_id", "text", "Case number", "เลขที่กรณี"),
-        Column("updated_on", "date", "Date of this case status", "วันที่ปรับปรุง"),
+        Column("updated_on", "date", "Date of this case status", "วันที่ปรับปรุง", role="where_when"),
         _ID, _FIRST, _LAST, _SEX, _BIRTH,
-        Column("tambon_code", "tambon_code", "Tambon where the child was found", "ตำบลที่พบ"),
+        Column("tambon_code", "tambon_code", "Tambon where the child was found", "ตำบลที่พบ", role="where_when"),
         Column("status", "enum", "Case stage", "สถานะ", allowed=TZD_STATUS),
         Column("outcome", "enum", "Outcome of a closed case", "ผลการช่วยเหลือ", required=False, allowed=TZD_OUTCOMES),
     ),
@@ -375,6 +430,52 @@ REGISTRY_SOURCES = ("areas", "schools")
 
 def identity_columns(source: Source) -> tuple[str, ...]:
     return tuple(c.name for c in source.columns if c.identity)
+
+
+def other_identity(source: Source) -> tuple[tuple[str, ...], ...]:
+    """The column sets of `source` that say who a child is without the student ID (any one set,
+    all its values present): names, or the student number at the row's school."""
+    return tuple(a for a in OTHER_IDENTITY if set(a) <= set(source.column_names))
+
+
+def rule_on_invalid(source: Source, rule: RowRule) -> OnInvalid:
+    """What a break of `rule` costs: its blamed columns are set to NULL only when every one of
+    them may be (the strictest of their `on_invalid`); otherwise the row is quarantined."""
+    kinds = {source.column(c).on_invalid for c in rule.columns}
+    if kinds & {"quarantine", "null_if_named"} or not kinds:
+        return "quarantine"  # (no row rule reads the student ID)
+    return "null_if_id" if "null_if_id" in kinds else "null"
+
+
+_ROLES_TEXT = [
+    "## When a value breaks its rule",
+    "",
+    "Every column has a role in its row (the *if invalid* column below). A row must say **who** the",
+    "child is, **where/when** (school, grade, the date or period it describes) and carry **what** it",
+    "exists to report; a row that cannot is quarantined whole. Any other value is a **detail**: when it",
+    "is invalid (or missing though required) it is set to NULL, the row is kept, and the repair is",
+    "logged, so one impossible room number or disability code never makes a pupil who stayed vanish",
+    "from a census. A **who/backup** value (birth date, sex) helps say who only when the student ID",
+    "cannot: it is set to NULL when the row's student ID is a valid citizen ID (check digit) or G-code,",
+    "and the row is quarantined otherwise. A student ID of absurd form (letters, more than 20",
+    "characters) is set to NULL, so the row counts as one without an ID (which the contract allows),",
+    "when the row names the child another way — first and last name, or the student number at its",
+    "school — and is quarantined otherwise. A row rule blames some columns; a broken row rule sets",
+    "them to NULL when all of them may be, and quarantines the row otherwise.",
+    "",
+    "Values whose NULL would change what the row says are not details: attendance day counts, marks",
+    "counts, poverty-screening income and household dimensions, care-screening results, exit types,",
+    "welfare links, training status. Registry rows (areas, schools) define the codes others refer to:",
+    "they are quarantined whole.",
+    "",
+    "Accounting, per file: received = accepted + quarantined. `repaired` counts accepted rows with at",
+    "least one value changed (a BE/CE year converted, or a value set to NULL): a row with two repaired",
+    "values counts once. The warehouse's `repairs` table has one row per repaired value (file, line,",
+    "column, the value as delivered — never for personal-data columns — and the rule, `null_<check>`",
+    "for a value set to NULL), and the delivery's quarantine report lists each with its reason and",
+    "the action taken.",
+    "",
+]
 
 
 def contract_markdown() -> str:
@@ -393,6 +494,7 @@ def contract_markdown() -> str:
         "reported). Columns marked *personal data* go only to the identity vault; the warehouse keeps a keyed",
         "token instead.",
         "",
+        *_ROLES_TEXT,
     ]
     for s in SOURCES.values():
         out += [
@@ -401,12 +503,14 @@ def contract_markdown() -> str:
             f"Delivered by: {s.system}. "
             + (f"Date described: `{s.describes}`." if s.describes else "Registry: describes the delivery date."),
             "",
-            "| column | ความหมาย | meaning | rule |",
-            "|---|---|---|---|",
+            "| column | ความหมาย | meaning | rule | if invalid |",
+            "|---|---|---|---|---|",
         ]
         for c in s.columns:
-            out.append(f"| `{c.name}` | {c.th} | {c.en} | {c.rule_text()} |")
+            out.append(f"| `{c.name}` | {c.th} | {c.en} | {c.rule_text()} | {c.on_invalid_text(s)} |")
         for r in s.row_rules:
-            out.append(f"| *row rule* `{r.name}` | | | {r.message} |")
+            blamed = ", ".join(f"`{c}`" for c in r.columns)
+            out.append(f"| *row rule* `{r.name}` | | | {r.message} | blames {blamed}: "
+                       f"{_ON_INVALID_TEXT[rule_on_invalid(s, r)]} |")
         out.append("")
     return "\n".join(out)

@@ -15,8 +15,9 @@ def ingest_command(
 ) -> None:
     """Check every delivered file against the source contract and load the accepted rows.
 
-    Rows that break a rule go to the quarantine with file, line, column and reason; for every file
-    received = accepted + quarantined. A delivery is loaded completely or not at all; loading the
+    Rows that cannot say who, where or when (or what they report) go to the quarantine with file,
+    line, column and reason; an invalid detail value is set to NULL and logged as a repair, and the
+    row is kept. For every file received = accepted + quarantined. A delivery is loaded completely or not at all; loading the
     same delivery again changes nothing. Exit code 1 when a delivery was refused.
     """
     # Heavy imports here, so `ews --help` stays fast.
@@ -91,6 +92,14 @@ def ingest_command(
                 for file, r in reasons[:8]:
                     rt.add_row(file, f"{r.column_name or ''} {r.rule}".strip(), f"{r.count:,}", r.example)
                 console.print(rt)
+            fixes = sorted(((f.source_file, r) for f in d.files for r in f.top_repairs), key=lambda x: -x[1].count)
+            if fixes:
+                ft = Table(title="top values set to NULL (row kept)", title_justify="left", show_header=True)
+                for col in ("file", "rule", "values", "example"):
+                    ft.add_column(col)
+                for file, r in fixes[:8]:
+                    ft.add_row(file, f"{r.column_name or ''} {r.rule}".strip(), f"{r.count:,}", r.example)
+                console.print(ft)
         t = report.totals()
         console.print(
             f"{t.deliveries} deliveries ({t.ingested} ingested, {t.already_ingested} already ingested, "

@@ -9,7 +9,9 @@ Order of work for one delivery, and why:
    vault's scratch folder): load, then ONE typed pass per file that types every column and flags
    the rows where any check fails or any repair applies; validate's exact per-column queries run
    only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID, and
-   tokens are computed once per distinct ID per session.
+   tokens are computed once per distinct ID per session. Each problem is then judged by the
+   contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
+   quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
    A crash before COMMIT leaves the warehouse as it was; a re-run then succeeds.
@@ -33,7 +35,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from features.contract import SOURCES, Source
+from features.contract import SOURCES, Source, other_identity, rule_on_invalid
 from features.db import session as duckdb_session
 from features.home import EwsHome
 from features.ids import sql_id_kind
@@ -73,7 +75,8 @@ class FileReport(BaseModel):
     quarantined: int
     repaired: int
     encoding: str
-    top_reasons: list[ReasonCount] = []
+    top_reasons: list[ReasonCount] = []  # of quarantined rows
+    top_repairs: list[ReasonCount] = []  # of values set to NULL in accepted rows
 
 
 class DeliveryReport(BaseModel):
@@ -184,9 +187,11 @@ class _Staged:
         self.bad = f"stg.bad_{i}"  # distinct quarantined lines
         self.problems = f"stg.problems_{i}"
         self.repairs = f"stg.repairs_{i}"
+        self.nulled = f"stg.nulled_{i}"  # values set to NULL in accepted rows, one row per value
         self.accepted = self.quarantined = self.repaired = 0
-        self.has_problems = self.has_repairs = False
+        self.has_problems = self.has_repairs = self.has_nulled = False
         self.top: list[ReasonCount] = []
+        self.top_repairs: list[ReasonCount] = []
 
 
 _REGISTRIES = {"school_code": "sess.school_code", "tambon_code": "sess.tambon_code"}
@@ -330,7 +335,8 @@ class _Session:
                 delivery_id=d.delivery_id, folder=str(d.folder), status="ingested",
                 files=[FileReport(source_file=s.name, source=s.source.name, received=s.read.received,
                                   accepted=s.accepted, quarantined=s.quarantined, repaired=s.repaired,
-                                  encoding=s.read.encoding, top_reasons=s.top) for s in staged],
+                                  encoding=s.read.encoding, top_reasons=s.top, top_repairs=s.top_repairs)
+                       for s in staged],
             )
         finally:
             try:
@@ -474,7 +480,11 @@ class _Session:
             finally:
                 con.unregister("bad_arrow")
         has_problems = bool(queries) or bool(len(r.bad_lines))
-        # 4. The typed table keeps the accepted rows only: every later step reads it as it is.
+        # 4. Which problems cost the row and which only the value (the contract's `on_invalid`):
+        #    a row is quarantined when any of its problems is not repairable; the repairable
+        #    problems of the other rows become values set to NULL, logged as repairs.
+        nulled = self._judge(s) if has_problems else False
+        # 5. The typed table keeps the accepted rows only: every later step reads it as it is.
         if has_problems:
             con.execute(f"CREATE TABLE {s.bad} AS SELECT DISTINCT __line FROM {s.problems}")
             s.quarantined = con.execute(f"SELECT count(*) FROM {s.bad}").fetchall()[0][0]
@@ -488,11 +498,19 @@ class _Session:
                 f"{s.accepted}, quarantined {s.quarantined}); nothing was loaded. Please report this."
             )
         s.has_repairs = False
+        parts: list[str] = []
+        if nulled:
+            parts.append(f"SELECT __line, column_name, raw_value, NULL AS repaired_value, rule FROM {s.nulled}")
         if rep_cols:
             only = replace(src, columns=tuple(c for c in src.columns if c.name in rep_cols))
             union = " UNION ALL ".join(validate.repairs_sql(only, s.sub))
             anti = f" ANTI JOIN {s.bad} b ON x.__line = b.__line" if has_problems else ""
-            con.execute(f"CREATE TABLE {s.repairs} AS SELECT x.* FROM ({union}) x{anti}")
+            # A year converted in a value that was then set to NULL is logged once, as nulled.
+            anti += (f" ANTI JOIN {s.nulled} n ON x.__line = n.__line AND x.column_name = n.column_name"
+                     if nulled else "")
+            parts.append(f"SELECT x.* FROM ({union}) x{anti}")
+        if parts:
+            con.execute(f"CREATE TABLE {s.repairs} AS " + " UNION ALL ".join(f"({x})" for x in parts))
             s.repaired = con.execute(f"SELECT count(DISTINCT __line) FROM {s.repairs}").fetchall()[0][0]
             s.has_repairs = True
         if has_problems:
@@ -503,11 +521,97 @@ class _Session:
                     "GROUP BY ALL ORDER BY n DESC, rule LIMIT 5"
                 ).fetchall()
             ]
+            has_problems = bool(s.quarantined)
+        if nulled:
+            s.top_repairs = [
+                ReasonCount(column_name=c, rule=ru, count=n, example=ex)
+                for c, ru, n, ex in con.execute(
+                    f"SELECT column_name, rule, count(*) AS n, min(reason) FROM {s.nulled} "
+                    "GROUP BY ALL ORDER BY n DESC, rule LIMIT 5"
+                ).fetchall()
+            ]
+        s.has_nulled = nulled
         s.has_problems = has_problems
         # The registry grows with this delivery's accepted registry rows (schools reference areas).
         if src.name in _REGISTRY_OF:
             kind = _REGISTRY_OF[src.name]
             con.execute(f"INSERT INTO {_REGISTRIES[kind]} SELECT DISTINCT {q(kind)}, true FROM {s.typed}")
+
+    def _judge(self, s: _Staged) -> bool:
+        """Split the file's problems: those of rows that stay quarantined remain in `s.problems`;
+        the repairable problems of every other row become `s.nulled` (one row per value set to
+        NULL, with its reason) and those values are set to NULL in the typed table. Returns
+        whether any value was set to NULL.
+
+        A problem is repairable by the contract's `on_invalid` of its column (a row rule: of the
+        columns it blames): "null" always, "null_if_id" when the row's student ID is valid (a
+        citizen ID with its check digit, or a G-code), "null_if_named" when the row names the child
+        another way (`other_identity`), never for "quarantine", a duplicate line or a structural
+        problem."""
+        con = self.con
+        assert con is not None
+        src = s.source
+        has_id = has_student_id(src)
+        ident = "(t.__kind IN ('thai', 'non_thai', 'gcode'))" if has_id else "false"
+        alt = other_identity(src)
+        named = " OR ".join("(" + " AND ".join(f"t.{q(c)} IS NOT NULL" for c in a) + ")" for a in alt) or "false"
+        ok_by = {"null": "true", "null_if_id": ident, "null_if_named": f"({named})"}
+        when: list[str] = []
+        for rule in src.row_rules:
+            how = rule_on_invalid(src, rule)
+            if how != "quarantine":
+                ok = ok_by[how]
+                when.append(f"WHEN p.rule = {lit(rule.name)} AND p.column_name = {lit(', '.join(rule.columns))} "
+                            f"THEN {ok}")
+        rule_names = {rule.name for rule in src.row_rules}
+        for c in src.columns:
+            if c.on_invalid != "quarantine":
+                ok = ok_by[c.on_invalid]
+                # A column's own checks; never a duplicate, a structural problem or a row rule.
+                when.append(f"WHEN p.column_name = {lit(c.name)} AND p.rule NOT IN "
+                            f"({', '.join(lit(x) for x in sorted(rule_names | {'duplicate'}))}) THEN {ok}")
+        if not when:
+            return False
+        need = ["__line", *(["__kind"] if has_id else []), *(q(c) for a in alt for c in a)]
+        join = f" LEFT JOIN (SELECT {', '.join(need)} FROM {s.typed}) t ON t.__line = p.__line"
+        judged = f"stg.judged_{s.i}"
+        con.execute(f"CREATE TABLE {judged} AS SELECT p.*, coalesce(CASE {' '.join(when)} ELSE false END, false) "
+                    f"AS __fix FROM {s.problems} p{join}")
+        keep = f"SELECT DISTINCT __line FROM {judged} WHERE NOT __fix"
+        # The values to set to NULL: a column's own problem, or each column a broken rule blames
+        # (one entry per value even when both happened).
+        blamed = " UNION ALL ".join(
+            [f"SELECT {lit(rule.name)} AS rule, {lit(c)} AS target" for rule in src.row_rules for c in rule.columns]
+            or ["SELECT NULL::VARCHAR AS rule, NULL::VARCHAR AS target"]
+        )
+        con.execute(
+            f"CREATE TABLE stg.nv_{s.i} AS SELECT p.__line, coalesce(b.target, p.column_name) AS column_name, "
+            f"'null_' || min(p.rule) AS rule, min(p.reason) AS reason FROM {judged} p "
+            f"LEFT JOIN ({blamed}) b ON b.rule = p.rule "
+            f"WHERE p.__fix AND p.__line NOT IN ({keep}) GROUP BY ALL"
+        )
+        con.execute(f"DELETE FROM {s.problems} WHERE __line NOT IN ({keep})")
+        con.execute(f"DROP TABLE {judged}")
+        cols = [r[0] for r in con.execute(f"SELECT DISTINCT column_name FROM stg.nv_{s.i} ORDER BY 1").fetchall()]
+        if not cols:
+            con.execute(f"DROP TABLE stg.nv_{s.i}")
+            return False
+        # The value as delivered, for the repair log (as the quarantine shows values: never personal data).
+        raw = " ".join(
+            f"WHEN {lit(c)} THEN {'NULL' if src.column(c).identity else f'left(r.{q(c)}, 500)'}" for c in cols
+        )
+        con.execute(
+            f"CREATE TABLE {s.nulled} AS SELECT n.__line, n.column_name, n.rule, n.reason, "
+            f"CASE n.column_name {raw} END AS raw_value FROM stg.nv_{s.i} n JOIN {s.rows} r ON r.__line = n.__line"
+        )
+        con.execute(f"DROP TABLE stg.nv_{s.i}")
+        for c in cols:
+            # The student ID lives in the typed table as its normalised form, token and kind; with
+            # all three NULL the row is stored like one delivered without an ID.
+            what = "__norm = NULL, __tok = NULL, __kind = NULL" if c == "student_id" else f"{q(c)} = NULL"
+            con.execute(f"UPDATE {s.typed} SET {what} WHERE __line IN "
+                        f"(SELECT __line FROM {s.nulled} WHERE column_name = {lit(c)})")
+        return True
 
     def _commit(self, d: Delivery, staged: list[_Staged], manifest_sha: str) -> None:
         con = self.con
@@ -599,12 +703,15 @@ class _Session:
 
     def _write_quarantine_report(self, delivery_id: str, staged: list[_Staged]) -> None:
         """A CSV of the delivery's quarantine for the data officer (no personal data in it): the
-        rows just committed to the warehouse's `quarantine` table."""
+        rows just committed to the warehouse's `quarantine` table, and the values set to NULL in
+        accepted rows (`action` says which)."""
         assert self.con is not None
         out = self.home.quarantine_report(delivery_id)
         union = " UNION ALL ".join(
-            f"SELECT {lit(s.name)} AS source_file, __line AS source_line, column_name, rule, reason, value "
-            f"FROM {s.problems}" for s in staged
+            [f"SELECT {lit(s.name)} AS source_file, __line AS source_line, column_name, rule, reason, value, "
+             f"'row quarantined' AS action FROM {s.problems}" for s in staged]
+            + [f"SELECT {lit(s.name)}, __line, column_name, rule, reason, raw_value, "
+               f"'value set to NULL; row kept' FROM {s.nulled}" for s in staged if s.has_nulled]
         )
         self.con.execute(
             f"COPY (SELECT * FROM ({union}) ORDER BY source_file, source_line, column_name) "

@@ -12,7 +12,9 @@ as VARCHAR. Each function returns SQL text; nothing here touches a database. The
 
 Repairs are never silent: a Buddhist-Era year (2400-2700) in a CE date or month column is
 converted (-543), a CE year (1900-2099) in a Buddhist-Era year column is converted (+543), and
-each conversion is returned by `repairs_query` for the `repairs` table.
+each conversion is returned by `repairs_sql` for the `repairs` table. Whether a problem found here
+quarantines its row or only sets the value to NULL (a detail; see `Column.on_invalid` in the
+contract) is decided afterwards, by the pipeline, from the problems these queries return.
 
 Identity columns (personal data) never reach a reason or a value: their problems say
 "value withheld: personal data; see the file at this line" and carry NULL.

@@ -5,7 +5,7 @@ Table names are a contract with later stages (linkage, point-in-time features):
                   contract's non-identity columns, typed; `student_id` is replaced, in place, by
                   id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind
   quarantine      one row per problem (a row with several problems has several entries)
-  repairs         every value changed on the way in (BE/CE years), raw and repaired
+  repairs         every value changed on the way in (BE/CE years; invalid details set to NULL)
   ingested_files  per-file accounting: received = accepted + quarantined
   deliveries      one row per ingested delivery, with the hash of its manifest
 """

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.contract import SOURCES
 from features.home import EwsHome
 from features.ingest.pipeline import ingest_path
 from simulator.samples import csv_text, registry_rows, valid_row, write_delivery
@@ -72,3 +73,51 @@ def test_a_valid_file_among_garbage_strategies_is_accepted_whole(tmp_path: Path)
     rep = ingest_path(write_delivery(tmp_path / "d", "r-1", registry_rows()), home)
     assert [(f.received, f.accepted) for f in rep.deliveries[0].files] == [(2, 2), (2, 2)]
     assert valid_row("areas", 0)["region"] == "north"
+
+
+DETAILS = ("room", "nationality", "disability", "tambon_code")  # the census's nullable details
+CENSUS_COLUMNS = SOURCES["dmc_census"].column_names
+GARBLE = st.lists(st.tuples(st.sampled_from(CENSUS_COLUMNS), FIELD), max_size=3)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbles=st.lists(GARBLE, min_size=1, max_size=6))
+def test_garbled_census_fields_are_repaired_or_quarantined_and_every_row_is_accounted_for(
+    garbles: list[list[tuple[str, str]]]
+) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        home = EwsHome(root=tmp / "home")
+        assert ingest_path(write_delivery(tmp / "r", "r-1", registry_rows(), delivered_on="2025-01-01"), home).ok
+        rows = [{**valid_row("dmc_census", i), **dict(g)} for i, g in enumerate(garbles)]
+        d = ingest_path(write_delivery(tmp / "d", "c-1", {"dmc_census": rows}), home).deliveries[0]
+        if d.status == "refused":
+            assert d.message and "dmc_census.csv" in d.message
+            return
+        f = d.files[0]
+        assert f.received == f.accepted + f.quarantined
+        con = connect(home)
+        try:
+            stored = {r[0] for r in con.execute("SELECT source_line FROM src_dmc_census").fetchall()}
+            quarantined = {r[0] for r in con.execute("SELECT source_line FROM quarantine").fetchall()}
+            repairs = con.execute("SELECT source_line, column_name, rule FROM repairs").fetchall()
+            acct = con.execute("SELECT received, accepted, quarantined, repaired FROM ingested_files "
+                               "WHERE delivery_id = 'c-1'").fetchall()[0]
+            for line, column, rule in repairs:
+                if rule.startswith("null_"):
+                    value = con.execute(f'SELECT "{column}" FROM src_dmc_census WHERE source_line = ?', [line]).fetchall()
+                    assert value == [(None,)], (line, column, rule)
+        finally:
+            con.close()
+        assert len(stored) == f.accepted and not stored & quarantined
+        assert len(stored | quarantined) == f.received  # every received row is stored or quarantined, by line
+        assert {line for line, _, _ in repairs} <= stored
+        assert len({line for line, _, _ in repairs}) == f.repaired  # rows repaired, not values
+        assert acct == (f.received, f.accepted, f.quarantined, f.repaired)
+        if f.received == len(rows):  # no line was split by a garbled line break
+            for line, g in enumerate(garbles, start=2):
+                # (a line break inside a field is a structural problem: the line itself is in doubt)
+                if {c for c, _ in g} <= set(DETAILS) and not any("\r" in v or "\n" in v for _, v in g):
+                    assert line in stored, (line, g)  # a bad detail never loses the pupil
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -55,7 +55,8 @@ def test_every_file_accounts_for_every_row_and_quarantine_names_exact_lines(
     text += '"2025-\n06",1050100001,,,20,20,0,0\n'  # lines 7-8: a line break inside quotes
     text += '2025-06,1050100001,,,20,20,0,0,extra\n'  # line 9: too many fields
     text += csv_text("attendance", good[:1]).split("\n", 1)[1]  # line 10: duplicate of line 2
-    census = [valid_row("dmc_census", 1), {**valid_row("dmc_census", 2), "birth_date": "2010-02-30"}]
+    # No student ID: the birth date is needed to say who, so an impossible one quarantines the row.
+    census = [valid_row("dmc_census", 1), {**valid_row("dmc_census", 2), "birth_date": "2010-02-30", "student_id": ""}]
     rep = ingest_path(write_delivery(tmp_path / "in" / "d", "d-1", {"attendance": text, "dmc_census": census}), home)
     files = {f.source_file: f for f in rep.deliveries[0].files}
     assert (files["attendance.csv"].received, files["attendance.csv"].accepted, files["attendance.csv"].quarantined) == (8, 3, 5)
@@ -83,6 +84,41 @@ def test_be_and_ce_years_are_repaired_and_every_repair_is_logged(tmp_path: Path,
         ("academic_year", "2025", "2568", "ce_year_to_be"),
         ("assessed_on", "2568-09-30", "2025-09-30", "be_year_to_ce"),
     ]
+
+
+def test_a_delivery_mixing_every_case_adds_up_and_each_line_is_stored_or_quarantined(
+    tmp_path: Path, home: EwsHome, registry: None
+) -> None:
+    rows = [valid_row("dmc_census", i) for i in range(10)]
+    rows[1]["room"] = "0"  # line 3: one detail -> NULL
+    rows[2].update(disability="?", nationality="XX", birth_date="2555-03-04")  # line 4: two NULLs + a BE repair
+    rows[3]["birth_date"] = "2025-06-10"  # line 5: age 0, valid ID -> birth date NULL
+    rows[4].update(birth_date="2025-06-10", student_id="")  # line 6: age 0, no ID -> quarantined
+    rows[5].update(school_code="9999999999", room="99")  # line 7: unknown school -> quarantined
+    rows[6]["census_date"] = "10/06/2025"  # line 8: the date it describes is unreadable -> quarantined
+    rows[7]["academic_year"] = "2025"  # line 9: CE year repaired
+    text = csv_text("dmc_census", rows)
+    text += text.splitlines()[2] + "\n"  # line 12: duplicate of line 3 (its room is 0 too)
+    text += "2025-06-10,2568\n"  # line 13: too few fields
+    f = ingest_path(write_delivery(tmp_path / "in" / "m", "m-1", {"dmc_census": text}), home).deliveries[0].files[0]
+    assert (f.received, f.accepted, f.quarantined, f.repaired) == (12, 7, 5, 4)
+    assert f.received == f.accepted + f.quarantined
+    stored = [r[0] for r in _rows(home, "SELECT source_line FROM src_dmc_census ORDER BY 1")]
+    quarantined = [r[0] for r in _rows(home, "SELECT DISTINCT source_line FROM quarantine ORDER BY 1")]
+    assert stored == [2, 3, 4, 5, 9, 10, 11] and quarantined == [6, 7, 8, 12, 13]
+    repairs = _rows(home, "SELECT source_line, column_name, rule FROM repairs ORDER BY 1, 2")
+    assert repairs == [
+        (3, "room", "null_range"),
+        (4, "birth_date", "be_year_to_ce"), (4, "disability", "null_allowed"), (4, "nationality", "null_allowed"),
+        (5, "birth_date", "null_age_plausible"),
+        (9, "academic_year", "ce_year_to_be"),
+    ]
+    assert len({line for line, _, _ in repairs}) == f.repaired  # rows, not values
+    assert _rows(home, "SELECT room, disability, nationality, birth_date::VARCHAR FROM src_dmc_census "
+                       "WHERE source_line IN (3, 4, 5) ORDER BY source_line") == [
+        (None, "none", "TH", "2012-03-04"), (1, None, None, "2012-03-04"), (2, "none", "TH", None)]
+    acct = _rows(home, "SELECT received, accepted, quarantined, repaired FROM ingested_files WHERE delivery_id = 'm-1'")
+    assert acct == [(12, 7, 5, 4)]
 
 
 def test_ids_become_tokens_with_kinds_and_invalid_ids_are_kept_for_linkage(
@@ -182,7 +218,10 @@ def test_a_crash_mid_ingest_leaves_the_warehouse_as_it_was_and_a_rerun_succeeds(
 
 def test_no_raw_id_or_name_is_written_outside_the_vault(tmp_path: Path, home: EwsHome, registry: None) -> None:
     files = {s: [valid_row(s, i) for i in range(1, 6)] for s in SOURCES if s not in ("areas", "schools")}
-    files["tzd_cases"].append({**valid_row("tzd_cases", 9), "birth_date": "bad"})  # quarantined
+    files["tzd_cases"].append({**valid_row("tzd_cases", 9), "birth_date": "bad"})  # ID valid: birth date nulled
+    files["tzd_cases"].append({**valid_row("tzd_cases", 8), "birth_date": "bad", "student_id": ""})  # quarantined
+    files["dmc_census"].append({**valid_row("dmc_census", 7), "room": "99", "sex": "X"})  # two values nulled
+    files["dmc_census"].append({**valid_row("dmc_census", 8), "student_id": "77X7712345678"})  # ID nulled, row kept
     files["exits"] = csv_text("exits", files["exits"]) + "x,y\n"  # wrong field count
     ingest_path(write_delivery(tmp_path / "in" / "p", "p-1", files), home)
     secrets: set[str] = set()
