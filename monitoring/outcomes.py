@@ -19,6 +19,20 @@ from monitoring.config import OutcomeConfig, Thresholds
 from monitoring.stats import level_of
 
 
+def observed_to_expected_interval(observed: int, expected: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) Poisson interval of the realised count, over the expected count. The realised
+    count of rare dropouts is close to Poisson with the sum of scores as its mean when the scores
+    are right; the interval says which O/E values that count cannot rule out."""
+    from scipy.stats import chi2
+
+    if not expected > 0:
+        return float("nan"), float("nan")
+    a = 1.0 - confidence
+    low = chi2.ppf(a / 2, 2 * observed) / 2 if observed > 0 else 0.0
+    high = chi2.ppf(1 - a / 2, 2 * observed + 2) / 2
+    return float(low / expected), float(high / expected)
+
+
 class OutcomeCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
     check: str
@@ -87,9 +101,16 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
     checks.append(OutcomeCheck(check="ece", value=_nan_to_none(m["ece"]), card=card_sel["ece"], watch=cfg.ece.watch,
                                drift=cfg.ece.drift, level=ece_lvl, judged=judged))
     lo, hi = cfg.observed_to_expected
-    oe_lvl = "drift" if judged and np.isfinite(oe) and not lo <= oe <= hi else "ok"
-    checks.append(OutcomeCheck(check="observed_to_expected", value=_nan_to_none(oe), watch=None, drift=None, level=oe_lvl,
-                               judged=judged, note=f"{pos} dropouts against {expected:.1f} expected from the scores; band [{lo}, {hi}]"))
+    oe_lo, oe_hi = observed_to_expected_interval(pos, expected, cfg.observed_to_expected_confidence)
+    # A breach only when the interval lies wholly outside the band: 38 dropouts against 25 expected
+    # is O/E 1.5 but its 95% interval reaches down to 1.07, which a calibrated model also produces.
+    outside = np.isfinite(oe) and (oe_lo > hi or oe_hi < lo)
+    oe_lvl = "drift" if judged and outside else "ok"
+    metrics["observed_to_expected_low"], metrics["observed_to_expected_high"] = _nan_to_none(oe_lo), _nan_to_none(oe_hi)
+    checks.append(OutcomeCheck(
+        check="observed_to_expected", value=_nan_to_none(oe), watch=None, drift=None, level=oe_lvl, judged=judged,
+        note=f"{pos} dropouts against {expected:.1f} expected from the scores "
+             f"({cfg.observed_to_expected_confidence:.0%} interval {oe_lo:.2f}-{oe_hi:.2f}); band [{lo}, {hi}]"))
 
     fcfg = FairnessConfig(band=cfg.fairness_band, min_group_rows=cfg.fairness_min_rows,
                           min_group_positives=cfg.fairness_min_positives, attributes=cfg.fairness_attributes,

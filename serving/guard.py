@@ -276,14 +276,18 @@ class GuardMiddleware:
         route = spec.template if spec is not None else (path if path in OPEN_PATHS else UNMATCHED)
         status_box = [0]
 
-        async def guarded_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status_box[0] = int(message["status"])
-                message = _with_headers(message, path)
-            await send(message)
-
         who: Principal | None = None
         reason = "route"  # a 4xx the route itself answered (scope, unknown round or student, bad value)
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = status = int(message["status"])
+                message = _with_headers(message, path)
+                # Logged before the answer leaves, so a caller that reads the log after its answer
+                # always finds the line (`who` and `reason` are read as they stand at this moment).
+                if 400 <= status < 500 and self._seclog is not None:
+                    self._seclog.denied(status, method, route, who.token_id if who else None, reason)
+            await send(message)
         try:
             if path in OPEN_PATHS:
                 await self.app(scope, receive, guarded_send)
@@ -322,7 +326,7 @@ class GuardMiddleware:
                 return
             await self.app(scope, receive, guarded_send)
         except _Refused as r:
-            reason = r.reason
+            reason = r.reason  # read by guarded_send when the refusal's answer starts
             self.metrics.denied(route, r.status)
             body: dict[str, Any] = {"error": r.message}
             if r.detail:
@@ -335,8 +339,6 @@ class GuardMiddleware:
             status = status_box[0]
             if status and status != 401:
                 self.metrics.observe(route, method, status, time.perf_counter() - started)
-            if 400 <= status < 500 and self._seclog is not None:
-                self._seclog.denied(status, method, route, who.token_id if who else None, reason)
 
     @staticmethod
     async def _respond(send: Any, status: int, body: bytes, media: str, extra: dict[str, str] | None = None) -> None:

@@ -54,11 +54,11 @@ def test_a_round_whose_next_census_is_not_yet_known_is_unlabelled_not_negative(s
     # Cut labels off before the term-2 census of 2565 arrives (it is taken on 10 November 2022):
     # the 2565 term-1 round has students but no known outcome; the round before it does.
     m = build_trainset(home, TrainsetConfig(rounds=("2564-T2-mid", "2565-T1-early"), cutoff="2022-11-12"))
-    by_round = {r["round_id"]: r for r in m.rounds}
-    assert by_round["2565-T1-early"]["rows"] == 0
-    assert by_round["2565-T1-early"]["unlabelled"] > 500
-    assert by_round["2564-T2-mid"]["rows"] > 500 and by_round["2564-T2-mid"]["unlabelled"] == 0
-    assert m.rows == by_round["2564-T2-mid"]["rows"]
+    by_round = {r.round_id: r for r in m.rounds}
+    assert by_round["2565-T1-early"].rows == 0
+    assert by_round["2565-T1-early"].unlabelled > 500
+    assert by_round["2564-T2-mid"].rows > 500 and by_round["2564-T2-mid"].unlabelled == 0
+    assert m.rows == by_round["2564-T2-mid"].rows
 
 
 def test_no_citizen_id_g_code_or_name_of_the_input_is_written_outside_the_vault(trainset_world: SmallWorld, tmp_path: Path) -> None:

@@ -83,3 +83,20 @@ def test_ks_is_zero_for_identical_samples_and_one_for_disjoint_ones() -> None:
 
 def test_levels_follow_the_two_lines() -> None:
     assert [level_of(x, 0.1, 0.25) for x in (0.05, 0.1, 0.2, 0.25, float("nan"))] == ["ok", "watch", "watch", "drift", "ok"]
+
+
+def test_the_observed_to_expected_interval_covers_poisson_counts_at_its_stated_rate() -> None:
+    # Counts drawn with the expected count as their mean fall outside their own interval about 5% of
+    # the time; a wrong mean (twice the expected) is excluded far more often.
+    import numpy as np
+
+    from monitoring.outcomes import observed_to_expected_interval
+
+    rng = np.random.default_rng(3)
+    for expected in (5.0, 25.0, 120.0):
+        counts = rng.poisson(expected, 4000)
+        covered = np.mean([lo <= 1.0 <= hi for lo, hi in (observed_to_expected_interval(int(k), expected) for k in counts)])
+        assert 0.93 <= covered <= 0.995, (expected, covered)
+    doubled = rng.poisson(2 * 25.0, 1000)
+    excluded = np.mean([observed_to_expected_interval(int(k), 25.0)[0] > 1.0 for k in doubled])
+    assert excluded > 0.95
