@@ -435,6 +435,9 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, d
     except ValueError as exc:
         # Splink's EM on a blocking pass with no likely match drives the prior to 0 and fails
         # in log(0) ("math domain error"); a young warehouse is the only place this is seen.
+        # Any other error is a real fault and must not quietly drop the probabilistic links.
+        if "math domain error" not in str(exc):
+            raise
         return _skip_probabilistic(con, f"the matching model cannot be estimated on {n_nodes:,} named records ({exc})")
     pred = linker.inference.predict(threshold_match_probability=0.5)
     con.execute(f"""
