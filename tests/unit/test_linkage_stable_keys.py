@@ -9,7 +9,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from features.linkage.link import LinkConfig, _assign_keys, _join_rows_by_student_number, _run_splink
+from features.linkage.link import LinkConfig, _assign_keys, _run_splink
 
 SECRET = b"k" * 32
 D = dt.date.fromisoformat
@@ -88,29 +88,6 @@ def test_the_anchor_of_a_token_is_the_one_published_before_this_rule() -> None:
 
     assert _keys([GCODE])["T:g"] == student_keys(SECRET, ["g"])[0]
     assert _keys([("T:x", "c", "x", "invalid", "2020-06-28", None)])["T:x"] == student_keys(SECRET, ["node:T:x"])[0]
-
-
-def _student_number_node(token_rows: list[tuple[str, str, str, int]]) -> str:
-    """The node a row without an ID (school S1, number 5) joins, given (token, kind, first known, rows)."""
-    con = duckdb.connect()
-    con.execute("""
-        CREATE TEMP TABLE records_n (node_id VARCHAR, id_token VARCHAR, id_kind VARCHAR, known_at DATE,
-            school_code VARCHAR, student_no VARCHAR)
-    """)
-    con.execute("INSERT INTO records_n VALUES (NULL, NULL, NULL, DATE '2020-06-10', 'S1', '5')")
-    for token, kind, known_at, rows in token_rows:
-        for _ in range(rows):
-            con.execute("INSERT INTO records_n VALUES (?, ?, ?, ?, 'S1', '5')", ["T:" + token, token, kind, D(known_at)])
-    _join_rows_by_student_number(con)
-    return con.execute("SELECT node_id FROM records_n WHERE id_token IS NULL").fetchone()[0]
-
-
-def test_a_row_without_an_id_joins_the_token_first_known_at_its_student_number_not_the_busiest() -> None:
-    # The G-code child's attendance row without an ID: once the 13-digit ID has more rows under
-    # the same number, the row must not move to it (that moved the key of every earlier round).
-    gcode_only = [("g", "gcode", "2020-06-28", 3)]
-    assert _student_number_node(gcode_only) == "T:g"
-    assert _student_number_node([*gcode_only, ("n", "non_thai", "2021-10-10", 12)]) == "T:g"
 
 
 def test_a_warehouse_with_no_two_agreeing_records_is_linked_without_the_probabilistic_model() -> None:
