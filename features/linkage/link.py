@@ -33,8 +33,8 @@ A warehouse too young to fit the matching model (the first census alone) is link
 deterministically only, with a log line saying so (`probabilistic_skipped` in the run log).
 
 Outputs (warehouse, replaced in one transaction): token_keys, record_keys, link_review,
-link_runs and key_changes (both appended), and one view `linked_<source>` per person-bearing source with `student_key` (and `sid`,
-the run's integer for the key, which feature queries join on).
+link_runs and key_changes (both appended), and one view `linked_<source>` per person-bearing
+source with `student_key` (and `sid`, the run's integer for the key, which feature queries join on).
 """
 
 from __future__ import annotations
