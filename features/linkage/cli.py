@@ -42,14 +42,21 @@ def link_command(
         emit_json(out)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     c = Console()
     t = Table(title="Linkage", show_header=False)
     for k in ("records", "records_with_names", "nodes", "candidate_pairs", "linked_pairs", "students",
-              "review_clusters", "review_tokens_birth_date", "unlinkable_rows", "seconds"):
+              "review_clusters", "review_tokens_birth_date", "unlinkable_rows", "keys_changed", "seconds"):
         t.add_row(k.replace("_", " "), f"{getattr(summary, k):,}")
     c.print(t)
+    if summary.probabilistic_skipped:
+        c.print(f"[yellow]No probabilistic links this run: {escape(summary.probabilistic_skipped)} "
+                "(too little data to estimate the matching model; deterministic links only).[/yellow]")
+    if summary.keys_changed:
+        c.print(f"[yellow]{summary.keys_changed:,} key(s) published by the previous run changed "
+                "(clusters merged or split by review); wh.key_changes maps old keys to new.[/yellow]")
     if "quality" in out:
         q = out["quality"]
         c.print(
