@@ -30,7 +30,10 @@ def test_an_unchanged_world_is_not_flagged(worlds: dict[str, MonitoredWorld]) ->
     assert not r.verdict.retrain_recommended
     assert r.outcomes.matured
     oe = next(c for c in r.outcomes.checks if c.check == "observed_to_expected")
-    assert 0.67 <= oe.value <= 1.5
+    # Judged with its interval (monitoring/outcomes.py): the realised count must not rule out the band.
+    # The point estimate alone is noise at this size (about 40 dropouts).
+    low, high = r.outcomes.metrics["observed_to_expected_low"], r.outcomes.metrics["observed_to_expected_high"]
+    assert low <= oe.value <= high and low <= 1.5 and high >= 0.67 and oe.level == "ok"
     assert max(d.score for d in r.drift if d.what == "feature" and d.column == "income_per_person") < 0.1
 
 
