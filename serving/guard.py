@@ -210,7 +210,8 @@ def restrict_prometheus_dir(p: Path) -> None:
                 os.chmod(f, 0o600)
 
 
-def _bearer(headers: dict[str, str]) -> str | None:
+def bearer_token(headers: Any) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (any mapping with .get), else None."""
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -293,7 +294,7 @@ class GuardMiddleware:
                 await self.app(scope, receive, guarded_send)
                 return
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            token = _bearer(headers)
+            token = bearer_token(headers)
             assert self._store is not None
             who = self._store.authenticate(token) if token else None
             if who is None:

@@ -39,14 +39,13 @@ from features.home import EwsHome
 from features.pointintime.spec import FEATURES
 from serving import views
 from serving.access import Principal, TokenStore
-from serving.guard import GuardMiddleware
+from serving.guard import GuardMiddleware, bearer_token
 from serving.score_input import ScoreInputError, check_categories
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 10.0
 MISS_REFRESH_SECONDS = 1.0
-MAX_SCORE_ROWS = 10_000
 
 _PY_TYPES: dict[str, Any] = {"float": float | None, "int": int | None, "bool": bool | None, "category": str | None}
 # Every catalogue feature must be present (null allowed): a misspelt or forgotten column is a 422,
@@ -55,12 +54,6 @@ FeatureRow = create_model(  # type: ignore[call-overload]
     "FeatureRow", __config__=ConfigDict(extra="forbid"),
     **{f.name: (_PY_TYPES[f.dtype], Field(..., description=f.en)) for f in FEATURES},
 )
-
-
-def _bearer(headers: Any) -> str | None:
-    value = headers.get("authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 api = FastAPI(title="Dropout early warning", docs_url=None, redoc_url=None, openapi_url=None)
@@ -129,7 +122,7 @@ class EwsService:
             gc.freeze()
 
     def _who(self, request: StarletteRequest) -> Principal:
-        who = self.store.authenticate(_bearer(request.headers))
+        who = self.store.authenticate(bearer_token(request.headers))
         if who is None:  # the middleware already refused; kept for direct (in-process) use
             raise views.RequestError(401, "invalid or revoked token")
         return who
@@ -281,14 +274,12 @@ class EwsService:
 
     @bentoml.api(route="/score")
     def score(self, rows: list[FeatureRow], ctx: bentoml.Context) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Score posted feature rows with the champion (analysts). At most 10,000 rows per call."""
-        who = self.store.authenticate(_bearer(ctx.request.headers))
+        """Score posted feature rows with the champion (analysts). The guard has already checked the
+        role, the body size and the row cap (`serving.guard.GuardConfig.max_rows`) before this runs."""
+        who = self.store.authenticate(bearer_token(ctx.request.headers))
         if who is None:
             ctx.response.status_code = 401
             return {"error": "invalid or revoked token"}
-        if len(rows) > MAX_SCORE_ROWS:
-            ctx.response.status_code = 400
-            return {"error": f"at most {MAX_SCORE_ROWS} rows per request"}
         try:
             raw = [r.model_dump() for r in rows]
             check_categories(raw, self.champion.model.categories_)

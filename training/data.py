@@ -11,7 +11,6 @@ from __future__ import annotations
 import pandas as pd
 
 from features.home import EwsHome
-from features.pointintime.spec import FEATURE_NAMES
 from features.pointintime.trainset import Trainset, latest_trainset_name
 from features.pointintime.trainset import load_trainset as load_typed_trainset
 
