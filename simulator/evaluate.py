@@ -182,8 +182,9 @@ def evaluate_labels(
 
 def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: list[str],
                   cal: SchoolCalendar | None = None) -> pa.Table:
-    """(student_key, round_id, p_true, true_dropout) for the given rounds: the simulator's true
-    probability of each scored row, reached through the row's census record. Evaluation only."""
+    """(student_key, round_id, p_true, p_observable, true_dropout) for the given rounds: the simulator's
+    true probability of each scored row (the full ceiling) and the observable ceiling (PROCESS.md §3b),
+    reached through the row's census record. Evaluation only."""
     from features.calendar import parse_round
 
     cal = cal or SchoolCalendar()
@@ -194,7 +195,7 @@ def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: li
         r = parse_round(rid)
         as_of = min(cal.as_of(rid), cutoff)
         parts.append(f"""
-            SELECT p.student_key, '{rid}' AS round_id, x.p_dropout AS p_true, x.dropout AS true_dropout
+            SELECT p.student_key, '{rid}' AS round_id, x.p_dropout AS p_true, x.p_observable, x.dropout AS true_dropout
             FROM ({population_sql(cal, r, as_of)}) p
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'

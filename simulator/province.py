@@ -32,6 +32,7 @@ from simulator.process import (
     C_ABROAD, C_DEATH, C_DONE, C_DROP, C_EWE, C_NFE, C_OTHER, C_STAY, C_TRANSFER, C_VOC, CLASSES, N_CLASSES, Calib,
     base_logits, ceiling, future_shock_probs, shock_class_effects, shock_probs, softmax,
 )
+from simulator.observable import ObservedHistory, TermObservations, observable_ceiling, observable_features
 from simulator.records import Records, cat, const
 from simulator.scenarios import (
     DataBreak, EconomicShock, ProcessChange, dropout_logit_by_grade, hits_province, income_after_shock,
@@ -178,6 +179,8 @@ class ProvinceSim(Records):
         L = base_logits(self, idx, term, cday)
         if self._drop_shift is not None:
             L[:, C_DROP] += self._drop_shift[self.grade[idx]]
+        # the dropout log-odds without the latent engagement: the structural part records state
+        structural = L[:, C_DROP] - pc.beta_engagement * self.e[idx]
         # the ceiling at both rounds of the term
         rounds = []
         for kind in ("early", "mid"):
@@ -190,20 +193,6 @@ class ProvinceSim(Records):
         u = rng.random(n)
         outcome = (u[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
         outcome = np.minimum(outcome, N_CLASSES - 1)
-        self.calib.term_drop[term - 1, 0] += n
-        self.calib.term_drop[term - 1, 1] += int((outcome == C_DROP).sum())
-        np.add.at(self.calib.exits, outcome, 1)
-        for rid, kind, a, p in rounds:
-            y = (outcome == C_DROP).astype(np.int8)
-            self.calib.add_round(rid, kind, p, y)
-            self.truth.append("rounds", pa.table({
-                "round_id": const(rid, n), "round_type": const(kind, n),
-                "academic_year": np.full(n, year, np.int16), "term": np.full(n, term, np.int8),
-                "as_of": pa.array(np.full(n, a).astype("datetime64[D]")), "person_id": self.pid[idx],
-                "grade": cat(GRADES, self.grade[idx]), "school_code": self.school_codes.take(pa.array(self.school[idx])),
-                "extremely_poor": self.income[idx] <= EXTREME_POOR,
-                "p_dropout": p, "dropout": y, "exit_type": cat(CLASSES, outcome),
-            }))
         # leave dates: about half of the in-term leavers go in the last month of the term
         leaver = outcome != C_STAY
         leave = np.full(n, E, dtype=np.int32)
@@ -211,7 +200,28 @@ class ProvinceSim(Records):
         if term == 2:
             early &= ~np.isin(self.grade[idx], [G_K3, G_P6, G_M3, G_M6])
         leave[early] = E - rng.integers(1, 30, int(early.sum()))
+        if self.observed is None:
+            self.observed = ObservedHistory.empty(self.n)
+        self.term_obs = TermObservations(n)
         self.records_of_term(year, term, idx, S, E, cday, arrived, sday, outcome, leave)
+        self.calib.term_drop[term - 1, 0] += n
+        self.calib.term_drop[term - 1, 1] += int((outcome == C_DROP).sum())
+        np.add.at(self.calib.exits, outcome, 1)
+        for rid, kind, a, p in rounds:
+            y = (outcome == C_DROP).astype(np.int8)
+            # after the term's records: what they revealed by the as-of date (simulator/observable.py)
+            p_obs = observable_ceiling(p, observable_features(self.term_obs, self.observed, idx, a, structural, N_SHOCKS))
+            self.calib.add_round(rid, kind, p, y)
+            self.truth.append("rounds", pa.table({
+                "round_id": const(rid, n), "round_type": const(kind, n),
+                "academic_year": np.full(n, year, np.int16), "term": np.full(n, term, np.int8),
+                "as_of": pa.array(np.full(n, a).astype("datetime64[D]")), "person_id": self.pid[idx],
+                "grade": cat(GRADES, self.grade[idx]), "school_code": self.school_codes.take(pa.array(self.school[idx])),
+                "extremely_poor": self.income[idx] <= EXTREME_POOR,
+                "p_dropout": p, "p_observable": p_obs, "dropout": y, "exit_type": cat(CLASSES, outcome),
+            }))
+        self.observed.close_term(idx, self.term_obs)
+        self.term_obs = None
         for k, name in enumerate(pc.shock_names):
             hit = np.flatnonzero(arrived[:, k])
             if len(hit):

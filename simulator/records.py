@@ -21,6 +21,7 @@ from features.contract import (
 from features.ids import BE_OFFSET, GRADES
 from simulator.config import SimulationConfig
 from simulator.faults import FAULT_BITS, NameBook, inject
+from simulator.observable import NOT_DELIVERED, ObservedHistory, TermObservations
 from simulator.population import (
     EXTREME_POOR, G_M1, G_P1, NEVER, STATUS, ST_NONE, ST_OBEC, ST_OTHER, ST_OUT, ST_WORK,
     Population, as_dt64, day, sigmoid, to_date,
@@ -68,6 +69,15 @@ class Records(Population):
         # Scenario state (simulator/scenarios.py), set by the driver; neutral unless a scenario is active.
         self._att_shift = 0.0
         self._breaks: list = []
+        # What the records of the current term reveal, and of earlier terms (simulator/observable.py);
+        # set by the driver around each term. Filled without random draws, so the world is unchanged.
+        self.term_obs: TermObservations | None = None
+        self.observed: ObservedHistory | None = None
+
+    def delivered_day(self, key: tuple) -> int:
+        """The day the delivery of a nominal key arrived (lateness included), or NOT_DELIVERED."""
+        d = self.schedule.get(key)
+        return NOT_DELIVERED if d is None else day(d.delivered_on)
 
     def ids_at(self, idx: np.ndarray, when: np.ndarray | int, lag: int) -> tuple[np.ndarray, np.ndarray]:
         """IDs the source used at `when`: the new ID once it is `lag` days old; bit stale_id otherwise."""
@@ -214,6 +224,8 @@ class Records(Population):
                 }
                 y_, mo = int(ym[:4]), int(ym[5:7])
                 self.emit(("attendance", y_, mo), "attendance", cols, ii, mask)
+                if self.term_obs is not None:
+                    self.term_obs.add_attendance(self.delivered_day(("attendance", y_, mo)), present, days)
             m = m + 1
         att = present_total / np.maximum(days_total, 1)
         att_i = present_to_interim / np.maximum(days_to_interim, 1)
@@ -245,6 +257,8 @@ class Records(Population):
                 "n_mark_mp": mp[rows],
             }
             self.emit(("grades", year, term, kind), "grades", cols, ii, mask)
+            if self.term_obs is not None:
+                self.term_obs.add_marks(kind, self.delivered_day(("grades", year, term, kind)), rows, gpa_out)
         # screenings: whole schools sometimes never deliver them (recorded as omissions)
         self.screenings(year, term, idx, cday, arrived, sday, e, pov)
         self.welfare_events(idx, arrived, sday, E)
@@ -314,6 +328,8 @@ class Records(Population):
             **{c: cat(THAI_MARK_STATUS, status[rows, k]) for k, c in enumerate(CARE_DIMENSIONS)},
         }
         self.emit(("care_screening", year, term), "care_screening", cols, ii, mask)
+        if self.term_obs is not None:
+            self.term_obs.add_care(self.delivered_day(("care_screening", year, term)), rows, status)
 
     def _omissions(self, idx: np.ndarray, source: str, when: np.ndarray) -> None:
         if len(idx) == 0:
@@ -370,6 +386,11 @@ class Records(Population):
         rec_d = sday[debt, 2] + rng.integers(30, 120, len(debt))
         self.chronic[idx[ill]] = True
         self.welfare_card[idx[debt]] = True
+        if self.term_obs is not None:
+            for k, rows, rd in ((3, preg, rec_p), (1, ill, rec_i), (2, debt, rec_d)):
+                keys, inv = self.quarter_keys("welfare_links", rd)
+                delivered = np.asarray([self.delivered_day(key) for key in keys], np.int64)[inv] if len(rd) else rd
+                self.term_obs.add_welfare(k, rows, np.where(rd <= self.end_day, delivered, NOT_DELIVERED))
         allsel = np.concatenate([preg, ill, debt])
         rec = np.concatenate([rec_p, rec_i, rec_d])
         offs = np.cumsum([0, len(preg), len(ill)])
