@@ -3,6 +3,13 @@
 Schools act within capacity, so lists are judged by precision and recall among the top k% —
 nationally and within each school (each school visits its own top k%) — beside ROC-AUC, PR-AUC,
 the Brier score and the expected calibration error (ECE, 10 equal-width bins, weighted by bin size).
+
+Grade and term explain much of the ranking (dropout concentrates at M3 -> M4), so ROC-AUC and PR-AUC
+are also reported WITHIN GRADE: the metric computed among the rows of each grade, averaged over
+grades weighted by their dropouts (`within_grade_roc_auc` = the chance that a random dropout is
+ranked above a random non-dropout *of its own grade*). Grades without both outcomes are left out.
+`rank_metrics` computes ROC-AUC and PR-AUC for many row weightings at once (the replicates of a
+student-level bootstrap, training/bootstrap.py) from one sort of the scores.
 Ties in a score are broken by row order (a stable sort), so a rule with few distinct values is
 judged on an arbitrary but reproducible order of its tied rows.
 """
@@ -21,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 # groups.sex.F.fpr) take the direction of their last part.
 METRICS: dict[str, bool] = {
     "roc_auc": True, "pr_auc": True, "brier": False, "ece": False, "label_rate": True, "mean_score": True,
-    "rows": True, "positives": True,
+    "rows": True, "positives": True, "within_grade_roc_auc": True, "within_grade_pr_auc": True,
 }
 # Metrics of the top k% by score, one per configured capacity: named by `at_k` and nowhere else, so
 # any capacity (0.15 as well as 0.05/0.10/0.20) has a name and a direction.
@@ -135,9 +142,11 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 def score_metrics(
     y: np.ndarray, score: np.ndarray, school: np.ndarray | None = None,
     capacities: tuple[float, ...] = (0.05, 0.10, 0.20), probabilistic: bool = True,
+    grade: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All headline metrics of one score on one set of rows. Rule scores are not probabilities:
-    `probabilistic=False` leaves out Brier and ECE for them."""
+    `probabilistic=False` leaves out Brier and ECE for them. With `grade`, also the within-grade
+    ROC-AUC and PR-AUC."""
     y = np.asarray(y, dtype=float)
     score = np.asarray(score, dtype=float)
     out: dict[str, float] = {"rows": float(len(y)), "positives": float(y.sum()),
@@ -145,6 +154,9 @@ def score_metrics(
     both = 0 < y.sum() < len(y)
     out["roc_auc"] = float(roc_auc_score(y, score)) if both else float("nan")
     out["pr_auc"] = float(average_precision_score(y, score)) if both else float("nan")
+    if grade is not None:
+        wg_auc, wg_ap = within_grade_rank_metrics(y, score, grade, np.ones((1, len(y))))
+        out["within_grade_roc_auc"], out["within_grade_pr_auc"] = float(wg_auc[0]), float(wg_ap[0])
     if probabilistic:
         out["brier"] = float(np.mean((score - y) ** 2)) if len(y) else float("nan")
         out["ece"] = ece(y, score)
@@ -163,14 +175,16 @@ def score_metrics(
 def sliced_metrics(
     y: np.ndarray, score: np.ndarray, school: np.ndarray, slices: Mapping[str, np.ndarray],
     capacities: tuple[float, ...] = (0.05, 0.10, 0.20), probabilistic: bool = True,
+    grade: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Overall metrics plus `<slice>.<value>.<metric>` for each slicing column (round_type, grade_band)."""
-    out = score_metrics(y, score, school, capacities, probabilistic)
+    out = score_metrics(y, score, school, capacities, probabilistic, grade)
     for slice_name, values in slices.items():
         values = np.asarray(values).astype(str)
         for v in sorted(set(values)):
             m = values == v
-            for k, val in score_metrics(y[m], score[m], school[m], capacities, probabilistic).items():
+            sub_grade = None if grade is None else np.asarray(grade)[m]
+            for k, val in score_metrics(y[m], score[m], school[m], capacities, probabilistic, sub_grade).items():
                 out[f"{slice_name}.{v}.{k}"] = val
     return out
 
@@ -186,3 +200,63 @@ def ceiling_and_gap(model: Mapping[str, float], ceiling: Mapping[str, float]) ->
         if k in model:
             out[f"gap_{k}"] = (v - model[k]) if greater_is_better(k) else (model[k] - v)
     return out
+
+
+def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
+                 chunk: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC and PR-AUC (average precision) under each row of `weights` (replicates x rows).
+
+    One sort of the scores, then per replicate the weighted positives and negatives of each group of
+    tied scores: ROC-AUC = Σ_g pos_g (neg below g + ½ neg_g) / (P N) (ties count one half, as
+    sklearn's roc_auc_score), PR-AUC = Σ_g (pos_g / P) · precision at g (sklearn's
+    average_precision_score: one threshold per distinct score). With all weights 1 both equal
+    sklearn's figures. A replicate without both outcomes gives NaN. Replicates are taken `chunk` at a
+    time to bound memory (chunk x rows floats)."""
+    y = np.asarray(y, dtype=float)
+    score = np.asarray(score, dtype=float)
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    n_rep = weights.shape[0]
+    auc, ap = np.full(n_rep, np.nan), np.full(n_rep, np.nan)
+    if len(y) == 0:
+        return auc, ap
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]
+    ys = y[order]
+    for lo in range(0, n_rep, chunk):
+        w = weights[lo:lo + chunk][:, order]
+        pos = np.add.reduceat(w * ys, starts, axis=1)
+        neg = np.add.reduceat(w * (1 - ys), starts, axis=1)
+        p_tot, n_tot = pos.sum(axis=1), neg.sum(axis=1)
+        ok = (p_tot > 0) & (n_tot > 0)
+        neg_below = n_tot[:, None] - np.cumsum(neg, axis=1)
+        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1.0), 0.0)
+            a = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (p_tot * n_tot)
+            b = (pos * precision).sum(axis=1) / p_tot
+        auc[lo:lo + chunk] = np.where(ok, a, np.nan)
+        ap[lo:lo + chunk] = np.where(ok, b, np.nan)
+    return auc, ap
+
+
+def within_grade_rank_metrics(y: np.ndarray, score: np.ndarray, grade: np.ndarray,
+                              weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within-grade ROC-AUC and PR-AUC under each row of `weights`: each grade's metric, averaged over
+    the grades with both outcomes, weighted by the grade's (weighted) dropouts."""
+    y = np.asarray(y, dtype=float)
+    score = np.asarray(score, dtype=float)
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    g = np.asarray(grade).astype(str)
+    n_rep = weights.shape[0]
+    num_auc, num_ap, den = np.zeros(n_rep), np.zeros(n_rep), np.zeros(n_rep)
+    for value in np.unique(g):
+        m = g == value
+        auc, ap = rank_metrics(y[m], score[m], weights[:, m])
+        dropouts = weights[:, m] @ y[m]
+        ok = np.isfinite(auc)
+        num_auc += np.where(ok, auc * dropouts, 0.0)
+        num_ap += np.where(ok, ap * dropouts, 0.0)
+        den += np.where(ok, dropouts, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num_auc / den, np.nan), np.where(den > 0, num_ap / den, np.nan)

@@ -3,6 +3,11 @@
 No MLflow here (that is `training.registry`): this module turns a training set and a config into a
 `TrainResult` — the fitted `RiskModel`, every metric under its stable name, the fairness table and
 what the plots and the model card need. It is what tests and the benchmark call directly.
+
+Headline metrics carry 95% intervals from a student-level bootstrap (training/bootstrap.py; all of
+a student's rows are drawn together), every score evaluated on the SAME replicates, so differences
+(LightGBM - logistic, LightGBM - grade x term lookup, the gaps to the full and the observable
+ceiling) get paired intervals: `ci95_low.<name>` / `ci95_high.<name>` beside each `<name>`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,22 @@ import pandas as pd
 
 from features.pointintime.spec import GROUP_COLUMNS
 from features.pointintime.trainset import TrainsetManifest
-from training.baselines import baseline_scores
+from training.baselines import PROBABILISTIC, baseline_scores
+from training.bootstrap import interval, student_weights
 from training.config import TrainConfig
 from training.data import Trainset, grade_band_of, round_type_of
 from training.fairness import audit_table, flatten, gate_failures
-from training.metrics import ceiling_and_gap, sliced_metrics
+from training.metrics import ceiling_and_gap, rank_metrics, sliced_metrics, within_grade_rank_metrics
 from training.model import RiskModel
 from training.splits import TemporalSplit, round_dates, temporal_split
+
+
+# Replicates of the student-level bootstrap behind every interval: 200 put each 2.5% tail on 5
+# replicates; the intervals' own Monte Carlo error is then a few thousandths of an AUC.
+BOOTSTRAP_REPLICATES = 200
+# Headline ranking metrics that get intervals, and the baselines the model is compared with, paired.
+INTERVAL_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_pr_auc")
+COMPARED_BASELINES: tuple[str, ...] = ("logistic", "grade_term_lookup", "school_model")
 
 
 @dataclass
@@ -86,7 +100,8 @@ def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None
 def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | None = None) -> TrainResult:
     """Fit on the training fold, calibrate on the calibration fold, evaluate on the test fold.
 
-    `truth` (student_key, round_id, p_true) from the simulator adds ceiling_* and gap_* metrics."""
+    `truth` (student_key, round_id, p_true[, p_observable]) from the simulator adds ceiling_* and gap_*
+    metrics (the full ceiling) and observable.ceiling_* / observable.gap_* (the observable one)."""
     t0 = time.perf_counter()
     split, folds = split_trainset(ts, cfg)
     timings: dict[str, float] = {"split": time.perf_counter() - t0}
@@ -102,9 +117,10 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
 
     t = time.perf_counter()
     school = test["school_code"].astype(str).to_numpy()
+    grade = test["grade_level"].astype(str).to_numpy()
     slices = {"round_type": round_type_of(test["round_id"]).to_numpy(),
               "grade_band": grade_band_of(test["grade_level"]).to_numpy()}
-    metrics = sliced_metrics(y, score, school, slices, cfg.capacities)
+    metrics = sliced_metrics(y, score, school, slices, cfg.capacities, grade=grade)
     for k, v in sliced_metrics(y, raw, school, {}, cfg.capacities).items():
         if k in ("roc_auc", "pr_auc", "brier", "ece"):
             metrics[f"uncalibrated.{k}"] = v
@@ -114,32 +130,45 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     train = folds["train"]
     base = baseline_scores(test, train, train["label"].to_numpy(), cfg.model.seed, cfg.logistic_max_rows)
     for name, s in base.items():
-        for k, v in sliced_metrics(y, s, school, slices, cfg.capacities, probabilistic=name == "logistic").items():
+        for k, v in sliced_metrics(y, s, school, slices, cfg.capacities, probabilistic=name in PROBABILISTIC,
+                                   grade=grade).items():
             metrics[f"baselines.{name}.{k}"] = v
+    metrics.update(versus_points(metrics))
     timings["baselines"] = time.perf_counter() - t
 
     frame = pd.DataFrame({
         "student_key": test["student_key"].to_numpy(), "round_id": test["round_id"].astype(str).to_numpy(),
-        "school_code": school, "round_type": slices["round_type"], "grade_band": slices["grade_band"],
+        "school_code": school, "grade_level": grade, "round_type": slices["round_type"],
+        "grade_band": slices["grade_band"],
         "label": y, "raw_score": raw, "risk_score": score, "risk_group": model.thresholds_.assign(score),
         **{f"baseline_{k}": v for k, v in base.items()},
         **{c: test[c].to_numpy() for c in GROUP_COLUMNS if c in test.columns},
     })
     if truth is not None:
-        frame = frame.merge(truth[["student_key", "round_id", "p_true"]], on=["student_key", "round_id"], how="left")
+        ceilings = [c for c in ("p_true", "p_observable") if c in truth.columns]
+        frame = frame.merge(truth[["student_key", "round_id", *ceilings]], on=["student_key", "round_id"], how="left")
         have = frame["p_true"].notna().to_numpy()
         metrics["ceiling_rows_matched"] = float(have.mean())
         if have.any():
             sub = frame[have]
             sub_slices = {k: np.asarray(v)[have] for k, v in slices.items()}
             ceil = sliced_metrics(sub["label"].to_numpy(), sub["p_true"].to_numpy(), sub["school_code"].to_numpy(),
-                                  sub_slices, cfg.capacities)
+                                  sub_slices, cfg.capacities, grade=sub["grade_level"].to_numpy())
             model_same_rows = sliced_metrics(sub["label"].to_numpy(), sub["risk_score"].to_numpy(),
-                                             sub["school_code"].to_numpy(), {}, cfg.capacities)
+                                             sub["school_code"].to_numpy(), {}, cfg.capacities,
+                                             grade=sub["grade_level"].to_numpy())
             metrics.update(ceiling_and_gap(model_same_rows, ceil))
             for k, v in ceil.items():
                 if "." in k:
                     metrics[f"ceiling.{k}"] = v
+            if "p_observable" in sub.columns and sub["p_observable"].notna().all():
+                observable = sliced_metrics(sub["label"].to_numpy(), sub["p_observable"].to_numpy(),
+                                            sub["school_code"].to_numpy(), {}, cfg.capacities,
+                                            grade=sub["grade_level"].to_numpy())
+                metrics.update({f"observable.{k}": v for k, v in ceiling_and_gap(model_same_rows, observable).items()})
+    t = time.perf_counter()
+    metrics.update(headline_intervals(frame, cfg.model.seed))
+    timings["intervals"] = time.perf_counter() - t
 
     t = time.perf_counter()
     groups = _group_frame(test, cfg.fairness.attributes)
@@ -162,6 +191,60 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
         best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
         fold_rows={k: len(v) for k, v in folds.items()},
     )
+
+
+def _replicated(frame: pd.DataFrame, column: str, weights: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Each INTERVAL_METRICS of one score on the bootstrap replicates, restricted to `rows`."""
+    y = frame["label"].to_numpy(dtype=float)[rows]
+    s = frame[column].to_numpy(dtype=float)[rows]
+    w = weights[:, rows]
+    auc, ap = rank_metrics(y, s, w)
+    wg_auc, wg_ap = within_grade_rank_metrics(y, s, frame["grade_level"].to_numpy()[rows], w)
+    return {"roc_auc": auc, "pr_auc": ap, "within_grade_roc_auc": wg_auc, "within_grade_pr_auc": wg_ap}
+
+
+def headline_intervals(frame: pd.DataFrame, seed: int, n_boot: int = BOOTSTRAP_REPLICATES) -> dict[str, float]:
+    """95% student-level bootstrap intervals of the headline ranking metrics of the test rows `frame`
+    (TrainResult.test): the model's, the compared baselines', the model minus each baseline
+    (`versus.<baseline>.<metric>`), and, where the truth is known, the ceilings and the model's gaps to
+    them (`gap_<metric>`, `observable.gap_<metric>`). All scores share one set of replicates, so a
+    difference's interval is the interval of the per-replicate differences (paired)."""
+    weights = student_weights(frame["student_key"].astype(str).to_numpy(), n_boot, seed)
+    every = np.ones(len(frame), dtype=bool)
+    out: dict[str, float] = {}
+
+    def put(name: str, values: np.ndarray) -> None:
+        out[f"ci95_low.{name}"], out[f"ci95_high.{name}"] = interval(values)
+
+    model = _replicated(frame, "risk_score", weights, every)
+    for m in INTERVAL_METRICS:
+        put(m, model[m])
+    for b in COMPARED_BASELINES:
+        if f"baseline_{b}" not in frame.columns:
+            continue
+        base = _replicated(frame, f"baseline_{b}", weights, every)
+        for m in INTERVAL_METRICS:
+            put(f"baselines.{b}.{m}", base[m])
+            put(f"versus.{b}.{m}", model[m] - base[m])
+    if "p_true" in frame.columns:
+        have = frame["p_true"].notna().to_numpy()
+        if have.any():
+            same_rows = _replicated(frame, "risk_score", weights, have)
+            for column, prefix in (("p_true", ""), ("p_observable", "observable.")):
+                if column not in frame.columns or frame.loc[have, column].isna().any():
+                    continue
+                ceil = _replicated(frame, column, weights, have)
+                for m in INTERVAL_METRICS:
+                    put(f"{prefix}ceiling_{m}", ceil[m])
+                    put(f"{prefix}gap_{m}", ceil[m] - same_rows[m])
+    return out
+
+
+def versus_points(metrics: dict[str, float]) -> dict[str, float]:
+    """`versus.<baseline>.<metric>` = model minus baseline, the point estimates beside their intervals."""
+    return {f"versus.{b}.{m}": metrics[m] - metrics[f"baselines.{b}.{m}"]
+            for b in COMPARED_BASELINES for m in INTERVAL_METRICS
+            if m in metrics and f"baselines.{b}.{m}" in metrics}
 
 
 def measure_variants(ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:

@@ -51,7 +51,7 @@ def _finite(v: float) -> float | None:
 
 
 def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
-    """(student_key, round_id, p_true) of the test rounds, from the simulator's truth folder.
+    """(student_key, round_id, p_true, p_observable) of the test rounds, from the simulator's truth folder.
 
     The truth is read by the evaluator the entry point installed (features/evaluation.py): training
     never imports the simulator."""
@@ -64,7 +64,8 @@ def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfi
         table = truth_evaluator().ceiling_table(con, Path(truth_dir), list(split.test))
     finally:
         con.close()
-    return table.to_pandas()[["student_key", "round_id", "p_true"]]
+    frame = table.to_pandas()
+    return frame[[c for c in ("student_key", "round_id", "p_true", "p_observable") if c in frame.columns]]
 
 
 def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_dir: Path | None = None,
