@@ -77,3 +77,40 @@ def test_the_gap_is_how_far_the_model_is_behind_the_ceiling() -> None:
 def test_a_slice_without_dropouts_has_undefined_ranking_metrics() -> None:
     m = score_metrics(np.zeros(5), np.linspace(0, 1, 5))
     assert math.isnan(m["roc_auc"]) and math.isnan(m["recall_at_10pct"])
+
+
+def test_rank_metrics_under_weights_equal_sklearns_weighted_figures_ties_included() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from training.metrics import rank_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.05).astype(float)
+    s = np.round(rng.random(3000) + 0.3 * y, 1)  # 14 distinct values: ties everywhere
+    w = rng.integers(0, 3, (4, 3000)).astype(float)
+    auc, ap = rank_metrics(y, s, np.vstack([np.ones(3000), w]))
+    assert auc[0] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert ap[0] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    for b in range(4):
+        assert auc[b + 1] == pytest.approx(roc_auc_score(y, s, sample_weight=w[b]), abs=1e-12)
+        assert ap[b + 1] == pytest.approx(average_precision_score(y, s, sample_weight=w[b]), abs=1e-12)
+
+
+def test_within_grade_metrics_average_each_grades_figure_weighted_by_its_dropouts() -> None:
+    # grade A: 1 dropout ranked above 1 of 2 others (AUC 0.5); grade B: 2 dropouts above both others (AUC 1)
+    y = np.array([1, 0, 0, 1, 1, 0, 0])
+    s = np.array([.5, .9, .1, .8, .7, .2, .3])
+    grade = np.array(["A", "A", "A", "B", "B", "B", "B"])
+    m = score_metrics(y, s, grade=grade)
+    assert m["within_grade_roc_auc"] == pytest.approx((1 * 0.5 + 2 * 1.0) / 3)
+    assert m["within_grade_pr_auc"] == pytest.approx((1 * 0.5 + 2 * 1.0) / 3)  # A: AP = precision 1/2 at its dropout
+
+
+def test_a_score_that_only_knows_the_grade_ranks_at_chance_within_grade() -> None:
+    rng = np.random.default_rng(1)
+    grade = rng.integers(1, 16, 5000)
+    y = (rng.random(5000) < 0.005 * grade).astype(float)
+    m = score_metrics(y, grade / 100.0, grade=grade.astype(str))
+    assert m["roc_auc"] > 0.6  # the grade alone ranks well across grades...
+    assert m["within_grade_roc_auc"] == pytest.approx(0.5)  # ...and not at all within one
+    assert greater_is_better("within_grade_roc_auc") and not greater_is_better("gap_within_grade_pr_auc")
