@@ -53,6 +53,27 @@ def main(out: str) -> None:
         print(f"{kind}  {len(r)}  {int(r.dropout.sum())}  {r.p_dropout.sum():.1f}  "
               f"{r.p_dropout.sum() / r.dropout.sum():.3f}  {ceiling_z(r.p_dropout, r.dropout):+.2f}  "
               f"{roc_auc_score(r.dropout, r.p_dropout):.4f}")
+    if "p_observable" in rounds.columns:
+        observable_report(rounds)
+
+
+def observable_report(rounds: pd.DataFrame, n_boot: int = 200) -> None:
+    """The observable ceiling beside the full one (PROCESS.md §3b): its z, its ROC-AUC and how much
+    the full one ranks better, with a 95% interval from a pupil-level bootstrap (all of a pupil's rows
+    of the round type drawn together)."""
+    from training.bootstrap import interval, student_weights
+    from training.metrics import rank_metrics
+
+    print("round  mean_p_observable/realised  z  roc_auc_observable  full-observable [95% interval]")
+    for kind in ("early", "mid"):
+        r = rounds[rounds.round_type == kind]
+        y = r.dropout.to_numpy(dtype=float)
+        w = np.vstack([np.ones(len(r)), student_weights(r.person_id.to_numpy(), n_boot, seed=0)])
+        full, _ = rank_metrics(y, r.p_dropout.to_numpy(), w)
+        obs, _ = rank_metrics(y, r.p_observable.to_numpy(), w)
+        lo, hi = interval(full[1:] - obs[1:])
+        print(f"{kind}  {r.p_observable.sum() / r.dropout.sum():.3f}  {ceiling_z(r.p_observable, r.dropout):+.2f}  "
+              f"{obs[0]:.4f}  {full[0] - obs[0]:.4f} [{lo:.4f}, {hi:.4f}]")
 
 
 if __name__ == "__main__":
