@@ -51,7 +51,7 @@ CAVEATS: tuple[str, ...] = (
     "SHAP importances here are averages for the card; each student's reasons are computed from their own SHAP values.",
 )
 HEADLINE: tuple[str, ...] = (
-    "roc_auc", "pr_auc", "precision_at_5pct", "precision_at_10pct", "precision_at_20pct", "recall_at_10pct",
+    "roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_pr_auc", "precision_at_5pct", "precision_at_10pct", "precision_at_20pct", "recall_at_10pct",
     "school_precision_at_10pct", "school_recall_at_10pct", "brier", "ece",
 )
 
@@ -75,6 +75,14 @@ def _metric_rows(m: dict[str, float], prefix: str = "") -> list[dict[str, str]]:
             **{b: _fmt(m.get(f"baselines.{b}.{k}")) for b in BASELINES},
         })
     return rows
+
+
+def _interval_rows(m: dict[str, float]) -> list[dict[str, str]]:
+    """Every metric with a student-level 95% interval (training/pipeline.headline_intervals)."""
+    names = sorted((k[len("ci95_low."):] for k in m if k.startswith("ci95_low.")),
+                   key=lambda k: (k.count("."), k))
+    return [{"metric": k, "value": _fmt(m.get(k)),
+             "interval": f"[{_fmt(m.get(f'ci95_low.{k}'))}, {_fmt(m.get(f'ci95_high.{k}'))}]"} for k in names]
 
 
 def _slice_rows(m: dict[str, float], slice_name: str) -> list[dict[str, str]]:
@@ -118,6 +126,7 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
         "best_iteration": result.best_iteration, "calibration_method": cfg.calibration.method,
         "monotone": cfg.model.monotone, "folds": folds, "test_as_of": result.split.test_as_of,
         "has_ceiling": "ceiling_roc_auc" in m, "metrics": _metric_rows(m), "baselines": BASELINES,
+        "intervals": _interval_rows(m),
         "round_type": _slice_rows(m, "round_type"), "grade_band": _slice_rows(m, "grade_band"),
         "ece": _fmt(m.get("ece")), "ece_raw": _fmt(m.get("uncalibrated.ece")), "max_ece": cfg.gate.max_ece,
         "thresholds": [

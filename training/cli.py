@@ -75,15 +75,22 @@ def print_train_summary(s: dict[str, Any]) -> None:
     con.print(f"folds: train {', '.join(s['split']['train'])} | calibration {', '.join(s['split']['calibration'])} "
               f"| test {', '.join(s['split']['test'])}")
     t = Table(title="Test fold (latest labelled rounds)")
-    cols = ["model", "ceiling", "gap", "logistic", "abc_rule", "school_only", "cct_poverty"]
+    cols = ["model", "ceiling", "gap", "logistic", "grade_term_lookup", "school_model", "abc_rule", "school_only",
+            "cct_poverty"]
     t.add_column("metric")
     for c in cols:
         t.add_column(c, justify="right")
-    for k in ("roc_auc", "pr_auc", "precision_at_5pct", "precision_at_10pct", "recall_at_10pct",
+    for k in ("roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_pr_auc", "precision_at_5pct", "precision_at_10pct", "recall_at_10pct",
               "school_precision_at_10pct", "brier", "ece"):
         t.add_row(k, _f(m.get(k)), _f(m.get(f"ceiling_{k}")), _f(m.get(f"gap_{k}")),
                   *(_f(m.get(f"baselines.{b}.{k}")) for b in cols[3:]))
     con.print(t)
+    ci = [(k, f"ci95_low.{k}", f"ci95_high.{k}") for k in (
+        "roc_auc", "pr_auc", "gap_roc_auc", "observable.gap_roc_auc", "observable.gap_pr_auc",
+        "versus.logistic.roc_auc", "versus.grade_term_lookup.roc_auc", "versus.grade_term_lookup.within_grade_roc_auc")]
+    shown = [f"{k} {_f(m.get(k))} [{_f(m.get(lo))}, {_f(m.get(hi))}]" for k, lo, hi in ci if m.get(lo) is not None]
+    if shown:
+        con.print("95% student-level intervals (paired): " + "; ".join(shown))
     th = s["thresholds"]
     con.print(f"risk groups: problem ≥ {th['problem']:.4f} ({th['observed']['problem']['share']:.1%} of test, "
               f"dropout {th['observed']['problem']['dropout_rate']:.1%}); at-risk ≥ {th['at_risk']:.4f} "
