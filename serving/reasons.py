@@ -22,8 +22,9 @@ The rules (issue 12, "explanations of the published score"):
 - Lists show the groups that raise risk most, largest first (ties keep the catalogue's group order).
 
 Rendering is column-wise (issue 14: at 1M pupils the per-pupil loop over dicts was 80% of scoring):
-one argsort per chunk, then string assembly per rank over numpy object arrays. The per-row
-reference in tests/support/reasons_oracle.py must give the very same text.
+k passes of argmax per chunk rank the groups, each distinct reason text is formatted once, and rows
+are concatenated rank by rank over object arrays. The per-row reference in
+tests/support/reasons_oracle.py must give the very same text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from features.pointintime.spec import FEATURES, GROUPS, FeatureRole
 
@@ -82,39 +84,67 @@ def rank_reasons(group_contrib: np.ndarray, k: int = TOP_REASONS, raising_only: 
     c = np.asarray(group_contrib, dtype=np.float64)
     strength = c if raising_only else np.abs(c)
     material = (strength >= MATERIAL_LOGODDS) & reason_groups()[None, :]
-    key = np.where(material, -strength, np.inf)
+    left = np.where(material, strength, -np.inf)
     k = min(k, c.shape[1])
-    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    order = np.zeros((c.shape[0], k), dtype=np.intp)
+    rows = np.arange(c.shape[0])
+    # k passes of argmax instead of a sort: argmax takes the first of equal values, so ties keep group order
+    for j in range(k):
+        order[:, j] = best = np.argmax(left, axis=1)
+        left[rows, best] = -np.inf
     count = np.minimum(material.sum(axis=1), k)
     return order, count
 
 
 def render_reasons(group_contrib: np.ndarray, k: int = TOP_REASONS, raising_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The reasons of every row as one Thai and one English string (reasons joined by ' | '; '' when
-    a row has none), built column by column: object arrays of str, one pass per rank."""
+    a row has none), built column-wise.
+
+    A reason's text depends only on (group, direction, odds to two decimals): each distinct one is
+    formatted once, in Python (a round of 1M pupils has a few thousand), and a row's text is then
+    concatenated rank by rank over object arrays, one C loop per rank."""
     c = np.asarray(group_contrib, dtype=np.float64)
-    n = c.shape[0]
+    n, n_groups = c.shape
     order, count = rank_reasons(c, k, raising_only)
-    rows = np.arange(n)
-    out: dict[str, np.ndarray] = {}
+    k = order.shape[1]
+    present = np.arange(k)[None, :] < count[:, None]
+    picked = np.take_along_axis(c, order, axis=1)[present]
+    # one integer per distinct reason text: (hundredths of the odds, direction, group)
+    code = (_hundredths(picked) * 2 + (picked <= 0)) * n_groups + order[present]
+    piece_of, pieces = pd.factorize(code)  # hashing, not sorting: a few thousand distinct texts
+    slot = np.full((n, k), len(pieces), dtype=np.int64)  # len(pieces): no reason at this rank
+    slot[present] = piece_of
+    out = []
     for lang in ("th", "en"):
-        # prefix[direction, group]: '<group>: <way> (<odds> ×' - the number and ')' follow.
-        prefix = np.array([[f"{(GROUPS[g][1] if lang == 'th' else GROUPS[g][0])}: {_WAY[lang][d]} ({_ODDS[lang]} ×"
-                            for g in GROUP_NAMES] for d in (0, 1)], dtype=object)
-        text = np.full(n, "", dtype=object)
-        for j in range(order.shape[1]):
-            present = count > j
-            if not present.any():
-                break
-            idx = rows[present]
-            gi = order[present, j]
-            cj = c[idx, gi]
-            # '%.2f' % x is the very formatting of f'{x:.2f}' (both are Python's float formatting).
-            number = np.char.mod("%.2f", np.exp(cj)).astype(object)
-            piece = prefix[(cj <= 0).astype(np.intp), gi] + number + ")"
-            text[idx] = piece if j == 0 else text[idx] + SEPARATOR + piece
-        out[lang] = text
-    return out["th"], out["en"]
+        text = [_piece_text(int(p), n_groups, lang) for p in pieces]
+        first = np.array([*text, ""], dtype=object)
+        later = np.array([*(SEPARATOR + t for t in text), ""], dtype=object)
+        row = first[slot[:, 0]] if k else np.full(n, "", dtype=object)
+        for j in range(1, k):
+            row = row + later[slot[:, j]]
+        out.append(row)
+    return out[0], out[1]
+
+
+def _hundredths(contribution: np.ndarray) -> np.ndarray:
+    """exp(c) in hundredths, rounded as Python's f'{math.exp(c):.2f}' rounds it (the per-row text).
+
+    rint(exp(c) * 100) agrees with it except within rounding error of a half-hundredth (and
+    np.exp may differ from math.exp in the last bit): those few are formatted by Python itself."""
+    m100 = np.exp(contribution) * 100.0
+    out = np.rint(m100)
+    near = np.abs(m100 - np.floor(m100) - 0.5) < 1e-6
+    if near.any():
+        out[near] = [int(f"{math.exp(v):.2f}".replace(".", "")) for v in contribution[near].tolist()]
+    return out.astype(np.int64)
+
+
+def _piece_text(code: int, n_groups: int, lang: str) -> str:
+    rest, gi = divmod(code, n_groups)
+    hundredths, lowers = divmod(rest, 2)
+    g = GROUP_NAMES[gi]
+    label = GROUPS[g][1] if lang == "th" else GROUPS[g][0]
+    return f"{label}: {_WAY[lang][lowers]} ({_ODDS[lang]} ×{hundredths // 100}.{hundredths % 100:02d})"
 
 
 def top_reasons(group_contrib: np.ndarray, k: int = TOP_REASONS, raising_only: bool = True) -> list[dict[str, Any]]:

@@ -157,3 +157,11 @@ def test_isotonic_contributions_are_rescaled_to_add_up_keeping_their_signs() -> 
     assert np.abs(residual[moved]).max() <= ADDITIVITY_TOLERANCE
     assert np.all(np.sign(pub[:, :-1]) * np.sign(raw[:, :-1]) >= 0)  # a step map is non-decreasing
     assert np.all(pub[:, -1] == published_logit(model.risk_score_from_margin(raw[:1, -1]))[0])
+
+
+def test_no_rows_render_no_reasons_and_the_longest_lists_render_like_short_ones() -> None:
+    th, en = render_reasons(np.zeros((0, len(GROUP_NAMES))))
+    assert len(th) == 0 and len(en) == 0
+    gc = _group_contrib(np.random.default_rng(6), 500)
+    _, long = render_reasons(gc, k=9, raising_only=False)
+    assert list(long) == [reasons_of_row(row, 9, raising_only=False)[1] for row in gc]
