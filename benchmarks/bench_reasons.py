@@ -14,7 +14,7 @@ pupil a row is. Timed on the same rows:
                 scaled to --rows. Kept here, frozen, as the baseline of the issue's "8x".
 It also reports, for the round itself (not tiled), the share of flagged pupils (at-risk or
 problem) whose first reason is each group, under the old rules and the new, and the share of
-flagged pupils with no reason. Writes bench-out/reasons_<rows>.json.
+flagged pupils with no reason ("(none)"), each as [share, 95% bootstrap interval by student]. Writes bench-out/reasons_<rows>.json.
 """
 
 from __future__ import annotations
@@ -121,10 +121,20 @@ def _before_render(raw: np.ndarray, values: list[dict[str, Any]]) -> tuple[list[
     return th, en, first
 
 
-def _shares(first: list[str | None]) -> dict[str, float]:
+def _shares(first: list[str | None], replicates: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """Share of pupils whose first reason is each group: [share, 2.5%, 97.5%] over a bootstrap of
+    pupils (one row per pupil in a round, so resampling rows resamples students)."""
     n = len(first)
-    counts = Counter("(none)" if g is None else g for g in first)
-    return {g: round(c / n, 4) for g, c in counts.most_common()} if n else {}
+    if not n:
+        return {}
+    labels = np.array(["(none)" if g is None else g for g in first], dtype=object)
+    counts = Counter(labels.tolist())
+    draws = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
+    out = {}
+    for g, c in counts.most_common():
+        boot = (labels == g)[draws].mean(axis=1)
+        out[g] = [round(c / n, 4), round(float(np.quantile(boot, 0.025)), 4), round(float(np.quantile(boot, 0.975)), 4)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
