@@ -76,16 +76,18 @@ def published_logit(score: np.ndarray) -> np.ndarray:
         return np.log(p) - np.log1p(-p)
 
 
-def to_published_scale(model: RiskModel, contrib: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_published_scale(model: RiskModel, contrib: np.ndarray, score: np.ndarray,
+                       inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(contributions on the published logit scale, base last; residual per row).
 
     `contrib` is TreeSHAP on the raw margin in LightGBM's layout (features, then the base value) and
     `score` the published probability of the same rows. The residual is base + sum of contributions
-    minus logit(score): zero up to rounding (see `PublishedScale` for when it is not)."""
+    minus logit(score): zero up to rounding (see `PublishedScale` for when it is not). `inplace`
+    overwrites `contrib` (float64) instead of allocating a second round-sized matrix."""
     contrib = np.asarray(contrib, dtype=np.float64)
     target = published_logit(score)
     scale = published_scale(model)
-    out = np.empty_like(contrib)
+    out = contrib if inplace else np.empty_like(contrib)
     if scale.method == "platt":
         np.multiply(contrib, scale.slope, out=out)
         out[:, -1] += scale.intercept

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.pointintime.spec import FEATURES, GROUPS, FeatureRole
+from features.pointintime.spec import FEATURES, GROUPS
 
 GROUP_NAMES: tuple[str, ...] = tuple(GROUPS)
 TOP_REASONS = 3
@@ -45,11 +45,6 @@ SEPARATOR = " | "
 
 _WAY = {"th": ("เพิ่มความเสี่ยง", "ลดความเสี่ยง"), "en": ("raises risk", "lowers risk")}
 _ODDS = {"th": "โอกาส", "en": "odds"}
-
-
-def role_vector(role: FeatureRole) -> np.ndarray:
-    """0/1 per feature (catalogue order): 1 where the feature has this role."""
-    return np.array([1.0 if f.role == role else 0.0 for f in FEATURES])
 
 
 def group_matrix(for_reasons: bool = False) -> np.ndarray:

@@ -123,8 +123,7 @@ def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.D
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
     score = model.risk_score_from_margin(margin)
     group = np.asarray(model.thresholds_.assign(score), dtype=object)
-    contrib, residual = to_published_scale(model, raw, score)
-    del raw
+    contrib, residual = to_published_scale(model, raw, score, inplace=True)
     failures = int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
     if failures:
         # Counted and logged, not fatal: a pupil beyond the calibrator's clip still gets the score the

@@ -134,6 +134,7 @@ def test_platt_contributions_add_up_to_the_published_logit(seed: int) -> None:
     # scaled by the slope, the intercept in the base: a group's odds multiplier is the published odds'
     assert np.allclose(pub[:, :-1], cal.a_ * raw[:, :-1], rtol=0, atol=1e-15)
     assert np.allclose(pub[:, -1], cal.a_ * raw[:, -1] + cal.b_, rtol=0, atol=1e-15)
+    assert np.array_equal(to_published_scale(model, raw.copy(), score, inplace=True)[0], pub)  # scoring's way
 
 
 def test_a_pupil_beyond_the_calibrators_clip_is_counted_as_not_adding_up() -> None:
