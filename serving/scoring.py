@@ -170,7 +170,12 @@ def explanation_summary(model: RiskModel, scored: pd.DataFrame) -> ExplanationSu
     residual = phi.sum(axis=1) + base - published_logit(scored.loc[ok, "risk_score"].to_numpy(dtype=np.float64))
     # The base is one number per round (every row shares the booster's expected value); a round with
     # nobody scored reports the model's own base.
-    base_logit = float(base[0]) if len(base) else scale.slope * shap_tables(model).base_value + scale.intercept
+    if len(base):
+        base_logit = float(base[0])
+    else:
+        alone = np.zeros((1, len(model.features_.names) + 1))
+        alone[0, -1] = shap_tables(model).base_value
+        base_logit = float(to_published_scale(model, alone, model.risk_score_from_margin(alone.sum(axis=1)))[0][0, -1])
     return ExplanationSummary(
         calibration=scale.method, slope=scale.slope, intercept=scale.intercept, base_logit=base_logit,
         base_probability=float(1.0 / (1.0 + np.exp(-base_logit))), tolerance=ADDITIVITY_TOLERANCE,
