@@ -4,8 +4,8 @@
 
 `make bench` builds a home with a champion and a published round and passes them.
 The round's stored feature rows (a published snapshot) are repeated to --rows, then timed:
-model matrix, raw margin + calibration, fast TreeSHAP (serving.fastshap) for every row, group sums
-and reason sentences. shap.TreeExplainer explains a sample of the same rows to compare throughput
+model matrix, raw margin + calibration, fast TreeSHAP (serving.fastshap) for every row, then the
+published logit's scale, group sums and reason sentences (column-wise; bench_reasons compares renderers). shap.TreeExplainer explains a sample of the same rows to compare throughput
 and values (max |difference| must be <= 1e-9). Feature building over the warehouse is measured
 separately by `ews score` (its `seconds.features`) and is not part of this figure.
 Writes bench-out/score_<rows>.json.
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from features.home import EwsHome
     from features.pointintime.spec import FEATURE_NAMES
-    from serving.model import shap_tables
-    from serving.reasons import group_matrix, top_reasons
+    from serving.model import shap_tables, to_published_scale
+    from serving.reasons import group_matrix, render_reasons
     from serving.snapshot import published
 
     home = EwsHome(root=a.home.resolve())
@@ -81,12 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         tree_shap(tables, x[lo:lo + 200_000], out=contrib[lo:lo + 200_000])
     t["shap_all"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    g = contrib[:, :-1] @ group_matrix(for_reasons=True)
-    sample = min(len(x), 100_000)
-    vals = frame.iloc[:sample].to_dict("records")
-    for k in range(sample):
-        top_reasons(contrib[k, :-1], g[k], vals[k])
-    t["reasons"] = (time.perf_counter() - t0) * len(x) / sample
+    pub, _ = to_published_scale(model, contrib, score)
+    render_reasons(pub[:, :-1] @ group_matrix(for_reasons=True))
+    del pub
+    t["reasons"] = time.perf_counter() - t0
     additivity = float(np.abs(contrib.sum(axis=1) - margin).max())
 
     import shap

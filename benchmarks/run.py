@@ -12,6 +12,7 @@ In order:
   ingest     bench_ingest on a synthetic delivery of --ingest-rows
   train      bench_train grows the home's training set to --train-rows
   score      bench_score repeats the published round to --score-rows
+  reasons    bench_reasons: the round's reasons rendered column-wise vs per row, tiled to --score-rows
   serve      bench_serve: per-request latency per route at --serve-clients clients
   load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
              refusals (its own defaults: 100 clients x 5 minutes)
@@ -46,7 +47,7 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500}
-STEPS = ("simulate", "pipeline", "home", "ingest", "train", "score", "serve", "load")
+STEPS = ("simulate", "pipeline", "home", "ingest", "train", "score", "reasons", "serve", "load")
 
 
 @dataclass
@@ -146,6 +147,11 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
               ("max abs diff vs shap.TreeExplainer", _fmt(r["max_abs_diff_vs_treeexplainer"])),
               ("max additivity error", _fmt(r["max_additivity_error"])),
               ("projected 8M (excluding feature SQL)", _fmt(r["extrapolated_8M_minutes"], " min"))]
+    elif name.startswith("reasons"):
+        sec = r["seconds"]
+        f += [(f"reasons, {r['rows']:,} rows: column-wise / per-row reference / before", f"{_fmt(sec['column_wise'], ' s')} / "
+               f"{_fmt(sec['per_row'], ' s')} / {_fmt(sec['before'], ' s')} ({_fmt(r['speedup_vs_before'])}x before)"),
+              ("reason text mismatches vs per-row reference", _fmt(r["text_mismatches_vs_per_row_reference"]))]
     elif name.startswith("serve"):
         for route, s in r["per_route"].items():
             rows = r.get("rows", {}).get(route.removesuffix("_json").removesuffix("_xlsx"))
@@ -207,6 +213,8 @@ def plan(a: argparse.Namespace) -> list[Step]:
                       out / f"train-{a.train_rows}.json"))
     steps.append(Step("score", ["benchmarks.bench_score", "--home", home, "--round", rnd, "--rows", str(a.score_rows),
                                 "--compare-rows", str(a.compare_rows), *o], out / f"score_{a.score_rows}.json"))
+    steps.append(Step("reasons", ["benchmarks.bench_reasons", "--home", home, "--round", rnd, "--rows", str(a.score_rows), *o],
+                      out / f"reasons_{a.score_rows}.json"))
     steps.append(Step("serve", ["benchmarks.bench_serve", "--home", home, "--round", rnd, "--clients", str(a.serve_clients),
                                 "--mix-clients", str(a.mix_clients), "--seconds", str(a.serve_seconds),
                                 "--workers", str(a.workers), *o], out / f"serve_{rnd}.json"))
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             s.seconds, s.exit_code = round(time.perf_counter() - t0, 1), 0 if rnd else 1
             if rnd is None:
                 s.note = f"home not built: see {hwork}/*.log"
-        elif s.name in ("train", "score", "serve", "load"):  # these need the home: trained, with a published round
+        elif s.name in ("train", "score", "reasons", "serve", "load"):  # these need the home: trained, with a published round
             if rnd is None and "home" not in a.only:  # e.g. --only serve: reuse the home an earlier run built
                 rnd = _existing_round(a, hwork)
             if rnd is None:

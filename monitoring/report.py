@@ -125,6 +125,7 @@ def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVers
                              rows: pd.DataFrame) -> np.ndarray:
     """Group contributions of the reference rows: the published snapshot of the reference round when
     the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
+    from serving.model import to_published_scale
     from serving.reasons import group_matrix
     from serving.snapshot import published
 
@@ -133,7 +134,8 @@ def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVers
         cols = snap.manifest.columns.columns("group_contribution")
         t = snap.students(columns=["scored", *cols]).to_pandas()
         return t.loc[t["scored"], cols].to_numpy(dtype=float)
-    contrib = model.contributions(rows)[:, : len(model.features_.names)]
+    raw = model.contributions(rows)  # on the scale snapshots store: the published score's logit
+    contrib = to_published_scale(model, raw, model.risk_score_from_margin(raw.sum(axis=1)))[0][:, : len(model.features_.names)]
     return contrib @ group_matrix()
 
 

@@ -15,6 +15,7 @@ grade and school for such a child; a school should meet the child instead of rea
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,17 +26,20 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
-from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUP_COLUMNS
-from serving.model import shap_tables
-from serving.reasons import GROUP_NAMES, group_matrix, top_reasons
+from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, GROUP_COLUMNS, PROTECTED_FEATURES
+from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
+from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_matrix, render_reasons
 from serving.snapshot import (
     ColumnSchema, ModelLineage, ScoreConfig, SnapshotManifest, as_round, publish, snapshots_of, write_snapshot,
 )
 
 if TYPE_CHECKING:
+    from serving.snapshot import ExplanationSummary
     from training.model import RiskModel
     from training.registry import VersionedModel
     from training.version import ModelVersion
+
+_log = logging.getLogger(__name__)
 
 NO_SCORE_REASONS: dict[str, tuple[str, str]] = {
     "no_history": (
@@ -91,7 +95,8 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> tu
 
 
 def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """(raw margin, contributions incl. base column) for every row of the encoded matrix `x`, in batches."""
+    """(raw margin, contributions incl. base column, on the raw margin) for every row of the encoded
+    matrix `x`, in batches (`score_frame` moves them onto the published scale)."""
     from serving.fastshap import tree_shap
 
     n = x.shape[0]
@@ -105,16 +110,26 @@ def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> 
 
 
 def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
-    """Score, group and explain every eligible row of a feature frame; the others get a reason."""
+    """Score, group and explain every eligible row of a feature frame; the others get a reason.
+
+    Contributions are stored on the published score's logit scale (`serving.model.to_published_scale`):
+    base_value + the contributions = logit(risk_score) for every scored row, checked here."""
     reason = eligibility(frame)
     ok = reason == ""
     x = model.encode(frame.loc[ok])
-    margin, contrib = explain_rows(model, x, cfg.batch_rows)
-    err = np.abs(contrib.sum(axis=1) - margin).max() if len(margin) else 0.0
+    margin, raw = explain_rows(model, x, cfg.batch_rows)
+    err = np.abs(raw.sum(axis=1) - margin).max() if len(margin) else 0.0
     if err > cfg.additivity_tolerance:
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
     score = model.risk_score_from_margin(margin)
     group = np.asarray(model.thresholds_.assign(score), dtype=object)
+    contrib, residual = to_published_scale(model, raw, score, inplace=True)
+    failures = int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
+    if failures:
+        # Counted and logged, not fatal: a pupil beyond the calibrator's clip still gets the score the
+        # model gives; the manifest records how many explanations do not add up (`ExplanationSummary`).
+        _log.warning("%d of %d scored rows: base + contributions differ from the published logit by more "
+                     "than %.0e (max %.2e)", failures, len(residual), ADDITIVITY_TOLERANCE, np.abs(residual).max())
     gsum = contrib[:, :-1] @ group_matrix()
 
     n = len(frame)
@@ -131,22 +146,43 @@ def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.D
     for j, col in enumerate(SNAPSHOT_COLUMNS.group_contributions.values()):
         out[col] = full(gsum[:, j], np.nan)
 
-    # Reasons for lists and downloads; the explanation endpoint re-reads every contribution.
+    # Reasons for lists and downloads, column-wise; the explanation endpoint re-reads every contribution.
     th = np.full(n, None, dtype=object)
     en = np.full(n, None, dtype=object)
-    greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
-    values = frame.loc[ok, list(FEATURE_NAMES)].to_dict("records")
-    rows = np.flatnonzero(ok)
-    for k, (row, vals) in enumerate(zip(rows, values, strict=True)):
-        rs = top_reasons(contrib[k, :-1], greason[k], vals, cfg.top_reasons)
-        th[row] = " | ".join(r["th"] for r in rs)
-        en[row] = " | ".join(r["en"] for r in rs)
+    th[ok], en[ok] = render_reasons(contrib[:, :-1] @ group_matrix(for_reasons=True), cfg.top_reasons)
     for row in np.flatnonzero(~ok):
         code = reason[row]
         en[row], th[row] = NO_SCORE_REASONS[code]
     out["reasons_th"] = th
     out["reasons_en"] = en
     return out
+
+
+def explanation_summary(model: RiskModel, scored: pd.DataFrame) -> ExplanationSummary:
+    """What the manifest records about a round's explanations: their scale, the base, and the
+    additivity check recomputed from the columns as written."""
+    from serving.snapshot import ExplanationSummary
+
+    scale = published_scale(model)
+    ok = scored["scored"].to_numpy(dtype=bool)
+    phi = scored.loc[ok, list(SNAPSHOT_COLUMNS.contributions.values())].to_numpy(dtype=np.float64)
+    base = scored.loc[ok, "base_value"].to_numpy(dtype=np.float64)
+    residual = phi.sum(axis=1) + base - published_logit(scored.loc[ok, "risk_score"].to_numpy(dtype=np.float64))
+    # The base is one number per round (every row shares the booster's expected value); a round with
+    # nobody scored reports the model's own base.
+    if len(base):
+        base_logit = float(base[0])
+    else:
+        alone = np.zeros((1, len(model.features_.names) + 1))
+        alone[0, -1] = shap_tables(model).base_value
+        base_logit = float(to_published_scale(model, alone, model.risk_score_from_margin(alone.sum(axis=1)))[0][0, -1])
+    return ExplanationSummary(
+        calibration=scale.method, slope=scale.slope, intercept=scale.intercept, base_logit=base_logit,
+        base_probability=float(1.0 / (1.0 + np.exp(-base_logit))), tolerance=ADDITIVITY_TOLERANCE,
+        max_additivity_error=float(np.abs(residual).max()) if len(residual) else 0.0,
+        additivity_failures=int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum()), material_odds=MATERIAL_ODDS,
+        context_features=sorted(CONTEXT_FEATURES), protected_features=sorted(PROTECTED_FEATURES),
+    )
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray, n: int, fill: Any) -> np.ndarray:
@@ -231,6 +267,7 @@ def score_round(
         round=r, as_of=cal.as_of(r), model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
         config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
         no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()}, columns=SNAPSHOT_COLUMNS,
+        explanation=explanation_summary(loaded.model, scored),
     )
     ref = write_snapshot(home, manifest, table)
     if do_publish:

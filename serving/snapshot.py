@@ -74,6 +74,26 @@ class ModelLineage(BaseModel):
     trainset_delivery_fingerprint: str = Field("", description="Deliveries the training set was built from.")
 
 
+class ExplanationSummary(BaseModel):
+    """How a round's contributions read (written by `serving.scoring.explanation_summary`): on the
+    published score's logit scale, base_value + the contributions = logit(risk_score) for every
+    scored row, up to `tolerance`, except `additivity_failures` rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scale: Literal["published_logit"] = "published_logit"
+    calibration: Literal["platt", "isotonic"] = Field(description="Calibrator of the model (Platt: affine, exact).")
+    slope: float = Field(description="Platt slope: published logit = slope * raw margin + intercept (1 for isotonic).")
+    intercept: float = Field(description="Platt intercept (0 for isotonic).")
+    base_logit: float = Field(description="The round's base value on the published logit scale.")
+    base_probability: float = Field(description="sigmoid(base_logit): the probability the points start from.")
+    tolerance: float = Field(description="Largest |base + contributions - published logit| counted as adding up.")
+    max_additivity_error: float = Field(description="Largest |base + contributions - published logit| in the round.")
+    additivity_failures: int = Field(ge=0, description="Scored rows beyond the tolerance.")
+    material_odds: float = Field(description="A reason needs an odds multiplier at least this (or its inverse).")
+    context_features: list[str] = Field(description="Shown once as context, never a reason.")
+    protected_features: list[str] = Field(description="Never part of a reason.")
+
+
 ColumnRole = Literal["id", "time", "placement", "score", "reason", "model_input", "contribution",
                      "group_contribution", "group_attribute"]
 
@@ -93,7 +113,8 @@ class ColumnSchema(BaseModel):
     score: list[str] = Field(description="scored flag, risk score, risk group, raw margin, base value.")
     reason: list[str] = Field(description="Why a row has no score, and the short reasons in Thai and English.")
     model_inputs: dict[str, str] = Field(description="Feature name -> column holding the value the model read.")
-    contributions: dict[str, str] = Field(description="Feature name -> column holding its SHAP contribution (log-odds).")
+    contributions: dict[str, str] = Field(description="Feature name -> column holding its SHAP contribution (log-odds; "
+                                                      "the published logit's when the manifest has `explanation`).")
     group_contributions: dict[str, str] = Field(description="Feature group -> column holding the group's summed contribution.")
     group_attributes: dict[str, str] = Field(
         default_factory=dict, description="Fairness attribute -> column (not a model input; audited by monitoring).")
@@ -138,6 +159,8 @@ class SnapshotManifest(BaseModel):
     feature_groups: list[str] = Field(description="Feature groups in the order of the group contributions.")
     no_score_reasons: dict[str, dict[str, str]] = Field(description="Code -> {en, th} for rows without a score.")
     columns: ColumnSchema
+    explanation: ExplanationSummary | None = Field(
+        None, description="Scale and additivity of the contributions; None: a snapshot from before, on the raw margin.")
     rows: int = Field(0, ge=0, description="Students in students.parquet.")
     scored_rows: int = Field(0, ge=0, description="Of which scored.")
     students_sha256: str = Field("", description="Content hash of students.parquet.")

@@ -21,7 +21,7 @@ from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from serving.access import Principal, is_ascii_digits
-from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS
+from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, published_logit, to_published_scale
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
 from serving.store import LoadedRound
 from training.version import ModelVersion
@@ -250,22 +250,36 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
                 "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}
     contrib = rnd.contrib[i]
     margin, b = float(r["raw_margin"]), float(r["base_value"])
-    scale = float(probability_scale(np.array([margin]), np.array([b]))[0])
-    feats = [{"feature": f, "group": BY_NAME[f].group, "label_en": BY_NAME[f].en, "label_th": BY_NAME[f].th,
-              "value": values[f], "contribution": float(contrib[j]), "probability_points": float(contrib[j] * scale * 100)}
+    # Snapshots with an explanation summary store contributions on the published logit's scale (they
+    # add up to logit(risk_score)); older ones on the raw margin.
+    on_published = rnd.manifest.explanation is not None
+    target = float(published_logit(np.array([float(r["risk_score"])]))[0]) if on_published else margin
+    scale = float(probability_scale(np.array([target]), np.array([b]))[0])
+    feats = [{"feature": f, "group": BY_NAME[f].group, "role": BY_NAME[f].role, "label_en": BY_NAME[f].en,
+              "label_th": BY_NAME[f].th, "value": values[f], "contribution": float(contrib[j]),
+              "probability_points": float(contrib[j] * scale * 100)}
              for j, f in enumerate(rnd.manifest.features)]
     groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(rnd.group_contrib[i, k]),
                "odds_multiplier": math.exp(float(rnd.group_contrib[i, k])),
                "probability_points": float(rnd.group_contrib[i, k] * scale * 100)}
               for k, g in enumerate(rnd.manifest.feature_groups)]
-    reasons = top_reasons(contrib, contrib @ group_matrix(for_reasons=True), values, k=len(rnd.manifest.feature_groups),
-                          raising_only=False)
+
+    def role_part(role: str) -> dict[str, Any]:
+        c = float(sum(x["contribution"] for x in feats if x["role"] == role))
+        return {"features": {x["feature"]: x["value"] for x in feats if x["role"] == role}, "contribution": c,
+                "odds_multiplier": math.exp(c), "probability_points": c * scale * 100}
+
+    reasons = top_reasons(contrib @ group_matrix(for_reasons=True), k=len(GROUP_NAMES), raising_only=False)
     return {
         **base, "scored": True, "risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
         "risk_group_th": RISK_GROUP_TH[r["risk_group"]], "risk_group_en": RISK_GROUP_EN[r["risk_group"]],
-        "raw_margin": margin, "base_value": b, "sum_of_contributions": float(contrib.sum()),
+        "scale": "published_logit" if on_published else "raw_margin",
+        "raw_margin": margin, "published_logit": target, "base_value": b,
+        "base_probability": 1.0 / (1.0 + math.exp(-b)), "sum_of_contributions": float(contrib.sum()),
         "features": feats, "groups": groups,
-        "reasons": [{k: _num(v) for k, v in x.items()} for x in reasons],
+        # shown once: where the pupil is in the school calendar; and what is never a reason
+        "context": role_part("context"), "protected": role_part("protected"),
+        "reasons": [{**x, "probability_points": x["contribution"] * scale * 100} for x in reasons],
     }
 
 
@@ -286,7 +300,10 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, loaded: Versioned
     margin = float(model.raw_margin(x)[0])
     score = float(model.risk_score_from_margin(np.array([margin]))[0])
     group = str(model.thresholds_.assign(np.array([score]))[0])
-    contrib = model.contributions(x)[0]
+    contrib = model.contributions(x)
+    if rnd.manifest.explanation is not None:
+        contrib = to_published_scale(model, contrib, np.array([score]))[0]
+    contrib = contrib[0]
     stored = rnd.contrib[i]
     diff = {
         "raw_margin": abs(margin - float(r["raw_margin"])), "risk_score": abs(score - float(r["risk_score"])),
@@ -314,13 +331,12 @@ def score_rows(model: RiskModel, who: Principal, rows: list[dict[str, Any]]) -> 
     margin = model.raw_margin(x)
     score = model.risk_score_from_margin(margin)
     group = model.thresholds_.assign(score)
-    contrib = model.contributions(x)
+    contrib, _ = to_published_scale(model, model.contributions(x), score)
     gsum = contrib[:, :-1] @ group_matrix()
     greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
     out = []
     for k in range(len(rows)):
-        vals = {f: _num(v) for f, v in frame.iloc[k].items()}
-        rs = top_reasons(contrib[k, :-1], greason[k], vals)
+        rs = top_reasons(greason[k])
         out.append({"risk_score": float(score[k]), "risk_group": str(group[k]), "raw_margin": float(margin[k]),
                     "base_value": float(contrib[k, -1]),
                     "group_contributions": {g: float(gsum[k, j]) for j, g in enumerate(GROUP_NAMES)},

@@ -9,14 +9,33 @@ Serving, training and the model card read this catalogue.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from features.pointintime.compile import Dtype
 from features.pointintime.groups import FAIRNESS, MODEL_GROUPS
 
-__all__ = ["BY_NAME", "CATEGORICAL", "Dtype", "FEATURES", "FEATURE_NAMES", "Feature", "GROUPS", "GROUP_COLUMNS",
-           "KEY_COLUMNS", "catalogue_markdown"]
+__all__ = ["BY_NAME", "CATEGORICAL", "CONTEXT_FEATURES", "Dtype", "FEATURES", "FEATURE_NAMES", "Feature", "FeatureRole",
+           "GROUPS", "GROUP_COLUMNS", "KEY_COLUMNS", "PROTECTED_FEATURES", "catalogue_markdown"]
 
 GROUPS: dict[str, tuple[str, str]] = {g.name: (g.en, g.th) for g in MODEL_GROUPS}
+
+# What a feature may be in an explanation (serving.reasons reads the role, never a list of its own).
+# "reason": part of a group a teacher is told raises or lowers the risk.
+# "context": where the child is in the school calendar (grade, term, round type, age). It moves the
+#   risk of every child of that grade and round alike, so it is shown once as context and is never
+#   offered as a reason: "grade M3 raises risk" tells a school nothing it can act on.
+# "protected": who the child is (sex, nationality status, disability). The model may read them (the
+#   fairness audit measures what that does), but a teacher is never told that a child's sex,
+#   nationality or disability is why the child is at risk.
+FeatureRole = Literal["reason", "context", "protected"]
+CONTEXT_FEATURES: frozenset[str] = frozenset({"grade", "grade_level", "in_transition_grade", "term", "is_mid_round", "age"})
+PROTECTED_FEATURES: frozenset[str] = frozenset({"sex", "non_thai_id", "disability", "welfare_disability_card"})
+
+
+def _role(name: str) -> FeatureRole:
+    if name in PROTECTED_FEATURES:
+        return "protected"
+    return "context" if name in CONTEXT_FEATURES else "reason"
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,7 @@ class Feature:
     en: str
     th: str
     missing: str = "never missing"  # what an empty value means
+    role: FeatureRole = "reason"  # see CONTEXT_FEATURES / PROTECTED_FEATURES
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -34,7 +54,7 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = tuple(
-    Feature(c.name, g.name, c.dtype, c.en, c.th, c.missing) for g in MODEL_GROUPS for c in g.columns
+    Feature(c.name, g.name, c.dtype, c.en, c.th, c.missing, _role(c.name)) for g in MODEL_GROUPS for c in g.columns
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import sqlite3
 
 import httpx
@@ -118,13 +119,23 @@ def test_area_token_sees_its_area_without_names_and_nothing_outside(service_url:
     assert _get(service_url, f"/ews/api/rounds/{h.round_id}/areas/{h.area[:2]}/summary", h.tokens["area"]).status_code == 403
 
 
-def test_an_explanation_has_every_contribution_adding_up_to_the_raw_margin(service_url: str, serving_home: ServingHome) -> None:
+def test_an_explanation_has_every_contribution_adding_up_to_the_published_logit(service_url: str, serving_home: ServingHome) -> None:
     h = serving_home
     key = _get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students", h.tokens["school"]).json()["students"][0]["student_key"]
     e = _get(service_url, f"/ews/api/rounds/{h.round_id}/students/{key}/explanation", h.tokens["auditor"]).json()
     assert len(e["features"]) == len(FEATURES)
     total = sum(f["contribution"] for f in e["features"]) + e["base_value"]
-    assert abs(total - e["raw_margin"]) < 1e-9
+    assert e["scale"] == "published_logit"
+    assert abs(total - e["published_logit"]) < 1e-9
+    assert abs(e["published_logit"] - math.log(e["risk_score"] / (1 - e["risk_score"]))) < 1e-9
+    # the points start at the base probability and end at the published score
+    points = sum(f["probability_points"] for f in e["features"]) / 100
+    assert abs(e["base_probability"] + points - e["risk_score"]) < 1e-12
+    # context shown once, protected attributes apart; neither is ever among the reasons
+    assert set(e["context"]["features"]) == {f["feature"] for f in e["features"] if f["role"] == "context"}
+    reason_groups = {r["group"] for r in e["reasons"]}
+    assert not reason_groups & {f["group"] for f in e["features"]} - {f["group"] for f in e["features"] if f["role"] == "reason"}
+    assert all(abs(r["contribution"]) >= math.log(1.10) for r in e["reasons"])
     assert "name" not in e
 
 
