@@ -261,8 +261,10 @@ def score_round(
 
 def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
                cal: SchoolCalendar | None = None) -> list[ScoringRound]:
-    """Rounds whose as-of date has passed, whose census delivery was known by the as-of date,
-    and that have no snapshot scored by `model_version` yet."""
+    """Rounds whose as-of date has passed, whose census is in the warehouse, and that have no
+    snapshot scored by `model_version` yet. A census that came after the round's as-of date does
+    not hold the round back: it is scored on the latest enrolment evidence known by then (and says
+    so), as the school would have been served on that day."""
     from features.pointintime.pipeline import connect_warehouse, rounds_with_census
 
     cal = cal or home.calendar
@@ -274,9 +276,7 @@ def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
     known: dict[dt.date, dt.date] = {c: k for c, k in rows}
     out = []
     for r in rounds_with_census(cal, known):
-        as_of = cal.as_of(r)
-        census = cal.census_date(r.academic_year, r.term)
-        if as_of > today or known[census] > as_of:
+        if cal.as_of(r) > today:
             continue
         if any(s.manifest.model_version == str(model_version) for s in snapshots_of(home, r)):
             continue
