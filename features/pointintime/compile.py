@@ -4,7 +4,8 @@ Where it sits: `groups.py` declares what each feature group reads and computes; 
 those declarations into SQL for one round; `build.py` runs it (features), `labels.py` uses the same
 population step, and serving's placement query uses the same registry reads. The chain, per read:
 
-    population  students enrolled at the round (one census row each, the latest known version)
+    population  students enrolled at the round (one census row each, the latest known version;
+                when the census is late, the latest enrolment evidence: `latest_evidence_steps`)
     <x>_known   rows of the source known by the as-of date that describe a date not after it
     <x>_latest  the latest known version of each record (known_at, then delivery, then line)
     <x>         within the staleness limit (rows describing a date too long ago are dropped)
