@@ -6,7 +6,8 @@ Reads only the warehouse's own bookkeeping (`ingested_files`, `deliveries`) and 
 period may arrive in several deliveries (a late part, a malformed school file sent separately);
 comparing deliveries would raise an alarm at every such split. Lateness is judged against the
 calendar: a census is expected `expected_lag_days` after the census date, a month of attendance
-that many days after the month ends.
+that many days after the month ends. A round scored on a stale population (its census had not
+arrived by its as-of date) is flagged from the snapshot's manifest (`population_checks`).
 
 Every figure is a `Check` with its value, thresholds and level, per source and per province.
 """
@@ -23,6 +24,7 @@ from features.calendar import SchoolCalendar
 from features.contract import SOURCES
 from features.ids import BE_OFFSET
 from features.ingest.warehouse import META_COLUMNS, warehouse_columns
+from features.pointintime.build import PopulationSource
 from monitoring.config import QualityConfig, Thresholds
 from monitoring.stats import level_of
 
@@ -175,6 +177,24 @@ def lateness_checks(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, start: 
             out.append(_check("late_delivery", source, f"period {label}", max(0, (arrived - due).days), cfg.late_days,
                               note=f"expected by {due}, first known {arrived}"))
     return out
+
+
+# Any day between the census a round is defined by and the census its population rests on is a
+# breach: the list then holds last census's pupils (less exits, plus those seen in attendance), and
+# schools and monitoring must know it is not the census they expect.
+STALE_POPULATION = Thresholds(watch=1, drift=1)
+
+
+def population_checks(round_id: str, population: PopulationSource | None) -> list[Check]:
+    """A round whose census had not arrived by its as-of date was scored on a stale population:
+    the days its population lags the expected census, flagged with the caveat the list carries."""
+    if population is None or not population.census_late:
+        return []
+    # No census at all cannot be published (`require_population`); should one appear, lag from as-of.
+    base = population.population_as_of or population.as_of
+    lag = max(1, (population.census_date_expected - base).days)
+    return [_check("stale_population", "dmc_census", f"round {round_id}", lag, STALE_POPULATION,
+                   note=f"population not from the round's census: {population.caveat()['en']}")]  # type: ignore[index]
 
 
 def quality_checks(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, as_of: dt.date, cfg: QualityConfig) -> list[Check]:

@@ -27,7 +27,7 @@ from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from monitoring.config import MonitorConfig
 from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
 from monitoring.outcomes import Outcomes, judge_outcomes
-from monitoring.quality import Check, quality_checks
+from monitoring.quality import Check, population_checks, quality_checks
 from training.version import ModelVersion
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
 
     con = connect_warehouse(home)
     try:
-        quality = quality_checks(con, cal, manifest.as_of, cfg.quality)
+        quality = quality_checks(con, cal, manifest.as_of, cfg.quality) + population_checks(r.round_id, manifest.population)
         cutoff = latest_delivery(con)
         labels = con.execute(labels_sql(cal, r, cutoff)).fetch_df()
     finally:

@@ -65,6 +65,8 @@ def score_command(
         typer.echo(f"{s.round_id}: {s.scored:,} scored, {s.no_score:,} without a score (too little data); "
                    f"มีปัญหา {s.groups['problem']:,} · เสี่ยง {s.groups['at_risk']:,} · ปกติ {s.groups['normal']:,}; "
                    f"model v{s.model_version}; snapshot {s.snapshot_hash} published")
+        if s.population_caveat:
+            typer.secho(f"{s.round_id}: {s.population_caveat['en']}", fg=typer.colors.YELLOW)
 
 
 def serve_command(

@@ -33,18 +33,27 @@ def _cell(key: str, row: dict[str, Any]) -> Any:
     return v
 
 
-def to_csv(rows: list[dict[str, Any]]) -> bytes:
-    """UTF-8 with a byte-order mark, so Excel opens Thai text correctly."""
+def caveat_line(caveat: dict[str, str] | None) -> str | None:
+    """The round's population caveat (census late) as one line, Thai first; None when there is none."""
+    return f"{caveat['th']} / {caveat['en']}" if caveat else None
+
+
+def to_csv(rows: list[dict[str, Any]], caveat: dict[str, str] | None = None) -> bytes:
+    """UTF-8 with a byte-order mark, so Excel opens Thai text correctly. A round whose census was
+    late starts with one line saying so (`caveat`), above the header, where nobody can miss it."""
     cols = _columns(rows)
     buf = io.StringIO()
     w = csv.writer(buf)
+    if caveat:
+        w.writerow([caveat_line(caveat)])
     w.writerow([h for _, h in cols])
     for r in rows:
         w.writerow(["" if _cell(k, r) is None else _cell(k, r) for k, _ in cols])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
-def to_xlsx(rows: list[dict[str, Any]], title: str) -> bytes:
+def to_xlsx(rows: list[dict[str, Any]], title: str, caveat: dict[str, str] | None = None) -> bytes:
+    """The title, then (census late) the caveat in bold red, then the header and the rows."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -53,8 +62,11 @@ def to_xlsx(rows: list[dict[str, Any]], title: str) -> bytes:
     ws = wb.active
     ws.title = "รายชื่อ"
     ws.append([title])
+    if caveat:
+        ws.append([caveat_line(caveat)])
+        ws.cell(row=ws.max_row, column=1).font = Font(bold=True, color="AA0000")
     ws.append([h for _, h in cols])
-    for c in ws[2]:
+    for c in ws[ws.max_row]:
         c.font = Font(bold=True)
     for r in rows:
         ws.append([_cell(k, r) for k, _ in cols])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
+from features.pointintime.build import PopulationSource
+from features.pointintime.compile import LatestEvidence
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, GROUP_COLUMNS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
 from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_matrix, render_reasons
@@ -61,11 +63,11 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
     return np.where(nothing_known.to_numpy(), "no_history", "")
 
 
-def placement_sql(census: dt.date, as_of: dt.date) -> str:
+def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of)
+    return compiled(census, as_of, evidence=evidence)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -75,23 +77,32 @@ def school_areas_sql(as_of: dt.date) -> str:
     return compiled(as_of)
 
 
-def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> tuple[pd.DataFrame, str]:
-    """The round's feature table joined with room and school area, and the delivery fingerprint."""
-    from features.pointintime.build import build_features
+class RoundInputs(NamedTuple):
+    frame: pd.DataFrame  # features + room + school area, one row per student, by student_key
+    fingerprint: str  # deliveries known by the as-of date
+    population: PopulationSource  # the round's census, or the latest evidence when it was late
+
+
+def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> RoundInputs:
+    """The round's feature table joined with room and school area, the delivery fingerprint, and
+    where the population came from. A round with nobody in it raises `EmptyRoundError`."""
+    from features.pointintime.build import build_features, population_source, require_population
     from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
     con = connect_warehouse(home)
     try:
-        feats = build_features(con, cal, r).to_pandas()
-        rooms = con.execute(placement_sql(census, as_of)).fetch_df()
+        source = population_source(con, cal, r)
+        feats = build_features(con, cal, r, population=source).to_pandas()
+        require_population(r, source, len(feats))
+        rooms = con.execute(placement_sql(census, as_of, source.evidence(r))).fetch_df()
         schools = con.execute(school_areas_sql(as_of)).fetch_df()
         fingerprint = delivery_fingerprint(con, as_of)
     finally:
         con.close()
     frame = feats.merge(rooms, on="student_key", how="left").merge(schools, on="school_code", how="left")
-    return frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint
+    return RoundInputs(frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint, source)
 
 
 def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
@@ -244,6 +255,7 @@ class RoundSummary(BaseModel):
     model_version: str
     published: bool
     seconds: dict[str, float]
+    population_caveat: dict[str, str] | None = None  # {en, th} when the census was late
 
 
 def score_round(
@@ -258,7 +270,7 @@ def score_round(
     cfg = cfg or ScoreConfig()
     cal = cal or home.calendar
     t0 = time.perf_counter()
-    frame, fingerprint = read_round_inputs(home, r, cal)
+    frame, fingerprint, population = read_round_inputs(home, r, cal)
     t1 = time.perf_counter()
     scored = score_frame(loaded.model, frame, cfg)
     t2 = time.perf_counter()
@@ -268,6 +280,7 @@ def score_round(
         config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
         no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()}, columns=SNAPSHOT_COLUMNS,
         explanation=explanation_summary(loaded.model, scored),
+        population=population,
     )
     ref = write_snapshot(home, manifest, table)
     if do_publish:
@@ -278,15 +291,17 @@ def score_round(
         round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
         scored=int(scored["scored"].sum()), no_score=int((~scored["scored"]).sum()),
         groups={g: int(groups.get(g, 0)) for g in ("problem", "at_risk", "normal")},
-        model_version=str(loaded.lineage.version), published=do_publish,
+        model_version=str(loaded.lineage.version), published=do_publish, population_caveat=population.caveat(),
         seconds={"features": round(t1 - t0, 2), "score_explain": round(t2 - t1, 2), "write": round(t3 - t2, 2)},
     )
 
 
 def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
                cal: SchoolCalendar | None = None) -> list[ScoringRound]:
-    """Rounds whose as-of date has passed, whose census delivery was known by the as-of date,
-    and that have no snapshot scored by `model_version` yet."""
+    """Rounds whose as-of date has passed, whose census is in the warehouse, and that have no
+    snapshot scored by `model_version` yet. A census that came after the round's as-of date does
+    not hold the round back: it is scored on the latest enrolment evidence known by then (and says
+    so), as the school would have been served on that day."""
     from features.pointintime.pipeline import connect_warehouse, rounds_with_census
 
     cal = cal or home.calendar
@@ -298,9 +313,7 @@ def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,
     known: dict[dt.date, dt.date] = {c: k for c, k in rows}
     out = []
     for r in rounds_with_census(cal, known):
-        as_of = cal.as_of(r)
-        census = cal.census_date(r.academic_year, r.term)
-        if as_of > today or known[census] > as_of:
+        if cal.as_of(r) > today:
             continue
         if any(s.manifest.model_version == str(model_version) for s in snapshots_of(home, r)):
             continue

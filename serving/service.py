@@ -202,10 +202,10 @@ class EwsService:
 
         fname = f"risk-{round_id}-{school_code}"
         if format == "csv":
-            return Response(exports.to_csv(out["students"]), media_type="text/csv; charset=utf-8",
+            return Response(exports.to_csv(out["students"], out["population_caveat"]), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{fname}.csv"'})
         title = f"รายชื่อนักเรียนกลุ่มเสี่ยง รอบ {round_id} โรงเรียน {out['school_name'] or school_code}"
-        return Response(exports.to_xlsx(out["students"], title),
+        return Response(exports.to_xlsx(out["students"], title, out["population_caveat"]),
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                         headers={"Content-Disposition": f'attachment; filename="{fname}.xlsx"'})
 

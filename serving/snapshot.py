@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
 from features.parquet import write_parquet
+from features.pointintime.build import PopulationSource
 from features.pointintime.pipeline import file_sha256
 
 POINTER = "PUBLISHED"
@@ -165,6 +166,9 @@ class SnapshotManifest(BaseModel):
     scored_rows: int = Field(0, ge=0, description="Of which scored.")
     students_sha256: str = Field("", description="Content hash of students.parquet.")
     snapshot_hash: str = Field("", description="Hash of this manifest without this field: the folder name.")
+    population: PopulationSource | None = Field(
+        None, description="Where the population came from: the round's census, or the latest enrolment evidence "
+                          "when the census was not received by the as-of date (None: written before this field).")
 
     @property
     def round_id(self) -> str:
@@ -173,6 +177,11 @@ class SnapshotManifest(BaseModel):
     @property
     def model_version(self) -> str:
         return self.model.model_version
+
+    @property
+    def population_caveat(self) -> dict[str, str] | None:
+        """"census of <date> not received; population as of <date>" in English and Thai, or None."""
+        return self.population.caveat() if self.population else None
 
     def canonical(self) -> str:
         """The bytes the snapshot hash is taken over. Keys keep the fields' order and are not sorted:

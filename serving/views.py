@@ -141,6 +141,7 @@ def school_list(
         "round_id": rnd.round_id, "school_code": school_code,
         "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
         "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
+        "population_caveat": rnd.manifest.population_caveat,
         "students": _rows_out(rnd, idx, names if own else None),
     }
 
@@ -223,7 +224,8 @@ def area_list(
     if who.role == "school" or not who.may("list") or not who.covers_area(area_code):
         raise RequestError(403, "this token does not cover that area")
     idx = _filter(rnd, area_rows(rnd, area_code), grade, None, group)[: limit or MAX_LIST]
-    return {"round_id": rnd.round_id, "area_code": area_code, "students": _rows_out(rnd, idx, None)}
+    return {"round_id": rnd.round_id, "area_code": area_code, "population_caveat": rnd.manifest.population_caveat,
+            "students": _rows_out(rnd, idx, None)}
 
 
 def _row_for(rnd: LoadedRound, who: Principal, student_key: str) -> int:

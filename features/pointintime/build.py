@@ -15,13 +15,15 @@ both to agree on every column.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 import duckdb
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
-    DUCKDB, Dialect, RoundContext, compile_groups, population_steps, read_steps, render, with_sql,
+    DUCKDB, Dialect, LatestEvidence, RoundContext, compile_groups, population_steps, read_steps, render, with_sql,
 )
 from features.pointintime.groups import (
     ALL_GROUPS, AREAS_READ, FAIRNESS, MOBILITY, MODEL_GROUPS, PLACEMENT, SCHOOLS_READ, PAST_DROPOUT_MIN_STUDENTS, PAST_DROPOUT_YEARS, STALENESS_DAYS,
@@ -29,9 +31,9 @@ from features.pointintime.groups import (
 )
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
-__all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "build_features",
-           "earlier_early_rounds", "features_sql", "placement_sql", "previous_term", "round_context",
-           "school_areas_sql"]
+__all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
+           "PopulationSource", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
+           "population_source", "previous_term", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -78,7 +80,85 @@ def round_context(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dial
                         cal=cal, round=r)
 
 
-def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
+class PopulationSource(BaseModel):
+    """Where a round's population came from: its census, or (census late) the latest enrolment evidence.
+
+    Travels in the feature set's and the snapshot's manifests, so the list, the web page, the
+    download and monitoring can say "census of <date> not received; population as of <date>".
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    population_source: Literal["census", "latest_evidence"] = Field(
+        description="'census': the round's census known by as-of; 'latest_evidence': it was not, so the "
+                    "previous census less known exits plus pupils seen in later attendance or marks.")
+    census_date_expected: dt.date = Field(description="The census the round is defined by.")
+    population_as_of: dt.date | None = Field(
+        description="Date of the census the population rests on (None: no census known at all).")
+    as_of: dt.date = Field(description="The round's as-of date: exits and attendance known by then count.")
+
+    @property
+    def census_late(self) -> bool:
+        return self.population_source == "latest_evidence"
+
+    def evidence(self, r: ScoringRound) -> LatestEvidence | None:
+        return LatestEvidence(self.population_as_of, r.academic_year) if self.census_late else None
+
+    def caveat(self) -> dict[str, str] | None:
+        """The sentence a reader of the round must see, in English and Thai (None: census as planned)."""
+        if not self.census_late:
+            return None
+        base = self.population_as_of.isoformat() if self.population_as_of else "-"
+        return {
+            "en": f"census of {self.census_date_expected.isoformat()} not received; population as of {base} "
+                  f"(that census, less exits and plus pupils seen in attendance or marks known by "
+                  f"{self.as_of.isoformat()})",
+            "th": f"ยังไม่ได้รับข้อมูลนักเรียน (DMC) รอบวันที่ {self.census_date_expected.isoformat()}; "
+                  f"รายชื่อนักเรียนเป็นข้อมูล ณ วันที่ {base} (หักผู้ที่ออกแล้ว และเพิ่มผู้ที่มีข้อมูลการมาเรียน"
+                  f"หรือผลการเรียนถึงวันที่ {self.as_of.isoformat()})",
+        }
+
+
+class EmptyRoundError(RuntimeError):
+    """A round with nobody in it: never written or published (a school would get an empty list)."""
+
+
+def population_source(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
+                      schema: str = "wh") -> PopulationSource:
+    """The round's census if any of its rows were known by the as-of date; else the latest census
+    known by then, which the latest-evidence population rests on. Decided for the whole round:
+    a round with its census keeps exactly the query it always had."""
+    as_of = cal.as_of(r)
+    census = cal.census_date(r.academic_year, r.term)
+    arrived, base = con.execute(
+        f"""SELECT count(*) FILTER (WHERE census_date = ?), max(census_date) FILTER (WHERE census_date < ?)
+            FROM {schema}.src_dmc_census WHERE known_at <= ? AND census_date <= ?""",
+        [census, census, as_of, census],
+    ).fetchall()[0]  # fetched fully: DuckDB 2 blocks the next statement while a result is open
+    if arrived:
+        return PopulationSource(population_source="census", census_date_expected=census, population_as_of=census,
+                                as_of=as_of)
+    return PopulationSource(population_source="latest_evidence", census_date_expected=census,
+                            population_as_of=base, as_of=as_of)
+
+
+def require_population(r: ScoringRound, source: PopulationSource, rows: int) -> None:
+    """Raise `EmptyRoundError` naming the round and what is missing when the round has nobody in it."""
+    if rows:
+        return
+    if source.census_late and source.population_as_of is None:
+        missing = (f"its census of {source.census_date_expected} was not received by {source.as_of} "
+                   "and no earlier census is known to fall back on")
+    elif source.census_late:
+        missing = (f"its census of {source.census_date_expected} was not received by {source.as_of}, and no "
+                   f"pupil of the census of {source.population_as_of} remains (all exited or completed)")
+    else:
+        missing = (f"the census of {source.census_date_expected} has rows known by {source.as_of} but none "
+                   "linked to a student: run `ews link` after `ews ingest`")
+    raise EmptyRoundError(f"round {r.round_id} has no students: {missing}; nothing was written")
+
+
+def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
+                 population: PopulationSource | None = None) -> str:
     """The round's feature query, compiled from the declared groups.
 
     Everything per student joins and groups on `sid`, the link run's integer for student_key
@@ -88,14 +168,18 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
     census = cal.census_date(r.academic_year, r.term)
     head = ("pop.student_key", f"{ctx.params['round_id']} AS round_id", f"{ctx.params['as_of']} AS as_of",
             "pop.school_code")
+    evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
-                          population_steps(ctx, census, FEATURE_POPULATION_COLUMNS))
+                          population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence))
 
 
-def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
-    """(student_key, room) of each student enrolled at the census, as known by as-of (for serving)."""
+def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB,
+                  evidence: LatestEvidence | None = None) -> str:
+    """(student_key, room) of each student enrolled at the census, as known by as-of (for serving);
+    with `evidence`, of the latest-evidence population the features used (census late)."""
     ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
-    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room")), "SELECT student_key, room FROM pop")
+    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room"), evidence),
+                    "SELECT student_key, room FROM pop")
 
 
 def school_areas_sql(as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB) -> str:
@@ -109,9 +193,16 @@ def school_areas_sql(as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCK
 OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 
-def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh") -> pa.Table:
-    """The round's feature table (one row per enrolled student, sorted by student_key)."""
-    table = con.sql(features_sql(cal, r, schema)).to_arrow_table()
+def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
+                   population: PopulationSource | None = None) -> pa.Table:
+    """The round's feature table (one row per enrolled student, sorted by student_key).
+
+    The population is the round's census, or the latest enrolment evidence when the census was not
+    known by the as-of date (`population_source` decides when `population` is not given). An empty
+    table is returned as it is: writers call `require_population` before they write anything.
+    """
+    population = population or population_source(con, cal, r, schema)
+    table = con.sql(features_sql(cal, r, schema, population=population)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)

@@ -4,7 +4,8 @@ Where it sits: `groups.py` declares what each feature group reads and computes; 
 those declarations into SQL for one round; `build.py` runs it (features), `labels.py` uses the same
 population step, and serving's placement query uses the same registry reads. The chain, per read:
 
-    population  students enrolled at the round (one census row each, the latest known version)
+    population  students enrolled at the round (one census row each, the latest known version;
+                when the census is late, the latest enrolment evidence: `latest_evidence_steps`)
     <x>_known   rows of the source known by the as-of date that describe a date not after it
     <x>_latest  the latest known version of each record (known_at, then delivery, then line)
     <x>         within the staleness limit (rows describing a date too long ago are dropped)
@@ -25,6 +26,7 @@ from typing import Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import SOURCES, identity_columns
+from features.ids import GRADES
 
 Dtype = Literal["float", "int", "bool", "category"]
 
@@ -249,13 +251,102 @@ def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None
     return steps
 
 
-def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...] = POPULATION_COLUMNS
-                     ) -> list[tuple[str, str]]:
-    """Students enrolled at the round: one census row each, the latest version known by as-of."""
+def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...] = POPULATION_COLUMNS,
+                     evidence: LatestEvidence | None = None) -> list[tuple[str, str]]:
+    """Students enrolled at the round: one census row each, the latest version known by as-of.
+
+    With `evidence` (the round's census had not arrived by as-of) the population is the latest
+    enrolment evidence instead (`latest_evidence_steps`); the step is named `pop` either way.
+    """
+    if evidence is not None:
+        return latest_evidence_steps(ctx, evidence, columns)
     read = replace(POPULATION, values=tuple(c for c in columns if c != "sid"))
     # enrolled at the round = in its census (the event date equals the census, not "on or before")
     steps = read_steps(read, ctx, event_filter=f"t.census_date = {ctx.dialect.date(census)}")
     steps[-1] = ("pop", f"SELECT {', '.join(columns)} FROM pop_latest")  # the contract's column order
+    return steps
+
+
+# --- the population when the round's census is late ----------------------------------------------
+
+@dataclass(frozen=True)
+class LatestEvidence:
+    """The round's census has not arrived by its as-of date: enrolment from the latest evidence.
+
+    `base_census` is the latest census known by the as-of date (None: no census known at all, so
+    the population is empty); `academic_year` is the round's, so a pupil counted in an earlier
+    academic year has moved up one grade per year since.
+    """
+
+    base_census: dt.date | None
+    academic_year: int
+
+
+# Records that show a pupil enrolled in an OBEC school after the base census: (source, the date the
+# row describes, a filter). A month with school days or a term's marks means the school still
+# lists the pupil; the latest of them also says which school (a pupil who moved since the census).
+ENROLMENT_EVIDENCE: tuple[tuple[str, str, str], ...] = (
+    ("linked_attendance", "year_month", "t.school_days > 0"),
+    ("linked_grades", "assessed_on", ""),
+)
+
+
+def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Students enrolled at a round whose census is late, set-based, as known by the as-of date.
+
+        pop_known    census rows known by as-of, up to the base census
+        pop_latest   each pupil's latest census row (latest census first, then its latest version)
+        pop_seen     pupils with attendance or marks after the base census: when last, and where
+        pop_exits    each pupil's latest exit after the base census
+        pop          the base census's pupils and the pupils seen since, less those whose exit came
+                     after they were last seen, and less those past the last grade (completed school)
+
+    A pupil seen since but never counted by any census is left out: the features need the grade,
+    sex and birth date a census row gives; they join the list when the census arrives. Grades move
+    up one per academic year since the pupil's census row; a room is kept only when the school
+    and the grade are still the census's.
+    """
+    d, p = ctx.dialect, ctx.params
+    base = d.date(ev.base_census) if ev.base_census else None
+    after_base = (lambda col: f"t.{col} > {base}") if base else (lambda col: "true")
+    census_values = tuple(dict.fromkeys(
+        (*(c for c in columns if c != "sid"), "census_date", "academic_year", "school_code", "grade", "room")))
+    unknown = set(census_values) - set(POPULATION_COLUMNS)
+    if unknown:
+        raise ValueError(f"population columns {sorted(unknown)} are not census columns")
+    steps = [
+        ("pop_known", known_rows_sql(ctx, POPULATION.source,
+                                     [f"t.census_date <= {base}" if base else "false", "t.student_key IS NOT NULL"])),
+        ("pop_latest", latest_version_sql(d, "pop_known", ("sid",), census_values, ("census_date", *VERSION_ORDER))),
+    ]
+    seen = []
+    for source, event, where in ENROLMENT_EVIDENCE:
+        conds = [after_base(event), f"t.{event} <= {p['as_of']}", "t.student_key IS NOT NULL", *([where] if where else [])]
+        seen.append(f"SELECT sid, school_code, {event} AS seen_on, known_at, delivery_id, source_line "
+                    f"FROM ({known_rows_sql(ctx, source, conds)})")
+    steps.append(("pop_seen_rows", " UNION ALL ".join(seen)))
+    steps.append(("pop_seen", f"SELECT sid, max(seen_on) AS seen_on, "
+                              f"{d.arg_max}(school_code, {d.row(('seen_on', *VERSION_ORDER))}) AS seen_school "
+                              "FROM pop_seen_rows GROUP BY sid"))
+    steps.append(("pop_exits", "SELECT sid, max(exit_date) AS exit_date FROM ("
+                               + known_rows_sql(ctx, "linked_exits", [after_base("exit_date"), f"t.exit_date <= {p['as_of']}"])
+                               + ") GROUP BY sid"))
+    last = len(GRADES) - 1
+    index = "CASE c.grade " + " ".join(f"WHEN '{g}' THEN {i}" for i, g in enumerate(GRADES)) + " END"
+    steps.append(("pop_evidence", f"""SELECT c.*, s.seen_on, s.seen_school, x.exit_date,
+          {index} + ({ev.academic_year} - c.academic_year) AS grade_index
+        FROM pop_latest c LEFT JOIN pop_seen s USING (sid) LEFT JOIN pop_exits x USING (sid)
+        WHERE {f"c.census_date = {base}" if base else "false"} OR s.seen_on IS NOT NULL"""))
+    moved = "(seen_school IS NOT NULL AND seen_school <> school_code)"
+    out = {
+        "school_code": "coalesce(seen_school, school_code) AS school_code",
+        "grade": "CASE least(grade_index, " + str(last) + ") "
+                 + " ".join(f"WHEN {i} THEN '{g}'" for i, g in enumerate(GRADES)) + " END AS grade",
+        "room": f"CASE WHEN {moved} OR academic_year <> {ev.academic_year} THEN NULL ELSE room END AS room",
+    }
+    steps.append(("pop", f"SELECT {', '.join(out.get(c, c) for c in columns)} FROM pop_evidence "
+                         f"WHERE (exit_date IS NULL OR seen_on > exit_date) "
+                         f"AND (grade_index <= {last} OR seen_on IS NOT NULL)"))
     return steps
 
 

@@ -22,7 +22,7 @@ from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.db import scalar, session
 from features.home import EwsHome
 from features.ids import BE_OFFSET
-from features.pointintime.build import build_features
+from features.pointintime.build import PopulationSource, build_features, population_source, require_population
 from features.pointintime.labels import Horizon, horizon_census, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
     TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_parquet, atomic_write_text, file_sha256,
@@ -125,18 +125,25 @@ class FeatureSetManifest(BaseModel):
     delivery_fingerprint: str
     catalogue_version: str
     missing_rates: dict[str, float]
+    # Where the population came from (None: written before this field; the census then).
+    population: PopulationSource | None = None
 
 
 def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None) -> FeatureSetManifest:
-    """Build one round's features and write features/<round>.parquet + .json."""
+    """Build one round's features and write features/<round>.parquet + .json.
+
+    A round with nobody in it raises `EmptyRoundError` (naming what is missing) and writes nothing.
+    """
     cal = cal or home.calendar
     r = parse_round(round_id)
     con = connect_warehouse(home)
     try:
-        table = build_features(con, cal, r)
+        source = population_source(con, cal, r)
+        table = build_features(con, cal, r, population=source)
         fp = delivery_fingerprint(con, cal.as_of(round_id))
     finally:
         con.close()
+    require_population(r, source, table.num_rows)
     path = home.features_dir / f"{round_id}.parquet"
     atomic_write_parquet(table, path)
     manifest = FeatureSetManifest(
@@ -145,6 +152,7 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
         missing_rates={
             f.name: round(table.column(f.name).null_count / max(table.num_rows, 1), 4) for f in FEATURES
         },
+        population=source,
     )
     atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
     return manifest

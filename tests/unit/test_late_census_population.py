@@ -1,0 +1,165 @@
+"""The population of a round whose census is late, on tiny warehouses built in the test.
+
+Round 2565-T2-mid (as of 2023-01-20) is defined by the census of 2022-11-10. When that census has
+not arrived by the as-of date, the pupils are those of the latest enrolment evidence: the census of
+2022-06-10 less the exits known by the as-of date, plus the pupils seen since in attendance or marks
+(`features.pointintime.compile.latest_evidence_steps`). Each pupil below is one rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from features.calendar import SchoolCalendar, parse_round
+from features.pointintime.build import (
+    EmptyRoundError, PopulationSource, features_sql, placement_sql, population_source, require_population,
+)
+from features.pointintime.compile import LatestEvidence, RoundContext, population_steps, with_sql
+
+CAL = SchoolCalendar()
+D = dt.date
+SCHOOL_A, SCHOOL_B = "1000000001", "1000000002"
+COLUMNS = ("student_key", "sid", "school_code", "grade", "room")
+
+
+def _warehouse(census: list[tuple], attendance: list[tuple] = (), grades: list[tuple] = (),
+               exits: list[tuple] = ()) -> duckdb.DuckDBPyConnection:
+    """The few columns the population steps read, under the schema `wh` the feature SQL reads.
+
+    census: (sid, census_date, known_at, academic_year, term, school_code, grade, room)
+    attendance: (sid, year_month, known_at, school_code, school_days); grades: (sid, assessed_on,
+    known_at, school_code); exits: (sid, exit_date, known_at)
+    """
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS wh")
+    meta = "delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT, known_at DATE"
+    con.execute(f"CREATE TABLE wh.linked_dmc_census (student_key VARCHAR, sid BIGINT, {meta}, census_date DATE, "
+                "academic_year INT, term INT, school_code VARCHAR, grade VARCHAR, room INT)")
+    con.execute(f"CREATE TABLE wh.linked_attendance (student_key VARCHAR, sid BIGINT, {meta}, year_month DATE, "
+                "school_code VARCHAR, school_days INT)")
+    con.execute(f"CREATE TABLE wh.linked_grades (student_key VARCHAR, sid BIGINT, {meta}, assessed_on DATE, "
+                "school_code VARCHAR)")
+    con.execute(f"CREATE TABLE wh.linked_exits (student_key VARCHAR, sid BIGINT, {meta}, exit_date DATE)")
+    for i, (sid, cd, k, y, t, s, g, room) in enumerate(census):
+        con.execute("INSERT INTO wh.linked_dmc_census VALUES (?, ?, ?, 'c.csv', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [f"k{sid}", sid, f"{k}_dmc", i, k, cd, y, t, s, g, room])
+    for i, (sid, ym, k, s, days) in enumerate(attendance):
+        con.execute("INSERT INTO wh.linked_attendance VALUES (?, ?, ?, 'a.csv', ?, ?, ?, ?, ?)",
+                    [f"k{sid}", sid, f"{k}_att", i, k, ym, s, days])
+    for i, (sid, on, k, s) in enumerate(grades):
+        con.execute("INSERT INTO wh.linked_grades VALUES (?, ?, ?, 'g.csv', ?, ?, ?, ?)",
+                    [f"k{sid}", sid, f"{k}_gr", i, k, on, s])
+    for i, (sid, on, k) in enumerate(exits):
+        con.execute("INSERT INTO wh.linked_exits VALUES (?, ?, ?, 'x.csv', ?, ?, ?)", [f"k{sid}", sid, f"{k}_ex", i, k, on])
+    con.execute("CREATE VIEW wh.src_dmc_census AS SELECT * FROM wh.linked_dmc_census")
+    return con
+
+
+def _population(con: duckdb.DuckDBPyConnection, round_id: str, base: dt.date | None) -> dict[int, tuple]:
+    r = parse_round(round_id)
+    as_of = CAL.as_of(r)
+    ctx = RoundContext(as_of=as_of, params={"as_of": f"DATE '{as_of}'"})
+    steps = population_steps(ctx, CAL.census_date(r.academic_year, r.term), COLUMNS,
+                             LatestEvidence(base, r.academic_year))
+    rows = con.execute(with_sql(steps, "SELECT sid, school_code, grade, room FROM pop")).fetchall()
+    return {sid: (school, grade, room) for sid, school, grade, room in rows}
+
+
+def test_a_late_term_2_census_leaves_last_census_less_known_exits_plus_pupils_seen_since() -> None:
+    june, nov = D(2022, 6, 10), D(2022, 11, 10)
+    con = _warehouse(
+        census=[
+            (1, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "P4", 1),  # stays
+            (2, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "P4", 1),  # exit known by as-of: gone
+            (3, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "M2", 2),  # exit known only after as-of: stays
+            (4, D(2021, 11, 10), D(2021, 11, 28), 2564, 2, SCHOOL_A, "P3", 1),  # back in a later month at B
+            (5, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "M3", 1),  # left A, seen at B after the exit
+            (6, nov, D(2023, 1, 23), 2565, 2, SCHOOL_B, "P1", 1),  # only in the late census: not yet known
+            (7, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "P5", 3),  # moved to B (seen there in December)
+        ],
+        attendance=[
+            (1, D(2022, 12, 1), D(2023, 1, 10), SCHOOL_A, 20),
+            (4, D(2022, 12, 1), D(2023, 1, 10), SCHOOL_B, 20),
+            (5, D(2022, 11, 1), D(2022, 12, 10), SCHOOL_B, 18),
+            (7, D(2022, 12, 1), D(2023, 1, 10), SCHOOL_B, 20),
+            (8, D(2022, 12, 1), D(2023, 1, 10), SCHOOL_B, 20),  # never in any census: no grade, left out
+            (1, D(2023, 1, 1), D(2023, 2, 10), SCHOOL_B, 20),  # known after as-of: changes nothing
+        ],
+        exits=[(2, D(2022, 9, 1), D(2022, 10, 1)), (3, D(2022, 12, 15), D(2023, 2, 1)), (5, D(2022, 10, 5), D(2022, 10, 20))],
+    )
+    pop = _population(con, "2565-T2-mid", june)
+    assert set(pop) == {1, 3, 4, 5, 7}
+    assert pop[1] == (SCHOOL_A, "P4", 1)  # the census row as it was: same school, grade and room
+    assert pop[3] == (SCHOOL_A, "M2", 2)
+    assert pop[4] == (SCHOOL_B, "P4", None)  # seen at B; one academic year on; no room known at B
+    assert pop[5] == (SCHOOL_B, "M3", None)
+    assert pop[7] == (SCHOOL_B, "P5", None)
+
+
+def test_marks_recorded_after_the_census_also_show_a_pupil_enrolled() -> None:
+    june = D(2022, 6, 10)
+    con = _warehouse(
+        census=[(1, D(2021, 11, 10), D(2021, 11, 28), 2564, 2, SCHOOL_A, "M1", 1)],
+        grades=[(1, D(2022, 10, 10), D(2022, 10, 30), SCHOOL_A)],
+    )
+    assert _population(con, "2565-T2-mid", june) == {1: (SCHOOL_A, "M2", None)}
+
+
+def test_a_late_term_1_census_moves_every_pupil_up_a_grade_and_lets_the_last_grade_complete() -> None:
+    nov = D(2021, 11, 10)
+    con = _warehouse(census=[
+        (1, nov, D(2021, 11, 28), 2564, 2, SCHOOL_A, "P6", 1),
+        (2, nov, D(2021, 11, 28), 2564, 2, SCHOOL_A, "M6", 1),  # completed school: not enrolled any more
+        (3, nov, D(2021, 11, 28), 2564, 2, SCHOOL_A, "K1", 2),
+    ])
+    assert _population(con, "2565-T1-early", nov) == {1: (SCHOOL_A, "M1", None), 3: (SCHOOL_A, "K2", None)}
+
+
+def test_with_no_census_known_at_all_the_population_is_empty_and_the_round_refuses_to_be_written() -> None:
+    con = _warehouse(census=[], attendance=[(1, D(2022, 12, 1), D(2023, 1, 10), SCHOOL_A, 20)])
+    r = parse_round("2565-T2-mid")
+    source = population_source(con, CAL, r)
+    assert source.census_late and source.population_as_of is None
+    assert _population(con, r.round_id, None) == {}
+    with pytest.raises(EmptyRoundError, match=r"round 2565-T2-mid has no students: its census of 2022-11-10 "
+                                              r"was not received by 2023-01-20 and no earlier census"):
+        require_population(r, source, 0)
+    require_population(r, source, 1)  # a round with someone in it passes
+
+
+def test_the_census_decides_when_any_of_its_rows_were_known_by_the_as_of_date() -> None:
+    june, nov = D(2022, 6, 10), D(2022, 11, 10)
+    con = _warehouse(census=[
+        (1, june, D(2022, 6, 28), 2565, 1, SCHOOL_A, "P4", 1),
+        (1, nov, D(2023, 1, 23), 2565, 2, SCHOOL_A, "P4", 1),  # three days after the mid round's as-of
+    ])
+    late = population_source(con, CAL, parse_round("2565-T2-mid"))
+    assert late == PopulationSource(population_source="latest_evidence", census_date_expected=nov,
+                                    population_as_of=june, as_of=D(2023, 1, 20))
+    on_time = population_source(con, CAL, parse_round("2565-T1-mid"))
+    assert on_time.population_source == "census" and on_time.caveat() is None
+
+
+def test_a_round_with_its_census_compiles_exactly_the_query_it_always_had() -> None:
+    r = parse_round("2565-T2-mid")
+    census = CAL.census_date(r.academic_year, r.term)
+    source = PopulationSource(population_source="census", census_date_expected=census, population_as_of=census,
+                              as_of=CAL.as_of(r))
+    assert features_sql(CAL, r, population=source) == features_sql(CAL, r)
+    assert source.evidence(r) is None
+    late = source.model_copy(update={"population_source": "latest_evidence", "population_as_of": D(2022, 6, 10)})
+    assert features_sql(CAL, r, population=late) != features_sql(CAL, r)
+    assert "pop_exits" in placement_sql(census, CAL.as_of(r), evidence=late.evidence(r))
+
+
+def test_the_caveat_names_the_missing_census_and_the_population_date_in_english_and_thai() -> None:
+    source = PopulationSource(population_source="latest_evidence", census_date_expected=D(2022, 11, 10),
+                              population_as_of=D(2022, 6, 10), as_of=D(2023, 1, 20))
+    caveat = source.caveat()
+    assert caveat is not None
+    assert caveat["en"].startswith("census of 2022-11-10 not received; population as of 2022-06-10")
+    assert "ยังไม่ได้รับข้อมูลนักเรียน" in caveat["th"]
+    assert "2022-11-10" in caveat["th"] and "2022-06-10" in caveat["th"]
