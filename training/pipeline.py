@@ -16,10 +16,10 @@ import pandas as pd
 from features.pointintime.spec import GROUP_COLUMNS
 from features.pointintime.trainset import TrainsetManifest
 from training.baselines import baseline_scores
+from training.bootstrap import student_weights
 from training.config import TrainConfig
 from training.data import Trainset, grade_band_of, round_type_of
 from training.fairness import audit_table, flatten, gate_failures
-from training.bootstrap import student_weights
 from training.metrics import calibration_report, ceiling_and_gap, sliced_metrics
 from training.model import RiskModel
 from training.splits import TemporalSplit, round_dates, temporal_split
