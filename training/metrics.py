@@ -254,7 +254,8 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | N
     a = np.full(w.shape[0], a0 if ok.all() else 0.0)
     b = np.full(w.shape[0], b0 if ok.all() else 0.0)
     for _ in range(iterations):
-        mu = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * x[None, :])))
+        with np.errstate(over="ignore"):  # exp overflows to inf for far-off replicates: mu is then 0, as it should
+            mu = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * x[None, :])))
         r = w * (y[None, :] - mu)
         v = w * mu * (1 - mu)
         g_a, g_b = r.sum(axis=1), r @ x
