@@ -116,13 +116,15 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
                           min_group_positives=cfg.fairness_min_positives, attributes=cfg.fairness_attributes,
                           gate_attributes=cfg.fairness_attributes, gate_metrics=cfg.fairness_metrics)
     table = audit_table(y.astype(int), np.asarray(flagged, dtype=int), groups[list(cfg.fairness_attributes)], fcfg)
+    # Ratio metrics only: the gate's "oe" (O/E within a group) has no ratio to a reference group.
+    ratio_metrics = tuple(x for x in cfg.fairness_metrics if f"{x}_ratio" in table.columns)
     fairness = []
     for _, r in table.iterrows():
         row = {k: (r[k] if not isinstance(r[k], (np.floating, float)) else _nan_to_none(float(r[k]))) for k in
                ("attribute", "group", "reference", "count", "positives", "too_small", "selection_rate", "precision", "fpr",
-                "fnr", *(f"{x}_ratio" for x in cfg.fairness_metrics))}
+                "fnr", *(f"{x}_ratio" for x in ratio_metrics))}
         row = {k: (int(v) if isinstance(v, np.integer) else bool(v) if isinstance(v, np.bool_) else v) for k, v in row.items()}
-        outside = [x for x in cfg.fairness_metrics if not r["too_small"] and not bool(r[f"{x}_in_band"])]
+        outside = [x for x in ratio_metrics if not r["too_small"] and not bool(r[f"{x}_in_band"])]
         row["outside_band"] = outside
         row["judged"] = r["attribute"] in cfg.fairness_judged_attributes
         fairness.append(row)

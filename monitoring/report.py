@@ -177,7 +177,9 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
         ref_scored = reference[ref_ok]
         ref_score = model.risk_score_from_margin(model.raw_margin(ref_scored))
         drift += score_drift(ref_score, students.loc[scored, "risk_score"].to_numpy(dtype=float),
-                             np.asarray(model.thresholds_.assign(ref_score), dtype=object),
+                             # groups are each round's shares: the reference's rounds are cut the same way
+                             np.asarray(model.thresholds_.assign_by_round(ref_score, ref_scored["round_id"].astype(str)
+                                                                           .to_numpy()), dtype=object),
                              students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
         ref_contrib = _reference_contributions(home, model, loaded.lineage.version, parse_round(ref_ids[-1]), ref_scored)
         cur_contrib = students.loc[scored, schema.columns("group_contribution")].to_numpy(dtype=float)

@@ -133,7 +133,7 @@ def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.D
     if err > cfg.additivity_tolerance:
         raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
     score = model.risk_score_from_margin(margin)
-    group = np.asarray(model.thresholds_.assign(score), dtype=object)
+    group = np.asarray(model.thresholds_.assign(score, round_scores=score), dtype=object)  # a round's own shares
     contrib, residual = to_published_scale(model, raw, score, inplace=True)
     failures = int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
     if failures:

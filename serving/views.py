@@ -301,7 +301,8 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, loaded: Versioned
     x = model.encode(frame)
     margin = float(model.raw_margin(x)[0])
     score = float(model.risk_score_from_margin(np.array([margin]))[0])
-    group = str(model.thresholds_.assign(np.array([score]))[0])
+    published = rnd.rows.loc[rnd.rows["scored"].astype(bool), "risk_score"].to_numpy(dtype=float)
+    group = str(model.thresholds_.assign(np.array([score]), round_scores=published)[0])  # cut within the round
     contrib = model.contributions(x)
     if rnd.manifest.explanation is not None:
         contrib = to_published_scale(model, contrib, np.array([score]))[0]

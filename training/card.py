@@ -18,7 +18,7 @@ import pandas as pd
 from features.pointintime.spec import GROUPS
 from training.baselines import BASELINES
 from training.config import TrainConfig
-from training.metrics import greater_is_better
+from training.metrics import calibration_breaches, greater_is_better
 
 CARD_SECTIONS: tuple[str, ...] = (
     "Model details", "Intended use", "Out-of-scope uses", "Training data and period", "Metrics",
@@ -45,9 +45,12 @@ CAVEATS: tuple[str, ...] = (
     "linkage errors put noise in the labels and the metrics.",
     "The model is evaluated on the latest labelled term; the world it is used in is one to two terms later. "
     "Monitor calibration and group error rates on each new term's outcomes.",
-    "Fairness ratios of small groups (flagged 'too small to judge') are noise, not evidence either way.",
-    "Group disparities in selection rate partly reflect real differences in dropout risk (poverty, transition grades); "
-    "error-rate ratios (precision, FNR) are the ones the release gate enforces.",
+    "Fairness ratios of small groups (flagged 'too small to judge') are noise, not evidence either way; every ratio "
+    "carries a student-level bootstrap interval, and the gate acts only when the whole interval is outside the band.",
+    "Group disparities in selection rate, precision and false alarms partly reflect real differences in dropout risk "
+    "(poverty, transition grades): a calibrated score flags a higher-risk group more often. The gate judges missed "
+    "dropouts (one-sided) and O/E within each group; a lower-risk group's miss rate also sits above the reference's "
+    "under the true probabilities, so on a very large world the band must allow for it.",
     "SHAP importances here are averages for the card; each student's reasons are computed from their own SHAP values.",
 )
 HEADLINE: tuple[str, ...] = (
@@ -92,19 +95,43 @@ def _slice_rows(m: dict[str, float], slice_name: str) -> list[dict[str, str]]:
             for v in values]
 
 
+def _interval(v: Any, lo: Any, hi: Any) -> str:
+    return f"{_fmt(v)} ({_fmt(lo)}–{_fmt(hi)})"
+
+
 def _fairness_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     t = table[table["operating_point"] == "flagged"]
     rows = []
     for _, r in t.iterrows():
         rows.append({
             "attribute": r["attribute"], "group": r["group"] + (" (ref)" if r["group"] == r["reference"] else ""),
-            "count": str(r["count"]), "positives": str(r["positives"]),
+            "students": str(r["students"]), "positives": str(r["positive_students"]),
             **{m: _fmt(r[m]) for m in ("selection_rate", "precision", "fpr", "fnr")},
-            **{f"{m}_ratio": _fmt(r[f"{m}_ratio"]) + ("" if r[f"{m}_in_band"] or r["too_small"] else " ⚠")
-               for m in ("selection_rate", "precision", "fpr", "fnr")},
+            "precision_ratio": _fmt(r["precision_ratio"]),
+            **{f"{m}_ratio": _interval(r[f"{m}_ratio"], r[f"{m}_ratio_lo"], r[f"{m}_ratio_hi"])
+               + (" ⚠" if r[f"{m}_breach"] and not r["too_small"] else "") for m in ("fpr", "fnr")},
+            "oe": _interval(r["oe"], r["oe_lo"], r["oe_hi"]) + (" ⚠" if r["oe_breach"] and not r["too_small"] else ""),
             "judgeable": "too small to judge" if r["too_small"] else "yes",
         })
     return rows
+
+
+def _calibration_rows(m: dict[str, float]) -> list[dict[str, str]]:
+    """O/E, slope, intercept (95% intervals) and equal-mass ECE: overall, then each slice's values."""
+    pre = "calibration."
+    bases = [("overall", pre)] + sorted(
+        (k[len(pre):-len(".oe")].replace(".", " = ", 1), k[:-len("oe")]) for k in m
+        if k.startswith(pre) and k.endswith(".oe") and k != f"{pre}oe")
+    return [{"slice": name, "students": f"{int(m.get(b + 'students', 0)):,}", "observed": f"{int(m.get(b + 'observed', 0)):,}",
+             "expected": _fmt(m.get(b + "expected")), "oe": _interval(m.get(b + "oe"), m.get(b + "oe_lo"), m.get(b + "oe_hi")),
+             "slope": _interval(m.get(b + "slope"), m.get(b + "slope_lo"), m.get(b + "slope_hi")),
+             "intercept": _interval(m.get(b + "intercept"), m.get(b + "intercept_lo"), m.get(b + "intercept_hi")),
+             "ece": _fmt(m.get(b + "ece"))}
+            for name, b in bases if name == "overall" or name.split(" = ")[0] in ("term", "round_type", "grade_band")
+            or name.split(" = ")[0] in _CARD_GROUP_SLICES]
+
+
+_CARD_GROUP_SLICES: set[str] = {"sex", "region", "nationality", "disability", "cct_poverty"}
 
 
 def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, variants: pd.DataFrame | None,
@@ -129,18 +156,25 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
         "intervals": _interval_rows(m),
         "round_type": _slice_rows(m, "round_type"), "grade_band": _slice_rows(m, "grade_band"),
         "ece": _fmt(m.get("ece")), "ece_raw": _fmt(m.get("uncalibrated.ece")), "max_ece": cfg.gate.max_ece,
+        "calibration": _calibration_rows(m), "oe_band": cfg.gate.oe_band, "slope_band": cfg.gate.slope_band,
+        "oe_slices": ", ".join(cfg.gate.oe_slices),
+        "calibration_failures": calibration_breaches(m, cfg.gate.oe_band, cfg.gate.slope_band, cfg.gate.oe_slices),
         "thresholds": [
-            {"group": "มีปัญหา problem", "rule": f"risk_score ≥ {th.problem:.4f}", "target": f"top {th.problem_share:.0%}",
-             **{k: _fmt(v) for k, v in th.observed.get("problem", {}).items()}},
-            {"group": "เสี่ยง at-risk", "rule": f"{th.at_risk:.4f} ≤ risk_score < {th.problem:.4f}",
+            {"group": "มีปัญหา problem", "rule": f"the round's top {th.problem_share:.0%} (test fold: risk_score ≥ {th.problem:.4f})",
+             "target": f"top {th.problem_share:.0%}", **{k: _fmt(v) for k, v in th.observed.get("problem", {}).items()}},
+            {"group": "เสี่ยง at-risk", "rule": f"the round's next {th.at_risk_share:.0%} (test fold: {th.at_risk:.4f} ≤ risk_score < {th.problem:.4f})",
              "target": f"next {th.at_risk_share:.0%}", **{k: _fmt(v) for k, v in th.observed.get("at_risk", {}).items()}},
-            {"group": "ปกติ normal", "rule": f"risk_score < {th.at_risk:.4f}", "target": "the rest",
+            {"group": "ปกติ normal", "rule": "the rest of the round", "target": "the rest",
              **{k: _fmt(v) for k, v in th.observed.get("normal", {}).items()}},
         ],
-        "fairness": _fairness_rows(result.fairness), "band": cfg.fairness.band,
+        "by_stratum": [{"stratum": k, **{g: f"{_fmt(v.get(g, {}).get('share'))} / {_fmt(v.get(g, {}).get('dropout_rate'))}"
+                                         for g in ("problem", "at_risk", "normal")}}
+                       for k, v in th.by_stratum.items()],
+        "fairness": _fairness_rows(result.fairness), "band": cfg.fairness.band, "fair_oe_band": cfg.fairness.oe_band,
         "fairness_failures": result.fairness_failures, "gate_attributes": ", ".join(cfg.fairness.gate_attributes),
         "gate_metrics": ", ".join(cfg.fairness.gate_metrics),
-        "min_rows": cfg.fairness.min_group_rows, "min_pos": cfg.fairness.min_group_positives,
+        "min_students": cfg.fairness.min_group_students, "min_pos": cfg.fairness.min_group_positives,
+        "level": f"{cfg.intervals.level:.0%}", "n_boot": cfg.intervals.n_boot,
         "importance": [{"group": g, "label": GROUPS.get(g, (g, g))[0], "th": GROUPS.get(g, (g, g))[1], "value": _fmt(v)}
                        for g, v in result.feature_importance.items()],
         "variants": variants.to_dict("records") if variants is not None else [],

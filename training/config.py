@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: calibration and fairness gates judged on intervals; group sizes in students
 REGISTERED_MODEL_NAME = "dropout-risk"
 
 
@@ -69,10 +69,26 @@ class RiskGroupConfig(_Model):
     at_risk_share: float = Field(0.15, gt=0, lt=1, description="เสี่ยง (at-risk): the next ~15%; the rest are ปกติ (normal).")
 
 
+class IntervalConfig(_Model):
+    """The student-level bootstrap behind every interval of the calibration and fairness gates."""
+
+    n_boot: int = Field(200, ge=20, description="Bootstrap replicates (students resampled with all their rows).")
+    level: float = Field(0.95, gt=0, lt=1, description="Coverage of the percentile intervals.")
+    seed: int = Field(0, description="Seed of the replicates: the same rows and seed give the same intervals.")
+
+
 class FairnessConfig(_Model):
-    band: tuple[float, float] = Field((0.8, 1.25), description="A group's metric / reference group's metric must lie in this band.")
-    min_group_rows: int = Field(200, ge=1, description="Groups with fewer rows are reported but flagged too small to judge.")
-    min_group_positives: int = Field(20, ge=1, description="Groups with fewer dropouts are reported but flagged too small to judge.")
+    """The fairness audit and the part of the release gate that judges it (training/fairness.py)."""
+
+    band: tuple[float, float] = Field(
+        (0.8, 1.25), description="Band of a group's error-rate ratio to the reference group. Harm is one-sided: a breach "
+                                 "is a ratio whose whole interval lies above the top (more missed dropouts, more false alarms).")
+    oe_band: tuple[float, float] = Field(
+        (0.8, 1.25), description="Band of observed/expected dropouts within a group; a breach is an interval wholly outside it.")
+    min_group_students: int = Field(100, ge=1, description="Groups with fewer students are reported but flagged too small to judge.")
+    min_group_positives: int = Field(
+        10, ge=1, description="Groups with fewer students who dropped out are reported but flagged too small to judge: "
+                              "with fewer, a bootstrap interval of a miss rate is itself unreliable.")
     attributes: tuple[str, ...] = Field(
         ("sex", "region", "province", "nationality", "cct_poverty", "disability"),
         description="Attributes audited (column group_<name> of the training set).")
@@ -80,10 +96,23 @@ class FairnessConfig(_Model):
         ("sex", "region", "nationality", "disability"),
         description="Attributes whose band the release gate enforces. CCT poverty is audited but not gated: "
                     "poverty is a cause of dropout the model is meant to see.")
-    gate_metrics: tuple[str, ...] = Field(
-        ("precision", "fnr"),
-        description="Metrics whose ratio must be in the band for the gate: a flag must mean the same "
-                    "(precision) and dropouts must be missed equally often (FNR) in every group.")
+    gate_metrics: tuple[Literal["fnr", "fpr", "oe"], ...] = Field(
+        ("fnr", "oe"),
+        description="What the gate judges per group: fnr (dropouts missed more often than in the reference group), "
+                    "fpr (more false alarms) and oe (calibration within the group). Precision parity is reported only: "
+                    "it conflicts with calibration whenever base rates differ.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1(cls, data: object) -> object:
+        # Schema 1 counted groups in rows and gated two-sided ratios of precision and FNR: read its
+        # configs (runs logged before) with today's meaning rather than refusing them.
+        if isinstance(data, dict) and ("min_group_rows" in data or "precision" in data.get("gate_metrics", ())):
+            data = dict(data)
+            if "min_group_rows" in data:
+                data.setdefault("min_group_students", max(1, int(data.pop("min_group_rows")) // 2))
+            data["gate_metrics"] = tuple(m for m in data.get("gate_metrics", ()) if m != "precision") or ("fnr", "oe")
+        return data
 
 
 class GateConfig(_Model):
@@ -91,7 +120,17 @@ class GateConfig(_Model):
 
     metric: str = Field("pr_auc", description="Agreed metric: the challenger must beat the champion on it, on the challenger's test fold.")
     min_improvement: float = Field(0.0, ge=0, description="Required margin over the champion on the agreed metric.")
-    max_ece: float = Field(0.02, gt=0, description="Calibrated: expected calibration error on the test fold at most this.")
+    oe_band: tuple[float, float] = Field(
+        (0.8, 1.25), description="Observed/expected dropouts on the test fold, overall and per slice in `oe_slices`: "
+                                 "a breach is an interval wholly outside the band (a threefold under-prediction is O/E 3).")
+    slope_band: tuple[float, float] = Field(
+        (0.67, 1.5), description="Calibration slope (logistic regression of the label on the score's log-odds; 1 is "
+                                 "calibrated, above 1 too timid, below 1 too extreme): a breach is an interval wholly outside.")
+    oe_slices: tuple[str, ...] = Field(
+        ("term",), description="Slices whose O/E the gate also judges (term: dropout rates differ several-fold between terms).")
+    max_ece: float | None = Field(
+        None, gt=0, description="Optional ceiling on the equal-mass ECE. Off by default: a perfect model's ECE is sampling "
+                                "noise of about sqrt(rate / rows per bin), so a fixed ceiling judges the fold's size.")
 
 
 class TrainConfig(_Model):
@@ -104,6 +143,7 @@ class TrainConfig(_Model):
     risk_groups: RiskGroupConfig = RiskGroupConfig()
     fairness: FairnessConfig = FairnessConfig()
     gate: GateConfig = GateConfig()
+    intervals: IntervalConfig = IntervalConfig()
     capacities: tuple[float, ...] = Field((0.05, 0.10, 0.20), description="Top-k shares for precision@k / recall@k.")
     logistic_max_rows: int = Field(400_000, ge=1000, description="The logistic baseline trains on at most this many rows (sampled).")
     shap_sample_rows: int = Field(2000, ge=10, description="Rows explained for the SHAP importance in the model card.")

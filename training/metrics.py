@@ -2,7 +2,7 @@
 
 Schools act within capacity, so lists are judged by precision and recall among the top k% —
 nationally and within each school (each school visits its own top k%) — beside ROC-AUC, PR-AUC,
-the Brier score and the expected calibration error (ECE, 10 equal-width bins, weighted by bin size).
+the Brier score and the expected calibration error (ECE, 10 equal-mass bins, weighted by bin size).
 
 Grade and term explain much of the ranking (dropout concentrates at M3 -> M4), so ROC-AUC and PR-AUC
 are also reported WITHIN GRADE: the metric computed among the rows of each grade, averaged over
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -118,23 +119,40 @@ def school_top_mask(score: np.ndarray, school: np.ndarray, frac: float,
     return rank < np.maximum(1, np.ceil(frac * size))
 
 
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error: sum over equal-width bins of (bin share) * |mean(p) - mean(y)|."""
+def _bin_index(p: np.ndarray, bins: int, strategy: str) -> np.ndarray:
+    """Bin of each score. "mass": `bins` bins of (nearly) equal row counts in score order (ties by row
+    order); "width": `bins` equal-width bins of [0, 1]. At a 1-3% base rate nearly every score lies in
+    the first equal-width bin, so a width-binned ECE cannot tell a calibrated model from one that
+    under-predicts threefold; equal-mass bins spread the rows over the range where the scores are."""
+    if strategy == "width":
+        return np.clip((p * bins).astype(int), 0, bins - 1)
+    if strategy != "mass":
+        raise ValueError(f"unknown binning strategy {strategy!r} (mass or width)")
+    order = np.argsort(p, kind="stable")
+    idx = np.empty(len(p), dtype=np.int64)
+    idx[order] = (np.arange(len(p)) * bins) // max(len(p), 1)
+    return idx
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10, strategy: Literal["mass", "width"] = "mass") -> float:
+    """Expected calibration error: sum over bins of (bin share) * |mean(p) - mean(y)|; equal-mass bins
+    by default (see `_bin_index`). Lower is better; a perfect model still scores about
+    sqrt(rate / rows-per-bin) from sampling noise, so judge calibration by O/E and slope with intervals."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     if len(y) == 0:
         return float("nan")
-    idx = np.clip((p * bins).astype(int), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(p[m].mean() - y[m].mean())
-    return float(total)
+    idx = _bin_index(p, bins, strategy)
+    count = np.bincount(idx, minlength=bins)
+    diff = np.abs(np.bincount(idx, weights=p, minlength=bins) - np.bincount(idx, weights=y, minlength=bins))
+    # sum_b (n_b / n) * |sum_b(p)/n_b - sum_b(y)/n_b| = sum_b |sum_b(p) - sum_b(y)| / n
+    return float(diff[count > 0].sum() / len(y))
 
 
-def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10,
+                      strategy: Literal["mass", "width"] = "mass") -> pd.DataFrame:
+    """Mean score, observed rate and rows per bin (equal-mass bins by default)."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    idx = _bin_index(p, bins, strategy)
     df = pd.DataFrame({"bin": idx, "p": p, "y": y})
     return df.groupby("bin").agg(mean_score=("p", "mean"), observed=("y", "mean"), rows=("y", "size")).reset_index()
 
@@ -260,3 +278,172 @@ def within_grade_rank_metrics(y: np.ndarray, score: np.ndarray, grade: np.ndarra
         den += np.where(ok, dropouts, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num_auc / den, np.nan), np.where(den > 0, num_ap / den, np.nan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration that can fail: observed/expected and the recalibration slope, with student-level
+# bootstrap intervals, overall and per slice. At a 1-3% base rate an equal-width ECE is small for
+# any score that is small (a model that under-predicts threefold passed ECE <= 0.02), so the gate
+# judges O/E (is the level right?) and the slope (is the spread right?) and only when the interval
+# lies wholly outside the band: a breach is evidence, not noise.
+
+CALIBRATION_PREFIX = "calibration"
+# Suffixes `calibration_report` writes for every slice; a gate reads `<slice>.oe_lo` etc.
+CALIBRATION_STATS: tuple[str, ...] = (
+    "rows", "students", "observed", "expected", "oe", "oe_lo", "oe_hi", "slope", "slope_lo", "slope_hi",
+    "intercept", "intercept_lo", "intercept_hi", "ece",
+)
+
+
+def _clipped_logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None,
+                           iterations: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """(slope, intercept) of the logistic regression of y on logit(p), once per row of `weights`.
+
+    `weights` is (n_boot, n) (bootstrap replicates) or None (one fit, unit weights). A calibrated score
+    has slope 1 and intercept 0; slope > 1 means the scores are too compressed (the model is too
+    timid: the demo model had 1.5), slope < 1 too spread. Newton's method on the two parameters,
+    vectorised over replicates; a replicate that does not converge (e.g. no dropout drawn) gives NaN.
+    """
+    y = np.asarray(y, dtype=float)
+    x = _clipped_logit(p)
+    if weights is None:
+        w = np.ones((1, len(y)))
+        # Started at slope 0 and the base rate's log-odds: the maximum of a concave likelihood.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = y.mean() if len(y) else np.nan
+            a0, b0 = np.log(rate / (1 - rate)), 0.0
+    else:
+        w = np.atleast_2d(np.asarray(weights, dtype=float))
+        # Replicates start at the full sample's fit: Newton then needs a few steps, not twenty.
+        b_full, a_full = logistic_recalibration(y, p, None, iterations)
+        a0, b0 = float(a_full[0]), float(b_full[0])
+    # A replicate that drew no dropout (or only dropouts) has no finite maximum: left out from the start.
+    wy = w @ y
+    ok = np.full(w.shape[0], bool(np.isfinite(a0) and np.isfinite(b0))) & (wy > 0) & (wy < w.sum(axis=1))
+    a = np.full(w.shape[0], a0 if ok.all() else 0.0)
+    b = np.full(w.shape[0], b0 if ok.all() else 0.0)
+    for _ in range(iterations):
+        with np.errstate(over="ignore"):  # exp overflows to inf for far-off replicates: mu is then 0, as it should
+            mu = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * x[None, :])))
+        r = w * (y[None, :] - mu)
+        v = w * mu * (1 - mu)
+        g_a, g_b = r.sum(axis=1), r @ x
+        h_aa, h_ab, h_bb = v.sum(axis=1), v @ x, v @ (x * x)
+        det = h_aa * h_bb - h_ab ** 2
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            da = (h_bb * g_a - h_ab * g_b) / det
+            db = (h_aa * g_b - h_ab * g_a) / det
+        ok &= np.isfinite(da) & np.isfinite(db)
+        da, db = np.where(ok, da, 0.0), np.where(ok, db, 0.0)
+        a, b = a + da, b + db
+        ok &= (np.abs(b) < 1e3) & (np.abs(a) < 1e3)  # separable replicates drift off: no estimate
+        if np.max(np.abs(da) + np.abs(db), initial=0.0) < 1e-9:
+            break
+    return np.where(ok, b, np.nan), np.where(ok, a, np.nan)
+
+
+def poisson_interval(observed: float, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) interval of a Poisson mean given an observed count: the interval of O/E when
+    rows are independent (divide by the expected count). Used when no student keys are given."""
+    from scipy.stats import chi2
+
+    alpha = 1 - level
+    lo = 0.0 if observed == 0 else chi2.ppf(alpha / 2, 2 * observed) / 2
+    hi = chi2.ppf(1 - alpha / 2, 2 * observed + 2) / 2
+    return float(lo), float(hi)
+
+
+def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | None = None,
+                      weights: np.ndarray | None = None, level: float = 0.95) -> dict[str, float]:
+    """O/E, slope and intercept with intervals, equal-mass ECE, rows/students of one set of rows.
+
+    `weights` (n_boot, n) are the student-level bootstrap replicates of these rows (training.bootstrap);
+    without them the O/E interval is the exact Poisson one and the slope has none. The same pupil's
+    early and mid rows share one outcome, so with weights the intervals are honest about it."""
+    from training.bootstrap import interval, weighted_ratio
+
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    n = len(y)
+    out: dict[str, float] = {"rows": float(n), "observed": float(y.sum()), "expected": float(p.sum())}
+    out["students"] = float(len(np.unique(student_key))) if student_key is not None else float(n)
+    nan = float("nan")
+    if n == 0:
+        return {**out, **{k: nan for k in CALIBRATION_STATS if k not in out}}
+    out["oe"] = out["observed"] / out["expected"] if out["expected"] > 0 else nan
+    slope, intercept = logistic_recalibration(y, p)
+    out["slope"], out["intercept"] = float(slope[0]), float(intercept[0])
+    out["ece"] = ece(y, p)
+    if weights is not None:
+        out["oe_lo"], out["oe_hi"] = interval(weighted_ratio(y, p, weights), level)
+        bs, bi = logistic_recalibration(y, p, weights)
+        out["slope_lo"], out["slope_hi"] = interval(bs, level)
+        out["intercept_lo"], out["intercept_hi"] = interval(bi, level)
+    else:
+        lo, hi = poisson_interval(out["observed"], level)
+        out["oe_lo"], out["oe_hi"] = (lo / out["expected"], hi / out["expected"]) if out["expected"] > 0 else (nan, nan)
+        out["slope_lo"] = out["slope_hi"] = out["intercept_lo"] = out["intercept_hi"] = nan
+    return out
+
+
+def calibration_report(
+    y: np.ndarray, p: np.ndarray, student_key: np.ndarray, slices: Mapping[str, np.ndarray] | None = None,
+    n_boot: int = 200, seed: int = 0, level: float = 0.95, weights: np.ndarray | None = None,
+) -> dict[str, float]:
+    """`calibration.<stat>` overall and `calibration.<slice>.<value>.<stat>` for every slice value
+    (term, round type, grade band, fairness groups), all on one set of student-level replicates
+    (`weights`, or drawn here with `n_boot` and `seed`)."""
+    from training.bootstrap import student_weights
+
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    keys = np.asarray(student_key)
+    w = weights if weights is not None else (student_weights(keys, n_boot, seed) if len(y) else None)
+    out = {f"{CALIBRATION_PREFIX}.{k}": v for k, v in calibration_stats(y, p, keys, w, level).items()}
+    for slice_name, values in (slices or {}).items():
+        values = np.asarray(values).astype(str)
+        for v in sorted(set(values)):
+            m = values == v
+            stats = calibration_stats(y[m], p[m], keys[m], w[:, m] if w is not None else None, level)
+            out.update({f"{CALIBRATION_PREFIX}.{slice_name}.{v}.{k}": val for k, val in stats.items()})
+    return out
+
+
+def outside_band(lo: float, hi: float, band: tuple[float, float]) -> bool:
+    """True when the interval [lo, hi] lies wholly outside `band` (a breach is evidence, not noise).
+    An undefined interval is not a breach here: the caller decides what an unmeasured slice means."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    return hi < band[0] or lo > band[1]
+
+
+def calibration_breaches(
+    metrics: Mapping[str, float], oe_band: tuple[float, float], slope_band: tuple[float, float],
+    slices: tuple[str, ...] = ("term",),
+) -> list[str]:
+    """Reasons a model's calibration fails: the overall O/E or slope interval, or a slice's O/E
+    interval (per term by default), lies wholly outside its band. Reads `calibration_report` names."""
+    pre = CALIBRATION_PREFIX
+    if f"{pre}.oe" not in metrics:
+        return ["calibration not measured: no calibration.oe among the run's metrics (trained before O/E was)"]
+    out = []
+    lo, hi = metrics.get(f"{pre}.oe_lo", math.nan), metrics.get(f"{pre}.oe_hi", math.nan)
+    if outside_band(lo, hi, oe_band):
+        out.append(f"O/E {metrics[f'{pre}.oe']:.2f} (interval {lo:.2f}-{hi:.2f}) outside [{oe_band[0]}, {oe_band[1]}]")
+    lo, hi = metrics.get(f"{pre}.slope_lo", math.nan), metrics.get(f"{pre}.slope_hi", math.nan)
+    if outside_band(lo, hi, slope_band):
+        out.append(f"calibration slope {metrics.get(f'{pre}.slope', math.nan):.2f} (interval {lo:.2f}-{hi:.2f}) "
+                   f"outside [{slope_band[0]}, {slope_band[1]}]")
+    for s in slices:
+        values = sorted({k[len(f"{pre}.{s}."):].rsplit(".", 1)[0] for k in metrics
+                         if k.startswith(f"{pre}.{s}.") and k.endswith(".oe")})
+        for v in values:
+            base = f"{pre}.{s}.{v}"
+            lo, hi = metrics.get(f"{base}.oe_lo", math.nan), metrics.get(f"{base}.oe_hi", math.nan)
+            if outside_band(lo, hi, oe_band):
+                out.append(f"{s} {v}: O/E {metrics[f'{base}.oe']:.2f} (interval {lo:.2f}-{hi:.2f}) "
+                           f"outside [{oe_band[0]}, {oe_band[1]}]")
+    return out

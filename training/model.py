@@ -179,29 +179,70 @@ RISK_GROUPS: tuple[str, ...] = ("problem", "at_risk", "normal")
 RISK_GROUP_TH: dict[str, str] = {"problem": "มีปัญหา", "at_risk": "เสี่ยง", "normal": "ปกติ"}
 
 
+def round_stratum(round_id: str) -> str:
+    """The term and round type of a round id: "2565-T2-mid" -> "T2-mid" (dropout rates, hence score
+    levels, differ several-fold between terms and between early and mid rounds)."""
+    parts = str(round_id).split("-")
+    return "-".join(parts[-2:]) if len(parts) >= 3 else str(round_id)
+
+
 @dataclass
 class RiskThresholds:
-    """Probability cut-offs on the calibrated score, fixed at training: >= problem -> มีปัญหา,
-    >= at_risk -> เสี่ยง, else ปกติ. Observed dropout rates per group come from the fold they were cut on."""
+    """The three groups as shares of each round's scored pupils: the top `problem_share` of a round by
+    calibrated score are มีปัญหา, the next `at_risk_share` เสี่ยง, the rest ปกติ.
+
+    Shares, not fixed probabilities: a school's capacity to visit is the same every round, while the
+    scores' level moves with the term (term-2 rounds carry the year-end transitions; fixed cut-offs
+    cut at the term-2 quantiles flagged 0.1-0.5% "problem" on term-1 rounds). `assign(score,
+    round_scores)` cuts within the round; `problem`/`at_risk` are the cut-offs of the fold they were
+    fitted on, used only where no round is at hand (ad-hoc scoring of posted rows). `observed` holds
+    each group's dropout rate on that fold, `by_stratum` the same per term and round type."""
 
     problem: float
     at_risk: float
     problem_share: float
     at_risk_share: float
     observed: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_stratum: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    rule: str = "within_round"
 
-    def assign(self, score: np.ndarray) -> np.ndarray:
+    def round_cutoffs(self, round_scores: np.ndarray) -> tuple[float, float]:
+        """(problem, at_risk) cut-offs that put the configured shares of this round in each group."""
+        s = np.asarray(round_scores, dtype=float)
+        if len(s) == 0:
+            return self.problem, self.at_risk
+        t_problem = _cut_for_share(s, self.problem_share)
+        return t_problem, min(_cut_for_share(s, self.problem_share + self.at_risk_share), t_problem)
+
+    def assign(self, score: np.ndarray, round_scores: np.ndarray | None = None) -> np.ndarray:
+        """Group of each score: cut within `round_scores` (every scored pupil of the score's round,
+        e.g. `score` itself when it is a whole round), or at the stored cut-offs without a round."""
         s = np.asarray(score, dtype=float)
-        return np.where(s >= self.problem, "problem", np.where(s >= self.at_risk, "at_risk", "normal"))
+        problem, at_risk = (self.problem, self.at_risk) if round_scores is None or self.rule != "within_round" \
+            else self.round_cutoffs(round_scores)
+        return np.where(s >= problem, "problem", np.where(s >= at_risk, "at_risk", "normal"))
+
+    def assign_by_round(self, score: np.ndarray, round_ids: np.ndarray) -> np.ndarray:
+        """Groups of rows from several rounds, each round cut within itself."""
+        s = np.asarray(score, dtype=float)
+        rid = np.asarray(round_ids).astype(str)
+        out = np.empty(len(s), dtype=object)
+        for r in np.unique(rid):
+            m = rid == r
+            out[m] = self.assign(s[m], s[m])
+        return out.astype(str) if len(s) else np.array([], dtype=str)
 
     def to_dict(self) -> dict[str, Any]:
         return {"problem": self.problem, "at_risk": self.at_risk, "problem_share": self.problem_share,
-                "at_risk_share": self.at_risk_share, "observed": self.observed, "labels": dict(RISK_GROUP_TH)}
+                "at_risk_share": self.at_risk_share, "observed": self.observed, "by_stratum": self.by_stratum,
+                "rule": self.rule, "labels": dict(RISK_GROUP_TH)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RiskThresholds:
+        # Versions stored before the per-round rule had fixed cut-offs: they keep them ("fixed").
         return cls(problem=float(d["problem"]), at_risk=float(d["at_risk"]), problem_share=float(d["problem_share"]),
-                   at_risk_share=float(d["at_risk_share"]), observed=dict(d.get("observed", {})))
+                   at_risk_share=float(d["at_risk_share"]), observed=dict(d.get("observed", {})),
+                   by_stratum=dict(d.get("by_stratum", {})), rule=str(d.get("rule", "fixed")))
 
 
 def _cut_for_share(s: np.ndarray, share: float) -> float:
@@ -212,20 +253,33 @@ def _cut_for_share(s: np.ndarray, share: float) -> float:
     return float(values[int(np.argmin(np.abs(at_or_above - share)))])
 
 
-def choose_thresholds(score: np.ndarray, y: np.ndarray, problem_share: float, at_risk_share: float) -> RiskThresholds:
-    """Cut-offs so that about `problem_share` of students are มีปัญหา and the next `at_risk_share`
-    เสี่ยง. Capacity, not a probability level, sets them: a school can visit its top few percent."""
-    s = np.asarray(score, dtype=float)
-    t_problem = _cut_for_share(s, problem_share)
-    t_at_risk = min(_cut_for_share(s, problem_share + at_risk_share), t_problem)
-    th = RiskThresholds(problem=t_problem, at_risk=t_at_risk, problem_share=problem_share, at_risk_share=at_risk_share)
-    groups = th.assign(s)
-    y = np.asarray(y, dtype=float)
-    th.observed = {
-        g: {"share": float(np.mean(groups == g)), "dropout_rate": float(y[groups == g].mean()) if np.any(groups == g) else float("nan"),
+def _observed(groups: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
+    return {
+        g: {"share": float(np.mean(groups == g)) if len(groups) else float("nan"),
+            "dropout_rate": float(y[groups == g].mean()) if np.any(groups == g) else float("nan"),
             "rows": int(np.sum(groups == g))}
         for g in RISK_GROUPS
     }
+
+
+def choose_thresholds(score: np.ndarray, y: np.ndarray, problem_share: float, at_risk_share: float,
+                      round_ids: np.ndarray | None = None, strata_fold: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                      ) -> RiskThresholds:
+    """Groups as shares of each round: the reference cut-offs and each group's observed dropout rate
+    on the rows given (each round cut within itself when `round_ids` are given), and per term and
+    round type on `strata_fold` (score, label, round id: rows of both terms, e.g. calibration + test).
+    Capacity, not a probability level, sets them: a school can visit its top few percent."""
+    s = np.asarray(score, dtype=float)
+    y = np.asarray(y, dtype=float)
+    th = RiskThresholds(problem=0.0, at_risk=0.0, problem_share=problem_share, at_risk_share=at_risk_share)
+    th.problem, th.at_risk = th.round_cutoffs(s)
+    groups = th.assign_by_round(s, round_ids) if round_ids is not None else th.assign(s)
+    th.observed = _observed(groups, y)
+    if strata_fold is not None:
+        ss, ys, rs = (np.asarray(a) for a in strata_fold)
+        g = th.assign_by_round(ss.astype(float), rs)
+        stratum = np.array([round_stratum(r) for r in rs.astype(str)])
+        th.by_stratum = {k: _observed(g[stratum == k], ys.astype(float)[stratum == k]) for k in sorted(set(stratum))}
     return th
 
 
@@ -302,7 +356,16 @@ class RiskModel(BaseEstimator):
         )
         self.calibrator_ = Calibrator(self.calibration).fit(self.raw_probability(x_calib), np.asarray(y_calib))
         x_cut, y_cut = cutoffs if cutoffs is not None else calibration
-        self.thresholds_ = choose_thresholds(self.risk_score(x_cut), np.asarray(y_cut), self.problem_share, self.at_risk_share)
+        cut_score = self.risk_score(x_cut)
+        strata = None
+        if "round_id" in x_calib.columns and "round_id" in x_cut.columns:
+            both = x_calib if cutoffs is None else pd.concat([x_calib[["round_id"]], x_cut[["round_id"]]])
+            strata = (np.concatenate([self.risk_score(x_calib), cut_score]) if cutoffs is not None else cut_score,
+                      np.concatenate([np.asarray(y_calib), np.asarray(y_cut)]) if cutoffs is not None else np.asarray(y_cut),
+                      both["round_id"].astype(str).to_numpy())
+        self.thresholds_ = choose_thresholds(
+            cut_score, np.asarray(y_cut), self.problem_share, self.at_risk_share,
+            round_ids=x_cut["round_id"].astype(str).to_numpy() if "round_id" in x_cut.columns else None, strata_fold=strata)
         return self
 
     @classmethod
@@ -352,7 +415,12 @@ class RiskModel(BaseEstimator):
         return np.asarray(self.calibrator_.transform(1.0 / (1.0 + np.exp(-np.asarray(margin)))), dtype=np.float64)
 
     def risk_group(self, X: pd.DataFrame | Matrix) -> np.ndarray:
-        return self.thresholds_.assign(self.risk_score(X))
+        """Risk group of each row: within its round when `X` is a frame with `round_id` (each round's
+        top shares), else at the stored cut-offs (rows without a round, e.g. ad-hoc scoring)."""
+        score = self.risk_score(X)
+        if isinstance(X, pd.DataFrame) and "round_id" in X.columns and self.thresholds_.rule == "within_round":
+            return self.thresholds_.assign_by_round(score, X["round_id"].astype(str).to_numpy())
+        return self.thresholds_.assign(score)
 
     def contributions(self, X: pd.DataFrame | Matrix) -> np.ndarray:
         """Exact TreeSHAP from LightGBM: one column per feature plus the base value (last)."""

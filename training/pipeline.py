@@ -25,7 +25,7 @@ from training.bootstrap import interval, student_weights
 from training.config import TrainConfig
 from training.data import Trainset, grade_band_of, round_type_of
 from training.fairness import audit_table, flatten, gate_failures
-from training.metrics import ceiling_and_gap, rank_metrics, sliced_metrics, within_grade_rank_metrics
+from training.metrics import calibration_report, ceiling_and_gap, rank_metrics, sliced_metrics, within_grade_rank_metrics
 from training.model import RiskModel
 from training.splits import TemporalSplit, round_dates, temporal_split
 
@@ -136,11 +136,25 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     metrics.update(versus_points(metrics))
     timings["baselines"] = time.perf_counter() - t
 
+    # Calibration that can fail: O/E, slope and intercept with student-level intervals, overall and per
+    # term, round type, grade band and fairness group; every interval of the run on one set of replicates.
+    t = time.perf_counter()
+    keys = test["student_key"].astype(str).to_numpy()
+    replicates = student_weights(keys, cfg.intervals.n_boot, cfg.intervals.seed)
+    groups = _group_frame(test, cfg.fairness.attributes)
+    calib_slices = {"term": test["round_id"].astype(str).str.split("-").str[1].to_numpy(), **slices,
+                    **{a: groups[a].astype("object").where(groups[a].notna(), "unknown").astype(str).to_numpy()
+                       for a in groups.columns}}
+    metrics.update(calibration_report(y, score, keys, calib_slices, level=cfg.intervals.level, weights=replicates))
+    timings["calibration"] = time.perf_counter() - t
+
+    round_ids = test["round_id"].astype(str).to_numpy()
+    risk_group = model.thresholds_.assign_by_round(score, round_ids)
     frame = pd.DataFrame({
-        "student_key": test["student_key"].to_numpy(), "round_id": test["round_id"].astype(str).to_numpy(),
+        "student_key": test["student_key"].to_numpy(), "round_id": round_ids,
         "school_code": school, "grade_level": grade, "round_type": slices["round_type"],
         "grade_band": slices["grade_band"],
-        "label": y, "raw_score": raw, "risk_score": score, "risk_group": model.thresholds_.assign(score),
+        "label": y, "raw_score": raw, "risk_score": score, "risk_group": risk_group,
         **{f"baseline_{k}": v for k, v in base.items()},
         **{c: test[c].to_numpy() for c in GROUP_COLUMNS if c in test.columns},
     })
@@ -171,11 +185,12 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     timings["intervals"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    groups = _group_frame(test, cfg.fairness.attributes)
-    flagged = score >= model.thresholds_.at_risk
-    problem = score >= model.thresholds_.problem
-    fair = pd.concat([audit_table(y, flagged, groups, cfg.fairness, "flagged"),
-                      audit_table(y, problem, groups, cfg.fairness, "problem")], ignore_index=True)
+    # The operating points as schools see them: each round's top shares (risk groups per round).
+    flagged = risk_group != "normal"
+    problem = risk_group == "problem"
+    audit = {"score": score, "student_key": keys, "weights": replicates, "intervals": cfg.intervals}
+    fair = pd.concat([audit_table(y, flagged, groups, cfg.fairness, "flagged", **audit),
+                      audit_table(y, problem, groups, cfg.fairness, "problem", **audit)], ignore_index=True)
     failures = gate_failures(fair, cfg.fairness)
     metrics.update(flatten(fair))
     metrics["fairness_failures"] = float(len(failures))

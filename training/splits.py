@@ -6,16 +6,19 @@ the labels whose horizon census has been delivered by then.
 
   test fold         the latest `test_rounds` rounds by as-of date (all labelled in the training set)
   calibration fold  the latest `calibration_rounds` rounds whose labels were known by the test
-                    fold's first as-of date (so a model + calibrator could have been built then)
+                    fold's first as-of date (so a model + calibrator could have been built then),
+                    extended back to hold the test fold's term and both terms where it can (`_cover_terms`)
   training fold     every round whose labels were known by the calibration fold's first as-of date
 
 Worked example (default calendar, horizon = next census, label delay 14 days, one-term folds:
 test_rounds = calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
   test        = 2568-T1-early (as-of 2025-07-01), 2568-T1-mid (2025-08-20)
   calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10 (2568 T1)
-                + 14 days = 2025-06-24 <= 2025-07-01, yes -> 2567-T2-early (2024-12-01), 2567-T2-mid
-  training    : labels known by 2024-12-01? 2567-T1-* -> census 2024-11-10 + 14 = 2024-11-24, yes;
-                so 2566-T1-*, 2566-T2-*, 2567-T1-* (six rounds).
+                + 14 days = 2025-06-24 <= 2025-07-01, yes -> 2567-T2-early (2024-12-01), 2567-T2-mid;
+                that is term 2 only and the test fold is term 1, so the latest labelled term-1 year
+                joins: 2567-T1-early (2024-07-01), 2567-T1-mid
+  training    : labels known by 2024-07-01? 2566-T2-* -> census 2024-06-10 + 14 = 2024-06-24, yes;
+                so 2566-T1-*, 2566-T2-* (four rounds).
 """
 
 from __future__ import annotations
@@ -71,6 +74,49 @@ def round_dates(
     return out
 
 
+def _term(r: RoundDates) -> int | None:
+    try:
+        return parse_round(r.round_id).term
+    except ValueError:  # ids that are not rounds of the calendar (synthetic tests): no term rule
+        return None
+
+
+def _training_rounds(known: list[RoundDates], calibration: list[RoundDates]) -> list[RoundDates]:
+    cal_as_of = min(r.as_of for r in calibration)
+    cal_ids = {r.round_id for r in calibration}
+    return [r for r in known if r.round_id not in cal_ids and r.label_known <= cal_as_of]
+
+
+def _cover_terms(calibration: list[RoundDates], known: list[RoundDates], test: list[RoundDates],
+                 min_train_rounds: int) -> list[RoundDates]:
+    """The calibration fold, extended back in time to hold the test fold's term and, where training
+    rounds remain, both terms.
+
+    Dropout rates differ several-fold between terms, and a calibrator fitted on one term's rounds
+    miscalibrates the other's: a late census once left a 3-year world's latest four labelled rounds
+    all in term 1 while the test fold was term 2, and the model under-predicted threefold (O/E 3.2).
+    Fallback, documented: the latest labelled year's rounds (every round type) of a missing term join
+    the fold, which leaves fewer training rounds. The test fold's term is required (an error when no
+    labelled round of it exists before the test fold); the other term joins only while at least
+    `min_train_rounds` training rounds remain."""
+    terms = [_term(r) for r in (*calibration, *known, *test)]
+    if None in terms:
+        return calibration
+    test_terms = {_term(r) for r in test}
+    for term in sorted({_term(r) for r in known} - {_term(r) for r in calibration}, key=lambda t: t not in test_terms):
+        of_term = [r for r in known if _term(r) == term]
+        latest_year = parse_round(of_term[-1].round_id).academic_year
+        extended = sorted({*calibration, *(r for r in of_term if parse_round(r.round_id).academic_year == latest_year)},
+                          key=lambda r: (r.as_of, r.round_id))
+        if term in test_terms or len(_training_rounds(known, extended)) >= min_train_rounds:
+            calibration = extended
+    missing = sorted(test_terms - {_term(r) for r in calibration})
+    if missing:
+        raise ValueError(f"no round of term {missing[0]} has labels known by {test[0].as_of}: the test fold is term "
+                         f"{missing[0]} and nothing could calibrate it; build a training set over more years")
+    return calibration
+
+
 def temporal_split(rounds: Iterable[RoundDates], cfg: SplitConfig) -> TemporalSplit:
     """Train / calibration / test rounds; a ValueError that says why when the rounds do not suffice."""
     ordered = sorted(rounds, key=lambda r: (r.as_of, r.round_id))
@@ -86,10 +132,9 @@ def temporal_split(rounds: Iterable[RoundDates], cfg: SplitConfig) -> TemporalSp
     known_by_test = [r for r in ordered[: -cfg.test_rounds] if r.label_known <= test_as_of]
     if len(known_by_test) < cfg.calibration_rounds:
         raise ValueError(f"fewer than {cfg.calibration_rounds} rounds have labels known by {test_as_of}")
-    calibration = known_by_test[-cfg.calibration_rounds:]
+    calibration = _cover_terms(known_by_test[-cfg.calibration_rounds:], known_by_test, test, cfg.min_train_rounds)
     cal_as_of = calibration[0].as_of
-    cal_ids = {r.round_id for r in calibration}
-    train = [r for r in known_by_test if r.round_id not in cal_ids and r.label_known <= cal_as_of]
+    train = _training_rounds(known_by_test, calibration)
     if len(train) < cfg.min_train_rounds:
         raise ValueError(
             f"only {len(train)} rounds have labels known by {cal_as_of} (the calibration fold's as-of); "

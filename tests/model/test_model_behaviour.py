@@ -157,8 +157,14 @@ def test_calibrated_scores_are_probabilities_and_groups_follow_thresholds(model:
     s = model.risk_score(folds["test"])
     assert ((s >= 0) & (s <= 1)).all()
     groups = model.risk_group(folds["test"])
-    assert (s[groups == "problem"] >= model.thresholds_.problem).all()
-    assert (s[groups == "normal"] < model.thresholds_.at_risk).all()
+    rounds = folds["test"]["round_id"].astype(str).to_numpy()
+    for r in set(rounds):  # each round is cut at its own shares
+        m = rounds == r
+        problem, at_risk = model.thresholds_.round_cutoffs(s[m])
+        assert (s[m][groups[m] == "problem"] >= problem).all()
+        assert (s[m][groups[m] == "normal"] < at_risk).all()
+    assert (model.thresholds_.assign(s) == np.where(s >= model.thresholds_.problem, "problem", np.where(
+        s >= model.thresholds_.at_risk, "at_risk", "normal"))).all()  # without a round: the stored cut-offs
     assert {"problem", "at_risk", "normal"} <= set(groups)
 
 

@@ -91,7 +91,9 @@ def test_scenario_pieces_are_pure_and_do_what_they_say() -> None:
 
 
 def _outcomes_with_one_group_outside_the_band(attribute: str) -> Outcomes:
-    """Realised outcomes where group 'b' of `attribute` is flagged with half the precision of 'a'."""
+    """Realised outcomes where group 'b' of `attribute` gets many more false alarms than 'a' (half the
+    precision). The release gate no longer judges precision (it conflicts with calibration when base
+    rates differ) nor, by default, false alarms: this configuration asks monitoring to judge them."""
     rng = np.random.default_rng(5)
     n = 8000
     score = rng.uniform(0, 0.2, n)
@@ -101,7 +103,8 @@ def _outcomes_with_one_group_outside_the_band(attribute: str) -> Outcomes:
     # group b: many more flags among non-dropouts, so its precision drops far below a's
     flagged = (score > 0.15) | ((groups[attribute] == "b").to_numpy() & (y == 0) & (score > 0.08))
     return judge_outcomes(y, score, np.array(["s"] * n), flagged, groups,
-                          {"roc_auc": 0.7, "ece": 0.01, "precision_at_10pct": 0.2}, OutcomeConfig())
+                          {"roc_auc": 0.7, "ece": 0.01, "precision_at_10pct": 0.2},
+                          OutcomeConfig(fairness_metrics=("precision", "fpr", "fnr")))
 
 
 def test_a_realised_fairness_ratio_outside_the_band_on_a_gated_attribute_recommends_retraining() -> None:

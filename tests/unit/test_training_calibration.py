@@ -1,12 +1,16 @@
-"""Calibration maps a miscalibrated score to probabilities; thresholds follow capacity."""
+"""Calibration maps a miscalibrated score to probabilities and a gate that can fail judges it; groups
+follow capacity in every round."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from training.metrics import ece
-from training.model import Calibrator, choose_thresholds
+from training.config import GateConfig
+from training.metrics import calibration_breaches, calibration_report, ece
+from training.model import Calibrator, RiskThresholds, choose_thresholds
 
 
 def _miscalibrated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,3 +60,106 @@ def test_a_plateau_of_tied_scores_is_not_swallowed_whole() -> None:
     s = np.concatenate([np.full(300, 0.5), np.linspace(0.6, 0.9, 40), np.linspace(0, 0.4, 660)])
     th = choose_thresholds(s, np.zeros(1000), 0.05, 0.15)
     assert th.observed["problem"]["share"] == pytest.approx(0.04)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calibration gate judges O/E and slope with student-level intervals
+
+
+def _pupils(seed: int, students: int = 3000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(y, p, student_key, term) of an early + mid round pair per pupil (one outcome, two rows), at a
+    ~2% base rate like a term-2 test fold."""
+    rng = np.random.default_rng(seed)
+    p_student = 1 / (1 + np.exp(-rng.normal(-4.3, 1.0, students)))
+    y_student = (rng.random(students) < p_student).astype(float)
+    keys = np.repeat(np.arange(students), 2)
+    term = np.repeat(rng.choice(["T1", "T2"], students), 2)
+    return np.repeat(y_student, 2), np.repeat(p_student, 2), keys, term
+
+
+GATE = GateConfig()
+
+
+@pytest.mark.parametrize("seed", [11, 5, 23])
+def test_the_gate_rejects_a_threefold_under_prediction_and_passes_the_calibrated_score(seed: int) -> None:
+    y, p, keys, term = _pupils(seed)
+    passed = calibration_report(y, p, keys, {"term": term}, seed=seed)
+    assert calibration_breaches(passed, GATE.oe_band, GATE.slope_band, GATE.oe_slices) == []
+    under = calibration_report(y, p / 3, keys, {"term": term}, seed=seed)
+    reasons = calibration_breaches(under, GATE.oe_band, GATE.slope_band, GATE.oe_slices)
+    assert any(r.startswith("O/E") for r in reasons), reasons
+
+
+@pytest.mark.parametrize("seed", [11, 5])
+def test_a_term_under_predicted_threefold_is_rejected_by_its_own_slice(seed: int) -> None:
+    # The demo's failure: calibrated on term-1 rounds, three times too low on term 2. Pooled with a
+    # well-calibrated term 1 the overall O/E is diluted; the term's own O/E is not.
+    y, p, keys, term = _pupils(seed, students=10_000)
+    q = np.where(term == "T2", p / 3, p)
+    reasons = calibration_breaches(calibration_report(y, q, keys, {"term": term}, seed=seed),
+                                   GATE.oe_band, GATE.slope_band, GATE.oe_slices)
+    assert [r.split(":")[0] for r in reasons if r.startswith("term")] == ["term T2"], reasons
+
+
+@pytest.mark.parametrize("seed", [11, 5])
+def test_the_gate_rejects_scores_spread_twice_too_far_by_their_slope(seed: int) -> None:
+    y, p, keys, term = _pupils(seed)
+    logit = np.log(p / (1 - p))
+    # Twice the log-odds' spread around the same centre: O/E can stay near 1, the slope halves.
+    extreme = 1 / (1 + np.exp(-(2 * logit - np.mean(logit))))
+    reasons = calibration_breaches(calibration_report(y, extreme, keys, {"term": term}, seed=seed),
+                                   GATE.oe_band, GATE.slope_band, ())
+    assert any(r.startswith("calibration slope") for r in reasons), reasons
+
+
+def test_the_student_not_the_row_is_the_unit_of_the_interval() -> None:
+    # Duplicating every pupil's row (early + mid) must not narrow the O/E interval: rows of one pupil
+    # share one outcome. A row-level Poisson interval would shrink by about sqrt(2).
+    y, p, keys, _ = _pupils(3)
+    once = calibration_report(y[::2], p[::2], keys[::2], seed=1)
+    twice = calibration_report(y, p, keys, seed=1)
+    width = lambda m: m["calibration.oe_hi"] - m["calibration.oe_lo"]  # noqa: E731
+    assert width(twice) == pytest.approx(width(once), rel=0.15)
+
+
+def test_slope_and_intercept_are_the_logistic_recalibration() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    y, p, keys, _ = _pupils(4)
+    x = np.log(p / (1 - p)).reshape(-1, 1)
+    lr = LogisticRegression(C=1e12, tol=1e-12, max_iter=10_000).fit(x, y)
+    m = calibration_report(y, p, keys, n_boot=20)
+    assert m["calibration.slope"] == pytest.approx(lr.coef_[0, 0], abs=1e-4)
+    assert m["calibration.intercept"] == pytest.approx(lr.intercept_[0], abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Risk groups per round
+
+
+def test_every_round_gets_the_configured_shares_whatever_its_score_level() -> None:
+    # Term-1 scores sit several-fold below term-2 ones: fixed cut-offs from the pooled rows would flag
+    # almost nobody in term 1; shares within each round flag 5% / 15% of each.
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.beta(1, 200, 2000), rng.beta(1, 40, 3000)])
+    y = (rng.random(5000) < s).astype(int)
+    rounds = np.array(["2565-T1-mid"] * 2000 + ["2565-T2-mid"] * 3000)
+    th = choose_thresholds(s, y, 0.05, 0.15, round_ids=rounds, strata_fold=(s, y, rounds))
+    groups = th.assign_by_round(s, rounds)
+    for r, n in (("2565-T1-mid", 2000), ("2565-T2-mid", 3000)):
+        m = rounds == r
+        assert np.sum(groups[m] == "problem") == round(0.05 * n)
+        assert np.sum(groups[m] == "at_risk") == round(0.15 * n)
+        assert np.array_equal(groups[m], th.assign(s[m], round_scores=s[m]))
+    fixed = th.assign(s)  # the stored (pooled) cut-offs
+    assert np.mean(fixed[rounds == "2565-T1-mid"] == "problem") < 0.02
+    assert set(th.by_stratum) == {"T1-mid", "T2-mid"}
+    assert th.by_stratum["T1-mid"]["problem"]["share"] == pytest.approx(0.05)
+
+
+def test_a_version_stored_with_fixed_cut_offs_keeps_them() -> None:
+    old = {"problem": 0.07, "at_risk": 0.02, "problem_share": 0.05, "at_risk_share": 0.15, "observed": {}}
+    th = RiskThresholds.from_dict(old)
+    s = np.array([0.1, 0.05, 0.01])
+    assert th.assign(s, round_scores=s).tolist() == ["problem", "at_risk", "normal"]
+    assert RiskThresholds.from_dict(json.loads(json.dumps(th.to_dict()))) == th

@@ -32,7 +32,7 @@ def test_a_config_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.model.num_threads == 1 and cfg.gate.metric == "precision_at_10pct"
     assert cfg.model.num_leaves == TrainConfig().model.num_leaves
-    assert cfg.schema_version == 1
+    assert cfg.schema_version == 2  # 2: gates judged on intervals, group sizes in students
 
 
 def test_importing_the_training_package_does_no_work(tmp_path: Path) -> None:

@@ -53,12 +53,15 @@ def test_the_rates_equal_fairlearns_metricframe() -> None:
 
 def test_small_groups_are_reported_but_not_judged() -> None:
     y, flagged, groups = _example()
-    cfg = FairnessConfig(min_group_rows=5, min_group_positives=1, gate_attributes=("sex",), gate_metrics=("fnr",))
+    # Group M: 4 students with an FNR twice F's. Judged on 40 copies of each pupil (so the interval is
+    # narrow enough to be evidence), it fails; at its own size it is too small to judge.
+    cfg = FairnessConfig(min_group_students=5, min_group_positives=1, gate_attributes=("sex",), gate_metrics=("fnr",))
     t = audit_table(y, flagged, groups, cfg)
     assert bool(t.set_index("group").loc["M", "too_small"])
     assert gate_failures(t, cfg) == []
-    judged = FairnessConfig(min_group_rows=1, min_group_positives=1, gate_attributes=("sex",), gate_metrics=("fnr",))
-    (failure,) = gate_failures(audit_table(y, flagged, groups, judged), judged)
+    judged = FairnessConfig(min_group_students=1, min_group_positives=1, gate_attributes=("sex",), gate_metrics=("fnr",))
+    many = pd.concat([groups] * 40, ignore_index=True)
+    (failure,) = gate_failures(audit_table(np.tile(y, 40), np.tile(flagged, 40), many, judged), judged)
     assert failure.startswith("sex=M: fnr ratio 2.000")
 
 

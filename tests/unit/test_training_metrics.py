@@ -40,13 +40,37 @@ def test_ece_by_hand() -> None:
     # bin 9 ([.9, 1]): p = .95, .95, y = 1, 1 -> |0.95 - 1| = 0.05, weight 2/4
     y = np.array([0, 1, 1, 1])
     p = np.array([.05, .05, .95, .95])
-    assert ece(y, p) == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+    assert ece(y, p, strategy="width") == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
 
 
 def test_perfectly_calibrated_bins_have_zero_ece() -> None:
     y = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1])
     p = np.array([.25] * 4 + [.75] * 4 + [1.0] * 2)
-    assert ece(y, p) == pytest.approx(0.0)
+    assert ece(y, p, strategy="width") == pytest.approx(0.0)
+    # Equal-mass bins of 2 split each tied block by row order: (.25,.25|0,0) (.25,.25|0,1) (.75,.75|1,0)
+    # (.75,.75|1,1) (1,1|1,1) -> |.5-0| + |.5-1| + |1.5-1| + |1.5-2| + 0 over 10 rows.
+    assert ece(y, p, bins=5, strategy="mass") == pytest.approx(2.0 / 10)
+
+
+def test_equal_mass_ece_by_hand() -> None:
+    # 6 rows, 3 bins of 2 in score order: (.01, .02 | y 0, 0), (.03, .04 | y 0, 1), (.05, .06 | y 1, 1)
+    # -> |0.03 - 0| + |0.07 - 1| + |0.11 - 2| over 6 rows
+    y = np.array([1, 0, 1, 0, 0, 1])
+    p = np.array([.06, .02, .05, .01, .03, .04])
+    assert ece(y, p, bins=3) == pytest.approx((0.03 + 0.93 + 1.89) / 6)
+
+
+@pytest.mark.parametrize("seed", [11, 5, 23])
+def test_equal_mass_ece_tells_a_threefold_under_prediction_at_a_low_base_rate(seed: int) -> None:
+    # At a 2% base rate every score is in the first equal-width bin, where a threefold under-prediction
+    # costs only ~0.013: the old gate (ECE <= 0.02) passed it. Equal-mass bins see it in every bin.
+    rng = np.random.default_rng(seed)
+    p = 1 / (1 + np.exp(-rng.normal(-4.3, 1.0, 20_000)))
+    y = (rng.random(20_000) < p).astype(float)
+    assert ece(y, p / 3, strategy="width") < 0.02  # the old gate would pass it
+    calibrated, third = ece(y, p), ece(y, p / 3)
+    assert third > 2.5 * calibrated
+    assert third > 0.6 * y.mean()  # most of the base rate is missing
 
 
 def test_rule_scores_get_no_brier_or_ece() -> None:

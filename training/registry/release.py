@@ -72,10 +72,12 @@ def evaluate_gate(home: EwsHome, candidate: ModelVersion | int | None = None, cf
 
     1. better than the champion on the agreed metric, both scored on the candidate's test fold
        (the latest fold the candidate's training set labelled) — not on each one's own fold;
-    2. calibrated: the candidate's ECE on that fold <= max_ece;
-    3. fair: no judgeable group of a gated attribute outside the band on a gated metric."""
+    2. calibrated: on that fold the intervals of O/E (overall and per term) and of the calibration
+       slope do not lie wholly outside their bands (and the equal-mass ECE <= max_ece, if set);
+    3. fair: no judgeable group of a gated attribute whose interval lies wholly outside the band
+       (more missed dropouts than the reference group, or O/E within the group off)."""
     from training.data import load_trainset
-    from training.metrics import greater_is_better, score_metrics
+    from training.metrics import calibration_breaches, greater_is_better, score_metrics
     from training.pipeline import split_trainset
 
     client = client_for(home, cfg)
@@ -91,7 +93,8 @@ def evaluate_gate(home: EwsHome, candidate: ModelVersion | int | None = None, cf
     gate = run_cfg.gate
     metrics = run_json(client, cand.lineage.run_id, "metrics.json")
     reasons: list[str] = []
-    checks: dict[str, Any] = {"metric": gate.metric, "max_ece": gate.max_ece, "band": list(run_cfg.fairness.band)}
+    checks: dict[str, Any] = {"metric": gate.metric, "oe_band": list(gate.oe_band), "slope_band": list(gate.slope_band),
+                              "max_ece": gate.max_ece, "band": list(run_cfg.fairness.band)}
     if champion == candidate:
         reasons.append(f"version {candidate} is already the champion")
     if champion is not None and champion != candidate:
@@ -117,9 +120,11 @@ def evaluate_gate(home: EwsHome, candidate: ModelVersion | int | None = None, cf
         if not better > gate.min_improvement:
             reasons.append(f"{gate.metric} {cm[gate.metric]:.4f} does not beat the champion's {hm[gate.metric]:.4f} "
                            f"(required margin {gate.min_improvement})")
+    checks.update({k: metrics.get(f"calibration.{k}") for k in ("oe", "oe_lo", "oe_hi", "slope", "slope_lo", "slope_hi")})
+    reasons.extend(f"calibration: {r}" for r in calibration_breaches(metrics, gate.oe_band, gate.slope_band, gate.oe_slices))
     ece_value = float(metrics.get("ece", float("nan")))
     checks["ece"] = ece_value
-    if not ece_value <= gate.max_ece:
+    if gate.max_ece is not None and not ece_value <= gate.max_ece:
         reasons.append(f"ECE {ece_value:.4f} above {gate.max_ece}")
     failures = run_json(client, cand.lineage.run_id, "fairness/gate_failures.json")["failures"]
     checks["fairness_failures"] = failures
