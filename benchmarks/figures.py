@@ -35,6 +35,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ceiling-students", type=int, default=None, help="Students per ceiling world (default 10000).")
     ap.add_argument("--out-dir", type=Path, default=Path("figures"), help="Where figures.json and FIGURES.md go.")
     ap.add_argument("--work-dir", type=Path, default=Path("bench-out/figures-work"), help="Simulated worlds and homes.")
+    ap.add_argument("--reuse", action="store_true",
+                    help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir "
+                         "(only when that code has not changed); training always reruns.")
     ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
     return ap
 
@@ -251,20 +255,17 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
     chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
              ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
     done = w / "prepared.json"
-    if not done.exists():  # a rerun after a failed training reuses the prepared home
+    if not a.reuse and w.exists():  # figures of changed code need a world built by that code
+        shutil.rmtree(w)
+    if not done.exists():  # with --reuse, a rerun after a failed training reuses the prepared home
         outputs = [run_cli(argv, w / f"{i}-{argv[3]}.log") for i, argv in enumerate(chain)]
-        done.write_text(json.dumps({"trainset": json_of(outputs[-1])}, default=str), encoding="utf-8")
-    trainset = json.loads(done.read_text(encoding="utf-8"))["trainset"]
+        done.write_text(json.dumps(json_of(outputs[-1]), default=str), encoding="utf-8")
+    trainset_doc = json.loads(done.read_text(encoding="utf-8"))
     prep = " && ".join(command_text(x) for x in chain)
-    section: dict[str, Any] = {"world": world.__dict__ | {"alternatives": list(world.alternatives)}, "trainset": trainset,
-                               "prepare": prep, "runs": {}}
+    section: dict[str, Any] = {"world": world.__dict__ | {"alternatives": list(world.alternatives)},
+                               "trainset": trainset_doc, "prepare": prep, "runs": {}}
     wid = f"world.{world.name}"
-    for key in ("rows", "label_rate"):
-        if key in trainset:
-            out.add(f"{wid}.trainset.{key}", trainset[key], prep)
-    if "rounds" in trainset:
-        with_rows = [r for r in trainset["rounds"] if isinstance(r, dict) and r.get("rows")]
-        out.add(f"{wid}.trainset.rounds_with_rows", len(with_rows), prep)
+    trainset_figures(out, wid, trainset_doc, prep)
 
     configs: dict[str, dict[str, Any] | None] = {"default": None, **world.alternatives}
     for name, partial in configs.items():
@@ -279,6 +280,19 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
         section["runs"][name] = {"command": command_text(argv), "config": partial, "summary": summary, "intervals": ivs}
         _train_figures(out, f"{wid}.{name}", summary, ivs, cmd)
     out.sections[f"world_{world.name}"] = section
+
+
+def trainset_figures(out: Collected, wid: str, doc: Mapping[str, Any], cmd: str) -> None:
+    """The training set's size and label rate (`ews trainset --json`: the manifest under "trainset")."""
+    m = doc.get("trainset", doc)
+    for key in ("rows", "label_rate", "unlabelled_rows"):
+        if key in m:
+            out.add(f"{wid}.trainset.{key}", m[key], cmd)
+    rounds = [r for r in m.get("rounds", []) if isinstance(r, dict)]
+    if rounds:
+        out.add(f"{wid}.trainset.rounds_with_rows", sum(1 for r in rounds if r.get("rows")), cmd)
+    if doc.get("label_agreement") is not None:
+        out.add(f"{wid}.trainset.label_agreement", doc["label_agreement"], cmd, note="labels against the simulator's truth")
 
 
 def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[str, tuple[float, float]], cmd: str) -> None:

@@ -79,6 +79,19 @@ def test_every_figure_names_its_command_and_a_step_run_alone_keeps_the_others(tm
         assert f"`{f['command']}`" in row and f"{f['low']:.4g} – {f['high']:.4g}" in row
 
 
+def test_the_training_set_figures_come_from_the_manifest_ews_trainset_prints() -> None:
+    doc = {"trainset": {"rows": 1200, "label_rate": 0.0125, "unlabelled_rows": 7,
+                        "rounds": [{"round_id": "2563-T1-early", "rows": 600}, {"round_id": "2563-T1-mid", "rows": 600},
+                                   {"round_id": "2563-T2-early", "rows": 0}]},
+           "label_agreement": 0.999}
+    out = figures.Collected()
+    figures.trainset_figures(out, "world.S", doc, "ews trainset --json")
+    got = {f.id: f.value for f in out.figures}
+    assert got == {"world.S.trainset.rows": 1200, "world.S.trainset.label_rate": 0.0125,
+                   "world.S.trainset.unlabelled_rows": 7, "world.S.trainset.rounds_with_rows": 2,
+                   "world.S.trainset.label_agreement": 0.999}
+
+
 def test_the_command_plans_every_step_without_running_anything(capsys: pytest.CaptureFixture[str]) -> None:
     figures.main(["--plan"])
     out = capsys.readouterr().out
