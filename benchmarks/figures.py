@@ -79,6 +79,8 @@ INTERVAL_METRICS = ("roc_auc", "pr_auc", "ece", "brier", "mean_score", "precisio
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=STEPS, help="Run only these steps (repeat); default: all.")
+    ap.add_argument("--world", action="append", choices=[w.name for w in WORLDS],
+                    help="Only these worlds in the worlds step (repeat); default: all.")
     ap.add_argument("--quick", action="store_true", help="Small worlds and few replicates: proves the chain.")
     ap.add_argument("--reps", type=int, default=None, help="Bootstrap replicates (default 200; 50 with --quick).")
     ap.add_argument("--ceiling-students", type=int, default=None, help="Students per ceiling world (default 10000).")
@@ -96,7 +98,7 @@ def resolve(argv: list[str] | None = None) -> argparse.Namespace:
     a.only = list(a.only or STEPS)
     a.reps = a.reps or (50 if a.quick else 200)
     a.ceiling_students = a.ceiling_students or (2000 if a.quick else 10_000)
-    a.worlds = QUICK_WORLDS if a.quick else WORLDS
+    a.worlds = [w for w in (QUICK_WORLDS if a.quick else WORLDS) if not a.world or w.name in a.world]
     return a
 
 
@@ -491,16 +493,18 @@ def main(argv: list[str] | None = None) -> None:
     work = a.work_dir
     work.mkdir(parents=True, exist_ok=True)
     out = Collected()
-    try:
-        if "ceiling" in a.only:
-            ceiling_step(a, work, out)
-        if "worlds" in a.only:
-            for w in a.worlds:
-                world_step(a, w, work, out)
-        if "demo" in a.only:
-            demo_step(a, work, out)
-    finally:  # what was measured before a failure is kept (and says which command made it)
-        write_outputs(a, out, argv, a.out_dir)
+    steps: list[Callable[[], None]] = []
+    if "ceiling" in a.only:
+        steps.append(lambda: ceiling_step(a, work, out))
+    if "worlds" in a.only:
+        steps += [lambda w=w: world_step(a, w, work, out) for w in a.worlds]
+    if "demo" in a.only:
+        steps.append(lambda: demo_step(a, work, out))
+    for step in steps:
+        try:
+            step()
+        finally:  # written after every step: what was measured before a failure or a stop is kept
+            write_outputs(a, out, argv, a.out_dir)
     print(f"wrote {a.out_dir / 'figures.json'} and {a.out_dir / 'FIGURES.md'} ({len(out.figures)} figures)")
 
 
