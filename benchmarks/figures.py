@@ -313,10 +313,14 @@ def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[
         if m.get(f"ceiling_{k}") is not None:
             out.add(f"{fid}.ceiling.{k}", m[f"ceiling_{k}"], cmd, ivs.get(f"ceiling.{k}"))
         if m.get(f"gap_{k}") is not None:
-            # the gap in the metric's bad direction (training.metrics.ceiling_and_gap)
+            # the gap in the metric's bad direction (training.metrics.ceiling_and_gap): ceiling - model
+            # when greater is better, model - ceiling otherwise (the interval flips with it)
+            from training.metrics import greater_is_better
+
             iv = ivs.get(f"ceiling_minus_model.{k}")
-            bad_down = k in ("ece", "brier")
-            out.add(f"{fid}.gap.{k}", m[f"gap_{k}"], cmd, None if iv is None else ((-iv[1], -iv[0]) if bad_down else iv))
+            if iv is not None and not greater_is_better(k):
+                iv = (-iv[1], -iv[0])
+            out.add(f"{fid}.gap.{k}", m[f"gap_{k}"], cmd, iv)
         if m.get(f"baselines.logistic.{k}") is not None:
             out.add(f"{fid}.logistic.{k}", m[f"baselines.logistic.{k}"], cmd, ivs.get(f"logistic.{k}"))
         if ivs.get(f"model_minus_logistic.{k}") is not None:
