@@ -87,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out-dir", type=Path, default=Path("figures"), help="Where figures.json and FIGURES.md go.")
     ap.add_argument("--work-dir", type=Path, default=Path("bench-out/figures-work"), help="Simulated worlds and homes.")
     ap.add_argument("--reuse", action="store_true",
-                    help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir "
-                         "(only when that code has not changed); training always reruns.")
+                    help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir, "
+                         "and trainings already logged there (only when that code has not changed).")
     ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
     return ap
 
@@ -96,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
 def resolve(argv: list[str] | None = None) -> argparse.Namespace:
     a = parser().parse_args(argv)
     a.only = list(a.only or STEPS)
+    # MLflow's artifact root is a file URI of the home: the homes under it must be absolute paths.
+    a.work_dir = a.work_dir.resolve()
     a.reps = a.reps or (50 if a.quick else 200)
     a.ceiling_students = a.ceiling_students or (2000 if a.quick else 10_000)
     a.worlds = [w for w in (QUICK_WORLDS if a.quick else WORLDS) if not a.world or w.name in a.world]
@@ -279,7 +281,9 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
             argv.insert(-2, "--variants")
         else:
             argv[-2:-2] = ["--config", str(_write_config(w / "configs" / f"{name}.json", partial))]
-        summary = json_of(run_cli(argv, w / f"train-{name}.log"))
+        log = w / f"train-{name}.log"
+        summary = _earlier_summary(log) if a.reuse else None
+        summary = summary or json_of(run_cli(argv, log))
         cmd = f"{prep} && {command_text(argv)}"
         ivs = _version_intervals(a, home, sim, summary, partial)
         section["runs"][name] = {"command": command_text(argv), "config": partial, "summary": summary, "intervals": ivs}
@@ -298,6 +302,15 @@ def trainset_figures(out: Collected, wid: str, doc: Mapping[str, Any], cmd: str)
         out.add(f"{wid}.trainset.rounds_with_rows", sum(1 for r in rounds if r.get("rows")), cmd)
     if doc.get("label_agreement") is not None:
         out.add(f"{wid}.trainset.label_agreement", doc["label_agreement"], cmd, note="labels against the simulator's truth")
+
+
+def _earlier_summary(log: Path) -> dict[str, Any] | None:
+    """With --reuse: the `ews train --json` summary an earlier run of the same command logged, if any."""
+    try:
+        stdout = log.read_text(encoding="utf-8").split("\n--- stderr", 1)[0].split("\n", 1)[1]
+        return json_of(stdout)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[str, tuple[float, float]], cmd: str) -> None:
