@@ -307,7 +307,7 @@ def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, c
     elif breaches:
         summary = "Alert, no retraining: only data quality is breached."
     elif drift_note:
-        summary = "Drift not judged (no comparable training reference); no other threshold breached."
+        summary = "Drift not judged (the reasons say why); no other threshold breached."
     else:
         summary = "No threshold breached: keep the model."
     if drift_note:
