@@ -10,7 +10,7 @@ export EWS_DEMO_HOME ?= $(CURDIR)/.ews-demo
 # MLflow, scikit-learn and BentoML (about 10 s). An empty value lets Python write the cache.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: demo test bench install lock clean-demo browser
+.PHONY: demo test bench figures install lock clean-demo browser
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ browser:
 #   EWS_BENCH_SIZES=3000 make bench BENCH_ARGS=--quick
 bench: $(STAMP)
 	@$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Every figure quoted in README.md, training/DECISIONS.md and simulator/PROCESS.md, regenerated through
+# the CLI stages with 95% intervals (bootstrap by student) into figures/figures.json and figures/FIGURES.md.
+# Slow (worlds S and M, three ceiling worlds, the demo); outside CI. One step: FIGURES_ARGS="--only ceiling".
+figures: $(STAMP)
+	@$(PY) -m benchmarks.figures $(FIGURES_ARGS)
 
 clean-demo:
 	rm -rf "$(EWS_DEMO_HOME)"

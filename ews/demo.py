@@ -1,7 +1,8 @@
 """`ews demo`: the main job end to end on embedded defaults.
 
-Simulate a province -> ingest every delivery -> link identities -> build a training set ->
-train and register a champion -> score a round -> monitor it -> serve the lists. Each stage
+Simulate a province -> ingest every delivery -> link identities -> build a training set with a
+cutoff before the last simulated term -> train and register a champion -> score a round of that
+later term -> monitor it against rounds the model was fitted on -> serve the lists. Each stage
 prints what it did; figures that can be checked against the simulator's truth are checked.
 Stages whose package is not installed are skipped with a note, so the demo always runs what
 the project has.
@@ -87,14 +88,17 @@ def demo_command(
     )
     _done(t0)
 
-    t0 = _stage("4. Point-in-time training set")
-    ts = build_trainset(h, TrainsetConfig())
+    from ews.demo_later import monitoring_plan
+
+    plan = monitoring_plan(h)  # the round monitored later, and the training cutoff before its term
+    t0 = _stage(f"4. Point-in-time training set: what was known by {plan.cutoff}")
+    ts = build_trainset(h, TrainsetConfig(cutoff=plan.cutoff))
     with warehouse_session(h) as con:
         lq = evaluate_labels(con, sim / "truth")
     console.print(
         f"{ts.name}: {ts.rows:,} labelled student-rounds over {len(ts.rounds)} rounds, dropout rate {ts.label_rate:.2%}, "
         f"{ts.unlabelled_rows:,} unlabelled left out. Labels agree with the truth on {lq.agreement:.3%} "
-        f"of {lq.rows_compared:,} rows."
+        f"of {lq.rows_compared:,} rows. Round {plan.round_id} is after the cutoff: scored and monitored in steps 6-7."
     )
     _done(t0)
 
@@ -103,4 +107,4 @@ def demo_command(
         return
     from ews.demo_later import later_stages
 
-    later_stages(h, sim, ts.name, serve=serve, console=console)
+    later_stages(h, sim, ts.name, serve=serve, console=console, plan=plan)

@@ -73,8 +73,9 @@ class DriftConfig(_Model):
         description="Absolute change of a feature group's share of the total mean |SHAP| (attribution drift).")
     reference: Literal["latest_same_kind", "all_same_kind", "all"] = Field(
         "latest_same_kind",
-        description="Reference rows from the champion's training set: its latest round of the same term and "
-                    "round type (default: the closest comparable round), every round of that kind, or every row.")
+        description="Reference rows from the rounds the scoring version was fitted on (training and calibration "
+                    "folds), strictly before the monitored round: the latest of the same term and round type "
+                    "(default: the closest comparable round), every one of that kind, or all of them.")
     min_rows: int = Field(200, ge=10, description="Fewer rows on either side: drift is reported as not judged.")
     features: tuple[str, ...] = Field((), description="Features to check; empty = every model feature.")
     report_only: tuple[str, ...] = Field(

@@ -1,10 +1,14 @@
 """Drift between the training reference and a round: features, scores, risk groups, attribution.
 
-The reference is the champion's own training set, restricted by default to its latest round of
-the same term and round type as the monitored round: features such as `term`, `is_mid_round`,
-`gpa_interim` (only in mid rounds) or `att_rate_term` (empty early in a term) differ by design
-between kinds of round, so comparing a mid round with early rounds would report drift that is
-only the calendar. Scores and SHAP attributions of the reference are the champion's on those rows.
+The reference is made of rounds the scoring model was fitted on (its training and calibration
+folds, as its run logged them) that come strictly before the monitored round: never the monitored
+round itself, nor a later one (a round compared with itself reports PSI 0 and "keep the model",
+which says nothing). By default it is the latest such round of the same term and round type:
+features such as `term`, `is_mid_round`, `gpa_interim` (only in mid rounds) or `att_rate_term`
+(empty early in a term) differ by design between kinds of round, so comparing a mid round with
+early rounds would report drift that is only the calendar. Scores and SHAP attributions of the
+reference are the model's own on those rows. When no fitted round comes before the monitored one,
+the reference is empty and the report says drift was not judged.
 
 Functions here take frames and arrays and return results; reading snapshots, training sets and
 models is `monitoring.report`'s job.
@@ -12,13 +16,14 @@ models is `monitoring.report`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from features.calendar import ScoringRound, parse_round
+from features.calendar import ROUND_TYPES, ScoringRound, parse_round
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from monitoring.config import DriftConfig, Thresholds
 from monitoring.stats import StatResult, get_statistic, level_of
@@ -46,16 +51,27 @@ def _result(what: str, column: str, r: StatResult, group: str | None = None) -> 
                        level=d["level"], drifted=d["drifted"], watch=d["watch"], drift=d["drift"], details=d["details"])
 
 
-def reference_rounds(trainset_rounds: list[str], current: ScoringRound, mode: str) -> list[str]:
-    """The training-set rounds the round is compared with (see DriftConfig.reference)."""
+def round_order(r: ScoringRound) -> tuple[int, int, int]:
+    """Calendar order of rounds: academic year, term, then early before mid."""
+    return (r.academic_year, r.term, ROUND_TYPES.index(r.round_type))
+
+
+def reference_rounds(fitted_rounds: Sequence[str], current: ScoringRound, mode: str) -> list[str]:
+    """The rounds `current` is compared with (see DriftConfig.reference), chosen among the rounds the
+    model was fitted on that come strictly before `current`; empty when there are none.
+
+    Worked example: fitted on 2563-T1-early ... 2565-T1-mid, monitoring 2565-T2-mid -> latest of the
+    same kind: 2564-T2-mid. Monitoring 2564-T2-mid itself -> 2563-T2-mid (never 2564-T2-mid, nor
+    2565-*). Monitoring 2563-T1-early -> [] (nothing fitted comes before it)."""
+    # The fitted rounds are named by id (the run's logged split): each is parsed once here.
+    parsed = {x: parse_round(x) for x in fitted_rounds}
+    before = {x: p for x, p in parsed.items() if round_order(p) < round_order(current)}
+    ordered = sorted(before, key=lambda x: round_order(before[x]))
     if mode == "all":
-        return sorted(trainset_rounds)
-    # The training set names its rounds by id (a column of its frame): each is parsed once here.
-    parsed = {x: parse_round(x) for x in trainset_rounds}
-    same = [x for x, p in parsed.items() if (p.term, p.round_type) == (current.term, current.round_type)]
-    if not same:  # a training set without this kind of round: fall back to the same round type
-        same = [x for x, p in parsed.items() if p.round_type == current.round_type] or list(trainset_rounds)
-    same = sorted(same, key=lambda x: (parsed[x].academic_year, parsed[x].term))
+        return ordered
+    same = [x for x in ordered if (before[x].term, before[x].round_type) == (current.term, current.round_type)]
+    if not same:  # no fitted round of this kind before it: fall back to the same round type, then to any
+        same = [x for x in ordered if before[x].round_type == current.round_type] or ordered
     return same[-1:] if mode == "latest_same_kind" else same
 
 

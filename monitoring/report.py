@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from serving.snapshot import SnapshotRef
     from training.model import RiskModel
 
-SCHEMA_VERSION = 2
+# 3: `reference_source` and `drift_note` (why drift was not judged); older reports read with their defaults.
+SCHEMA_VERSION = 3
 # Which delivered source a feature group comes from: a drifted group points at whom to ask first.
 GROUP_SOURCE: dict[str, str] = {
     "attendance": "attendance", "academic": "grades", "poverty": "cct_screening", "care": "care_screening",
@@ -75,6 +76,8 @@ class MonitoringReport(BaseModel):
     trainset: str
     reference_rounds: list[str]
     reference_rows: int
+    reference_source: str = ""  # where the fitted rounds came from (the version's logged split)
+    drift_note: str | None = None  # set when drift was not judged, saying why
     current_rows: int
     scored_rows: int
     config: MonitorConfig
@@ -121,15 +124,36 @@ def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
         return {}
 
 
-def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVersion, ref_round: ScoringRound,
+def fitted_rounds(home: EwsHome, run_id: str, trainset_rounds: list[str]) -> tuple[list[str], str]:
+    """The rounds a version was fitted on, and where that list came from.
+
+    Fitted = the training fold (the booster) and the calibration fold (early stopping and the Platt
+    calibrator), as the version's training run logged them (`split.train`, `split.calibration`).
+    The test fold is left out: the model never learned from it. A run that logged no split (or a
+    registry that cannot be read) falls back to every round of its training set, and says so."""
+    from training.registry import client_for
+
+    try:
+        params = client_for(home).get_run(run_id).data.params
+        rounds = [x for k in ("split.train", "split.calibration") for x in str(params.get(k, "")).split(",") if x]
+    except Exception:  # noqa: BLE001 - an unreadable run falls back to the training set, and says so
+        rounds = []
+    if rounds:
+        return sorted(set(rounds)), f"training and calibration folds of run {run_id}"
+    return sorted(set(trainset_rounds)), f"every round of the training set (run {run_id} logged no split)"
+
+
+def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVersion, ref_ids: list[str],
                              rows: pd.DataFrame) -> np.ndarray:
     """Group contributions of the reference rows: the published snapshot of the reference round when
-    the same model version scored it, else the model's own TreeSHAP (LightGBM pred_contrib)."""
+    the reference is one round the same model version scored, else the model's own TreeSHAP
+    (LightGBM pred_contrib)."""
     from serving.model import to_published_scale
     from serving.reasons import group_matrix
     from serving.snapshot import published
 
-    snap = published(home, ref_round)
+    # A snapshot holds one round: with several reference rounds its rows would not be the reference's.
+    snap = published(home, parse_round(ref_ids[0])) if len(ref_ids) == 1 else None
     if snap is not None and snap.manifest.model_version == str(version):
         cols = snap.manifest.columns.columns("group_contribution")
         t = snap.students(columns=["scored", *cols]).to_pandas()
@@ -165,13 +189,22 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
     loaded = load_model(home, version=ModelVersion.parse(manifest.model_version))
     model = loaded.model
     ts = load_trainset(home, manifest.model.trainset_name or loaded.lineage.trainset_name)
-    rounds = sorted(set(ts.frame["round_id"].astype(str)))
-    ref_ids = reference_rounds(rounds, r, cfg.drift.reference)
+    # The reference: rounds this version was fitted on, strictly before the monitored round.
+    fitted, source = fitted_rounds(home, manifest.model.run_id or loaded.lineage.run_id,
+                                   sorted(set(ts.frame["round_id"].astype(str))))
+    ref_ids = reference_rounds(fitted, r, cfg.drift.reference)
     reference = ts.frame[ts.frame["round_id"].astype(str).isin(ref_ids)].reset_index(drop=True)
 
     # drift: features on every row; scores and attributions on rows that get a score
     drift: list[DriftResult] = []
-    if min(len(reference), len(current)) >= cfg.drift.min_rows:
+    drift_note: str | None = None
+    if not ref_ids:
+        drift_note = (f"no round model v{manifest.model_version} was fitted on comes before {r} "
+                      f"(fitted: {', '.join(fitted) or 'none'}), so there is nothing comparable to measure drift against")
+    elif min(len(reference), len(current)) < cfg.drift.min_rows:
+        drift_note = (f"too few rows to judge drift ({len(reference):,} in the reference {', '.join(ref_ids)}, "
+                      f"{len(current):,} in the round; at least {cfg.drift.min_rows:,} on each side)")
+    else:
         drift += feature_drift(reference, current, cfg.drift)
         ref_ok = eligibility(reference) == ""
         ref_scored = reference[ref_ok]
@@ -181,7 +214,7 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
                              np.asarray(model.thresholds_.assign_by_round(ref_score, ref_scored["round_id"].astype(str)
                                                                            .to_numpy()), dtype=object),
                              students.loc[scored, "risk_group"].to_numpy(dtype=object), cfg.drift)
-        ref_contrib = _reference_contributions(home, model, loaded.lineage.version, parse_round(ref_ids[-1]), ref_scored)
+        ref_contrib = _reference_contributions(home, model, loaded.lineage.version, ref_ids, ref_scored)
         cur_contrib = students.loc[scored, schema.columns("group_contribution")].to_numpy(dtype=float)
         drift += attribution_drift(ref_contrib, cur_contrib, cfg.drift.attribution_thresholds)
 
@@ -193,10 +226,11 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
     finally:
         con.close()
     outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"))
-    verdict = decide(quality, drift, outcomes, cfg)
+    verdict = decide(quality, drift, outcomes, cfg, drift_note=drift_note)
     return MonitoringReport(
         round=r, as_of=manifest.as_of, snapshot_hash=snap.hash, model_version=manifest.model_version,
-        trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), current_rows=len(students),
+        trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), reference_source=source,
+        drift_note=drift_note, current_rows=len(students),
         scored_rows=int(scored.sum()), config=cfg, quality=quality, drift=drift, outcomes=outcomes, verdict=verdict,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -230,8 +264,12 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.4g}"
 
 
-def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, cfg: MonitorConfig) -> Verdict:
-    """Breaches (values at or past a `drift` line), whether they call for retraining, and why."""
+def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, cfg: MonitorConfig,
+           drift_note: str | None = None) -> Verdict:
+    """Breaches (values at or past a `drift` line), whether they call for retraining, and why.
+
+    `drift_note` says why drift was not judged (no fitted round before the monitored one, too few
+    rows): then a calm verdict says so instead of "keep the model", which nothing was measured for."""
     breaches: list[Breach] = []
     for q in quality:
         if q.level == "drift":
@@ -272,8 +310,12 @@ def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, c
         summary = "Retraining recommended: " + ", ".join(sorted(t.replace("_", " ") for t in triggers)) + "."
     elif breaches:
         summary = "Alert, no retraining: only data quality is breached."
+    elif drift_note:
+        summary = "Drift not judged (the reasons say why); no other threshold breached."
     else:
         summary = "No threshold breached: keep the model."
+    if drift_note:
+        reasons.append(f"Drift not judged: {drift_note}.")
     if not outcomes.matured:
         reasons.append(f"Outcomes not judged: {outcomes.note}.")
     return Verdict(alert=bool(breaches), retrain_recommended=retrain, summary=summary, reasons=reasons, breaches=breaches)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.monitoring_fixtures import ROUND, MonitoredWorld
+from tests.integration.monitoring_fixtures import REFERENCE_ROUND, ROUND, MonitoredWorld
 from tests.support.worlds import copy_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,6 +35,15 @@ def test_an_unchanged_world_is_not_flagged(worlds: dict[str, MonitoredWorld]) ->
     low, high = r.outcomes.metrics["observed_to_expected_low"], r.outcomes.metrics["observed_to_expected_high"]
     assert low <= oe.value <= high and low <= 1.5 and high >= 0.67 and oe.level == "ok"
     assert max(d.score for d in r.drift if d.what == "feature" and d.column == "income_per_person") < 0.1
+
+
+def test_the_reference_is_a_round_the_champion_was_fitted_on_before_the_monitored_round(
+        worlds: dict[str, MonitoredWorld]) -> None:
+    for w in worlds.values():
+        r = w.report
+        assert r.reference_rounds == [REFERENCE_ROUND] and ROUND not in r.reference_rounds
+        assert r.reference_source.startswith("training and calibration folds") and r.drift_note is None
+        assert r.reference_rows > 0
 
 
 def test_an_economic_shock_is_seen_in_attendance_and_poverty_features(worlds: dict[str, MonitoredWorld]) -> None:

@@ -1,0 +1,529 @@
+"""`make figures`: regenerate every figure the documents quote, with intervals, in one command.
+
+    python -m benchmarks.figures [--only ceiling|worlds|demo ...] [--quick] [--reps 200] [--out-dir figures]
+
+README.md, training/DECISIONS.md and simulator/PROCESS.md quote figures measured on simulated worlds;
+this is the one command that produces them, and each quote names it. It runs the project's own CLI
+stages as child processes, exactly as an analyst would (`ews simulate`, `ews ingest`, `ews link`,
+`ews trainset`, `ews train --truth --json`, `ews demo`), so when a stage's metrics change the figures
+follow; point estimates are the ones `ews train --json` reports. Statistics get 95% intervals from a
+bootstrap by student (every row of a resampled student comes along: the early and mid rows of a term
+are one pupil's, not independent draws), computed on the trained version's test fold after the run.
+
+Steps:
+  ceiling  simulator/PROCESS.md §3: the ceiling against realised dropouts on 10,000 x 3 worlds, seeds
+           1, 2, 3 (`ews simulate`, then truth/rounds.parquet): rows, dropouts, mean p, realised rate,
+           z, exact ROC-AUC with its interval.
+  worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1) and world M (20,000 x 4, seed 2), each
+           simulated, ingested, linked, made a training set and trained with the default config and
+           `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
+           a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
+  demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
+
+Writes OUT/figures.json (every figure, machine-readable: id, value, interval, command) and
+OUT/FIGURES.md (the same as a table). The worlds are built under --work-dir (large; default
+bench-out/figures-work, git-ignored); a rerun reuses a world already prepared there.
+`--quick` shrinks every world to prove the chain; its figures measure little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STEPS = ("ceiling", "worlds", "demo")
+CEILING_SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class World:
+    """A simulated world whose trained figures DECISIONS.md quotes."""
+
+    name: str
+    students: int
+    years: int
+    seed: int
+    # alternative training configs measured on this world: name -> partial TrainConfig (JSON)
+    alternatives: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# The alternatives DECISIONS.md weighs against the default (training/config.py holds the defaults).
+ALTERNATIVES: dict[str, dict[str, Any]] = {
+    "isotonic": {"calibration": {"method": "isotonic"}},
+    "calibration_rounds_2": {"split": {"calibration_rounds": 2}},
+    "leaves_31": {"model": {"num_leaves": 31, "min_child_samples": 100, "learning_rate": 0.05, "early_stopping_rounds": 50}},
+    "leaves_15": {"model": {"num_leaves": 15, "min_child_samples": 200, "learning_rate": 0.03, "early_stopping_rounds": 100}},
+}
+WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES))
+QUICK_WORLDS = (World("S", 1500, 3, 1, {"isotonic": ALTERNATIVES["isotonic"]}),)
+# Metrics of `training.metrics.score_metrics` given an interval (the rest are reported as points).
+INTERVAL_METRICS = ("roc_auc", "pr_auc", "ece", "brier", "mean_score", "precision_at_10pct", "recall_at_10pct",
+                    "school_precision_at_10pct")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=STEPS, help="Run only these steps (repeat); default: all.")
+    ap.add_argument("--world", action="append", choices=[w.name for w in WORLDS],
+                    help="Only these worlds in the worlds step (repeat); default: all.")
+    ap.add_argument("--quick", action="store_true", help="Small worlds and few replicates: proves the chain.")
+    ap.add_argument("--reps", type=int, default=None, help="Bootstrap replicates (default 200; 50 with --quick).")
+    ap.add_argument("--ceiling-students", type=int, default=None, help="Students per ceiling world (default 10000).")
+    ap.add_argument("--out-dir", type=Path, default=Path("figures"), help="Where figures.json and FIGURES.md go.")
+    ap.add_argument("--work-dir", type=Path, default=Path("bench-out/figures-work"), help="Simulated worlds and homes.")
+    ap.add_argument("--reuse", action="store_true",
+                    help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir, "
+                         "and trainings already logged there (only when that code has not changed).")
+    ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
+    return ap
+
+
+def resolve(argv: list[str] | None = None) -> argparse.Namespace:
+    a = parser().parse_args(argv)
+    a.only = list(a.only or STEPS)
+    # MLflow's artifact root is a file URI of the home: the homes under it must be absolute paths.
+    a.work_dir = a.work_dir.resolve()
+    a.reps = a.reps or (50 if a.quick else 200)
+    a.ceiling_students = a.ceiling_students or (2000 if a.quick else 10_000)
+    a.worlds = [w for w in (QUICK_WORLDS if a.quick else WORLDS) if not a.world or w.name in a.world]
+    return a
+
+
+# ------------------------------------------------------------------------------------------------
+# running the CLI
+
+
+def ews_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ews", *args]
+
+
+def command_text(argv: list[str]) -> str:
+    """The command as a reader types it (`ews ...` for the venv's entry point)."""
+    return shlex.join(["ews", *argv[3:]] if argv[1:3] == ["-m", "ews"] else argv)
+
+
+def run_cli(argv: list[str], log: Path, ok_codes: tuple[int, ...] = (0,)) -> str:
+    """Run one stage; its stdout is returned, stdout and stderr kept in `log`; stop with the log's tail
+    on failure (a figure from a failed stage would be a wrong figure)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"== {command_text(argv)}", flush=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    log.write_text(f"$ {command_text(argv)}\n{proc.stdout}\n--- stderr\n{proc.stderr}", encoding="utf-8")
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"`{command_text(argv)}` exited {proc.returncode}; see {log}:\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def json_of(stdout: str) -> Any:
+    """The JSON document a `--json` command printed (anything before it is a progress line)."""
+    return json.loads(stdout[stdout.index("{"):])
+
+
+# ------------------------------------------------------------------------------------------------
+# intervals
+
+
+def student_bootstrap(keys: np.ndarray, reps: int, seed: int) -> list[np.ndarray]:
+    """Row indices of `reps` bootstrap samples that resample students, each with all of its rows."""
+    codes = np.unique(keys, return_inverse=True)[1]
+    order = np.argsort(codes, kind="stable")  # rows grouped by student
+    counts = np.bincount(codes)
+    starts = np.cumsum(counts) - counts
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(reps):
+        picked = rng.integers(0, len(counts), len(counts))
+        lens = counts[picked]
+        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        out.append(order[np.repeat(starts[picked], lens) + within])
+    return out
+
+
+def interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) < 10:
+        return None
+    lo, hi = np.quantile(v, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_intervals(samples: list[np.ndarray], scores: Mapping[str, np.ndarray], y: np.ndarray,
+                        school: np.ndarray, metric_fn: Callable[..., Mapping[str, float]],
+                        differences: Mapping[str, tuple[str, str]],
+                        names: tuple[str, ...] = INTERVAL_METRICS) -> dict[str, tuple[float, float]]:
+    """95% intervals of each score's metrics (`<score>.<metric>`) and of paired differences
+    (`<name>.<metric>` = first score's metric minus the second's), over the same resamples."""
+    draws: dict[str, list[float]] = {}
+    for idx in samples:
+        per = {name: metric_fn(y[idx], s[idx], school[idx]) for name, s in scores.items()}
+        for name, m in per.items():
+            for k in names:
+                if k in m:
+                    draws.setdefault(f"{name}.{k}", []).append(m[k])
+        for dname, (a, b) in differences.items():
+            for k in names:
+                if k in per[a] and k in per[b]:
+                    draws.setdefault(f"{dname}.{k}", []).append(per[a][k] - per[b][k])
+    return {k: iv for k, v in draws.items() if (iv := interval(v)) is not None}
+
+
+# ------------------------------------------------------------------------------------------------
+# the figures
+
+
+@dataclass
+class Figure:
+    id: str
+    value: float | int | str | None
+    command: str
+    low: float | None = None
+    high: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Collected:
+    figures: list[Figure] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, fid: str, value: Any, command: str, iv: tuple[float, float] | None = None, note: str = "") -> None:
+        self.figures.append(Figure(fid, value, command, *(iv or (None, None)), note=note))
+
+
+def ceiling_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """PROCESS.md §3: the ceiling against the realised dropouts, per seed and round type."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    for seed in CEILING_SEEDS:
+        sim = work / f"ceiling-{seed}"
+        argv = ews_argv("simulate", "--out", str(sim), "--students", str(a.ceiling_students), "--years", "3",
+                        "--seed", str(seed))
+        if not (sim / "truth" / "rounds.parquet").exists():
+            run_cli(argv, work / f"ceiling-{seed}.log")
+        cmd = f"{command_text(argv)}; python -m benchmarks.figures --only ceiling"
+        r = pq.read_table(sim / "truth" / "rounds.parquet",
+                          columns=["person_id", "round_type", "p_dropout", "dropout"]).to_pandas()
+        for kind in ("early", "mid"):
+            k = r[r.round_type == kind]
+            p, y = k.p_dropout.to_numpy(float), k.dropout.to_numpy(float)
+            z = float((y.sum() - p.sum()) / np.sqrt((p * (1 - p)).sum()))
+            samples = student_bootstrap(k.person_id.to_numpy(), a.reps, seed)
+            auc = roc_auc_score(y, p)
+            auc_iv = interval([roc_auc_score(y[i], p[i]) for i in samples])
+            ratio_iv = interval([p[i].sum() / y[i].sum() for i in samples])
+            row = {"seed": seed, "round_type": kind, "rows": len(k), "dropouts": int(y.sum()), "mean_p": float(p.mean()),
+                   "realised": float(y.mean()), "z": z, "roc_auc": float(auc), "roc_auc_interval": auc_iv,
+                   "mean_p_over_realised": float(p.sum() / y.sum()), "mean_p_over_realised_interval": ratio_iv}
+            rows.append(row)
+            fid = f"ceiling.seed{seed}.{kind}"
+            out.add(f"{fid}.roc_auc", round(auc, 4), cmd, auc_iv)
+            out.add(f"{fid}.rows", len(k), cmd)
+            out.add(f"{fid}.dropouts", int(y.sum()), cmd)
+            out.add(f"{fid}.mean_p", round(float(p.mean()), 5), cmd)
+            out.add(f"{fid}.realised", round(float(y.mean()), 5), cmd)
+            out.add(f"{fid}.z", round(z, 2), cmd, note="(Σ dropout − Σ p) / √Σ p(1−p): N(0, 1) under a correct ceiling")
+            out.add(f"{fid}.mean_p_over_realised", round(row["mean_p_over_realised"], 3), cmd, ratio_iv)
+    out.sections["ceiling"] = {"students": a.ceiling_students, "years": 3, "rows": rows}
+
+
+def _write_config(path: Path, partial: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(partial, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) -> None:
+    """One world through the CLI, trained with the default config (and --variants) and each alternative."""
+    w = work / f"world-{world.name}"
+    sim, home = w / "sim", w / "home"
+    h = ["--home", str(home)]
+    sim_argv = ews_argv("simulate", "--out", str(sim), "--students", str(world.students), "--years", str(world.years),
+                        "--seed", str(world.seed))
+    chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
+             ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
+    done = w / "prepared.json"
+    if not a.reuse and w.exists():  # figures of changed code need a world built by that code
+        shutil.rmtree(w)
+    if not done.exists():  # with --reuse, a rerun after a failed training reuses the prepared home
+        # `ews ingest` exits 1 when it refused a delivery: the simulator's malformed files are meant to be
+        # refused (and are counted in its JSON), so that is a success here.
+        outputs = [run_cli(argv, w / f"{i}-{argv[3]}.log", (0, 1) if argv[3] == "ingest" else (0,))
+                   for i, argv in enumerate(chain)]
+        done.write_text(json.dumps(json_of(outputs[-1]), default=str), encoding="utf-8")
+    trainset_doc = json.loads(done.read_text(encoding="utf-8"))
+    prep = " && ".join(command_text(x) for x in chain)
+    section: dict[str, Any] = {"world": world.__dict__ | {"alternatives": list(world.alternatives)},
+                               "trainset": trainset_doc, "prepare": prep, "runs": {}}
+    wid = f"world.{world.name}"
+    trainset_figures(out, wid, trainset_doc, prep)
+
+    configs: dict[str, dict[str, Any] | None] = {"default": None, **world.alternatives}
+    for name, partial in configs.items():
+        argv = ews_argv("train", "--truth", str(sim / "truth"), "--json", *h)
+        if partial is None:
+            argv.insert(-2, "--variants")
+        else:
+            argv[-2:-2] = ["--config", str(_write_config(w / "configs" / f"{name}.json", partial))]
+        log = w / f"train-{name}.log"
+        summary = _earlier_summary(log) if a.reuse else None
+        summary = summary or json_of(run_cli(argv, log))
+        cmd = f"{prep} && {command_text(argv)}"
+        ivs = _version_intervals(a, home, sim, summary, partial)
+        section["runs"][name] = {"command": command_text(argv), "config": partial, "summary": summary, "intervals": ivs}
+        _train_figures(out, f"{wid}.{name}", summary, ivs, cmd)
+    out.sections[f"world_{world.name}"] = section
+
+
+def trainset_figures(out: Collected, wid: str, doc: Mapping[str, Any], cmd: str) -> None:
+    """The training set's size and label rate (`ews trainset --json`: the manifest under "trainset")."""
+    m = doc.get("trainset", doc)
+    for key in ("rows", "label_rate", "unlabelled_rows"):
+        if key in m:
+            out.add(f"{wid}.trainset.{key}", m[key], cmd)
+    rounds = [r for r in m.get("rounds", []) if isinstance(r, dict)]
+    if rounds:
+        out.add(f"{wid}.trainset.rounds_with_rows", sum(1 for r in rounds if r.get("rows")), cmd)
+    if doc.get("label_agreement") is not None:
+        out.add(f"{wid}.trainset.label_agreement", doc["label_agreement"], cmd, note="labels against the simulator's truth")
+
+
+def _earlier_summary(log: Path) -> dict[str, Any] | None:
+    """With --reuse: the `ews train --json` summary an earlier run of the same command logged, if any."""
+    try:
+        stdout = log.read_text(encoding="utf-8").split("\n--- stderr", 1)[0].split("\n", 1)[1]
+        return json_of(stdout)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[str, tuple[float, float]], cmd: str) -> None:
+    m = s.get("metrics", {})
+    out.add(f"{fid}.trees", s.get("best_iteration"), cmd)
+    out.add(f"{fid}.test_rounds", ", ".join(s.get("split", {}).get("test", [])), cmd)
+    out.add(f"{fid}.calibration_rounds", ", ".join(s.get("split", {}).get("calibration", [])), cmd)
+    out.add(f"{fid}.test_rows", m.get("rows"), cmd)
+    out.add(f"{fid}.test_dropouts", m.get("positives"), cmd)
+    for k in INTERVAL_METRICS:
+        if m.get(k) is not None:
+            out.add(f"{fid}.model.{k}", m[k], cmd, ivs.get(f"model.{k}"))
+        if m.get(f"ceiling_{k}") is not None:
+            out.add(f"{fid}.ceiling.{k}", m[f"ceiling_{k}"], cmd, ivs.get(f"ceiling.{k}"))
+        if m.get(f"gap_{k}") is not None:
+            # the gap in the metric's bad direction (training.metrics.ceiling_and_gap): ceiling - model
+            # when greater is better, model - ceiling otherwise (the interval flips with it)
+            from training.metrics import greater_is_better
+
+            iv = ivs.get(f"ceiling_minus_model.{k}")
+            if iv is not None and not greater_is_better(k):
+                iv = (-iv[1], -iv[0])
+            out.add(f"{fid}.gap.{k}", m[f"gap_{k}"], cmd, iv)
+        if m.get(f"baselines.logistic.{k}") is not None:
+            out.add(f"{fid}.logistic.{k}", m[f"baselines.logistic.{k}"], cmd, ivs.get(f"logistic.{k}"))
+        if ivs.get(f"model_minus_logistic.{k}") is not None:
+            out.add(f"{fid}.model_minus_logistic.{k}", None, cmd, ivs[f"model_minus_logistic.{k}"],
+                    note="paired difference: interval only")
+    if m.get("mean_score") and m.get("label_rate"):
+        out.add(f"{fid}.model.observed_to_expected", m["label_rate"] / m["mean_score"], cmd, ivs.get("model.observed_to_expected"))
+    th = s.get("thresholds") or {}
+    for g in ("problem", "at_risk"):
+        if g in th:
+            out.add(f"{fid}.threshold.{g}", th[g], cmd)
+            obs = (th.get("observed") or {}).get(g) or {}
+            if "dropout_rate" in obs:
+                out.add(f"{fid}.threshold.{g}.dropout_rate", obs["dropout_rate"], cmd)
+    out.add(f"{fid}.fairness_failures", len(s.get("fairness_failures") or []), cmd,
+            note="; ".join(s.get("fairness_failures") or []))
+    for v in s.get("variants") or []:
+        name = f"{'monotone' if v.get('monotone') else 'unconstrained'}.{'per_round_type' if v.get('per_round_type') else 'one_model'}"
+        for k in ("roc_auc", "pr_auc", "precision_at_10pct", "ece"):
+            if v.get(k) is not None and np.isfinite(v[k]):
+                out.add(f"{fid}.variant.{name}.{k}", v[k], cmd)
+        if v.get("note"):
+            out.add(f"{fid}.variant.{name}", None, cmd, note=v["note"])
+
+
+def _version_intervals(a: argparse.Namespace, home: Path, sim: Path, summary: Mapping[str, Any],
+                       partial: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
+    """Bootstrap-by-student intervals on the version's test fold: the model, the ceiling, the logistic
+    baseline, and the paired differences ceiling - model and model - logistic."""
+    from ews.cli import _simulator_truth
+    from features.evaluation import install_truth_evaluator
+    from features.home import EwsHome
+    from training.baselines import baseline_scores
+    from training.config import TrainConfig
+    from training.data import load_trainset
+    from training.metrics import score_metrics
+    from training.pipeline import split_trainset
+    from training.registry import load_model
+    from training.train import truth_for_test
+
+    install_truth_evaluator(_simulator_truth)
+    h = EwsHome(root=home)
+    cfg = TrainConfig.model_validate(partial or {})
+    ts = load_trainset(h, summary["trainset"])
+    _, folds = split_trainset(ts, cfg)
+    test, train = folds["test"].reset_index(drop=True), folds["train"]
+    model = load_model(h, version=summary["version"]).model
+    y = test["label"].to_numpy(dtype=float)
+    school = test["school_code"].astype(str).to_numpy()
+    scores = {"model": model.risk_score(test)}
+    truth = truth_for_test(h, sim / "truth", ts, cfg)
+    joined = test[["student_key", "round_id"]].astype(str).merge(
+        truth.astype({"student_key": str, "round_id": str}), on=["student_key", "round_id"], how="left")
+    differences: dict[str, tuple[str, str]] = {}
+    if joined["p_true"].notna().all():
+        scores["ceiling"] = joined["p_true"].to_numpy(dtype=float)
+        differences["ceiling_minus_model"] = ("ceiling", "model")
+    try:
+        scores["logistic"] = baseline_scores(test, train, train["label"].to_numpy(), cfg.model.seed,
+                                             cfg.logistic_max_rows)["logistic"]
+        differences["model_minus_logistic"] = ("model", "logistic")
+    except (TypeError, KeyError) as exc:  # baselines changed shape: the model's intervals still stand
+        print(f"   (no logistic interval: {type(exc).__name__}: {exc})", flush=True)
+
+    def metrics(yy: np.ndarray, s: np.ndarray, sch: np.ndarray) -> dict[str, float]:
+        m = dict(score_metrics(yy, s, sch, cfg.capacities))
+        m["observed_to_expected"] = float(yy.sum() / s.sum()) if s.sum() else float("nan")
+        return m
+
+    samples = student_bootstrap(test["student_key"].astype(str).to_numpy(), a.reps, seed=cfg.model.seed % 2**32)
+    return bootstrap_intervals(samples, scores, y, school, metrics, differences,
+                               (*INTERVAL_METRICS, "observed_to_expected"))
+
+
+def demo_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """README: the demo's wall time and peak memory (`ews demo --no-serve` on embedded defaults)."""
+    home = work / "demo-home"
+    argv = ews_argv("demo", "--home", str(home), "--no-serve", *(["--students", "3000", "--years", "3"] if a.quick else []))
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    run_cli(argv, work / "demo.log")
+    seconds = time.perf_counter() - t0
+    # ru_maxrss of waited-for children: the largest process of the demo (kB on Linux), as /usr/bin/time -v reports
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024
+    cmd = command_text(argv) + "   (python -m benchmarks.figures --only demo)"
+    out.add("demo.wall_seconds", round(seconds, 1), cmd, note=f"load average {load:.1f} at the start")
+    out.add("demo.peak_rss_gb", round(peak_gb, 2), cmd, note="largest single process (ru_maxrss of children)")
+    out.sections["demo"] = {"command": command_text(argv), "seconds": seconds, "peak_rss_gb": peak_gb, "load_at_start": load}
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def write_outputs(a: argparse.Namespace, out: Collected, argv: list[str], folder: Path) -> None:
+    """figures.json and FIGURES.md, each written to a temporary name and renamed (never half-written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    head = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", "benchmarks.figures", *argv]),
+            "git_commit": _git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "load_average_at_end": os.getloadavg()[0], "bootstrap_replicates": a.reps, "quick": a.quick,
+            "interval": "95% percentile bootstrap, resampling students (all rows of a student together)"}
+    previous = _previous(folder / "figures.json")
+    figures = {f.id: f.__dict__ for f in out.figures}
+    merged = {**previous.get("figures", {}), **figures}  # a step run alone replaces only its own figures
+    sections = {**previous.get("sections", {}), **out.sections}
+    doc = {**head, "figures": merged, "sections": sections}
+    _atomic(folder / "figures.json", json.dumps(doc, indent=2, default=str) + "\n")
+    lines = ["# Figures quoted in the documents", "",
+             f"Generated {head['generated_at']} by `{head['command']}` at commit {head['git_commit'] or 'unknown'} "
+             f"(Python {head['python']}, {head['cpus']} CPUs, load average {head['load_average_at_end']:.1f} at the end).",
+             f"Intervals: {head['interval']}, {a.reps} replicates." + (" QUICK RUN: small worlds, figures prove the chain only." if a.quick else ""),
+             "Machine-readable: figures.json (same ids). Regenerate all: `make figures`.", "",
+             "| id | value | 95% interval | reproduce with | note |", "|---|---|---|---|---|"]
+    for fid in sorted(merged):
+        f = merged[fid]
+        iv = f"{_fmt(f['low'])} – {_fmt(f['high'])}" if f.get("low") is not None else ""
+        lines.append(f"| {fid} | {_fmt(f['value'])} | {iv} | `{f['command']}` | {f.get('note', '')} |")
+    _atomic(folder / "FIGURES.md", "\n".join(lines) + "\n")
+
+
+def _previous(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def plan(a: argparse.Namespace) -> list[str]:
+    work = a.work_dir
+    lines = []
+    if "ceiling" in a.only:
+        lines += [command_text(ews_argv("simulate", "--out", str(work / f"ceiling-{s}"), "--students", str(a.ceiling_students),
+                                        "--years", "3", "--seed", str(s))) for s in CEILING_SEEDS]
+    if "worlds" in a.only:
+        for w in a.worlds:
+            lines.append(f"world {w.name}: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
+                         f"trainset, train --variants; alternatives: {', '.join(w.alternatives) or 'none'}")
+    if "demo" in a.only:
+        lines.append(command_text(ews_argv("demo", "--no-serve")))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = resolve(argv)
+    if a.plan:
+        print("\n".join(plan(a)))
+        return
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    work = a.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    out = Collected()
+    steps: list[Callable[[], None]] = []
+    if "ceiling" in a.only:
+        steps.append(lambda: ceiling_step(a, work, out))
+    if "worlds" in a.only:
+        steps += [lambda w=w: world_step(a, w, work, out) for w in a.worlds]
+    if "demo" in a.only:
+        steps.append(lambda: demo_step(a, work, out))
+    for step in steps:
+        try:
+            step()
+        finally:  # written after every step: what was measured before a failure or a stop is kept
+            write_outputs(a, out, argv, a.out_dir)
+    print(f"wrote {a.out_dir / 'figures.json'} and {a.out_dir / 'FIGURES.md'} ({len(out.figures)} figures)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`make figures`: intervals resample students, not rows; every figure names its command; a step run
+alone keeps the other steps' figures. Nothing here simulates or trains (the command itself is slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import figures
+
+
+def test_a_bootstrap_sample_takes_every_row_of_each_student_it_draws() -> None:
+    keys = np.array(["a", "b", "b", "c", "c", "c"])
+    for idx in figures.student_bootstrap(keys, reps=50, seed=1):
+        drawn = keys[idx]
+        students, rows = np.unique(drawn, return_counts=True)
+        size = {"a": 1, "b": 2, "c": 3}
+        assert all(r % size[s] == 0 for s, r in zip(students, rows))  # whole students, possibly repeated
+        assert sum(r // size[s] for s, r in zip(students, rows)) == 3  # as many draws as students
+
+
+@pytest.mark.parametrize("seed", [11, 5, 23])
+def test_rows_repeated_per_student_widen_the_interval_as_a_student_bootstrap_must(seed: int) -> None:
+    # Each student appears in two rounds with the same outcome: a row bootstrap would treat the two
+    # rows as independent and give an interval about 1/sqrt(2) as wide as the honest one.
+    rng = np.random.default_rng(seed)
+    n = 3000
+    y_student = (rng.uniform(size=n) < 0.2).astype(float)
+    y = np.repeat(y_student, 2)
+    keys = np.repeat(np.arange(n), 2)
+
+    def width(samples: list[np.ndarray]) -> float:
+        lo, hi = figures.interval([float(y[i].mean()) for i in samples])
+        return hi - lo
+
+    by_student = width(figures.student_bootstrap(keys, reps=400, seed=seed))
+    by_row = width(figures.student_bootstrap(np.arange(2 * n), reps=400, seed=seed))
+    assert by_student / by_row == pytest.approx(np.sqrt(2), rel=0.2)
+    # and the student interval has the binomial width of n students: 2 * 1.96 * sqrt(p(1-p)/n)
+    assert by_student == pytest.approx(2 * 1.96 * np.sqrt(0.2 * 0.8 / n), rel=0.2)
+
+
+def test_paired_differences_get_their_own_interval_over_the_same_resamples() -> None:
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = (rng.uniform(size=n) < 0.1).astype(float)
+    good = y + rng.normal(0, 0.6, n)
+    worse = y + rng.normal(0, 1.2, n)
+    samples = figures.student_bootstrap(np.arange(n), reps=100, seed=3)
+
+    def metric(yy: np.ndarray, s: np.ndarray, _school: np.ndarray) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        return {"roc_auc": float(roc_auc_score(yy, s))}
+
+    iv = figures.bootstrap_intervals(samples, {"good": good, "worse": worse}, y, np.zeros(n), metric,
+                                     {"good_minus_worse": ("good", "worse")}, ("roc_auc",))
+    assert set(iv) == {"good.roc_auc", "worse.roc_auc", "good_minus_worse.roc_auc"}
+    lo, hi = iv["good_minus_worse.roc_auc"]
+    assert 0 < lo < hi  # the better score is ahead by a margin whose interval excludes 0
+
+
+def test_every_figure_names_its_command_and_a_step_run_alone_keeps_the_others(tmp_path: Path) -> None:
+    a = figures.resolve(["--quick", "--out-dir", str(tmp_path)])
+    first = figures.Collected()
+    first.add("ceiling.seed1.early.roc_auc", 0.91, "ews simulate --seed 1", (0.90, 0.92))
+    figures.write_outputs(a, first, ["--only", "ceiling"], tmp_path)
+    second = figures.Collected()
+    second.add("world.S.default.model.roc_auc", 0.80, "ews train --json", (0.75, 0.85))
+    figures.write_outputs(a, second, ["--only", "worlds"], tmp_path)
+    doc = json.loads((tmp_path / "figures.json").read_text(encoding="utf-8"))
+    assert set(doc["figures"]) == {"ceiling.seed1.early.roc_auc", "world.S.default.model.roc_auc"}
+    table = (tmp_path / "FIGURES.md").read_text(encoding="utf-8")
+    for fid, f in doc["figures"].items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {fid} |"))
+        assert f"`{f['command']}`" in row and f"{f['low']:.4g} – {f['high']:.4g}" in row
+
+
+def test_the_training_set_figures_come_from_the_manifest_ews_trainset_prints() -> None:
+    doc = {"trainset": {"rows": 1200, "label_rate": 0.0125, "unlabelled_rows": 7,
+                        "rounds": [{"round_id": "2563-T1-early", "rows": 600}, {"round_id": "2563-T1-mid", "rows": 600},
+                                   {"round_id": "2563-T2-early", "rows": 0}]},
+           "label_agreement": 0.999}
+    out = figures.Collected()
+    figures.trainset_figures(out, "world.S", doc, "ews trainset --json")
+    got = {f.id: f.value for f in out.figures}
+    assert got == {"world.S.trainset.rows": 1200, "world.S.trainset.label_rate": 0.0125,
+                   "world.S.trainset.unlabelled_rows": 7, "world.S.trainset.rounds_with_rows": 2,
+                   "world.S.trainset.label_agreement": 0.999}
+
+
+def test_the_command_plans_every_step_without_running_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    figures.main(["--plan"])
+    out = capsys.readouterr().out
+    assert sum(line.startswith("ews simulate --out") for line in out.splitlines()) == len(figures.CEILING_SEEDS)
+    assert "world S" in out and "world M" in out
+    assert "ews demo --no-serve" in out
