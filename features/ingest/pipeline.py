@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from features.contract import SOURCES, Source, other_identity, rule_on_invalid
 from features.db import session as duckdb_session
+from features.debris import sweep_debris
 from features.home import EwsHome
 from features.ids import sql_id_kind
 from features.ingest import reader, validate, vault
@@ -125,6 +126,7 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None,
 
     Each delivery is all-or-nothing; a refused delivery is reported and the next one goes on.
     Raises DeliveryRefused only when `path` itself holds no delivery."""
+    sweep_debris(home, "ingest")  # scratch a killed ingest left in the vault
     deliveries, refused = discover(Path(path))
     report = IngestReport(
         deliveries=[DeliveryReport(delivery_id=f.name, folder=str(f), status="refused", message=m) for f, m in refused]
