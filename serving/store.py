@@ -50,6 +50,17 @@ class LoadedRound:
     # One computation per area: concurrent first requests wait for it instead of all computing it
     # (50 clients asking for one province at once kept both workers busy for 20 s).
     summary_lock: threading.Lock = field(default_factory=threading.Lock)
+    # What non-school tokens may see of each row (serving.disclosure), planned on first request.
+    _disclosure: Any = None
+
+    def disclosure(self) -> Any:  # -> serving.disclosure.DisclosurePlan
+        if self._disclosure is None:
+            from serving.disclosure import plan
+
+            with self.summary_lock:
+                if self._disclosure is None:
+                    self._disclosure = plan(self.rows, self.values)
+        return self._disclosure
 
     @property
     def round(self) -> ScoringRound:
