@@ -3,8 +3,9 @@ process ending with os._exit) at every crash point — before the journal, betwe
 registry writes, before the done mark — and the operator's re-run leaves the champion alias, the
 top of the stack and the last history entry agreeing, with the change recorded exactly once.
 
-One tiny registry (two versions of a 2- and 20-tree model) is built per module; each case works on
-a copy of its home, so every crash starts from the same state.
+One tiny registry (two versions of a 2- and 20-tree model) is built per module, in its own process;
+each case works on a copy of its home, so every crash starts from the same state, and is killed in a
+forked child of this process (tests/support/crash_registry.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from pathlib import Path
 import pytest
 
 from features.home import EwsHome
-from simulator.synthetic import synthetic_frame, write_synthetic_trainset
-from tests.support.crash_registry import KILLED, OVERRIDE
+from tests.support.crash_registry import KILLED, OVERRIDE, crash_in_child
 from training import registry
-from training.config import FairnessConfig, GateConfig, ModelConfig, TrainConfig
 from training.registry.journal import journal_path
-from training.train import train
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +32,13 @@ MAX_POINTS = 30  # far above the 8 writes of a promotion: a loop that never ends
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home with version 1 champion and version 2 challenger."""
-    home = EwsHome(root=tmp_path_factory.mktemp("registry-template"))
-    write_synthetic_trainset(home, synthetic_frame(300, seed=5), name="ts-synthetic-a")
-    # Version 2's own gate demands an impossible ECE: promoting it takes an override, the longest
-    # promotion (two more tags to write).
-    for trees, gate in ((2, GateConfig(max_ece=0.5)), (20, GateConfig(max_ece=1e-9))):
-        cfg = TrainConfig(model=ModelConfig(num_threads=1, n_estimators=trees), shap_sample_rows=50, gate=gate,
-                          fairness=FairnessConfig(gate_attributes=()))
-        train(home, cfg, trainset="ts-synthetic-a")
-    return home.root
+    """A home with version 1 champion and version 2 challenger (built in its own process)."""
+    root = tmp_path_factory.mktemp("registry-template")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    subprocess.run([sys.executable, "-m", "tests.support.crash_registry", "build", str(root)], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=900)
+    return root
 
 
 def _copy(src: Path, dst: Path) -> EwsHome:
@@ -52,10 +47,7 @@ def _copy(src: Path, dst: Path) -> EwsHome:
 
 
 def _crash(home: EwsHome, op: str, k: int) -> int:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "tests.support.crash_registry", str(home.root), op, str(k)],
-                          cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+    return crash_in_child(home, op, k)
 
 
 def _state(home: EwsHome) -> tuple[int | None, list[int], list[dict]]:
