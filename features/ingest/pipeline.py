@@ -220,6 +220,13 @@ class _Session:
         self.token: Callable[[str], str] | None = None
         self.has_log = False  # the warehouse has its `deliveries` table
 
+    def _student_no_token_sql(self) -> str:
+        """The school's student number, stored as a keyed token: linkage only compares it within a
+        school (equal numbers stay equal tokens), and the number itself identifies a child to
+        anyone with the school's register, so it stays out of the pseudonymous warehouse."""
+        salt = hmac.new(self.home.pseudonym_key(), b"student_no:", hashlib.sha256).hexdigest()
+        return f"CASE WHEN t.student_no IS NULL THEN NULL ELSE left(sha256({lit(salt)} || t.student_no), 24) END"
+
     # -- connection -------------------------------------------------------------------------
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -671,6 +678,8 @@ class _Session:
                 for c in src.columns:
                     if c.name == "student_id":
                         select += ["t.__tok", "coalesce(t.__kind, 'missing')"]
+                    elif c.name == "student_no":
+                        select.append(self._student_no_token_sql())
                     elif not c.identity:
                         select.append(f"t.{q(c.name)}")
                 con.execute(
