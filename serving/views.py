@@ -282,7 +282,7 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
 
 def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> dict[str, Any]:
     """The explanation as a non-school token sees it (`serving.disclosure`): sensitive features
-    leave the list (their contributions stay in the group sums and in `withheld_contribution`),
+    leave the list (their contributions summed per group as `withheld:<group>` lines),
     coarsened quasi-identifiers (age in whole years) or none, reasons per group without values."""
     from serving.disclosure import SENSITIVE, age_years, group_reasons
 
@@ -298,9 +298,19 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     out["disclosure"] = {"k_anonymity": plan.k, "withheld": sorted(SENSITIVE & set(values)), "age": "whole years"}
     if not full.get("scored"):
         return {**out, "values": shown_values}
-    out["features"] = [{**x, "value": shown_values[x["feature"]]} for x in full["features"] if x["feature"] not in SENSITIVE]
-    withheld = [x for x in full["features"] if x["feature"] in SENSITIVE]
-    out["withheld_contribution"] = float(sum(x["contribution"] for x in withheld))
+    feats = [{**x, "value": shown_values[x["feature"]]} for x in full["features"] if x["feature"] not in SENSITIVE]
+    # One line per group for its withheld features, so the list still adds up to the margin; it
+    # tells nothing the group's own sum (in `groups`) does not.
+    withheld: dict[str, list[dict[str, Any]]] = {}
+    for x in full["features"]:
+        if x["feature"] in SENSITIVE:
+            withheld.setdefault(x["group"], []).append(x)
+    for g, xs in withheld.items():
+        feats.append({"feature": f"withheld:{g}", "group": g, "label_en": "withheld (sensitive)",
+                      "label_th": "ไม่เปิดเผย (ข้อมูลอ่อนไหว)", "value": None,
+                      "contribution": float(sum(x["contribution"] for x in xs)),
+                      "probability_points": float(sum(x["probability_points"] for x in xs))})
+    out["features"] = feats
     greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
     th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
     out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
