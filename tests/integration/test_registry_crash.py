@@ -4,8 +4,8 @@ registry writes, before the done mark — and the operator's re-run leaves the c
 top of the stack and the last history entry agreeing, with the change recorded exactly once.
 
 One tiny registry (two versions of a 2- and 20-tree model) is built per module, in its own process;
-each case works on a copy of its home, so every crash starts from the same state, and is killed in a
-forked child of this process (tests/support/crash_registry.py).
+each case works on a copy of its home, so every crash starts from the same state, and runs in a
+child forked by a fork server that imported MLflow once (tests/support/crash_registry.py).
 """
 
 from __future__ import annotations

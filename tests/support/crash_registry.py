@@ -14,10 +14,11 @@ threads before it forks.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import sys
-import traceback
 from pathlib import Path
 
 from features.home import EwsHome
@@ -63,21 +64,34 @@ def change(home: EwsHome, op: str, k: int) -> None:
         rollback(home, probe=die_at(k))
 
 
-def crash_in_child(home: EwsHome, op: str, k: int) -> int:
-    """Run `change` in a forked child; its exit status (KILLED, 0, or 1 on an error)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the test process
-        try:
-            change(home, op, k)
-            code = 0
-        except BaseException:  # noqa: BLE001 - reported by the exit status
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # A fork server: a fresh process that imports MLflow and the registry once and forks a child per
+    # case. Forking the test process itself deadlocks (a lock held by one of its threads at fork).
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["tests.support.crash_registry", "training.registry", "mlflow", "mlflow.lightgbm"])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _child(root: str, op: str, k: int) -> None:
+    change(EwsHome(root=Path(root)), op, k)
+
+
+def crash_in_child(home: EwsHome, op: str, k: int, timeout: float = 600) -> int:
+    """Run `change` in a child of the fork server; its exit status (KILLED, 0, or 1 on an error)."""
+    p = _context().Process(target=_child, args=(str(home.root), op, k))
+    p.start()
+    p.join(timeout)
+    if p.exitcode is None:
+        p.kill()
+        p.join()
+        raise AssertionError(f"{op} at crash point {k} hung for {timeout:.0f} s")
+    return int(p.exitcode)
 
 
 def main(argv: list[str]) -> None:
