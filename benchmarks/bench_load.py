@@ -119,6 +119,11 @@ def _refuse_50mb(base: str, token: str) -> float:
     return round(ms, 2)
 
 
+def _save(res: dict[str, Any]) -> None:
+    Path("bench-out").mkdir(exist_ok=True)
+    Path("bench-out/bench_load.json").write_text(json.dumps(res, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", type=Path, required=True)
@@ -165,8 +170,10 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = dict(os.environ, EWS_HOME=str(home.root))
+        Path("bench-out").mkdir(exist_ok=True)
+        serve_log = open("bench-out/bench_load_serve.log", "wb")  # noqa: SIM115 - open for the service's life
         proc = subprocess.Popen([sys.executable, "-m", "ews", "serve", "--port", str(port), "--workers", str(a.workers)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                cwd=ROOT, env=env, stdout=serve_log, stderr=serve_log, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -203,30 +210,36 @@ def main() -> None:
         }
         res["rss_after_load_mb"] = worker_rss_mb(home.root)
         res["load"]["rss_growth_pct"] = growth_pct(res["rss_before_mb"], res["rss_after_load_mb"])
+        _save(res)  # each phase as soon as it is measured: a later failure keeps the earlier figures
 
         fresh = [tok("analyst")["Authorization"].split()[1] for _ in range(5)]  # full rate buckets
         before = worker_rss_mb(home.root)
         res["body_50mb"] = {"refused_ms": [_refuse_50mb(base, t) for t in fresh],
                             "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root)}
         res["body_50mb"]["rss_growth_pct"] = growth_pct(before, res["body_50mb"]["rss_after_mb"])
+        _save(res)
 
         rng = random.Random(20000)
         school_h = plan["tokens"][0]["school"]
         m0 = httpx.get(base + "/metrics", headers=admin, timeout=30)
         before = worker_rss_mb(home.root)
         t = time.perf_counter()
+        transport_errors = 0
         with httpx.Client(base_url=base, timeout=30) as c:
             for i in range(a.paths):
                 p = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 24)))
                                    for _ in range(rng.randint(1, 5)))
-                c.get(p, headers=school_h if i % 2 else {})
+                try:
+                    c.get(p, headers=school_h if i % 2 else {})
+                except httpx.HTTPError:  # counted, not fatal: the figures so far still get written
+                    transport_errors += 1
         m1 = httpx.get(base + "/metrics", headers=admin, timeout=30)
         res["random_paths"] = {"paths": a.paths, "seconds": round(time.perf_counter() - t, 1),
                                "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root),
-                               "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content)}
+                               "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content),
+                               "transport_errors": transport_errors}
         res["random_paths"]["rss_growth_pct"] = growth_pct(before, res["random_paths"]["rss_after_mb"])
-        Path("bench-out").mkdir(exist_ok=True)
-        Path("bench-out/bench_load.json").write_text(json.dumps(res, indent=2))
+        _save(res)
         print(json.dumps(res, indent=2))
     finally:
         if proc is not None:
