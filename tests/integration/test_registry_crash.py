@@ -24,7 +24,7 @@ from tests.support.crash_registry import KILLED, OVERRIDE, crash_in_child
 from training import registry
 from training.registry.journal import journal_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_POINTS = 30  # far above the 8 writes of a promotion: a loop that never ends is a failure
