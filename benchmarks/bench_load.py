@@ -6,9 +6,10 @@
 Not run in CI. Starts `ews serve` on a free port (or uses --url, a service on the same home),
 creates benchmark tokens (revoked at the end; each client has its own, so the per-token rate
 limits shape the mix as they would with real callers), then:
-  1. load: every client loops over a weighted mix (school list, CSV export, explanation, area
-     summary and list, rounds, /score with one row) with httpx; per-request latency -> requests,
-     errors (5xx and transport), 429s, p50/p99, and worker RSS before and after;
+  1. load: every client loops over a weighted mix (school list, CSV export, explanation by the
+     school and, disclosure-controlled, by an area token, area summary and list, rounds, /score
+     with one row) with httpx; per-request latency -> requests, errors (5xx and transport), 429s,
+     p50/p99, and worker RSS before and after (growth in percent);
   2. a 50 MB /score body (declared length) from an analyst token: ms until refused, RSS change;
   3. 20,000 random paths (with and without a token): RSS change and /metrics size before/after.
 Writes bench-out/bench_load.json and prints it. Worker RSS is read from /proc.
@@ -35,9 +36,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX: tuple[tuple[str, int], ...] = (
-    ("school_list", 25), ("explanation", 30), ("area_summary", 15), ("area_list", 10),
+    ("school_list", 25), ("explanation", 20), ("area_explanation", 10), ("area_summary", 15), ("area_list", 10),
     ("rounds", 10), ("csv", 5), ("score", 5),
 )
+
+
+def growth_pct(before: dict[int, float], after: dict[int, float]) -> float | None:
+    """Worker RSS growth in percent, summed over the workers alive at both reads."""
+    common = set(before) & set(after)
+    b = sum(before[p] for p in common)
+    return round(100 * (sum(after[p] for p in common) - b) / b, 1) if b else None
 
 
 def worker_rss_mb(home: Path) -> dict[int, float]:
@@ -79,6 +87,9 @@ async def _client(i: int, base: str, plan: dict[str, Any], until: float, out: di
                         "school_list": (f"/ews/api/rounds/{r}/schools/{school}/students", tok["school"]),
                         "csv": (f"/ews/api/rounds/{r}/schools/{school}/students?format=csv", tok["school"]),
                         "explanation": (f"/ews/api/rounds/{r}/students/{rng.choice(plan['keys'])}/explanation", tok["school"]),
+                        # the same pupils through the disclosure-controlled view of an area token
+                        "area_explanation": (f"/ews/api/rounds/{r}/students/{rng.choice(plan['keys'])}/explanation",
+                                             tok["area"]),
                         "area_summary": (f"/ews/api/rounds/{r}/areas/{area}/summary", tok["area"]),
                         "area_list": (f"/ews/api/rounds/{r}/areas/{area}/students?limit=200", tok["area"]),
                         "rounds": ("/ews/api/rounds", tok["area"]),
@@ -106,6 +117,11 @@ def _refuse_50mb(base: str, token: str) -> float:
         ms = (time.perf_counter() - t) * 1000
     assert data.startswith(b"HTTP/1.1 413"), data[:60]
     return round(ms, 2)
+
+
+def _save(res: dict[str, Any]) -> None:
+    Path("bench-out").mkdir(exist_ok=True)
+    Path("bench-out/bench_load.json").write_text(json.dumps(res, indent=2))
 
 
 def main() -> None:
@@ -154,8 +170,10 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = dict(os.environ, EWS_HOME=str(home.root))
+        Path("bench-out").mkdir(exist_ok=True)
+        serve_log = open("bench-out/bench_load_serve.log", "wb")  # noqa: SIM115 - open for the service's life
         proc = subprocess.Popen([sys.executable, "-m", "ews", "serve", "--port", str(port), "--workers", str(a.workers)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                cwd=ROOT, env=env, stdout=serve_log, stderr=serve_log, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -191,28 +209,37 @@ def main() -> None:
             "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
         }
         res["rss_after_load_mb"] = worker_rss_mb(home.root)
+        res["load"]["rss_growth_pct"] = growth_pct(res["rss_before_mb"], res["rss_after_load_mb"])
+        _save(res)  # each phase as soon as it is measured: a later failure keeps the earlier figures
 
         fresh = [tok("analyst")["Authorization"].split()[1] for _ in range(5)]  # full rate buckets
         before = worker_rss_mb(home.root)
         res["body_50mb"] = {"refused_ms": [_refuse_50mb(base, t) for t in fresh],
                             "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root)}
+        res["body_50mb"]["rss_growth_pct"] = growth_pct(before, res["body_50mb"]["rss_after_mb"])
+        _save(res)
 
         rng = random.Random(20000)
         school_h = plan["tokens"][0]["school"]
         m0 = httpx.get(base + "/metrics", headers=admin, timeout=30)
         before = worker_rss_mb(home.root)
         t = time.perf_counter()
+        transport_errors = 0
         with httpx.Client(base_url=base, timeout=30) as c:
             for i in range(a.paths):
                 p = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 24)))
                                    for _ in range(rng.randint(1, 5)))
-                c.get(p, headers=school_h if i % 2 else {})
+                try:
+                    c.get(p, headers=school_h if i % 2 else {})
+                except httpx.HTTPError:  # counted, not fatal: the figures so far still get written
+                    transport_errors += 1
         m1 = httpx.get(base + "/metrics", headers=admin, timeout=30)
         res["random_paths"] = {"paths": a.paths, "seconds": round(time.perf_counter() - t, 1),
                                "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root),
-                               "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content)}
-        Path("bench-out").mkdir(exist_ok=True)
-        Path("bench-out/bench_load.json").write_text(json.dumps(res, indent=2))
+                               "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content),
+                               "transport_errors": transport_errors}
+        res["random_paths"]["rss_growth_pct"] = growth_pct(before, res["random_paths"]["rss_after_mb"])
+        _save(res)
         print(json.dumps(res, indent=2))
     finally:
         if proc is not None:

@@ -10,6 +10,8 @@ Roles:
   analyst  ad-hoc scoring, summaries and pseudonymous lists everywhere
   auditor  read-only and pseudonymous: lists, explanations, audit replay, summaries
   admin    everything above except names (names are for the student's own school only)
+  Only school tokens see sensitive values and exact quasi-identifiers; the other roles see the
+  coarsened, k-anonymous view of `serving.disclosure` (docs/PRIVACY.md).
   monitoring  the /metrics scrape only (counts by route template; no student data)
 """
 
@@ -61,6 +63,13 @@ class Principal:
 
     @property
     def sees_names(self) -> bool:
+        return self.role == "school"
+
+    @property
+    def sees_everything(self) -> bool:
+        """Every value of a pupil (sensitive screening values, exact age, the school of a small
+        class): only the pupil's own school. Every other role sees what `serving.disclosure`
+        leaves (docs/PRIVACY.md)."""
         return self.role == "school"
 
     def may(self, action: str) -> bool:

@@ -45,6 +45,9 @@ def score_command(
         typer.secho("give either --round R or --due", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     h = load_home(home)
+    from features.debris import sweep_debris
+
+    sweep_debris(h, "score")  # temp snapshots and feature files a killed run left
     with friendly_errors("score"):
         # The round id is parsed here, once; everything below takes the `ScoringRound`.
         asked = parse_round(round_id) if round_id is not None else None

@@ -76,19 +76,29 @@ def _error(exc: views.RequestError) -> JSONResponse:
 @bentoml.asgi_app(api, path="/ews")
 class EwsService:
     def __init__(self) -> None:
-        from training.registry import load_model
+        from serving.store import ChampionWatch
+        from training.registry import champion_version, last_change_marker, load_model
 
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
-        self.champion = load_model(self.home)
+        home = self.home
+        # The champion is watched, not fixed: after `ews promote` or `ews rollback`, /score answers
+        # with the new version without a restart (as rounds published later are picked up).
+        self.champions = ChampionWatch(load_model(home), version_now=lambda: champion_version(home),
+                                       load=lambda v: load_model(home, version=v),
+                                       marker=lambda: last_change_marker(home))
         self.store = TokenStore(self.home)
         self._lock = threading.Lock()
-        self._models = {self.champion.lineage.version: self.champion}
         self.rounds: dict[str, Any] = {}
         self.names: dict[str, str] = {}
         self._checked = 0.0
         self._refresh(force=True)
 
     # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def champion(self) -> Any:  # -> training.registry.VersionedModel
+        """The champion now (a promotion since start-up is noticed here)."""
+        return self.champions.current()
 
     def _refresh(self, force: bool = False, max_age: float = REFRESH_SECONDS) -> None:
         """Pick up rounds published since start-up (a cron job runs `ews score --due`)."""
@@ -141,16 +151,13 @@ class EwsService:
 
     def _model_for(self, version: str | None) -> Any:  # -> training.registry.VersionedModel
         """The registered version that scored a round (loaded once, then kept for later replays)."""
-        from training.registry import load_model
         from training.version import ModelVersion
 
         try:
             v = ModelVersion.parse(version)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise views.RequestError(409, f"the round names no valid model version ({version!r})") from None
-        if v not in self._models:
-            self._models[v] = load_model(self.home, version=v)
-        return self._models[v]
+        return self.champions.model_for(v)
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -280,10 +287,11 @@ class EwsService:
         if who is None:
             ctx.response.status_code = 401
             return {"error": "invalid or revoked token"}
+        champion = self.champions.current()  # one version for the whole request
         try:
             raw = [r.model_dump() for r in rows]
-            check_categories(raw, self.champion.model.categories_)
-            out = views.score_rows(self.champion.model, who, raw)
+            check_categories(raw, champion.model.categories_)
+            out = views.score_rows(champion.model, who, raw)
         except views.RequestError as exc:
             ctx.response.status_code = exc.status
             return {"error": exc.message}
@@ -291,7 +299,7 @@ class EwsService:
             ctx.response.status_code = exc.status
             return {"error": exc.problems[0], "detail": exc.problems}
         self.store.log(who, "score", None, None, len(rows))
-        return {"model_version": str(self.champion.lineage.version), "results": out}
+        return {"model_version": str(champion.lineage.version), "results": out}
 
 
 EwsService.add_asgi_middleware(GuardMiddleware)

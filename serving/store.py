@@ -1,4 +1,5 @@
-"""Published rounds held in memory by the service, indexed for the questions endpoints ask.
+"""What the service holds in memory: published rounds, indexed for the questions endpoints ask,
+and the champion (`ChampionWatch`, which notices a promotion or rollback without a restart).
 
 A `LoadedRound` is read once from its snapshot: the list columns as a DataFrame, contributions
 and feature values as arrays, and indexes (school -> rows ranked by risk, student_key -> row), so a
@@ -9,7 +10,10 @@ with.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +22,8 @@ import pandas as pd
 
 from features.calendar import ScoringRound
 from serving.snapshot import SnapshotManifest, SnapshotRef
+
+log = logging.getLogger(__name__)
 
 LIST_COLUMNS: tuple[str, ...] = (
     "student_key", "school_code", "school_name", "grade", "room", "tambon_code", "tambon_name", "amphoe_code",
@@ -44,6 +50,17 @@ class LoadedRound:
     # One computation per area: concurrent first requests wait for it instead of all computing it
     # (50 clients asking for one province at once kept both workers busy for 20 s).
     summary_lock: threading.Lock = field(default_factory=threading.Lock)
+    # What non-school tokens may see of each row (serving.disclosure), planned on first request.
+    _disclosure: Any = None
+
+    def disclosure(self) -> Any:  # -> serving.disclosure.DisclosurePlan
+        if self._disclosure is None:
+            from serving.disclosure import plan
+
+            with self.summary_lock:
+                if self._disclosure is None:
+                    self._disclosure = plan(self.rows, self.values)
+        return self._disclosure
 
     @property
     def round(self) -> ScoringRound:
@@ -91,3 +108,55 @@ def load_round(ref: SnapshotRef) -> LoadedRound:
         by_key={k: i for i, k in enumerate(rows["student_key"].to_numpy())},
         by_area=by_area,
     )
+
+
+# A promotion made with `ews promote` in this home touches the release journal's done record: the
+# service sees it on the next request (one stat). A promotion made elsewhere (a shared MLflow
+# server) is noticed by asking the registry at most this often.
+CHAMPION_POLL_SECONDS = 30.0
+
+
+class ChampionWatch:
+    """The champion a worker scores with, swapped when the registry names another one.
+
+    `current()` is called per request: a stat of the release marker, and the registry's alias at
+    most every `poll_seconds`; a new champion is loaded once (by the first request that notices it,
+    the others keep the old one meanwhile) and kept, so a rollback swaps back without reloading."""
+
+    def __init__(self, loaded: Any, version_now: Callable[[], Any], load: Callable[[Any], Any],
+                 marker: Callable[[], float | None], poll_seconds: float = CHAMPION_POLL_SECONDS) -> None:
+        self._loaded = loaded  # a training.registry.VersionedModel
+        self._models: dict[Any, Any] = {loaded.lineage.version: loaded}
+        self._version_now, self._load, self._marker = version_now, load, marker
+        self._poll = poll_seconds
+        self._seen_marker = marker()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def current(self) -> Any:
+        marker = self._marker()
+        if marker == self._seen_marker and time.monotonic() - self._checked < self._poll:
+            return self._loaded
+        if not self._lock.acquire(blocking=False):
+            return self._loaded  # another request is already looking (or loading): answer with what we have
+        try:
+            self._seen_marker, self._checked = marker, time.monotonic()
+            try:
+                version = self._version_now()
+            except Exception:  # noqa: BLE001 - registry unreachable: keep serving the champion we have
+                log.warning("could not read the champion alias; keeping version %s", self._loaded.lineage.version)
+                return self._loaded
+            if version is not None and version != self._loaded.lineage.version:
+                if version not in self._models:
+                    self._models[version] = self._load(version)
+                log.info("champion changed: version %s -> %s", self._loaded.lineage.version, version)
+                self._loaded = self._models[version]
+            return self._loaded
+        finally:
+            self._lock.release()
+
+    def model_for(self, version: Any) -> Any:
+        """A version loaded once and kept (replays of older rounds; champions past and present)."""
+        if version not in self._models:
+            self._models[version] = self._load(version)
+        return self._models[version]

@@ -81,7 +81,26 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -> list[dict[str, Any]]:
+def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
+              who: Principal | None = None) -> list[dict[str, Any]]:
+    """List rows; for a caller who does not see everything (`Principal.sees_everything`), the
+    fields `serving.disclosure` hides are null and reasons are said per group, without values."""
+    out = _rows_full(rnd, idx, names)
+    if who is None or who.sees_everything:
+        return out
+    from serving.disclosure import group_reasons
+
+    plan = rnd.disclosure()
+    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True)
+    for j, (i, row) in enumerate(zip(idx, out, strict=True)):
+        for f in ("school_code", "tambon_code", "grade"):
+            row[f] = plan.shown(int(i), f, row[f])
+        if row["risk_score"] is not None:
+            row["reasons_th"], row["reasons_en"] = group_reasons(greason[j])
+    return out
+
+
+def _rows_full(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -> list[dict[str, Any]]:
     df = rnd.rows.iloc[idx]
     keys = df["student_key"].tolist()
     out = []
@@ -134,6 +153,8 @@ def school_list(
     if room is not None and not who.sees_names:
         raise RequestError(403, "rooms are shown to the student's own school only")
     idx = _filter(rnd, idx, grade, room, group)
+    if grade is not None and not who.sees_everything:  # a grade it would not show is not selected by either
+        idx = idx[rnd.disclosure().level[idx] < _grade_hidden()]
     if limit is not None:
         idx = idx[:limit]
     own = who.sees_names and who.school_code == school_code
@@ -142,7 +163,7 @@ def school_list(
         "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
         "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
         "population_caveat": rnd.manifest.population_caveat,
-        "students": _rows_out(rnd, idx, names if own else None),
+        "students": _rows_out(rnd, idx, names if own else None, who),
     }
 
 
@@ -223,9 +244,18 @@ def area_list(
     check_filters(grade, None, group, limit)
     if who.role == "school" or not who.may("list") or not who.covers_area(area_code):
         raise RequestError(403, "this token does not cover that area")
-    idx = _filter(rnd, area_rows(rnd, area_code), grade, None, group)[: limit or MAX_LIST]
+    idx = _filter(rnd, area_rows(rnd, area_code), grade, None, group)
+    if grade is not None:
+        idx = idx[rnd.disclosure().level[idx] < _grade_hidden()]
+    idx = idx[: limit or MAX_LIST]
     return {"round_id": rnd.round_id, "area_code": area_code, "population_caveat": rnd.manifest.population_caveat,
-            "students": _rows_out(rnd, idx, None)}
+            "students": _rows_out(rnd, idx, None, who)}
+
+
+def _grade_hidden() -> int:
+    from serving.disclosure import NOTHING
+
+    return NOTHING
 
 
 def _row_for(rnd: LoadedRound, who: Principal, student_key: str) -> int:
@@ -247,6 +277,50 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
             "grade": _num(r["grade"]), "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash}
+    if not who.sees_everything:
+        return _explanation_disclosed(rnd, i, _explanation_full(rnd, i, r, values, base))
+    return _explanation_full(rnd, i, r, values, base)
+
+
+def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> dict[str, Any]:
+    """The explanation as a non-school token sees it (`serving.disclosure`): sensitive features
+    leave the list (their contributions summed per group as `withheld:<group>` lines),
+    coarsened quasi-identifiers (age in whole years) or none, reasons per group without values."""
+    from serving.disclosure import SENSITIVE, age_years, group_reasons
+
+    plan = rnd.disclosure()
+    out = {**full, "school_code": plan.shown(i, "school_code", full["school_code"]),
+           "grade": plan.shown(i, "grade", full["grade"])}
+    values = full["values"] if "values" in full else {x["feature"]: x["value"] for x in full["features"]}
+    shown_values = {}
+    for f, v in values.items():
+        if f in SENSITIVE:
+            continue
+        shown_values[f] = None if plan.hides_value(i, f) else (age_years(v) if f == "age" else v)
+    out["disclosure"] = {"k_anonymity": plan.k, "withheld": sorted(SENSITIVE & set(values)), "age": "whole years"}
+    if not full.get("scored"):
+        return {**out, "values": shown_values}
+    feats = [{**x, "value": shown_values[x["feature"]]} for x in full["features"] if x["feature"] not in SENSITIVE]
+    # One line per group for its withheld features, so the list still adds up to the margin; it
+    # tells nothing the group's own sum (in `groups`) does not.
+    withheld: dict[str, list[dict[str, Any]]] = {}
+    for x in full["features"]:
+        if x["feature"] in SENSITIVE:
+            withheld.setdefault(x["group"], []).append(x)
+    for g, xs in withheld.items():
+        feats.append({"feature": f"withheld:{g}", "group": g, "label_en": "withheld (sensitive)",
+                      "label_th": "ไม่เปิดเผย (ข้อมูลอ่อนไหว)", "value": None,
+                      "contribution": float(sum(x["contribution"] for x in xs)),
+                      "probability_points": float(sum(x["probability_points"] for x in xs))})
+    out["features"] = feats
+    greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
+    th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
+    out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
+    return out
+
+
+def _explanation_full(rnd: LoadedRound, i: int, r: pd.Series, values: dict[str, Any],
+                      base: dict[str, Any]) -> dict[str, Any]:
     if not bool(r["scored"]):
         return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),
                 "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}

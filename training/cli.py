@@ -120,6 +120,8 @@ def promote_command(
         emit_json(asdict(decision))
     elif decision.promoted:
         how = "gate passed" if decision.passed else f"OVERRIDE recorded: {decision.override_reason}"
+        if "finished_after_crash" in decision.checks:
+            how += "; this finished the promotion a crash had interrupted"
         typer.secho(f"version {decision.candidate} is now champion ({how})", fg=typer.colors.GREEN)
     else:
         typer.secho(f"version {decision.candidate} NOT promoted (champion stays {decision.champion}):", fg=typer.colors.RED)
@@ -139,7 +141,8 @@ def rollback_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
     if json_out:
         emit_json(asdict(res))
     else:
-        typer.echo(f"champion rolled back from version {res.from_version} to version {res.to_version}")
+        typer.echo(f"champion rolled back from version {res.from_version} to version {res.to_version}"
+                   + (" (this finished the rollback a crash had interrupted)" if res.finished_after_crash else ""))
 
 
 def models_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None:

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from features.contract import SOURCES, Source, other_identity, rule_on_invalid
 from features.db import session as duckdb_session
+from features.debris import sweep_debris
 from features.home import EwsHome
 from features.ids import sql_id_kind
 from features.ingest import reader, validate, vault
@@ -125,6 +126,7 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None,
 
     Each delivery is all-or-nothing; a refused delivery is reported and the next one goes on.
     Raises DeliveryRefused only when `path` itself holds no delivery."""
+    sweep_debris(home, "ingest")  # scratch a killed ingest left in the vault
     deliveries, refused = discover(Path(path))
     report = IngestReport(
         deliveries=[DeliveryReport(delivery_id=f.name, folder=str(f), status="refused", message=m) for f, m in refused]
@@ -217,6 +219,13 @@ class _Session:
         self.vault = False  # vault attached as `vault`
         self.token: Callable[[str], str] | None = None
         self.has_log = False  # the warehouse has its `deliveries` table
+
+    def _student_no_token_sql(self) -> str:
+        """The school's student number, stored as a keyed token: linkage only compares it within a
+        school (equal numbers stay equal tokens), and the number itself identifies a child to
+        anyone with the school's register, so it stays out of the pseudonymous warehouse."""
+        salt = hmac.new(self.home.pseudonym_key(), b"student_no:", hashlib.sha256).hexdigest()
+        return f"CASE WHEN t.student_no IS NULL THEN NULL ELSE left(sha256({lit(salt)} || t.student_no), 24) END"
 
     # -- connection -------------------------------------------------------------------------
 
@@ -669,6 +678,8 @@ class _Session:
                 for c in src.columns:
                     if c.name == "student_id":
                         select += ["t.__tok", "coalesce(t.__kind, 'missing')"]
+                    elif c.name == "student_no":
+                        select.append(self._student_no_token_sql())
                     elif not c.identity:
                         select.append(f"t.{q(c.name)}")
                 con.execute(

@@ -181,7 +181,11 @@ def test_an_absurd_id_is_dropped_only_when_the_row_names_the_child_another_way(t
                                                               "welfare_links": [welfare]}), home)
     files = {f.source: (f.received, f.accepted, f.quarantined, f.repaired) for f in rep.deliveries[0].files}
     assert files == {"dmc_census": (1, 1, 0, 1), "attendance": (2, 1, 1, 1), "welfare_links": (1, 0, 1, 0)}
-    assert _rows(home, "SELECT id_token, id_kind, student_no FROM src_dmc_census") == [(None, "missing", "ข้อความ 1")]
+    # The student number is kept (it names the child at the school) as a keyed token, never as delivered.
+    [(tok, kind, student_no)] = _rows(home, "SELECT id_token, id_kind, student_no FROM src_dmc_census")
+    assert (tok, kind) == (None, "missing") and student_no is not None and len(student_no) == 24
+    assert student_no != "ข้อความ 1"
+    assert _rows(home, "SELECT student_no FROM src_attendance") == [(student_no,)]  # the same number, the same token
     assert _rows(home, "SELECT source_line, id_token, id_kind FROM src_attendance") == [(2, None, "missing")]
     assert sorted(_rows(home, "SELECT source_file, source_line, column_name, raw_value, rule FROM repairs")) == [
         ("attendance.csv", 2, "student_id", None, "null_id_form"),  # the value is personal data: never logged

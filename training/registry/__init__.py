@@ -13,17 +13,18 @@ Importing the package does no work (MLflow itself is imported on first use).
 from training.registry.release import (
     HISTORY_TAG, STACK_TAG, GateDecision, RollbackResult, champion_history, evaluate_gate, promote, rollback,
 )
+from training.registry.journal import last_change_marker
 from training.registry.runs import RegisteredVersion, git_commit, log_training_run, mlflow_metric_name, scoring_payload
 from training.registry.store import artifact_root, client_for, ensure_store, tracking_uri
 from training.registry.versions import (
-    CHALLENGER, CHAMPION, SCORING_ARTIFACT, VersionedModel, VersionInfo, list_versions, load_model,
+    CHALLENGER, CHAMPION, SCORING_ARTIFACT, VersionedModel, VersionInfo, champion_version, list_versions, load_model,
 )
 from training.version import ModelLineage, ModelVersion
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "HISTORY_TAG", "SCORING_ARTIFACT", "STACK_TAG",
     "GateDecision", "ModelLineage", "ModelVersion", "RegisteredVersion", "RollbackResult", "VersionInfo",
-    "VersionedModel", "artifact_root", "champion_history", "client_for", "ensure_store", "evaluate_gate",
-    "git_commit", "list_versions", "load_model", "log_training_run", "mlflow_metric_name", "promote",
+    "VersionedModel", "artifact_root", "champion_history", "champion_version", "client_for", "ensure_store", "evaluate_gate",
+    "git_commit", "last_change_marker", "list_versions", "load_model", "log_training_run", "mlflow_metric_name", "promote",
     "rollback", "scoring_payload", "tracking_uri",
 ]

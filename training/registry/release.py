@@ -15,7 +15,8 @@ from typing import Any
 
 from features.home import EwsHome
 from training.config import TrainConfig
-from training.registry.store import client_for, model_name, run_json
+from training.registry.journal import Entry, Probe, Write, commit, no_probe, take_recovered
+from training.registry.store import client_for, model_name, raw_client, run_json
 from training.registry.versions import CHALLENGER, CHAMPION, alias_version, load_model
 from training.version import ModelVersion
 
@@ -32,18 +33,22 @@ def _stack(client: Any, name: str) -> list[ModelVersion]:
     return [ModelVersion.parse(v) for v in json.loads(client.get_registered_model(name).tags.get(STACK_TAG, "[]"))]
 
 
-def append_history(client: Any, name: str, version: ModelVersion, reason: str, push: bool = True) -> None:
-    """Record a change of champion (and, with `push`, stack it for rollback)."""
+def history_writes(client: Any, name: str, version: ModelVersion, reason: str, push: bool = True,
+                   stack: list[ModelVersion] | None = None) -> list[Write]:
+    """The writes that record a change of champion (and, with `push`, stack it for rollback), with
+    their final values computed now, so replaying them after a crash records the change once.
+    `stack`: the stack to write instead of the current one (rollback pops it)."""
     hist = _history(client, name)
     hist.append({"version": int(version), "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "reason": reason})
     # Tags are limited in length: keep the latest events (the runs themselves keep the rest).
     while len(json.dumps(hist)) > 4500:
         hist.pop(0)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist))
-    if push:
-        stack = [int(v) for v in _stack(client, name)]
-        stack.append(int(version))
-        client.set_registered_model_tag(name, STACK_TAG, json.dumps(stack[-200:]))
+    writes = [Write("model_tag", (HISTORY_TAG, json.dumps(hist)))]
+    if stack is None and push:
+        stack = [*_stack(client, name), version]
+    if stack is not None:
+        writes.insert(0, Write("model_tag", (STACK_TAG, json.dumps([int(v) for v in stack][-200:]))))
+    return writes
 
 
 def champion_history(home: EwsHome, cfg: TrainConfig | None = None) -> list[dict[str, Any]]:
@@ -133,12 +138,30 @@ def evaluate_gate(home: EwsHome, candidate: ModelVersion | int | None = None, cf
                         reasons=reasons, checks=checks)
 
 
+def _finished_promotion(entry: Entry) -> GateDecision:
+    """The decision a promotion interrupted by a crash carried out, as its re-run reports it."""
+    d = entry.summary
+    champion = d.get("champion")
+    return GateDecision(
+        candidate=ModelVersion.parse(d["candidate"]), champion=ModelVersion.parse(champion) if champion else None,
+        passed=bool(d["passed"]), promoted=True, reasons=list(d["reasons"]),
+        checks={**d["checks"], "finished_after_crash": entry.id}, override_reason=d.get("override_reason"))
+
+
 def promote(home: EwsHome, version: ModelVersion | int | None = None, override_reason: str | None = None,
-            cfg: TrainConfig | None = None) -> GateDecision:
+            cfg: TrainConfig | None = None, probe: Probe = no_probe) -> GateDecision:
     """Make `version` (default: the challenger) champion if it passes the gate, or if an override
-    reason is given (recorded on the version); otherwise change nothing and return the reasons."""
+    reason is given (recorded on the version); otherwise change nothing and return the reasons.
+
+    The change is one journalled transaction (`training.registry.journal`): re-running promote
+    after a crash finishes the interrupted promotion and reports it, instead of failing for want of
+    a challenger or promoting twice."""
     if override_reason is not None and not override_reason.strip():
         raise ValueError("an override needs a written reason")
+    finished = take_recovered(home, raw_client(home, cfg), "promote")
+    if finished is not None and (
+            version is None or ModelVersion.parse(version) == ModelVersion.parse(finished.summary["candidate"])):
+        return _finished_promotion(finished)
     decision = evaluate_gate(home, version, cfg)
     client = client_for(home, cfg)
     name = model_name(cfg)
@@ -148,19 +171,33 @@ def promote(home: EwsHome, version: ModelVersion | int | None = None, override_r
     if not decision.passed and override_reason is None:
         client.set_model_version_tag(name, v, "last_gate_refusal", json.dumps(decision.reasons, ensure_ascii=False)[:4900])
         return decision
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if not decision.passed:
         decision.override_reason = override_reason.strip()  # type: ignore[union-attr]
-        client.set_model_version_tag(name, v, "promotion_override", decision.override_reason)
-        client.set_model_version_tag(name, v, "promotion_override_failures",
-                                     json.dumps(decision.reasons, ensure_ascii=False)[:4900])
-    client.set_model_version_tag(name, v, "promoted_at", now)
-    client.set_model_version_tag(name, v, "promotion_gate", json.dumps(decision.checks, default=str)[:4900])
-    if alias_version(client, name, CHALLENGER) == decision.candidate:
-        client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_registered_model_alias(name, CHAMPION, v)
-    append_history(client, name, decision.candidate,
-                   "gate passed" if decision.passed else f"override: {decision.override_reason}")
+
+    def build(client: Any) -> Entry:
+        # The gate ran without the lock: if another promotion or rollback landed meanwhile, the
+        # comparison is stale.
+        if alias_version(client, name, CHAMPION) != decision.champion:
+            raise RuntimeError("the champion changed while the gate was being checked: run promote again")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        writes: list[Write] = []
+        if decision.override_reason is not None:
+            writes += [Write("version_tag", (v, "promotion_override", decision.override_reason)),
+                       Write("version_tag", (v, "promotion_override_failures",
+                                             json.dumps(decision.reasons, ensure_ascii=False)[:4900]))]
+        writes += [Write("version_tag", (v, "promoted_at", now)),
+                   Write("version_tag", (v, "promotion_gate", json.dumps(decision.checks, default=str)[:4900])),
+                   Write("drop_alias", (CHALLENGER, v)),
+                   Write("alias", (CHAMPION, v)),
+                   *history_writes(client, name, decision.candidate,
+                                   "gate passed" if decision.passed else f"override: {decision.override_reason}")]
+        summary = {"candidate": int(decision.candidate),
+                   "champion": int(decision.champion) if decision.champion is not None else None,
+                   "passed": decision.passed, "reasons": decision.reasons, "override_reason": decision.override_reason,
+                   "checks": json.loads(json.dumps(decision.checks, default=str))}
+        return Entry(op="promote", model=name, writes=writes, summary=summary)
+
+    commit(home, client, build, probe)
     decision.promoted = True
     return decision
 
@@ -169,22 +206,37 @@ def promote(home: EwsHome, version: ModelVersion | int | None = None, override_r
 class RollbackResult:
     from_version: ModelVersion
     to_version: ModelVersion
+    finished_after_crash: bool = False  # this re-run finished a rollback a crash interrupted
 
 
-def rollback(home: EwsHome, cfg: TrainConfig | None = None, reason: str = "rollback") -> RollbackResult:
-    """Restore the previous champion (from the champion history) in one step."""
+def rollback(home: EwsHome, cfg: TrainConfig | None = None, reason: str = "rollback",
+             probe: Probe = no_probe) -> RollbackResult:
+    """Restore the previous champion (from the champion stack) in one step, as one journalled
+    transaction: re-running it after a crash finishes the interrupted rollback (and reports it)
+    instead of rolling back a second time."""
+    finished = take_recovered(home, raw_client(home, cfg), "rollback")
+    if finished is not None:
+        return RollbackResult(from_version=ModelVersion.parse(finished.summary["from"]),
+                              to_version=ModelVersion.parse(finished.summary["to"]), finished_after_crash=True)
     client = client_for(home, cfg)
     name = model_name(cfg)
-    current = alias_version(client, name, CHAMPION)
-    stack = _stack(client, name)
-    # The stack ends with the current champion; below it, the champion it replaced.
-    while stack and stack[-1] == current:
-        stack.pop()
-    if current is None or not stack:
-        raise RuntimeError("no previous champion to roll back to")
-    previous = stack[-1]
-    client.set_registered_model_alias(name, CHAMPION, str(previous))
-    client.set_registered_model_tag(name, STACK_TAG, json.dumps([int(v) for v in stack]))
-    client.set_model_version_tag(name, str(current), "rolled_back_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    append_history(client, name, previous, f"{reason}: from version {current}", push=False)
-    return RollbackResult(from_version=current, to_version=previous)
+
+    def build(client: Any) -> Entry:
+        current = alias_version(client, name, CHAMPION)
+        stack = _stack(client, name)
+        # The stack ends with the current champion; below it, the champion it replaced.
+        while stack and stack[-1] == current:
+            stack.pop()
+        if current is None or not stack:
+            raise RuntimeError("no previous champion to roll back to")
+        previous = stack[-1]
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        writes = [Write("alias", (CHAMPION, str(previous))),
+                  Write("version_tag", (str(current), "rolled_back_at", now)),
+                  *history_writes(client, name, previous, f"{reason}: from version {current}", stack=stack)]
+        return Entry(op="rollback", model=name, writes=writes, summary={"from": int(current), "to": int(previous)})
+
+    entry = commit(home, client, build, probe)
+    assert entry is not None  # build never returns None
+    return RollbackResult(from_version=ModelVersion.parse(entry.summary["from"]),
+                          to_version=ModelVersion.parse(entry.summary["to"]))

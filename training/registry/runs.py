@@ -22,7 +22,9 @@ import pandas as pd
 from features.home import EwsHome
 from training.config import TrainConfig
 from training.model import RiskModel
-from training.registry.release import append_history
+from training.registry.journal import Entry, Write
+from training.registry.journal import commit as commit_change
+from training.registry.release import history_writes
 from training.registry.store import artifact_root, client_for
 from training.registry.versions import CHALLENGER, CHAMPION, SCORING_ARTIFACT, alias_version
 from training.version import ModelVersion
@@ -144,15 +146,20 @@ def log_training_run(home: EwsHome, result: Any, cfg: TrainConfig, variants: pd.
         name = cfg.registered_model_name
         has_champion = alias_version(client, name, CHAMPION) is not None
         alias = CHALLENGER if has_champion else CHAMPION
-        client.set_registered_model_alias(name, alias, str(version))
+        if alias == CHALLENGER:
+            client.set_registered_model_alias(name, alias, str(version))
+        else:
+            # The first champion is a change of champion like any other: alias, history and stack
+            # in one journalled transaction, so a crash cannot leave a champion without a history.
+            commit_change(home, client, lambda c: Entry(op="register", model=name, summary={"version": int(version)}, writes=[
+                Write("alias", (CHAMPION, str(version))),
+                Write("version_tag", (str(version), "promotion", "first version: champion without a gate")),
+                *history_writes(c, name, version, "first registered version")]))
         for k, v in {"run_id": run.info.run_id, "trainset": result.trainset_name,
                      "gate_metric": cfg.gate.metric, "gate_metric_value": str(result.metrics.get(cfg.gate.metric)),
                      "ece": str(result.metrics.get("ece")), "fairness_failures": str(len(result.fairness_failures)),
                      "test_rounds": ",".join(result.split.test)}.items():
             client.set_model_version_tag(name, str(version), k, v)
-        if alias == CHAMPION:
-            append_history(client, name, version, "first registered version")
-            client.set_model_version_tag(name, str(version), "promotion", "first version: champion without a gate")
         card_dir = home.model_cards_dir / f"{name}-v{version}"
         write_model_card(result, cfg, version=version, run_id=run.info.run_id, plots=plots, out_dir=card_dir,
                          variants=variants, git=commit)

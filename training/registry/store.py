@@ -53,9 +53,9 @@ def ensure_store(home: EwsHome, uri: str) -> None:
             _upgrade_db(create_sqlalchemy_engine_with_retry(uri))
 
 
-def client_for(home: EwsHome, cfg: TrainConfig | None = None):  # -> mlflow.MlflowClient
-    """An MlflowClient on the home's store (made ready first); also the process's default URI,
-    set here at run time — never at import."""
+def raw_client(home: EwsHome, cfg: TrainConfig | None = None):  # -> mlflow.MlflowClient
+    """An MlflowClient on the home's store (made ready first), without finishing a pending change
+    of champion: only for `release`, which finishes it itself to tell the operator what it finished."""
     import mlflow
 
     uri = tracking_uri(home, cfg.tracking_uri if cfg else None)
@@ -63,6 +63,17 @@ def client_for(home: EwsHome, cfg: TrainConfig | None = None):  # -> mlflow.Mlfl
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def client_for(home: EwsHome, cfg: TrainConfig | None = None):  # -> mlflow.MlflowClient
+    """An MlflowClient on the home's store (made ready first); also the process's default URI,
+    set here at run time — never at import. A change of champion a crash interrupted is finished
+    first (`journal.finish_pending`), so no command ever reads a half-made promotion or rollback."""
+    from training.registry.journal import finish_pending
+
+    client = raw_client(home, cfg)
+    finish_pending(home, client)
+    return client
 
 
 def model_name(cfg: TrainConfig | None) -> str:

@@ -34,6 +34,11 @@ def alias_version(client: Any, name: str, alias: str) -> ModelVersion | None:
         return None
 
 
+def champion_version(home: EwsHome, cfg: TrainConfig | None = None) -> ModelVersion | None:
+    """The version the champion alias names now (one registry query; the service polls it)."""
+    return alias_version(client_for(home, cfg), model_name(cfg), CHAMPION)
+
+
 @dataclass(frozen=True)
 class VersionedModel:
     """A registered version as loaded: the fitted model and where it came from."""

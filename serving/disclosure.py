@@ -1,0 +1,158 @@
+"""Disclosure control: what a token other than the pupil's own school sees of a pupil.
+
+A school token sees its own pupils whole (names, rooms, every value: the teachers act on them).
+Area, analyst, auditor and admin tokens see pseudonymous rows; this module decides, per published
+round, how much of each row they may see so that no pupil stands out (docs/PRIVACY.md):
+
+- sensitive values are withheld: disability, nationality status, the welfare records of illness,
+  disability, pregnancy and bedridden members, and every care-screening value (`SENSITIVE`) —
+  value and per-feature contribution; their contributions are given only summed per group;
+- quasi-identifiers are coarsened: age in whole years (never the fractional age, which is the
+  birth date to about a day), and generalised per (school, grade) cell until every combination a
+  caller can see is shared by at least `K_ANONYMITY` pupils of the round (`plan`: age, then sex,
+  then the school and its own features, then tambon, amphoe, province, grade are suppressed);
+- reasons are said per group, without the pupil's own values.
+
+`unique_share` measures the result: the share of pupils whose visible quasi-identifiers are
+unique in the round. Sits between `serving.store` (a `LoadedRound` keeps its plan) and
+`serving.views` (which selects fields through it); `serving.access` says which role sees what.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.pointintime.spec import FEATURES, GROUPS
+
+# k of k-anonymity: every combination of quasi-identifiers a non-school token sees is shared by at
+# least this many pupils of the round. 5 is the usual floor for statistics released on individuals.
+K_ANONYMITY = 5
+
+# Withheld from every role but the pupil's own school (docs/PRIVACY.md says why each).
+SENSITIVE: frozenset[str] = frozenset({
+    "disability", "non_thai_id", "welfare_disability_card", "welfare_chronic_illness", "welfare_teen_pregnancy",
+    "welfare_bedridden_member",
+    *(f.name for f in FEATURES if f.group == "care"),
+})
+# Quasi-identifiers inside the model's values, by the level from which they are suppressed.
+AGE_FEATURES: tuple[str, ...] = ("age", "over_age_years")
+SEX_FEATURES: tuple[str, ...] = ("sex",)
+# These name the school as surely as its code (its size, distance, dropout history).
+SCHOOL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.group == "school" and f.name != "region")
+GRADE_FEATURES: tuple[str, ...] = ("grade", "grade_level", "in_transition_grade")
+
+# Levels of a row, finest first: what is still shown at each.
+FULL, NO_AGE, NO_SEX, TAMBON, AMPHOE, PROVINCE, NOTHING = range(7)
+LEVEL_NAMES = ("school, grade, sex, age in years", "school, grade, sex", "school, grade", "tambon, grade",
+               "amphoe, grade", "province, grade", "nothing")
+
+
+def age_years(age: Any) -> int | None:
+    """Whole years (floor); None for a missing age."""
+    try:
+        a = float(age)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(a) else int(math.floor(a))
+
+
+@dataclass(frozen=True)
+class DisclosurePlan:
+    """The level of every row of a round (index = row of `LoadedRound.rows`)."""
+
+    level: np.ndarray  # int8, FULL .. NOTHING
+    k: int
+
+    def hides_value(self, row: int, feature: str) -> bool:
+        """Is this model value withheld (sensitive) or suppressed (a quasi-identifier) for row `row`?"""
+        if feature in SENSITIVE:
+            return True
+        lv = int(self.level[row])
+        return ((feature in AGE_FEATURES and lv >= NO_AGE) or (feature in SEX_FEATURES and lv >= NO_SEX)
+                or (feature in SCHOOL_FEATURES and lv >= TAMBON) or (feature in GRADE_FEATURES and lv >= NOTHING))
+
+    def shown(self, row: int, field: str, value: Any) -> Any:
+        """A row-level field (school_code, tambon_code, grade, ...) as this plan shows it."""
+        lv = int(self.level[row])
+        hidden = {"school_code": TAMBON, "school_name": TAMBON, "tambon_code": AMPHOE, "tambon_name": AMPHOE,
+                  "amphoe_code": PROVINCE, "amphoe_name": PROVINCE, "grade": NOTHING,
+                  "province_code": NOTHING, "province_name": NOTHING}.get(field)
+        return None if hidden is not None and lv >= hidden else value
+
+
+def _small(keys: pd.DataFrame, k: int) -> np.ndarray:
+    """True where the row's combination of `keys` is shared by fewer than k rows."""
+    return keys.groupby(list(keys.columns), dropna=False, sort=False)[keys.columns[0]].transform("size").to_numpy() < k
+
+
+def plan(rows: pd.DataFrame, values: pd.DataFrame, k: int = K_ANONYMITY) -> DisclosurePlan:
+    """Choose each row's level: one level per (school, grade) cell — the finest at which every
+    combination inside the cell is shared by >= k rows — so rows of a cell never differ in what is
+    hidden (a lone row with its age hidden would stand out by that). Rows whose cell is smaller than
+    k lose the school and are grouped by tambon, then amphoe, then province (with the grade), then
+    lose everything, until each group they form has >= k rows."""
+    n = len(rows)
+    tambon = rows["tambon_code"].astype(object).where(rows["tambon_code"].notna(), "").astype(str).to_numpy()
+    base = pd.DataFrame({
+        "school": rows["school_code"].astype(object).to_numpy(), "grade": rows["grade"].astype(object).to_numpy(),
+        "sex": values["sex"].astype(object).to_numpy() if "sex" in values else np.full(n, None, dtype=object),
+        "age": [age_years(a) for a in values["age"]] if "age" in values else [None] * n,
+        "over": values["over_age_years"].astype(object).to_numpy() if "over_age_years" in values else np.full(n, None, dtype=object),
+    })
+    cell = base.groupby(["school", "grade"], dropna=False, sort=False).ngroup().to_numpy()
+
+    def cell_any(flag: np.ndarray) -> np.ndarray:  # does any row of the row's cell carry the flag?
+        return pd.Series(flag).groupby(cell).transform("any").to_numpy()
+
+    level = np.full(n, FULL, dtype=np.int8)
+    for lv, keys in ((FULL, ["school", "grade", "sex", "age", "over"]), (NO_AGE, ["school", "grade", "sex"]),
+                     (NO_SEX, ["school", "grade"])):
+        fails = cell_any(_small(base[keys], k))
+        level[(level == lv) & fails] = lv + 1
+    # Rows without their school: grouped only with the other rows that lost theirs.
+    for lv, width in ((TAMBON, 6), (AMPHOE, 4), (PROVINCE, 2)):
+        at = np.flatnonzero(level == lv)
+        if len(at) == 0:
+            break
+        keys = pd.DataFrame({"area": [t[:width] for t in tambon[at]], "grade": base["grade"].to_numpy()[at]})
+        level[at[_small(keys, k)]] = lv + 1
+    return DisclosurePlan(level=level, k=k)
+
+
+def group_reasons(group_contrib: np.ndarray, top: int = 3, min_logodds: float = 0.02) -> tuple[str, str]:
+    """Reasons said per group only (no pupil's own value), Thai and English, joined like a list's."""
+    names = list(GROUPS)
+    order = np.argsort(-group_contrib, kind="stable")
+    th, en = [], []
+    for gi in order[:top]:
+        c = float(group_contrib[gi])
+        if c <= 0 or c < min_logodds:
+            break
+        g = GROUPS[names[gi]]
+        th.append(f"{g[1]} — เพิ่มความเสี่ยง (โอกาส ×{math.exp(c):.2f})")
+        en.append(f"{g[0]} — raises risk (odds ×{math.exp(c):.2f})")
+    return " | ".join(th), " | ".join(en)
+
+
+def unique_share(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> float:
+    """The share of records whose values of `fields` (missing or None counting as one value) no
+    other record shares: the re-identification risk of releasing those fields."""
+    keys = [tuple(_hashable(r.get(f)) for f in fields) for r in records]
+    if not keys:
+        return 0.0
+    counts: dict[tuple[Any, ...], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return sum(1 for key in keys if counts[key] == 1) / len(keys)
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
