@@ -308,11 +308,15 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
         if x["feature"] in SENSITIVE:
             withheld.setdefault(x["group"], []).append(x)
     for g, xs in withheld.items():
-        feats.append({"feature": f"withheld:{g}", "group": g, "label_en": "withheld (sensitive)",
+        feats.append({"feature": f"withheld:{g}", "group": g, "role": "withheld", "label_en": "withheld (sensitive)",
                       "label_th": "ไม่เปิดเผย (ข้อมูลอ่อนไหว)", "value": None,
                       "contribution": float(sum(x["contribution"] for x in xs)),
                       "probability_points": float(sum(x["probability_points"] for x in xs))})
     out["features"] = feats
+    # The context and protected blocks carry values too: rebuilt from what this token may see.
+    for role in ("context", "protected"):
+        if role in full:
+            out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
     greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
     th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
     out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
