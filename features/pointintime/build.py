@@ -15,11 +15,12 @@ both to agree on every column.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from collections.abc import Collection
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
@@ -32,8 +33,8 @@ from features.pointintime.groups import (
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
-           "PopulationSource", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
-           "population_source", "previous_term", "require_population", "round_context", "school_areas_sql"]
+           "PopulationSource", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
+           "population_source", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -80,11 +81,23 @@ def round_context(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dial
                         cal=cal, round=r)
 
 
+class SchoolFallback(BaseModel):
+    """One school whose file was missing from a census that otherwise arrived: its pupils come from
+    the latest enrolment evidence (`compile.school_fallback_steps`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    school_code: str
+    population_as_of: dt.date = Field(description="The previous census, which the school's population rests on.")
+    students: int = Field(ge=0, description="Pupils listed for the school from the latest evidence.")
+    census_students: int = Field(ge=0, description="The school's pupils in that previous census.")
+
+
 class PopulationSource(BaseModel):
     """Where a round's population came from: its census, or (census late) the latest enrolment evidence.
 
     Travels in the feature set's and the snapshot's manifests, so the list, the web page, the
     download and monitoring can say "census of <date> not received; population as of <date>".
+    `school_fallbacks` names the schools whose file alone was missing from a census that arrived.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -95,26 +108,73 @@ class PopulationSource(BaseModel):
     population_as_of: dt.date | None = Field(
         description="Date of the census the population rests on (None: no census known at all).")
     as_of: dt.date = Field(description="The round's as-of date: exits and attendance known by then count.")
+    school_fallbacks: tuple[SchoolFallback, ...] = Field(
+        (), description="Schools absent from the round's census (which arrived) whose pupils come from the "
+                        "latest evidence instead; empty when every school's file arrived.")
+
+    @model_serializer(mode="wrap")
+    def _omit_no_fallbacks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A round whose census is complete keeps the manifest bytes (and snapshot hash) it always had.
+        out = handler(self)
+        if not self.school_fallbacks:
+            out.pop("school_fallbacks", None)
+        return out
 
     @property
     def census_late(self) -> bool:
         return self.population_source == "latest_evidence"
 
     def evidence(self, r: ScoringRound) -> LatestEvidence | None:
-        return LatestEvidence(self.population_as_of, r.academic_year) if self.census_late else None
+        if self.census_late:
+            return LatestEvidence(self.population_as_of, r.academic_year)
+        if self.school_fallbacks:
+            return LatestEvidence(self.school_fallbacks[0].population_as_of, r.academic_year,
+                                  schools=tuple(f.school_code for f in self.school_fallbacks))
+        return None
 
-    def caveat(self) -> dict[str, str] | None:
-        """The sentence a reader of the round must see, in English and Thai (None: census as planned)."""
-        if not self.census_late:
+    def _evidence_words(self) -> tuple[str, str]:
+        a = self.as_of.isoformat()
+        return (f"(that census, less exits and plus pupils seen in attendance or marks known by {a})",
+                f"(หักผู้ที่ออกแล้ว และเพิ่มผู้ที่มีข้อมูลการมาเรียนหรือผลการเรียนถึงวันที่ {a})")
+
+    def caveat(self, within: Collection[str] | None = None) -> dict[str, str] | None:
+        """The sentence a reader of the round must see, in English and Thai (None: census as planned).
+
+        `within`: the school codes the reader is shown (an area's list); a school's fallback is
+        mentioned only when that school is among them. None: the whole round.
+        """
+        expected = self.census_date_expected.isoformat()
+        en_ev, th_ev = self._evidence_words()
+        if self.census_late:
+            base = self.population_as_of.isoformat() if self.population_as_of else "-"
+            return {
+                "en": f"census of {expected} not received; population as of {base} {en_ev}",
+                "th": f"ยังไม่ได้รับข้อมูลนักเรียน (DMC) รอบวันที่ {expected}; "
+                      f"รายชื่อนักเรียนเป็นข้อมูล ณ วันที่ {base} {th_ev}",
+            }
+        fell = [f for f in self.school_fallbacks if within is None or f.school_code in within]
+        if not fell:
             return None
-        base = self.population_as_of.isoformat() if self.population_as_of else "-"
+        codes, base = ", ".join(f.school_code for f in fell), fell[0].population_as_of.isoformat()
         return {
-            "en": f"census of {self.census_date_expected.isoformat()} not received; population as of {base} "
-                  f"(that census, less exits and plus pupils seen in attendance or marks known by "
-                  f"{self.as_of.isoformat()})",
-            "th": f"ยังไม่ได้รับข้อมูลนักเรียน (DMC) รอบวันที่ {self.census_date_expected.isoformat()}; "
-                  f"รายชื่อนักเรียนเป็นข้อมูล ณ วันที่ {base} (หักผู้ที่ออกแล้ว และเพิ่มผู้ที่มีข้อมูลการมาเรียน"
-                  f"หรือผลการเรียนถึงวันที่ {self.as_of.isoformat()})",
+            "en": f"census of {expected} not received from school(s) {codes}; their population as of {base} {en_ev}",
+            "th": f"ยังไม่ได้รับข้อมูลนักเรียน (DMC) ของโรงเรียน {codes} รอบวันที่ {expected}; "
+                  f"รายชื่อนักเรียนของโรงเรียนเหล่านี้เป็นข้อมูล ณ วันที่ {base} {th_ev}",
+        }
+
+    def school_caveat(self, school_code: str) -> dict[str, str] | None:
+        """The caveat of one school's own list: the round's, or "not received from this school"."""
+        if self.census_late:
+            return self.caveat()
+        fell = next((f for f in self.school_fallbacks if f.school_code == school_code), None)
+        if fell is None:
+            return None
+        expected, base = self.census_date_expected.isoformat(), fell.population_as_of.isoformat()
+        en_ev, th_ev = self._evidence_words()
+        return {
+            "en": f"census of {expected} not received from this school; population as of {base} {en_ev}",
+            "th": f"ยังไม่ได้รับข้อมูลนักเรียน (DMC) ของโรงเรียนนี้ รอบวันที่ {expected}; "
+                  f"รายชื่อนักเรียนเป็นข้อมูล ณ วันที่ {base} {th_ev}",
         }
 
 
@@ -122,11 +182,18 @@ class EmptyRoundError(RuntimeError):
     """A round with nobody in it: never written or published (a school would get an empty list)."""
 
 
+# A school absent from the round's census falls back only while at least this share of its previous
+# census's pupils is still unaccounted for (not exited, not in the census at another school): a
+# school that closed or merged has sent its pupils elsewhere, and is not brought back to life.
+FALLBACK_MIN_REMAINING = 0.5
+
+
 def population_source(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
                       schema: str = "wh") -> PopulationSource:
     """The round's census if any of its rows were known by the as-of date; else the latest census
     known by then, which the latest-evidence population rests on. Decided for the whole round:
-    a round with its census keeps exactly the query it always had."""
+    a round with its census keeps exactly the query it always had, unless some schools' files are
+    missing from it (`school_fallbacks`)."""
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
     arrived, base = con.execute(
@@ -136,9 +203,44 @@ def population_source(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Sc
     ).fetchall()[0]  # fetched fully: DuckDB 2 blocks the next statement while a result is open
     if arrived:
         return PopulationSource(population_source="census", census_date_expected=census, population_as_of=census,
-                                as_of=as_of)
+                                as_of=as_of,
+                                school_fallbacks=school_fallbacks(con, r, census, base, as_of, schema))
     return PopulationSource(population_source="latest_evidence", census_date_expected=census,
                             population_as_of=base, as_of=as_of)
+
+
+def school_fallbacks(con: duckdb.DuckDBPyConnection, r: ScoringRound, census: dt.date, base: dt.date | None,
+                     as_of: dt.date, schema: str = "wh") -> tuple[SchoolFallback, ...]:
+    """Schools of the previous census (`base`) with no row in the round's census known by as-of,
+    whose pupils the latest evidence still places there (at least `FALLBACK_MIN_REMAINING` of the
+    previous census's): their file was refused or is missing, not the school closed."""
+    if base is None:
+        return ()
+    missing = con.execute(
+        f"""SELECT school_code, count(DISTINCT sid) FROM {schema}.linked_dmc_census
+            WHERE known_at <= ? AND census_date = ? AND student_key IS NOT NULL
+              AND school_code NOT IN (SELECT school_code FROM {schema}.src_dmc_census
+                                      WHERE known_at <= ? AND census_date = ? AND school_code IS NOT NULL)
+            GROUP BY school_code ORDER BY school_code""",
+        [as_of, base, as_of, census],
+    ).fetchall()
+    if not missing:
+        return ()
+    d = DUCKDB
+    ctx = RoundContext(as_of=as_of, params={"as_of": d.date(as_of)}, schema=schema, dialect=d)
+    ev = LatestEvidence(base, r.academic_year, schools=tuple(code for code, _ in missing))
+    steps = population_steps(ctx, census, ("sid", "school_code"), ev)
+    # the fallback rows of `pop`: the census part holds none of these schools (they are absent from it)
+    listed = dict(con.execute(with_sql(steps, "SELECT school_code, count(*) FROM pop WHERE school_code IN "
+                                              f"({', '.join('?' for _ in missing)}) GROUP BY school_code"),
+                              [code for code, _ in missing]).fetchall())
+    out = []
+    for code, counted in missing:
+        remaining = int(listed.get(code, 0))
+        if remaining and remaining >= FALLBACK_MIN_REMAINING * counted:
+            out.append(SchoolFallback(school_code=code, population_as_of=base, students=remaining,
+                                      census_students=counted))
+    return tuple(out)
 
 
 def require_population(r: ScoringRound, source: PopulationSource, rows: int) -> None:

@@ -5,7 +5,9 @@ those declarations into SQL for one round; `build.py` runs it (features), `label
 population step, and serving's placement query uses the same registry reads. The chain, per read:
 
     population  students enrolled at the round (one census row each, the latest known version;
-                when the census is late, the latest enrolment evidence: `latest_evidence_steps`)
+                when the census is late, the latest enrolment evidence: `latest_evidence_steps`;
+                when only some schools' census files are missing, those schools' pupils from the
+                latest evidence: `school_fallback_steps`)
     <x>_known   rows of the source known by the as-of date that describe a date not after it
     <x>_latest  the latest known version of each record (known_at, then delivery, then line)
     <x>         within the staleness limit (rows describing a date too long ago are dropped)
@@ -258,6 +260,8 @@ def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...
     With `evidence` (the round's census had not arrived by as-of) the population is the latest
     enrolment evidence instead (`latest_evidence_steps`); the step is named `pop` either way.
     """
+    if evidence is not None and evidence.schools:
+        return school_fallback_steps(ctx, census, evidence, columns)
     if evidence is not None:
         return latest_evidence_steps(ctx, evidence, columns)
     read = replace(POPULATION, values=tuple(c for c in columns if c != "sid"))
@@ -271,7 +275,8 @@ def population_steps(ctx: RoundContext, census: dt.date, columns: tuple[str, ...
 
 @dataclass(frozen=True)
 class LatestEvidence:
-    """The round's census has not arrived by its as-of date: enrolment from the latest evidence.
+    """The round's census (or one school's part of it) has not arrived by its as-of date: enrolment
+    from the latest evidence.
 
     `base_census` is the latest census known by the as-of date (None: no census known at all, so
     the population is empty); `academic_year` is the round's, so a pupil counted in an earlier
@@ -280,6 +285,9 @@ class LatestEvidence:
 
     base_census: dt.date | None
     academic_year: int
+    # Non-empty: the round's census HAS arrived, but not from these schools (a file refused or
+    # missing). Only their pupils come from the latest evidence; every other school keeps its census.
+    schools: tuple[str, ...] = ()
 
 
 # Records that show a pupil enrolled in an OBEC school after the base census: (source, the date the
@@ -291,7 +299,8 @@ ENROLMENT_EVIDENCE: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[str, ...]) -> list[tuple[str, str]]:
+def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[str, ...],
+                          name: str = "pop") -> list[tuple[str, str]]:
     """Students enrolled at a round whose census is late, set-based, as known by the as-of date.
 
         pop_known    census rows known by as-of, up to the base census
@@ -300,6 +309,9 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
         pop_exits    each pupil's latest exit after the base census
         pop          the base census's pupils and the pupils seen since, less those whose exit came
                      after they were last seen, and less those past the last grade (completed school)
+
+    `name` names the steps (`<name>_known` ...; the last is `<name>`), so the per-school fallback
+    can run them beside the census's own `pop_known`/`pop_latest`.
 
     A pupil seen since but never counted by any census is left out: the features need the grade,
     sex and birth date a census row gives; they join the list when the census arrives. Grades move
@@ -315,27 +327,27 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
     if unknown:
         raise ValueError(f"population columns {sorted(unknown)} are not census columns")
     steps = [
-        ("pop_known", known_rows_sql(ctx, POPULATION.source,
+        (f"{name}_known", known_rows_sql(ctx, POPULATION.source,
                                      [f"t.census_date <= {base}" if base else "false", "t.student_key IS NOT NULL"])),
-        ("pop_latest", latest_version_sql(d, "pop_known", ("sid",), census_values, ("census_date", *VERSION_ORDER))),
+        (f"{name}_latest", latest_version_sql(d, f"{name}_known", ("sid",), census_values, ("census_date", *VERSION_ORDER))),
     ]
     seen = []
     for source, event, where in ENROLMENT_EVIDENCE:
         conds = [after_base(event), f"t.{event} <= {p['as_of']}", "t.student_key IS NOT NULL", *([where] if where else [])]
         seen.append(f"SELECT sid, school_code, {event} AS seen_on, known_at, delivery_id, source_line "
                     f"FROM ({known_rows_sql(ctx, source, conds)})")
-    steps.append(("pop_seen_rows", " UNION ALL ".join(seen)))
-    steps.append(("pop_seen", f"SELECT sid, max(seen_on) AS seen_on, "
+    steps.append((f"{name}_seen_rows", " UNION ALL ".join(seen)))
+    steps.append((f"{name}_seen", f"SELECT sid, max(seen_on) AS seen_on, "
                               f"{d.arg_max}(school_code, {d.row(('seen_on', *VERSION_ORDER))}) AS seen_school "
-                              "FROM pop_seen_rows GROUP BY sid"))
-    steps.append(("pop_exits", "SELECT sid, max(exit_date) AS exit_date FROM ("
+                              f"FROM {name}_seen_rows GROUP BY sid"))
+    steps.append((f"{name}_exits", "SELECT sid, max(exit_date) AS exit_date FROM ("
                                + known_rows_sql(ctx, "linked_exits", [after_base("exit_date"), f"t.exit_date <= {p['as_of']}"])
                                + ") GROUP BY sid"))
     last = len(GRADES) - 1
     index = "CASE c.grade " + " ".join(f"WHEN '{g}' THEN {i}" for i, g in enumerate(GRADES)) + " END"
-    steps.append(("pop_evidence", f"""SELECT c.*, s.seen_on, s.seen_school, x.exit_date,
+    steps.append((f"{name}_evidence", f"""SELECT c.*, s.seen_on, s.seen_school, x.exit_date,
           {index} + ({ev.academic_year} - c.academic_year) AS grade_index
-        FROM pop_latest c LEFT JOIN pop_seen s USING (sid) LEFT JOIN pop_exits x USING (sid)
+        FROM {name}_latest c LEFT JOIN {name}_seen s USING (sid) LEFT JOIN {name}_exits x USING (sid)
         WHERE {f"c.census_date = {base}" if base else "false"} OR s.seen_on IS NOT NULL"""))
     moved = "(seen_school IS NOT NULL AND seen_school <> school_code)"
     out = {
@@ -344,9 +356,35 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
                  + " ".join(f"WHEN {i} THEN '{g}'" for i, g in enumerate(GRADES)) + " END AS grade",
         "room": f"CASE WHEN {moved} OR academic_year <> {ev.academic_year} THEN NULL ELSE room END AS room",
     }
-    steps.append(("pop", f"SELECT {', '.join(out.get(c, c) for c in columns)} FROM pop_evidence "
+    steps.append((name, f"SELECT {', '.join(out.get(c, c) for c in columns)} FROM {name}_evidence "
                          f"WHERE (exit_date IS NULL OR seen_on > exit_date) "
                          f"AND (grade_index <= {last} OR seen_on IS NOT NULL)"))
+    return steps
+
+
+def school_fallback_steps(ctx: RoundContext, census: dt.date, ev: LatestEvidence,
+                          columns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Students enrolled at a round whose census arrived without some schools' files, set-based.
+
+        pop_known, pop_latest   the round's census, as for any round (`population_steps`)
+        pop_census              its pupils
+        pop_fallback_*          the latest-evidence steps (`latest_evidence_steps`) on `ev.base_census`
+        pop                     the census's pupils, plus the pupils the latest evidence places at a
+                                school of `ev.schools` who are not in the round's census anywhere
+
+    A pupil of a missing school who is in the round's census at another school is counted there
+    only (the census that arrived is authoritative); so is a pupil the evidence places elsewhere.
+    """
+    if "sid" not in columns:
+        raise ValueError("the per-school fallback joins on sid: the population columns must include it")
+    steps = population_steps(ctx, census, columns)
+    steps[-1] = ("pop_census", steps[-1][1])
+    steps += latest_evidence_steps(ctx, replace(ev, schools=()), columns, name="pop_fallback")
+    codes = ", ".join("'" + code.replace("'", "''") + "'" for code in ev.schools)
+    cols = ", ".join(columns)
+    steps.append(("pop", f"SELECT {cols} FROM pop_census UNION ALL "
+                         f"SELECT {cols} FROM pop_fallback f WHERE f.school_code IN ({codes}) "
+                         "AND NOT EXISTS (SELECT 1 FROM pop_census c WHERE c.sid = f.sid)"))
     return steps
 
 
