@@ -187,14 +187,24 @@ STALE_POPULATION = Thresholds(watch=1, drift=1)
 
 def population_checks(round_id: str, population: PopulationSource | None) -> list[Check]:
     """A round whose census had not arrived by its as-of date was scored on a stale population:
-    the days its population lags the expected census, flagged with the caveat the list carries."""
-    if population is None or not population.census_late:
+    the days its population lags the expected census, flagged with the caveat the list carries.
+    A census that arrived without some schools' files flags each of those schools by its code."""
+    if population is None:
         return []
-    # No census at all cannot be published (`require_population`); should one appear, lag from as-of.
-    base = population.population_as_of or population.as_of
-    lag = max(1, (population.census_date_expected - base).days)
-    return [_check("stale_population", "dmc_census", f"round {round_id}", lag, STALE_POPULATION,
-                   note=f"population not from the round's census: {population.caveat()['en']}")]  # type: ignore[index]
+    if population.census_late:
+        # No census at all cannot be published (`require_population`); should one appear, lag from as-of.
+        base = population.population_as_of or population.as_of
+        lag = max(1, (population.census_date_expected - base).days)
+        return [_check("stale_population", "dmc_census", f"round {round_id}", lag, STALE_POPULATION,
+                       note=f"population not from the round's census: {population.caveat()['en']}")]  # type: ignore[index]
+    return [
+        _check("stale_population", "dmc_census", f"round {round_id} school {f.school_code}",
+               max(1, (population.census_date_expected - f.population_as_of).days), STALE_POPULATION,
+               note=f"school {f.school_code}: {f.students} pupils listed from the latest evidence "
+                    f"({f.census_students} in its census of {f.population_as_of}): "
+                    f"{population.school_caveat(f.school_code)['en']}")  # type: ignore[index]
+        for f in population.school_fallbacks
+    ]
 
 
 def quality_checks(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, as_of: dt.date, cfg: QualityConfig) -> list[Check]:

@@ -162,7 +162,7 @@ def school_list(
         "round_id": rnd.round_id, "school_code": school_code,
         "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
         "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
-        "population_caveat": rnd.manifest.population_caveat,
+        "population_caveat": _school_caveat(rnd, school_code),
         "students": _rows_out(rnd, idx, names if own else None, who),
     }
 
@@ -248,8 +248,26 @@ def area_list(
     if grade is not None:
         idx = idx[rnd.disclosure().level[idx] < _grade_hidden()]
     idx = idx[: limit or MAX_LIST]
-    return {"round_id": rnd.round_id, "area_code": area_code, "population_caveat": rnd.manifest.population_caveat,
+    return {"round_id": rnd.round_id, "area_code": area_code, "population_caveat": _area_caveat(rnd, area_code),
             "students": _rows_out(rnd, idx, None, who)}
+
+
+def _school_caveat(rnd: LoadedRound, school_code: str) -> dict[str, str] | None:
+    """The round's caveat (census late), or this school's own (its census file was not received)."""
+    pop = rnd.manifest.population
+    return pop.school_caveat(school_code) if pop else None
+
+
+def _area_caveat(rnd: LoadedRound, area_code: str) -> dict[str, str] | None:
+    """The round's caveat, or one naming the area's schools whose census file was not received."""
+    pop = rnd.manifest.population
+    if pop is None or not (pop.census_late or pop.school_fallbacks):
+        return None
+    # a school's area is its tambon code's prefix (as `by_area`): one look-up per fallen-back school
+    tambon = rnd.rows["tambon_code"]
+    codes = {f.school_code for f in pop.school_fallbacks if f.school_code in rnd.by_school
+             and str(tambon.iat[int(rnd.by_school[f.school_code][0])] or "").startswith(area_code)}
+    return pop.caveat(within=codes)
 
 
 def _grade_hidden() -> int:

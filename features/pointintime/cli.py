@@ -28,7 +28,7 @@ def features_command(
         emit_json(m)
         return
     typer.echo(f"{m.round_id}: {m.rows:,} students as of {m.as_of} -> {m.file}")
-    if m.population is not None and m.population.census_late:
+    if m.population is not None and (m.population.census_late or m.population.school_fallbacks):
         typer.secho(f"{m.round_id}: {m.population.caveat()['en']}", fg=typer.colors.YELLOW)  # type: ignore[index]
     worst = sorted(m.missing_rates.items(), key=lambda kv: -kv[1])[:5]
     typer.echo("most often empty: " + ", ".join(f"{k} {v:.0%}" for k, v in worst))
