@@ -266,7 +266,7 @@ def _area_caveat(rnd: LoadedRound, area_code: str) -> dict[str, str] | None:
     # a school's area is its tambon code's prefix (as `by_area`): one look-up per fallen-back school
     tambon = rnd.rows["tambon_code"]
     codes = {f.school_code for f in pop.school_fallbacks if f.school_code in rnd.by_school
-             and str(tambon.iat[int(rnd.by_school[f.school_code][0])] or "").startswith(area_code)}
+             and str(tambon.iat[int(rnd.by_school[f.school_code][0])]).startswith(area_code)}
     return pop.caveat(within=codes)
 
 
