@@ -379,7 +379,9 @@ def school_fallback_steps(ctx: RoundContext, census: dt.date, ev: LatestEvidence
         raise ValueError("the per-school fallback joins on sid: the population columns must include it")
     steps = population_steps(ctx, census, columns)
     steps[-1] = ("pop_census", steps[-1][1])
-    steps += latest_evidence_steps(ctx, replace(ev, schools=()), columns, name="pop_fallback")
+    # the fallback carries the school (its filter below) even when the caller does not ask for it
+    steps += latest_evidence_steps(ctx, replace(ev, schools=()), tuple(dict.fromkeys((*columns, "school_code"))),
+                                   name="pop_fallback")
     codes = ", ".join("'" + code.replace("'", "''") + "'" for code in ev.schools)
     cols = ", ".join(columns)
     steps.append(("pop", f"SELECT {cols} FROM pop_census UNION ALL "

@@ -163,3 +163,87 @@ def test_the_caveat_names_the_missing_census_and_the_population_date_in_english_
     assert caveat["en"].startswith("census of 2022-11-10 not received; population as of 2022-06-10")
     assert "ยังไม่ได้รับข้อมูลนักเรียน" in caveat["th"]
     assert "2022-11-10" in caveat["th"] and "2022-06-10" in caveat["th"]
+
+
+# --- one school's census file missing from a census that arrived (per-school fallback) ------------
+
+SCHOOL_C = "1000000003"
+
+
+def _one_school_missing() -> duckdb.DuckDBPyConnection:
+    """The census of 2022-11-10 arrived (known 2022-11-28) for school A; B's file did not; C closed.
+
+    B (refused): 10 and 11 stay, 12 exited, 13 moved to A (in A's census). C (closed): 20 moved to A,
+    21 exited, 22 left without an exit row: one of three unaccounted for, so C is not brought back.
+    """
+    june, nov = D(2022, 6, 10), D(2022, 11, 10)
+    june_known, nov_known = D(2022, 6, 28), D(2022, 11, 28)
+    census = [
+        (1, june, june_known, 2565, 1, SCHOOL_A, "P4", 1), (1, nov, nov_known, 2565, 2, SCHOOL_A, "P4", 1),
+        (2, june, june_known, 2565, 1, SCHOOL_A, "M1", 2), (2, nov, nov_known, 2565, 2, SCHOOL_A, "M1", 2),
+        (10, june, june_known, 2565, 1, SCHOOL_B, "P2", 1),
+        (11, june, june_known, 2565, 1, SCHOOL_B, "P6", 1),
+        (12, june, june_known, 2565, 1, SCHOOL_B, "P3", 1),
+        (13, june, june_known, 2565, 1, SCHOOL_B, "P5", 1), (13, nov, nov_known, 2565, 2, SCHOOL_A, "P5", 3),
+        (20, june, june_known, 2565, 1, SCHOOL_C, "P1", 1), (20, nov, nov_known, 2565, 2, SCHOOL_A, "P1", 1),
+        (21, june, june_known, 2565, 1, SCHOOL_C, "P1", 1),
+        (22, june, june_known, 2565, 1, SCHOOL_C, "P2", 1),
+    ]
+    return _warehouse(census=census, exits=[(12, D(2022, 8, 1), D(2022, 8, 20)), (21, D(2022, 10, 1), D(2022, 10, 20))])
+
+
+def _rows(con: duckdb.DuckDBPyConnection, steps: list[tuple[str, str]]) -> dict[int, tuple]:
+    rows = con.execute(with_sql(steps, "SELECT sid, school_code, grade, room FROM pop")).fetchall()
+    assert len(rows) == len({r[0] for r in rows}), "a pupil listed twice"
+    return {sid: (school, grade, room) for sid, school, grade, room in rows}
+
+
+def test_a_school_missing_from_an_arrived_census_lists_its_pupils_from_the_latest_evidence() -> None:
+    con = _one_school_missing()
+    r = parse_round("2565-T2-mid")
+    census, as_of = CAL.census_date(r.academic_year, r.term), CAL.as_of(r)
+    source = population_source(con, CAL, r)
+    assert source.population_source == "census" and not source.census_late
+    assert [f.school_code for f in source.school_fallbacks] == [SCHOOL_B]  # C closed: not resurrected
+    fell = source.school_fallbacks[0]
+    assert (fell.population_as_of, fell.students, fell.census_students) == (D(2022, 6, 10), 2, 4)
+
+    ctx = RoundContext(as_of=as_of, params={"as_of": f"DATE '{as_of}'"})
+    complete = _rows(con, population_steps(ctx, census, COLUMNS))
+    pop = _rows(con, population_steps(ctx, census, COLUMNS, source.evidence(r)))
+    assert {s: v for s, v in pop.items() if v[0] != SCHOOL_B} == complete  # other schools unchanged
+    assert {s: v for s, v in pop.items() if v[0] == SCHOOL_B} == {10: (SCHOOL_B, "P2", 1), 11: (SCHOOL_B, "P6", 1)}
+    assert pop[13] == (SCHOOL_A, "P5", 3)  # in A's census: counted there only
+    assert not {20, 21, 22} & {s for s, v in pop.items() if v[0] == SCHOOL_C}
+    # serving's placement reads the same population
+    rooms = con.execute(placement_sql(census, as_of, evidence=source.evidence(r))).fetchall()
+    assert {k for k, _ in rooms} == {f"k{s}" for s in pop}
+
+
+def test_a_complete_census_has_no_fallback_and_keeps_its_query_and_manifest() -> None:
+    con = _one_school_missing()
+    con.execute(f"DELETE FROM wh.linked_dmc_census WHERE school_code IN ('{SCHOOL_B}', '{SCHOOL_C}')")
+    r = parse_round("2565-T2-mid")
+    source = population_source(con, CAL, r)
+    assert source.school_fallbacks == () and source.evidence(r) is None and source.caveat() is None
+    assert "school_fallbacks" not in source.model_dump_json()
+    assert features_sql(CAL, r, population=source) == features_sql(CAL, r)
+
+
+def test_the_fallen_back_school_alone_carries_the_caveat_and_monitoring_names_it() -> None:
+    from monitoring.quality import population_checks
+
+    r = parse_round("2565-T2-mid")
+    source = population_source(_one_school_missing(), CAL, r)
+    own = source.school_caveat(SCHOOL_B)
+    assert own is not None
+    assert own["en"].startswith("census of 2022-11-10 not received from this school; population as of 2022-06-10")
+    assert "ของโรงเรียนนี้" in own["th"] and "2022-11-10" in own["th"] and "2022-06-10" in own["th"]
+    assert source.school_caveat(SCHOOL_A) is None and source.caveat(within={SCHOOL_A}) is None
+    area = source.caveat(within={SCHOOL_A, SCHOOL_B})
+    assert area is not None and SCHOOL_B in area["en"] and SCHOOL_B in area["th"] and SCHOOL_A not in area["en"]
+    assert PopulationSource.model_validate_json(source.model_dump_json()) == source  # the manifest round-trips
+    checks = population_checks(r.round_id, source)
+    assert [(c.check, c.scope, c.level) for c in checks] == [("stale_population", f"round {r.round_id} school {SCHOOL_B}",
+                                                              "drift")]
+    assert "2 pupils" in checks[0].note
