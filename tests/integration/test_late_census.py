@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from features.calendar import ScoringRound, parse_round
@@ -106,6 +107,44 @@ def test_the_latest_evidence_holds_the_late_census_pupils_on_every_seed(seeded_w
     same = listed.merge(census, on="student_key", suffixes=("", "_census"))
     assert (same["school_code"] == same["school_code_census"]).mean() >= 0.97
     assert (same["grade"].astype(str) == same["grade_census"].astype(str)).mean() >= 0.97
+
+
+def test_a_school_whose_census_file_is_missing_keeps_its_pupils_and_the_other_schools_are_unchanged(
+        seeded_world: SmallWorld, tmp_path: Path) -> None:
+    """The round's census arrived, less the largest school's file (as the simulator's refused file):
+    that school alone is listed from the latest evidence (nearly all of its census pupils, few
+    others), every other school keeps exactly its census pupils, and the manifest names the school."""
+    world = copy_world(seeded_world, tmp_path)
+    home = EwsHome(root=world.home)
+    r = _late_round(world)
+    census = home.calendar.census_date(r.academic_year, r.term)
+    with warehouse_session(home) as con:
+        before = population_source(con, home.calendar, r)
+        complete = build_features(con, home.calendar, r, population=before).to_pandas()
+    school = str(complete["school_code"].value_counts().index[0])
+    con = duckdb.connect(str(home.warehouse))
+    try:
+        con.execute("DELETE FROM src_dmc_census WHERE census_date = ? AND school_code = ?", [census, school])
+    finally:
+        con.close()
+    m = write_feature_set(home, r.round_id)
+    listed = pd.read_parquet(m.file)
+    assert m.population is not None and not m.population.census_late
+    codes = [f.school_code for f in m.population.school_fallbacks]
+    assert sorted(codes) == sorted([*(f.school_code for f in before.school_fallbacks), school])
+    fell = next(f for f in m.population.school_fallbacks if f.school_code == school)
+    assert fell.population_as_of == home.calendar.census_date(r.academic_year, 1)
+    caveat = m.population.school_caveat(school)
+    assert caveat is not None and caveat["en"].startswith(f"census of {census} not received from this school")
+
+    def keys(df: pd.DataFrame, inside: bool) -> set[str]:
+        return set(df.loc[(df["school_code"].astype(str) == school) == inside, "student_key"])
+
+    assert keys(listed, False) == keys(complete, False), "another school's list changed"
+    truth, got = keys(complete, True), keys(listed, True)
+    assert fell.students == len(got) > 0
+    assert len(truth & got) / len(truth) >= 0.9, f"{len(truth - got)} of {len(truth)} census pupils not listed"
+    assert len(truth & got) / len(got) >= 0.9, f"{len(got - truth)} of {len(got)} listed pupils not in the census"
 
 
 # --- published, and saying so ----------------------------------------------------------------------
