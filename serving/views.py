@@ -91,11 +91,13 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
     from serving.disclosure import group_reasons
 
     plan = rnd.disclosure()
-    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True)
+    # Snapshots with an explanation summary already say reasons per group, without values
+    # (serving/reasons.py); older ones named the pupil's values, so they are re-said per group.
+    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True) if rnd.manifest.explanation is None else None
     for j, (i, row) in enumerate(zip(idx, out, strict=True)):
         for f in ("school_code", "tambon_code", "grade"):
             row[f] = plan.shown(int(i), f, row[f])
-        if row["risk_score"] is not None:
+        if greason is not None and row["risk_score"] is not None:
             row["reasons_th"], row["reasons_en"] = group_reasons(greason[j])
     return out
 
@@ -335,9 +337,11 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     for role in ("context", "protected"):
         if role in full:
             out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
-    greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
-    th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
-    out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
+    if rnd.manifest.explanation is None:  # an older snapshot: its reasons named values
+        greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
+        th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
+        out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
+    # else: the full explanation's reasons are already per group, without values (serving/reasons.py)
     return out
 
 
