@@ -82,6 +82,13 @@ class EwsService:
         from training.registry.store import model_name
         from training.registry.versions import CHAMPION, alias_version
 
+        import pyarrow as pa
+
+        # The rounds' text columns are Arrow-backed (pandas StringDtype), so every list, filter and
+        # explanation allocates through Arrow's default pool, mimalloc, which kept its pages per
+        # server thread: the worker grew 520 -> 820-870 MB under 50 clients and stayed there.
+        # Through malloc the same load stays within ~50 MB (benchmarks/bench_load.py, rss_timeline).
+        pa.set_memory_pool(pa.system_memory_pool())
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
         home = self.home
         # One registry client for the worker's life: `client_for` builds a store object (a new
