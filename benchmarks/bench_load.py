@@ -238,8 +238,11 @@ def main() -> None:
         before = worker_rss_mb(home.root)
         t = time.perf_counter()
         transport_errors = 0
+        path_rss: list[tuple[int, float]] = []  # (paths sent, worker RSS MB): a plateau or a climb
         with httpx.Client(base_url=base, timeout=30) as c:
             for i in range(a.paths):
+                if i % 2000 == 0:
+                    path_rss.append((i, round(sum(worker_rss_mb(home.root).values()), 1)))
                 p = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 24)))
                                    for _ in range(rng.randint(1, 5)))
                 try:
@@ -250,7 +253,7 @@ def main() -> None:
         res["random_paths"] = {"paths": a.paths, "seconds": round(time.perf_counter() - t, 1),
                                "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root),
                                "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content),
-                               "transport_errors": transport_errors}
+                               "transport_errors": transport_errors, "rss_timeline": path_rss}
         res["random_paths"]["rss_growth_pct"] = growth_pct(before, res["random_paths"]["rss_after_mb"])
         _save(res)
         print(json.dumps(res, indent=2))
