@@ -87,7 +87,8 @@ class EwsService:
         # The rounds' text columns are Arrow-backed (pandas StringDtype), so every list, filter and
         # explanation allocates through Arrow's default pool, mimalloc, which kept its pages per
         # server thread: the worker grew 520 -> 820-870 MB under 50 clients and stayed there.
-        # Through malloc the same load stays within ~50 MB (benchmarks/bench_load.py, rss_timeline).
+        # Through malloc (and MALLOC_ARENA_MAX=2, serving.cli) 100 clients x 5 min grew it 474 -> 533 MB,
+        # level from the 90th second on (benchmarks/bench_load.py, rss_timeline).
         pa.set_memory_pool(pa.system_memory_pool())
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
         home = self.home
