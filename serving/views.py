@@ -328,7 +328,10 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
         if x["feature"] in SENSITIVE:
             withheld.setdefault(x["group"], []).append(x)
     for g, xs in withheld.items():
-        feats.append({"feature": f"withheld:{g}", "group": g, "role": "withheld", "label_en": "withheld (sensitive)",
+        # The line keeps its features' role when they share one (a withheld reason is still a reason).
+        roles = {x.get("role") for x in xs}
+        feats.append({"feature": f"withheld:{g}", "group": g, "role": roles.pop() if len(roles) == 1 else "withheld",
+                      "label_en": "withheld (sensitive)",
                       "label_th": "ไม่เปิดเผย (ข้อมูลอ่อนไหว)", "value": None,
                       "contribution": float(sum(x["contribution"] for x in xs)),
                       "probability_points": float(sum(x["probability_points"] for x in xs))})
