@@ -111,9 +111,13 @@ class OutcomeConfig(_Model):
         description="Audited attributes whose band is a breach (the others are reported only); by default the "
                     "release gate's own, so monitoring never recommends a retraining on a group the gate would "
                     "not check when the retrained model is promoted (CCT poverty: a cause the model is meant to see).")
-    fairness_metrics: tuple[str, ...] = Field(
+    fairness_metrics: tuple[Literal["fnr", "fpr", "oe"], ...] = Field(
         default_factory=lambda: FairnessConfig().gate_metrics,
-        description="Metrics whose ratio is judged; by default the release gate's.")
+        description="What is judged per group, by the release gate's rules; by default the gate's own. fnr / fpr: "
+                    "harm is one-sided, a breach is a ratio to the reference group whose whole interval lies above "
+                    "the band (Katz interval from the counts); oe: the group's observed/expected interval wholly "
+                    "outside the gate's O/E band. Precision parity is reported only: it conflicts with calibration "
+                    "whenever base rates differ.")
     fairness_min_rows: int = Field(200, ge=1, description="Smaller groups are reported, not judged.")
     fairness_min_positives: int = Field(
         50, ge=1, description="Groups with fewer dropouts are reported, not judged: one round's realised FNR ratio on "

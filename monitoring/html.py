@@ -50,10 +50,13 @@ drift at +{{ r.config.drift.missing_thresholds.drift }}.</p>
 <table><tr><th>metric</th><th>realised</th><th>model card</th></tr>
 {% for k, v in r.outcomes.metrics.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td><td>{{ r.outcomes.card.get(k) }}</td></tr>{% endfor %}</table>
 <h3>Fairness on realised outcomes (flag = at-risk or problem)</h3>
-<table><tr><th>attribute</th><th>group</th><th>count</th><th>dropouts</th><th>selection</th><th>precision</th><th>FNR</th><th>outside band</th></tr>
-{% for f in r.outcomes.fairness %}<tr class="{{ 'drift' if f.outside_band and f.judged is not false else '' }}"><td>{{ f.attribute }}</td><td>{{ f.group }}</td>
+<p>A breach is one-sided and needs evidence, as at the release gate: a miss-rate (or false-alarm) ratio whose whole interval lies above the band, or a group O/E interval wholly outside its band. Ratios outside the band without that evidence are reported only.</p>
+<table><tr><th>attribute</th><th>group</th><th>count</th><th>dropouts</th><th>selection</th><th>precision</th><th>FNR</th><th>FNR ratio (interval)</th><th>O/E (interval)</th><th>outside band</th><th>breach</th></tr>
+{% for f in r.outcomes.fairness %}<tr class="{{ 'drift' if f.breaches and f.judged is not false else '' }}"><td>{{ f.attribute }}</td><td>{{ f.group }}</td>
 <td>{{ f.count }}</td><td>{{ f.positives }}</td><td>{{ f.selection_rate }}</td><td>{{ f.precision }}</td><td>{{ f.fnr }}</td>
-<td>{{ f.outside_band|join(', ') }}{{ ' (too small to judge)' if f.too_small else '' }}{{ ' (reported, not judged: not a release-gate attribute)' if f.judged is false and f.outside_band else '' }}</td></tr>{% endfor %}</table>
+<td>{{ f.fnr_ratio }} ({{ f.fnr_ratio_low }}-{{ f.fnr_ratio_high }})</td><td>{{ f.oe }} ({{ f.oe_low }}-{{ f.oe_high }})</td>
+<td>{{ f.outside_band|join(', ') }}{{ ' (too small to judge)' if f.too_small else '' }}</td>
+<td>{{ f.breaches|join(', ') }}{{ ' (reported, not judged: not a release-gate attribute)' if f.judged is false and f.breaches else '' }}</td></tr>{% endfor %}</table>
 {% else %}<p>{{ r.outcomes.note }}</p>{% endif %}
 
 <h2>Data quality of the deliveries behind the round</h2>

@@ -9,6 +9,7 @@ measured on the same definitions as the release gate used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,31 @@ from pydantic import BaseModel, ConfigDict
 
 from monitoring.config import OutcomeConfig, Thresholds
 from monitoring.stats import level_of
+
+
+def ratio_interval(x1: float, n1: float, x0: float, n0: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Katz log interval of the ratio of two independent proportions, (x1/n1) / (x0/n0).
+
+    Used for a group's miss rate (or false-alarm rate) over the reference group's: disjoint pupils,
+    one row each. Undefined (NaN) when either side has no event or no denominator."""
+    from scipy.stats import norm
+
+    if min(x1, n1, x0, n0) <= 0:
+        return float("nan"), float("nan")
+    ratio = (x1 / n1) / (x0 / n0)
+    se = float(np.sqrt(1 / x1 - 1 / n1 + 1 / x0 - 1 / n0))
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    return float(ratio * np.exp(-z * se)), float(ratio * np.exp(z * se))
+
+
+# Counts behind each harm rate of an audit row: (events, denominator). FNR: missed dropouts over
+# dropouts; FPR: flagged non-dropouts over non-dropouts.
+HARM_COUNTS: dict[str, tuple[Callable[[pd.Series], float], Callable[[pd.Series], float]]] = {
+    "fnr": (lambda r: round(float(r["fnr"]) * float(r["positives"])) if np.isfinite(r["fnr"]) else 0.0,
+            lambda r: float(r["positives"])),
+    "fpr": (lambda r: round(float(r["fpr"]) * (float(r["count"]) - float(r["positives"]))) if np.isfinite(r["fpr"]) else 0.0,
+            lambda r: float(r["count"]) - float(r["positives"])),
+}
 
 
 def observed_to_expected_interval(observed: int, expected: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -77,7 +103,7 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
                    card: dict[str, float], cfg: OutcomeConfig) -> Outcomes:
     """Realised metrics of matured rows and their checks against the model card (pure)."""
     from training.config import FairnessConfig
-    from training.fairness import audit_table
+    from training.fairness import HARM_METRICS, RATE_METRICS, audit_table
     from training.metrics import score_metrics
 
     y = np.asarray(y, dtype=float)
@@ -112,27 +138,49 @@ def judge_outcomes(y: np.ndarray, score: np.ndarray, school: np.ndarray, flagged
         note=f"{pos} dropouts against {expected:.1f} expected from the scores "
              f"({cfg.observed_to_expected_confidence:.0%} interval {oe_lo:.2f}-{oe_hi:.2f}); band [{lo}, {hi}]"))
 
-    fcfg = FairnessConfig(band=cfg.fairness_band, min_group_rows=cfg.fairness_min_rows,
+    fcfg = FairnessConfig(band=cfg.fairness_band, min_group_students=cfg.fairness_min_rows,
                           min_group_positives=cfg.fairness_min_positives, attributes=cfg.fairness_attributes,
-                          gate_attributes=cfg.fairness_attributes, gate_metrics=cfg.fairness_metrics)
-    table = audit_table(y.astype(int), np.asarray(flagged, dtype=int), groups[list(cfg.fairness_attributes)], fcfg)
-    # Ratio metrics only: the gate's "oe" (O/E within a group) has no ratio to a reference group.
-    ratio_metrics = tuple(x for x in cfg.fairness_metrics if f"{x}_ratio" in table.columns)
+                          gate_attributes=cfg.fairness_attributes)
+    # One row per pupil in a round, so rows are students and groups are disjoint: the intervals are
+    # analytic from the counts (bounded memory at national size), not bootstrap replicates.
+    table = audit_table(y.astype(int), np.asarray(flagged, dtype=int), groups[list(cfg.fairness_attributes)], fcfg,
+                        score=score, bootstrap=False)
     fairness = []
     for _, r in table.iterrows():
+        ref = table[(table["attribute"] == r["attribute"]) & (table["group"] == r["reference"])].iloc[0]
         row = {k: (r[k] if not isinstance(r[k], (np.floating, float)) else _nan_to_none(float(r[k]))) for k in
                ("attribute", "group", "reference", "count", "positives", "too_small", "selection_rate", "precision", "fpr",
-                "fnr", *(f"{x}_ratio" for x in ratio_metrics))}
+                "fnr", "oe", *(f"{x}_ratio" for x in RATE_METRICS))}
         row = {k: (int(v) if isinstance(v, np.integer) else bool(v) if isinstance(v, np.bool_) else v) for k, v in row.items()}
-        outside = [x for x in ratio_metrics if not r["too_small"] and not bool(r[f"{x}_in_band"])]
-        row["outside_band"] = outside
+        # Reported: every rate whose point ratio lies outside the band, either way.
+        row["outside_band"] = [x for x in RATE_METRICS if not r["too_small"] and not bool(r[f"{x}_in_band"])]
+        row["breaches"] = []
+        for x, (num, den) in HARM_COUNTS.items():
+            lo_r, hi_r = ratio_interval(num(r), den(r), num(ref), den(ref), cfg.observed_to_expected_confidence)
+            row[f"{x}_ratio_low"], row[f"{x}_ratio_high"] = _nan_to_none(lo_r), _nan_to_none(hi_r)
+            # Harm is one-sided and needs evidence, as at the release gate: the whole interval above
+            # the band's top (fewer missed dropouts than the reference group is no harm).
+            if x in cfg.fairness_metrics and not r["too_small"] and r["group"] != r["reference"] and lo_r > cfg.fairness_band[1]:
+                row["breaches"].append(f"{x}_ratio")
+        g_expected = float(r["positives"] / r["oe"]) if r["oe"] and np.isfinite(r["oe"]) and r["oe"] > 0 else 0.0
+        oe_lo, oe_hi = observed_to_expected_interval(int(r["positives"]), g_expected, cfg.observed_to_expected_confidence)
+        row["oe_low"], row["oe_high"] = _nan_to_none(oe_lo), _nan_to_none(oe_hi)
+        if "oe" in cfg.fairness_metrics and not r["too_small"] and (oe_lo > fcfg.oe_band[1] or oe_hi < fcfg.oe_band[0]):
+            row["breaches"].append("oe")
         row["judged"] = r["attribute"] in cfg.fairness_judged_attributes
         fairness.append(row)
         if not row["judged"]:  # reported only: not an attribute the release gate checks
             continue
-        for x in outside:
-            checks.append(OutcomeCheck(check=f"fairness.{r['attribute']}.{r['group']}.{x}_ratio",
-                                       value=_nan_to_none(float(r[f"{x}_ratio"])), level="drift", judged=True,
-                                       note=f"outside [{cfg.fairness_band[0]}, {cfg.fairness_band[1]}] against {r['reference']}"))
+        for x in row["breaches"]:
+            if x == "oe":
+                checks.append(OutcomeCheck(
+                    check=f"fairness.{r['attribute']}.{r['group']}.oe", value=_nan_to_none(float(r["oe"])), level="drift",
+                    judged=True, note=f"O/E interval {oe_lo:.2f}-{oe_hi:.2f} outside [{fcfg.oe_band[0]}, {fcfg.oe_band[1]}]"))
+            else:
+                m = x.removesuffix("_ratio")
+                checks.append(OutcomeCheck(
+                    check=f"fairness.{r['attribute']}.{r['group']}.{x}", value=_nan_to_none(float(r[x])), level="drift",
+                    judged=True, note=f"interval {row[f'{m}_ratio_low']:.2f}-{row[f'{m}_ratio_high']:.2f} above "
+                                      f"{cfg.fairness_band[1]}: {HARM_METRICS[m]} than in {r['reference']}"))
     return Outcomes(matured=True, rows=len(y), positives=pos, metrics=metrics, card=card_sel, checks=checks, fairness=fairness,
                     note="" if judged else f"only {pos} dropouts (< {cfg.min_positives}): reported, not judged")

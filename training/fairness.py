@@ -72,20 +72,22 @@ def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]
 def audit_table(
     y: np.ndarray, flagged: np.ndarray, groups: pd.DataFrame, cfg: FairnessConfig, operating_point: str = "flagged",
     *, score: np.ndarray | None = None, student_key: np.ndarray | None = None, weights: np.ndarray | None = None,
-    intervals: IntervalConfig | None = None,
+    intervals: IntervalConfig | None = None, bootstrap: bool = True,
 ) -> pd.DataFrame:
     """One row per (attribute, group). `groups` holds one column per attribute (values as strings).
 
     `score` (calibrated probabilities) adds O/E per group; `student_key` counts sizes in students and
     draws the bootstrap by student (without it every row is its own student); `weights` are
     replicates already drawn for these rows (training.bootstrap.student_weights), so every attribute
-    and operating point shares them."""
+    and operating point shares them. `bootstrap=False` skips the replicates (intervals and breaches
+    are then NaN / False): the replicate matrix is n_boot x rows, too large for a national round, so
+    monitoring computes its own analytic intervals from the counts."""
     iv = intervals or IntervalConfig()
     y = np.asarray(y, dtype=float)
     flagged = np.asarray(flagged, dtype=float)
     p = np.asarray(score, dtype=float) if score is not None else np.zeros_like(y)
     keys = np.asarray(student_key) if student_key is not None else np.arange(len(y))
-    if weights is None and len(y):
+    if weights is None and len(y) and bootstrap:
         from training.bootstrap import student_weights
 
         weights = student_weights(keys, iv.n_boot, iv.seed)
