@@ -359,7 +359,7 @@ class EwsService:
                 raise views.RequestError(413, "an action is a few fields: body larger than 16 KB")
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise views.RequestError(400, "the body is not valid JSON") from None
             inp = parse_input(parsed)
             pupil = self._pupil(round_id, student_key)
