@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import hashlib
 import io
 import json
@@ -316,9 +317,14 @@ class ActionStore:
         self._con = _connect(self.path)
         self._con.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # Writers of several processes queue on this lock file: flock wakes the next writer the
+        # moment the lock is free, where sqlite's busy handler sleeps in steps of up to 100 ms
+        # (p99 110 ms at 20 writers, benchmarks/bench_actions.py).
+        self._lockfile = open(self.path.with_name(self.path.name + ".lock"), "a+b")  # noqa: SIM115 - held for the store's life
 
     def close(self) -> None:
         self._con.close()
+        self._lockfile.close()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -342,8 +348,9 @@ class ActionStore:
         }
         cols = [*FIELDS, "hash"]
         with self._lock:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
             # BEGIN IMMEDIATE takes the write lock before reading the chain's head, so two workers
-            # can never chain onto the same previous entry.
+            # can never chain onto the same previous entry (also without the lock file, e.g. on NFS).
             self._con.execute("BEGIN IMMEDIATE")
             try:
                 if inp.refers_to is not None:
@@ -359,6 +366,8 @@ class ActionStore:
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
+            finally:
+                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
         if inp.note is not None:
             self._write_note(entry["entry_id"], pupil.student_key, inp.note)
         return public(entry)
