@@ -63,7 +63,7 @@ def svg_plot(points: list[tuple[str, float | None]], lo: float, hi: float, label
     known = [(i, x, v) for i, (x, v) in enumerate(points) if v is not None]
     if not known:
         return f'<p class="none">{html.escape(label)}: ไม่มีข้อมูล</p>'
-    w, h, pad = 300, 90, 22
+    w, h, pad = 220, 90, 22
     n = max(len(points) - 1, 1)
 
     def xy(i: int, v: float) -> tuple[float, float]:
@@ -77,7 +77,7 @@ def svg_plot(points: list[tuple[str, float | None]], lo: float, hi: float, label
                    f'text-anchor="middle">{html.escape(fmt.format(v))}</text>'
                    for (x, y), (_, _, v) in zip(coords, known, strict=True))
     ticks = "".join(f'<text x="{xy(i, lo)[0]:.1f}" y="{h - 4}" text-anchor="middle" class="tick">{html.escape(x)}</text>'
-                    for i, (x, _) in enumerate(points))
+                    for i, (x, _) in enumerate(points) if len(points) <= 4 or i in (0, len(points) - 1))
     return (f'<figure><figcaption>{html.escape(label)}</figcaption>'
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
             f'aria-label="{html.escape(label)}"><line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" '
@@ -90,7 +90,7 @@ body { font-family: sans-serif; font-size: 11pt; color: #111; max-width: 190mm; 
 h1 { font-size: 15pt; margin: 0 0 4px; } h2 { font-size: 12pt; margin: 10px 0 4px; border-bottom: 1px solid #999; }
 .score { font-size: 14pt; } .problem { color: #a00; } .at_risk { color: #a60; }
 table { border-collapse: collapse; width: 100%; font-size: 10pt; } td, th { border: 1px solid #bbb; padding: 2px 5px; text-align: left; }
-.plots { display: flex; gap: 12px; } figure { margin: 0; } figcaption { font-size: 9pt; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; } figcaption { font-size: 9pt; }
 svg polyline { stroke: #235; stroke-width: 1.5; } svg circle { fill: #235; } svg text { font-size: 8px; }
 svg .axis { stroke: #999; } .none, .muted { color: #666; font-size: 9pt; }
 @media print { .noprint { display: none; } }

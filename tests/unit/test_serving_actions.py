@@ -231,3 +231,22 @@ def test_export_puts_the_record_in_the_warehouse_and_a_csv(home: EwsHome, tmp_pa
     assert con.execute("SELECT count(*), count(DISTINCT student_key) FROM actions").fetchone() == (3, 2)
     con.close()
     assert out.read_text(encoding="utf-8-sig").count("\n") == 4
+
+
+# -- the pupil sheet -----------------------------------------------------------------------------
+
+
+def test_the_pupil_sheet_escapes_every_value_and_plots_only_what_is_known() -> None:
+    from serving.sheet import HistoryPoint, pupil_sheet
+
+    history = [HistoryPoint("2565-T2-mid", 0.2, 0.9, 2.5), HistoryPoint("2566-T1-mid", 0.6, 0.7, None)]
+    page = pupil_sheet(name="<script>alert(1)</script>", student_key="Skey0000001", school_name="ร.ร. <b>", school_code=SCHOOL,
+                       grade="M2", room=3, round_id="2566-T1-mid", snapshot_hash="abc123", history=history,
+                       row={"risk_score": 0.6, "risk_group": "problem", "reasons_th": "การมาเรียน — เพิ่มความเสี่ยง"},
+                       values={"care_learning": 2, "care_screened": True}, actions=[])
+    assert "<script>alert" not in page and "&lt;script&gt;" in page and "ร.ร. &lt;b&gt;" in page
+    assert page.count("<svg") == 3 and "60.0%" in page and "มีปัญหา" in page and "ยังไม่มีการบันทึก" in page
+    empty = pupil_sheet(name=None, student_key="Skey0000001", school_name=None, school_code=SCHOOL, grade=None, room=None,
+                        round_id="2566-T1-mid", snapshot_hash="abc123", history=[HistoryPoint("2566-T1-mid", None, None, None)],
+                        row={"risk_score": None, "risk_group": None, "no_score_reason": "too little data"}, values={}, actions=[])
+    assert "<svg" not in empty and "ไม่มีคะแนน" in empty
