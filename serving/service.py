@@ -344,7 +344,7 @@ class EwsService:
         self.store.log(who, "actions", round_id, student_key, 1)
         return JSONResponse({"round_id": round_id, "student_key": student_key, "actions": entries})
 
-    @api.post("/api/rounds/{round_id}/students/{student_key}/actions")
+    @api.post("/api/rounds/{round_id}/students/{student_key}/actions", status_code=201)
     async def record_action(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
         import json
 
