@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 import subprocess
 import sys
 
@@ -47,6 +48,10 @@ def test_a_recorded_action_appears_in_the_list_json_csv_and_excel(service_url: s
     assert entry["risk_score"] == pytest.approx(pupil["risk_score"]) if pupil["risk_score"] is not None else True
     assert entry["snapshot_hash"] == _list(service_url, h).json()["snapshot_hash"]
     assert entry["served_log_id"] is not None and entry["token_id"] == h.tokens["school"].split("_")[1]
+    with sqlite3.connect(h.root / "serving" / "access.sqlite") as con:
+        served = con.execute("SELECT token_id, action, target, snapshot_hash FROM access_log WHERE rowid = ?",
+                             [entry["served_log_id"]]).fetchone()
+    assert served == (entry["token_id"], "school_list:json", h.school, entry["snapshot_hash"])
     after = {x["student_key"]: x for x in _list(service_url, h).json()["students"]}
     got = after[pupil["student_key"]]
     assert (got["action"], got["action_status"], got["action_th"]) == ("home_visit", "planned", "เยี่ยมบ้าน")

@@ -250,3 +250,37 @@ def test_the_pupil_sheet_escapes_every_value_and_plots_only_what_is_known() -> N
                         round_id="2566-T1-mid", snapshot_hash="abc123", history=[HistoryPoint("2566-T1-mid", None, None, None)],
                         row={"risk_score": None, "risk_group": None, "no_score_reason": "too little data"}, values={}, actions=[])
     assert "<svg" not in empty and "ไม่มีคะแนน" in empty
+
+
+# -- what was served ---------------------------------------------------------------------------------
+
+
+def test_an_action_links_to_the_access_log_line_of_the_list_its_token_was_served(home: EwsHome) -> None:
+    from serving.access import TokenStore, create_token, read_access_log
+
+    token, _ = create_token(home, "school", school=SCHOOL)
+    tokens = TokenStore(home)
+    me = tokens.authenticate(token)
+    assert me is not None
+    store = ActionStore(home)
+    assert store.record(me, pupil(), inp(), today=TODAY)["served_log_id"] is None  # never shown a list
+    tokens.log(me, "school_list:json", "2566-T1-mid", OTHER, 10, "other")
+    tokens.log(me, "school_list:xlsx", "2566-T1-mid", SCHOOL, 10, "abc123")
+    tokens.log(me, "school_list:json", "2565-T2-mid", SCHOOL, 10, "older")
+    served = store.record(me, pupil(), inp(), today=TODAY)["served_log_id"]
+    line = next(x for x in read_access_log(home) if x["log_id"] == served)
+    assert (line["action"], line["target"], line["snapshot_hash"]) == ("school_list:xlsx", SCHOOL, "abc123")
+
+
+def test_an_access_log_written_before_snapshots_were_recorded_gains_the_column(home: EwsHome) -> None:
+    from serving.access import read_access_log
+
+    home.access_db.parent.mkdir(parents=True)
+    con = sqlite3.connect(home.access_db)
+    con.execute("CREATE TABLE access_log (at TEXT NOT NULL, token_id TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL, "
+                "round_id TEXT, target TEXT, students INTEGER NOT NULL)")
+    con.execute("INSERT INTO access_log VALUES ('2026-01-01', 'tid', 'school', 'school_list:json', 'R', 'S', 3)")
+    con.commit()
+    con.close()
+    (old,) = read_access_log(home)
+    assert old["snapshot_hash"] is None and old["target"] == "S"
