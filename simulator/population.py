@@ -81,6 +81,10 @@ class Population:
         self.geo: Geography = build_geography(prov, np.random.default_rng([seed, prov.index, 0]),
                                               config.world.students_per_school)
         self.picker = SchoolPicker(self.geo, self.rng)
+        # a school's climate: its own stream, so the effects do not move the children's draws
+        sd = config.process.school_effect_sd
+        self.school_effect = np.random.default_rng([seed, prov.index, 4]).normal(
+            -sd * sd / 2, sd, len(self.geo.school_code)) if sd > 0 else np.zeros(len(self.geo.school_code))
         self.end_day = day(schedule.end_date)
 
     def init_people(self) -> None:
@@ -193,6 +197,10 @@ class Population:
         self.entered_on = np.full(n, NEVER, dtype=np.int32)
         self.travel = np.zeros(n, dtype=np.int16)
         self.mode = np.zeros(n, dtype=np.int8)
+        # last term's attendance rate (1 before any term: no CCT condition broken yet) and whether
+        # the last final marks held a มส; set by the records of a term, read by the next hazard
+        self.att_last = np.ones(n, dtype=np.float32)
+        self.ms_fail = np.zeros(n, dtype=bool)
 
     def poverty(self) -> np.ndarray:
         """log(3000 / income): 0 at the extremely-poor line, positive below it."""
