@@ -49,11 +49,11 @@ class ProcessConfig(_Model):
 
     grade_logit_t1: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.02, -9.15, -9.12, -10.12, -9.98, -10.04, -10.02, -10.03, -9.42, -7.71, -8.12, -7.53, -6.25, -6.33, -6.54]),
+            [-9.17, -9.30, -9.27, -10.27, -10.13, -10.19, -10.17, -10.18, -9.57, -7.86, -8.27, -7.68, -6.35, -6.43, -6.64]),
         description="Dropout intercept at the end of term 1 (mid-year), per grade.")
     grade_logit_t2: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-8.42, -8.55, -6.92, -9.32, -9.18, -9.24, -9.22, -9.23, -6.17, -7.01, -7.42, -3.88, -5.55, -5.63, -6.64]),
+            [-8.57, -8.70, -7.07, -9.47, -9.33, -9.39, -9.37, -9.38, -6.32, -7.16, -7.57, -4.03, -5.65, -5.73, -6.74]),
         description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
     beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
     beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
