@@ -156,8 +156,9 @@ def interaction_logits(pop: Population, idx: np.ndarray, term: int) -> np.ndarra
     """The non-additive part of the dropout logit (config: beta_poverty_transition ... beta_cct_grant_lost).
 
     Poverty x transition (P6 -> M1, M3 -> M4: a new school's uniform, fees and journey) and distance
-    x the move to a secondary school act at those year ends only; the lost CCT grant acts on extremely poor children whose attendance last term broke the
-    grant's condition. Everything here is known at the term's start, so the ceiling stays exact.
+    x the move to a secondary school act at those year ends only; the lost CCT grant acts on
+    extremely poor children whose attendance last term broke the grant's condition. Everything here
+    is known at the term's start, so the ceiling stays exact.
     """
     pc = pop.pc
     g = pop.grade[idx]
