@@ -162,3 +162,18 @@ def test_other_systems_deliver_their_census_later_than_dmc(world: Path) -> None:
     both = pd.concat(first, axis=1).dropna()
     assert (both.other_enrolment > both.dmc_census).all(), both
     assert (both.dmc_census - both.index.to_series() >= pd.Timedelta(dt.timedelta(days=1))).all()
+
+
+@pytest.mark.slow
+def test_switching_every_fault_off_leaves_the_world_and_its_ceiling_unchanged(tmp_path: Path) -> None:
+    # the knobs above draw from the fault stream only: the children, their outcomes and the ceiling
+    # must not depend on how unhelpful the schools are
+    world = WorldConfig(students=1500, years=1, seed=11)
+    simulate(SimulationConfig(world=world, faults=FAULTS), tmp_path / "faulty")
+    simulate(SimulationConfig(world=world, faults=FaultConfig(**{k: 0.0 for k in FaultConfig.model_fields})),
+             tmp_path / "clean")
+    for name in ("rounds", "census_status", "persons"):
+        faulty, clean = (pd.read_parquet(tmp_path / w / "truth" / f"{name}.parquet") for w in ("faulty", "clean"))
+        pd.testing.assert_frame_equal(faulty, clean)
+    om = pd.read_parquet(tmp_path / "faulty" / "truth" / "omissions.parquet")
+    assert {"exit_row_missing", "census_refused"} <= set(om.reason)
