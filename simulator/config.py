@@ -49,11 +49,11 @@ class ProcessConfig(_Model):
 
     grade_logit_t1: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.17, -9.30, -9.27, -10.27, -10.13, -10.19, -10.17, -10.18, -9.57, -7.86, -8.27, -7.68, -6.35, -6.43, -6.64]),
+            [-9.17, -9.30, -9.27, -10.27, -10.13, -10.19, -10.17, -10.18, -9.37, -7.66, -8.07, -7.78, -6.35, -6.43, -6.64]),
         description="Dropout intercept at the end of term 1 (mid-year), per grade.")
     grade_logit_t2: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-8.57, -8.70, -7.07, -9.47, -9.33, -9.39, -9.37, -9.38, -6.32, -7.16, -7.57, -4.03, -5.65, -5.73, -6.74]),
+            [-8.57, -8.70, -7.07, -9.47, -9.33, -9.39, -9.37, -9.38, -6.12, -6.96, -7.37, -4.13, -5.65, -5.73, -6.74]),
         description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
     beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
     beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
