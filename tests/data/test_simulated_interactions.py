@@ -21,7 +21,7 @@ from simulator import SimulationConfig, simulate
 from simulator.config import ProcessConfig, WorldConfig
 from tests.support.ceiling import Z_LIMIT, ceiling_z
 
-STUDENTS = 30_000  # ~1,900 poor P6/M3 pupils at the first year end: the interaction sits 5+ SE out
+STUDENTS = 50_000  # ~3,500 poor P6/M3 pupils at the first year end: the interaction sits ~6 SE out (z 4.5-5.7 at 30,000)
 
 
 def _year_end_rounds(out: Path) -> pd.DataFrame:
