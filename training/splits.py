@@ -9,13 +9,19 @@ the labels whose horizon census has been delivered by then.
                     fold's first as-of date (so a model + calibrator could have been built then)
   training fold     every round whose labels were known by the calibration fold's first as-of date
 
-Worked example (default calendar, horizon = next census, label delay 14 days, one-term folds:
-test_rounds = calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
+Label-known dates come from the source contract's delivery schedule (`labels.label_mature_on`):
+a round's labels are final once the horizon census and every other evidence source (exits, other
+systems, EWE, TZD) have been delivered or are overdue. With the default schedule that is the TZD
+quarter holding the horizon census plus 30 days: 30 July for a 10 June census, 30 January for a
+10 November one. `SplitConfig.label_delay_days` can only push that later, never earlier.
+
+Worked example (default calendar, horizon = next census, one-term folds: test_rounds =
+calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
   test        = 2568-T1-early (as-of 2025-07-01), 2568-T1-mid (2025-08-20)
-  calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10 (2568 T1)
-                + 14 days = 2025-06-24 <= 2025-07-01, yes -> 2567-T2-early (2024-12-01), 2567-T2-mid
-  training    : labels known by 2024-12-01? 2567-T1-* -> census 2024-11-10 + 14 = 2024-11-24, yes;
-                so 2566-T1-*, 2566-T2-*, 2567-T1-* (six rounds).
+  calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10, final 2025-07-30:
+                no; 2567-T1-* -> census 2024-11-10, final 2025-01-30: yes -> 2567-T1-early, 2567-T1-mid
+  training    : labels known by 2024-07-01 (2567-T1-early)? 2566-T2-* -> final 2024-07-30, no;
+                2566-T1-* -> final 2024-01-30, yes: 2566-T1-early, 2566-T1-mid.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, parse_round
-from features.pointintime.labels import Horizon, horizon_census
+from features.pointintime.labels import Horizon, horizon_census, label_mature_on
 from training.config import SplitConfig
 
 
@@ -56,18 +62,20 @@ class TemporalSplit(BaseModel):
 
 def round_dates(
     rounds: Iterable[str | Mapping[str, object]], horizon: Horizon = "next_census",
-    label_delay_days: int = 14, cal: SchoolCalendar | None = None,
+    label_delay_days: int | None = None, cal: SchoolCalendar | None = None,
 ) -> list[RoundDates]:
-    """Dates of each round from the calendar (round ids, or the manifest's round dicts)."""
+    """Dates of each round from the calendar and the delivery schedule (round ids, or the
+    manifest's round dicts). `label_delay_days` (days after the horizon census) may only make a
+    label later than the schedule says, never earlier."""
     cal = cal or SchoolCalendar()
     out = []
     for r in rounds:
         rid = str(r["round_id"]) if isinstance(r, Mapping) else str(r)
         sr = parse_round(rid)
-        out.append(RoundDates(
-            round_id=rid, as_of=cal.as_of(rid),
-            label_known=horizon_census(cal, sr, horizon) + dt.timedelta(days=label_delay_days),
-        ))
+        known = label_mature_on(cal, sr, horizon)
+        if label_delay_days is not None:
+            known = max(known, horizon_census(cal, sr, horizon) + dt.timedelta(days=label_delay_days))
+        out.append(RoundDates(round_id=rid, as_of=cal.as_of(rid), label_known=known))
     return out
 
 

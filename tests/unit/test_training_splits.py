@@ -14,19 +14,28 @@ ONE_TERM_FOLDS = SplitConfig(test_rounds=2, calibration_rounds=2)
 
 
 THREE_YEARS = [f"{y}-T{t}-{k}" for y in (2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
+# The default folds (a school year of calibration) need labels that are a term older: four years.
+FOUR_YEARS = [f"{y}-T{t}-{k}" for y in (2565, 2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
 
 
 def test_the_worked_example_in_the_module_docstring_holds() -> None:
     split = temporal_split(round_dates(THREE_YEARS), ONE_TERM_FOLDS)
     assert split.test == ("2568-T1-early", "2568-T1-mid")
     assert split.test_as_of == dt.date(2025, 7, 1)
-    assert split.calibration == ("2567-T2-early", "2567-T2-mid")
-    assert split.calibration_as_of == dt.date(2024, 12, 1)
-    assert split.train == ("2566-T1-early", "2566-T1-mid", "2566-T2-early", "2566-T2-mid", "2567-T1-early", "2567-T1-mid")
+    assert split.calibration == ("2567-T1-early", "2567-T1-mid")
+    assert split.calibration_as_of == dt.date(2024, 7, 1)
+    assert split.train == ("2566-T1-early", "2566-T1-mid")
+
+
+def test_labels_are_known_when_the_last_evidence_source_is_due_by_the_delivery_schedule() -> None:
+    # A 10 June horizon census: the TZD quarter ending 30 June is overdue 30 days later, after the
+    # DMC census (+21), other systems (+42), exits and EWE; a 10 November one waits for 31 December.
+    dates = {r.round_id: r.label_known for r in round_dates(["2567-T2-early", "2567-T1-mid"])}
+    assert dates == {"2567-T2-early": dt.date(2025, 7, 30), "2567-T1-mid": dt.date(2025, 1, 30)}
 
 
 def test_every_training_and_calibration_label_was_known_before_the_fold_after_it() -> None:
-    dates = {r.round_id: r for r in round_dates(THREE_YEARS)}
+    dates = {r.round_id: r for r in round_dates(FOUR_YEARS)}
     split = temporal_split(dates.values(), SplitConfig())
     assert all(dates[r].label_known <= split.calibration_as_of for r in split.train)
     assert all(dates[r].label_known <= split.test_as_of for r in split.calibration)
@@ -34,17 +43,19 @@ def test_every_training_and_calibration_label_was_known_before_the_fold_after_it
     assert not (set(split.train) | set(split.calibration)) & set(split.test)
 
 
-def test_a_longer_label_delay_pushes_the_calibration_fold_back_a_term() -> None:
-    # 2567-T2 labels: census 2025-06-10 + 30 days = 2025-07-10, after the test as-of 2025-07-01.
-    # Training then needs labels known by 2024-07-01 (2567-T1-early): 2566-T2's census 2024-06-10
-    # + 30 = 2024-07-10 is too late, so only 2566-T1 (census 2023-11-10 + 30) trains.
-    split = temporal_split(round_dates(THREE_YEARS, label_delay_days=30), ONE_TERM_FOLDS)
-    assert split.calibration == ("2567-T1-early", "2567-T1-mid")
-    assert split.train == ("2566-T1-early", "2566-T1-mid")
+def test_a_label_delay_can_push_label_dates_later_but_never_earlier_than_the_schedule() -> None:
+    assert round_dates(THREE_YEARS, label_delay_days=0) == round_dates(THREE_YEARS)
+    late = round_dates(THREE_YEARS, label_delay_days=240)
+    scheduled = {r.round_id: r.label_known for r in round_dates(THREE_YEARS)}
+    assert all(r.label_known > scheduled[r.round_id] for r in late)
+    # 2567-T1's census 2024-11-10 + 240 days = 2025-07-08, after the test as-of 2025-07-01: the
+    # calibration fold moves back to 2566-T2, and nothing is known early enough to train on.
+    with pytest.raises(ValueError, match="labels known by 2023-12-01"):
+        temporal_split(late, ONE_TERM_FOLDS)
 
 
 def test_the_order_of_the_input_does_not_matter() -> None:
-    rounds = round_dates(THREE_YEARS)
+    rounds = round_dates(FOUR_YEARS)
     assert temporal_split(rounds, SplitConfig()) == temporal_split(list(reversed(rounds)), SplitConfig())
 
 
@@ -67,6 +78,6 @@ def test_a_round_listed_twice_is_an_error() -> None:
         temporal_split([*rounds, rounds[0]], SplitConfig())
 
 
-def test_one_year_horizon_labels_are_known_a_year_after_the_round_census() -> None:
-    (r,) = round_dates(["2567-T1-early"], horizon="one_year", label_delay_days=0)
-    assert r.label_known == dt.date(2025, 6, 10)
+def test_one_year_horizon_labels_are_known_when_the_evidence_of_the_census_a_year_later_is_due() -> None:
+    (r,) = round_dates(["2567-T1-early"], horizon="one_year")
+    assert r.label_known == dt.date(2025, 7, 30)  # census 2025-06-10; its TZD quarter overdue 30 days after 30 June
