@@ -34,8 +34,9 @@ def test_labelled_dropouts_are_true_dropouts_overall_and_in_every_group_with_eno
     assert q.precision is not None and q.precision >= PRECISION
     assert q.recall is not None and q.recall >= RECALL
     judged = [(dim, g, x) for dim, groups in q.per_group.items() for g, x in groups.items() if x.judged]
-    # every dimension has at least one group big enough to judge (the precision of Thai, poor, M1-M3...)
-    assert {dim for dim, _, _ in judged} == {"nationality", "province", "grade_band", "poverty"}
+    # groups big enough to judge exist even on the smallest seed (Thai children, the province, the poor);
+    # on 1,000-student worlds a grade band may fall short of the minimum: reported, not judged
+    assert {"nationality", "province", "poverty"} <= {dim for dim, _, _ in judged}
     assert all(x.labelled_dropout_students >= MIN_GROUP_DROPOUT_STUDENTS for _, _, x in judged)
     bad = [(dim, g, round(x.precision or 0, 3)) for dim, g, x in judged if (x.precision or 0) < GROUP_PRECISION]
     assert bad == []
