@@ -130,15 +130,20 @@ def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema
     return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
-def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt.date, schema: str) -> str:
+def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt.date, schema: str,
+                       with_evidence: bool = True) -> str:
     lo = census + dt.timedelta(days=1) if e.after is None else max(census + dt.timedelta(days=1),
                                                                     target + dt.timedelta(days=e.after))
     hi = target + dt.timedelta(days=e.before)
     state_rank = "CASE " + " ".join(f"WHEN ({e.state}) = '{s}' THEN {k}" for s, k in _STATE_RANK.items()) + " END"
-    return f"""
-        SELECT t.student_key, {e.rank} AS rank, {state_rank} AS state_rank, ({e.state}) AS state,
+    # Without the evidence text only the state is read: the linked views are scanned for the key and
+    # the filter columns alone, as cheap as the plain 0/1 label (the features' past dropout rate).
+    select = (f"""t.student_key, {e.rank} AS rank, {state_rank} AS state_rank, ({e.state}) AS state,
                ({e.outcome}) AS outcome, '{e.source}' AS source, ({e.detail}) AS detail,
-               t.{e.date} AS described, t.known_at
+               t.{e.date} AS described, t.known_at""" if with_evidence else
+              f"DISTINCT t.student_key, {state_rank} AS state_rank")
+    return f"""
+        SELECT {select}
         FROM {schema}.linked_{e.source} t
         WHERE t.known_at <= {_d(cutoff)} AND t.student_key IS NOT NULL
           AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where})"""
@@ -154,8 +159,10 @@ def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, s
         f"('{e.source}', {_d(e.schedule.period_end(cal, target))}, {_d(e.schedule.overdue_on(cal, target))})"
         for e in evidence if e.source != "dmc_census"
     )
+    due = (f"SELECT * FROM (VALUES {rows}) v(source, period_end, overdue_on)" if rows else
+           "SELECT NULL::VARCHAR AS source, NULL::DATE AS period_end, NULL::DATE AS overdue_on WHERE false")
     return f"""
-        WITH due(source, period_end, overdue_on) AS (VALUES {rows}),
+        WITH due AS ({due}),
         arrived AS (
             SELECT u.source, min(d.delivered_on) AS arrived_on
             FROM due u
@@ -173,28 +180,41 @@ def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, s
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
+    with_evidence: bool = True,
 ) -> str:
     """(student_key, round_id, label_state, dropout, outcome, label_evidence) for every student
     enrolled at R.
 
     `population` may name a relation already holding the round's population (student_key and
     school_code; saves a rescan). `evidence` is the declared sources (another set only to measure
-    what one source is worth).
+    what one source is worth). `with_evidence=False` leaves out `outcome` and `label_evidence` (and
+    the columns they read): for callers that need only the state or the 0/1 label.
     """
     census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
     pop = population or f"({population_sql(cal, r, cutoff, schema)})"
-    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema) for e in evidence)
-    return f"""
-        WITH pop AS (SELECT student_key, school_code FROM {pop}),
-        ev AS ({rows}),
-        decided AS (
-            SELECT student_key,
+    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence) for e in evidence)
+    states = "CASE min(state_rank) " + " ".join(f"WHEN {k} THEN '{s}'" for s, k in _STATE_RANK.items()) + " END"
+    decided = (f"""SELECT student_key,
                    arg_min({{'state': state, 'outcome': outcome, 'source': source, 'detail': detail,
                              'described': described, 'known_at': known_at}},
                            (state_rank, rank, known_at, described, source, detail)) AS e
-            FROM ev GROUP BY student_key
-        ),
+            FROM ev GROUP BY student_key""" if with_evidence else
+               f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
+    text = """,
+               CASE WHEN e IS NOT NULL THEN e.outcome ELSE label_state END AS outcome,
+               CASE WHEN e IS NOT NULL
+                    THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
+                    WHEN label_state = 'unknown'
+                    THEN concat_ws('; ', CASE WHEN school_known_at IS NULL THEN 'census of {target} from school '
+                                              || school_code || ' not received' END, missing_text)
+                    ELSE 'no path found: dmc_census (school ' || school_code || ' delivered ' || school_known_at
+                         || '); ' || searched_text
+               END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
+    return f"""
+        WITH pop AS (SELECT student_key, school_code FROM {pop}),
+        ev AS ({rows}),
+        decided AS ({decided}),
         school_census AS (
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(target)} AND known_at <= {_d(cutoff)} GROUP BY school_code
@@ -221,16 +241,7 @@ def labels_sql(
             CROSS JOIN summary s
         )
         SELECT student_key, '{r.round_id}' AS round_id, label_state,
-               CASE label_state WHEN 'dropout' THEN 1 WHEN 'unknown' THEN NULL ELSE 0 END AS dropout,
-               CASE WHEN e IS NOT NULL THEN e.outcome ELSE label_state END AS outcome,
-               CASE WHEN e IS NOT NULL
-                    THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
-                    WHEN label_state = 'unknown'
-                    THEN concat_ws('; ', CASE WHEN school_known_at IS NULL THEN 'census of {target} from school '
-                                              || school_code || ' not received' END, missing_text)
-                    ELSE 'no path found: dmc_census (school ' || school_code || ' delivered ' || school_known_at
-                         || '); ' || searched_text
-               END AS label_evidence
+               CASE label_state WHEN 'dropout' THEN 1 WHEN 'unknown' THEN NULL ELSE 0 END AS dropout{text}
         FROM judged
     """
 
