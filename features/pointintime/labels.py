@@ -6,6 +6,8 @@ learning somewhere, and if not, did the child leave for a reason that is not dro
 `Evidence` below declares one source that can show a path, the rows that count and the state they
 show; the SQL is compiled from these declarations (one place), over rows known by `cutoff`:
 
+Once the evidence is complete (as for `dropout` below):
+
   continuing  enrolled in an OBEC school at the horizon census (DMC census)
   moved       another system (vocational, non-formal, local-government, private, BPP), a work-
               training path (EWE), an exit row that is not dropout (completed, abroad, vocational,
@@ -14,8 +16,10 @@ show; the SQL is compiled from these declarations (one place), over rows known b
   dropout     none of these, and the evidence is complete: the pupil's own school's horizon census
               has arrived, and every other evidence source has delivered the period that holds the
               horizon (or is overdue by the contract's delivery schedule, `features.contract`)
-  unknown     no path shown and evidence missing: the school's census refused or late, or a source
-              not yet delivered and not yet overdue. Kept out of training and counted.
+  unknown     evidence missing: the school's census refused or late, or a source not yet delivered
+              and not yet overdue. Kept out of training and counted. A pupil a row already shows
+              moved is unknown too while the evidence is incomplete: labelling only the pupils with a
+              path would bias the known labels of that school or round towards "not dropout".
 
 `dropout` (the column the trainer reads) is 1 for dropout, 0 for continuing/moved/died and NULL
 for unknown. `label_evidence` says why, for an auditor: the deciding row (source, what it says,
@@ -202,12 +206,13 @@ def labels_sql(
             FROM ev GROUP BY student_key""" if with_evidence else
                f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
     text = """,
-               CASE WHEN e IS NOT NULL THEN e.outcome ELSE label_state END AS outcome,
-               CASE WHEN e IS NOT NULL
-                    THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
-                    WHEN label_state = 'unknown'
+               CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
+               CASE WHEN label_state = 'unknown'
                     THEN concat_ws('; ', CASE WHEN school_known_at IS NULL THEN 'census of {target} from school '
-                                              || school_code || ' not received' END, missing_text)
+                                              || school_code || ' not received' END, missing_text,
+                                   'seen meanwhile: ' || e.source || ': ' || e.detail || ' on ' || e.described)
+                    WHEN e IS NOT NULL
+                    THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
                     ELSE 'no path found: dmc_census (school ' || school_code || ' delivered ' || school_known_at
                          || '); ' || searched_text
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
@@ -231,8 +236,11 @@ def labels_sql(
         ),
         judged AS (
             SELECT p.student_key,
-                   CASE WHEN d.e IS NOT NULL THEN d.e.state
-                        WHEN sc.school_code IS NULL OR s.missing > 0 THEN 'unknown'
+                   -- Incomplete evidence makes every pupil it concerns unknown, even one a row shows
+                   -- moved: labelling only those would fill the school's (or round's) known labels
+                   -- with non-dropouts and bias its rate down.
+                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 THEN 'unknown'
+                        WHEN d.e IS NOT NULL THEN d.e.state
                         ELSE 'dropout' END AS label_state,
                    d.e, sc.known_at AS school_known_at, p.school_code, s.missing_text, s.searched_text
             FROM pop p

@@ -73,11 +73,22 @@ def enrolled(wh: Warehouse, key: str, census: dt.date, known_by: dt.date) -> Row
 
 
 def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff: dt.date) -> int | None:
-    """1 dropout, 0 continued or left for another reason, None (unknown) when no path is shown and
-    the evidence is incomplete: the student's school's horizon census not known, or a source that
-    could show a path neither delivered (after the period holding the horizon) nor overdue."""
+    """1 dropout, 0 continued or left for another reason, None (unknown) while the evidence is
+    incomplete: the student's school's horizon census not known, or a source that could show a path
+    neither delivered (after the period holding the horizon) nor overdue."""
     census = cal.census_date(r.academic_year, r.term)
     target = cal.next_census(r.academic_year, r.term)[2]
+    me = enrolled(wh, key, census, cutoff)
+    school = me["school_code"] if me else None
+    if not any(c["census_date"] == target and c["school_code"] == school and c["known_at"] <= cutoff
+               for c in wh.census_deliveries):
+        return None
+    for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None)):
+        due = delivery_due(source, period)
+        start = due.period_end(cal, target)
+        arrived = any(d["source"] == source and start <= d["delivered_on"] <= cutoff for d in wh.deliveries)
+        if not arrived and due.overdue_on(cal, target) > cutoff:
+            return None
     if any(c["census_date"] == target and c["known_at"] <= cutoff for c in wh.src(key, "dmc_census")):
         return 0
     near = dt.timedelta(days=75)
@@ -96,17 +107,6 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     if any(census < z["updated_on"] <= target + near and z["known_at"] <= cutoff and z["outcome"] == "moved_abroad"
            for z in wh.src(key, "tzd_cases")):
         return 0
-    me = enrolled(wh, key, census, cutoff)
-    school = me["school_code"] if me else None
-    if not any(c["census_date"] == target and c["school_code"] == school and c["known_at"] <= cutoff
-               for c in wh.census_deliveries):
-        return None
-    for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None)):
-        due = delivery_due(source, period)
-        start = due.period_end(cal, target)
-        arrived = any(d["source"] == source and start <= d["delivered_on"] <= cutoff for d in wh.deliveries)
-        if not arrived and due.overdue_on(cal, target) > cutoff:
-            return None
     return 1
 
 
