@@ -64,15 +64,17 @@ def round_dates(
     rounds: Iterable[str | Mapping[str, object]], horizon: Horizon = "next_census",
     label_delay_days: int | None = None, cal: SchoolCalendar | None = None,
 ) -> list[RoundDates]:
-    """Dates of each round from the calendar and the delivery schedule (round ids, or the
-    manifest's round dicts). `label_delay_days` (days after the horizon census) may only make a
-    label later than the schedule says, never earlier."""
+    """Dates of each round (round ids, or the manifest's round dicts). A round's labels are known on
+    the day the warehouse had all their evidence (the manifest's `label_known_on`, what actually
+    happened), else on the day the delivery schedule makes every evidence source due or overdue.
+    `label_delay_days` (days after the horizon census) may only make a label later, never earlier."""
     cal = cal or SchoolCalendar()
     out = []
     for r in rounds:
         rid = str(r["round_id"]) if isinstance(r, Mapping) else str(r)
         sr = parse_round(rid)
-        known = label_mature_on(cal, sr, horizon)
+        actual = r.get("label_known_on") if isinstance(r, Mapping) else None
+        known = (dt.date.fromisoformat(actual) if isinstance(actual, str) else actual) or label_mature_on(cal, sr, horizon)
         if label_delay_days is not None:
             known = max(known, horizon_census(cal, sr, horizon) + dt.timedelta(days=label_delay_days))
         out.append(RoundDates(round_id=rid, as_of=cal.as_of(rid), label_known=known))

@@ -81,3 +81,14 @@ def test_a_round_listed_twice_is_an_error() -> None:
 def test_one_year_horizon_labels_are_known_when_the_evidence_of_the_census_a_year_later_is_due() -> None:
     (r,) = round_dates(["2567-T1-early"], horizon="one_year")
     assert r.label_known == dt.date(2025, 7, 30)  # census 2025-06-10; its TZD quarter overdue 30 days after 30 June
+
+
+def test_the_day_the_warehouse_had_the_evidence_decides_over_the_schedule() -> None:
+    # a manifest round records when its labels actually became final (here earlier than the schedule's
+    # overdue day, as when every source arrived on time); a round without one falls back on the schedule
+    (actual, planned) = round_dates([{"round_id": "2567-T1-mid", "label_known_on": "2025-01-15"},
+                                     {"round_id": "2567-T2-mid", "label_known_on": None}])
+    assert actual.label_known == dt.date(2025, 1, 15)
+    assert planned.label_known == dt.date(2025, 7, 30)
+    (late,) = round_dates([{"round_id": "2567-T1-mid", "label_known_on": "2025-01-15"}], label_delay_days=240)
+    assert late.label_known == dt.date(2025, 7, 8)
