@@ -9,11 +9,13 @@ the labels whose horizon census has been delivered by then.
                     fold's first as-of date (so a model + calibrator could have been built then)
   training fold     every round whose labels were known by the calibration fold's first as-of date
 
-Label-known dates come from the source contract's delivery schedule (`labels.label_mature_on`):
-a round's labels are final once the horizon census and every other evidence source (exits, other
-systems, EWE, TZD) have been delivered or are overdue. With the default schedule that is the TZD
-quarter holding the horizon census plus 30 days: 30 July for a 10 June census, 30 January for a
-10 November one. `SplitConfig.label_delay_days` can only push that later, never earlier.
+Label-known dates: a round's labels are final once the horizon census and every other evidence
+source (exits, other systems, EWE, TZD) have been delivered or are overdue. A training set records
+the day that actually happened in its warehouse (`label_known_on`), and that decides; without it
+the source contract's delivery schedule gives the day every source is overdue
+(`labels.label_mature_on`): the TZD quarter holding the horizon census plus 30 days, 30 July for a
+10 June census, 30 January for a 10 November one. `SplitConfig.label_delay_days` can only push a
+date later, never earlier. The worked example below uses the schedule.
 
 Worked example (default calendar, horizon = next census, one-term folds: test_rounds =
 calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
