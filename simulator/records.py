@@ -33,6 +33,9 @@ from simulator.truth import TruthWriter
 from simulator.world import KIND_AFFILIATION, KIND_BPP, KIND_LAO, KIND_OPEC, KIND_SECONDARY, Province, size_class
 from simulator.writers import DeliveryWriter
 
+# Share of moves abroad that TZD's follow-up traces and closes as `moved_abroad` (the rest are
+# never found: to the pipeline they look like dropouts).
+TZD_ABROAD_TRACED = 0.9
 STUDENT_NO_MODULUS = 99_999_989  # a prime: the mapping below is a bijection of person ids per school
 
 
@@ -277,6 +280,8 @@ class Records(Population):
         self.screenings(year, term, idx, cday, arrived, sday, e, pov)
         self.welfare_events(idx, arrived, sday, E)
         self.exit_rows(year, term, idx, outcome, leave, E)
+        abroad = outcome == C_ABROAD
+        self.tzd_abroad_followups(year, term, idx[abroad], np.minimum(leave[abroad], E))
         # EWE record on 30 September falls inside term 1, before its end
         if term == 1:
             self.ewe_rows(day(dt.date(year - BE_OFFSET, 9, 30)))
@@ -575,6 +580,45 @@ class Records(Population):
         }
         keys, inv = self.quarter_keys("tzd_cases", when)
         self.emit_by_key("tzd_cases", keys, inv, cols, ii, mask)
+
+    def tzd_abroad_followups(self, year: int, term: int, ii: np.ndarray, left: np.ndarray) -> None:
+        """TZD's follow-up of children who left for abroad: a closed case, outcome `moved_abroad`.
+
+        Why TZD records them: its case list is every registered child of school age found in no
+        education database after a census, whatever the school filed (an exit row or none); the
+        field visit that finds the family gone abroad closes the case with that outcome. A share
+        is never traced (`TZD_ABROAD_TRACED`). Drawn from a stream of their own (and faults
+        injected from one), so adding these rows changes no other row of the world.
+        """
+        if len(ii) == 0:
+            return
+        rng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 3, year, term])
+        traced = rng.random(len(ii)) < TZD_ABROAD_TRACED
+        when = (left + rng.integers(14, 46, len(ii))).astype(np.int32)
+        ii, when = ii[traced], when[traced]
+        if len(ii) == 0:
+            return
+        ids, mask = self.ids_at(ii, when, 180)
+        case_no = np.char.zfill(self.pid[ii].astype(str), 8)
+        cols = {
+            "case_id": np.char.add(f"TZD{self.prov.code}-A", case_no),
+            "updated_on": as_dt64(when), "student_id": ids, "first_name": self.first[ii], "last_name": self.last[ii],
+            "sex": np.where(self.sex[ii] == 1, "F", "M"), "birth_date": as_dt64(self.birth[ii]),
+            "tambon_code": self.tambon_codes.take(pa.array(self.tambon[ii])),
+            "status": np.full(len(ii), "closed"), "outcome": np.full(len(ii), "moved_abroad"),
+        }
+        frng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 4, year, term])
+        keys, inv = self.quarter_keys("tzd_cases", when)
+        for ki in np.unique(inv):
+            sel = inv == ki
+            delivery = self.schedule.get(keys[int(ki)])
+            if delivery is None:
+                continue
+            sub = {c: (v.filter(pa.array(sel)) if isinstance(v, pa.Array) else np.asarray(v)[sel]) for c, v in cols.items()}
+            table, pid, m = inject("tzd_cases", sub, mask[sel], self.pid[ii[sel]], frng, self.cfg.faults, self.names)
+            if self._breaks:
+                table = apply_breaks(table, "tzd_cases", self._breaks)
+            self.writer.write(delivery, "tzd_cases", table, pid, m)
 
     def write_people(self) -> None:
         ii = np.flatnonzero(self.status != ST_NONE)
