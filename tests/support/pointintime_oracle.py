@@ -245,8 +245,12 @@ def reference_features(
         f["repeated_grade"] = any(len(v) > 1 for v in years_per_grade.values())
         june10 = cal.census_date(r.academic_year, 1)
         bd = me["birth_date"]
-        completed = june10.year - bd.year - ((june10.month, june10.day) < (bd.month, bd.day))
-        f["over_age_years"] = max(0, completed - GRADE_TYPICAL_AGE[me["grade"]])
+        # A birth date nulled at ingest (an impossible value) leaves age unknown, not zero.
+        if bd is None:
+            f["over_age_years"] = None
+        else:
+            completed = june10.year - bd.year - ((june10.month, june10.day) < (bd.month, bd.day))
+            f["over_age_years"] = max(0, completed - GRADE_TYPICAL_AGE[me["grade"]])
         f["censuses_known"] = sum(1 for h in hist if h["census_date"] < census)
         f["grade"] = me["grade"]
         f["grade_level"] = GRADES.index(me["grade"]) + 1
@@ -263,7 +267,7 @@ def reference_features(
         f["school_past_dropout_rate"] = past_rates.get(me["school_code"])
         f["region"] = area["region"] if area else None
         f["sex"] = me["sex"]
-        f["age"] = (as_of - bd).days / 365.25
+        f["age"] = None if bd is None else (as_of - bd).days / 365.25
         f["non_thai_id"] = me["id_kind"] in ("gcode", "non_thai")
         f["disability"] = me["disability"] != "none"
         # groups for the fairness audit
