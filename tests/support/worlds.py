@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # monitoring worlds reuse its simulation for their unchanged world.
 SEED = 11
 STUDENTS = 1500
-YEARS = 3  # 2563-2565, and the 2566 term-1 census that labels the last rounds
+# 2563-2566, and the 2567 term-1 census that labels the last rounds. Four years, not three: a label
+# is final only when every evidence source is due (the TZD quarter holding the horizon census + 30
+# days), so a round's labels are known a term later than its census; with the default folds (two test
+# rounds, a school year of calibration) a 3-year world leaves no round to train on, and four years
+# give the six training rounds three years gave before.
+YEARS = 4
 # Statistical assertions run on the ladder's world and on two more seeds of SEED_STUDENTS: big enough
 # that every rate they check rests on thousands of rows and dozens of dropouts (12,000 labelled rows,
 # a test fold of about 2,000 rows with about 50 dropouts), small enough that the two extra worlds cost
