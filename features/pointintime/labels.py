@@ -20,6 +20,10 @@ Once the evidence is complete (as for `dropout` below):
               and not yet overdue. Kept out of training and counted. A pupil a row already shows
               moved is unknown too while the evidence is incomplete: labelling only the pupils with a
               path would bias the known labels of that school or round towards "not dropout".
+              Also unknown: an M6 pupil who passed term 2's final marks (no มส, what the certificate
+              is issued on), is in no census at the horizon and has no exits row. Completion or a
+              year-end dropout: nothing delivered tells them apart, and schools file no exits row
+              for some completions, which would otherwise all read as dropouts.
 
 `dropout` (the column the trainer reads) is 1 for dropout, 0 for continuing/moved/died and NULL
 for unknown. `label_evidence` says why, for an auditor: the deciding row (source, what it says,
@@ -80,7 +84,7 @@ class Evidence:
     @property
     def schedule(self) -> DeliveryDue:
         """The delivery that must have arrived (or be overdue) before its silence means anything."""
-        return delivery_due(self.source, "term_end" if self.source == "exits" else None)
+        return delivery_due(self.source, "term_end" if self.source in ("exits", "grades") else None)
 
 
 _EXITS = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
@@ -98,9 +102,21 @@ EVIDENCE: tuple[Evidence, ...] = (
              "'moved'", "'work_training'", "'work-training path (EWE): ' || t.status"),
     Evidence("tzd_cases", "updated_on", None, TZD_WINDOW_DAYS, "'moved'", "'moved_abroad'",
              "'TZD case ' || t.case_id || ' closed: moved abroad'", where="t.outcome = 'moved_abroad'"),
+    # M6's term-2 final marks passed and no exits row of any kind: completed or dropped out at the
+    # year end, the records cannot say which, so the label does not guess (state `unknown`; any
+    # other path found outranks it). {schema}/{cutoff}: the warehouse schema and the label's cutoff.
+    Evidence("grades", "assessed_on", None, 0, "'unknown'", "'unknown'",
+             "'final marks of M6 term 2 passed, no exits row: completed or left, not told apart'",
+             where="t.assessment = 'final' AND t.term = 2 AND t.n_mark_ms = 0 AND EXISTS ("
+                   "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
+                   "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
+                   "AND c.census_date BETWEEN t.assessed_on - INTERVAL 200 DAY AND t.assessed_on) "
+                   "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
+                   "AND x.known_at <= {cutoff} AND x.exit_date >= t.assessed_on - INTERVAL 200 DAY)"),
 )
 # Deaths outrank moves: a child who moved and then died is not "moved" at the horizon.
-_STATE_RANK = {"continuing": 1, "died": 2, "moved": 3}
+# A path that cannot be told (completed or left) ranks below every path that can.
+_STATE_RANK = {"continuing": 1, "died": 2, "moved": 3, "unknown": 4}
 
 
 def horizon_census(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> dt.date:
@@ -150,7 +166,7 @@ def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt
         SELECT {select}
         FROM {schema}.linked_{e.source} t
         WHERE t.known_at <= {_d(cutoff)} AND t.student_key IS NOT NULL
-          AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where})"""
+          AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where.replace("{schema}", schema).replace("{cutoff}", _d(cutoff))})"""
 
 
 def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, schema: str = "wh",

@@ -27,6 +27,7 @@ DELIVERIES = {  # delivery id -> (source, delivered on)
     "ewe_sep": ("ewe_training", D(2022, 10, 20)),
     "other_nov": ("other_enrolment", D(2022, 12, 15)),
     "tzd_q4": ("tzd_cases", D(2023, 1, 15)),
+    "grades_t1": ("grades", D(2022, 10, 25)),
 }
 
 
@@ -63,7 +64,10 @@ def _warehouse(skip: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
         ('s5', DATE '2022-11-20', 'moved_abroad', 'TZD58-A1', DATE '2023-01-15'),
         ('s2', DATE '2022-12-01', NULL, 'TZD58-000001', DATE '2023-01-15'))
         t(student_key, updated_on, outcome, case_id, known_at)""")
-    for name in ("linked_exits", "linked_other_enrolment", "linked_ewe_training", "linked_tzd_cases"):
+    # final marks of term 1 (not M6 term 2: no pupil here is in the year-end completion case)
+    con.execute("""CREATE TABLE wh.linked_grades AS SELECT * FROM (VALUES
+        ('s7', DATE '2022-10-06', 'final', 1, 0, DATE '2022-10-25')) t(student_key, assessed_on, assessment, term, n_mark_ms, known_at)""")
+    for name in ("linked_exits", "linked_other_enrolment", "linked_ewe_training", "linked_tzd_cases", "linked_grades"):
         gone = [d for d in skip if DELIVERIES[d][0] == name.removeprefix("linked_")]
         for d in gone:
             con.execute(f"DELETE FROM wh.{name} WHERE known_at = ?", [DELIVERIES[d][1]])
