@@ -304,7 +304,7 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     """The explanation as a non-school token sees it (`serving.disclosure`): sensitive features
     leave the list (their contributions summed per group as `withheld:<group>` lines),
     coarsened quasi-identifiers (age in whole years) or none, reasons per group without values."""
-    from serving.disclosure import SENSITIVE, age_years, group_reasons
+    from serving.disclosure import SENSITIVE, age_years
 
     plan = rnd.disclosure()
     out = {**full, "school_code": plan.shown(i, "school_code", full["school_code"]),
@@ -335,9 +335,9 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     for role in ("context", "protected"):
         if role in full:
             out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
-    greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
-    th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
-    out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
+    # Reasons are per group (group, its contribution, the sentence) and carry no feature value: the
+    # full explanation's, so every token reads the same reasons with the same fields.
+    out["reasons"] = full["reasons"]
     return out
 
 
