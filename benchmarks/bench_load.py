@@ -102,6 +102,14 @@ async def _client(i: int, base: str, plan: dict[str, Any], until: float, out: di
             out["status"][status] = out["status"].get(status, 0) + 1
 
 
+async def _sample_rss(home: Path, until: float, every: float, out: dict[str, Any]) -> None:
+    """(seconds, requests so far, worker RSS MB) every `every` seconds while the load runs."""
+    t0 = time.monotonic()
+    while time.monotonic() < until:
+        await asyncio.sleep(min(every, max(0.0, until - time.monotonic())))
+        out["rss"].append((round(time.monotonic() - t0, 1), len(out["lat"]), round(sum(worker_rss_mb(home).values()), 1)))
+
+
 def _refuse_50mb(base: str, token: str) -> float:
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -132,6 +140,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--paths", type=int, default=20_000)
+    ap.add_argument("--sample-seconds", type=float, default=15.0, help="worker RSS sampled this often during the load")
     ap.add_argument("--url", default=None, help="a running service on --home (else one is started)")
     a = ap.parse_args()
 
@@ -193,9 +202,10 @@ def main() -> None:
                                "mix": dict(MIX), "rss_before_mb": worker_rss_mb(home.root)}
 
         async def load() -> dict[str, Any]:
-            out: dict[str, Any] = {"lat": [], "status": {}}
+            out: dict[str, Any] = {"lat": [], "status": {}, "rss": []}
             until = time.monotonic() + a.minutes * 60
-            await asyncio.gather(*(_client(i, base, plan, until, out) for i in range(a.clients)))
+            await asyncio.gather(_sample_rss(home.root, until, a.sample_seconds, out),
+                                 *(_client(i, base, plan, until, out) for i in range(a.clients)))
             return out
 
         t0 = time.monotonic()
@@ -207,6 +217,9 @@ def main() -> None:
             "rate_limited_429": out["status"].get(429, 0), "statuses": {str(k): v for k, v in sorted(out["status"].items())},
             "p50_ms": round(_pct(lat, 0.50) * 1000, 1), "p99_ms": round(_pct(lat, 0.99) * 1000, 1),
             "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
+            # (seconds into the load, requests answered so far, worker RSS in MB summed over workers):
+            # warm-up levels off, a leak keeps climbing with the requests.
+            "rss_timeline": out["rss"],
         }
         res["rss_after_load_mb"] = worker_rss_mb(home.root)
         res["load"]["rss_growth_pct"] = growth_pct(res["rss_before_mb"], res["rss_after_load_mb"])
@@ -225,8 +238,11 @@ def main() -> None:
         before = worker_rss_mb(home.root)
         t = time.perf_counter()
         transport_errors = 0
+        path_rss: list[tuple[int, float]] = []  # (paths sent, worker RSS MB): a plateau or a climb
         with httpx.Client(base_url=base, timeout=30) as c:
             for i in range(a.paths):
+                if i % 2000 == 0:
+                    path_rss.append((i, round(sum(worker_rss_mb(home.root).values()), 1)))
                 p = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 24)))
                                    for _ in range(rng.randint(1, 5)))
                 try:
@@ -237,7 +253,7 @@ def main() -> None:
         res["random_paths"] = {"paths": a.paths, "seconds": round(time.perf_counter() - t, 1),
                                "rss_before_mb": before, "rss_after_mb": worker_rss_mb(home.root),
                                "metrics_bytes_before": len(m0.content), "metrics_bytes_after": len(m1.content),
-                               "transport_errors": transport_errors}
+                               "transport_errors": transport_errors, "rss_timeline": path_rss}
         res["random_paths"]["rss_growth_pct"] = growth_pct(before, res["random_paths"]["rss_after_mb"])
         _save(res)
         print(json.dumps(res, indent=2))

@@ -91,11 +91,13 @@ def serve_command(
 def service_env(home: EwsHome, workers: int) -> dict[str, str]:
     """Environment for `bentoml serve`: the home, BENTOML_HOME inside it, and the worker count as
     a BentoML configuration override (read by BentoML when it starts, not by our module import)."""
-    return home.child_environment({
+    # MALLOC_ARENA_MAX=2: glibc otherwise gives each of the server's ~70 threads its own arena, each
+    # keeping its freed pages (issue 13: worker RSS under load); an operator's own value is kept.
+    return {"MALLOC_ARENA_MAX": "2", **home.child_environment({
         "BENTOML_HOME": str(home.bentoml_dir),
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"ews": {"workers": workers}}}),
         "BENTOML_DO_NOT_TRACK": "True", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    })
+    })}
 
 
 tokens_app = typer.Typer(help="Access tokens: create (shown once), list, revoke.", no_args_is_help=True)

@@ -125,19 +125,13 @@ def plan(rows: pd.DataFrame, values: pd.DataFrame, k: int = K_ANONYMITY) -> Disc
     return DisclosurePlan(level=level, k=k)
 
 
-def group_reasons(group_contrib: np.ndarray, top: int = 3, min_logodds: float = 0.02) -> tuple[str, str]:
-    """Reasons said per group only (no pupil's own value), Thai and English, joined like a list's."""
-    names = list(GROUPS)
-    order = np.argsort(-group_contrib, kind="stable")
-    th, en = [], []
-    for gi in order[:top]:
-        c = float(group_contrib[gi])
-        if c <= 0 or c < min_logodds:
-            break
-        g = GROUPS[names[gi]]
-        th.append(f"{g[1]} — เพิ่มความเสี่ยง (โอกาส ×{math.exp(c):.2f})")
-        en.append(f"{g[0]} — raises risk (odds ×{math.exp(c):.2f})")
-    return " | ".join(th), " | ".join(en)
+def group_reasons(group_contrib: np.ndarray, top: int = 3) -> tuple[str, str]:
+    """Reasons said per group only (no pupil's own value), Thai and English, joined like a list's:
+    the same rules and text as every published list (serving/reasons.py: material groups only)."""
+    from serving.reasons import render_reasons
+
+    th, en = render_reasons(np.atleast_2d(np.asarray(group_contrib, dtype=float)), top)
+    return str(th[0]), str(en[0])
 
 
 def unique_share(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> float:

@@ -77,13 +77,33 @@ def _error(exc: views.RequestError) -> JSONResponse:
 class EwsService:
     def __init__(self) -> None:
         from serving.store import ChampionWatch
-        from training.registry import champion_version, last_change_marker, load_model
+        from training.registry import client_for, last_change_marker, load_model
+        from training.registry.journal import finish_pending
+        from training.registry.store import model_name
+        from training.registry.versions import CHAMPION, alias_version
 
+        import pyarrow as pa
+
+        # The rounds' text columns are Arrow-backed (pandas StringDtype), so every list, filter and
+        # explanation allocates through Arrow's default pool, mimalloc, which kept its pages per
+        # server thread: the worker grew 520 -> 820-870 MB under 50 clients and stayed there.
+        # Through malloc (and MALLOC_ARENA_MAX=2, serving.cli) 100 clients x 5 min grew it 474 -> 533 MB,
+        # level from the 90th second on (benchmarks/bench_load.py, rss_timeline).
+        pa.set_memory_pool(pa.system_memory_pool())
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
         home = self.home
+        # One registry client for the worker's life: `client_for` builds a store object (a new
+        # SQLAlchemy engine on the embedded store) each call, ~130 ms and a little memory per
+        # champion poll; on the reused client a poll is one query (~4 ms).
+        registry = client_for(home)
+
+        def champion_now() -> Any:
+            finish_pending(home, registry)  # as `client_for` would: never read a half-made promotion
+            return alias_version(registry, model_name(None), CHAMPION)
+
         # The champion is watched, not fixed: after `ews promote` or `ews rollback`, /score answers
         # with the new version without a restart (as rounds published later are picked up).
-        self.champions = ChampionWatch(load_model(home), version_now=lambda: champion_version(home),
+        self.champions = ChampionWatch(load_model(home), version_now=champion_now,
                                        load=lambda v: load_model(home, version=v),
                                        marker=lambda: last_change_marker(home))
         self.store = TokenStore(self.home)

@@ -91,11 +91,13 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
     from serving.disclosure import group_reasons
 
     plan = rnd.disclosure()
-    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True)
+    # Snapshots with an explanation summary already say reasons per group, without values
+    # (serving/reasons.py); older ones named the pupil's values, so they are re-said per group.
+    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True) if rnd.manifest.explanation is None else None
     for j, (i, row) in enumerate(zip(idx, out, strict=True)):
         for f in ("school_code", "tambon_code", "grade"):
             row[f] = plan.shown(int(i), f, row[f])
-        if row["risk_score"] is not None:
+        if greason is not None and row["risk_score"] is not None:
             row["reasons_th"], row["reasons_en"] = group_reasons(greason[j])
     return out
 
@@ -326,7 +328,10 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
         if x["feature"] in SENSITIVE:
             withheld.setdefault(x["group"], []).append(x)
     for g, xs in withheld.items():
-        feats.append({"feature": f"withheld:{g}", "group": g, "role": "withheld", "label_en": "withheld (sensitive)",
+        # The line keeps its features' role when they share one (a withheld reason is still a reason).
+        roles = {x.get("role") for x in xs}
+        feats.append({"feature": f"withheld:{g}", "group": g, "role": roles.pop() if len(roles) == 1 else "withheld",
+                      "label_en": "withheld (sensitive)",
                       "label_th": "ไม่เปิดเผย (ข้อมูลอ่อนไหว)", "value": None,
                       "contribution": float(sum(x["contribution"] for x in xs)),
                       "probability_points": float(sum(x["probability_points"] for x in xs))})
@@ -335,9 +340,11 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     for role in ("context", "protected"):
         if role in full:
             out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
-    # Reasons are per group (group, its contribution, the sentence) and carry no feature value: the
-    # full explanation's, so every token reads the same reasons with the same fields.
-    out["reasons"] = full["reasons"]
+    if rnd.manifest.explanation is None:  # an older snapshot: its reasons named values
+        greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
+        th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
+        out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
+    # else: the full explanation's reasons are already per group, without values (serving/reasons.py)
     return out
 
 

@@ -242,8 +242,10 @@ WELFARE = FeatureGroup(
 def _over_age(ctx: RoundContext) -> str:
     typical_age = " ".join(f"WHEN '{g}' THEN {a}" for g, a in GRADE_TYPICAL_AGE.items())
     years = ctx.dialect.years_between("pop.birth_date", ctx.params["june10"])
-    # greatest(0, NULL) is 0 in DuckDB: an unknown birth date must stay unknown, not "not over-age".
-    return f"CASE WHEN pop.birth_date IS NULL THEN NULL ELSE greatest(0, {years} - (CASE pop.grade {typical_age} END)) END"
+    # greatest() skips NULLs in DuckDB and Spark alike: without the guard an unknown birth date
+    # would read as "not over age" instead of missing.
+    return (f"CASE WHEN pop.birth_date IS NULL THEN NULL "
+            f"ELSE greatest(0, {years} - (CASE pop.grade {typical_age} END)) END")
 
 
 MOBILITY = FeatureGroup(

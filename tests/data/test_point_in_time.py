@@ -72,7 +72,10 @@ def test_the_set_based_features_agree_with_a_row_by_row_reference(small_world: S
     con = connect_warehouse(EwsHome(root=small_world.home))
     try:
         table = build_features(con, cal, r).to_pylist()
-        sample = table[::10]  # every tenth student: ~150 students, all feature kinds exercised
+        # Every tenth student (~150, all feature kinds exercised) and every student with no known
+        # birth date: student keys come from a per-home random secret, so "every tenth" is a
+        # different sample each run and a rare case must not depend on being drawn.
+        sample = [row for i, row in enumerate(table) if i % 10 == 0 or row["age"] is None]
         ref = reference_features(con, cal, r, [row["student_key"] for row in sample])
     finally:
         con.close()

@@ -36,10 +36,11 @@ def _with_truth(world: TrainedWorld) -> pd.DataFrame:
         truth = truth_evaluator().ceiling_table(con, Path(world.world.truth), sorted(set(frame["round_id"].astype(str))))
     finally:
         con.close()
-    return frame.merge(truth.to_pandas()[["student_key", "round_id", "p_true"]], on=["student_key", "round_id"])
+    return frame.merge(truth.to_pandas()[["student_key", "round_id", "p_true", "true_dropout"]],
+                       on=["student_key", "round_id"])
 
 
-def _audit(frame: pd.DataFrame, score: np.ndarray) -> list[str]:
+def _audit(frame: pd.DataFrame, score: np.ndarray, outcome: str = "label") -> list[str]:
     from training.config import FairnessConfig
     from training.fairness import audit_table, gate_failures
     from training.model import RiskThresholds
@@ -48,15 +49,19 @@ def _audit(frame: pd.DataFrame, score: np.ndarray) -> list[str]:
     rid = frame["round_id"].astype(str).to_numpy()
     groups = RiskThresholds(0, 0, 0.05, 0.15).assign_by_round(score, rid)
     attrs = pd.DataFrame({a: frame[f"group_{a}"] for a in cfg.attributes})
-    table = audit_table(frame["label"].to_numpy(float), groups != "normal", attrs, cfg, score=score,
+    table = audit_table(frame[outcome].to_numpy(float), groups != "normal", attrs, cfg, score=score,
                         student_key=frame["student_key"].astype(str).to_numpy())
     return gate_failures(table, cfg)
 
 
 def test_the_true_probabilities_pass_the_fairness_gate(seeded_trained: TrainedWorld) -> None:
+    # Judged on the true outcomes, so the gate is tested apart from the labels: with today's labels
+    # (issue 11) non-Thai pupils' untraced moves abroad count as dropouts, and the truth's O/E for
+    # that group on seed 5 is 2.16 [1.32, 3.45] against the labels: the gate rightly says the
+    # labels and the truth disagree there, which is the labels' fault, not the gate's.
     frame = _with_truth(seeded_trained)
-    assert len(frame) > 10_000 and frame["label"].sum() > 100
-    assert _audit(frame, frame["p_true"].to_numpy()) == []
+    assert len(frame) > 10_000 and frame["true_dropout"].sum() > 100
+    assert _audit(frame, frame["p_true"].to_numpy(), outcome="true_dropout") == []
 
 
 def test_a_model_blind_to_one_groups_pupils_fails_the_fairness_gate(seeded_trained: TrainedWorld) -> None:

@@ -245,7 +245,7 @@ def reference_features(
         f["repeated_grade"] = any(len(v) > 1 for v in years_per_grade.values())
         june10 = cal.census_date(r.academic_year, 1)
         bd = me["birth_date"]
-        # A birth date nulled at ingest (an impossible value) leaves age unknown, not zero.
+        # A census row whose birth date failed the age rule keeps the row with the field empty.
         if bd is None:
             f["over_age_years"] = None
         else:
@@ -267,7 +267,7 @@ def reference_features(
         f["school_past_dropout_rate"] = past_rates.get(me["school_code"])
         f["region"] = area["region"] if area else None
         f["sex"] = me["sex"]
-        f["age"] = None if bd is None else (as_of - bd).days / 365.25
+        f["age"] = (as_of - bd).days / 365.25 if bd is not None else None
         f["non_thai_id"] = me["id_kind"] in ("gcode", "non_thai")
         f["disability"] = me["disability"] != "none"
         # groups for the fairness audit
