@@ -197,6 +197,31 @@ def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, s
     """
 
 
+def paths_sql(
+    cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
+    schema: str = "wh", evidence: tuple[Evidence, ...] = EVIDENCE, with_evidence: bool = True,
+) -> str:
+    """(student_key, e): the row that decides each pupil's path at R's horizon census, for every
+    pupil with at least one evidence row known by `cutoff` (pupils with none are absent).
+
+    `e.state` is the path (continuing, died, moved, or unknown for a completion not told apart);
+    with `with_evidence`, `e` also holds outcome, source, detail, described and known_at. The step
+    `labels_sql` judges, and the not-found list (`features.pointintime.notfound`) reads, so the
+    rule of what counts as a path is declared once (`EVIDENCE`).
+    """
+    census = cal.census_date(r.academic_year, r.term)
+    target = horizon_census(cal, r, horizon)
+    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence) for e in evidence)
+    states = "CASE min(state_rank) " + " ".join(f"WHEN {k} THEN '{s}'" for s, k in _STATE_RANK.items()) + " END"
+    decided = (f"""SELECT student_key,
+                   arg_min({{'state': state, 'outcome': outcome, 'source': source, 'detail': detail,
+                             'described': described, 'known_at': known_at}},
+                           (state_rank, rank, known_at, described, source, detail)) AS e
+            FROM ev GROUP BY student_key""" if with_evidence else
+               f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
+    return f"WITH ev AS ({rows}) {decided}"
+
+
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
@@ -210,17 +235,8 @@ def labels_sql(
     what one source is worth). `with_evidence=False` leaves out `outcome` and `label_evidence` (and
     the columns they read): for callers that need only the state or the 0/1 label.
     """
-    census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
     pop = population or f"({population_sql(cal, r, cutoff, schema)})"
-    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence) for e in evidence)
-    states = "CASE min(state_rank) " + " ".join(f"WHEN {k} THEN '{s}'" for s, k in _STATE_RANK.items()) + " END"
-    decided = (f"""SELECT student_key,
-                   arg_min({{'state': state, 'outcome': outcome, 'source': source, 'detail': detail,
-                             'described': described, 'known_at': known_at}},
-                           (state_rank, rank, known_at, described, source, detail)) AS e
-            FROM ev GROUP BY student_key""" if with_evidence else
-               f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
     text = """,
                CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
                CASE WHEN label_state = 'unknown'
@@ -234,8 +250,7 @@ def labels_sql(
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
     return f"""
         WITH pop AS (SELECT student_key, school_code FROM {pop}),
-        ev AS ({rows}),
-        decided AS ({decided}),
+        decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence)}),
         school_census AS (
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(target)} AND known_at <= {_d(cutoff)} GROUP BY school_code
