@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar
-from features.pointintime.labels import evidence_status_sql, population_sql
+from features.pointintime.labels import EVIDENCE, Evidence, evidence_status_sql, population_sql
 from features.pointintime.notfound import notfound_sql, previous_round
 from simulator.evaluate import attach_truth
 
@@ -79,7 +79,7 @@ def complete_censuses(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, as_of
 
 
 def _rows(con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar, censuses: list[dt.date],
-          as_of: dt.date) -> tuple[np.ndarray, ...]:
+          as_of: dt.date, evidence: tuple[Evidence, ...]) -> tuple[np.ndarray, ...]:
     attach_truth(con, truth_dir)
     persons = truth_dir / "persons.parquet"
     parts = []
@@ -89,7 +89,7 @@ def _rows(con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar, 
             SELECT DATE '{c}' AS census, tr.person_id, nf.student_key IS NOT NULL AS listed,
                    x.dropout = 1 AS truly_out, pe.nationality, ar.region
             FROM ({population_sql(cal, r, as_of)}) p
-            LEFT JOIN ({notfound_sql(cal, c, as_of)}) nf USING (student_key)
+            LEFT JOIN ({notfound_sql(cal, c, as_of, evidence=evidence)}) nf USING (student_key)
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{r.round_id}'
             JOIN read_parquet('{persons}') pe ON pe.person_id = tr.person_id
@@ -129,8 +129,9 @@ def _quality(person: np.ndarray, listed: np.ndarray, out: np.ndarray, draws: np.
 
 def evaluate_notfound(con: duckdb.DuckDBPyConnection, truth_dir: Path, as_of: dt.date | None = None,
                       cal: SchoolCalendar | None = None, censuses: list[dt.date] | None = None,
-                      bootstrap: int = 1000, seed: int = 0) -> NotFoundQuality:
-    """The lists of `censuses` (default: every census with complete evidence by as-of) against the truth."""
+                      bootstrap: int = 1000, seed: int = 0, evidence: tuple[Evidence, ...] = EVIDENCE) -> NotFoundQuality:
+    """The lists of `censuses` (default: every census with complete evidence by as-of) against the
+    truth. `evidence` lets a test measure the list without one source."""
     from features.pointintime.pipeline import latest_delivery
 
     cal = cal or SchoolCalendar()
@@ -138,7 +139,7 @@ def evaluate_notfound(con: duckdb.DuckDBPyConnection, truth_dir: Path, as_of: dt
     censuses = censuses if censuses is not None else complete_censuses(con, cal, as_of)
     if not censuses:
         raise RuntimeError(f"no census has complete evidence by {as_of}")
-    census, person, listed, out, nationality, region = _rows(con, truth_dir, cal, censuses, as_of)
+    census, person, listed, out, nationality, region = _rows(con, truth_dir, cal, censuses, as_of, evidence)
     n_persons = int(person.max()) + 1
     rng = np.random.default_rng(seed)
     # Each draw: every person's multiplicity in a resample of the persons present.

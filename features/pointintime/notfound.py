@@ -40,7 +40,7 @@ from features.home import EwsHome
 from features.ids import BE_OFFSET
 from features.pointintime.build import school_areas_sql
 from features.pointintime.labels import (
-    EVIDENCE, OTHER_SYSTEM_WINDOW_DAYS, evidence_status_sql, paths_sql, population_sql,
+    EVIDENCE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, evidence_status_sql, paths_sql, population_sql,
 )
 from features.pointintime.trainset import atomic_write_parquet, atomic_write_text, file_sha256
 
@@ -124,12 +124,13 @@ def _d(x: dt.date) -> str:
 
 
 def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: str = "wh",
-                 include_m6_untold: bool = False) -> str:
+                 include_m6_untold: bool = False, evidence: tuple[Evidence, ...] = EVIDENCE) -> str:
     """One row per pupil enrolled at the census before `census` who is not found at `census`, as
-    known by `as_of` (columns `NOTFOUND_COLUMNS`, plus `student_key`-free counts are the caller's).
+    known by `as_of` (columns `NOTFOUND_COLUMNS`).
 
     `include_m6_untold` keeps the M6 pupils a completion cannot be told from (for measuring what
-    leaving them off costs)."""
+    leaving them off costs); `evidence` is the label's declared sources (another set only to measure
+    what one source is worth)."""
     r = previous_round(cal, census)
     prev = cal.census_date(r.academic_year, r.term)
     lost = "e IS NULL" + (" OR e.state = 'unknown'" if include_m6_untold else "")
@@ -138,8 +139,8 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
     after = census + dt.timedelta(days=OTHER_SYSTEM_WINDOW_DAYS)
     return f"""
         WITH pop AS ({population_sql(cal, r, as_of, schema)}),
-        paths AS ({paths_sql(cal, r, as_of, "next_census", schema, EVIDENCE, with_evidence=True)}),
-        status AS ({evidence_status_sql(cal, census, as_of, schema)}),
+        paths AS ({paths_sql(cal, r, as_of, "next_census", schema, evidence, with_evidence=True)}),
+        status AS ({evidence_status_sql(cal, census, as_of, schema, evidence)}),
         summary AS (
             SELECT count(*) FILTER (WHERE NOT complete) AS missing,
                    string_agg(CASE WHEN NOT complete THEN source || ' (period to ' || period_end
