@@ -145,3 +145,52 @@ def test_the_cli_stores_a_list_and_shows_counts_without_keys_or_names(small_worl
     assert not any(name in table.column_names for name in ("first_name", "last_name", "student_id", "name"))
     with pytest.raises(RuntimeError, match="give exactly one"):
         ews(world.home, "notfound", "build", "--round", "2566-T1-early", "--census", "2023-06-10")
+
+
+def test_the_service_routes_give_a_school_its_cases_with_names_and_areas_pseudonymous_counts(
+        small_world: SmallWorld, tmp_path: Path) -> None:
+    """The route methods of the service class, called in-process on a home with a built list (no
+    champion needed for these routes; the full service is covered by the access matrix)."""
+    import json
+    import sqlite3
+
+    from starlette.requests import Request
+
+    from serving.access import TokenStore, create_token
+    from serving.notfound import NotFoundLists
+    from serving.service import EwsService
+
+    world = copy_world(small_world, tmp_path)
+    home = EwsHome(root=world.home)
+    m = build_notfound(home, dt.date(2023, 6, 10))
+    _, table = load_notfound(home, m.census_date)
+    schools = table.column("school_code").to_pylist()
+    school = max(set(schools), key=schools.count)
+    tambon = table.column("tambon_code").to_pylist()[schools.index(school)]
+    svc = EwsService.inner.__new__(EwsService.inner)  # the routes read only these three
+    svc.home, svc.store, svc.notfound = home, TokenStore(home), NotFoundLists(home)
+
+    def call(route: str, role: str, *args: str, school_code: str | None = None, area: str | None = None) -> tuple[int, dict]:
+        token = create_token(home, role, school_code, [area] if area else None)[0]
+        req = Request({"type": "http", "method": "GET", "path": "/", "headers": [(b"authorization", f"Bearer {token}".encode())]})
+        resp = getattr(svc, route)(req, *args)
+        return resp.status_code, json.loads(resp.body)
+
+    census = m.census_date.isoformat()
+    status, own = call("notfound_school", "school", census, school, school_code=school)
+    assert status == 200 and len(own["cases"]) == schools.count(school)
+    assert sum(1 for c in own["cases"] if c.get("name")) == len(own["cases"])  # names from the vault
+    other = next(s for s in set(schools) | {"1099999999"} if s != school)
+    assert call("notfound_school", "school", census, other, school_code=school)[0] == 403
+    status, pseudo = call("notfound_school", "analyst", census, school)
+    assert status == 200 and all("name" not in c for c in pseudo["cases"])
+    status, summary = call("notfound_area_summary", "area", census, tambon[:4], area=tambon[:4])
+    assert status == 200 and summary["level"] == "amphoe"
+    assert all(p[k] is None or p[k] == 0 or p[k] >= 5 for p in summary["parts"]
+               for k in ("cases", "not_found", "returned", "provisional"))
+    assert call("notfound_area_cases", "area", census, "99", area=tambon[:4])[0] == 403
+    assert call("notfound_school", "school", "2023-06-11", school, school_code=school)[0] == 404
+    assert call("notfound_censuses", "auditor")[1] == {"censuses": [census]}
+    with sqlite3.connect(home.access_db) as db:
+        actions = {a for (a,) in db.execute("SELECT action FROM access_log")}
+    assert {"notfound_cases", "notfound_summary"} <= actions
