@@ -232,7 +232,7 @@ def build_notfound(home: EwsHome, census: dt.date, as_of: dt.date | None = None,
         no_census, pending = con.execute(f"""
             SELECT count(DISTINCT p.school_code), count(*) FROM ({population_sql(cal, r, as_of)}) p
             WHERE NOT EXISTS (SELECT 1 FROM wh.src_dmc_census c WHERE c.school_code = p.school_code
-                              AND c.census_date = {_d(census)} AND c.known_at <= {_d(as_of)})""").fetchone()
+                              AND c.census_date = {_d(census)} AND c.known_at <= {_d(as_of)})""").fetchall()[0]
     finally:
         con.close()
     table = table.select(list(NOTFOUND_COLUMNS))
