@@ -56,6 +56,9 @@ def _register() -> None:
     from ews.demo import demo_command
 
     app.command("demo")(demo_command)
+    from ews.notfound import register as register_notfound
+
+    register_notfound(app)
     for module in ("training.cli", "serving.cli", "monitoring.cli"):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -18,10 +18,14 @@ logged: one bad field must not make a pupil who stayed vanish from a census.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from features.ids import GRADES
+
+if TYPE_CHECKING:
+    from features.calendar import SchoolCalendar
 
 Kind = Literal[
     "text",  # free Thai/English text, UTF-8
@@ -238,7 +242,9 @@ WELFARE_LINKS = (
 )
 WELFARE_AGENCIES = ("MOPH", "MSDHS", "NHSO", "MOF")
 TZD_STATUS = ("identified", "care_plan", "follow_up", "closed")
-TZD_OUTCOMES = ("returned_to_school", "non_formal", "work_training", "not_returned", "")
+# `moved_abroad`: the follow-up visit found the family gone abroad (the case is closed, the child
+# is not a dropout of this country's schools; labels read it as a move).
+TZD_OUTCOMES = ("returned_to_school", "non_formal", "work_training", "not_returned", "moved_abroad", "")
 EWE_STATUS = ("in_training", "qualified", "working_with_training")
 REGIONS = ("north", "northeast", "central", "east", "west", "south", "bangkok")
 SIZE_CLASSES = ("small", "medium", "large", "extra_large")
@@ -427,6 +433,110 @@ _add(Source(
 
 REGISTRY_SOURCES = ("areas", "schools")
 
+# --- the delivery schedule -----------------------------------------------------------------------
+# When each source's delivery is due: the ONE statement of "when is a census (or a month, a quarter)
+# known". The simulator delivers on `lag_days`; monitoring measures lateness against `overdue_days`;
+# labels wait for each evidence source until it has arrived or is overdue. The warehouse's actual
+# `known_at` decides in practice: the schedule only says what to expect and when to stop waiting.
+
+Period = Literal["census", "month", "quarter", "half_year", "term_end", "interim_marks"]
+_PERIOD_TEXT: dict[str, str] = {
+    "census": "the census date (10 June, 10 November)",
+    "month": "the end of the month",
+    "quarter": "the end of the calendar quarter",
+    "half_year": "the record date (31 March, 30 September)",
+    "term_end": "the last day of the term",
+    "interim_marks": "the day interim marks are recorded",
+}
+
+
+@dataclass(frozen=True)
+class DeliveryDue:
+    """One delivery rhythm of a source: what a delivery covers and when it is due."""
+
+    source: str
+    period: Period  # what one delivery describes; the days below count from the end of it
+    lag_days: int  # typical days from the end of the period to the delivery (negative: a part sent before)
+    overdue_days: int  # days from the end of the period after which an absent delivery is overdue
+    note: str = ""
+
+    def period_end(self, cal: SchoolCalendar, day: dt.date) -> dt.date:
+        """The end of the latest period of this rhythm that ends on or before `day`, or for a census
+        or quarter the period holding `day` (a census period is the census date itself)."""
+        if self.period == "census":
+            return day
+        if self.period == "month":
+            return dt.date(day.year + (day.month == 12), day.month % 12 + 1, 1) - dt.timedelta(days=1)
+        if self.period == "quarter":
+            q = (day.month - 1) // 3 + 1
+            return dt.date(day.year + (q == 4), (3 * q) % 12 + 1, 1) - dt.timedelta(days=1)
+        if self.period == "half_year":
+            marks = [dt.date(y, m, d) for y in (day.year - 1, day.year) for m, d in ((3, 31), (9, 30))]
+            return max(x for x in marks if x <= day)
+        from features.ids import BE_OFFSET
+
+        year = day.year + BE_OFFSET
+        ends = [cal.term(t).ends.in_year(y) for y in (year - 2, year - 1, year) for t in (1, 2)]
+        if self.period == "term_end":
+            return max(x for x in ends if x <= day)
+        marks = [cal.term(t).interim_marks.in_year(y) for y in (year - 2, year - 1, year) for t in (1, 2)]
+        return max(x for x in marks if x <= day)
+
+    def due_on(self, cal: SchoolCalendar, day: dt.date) -> dt.date:
+        """The typical delivery day of the period `period_end` picks for `day`."""
+        return self.period_end(cal, day) + dt.timedelta(days=self.lag_days)
+
+    def overdue_on(self, cal: SchoolCalendar, day: dt.date) -> dt.date:
+        """From this day an absent delivery of that period is overdue."""
+        return self.period_end(cal, day) + dt.timedelta(days=self.overdue_days)
+
+
+DELIVERY_SCHEDULE: tuple[DeliveryDue, ...] = (
+    DeliveryDue("dmc_census", "census", 18, 21, "per school: a school's file may be refused or late"),
+    DeliveryDue("other_enrolment", "census", 35, 42, "the other systems count on the DMC census date"),
+    DeliveryDue("cct_screening", "census", 40, 45),
+    DeliveryDue("care_screening", "census", 45, 50),
+    DeliveryDue("attendance", "month", 10, 12),
+    DeliveryDue("grades", "interim_marks", 5, 10, "interim marks"),
+    DeliveryDue("grades", "term_end", 20, 30, "final marks"),
+    DeliveryDue("exits", "term_end", -8, -1, "a part: exits known 10 days before it"),
+    DeliveryDue("exits", "term_end", 18, 25, "the rest of the term's exits"),
+    DeliveryDue("welfare_links", "quarter", 15, 30),
+    DeliveryDue("tzd_cases", "quarter", 15, 30),
+    DeliveryDue("ewe_training", "half_year", 20, 35),
+)
+
+
+def delivery_due(source: str, period: Period | None = None) -> DeliveryDue:
+    """The schedule entry of a source: its complete delivery (the latest-due rhythm of that
+    period, e.g. the term-end exits rather than the part sent before the term ends)."""
+    rows = [d for d in DELIVERY_SCHEDULE if d.source == source and (period is None or d.period == period)]
+    if not rows:
+        raise KeyError(f"no delivery schedule for source {source!r}" + (f" and period {period!r}" if period else ""))
+    if period is None and len({d.period for d in rows}) > 1:
+        raise KeyError(f"source {source!r} has several delivery rhythms: name the period")
+    return max(rows, key=lambda d: d.lag_days)
+
+
+def schedule_markdown() -> list[str]:
+    """The delivery schedule as a Markdown table (part of the contract document)."""
+    out = [
+        "## Delivery schedule",
+        "",
+        "When each delivery is expected, counted from the end of the period it describes. *Typical* is",
+        "when it usually arrives; after *overdue* an absent delivery is late (monitoring reports it) and",
+        "labels stop waiting for it. A label is `unknown` while a source it needs is neither delivered nor",
+        "overdue, and while the pupil's own school's census has not arrived (a refused or late census",
+        "file is never assumed empty). The day a delivery's rows actually became known (`known_at`)",
+        "decides in practice.",
+        "",
+        "| source | period described | typical (days after) | overdue (days after) | note |",
+        "|---|---|---|---|---|",
+    ]
+    for d in DELIVERY_SCHEDULE:
+        out.append(f"| `{d.source}` | {_PERIOD_TEXT[d.period]} | {d.lag_days} | {d.overdue_days} | {d.note} |")
+    return [*out, ""]
+
 
 def identity_columns(source: Source) -> tuple[str, ...]:
     return tuple(c.name for c in source.columns if c.identity)
@@ -495,6 +605,7 @@ def contract_markdown() -> str:
         "token instead.",
         "",
         *_ROLES_TEXT,
+        *schedule_markdown(),
     ]
     for s in SOURCES.values():
         out += [

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,8 +51,36 @@ class LinkQuality(BaseModel):
     rounds_compared: list[str]
 
 
+# A group's label precision is judged only when at least this many distinct students were labelled
+# dropouts in it: with 30, two false dropouts already read 0.933 (< 0.95), so one noisy student
+# cannot fail a group and a real bias of a few points still shows.
+MIN_GROUP_DROPOUT_STUDENTS = 30
+
+
+class GroupLabelQuality(BaseModel):
+    """Label precision and recall in one group (e.g. nationality MM), over labelled rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: int  # every row of the group, labelled or unknown
+    unknown: int
+    labelled_dropouts: int  # rows we label dropout
+    labelled_dropout_students: int  # distinct students among them (what `judged` counts)
+    true_dropouts: int  # labelled rows that truly dropped out
+    false_dropouts: int  # rows we label dropout that did not drop out
+    precision: float | None  # None: no labelled dropout
+    recall: float | None  # None: no true dropout among labelled rows
+    judged: bool  # at least MIN_GROUP_DROPOUT_STUDENTS labelled-dropout students
+
+
 class LabelQuality(BaseModel):
-    """Our labels against the true outcomes, over every labelled round."""
+    """Our labels against the true outcomes, over every round whose horizon census is delivered.
+
+    `precision` is the share of labelled dropouts that truly dropped out; `recall` the share of
+    true dropouts (among labelled rows) labelled dropout. `unknown_share` is the share of rows
+    left `unknown`, out of training. `per_group` holds the same per nationality, province, grade
+    band and poverty group. `agreement` (all rows) is kept for old reports: it hides label errors,
+    since almost every row is a true negative.
+    """
 
     model_config = ConfigDict(extra="forbid")
     rows_compared: int
@@ -61,6 +89,15 @@ class LabelQuality(BaseModel):
     true_dropout_rate: float
     confusion: dict[str, int]
     per_round: dict[str, float]
+    precision: float | None = None
+    recall: float | None = None
+    rows: int = 0
+    unknown_rows: int = 0
+    unknown_share: float = 0.0
+    true_dropouts_unknown: int = 0  # true dropouts among the unknown rows
+    states: dict[str, int] = Field(default_factory=dict)
+    min_group_dropout_students: int = MIN_GROUP_DROPOUT_STUDENTS
+    per_group: dict[str, dict[str, GroupLabelQuality]] = Field(default_factory=dict)
 
 
 class TruthEvaluator(Protocol):

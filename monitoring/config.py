@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.contract import delivery_due
 from training.config import FairnessConfig
 
 SCHEMA_VERSION = 1
@@ -47,8 +48,9 @@ class QualityConfig(_Model):
                     "an expected delivery absent by the as-of date counts as late by the days since it was due.")
     min_rows: int = Field(50, ge=1, description="Files (or provinces) with fewer rows are reported but not judged.")
     expected_lag_days: dict[str, int] = Field(
-        default_factory=lambda: {"dmc_census": 21, "attendance": 12, "cct_screening": 45, "care_screening": 50},
-        description="Days after the period a source's delivery is expected: after the census (dmc_census, "
+        default_factory=lambda: {s: delivery_due(s).overdue_days  # the contract's delivery schedule
+                                 for s in ("dmc_census", "attendance", "cct_screening", "care_screening")},
+        description="Days after the period a source's delivery is overdue (default: the contract's delivery schedule): after the census (dmc_census, "
                     "cct_screening, care_screening) or after the month's end (attendance). Sources not listed "
                     "are not checked for lateness.")
 

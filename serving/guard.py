@@ -89,6 +89,7 @@ class RouteSpec:
 
 
 _R = "/ews/api/rounds/{round_id}"
+_NF = "/ews/api/notfound/{census}"
 _AUTH = (401,)
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/ews/api/whoami", ("GET",), None, None, (200, 401)),
@@ -105,6 +106,11 @@ ROUTES: tuple[RouteSpec, ...] = (
               (200, 400, 401, 403, 404, 413, 415, 422)),  # POST answers 201 (documented by its route)
     RouteSpec(_R + "/schools/{school_code}/actions", ("GET",), "actions", None, (200, 400, 401, 403, 404, 422)),
     RouteSpec(_R + "/students/{student_key}/sheet", ("GET",), "sheet", "explain", (200, 400, 401, 403, 404, 429)),
+    # The not-found lists of Thailand Zero Dropout (serving/notfound.py), one per census.
+    RouteSpec("/ews/api/notfound", ("GET",), "list", None, (200, 401, 403)),
+    RouteSpec(_NF + "/schools/{school_code}/cases", ("GET",), "list", None, (200, 400, 401, 403, 404, 409)),
+    RouteSpec(_NF + "/areas/{area_code}/summary", ("GET",), "summary", None, (200, 400, 401, 403, 404, 409)),
+    RouteSpec(_NF + "/areas/{area_code}/cases", ("GET",), "list", None, (200, 400, 401, 403, 404, 409)),
     RouteSpec("/score", ("POST",), "score", "score", (200, 400, 401, 403, 413, 415, 422, 429)),
     RouteSpec("/metrics", ("GET",), "metrics", None, (200, 401, 403)),
     # BentoML's own pages: the API description and its viewer.

@@ -306,7 +306,7 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     """The explanation as a non-school token sees it (`serving.disclosure`): sensitive features
     leave the list (their contributions summed per group as `withheld:<group>` lines),
     coarsened quasi-identifiers (age in whole years) or none, reasons per group without values."""
-    from serving.disclosure import SENSITIVE, age_years, group_reasons
+    from serving.disclosure import SENSITIVE, age_years
 
     plan = rnd.disclosure()
     out = {**full, "school_code": plan.shown(i, "school_code", full["school_code"]),

@@ -8,6 +8,11 @@ from typing import Annotated
 
 import typer
 
+from simulator.scenarios import NAMED_SCENARIOS
+
+# listed in --help; the names and what each changes live in simulator/scenarios.py
+_SCENARIO_HELP = "; ".join(f"{name} ({text})" for name, (text, _) in NAMED_SCENARIOS.items())
+
 
 def _load_faults(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
@@ -27,6 +32,9 @@ def simulate_command(
     faults: Annotated[Path | None, typer.Option("--faults", help="YAML or JSON file with fault rates, e.g. {id_typo: 0.01, malformed_delivery: 0}.", exists=True, dir_okay=False)] = None,
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Deliver clean data: switch every fault off.")] = False,
     no_malformed: Annotated[bool, typer.Option("--no-malformed", help="Keep the faults but never write a malformed file.")] = False,
+    scenario: Annotated[str | None, typer.Option("--scenario", help=f"Change the world from a given term on, to see monitoring react: {_SCENARIO_HELP}.")] = None,
+    scenario_from: Annotated[int | None, typer.Option("--scenario-from", help="First academic year (BE) of the scenario; default: the last simulated year.")] = None,
+    scenario_term: Annotated[int, typer.Option("--scenario-term", min=1, max=2, help="First term (1 or 2) of the scenario in that year.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) instead of tables.")] = False,
 ) -> None:
     """Simulate Thai schools term by term and write deliveries as the source systems would, plus the truth.
@@ -41,6 +49,7 @@ def simulate_command(
 
     from simulator.api import simulate
     from simulator.config import FaultConfig, SimulationConfig, WorldConfig
+    from simulator.scenarios import named_scenario
 
     fault_values: dict = _load_faults(faults) if faults else {}
     if no_faults:
@@ -51,8 +60,10 @@ def simulate_command(
         config = SimulationConfig(
             world=WorldConfig(students=students, years=years, seed=seed, first_year=first_year),
             faults=FaultConfig(**fault_values),
+            scenario=None if scenario is None else named_scenario(
+                scenario, first_year + years - 1 if scenario_from is None else scenario_from, scenario_term),
         )
-    except Exception as exc:  # pydantic's message names the bad field
+    except Exception as exc:  # pydantic's message names the bad field; named_scenario lists the names
         raise typer.BadParameter(str(exc)) from exc
     console = Console(stderr=True)
     if json_out:

@@ -49,11 +49,11 @@ class ProcessConfig(_Model):
 
     grade_logit_t1: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.08, -9.15, -9.13, -9.79, -9.82, -9.9, -9.77, -9.78, -9.05, -7.89, -7.98, -7.45, -6.39, -6.39, -6.72]),
+            [-9.17, -9.30, -9.27, -10.27, -10.13, -10.19, -10.17, -10.18, -9.37, -7.66, -8.07, -7.78, -6.35, -6.43, -6.64]),
         description="Dropout intercept at the end of term 1 (mid-year), per grade.")
     grade_logit_t2: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-8.48, -8.55, -6.93, -8.99, -9.02, -9.1, -8.97, -8.98, -5.8, -7.19, -7.28, -3.8, -5.69, -5.69, -6.82]),
+            [-8.57, -8.70, -7.07, -9.47, -9.33, -9.39, -9.37, -9.38, -6.12, -6.96, -7.37, -4.13, -5.65, -5.73, -6.74]),
         description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
     beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
     beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
@@ -69,6 +69,25 @@ class ProcessConfig(_Model):
     beta_repeated: float = Field(0.30, description="Has repeated a grade before.")
     beta_engagement: float = Field(-0.65, description="Per SD of the latent engagement (higher engagement, lower hazard).")
     beta_past_pregnancy: float = Field(0.9, description="Teen pregnancy in an earlier term.")
+    # Interactions and school effects (issue 12.3): the hazard is no longer additive in the child's
+    # factors, so a model that can find interactions (trees) has something to find. Each is part of
+    # the state known at the term's start, so the ceiling stays exact (PROCESS.md §2.4).
+    beta_poverty_transition: float = Field(
+        0.45, description="Year end of P6 and M3 (the moves to a secondary school): per unit of poverty below the extremely-poor "
+                          "line (max(pov, 0)), on top of beta_poverty: a poor family pays for uniforms, fees and travel "
+                          "of the next school exactly when the child could leave.")
+    beta_distance_transition_per_10km: float = Field(
+        0.12, description="Year end of P6 and M3 when the next grade means a new school (not an extended-opportunity "
+                          "school keeping its M1 pupils, not a secondary school keeping its M4 pupils): per 10 km from "
+                          "the child's school to the district town, where the secondary school stands.")
+    beta_cct_grant_lost: float = Field(
+        0.55, description="Extremely poor child (CCT-eligible, income <= 3,000 baht) whose attendance last term was "
+                          "below cct_attendance_condition: the conditional grant is lost for this term.")
+    cct_attendance_condition: float = Field(0.85, gt=0, le=1, description="The CCT grant's attendance condition (DOMAIN.md: >= 85%).")
+    school_effect_sd: float = Field(
+        0.50, ge=0, description="SD of a school's random effect (its climate) on the dropout logit, drawn once per school "
+                                "with mean -sd^2/2 so the average odds do not move; 0.5 rivals poverty's spread "
+                                "(0.55 x SD(pov) ~ 0.47), as school-level predictors rival individual ones (Perdomo et al.).")
     shock_names: tuple[str, ...] = Field(("parent_migration", "illness", "debt_job_loss", "teen_pregnancy"),
                                          description="Shock types that can arrive during a term.")
     shock_prob: tuple[float, ...] = Field((0.10, 0.08, 0.10, 0.0),
@@ -97,8 +116,10 @@ class ProcessConfig(_Model):
     abroad_parent_migration: float = Field(1.0, description="Added to the abroad logit by a parent-migration shock.")
     completed_logit_m6: float = Field(7.0, description="M6 year end: completion (upper secondary graduation).")
     repeat_logit: float = Field(-4.6, description="Repetition at year end (P1-M6) for a child who stays, before modifiers.")
+    repeat_ms_logit: float = Field(
+        2.5, description="Added to the repetition logit when the term-2 final marks hold any 'มส' (not allowed to sit the "
+                         "exam: attendance under 80%): absence -> repetition -> over-age, a chain the hazard then feels.")
     dropout_exit_recorded: float = Field(0.45, ge=0, le=1, description="Share of dropouts for whom the school files an exits row.")
-    abroad_exit_recorded: float = Field(0.5, ge=0, le=1, description="Share of moves abroad with an exits row.")
     transfer_destination_known: float = Field(0.8, ge=0, le=1, description="Share of transfer rows that name the destination school.")
     tzd_find_per_quarter: float = Field(0.18, ge=0, le=1, description="Chance a dropout aged <= 18 is found by TZD in a quarter.")
     tzd_outcomes: dict[str, float] = Field(
@@ -124,6 +145,23 @@ class FaultConfig(_Model):
     late_delivery: float = Field(0.06, ge=0, le=1, description="Share of deliveries sent 2-8 weeks late.")
     missing_screening: float = Field(0.03, ge=0, le=1, description="Share of a school's CCT/care screening rows that never arrive (whole schools).")
     malformed_delivery: float = Field(0.008, ge=0, le=1, description="Per delivery: chance one school's rows come as a separate malformed file (0 switches off).")
+    # Exit rows the school never files, per exit type (issue 11.6). The child still leaves; only the
+    # exits row is missing (listed in truth/omissions.parquet, reason "exit_row_missing"), so the
+    # label must find the path elsewhere (other_enrolment, EWE, TZD) or say it does not know.
+    # Dropouts are not here: whether a school files a dropout row is ProcessConfig.dropout_exit_recorded.
+    exit_missing_vocational: float = Field(0.30, ge=0, le=1, description="Move to vocational education (OVEC) with no exits row.")
+    exit_missing_non_formal: float = Field(0.20, ge=0, le=1, description="Move to non-formal education (NFE) with no exits row.")
+    exit_missing_work_training: float = Field(0.40, ge=0, le=1, description="Move to a workforce training path (EWE) with no exits row.")
+    exit_missing_abroad: float = Field(0.50, ge=0, le=1, description="Move abroad with no exits row.")
+    exit_missing_death: float = Field(0.15, ge=0, le=1, description="Death with no exits row.")
+    exit_missing_transfer_obec: float = Field(0.05, ge=0, le=1, description="Transfer to another OBEC school with no exits row.")
+    exit_missing_transfer_lao: float = Field(0.20, ge=0, le=1, description="Move to a local-government (LAO) school with no exits row.")
+    exit_missing_transfer_opec: float = Field(0.20, ge=0, le=1, description="Move to a private (OPEC) school with no exits row.")
+    exit_missing_transfer_bpp: float = Field(0.35, ge=0, le=1, description="Move to a Border Patrol Police school with no exits row.")
+    exit_missing_completed: float = Field(0.02, ge=0, le=1, description="M6 completion with no exits row.")
+    census_refused_school: float = Field(
+        0.002, ge=0, le=1, description="Per OBEC school and census: the school's census file is refused by DMC, so none of "
+                                       "its pupils is in that census delivery (truth/omissions.parquet, reason 'census_refused').")
 
 
 class SimulationConfig(_Model):

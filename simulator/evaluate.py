@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from features.calendar import SchoolCalendar
 from features.db import one, scalar
-from features.evaluation import LabelQuality, LinkQuality, PairwiseQuality
+from features.evaluation import (
+    MIN_GROUP_DROPOUT_STUDENTS, GroupLabelQuality, LabelQuality, LinkQuality, PairwiseQuality,
+)
 from features.linkage.link import PERSON_SOURCES
-from features.pointintime.labels import Horizon, labels_sql, population_sql
+from features.pointintime.labels import EVIDENCE, Evidence, Horizon, labels_sql, population_sql
 
 
 def attach_truth(con: duckdb.DuckDBPyConnection, truth_dir: Path) -> None:
@@ -79,7 +81,8 @@ def truth_linked_schema(con: duckdb.DuckDBPyConnection, schema: str = "tl") -> N
                    s.* EXCLUDE (student_key, sid)
             FROM wh.linked_{s} s JOIN truth_records t USING (delivery_id, source_file, source_line)
         """)
-    con.execute(f"CREATE OR REPLACE VIEW {schema}.src_dmc_census AS SELECT * FROM wh.src_dmc_census")
+    for t in ("src_dmc_census", "deliveries", "ingested_files"):  # what labels read besides linked views
+        con.execute(f"CREATE OR REPLACE VIEW {schema}.{t} AS SELECT * FROM wh.{t}")
 
 
 def _labels_with_records(cal: SchoolCalendar, round_id: str, cutoff: dt.date, horizon: Horizon, schema: str) -> str:
@@ -112,7 +115,9 @@ def evaluate_linkage(
     all_rows = _pairwise(con, "true")
     identity_rows = _pairwise(con, f"o.source IN ({', '.join(repr(s) for s, v in PERSON_SOURCES.items() if v[0])})")
     truth_linked_schema(con)
-    cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    from features.pointintime.pipeline import latest_delivery
+
+    cutoff = latest_delivery(con)
     rounds = labelled_rounds(con, cal, cutoff)
     compared = wrong = pos = wrong_pos = 0
     for rid in rounds:
@@ -140,43 +145,93 @@ def evaluate_linkage(
     )
 
 
+GROUPS: dict[str, str] = {
+    # each a SQL expression over the truth (person `pe`, round row `x`)
+    "nationality": "pe.nationality",
+    "province": "pe.province_code",
+    "grade_band": ("CASE WHEN x.grade LIKE 'K%' THEN 'K1-K3' WHEN x.grade IN ('P1', 'P2', 'P3') THEN 'P1-P3' "
+                   "WHEN x.grade LIKE 'P%' THEN 'P4-P6' WHEN x.grade IN ('M1', 'M2', 'M3') THEN 'M1-M3' "
+                   "ELSE 'M4-M6' END"),
+    "poverty": "CASE WHEN x.extremely_poor THEN 'extremely_poor' ELSE 'not_extremely_poor' END",
+}
+
+
 def evaluate_labels(
     con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar | None = None,
-    horizon: Horizon = "next_census",
+    horizon: Horizon = "next_census", cutoff: dt.date | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
 ) -> LabelQuality:
-    """Our labels against the simulator's true outcome, joined through each round's census row."""
+    """Our labels against the simulator's true outcome, joined through each round's census row:
+    precision and recall of the dropout label overall and per group, and the unknown share.
+
+    Rounds compared: those whose horizon census date is on or before the cutoff (default: the latest
+    delivery, as `ews trainset` uses). `evidence` lets a test measure labels without one source.
+    """
+    from features.calendar import parse_round
+    from features.pointintime.pipeline import latest_delivery
+
     cal = cal or SchoolCalendar()
     attach_truth(con, truth_dir)
-    cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    persons = truth_dir / "persons.parquet"
+    cutoff = cutoff or latest_delivery(con)
     rounds = labelled_rounds(con, cal, cutoff)
-    totals = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-    per_round: dict[str, float] = {}
+    group_cols = ", ".join(f"{sql} AS g_{name}" for name, sql in GROUPS.items())
+    parts = []
     for rid in rounds:
-        tp, fp, fn, tn = one(con, f"""
-            WITH o AS ({_labels_with_records(cal, rid, cutoff, horizon, 'wh')}),
-            t AS (
-                SELECT tr.delivery_id, tr.source_file, tr.source_line, x.dropout AS true_dropout
-                FROM truth_records tr JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
-            )
-            SELECT count(*) FILTER (WHERE dropout = 1 AND true_dropout = 1),
+        r = parse_round(rid)
+        parts.append(f"""
+            SELECT '{rid}' AS round_id, tr.person_id, l.label_state, l.dropout, x.dropout AS true_dropout, {group_cols}
+            FROM ({population_sql(cal, r, cutoff)}) p
+            JOIN ({labels_sql(cal, r, cutoff, horizon, evidence=evidence)}) l USING (student_key)
+            JOIN truth_records tr USING (delivery_id, source_file, source_line)
+            JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
+            JOIN read_parquet('{persons}') pe ON pe.person_id = tr.person_id
+        """)
+    con.execute("CREATE OR REPLACE TEMP TABLE label_eval AS " + (" UNION ALL ".join(parts) if parts else
+                "SELECT NULL::VARCHAR AS round_id WHERE false"))
+
+    def quality(where: str) -> tuple:
+        return one(con, f"""
+            SELECT count(*), count(*) FILTER (WHERE dropout IS NULL),
+                   count(*) FILTER (WHERE dropout = 1),
+                   count(DISTINCT person_id) FILTER (WHERE dropout = 1),
+                   count(*) FILTER (WHERE dropout = 1 AND true_dropout = 1),
                    count(*) FILTER (WHERE dropout = 1 AND true_dropout = 0),
                    count(*) FILTER (WHERE dropout = 0 AND true_dropout = 1),
-                   count(*) FILTER (WHERE dropout = 0 AND true_dropout = 0)
-            FROM o JOIN t USING (delivery_id, source_file, source_line)
-            WHERE dropout IS NOT NULL
+                   count(*) FILTER (WHERE dropout = 0 AND true_dropout = 0),
+                   count(*) FILTER (WHERE dropout IS NULL AND true_dropout = 1)
+            FROM label_eval WHERE {where}
         """)
-        n = tp + fp + fn + tn
-        if n:
-            per_round[rid] = round((tp + tn) / n, 5)
-        for k, v in zip(("tp", "fp", "fn", "tn"), (tp, fp, fn, tn)):
-            totals[k] += v
-    n = sum(totals.values())
+
+    def group(row: tuple) -> GroupLabelQuality:
+        n, unk, lab, lab_students, tp, fp, fn, _, _ = (int(v or 0) for v in row)
+        return GroupLabelQuality(
+            rows=n, unknown=unk, labelled_dropouts=lab, labelled_dropout_students=lab_students,
+            true_dropouts=tp + fn, false_dropouts=fp, precision=tp / lab if lab else None,
+            recall=tp / (tp + fn) if tp + fn else None, judged=lab_students >= MIN_GROUP_DROPOUT_STUDENTS,
+        )
+
+    n, unk, lab, _, tp, fp, fn, tn, unk_true = (int(v or 0) for v in quality("true"))
+    per_round: dict[str, float] = {}
+    for rid, agree in con.execute("""
+            SELECT round_id, avg(CASE WHEN dropout = true_dropout THEN 1 ELSE 0 END)
+            FROM label_eval WHERE dropout IS NOT NULL GROUP BY round_id ORDER BY round_id""").fetchall():
+        per_round[rid] = round(float(agree), 5)
+    per_group: dict[str, dict[str, GroupLabelQuality]] = {}
+    for name in GROUPS:
+        values = [v for (v,) in con.execute(
+            f"SELECT DISTINCT g_{name} FROM label_eval WHERE g_{name} IS NOT NULL ORDER BY 1").fetchall()]
+        per_group[name] = {str(v): group(quality(f"g_{name} = '{v}'")) for v in values}
+    states = dict(con.execute("SELECT label_state, count(*) FROM label_eval GROUP BY 1 ORDER BY 1").fetchall())
+    compared = tp + fp + fn + tn
     return LabelQuality(
-        rows_compared=n,
-        agreement=(totals["tp"] + totals["tn"]) / n if n else 0.0,
-        our_dropout_rate=(totals["tp"] + totals["fp"]) / n if n else 0.0,
-        true_dropout_rate=(totals["tp"] + totals["fn"]) / n if n else 0.0,
-        confusion=totals, per_round=per_round,
+        rows_compared=compared,
+        agreement=(tp + tn) / compared if compared else 0.0,
+        our_dropout_rate=(tp + fp) / compared if compared else 0.0,
+        true_dropout_rate=(tp + fn) / compared if compared else 0.0,
+        confusion={"tp": tp, "fp": fp, "fn": fn, "tn": tn}, per_round=per_round,
+        precision=tp / lab if lab else None, recall=tp / (tp + fn) if tp + fn else None,
+        rows=n, unknown_rows=unk, unknown_share=unk / n if n else 0.0, true_dropouts_unknown=unk_true,
+        states={str(k): int(v) for k, v in states.items()}, per_group=per_group,
     )
 
 

@@ -13,6 +13,11 @@ Each row carries a bit mask of what was done to it (truth/records.parquet `fault
 256 malformed_file     the row is in a malformed file (set by the writer)
 512 stale_id           not a fault: the row still uses the child's G-code after a 13-digit ID was issued
 
+Rows that never arrive carry no bit (there is no row): they are listed in truth/omissions.parquet
+with a reason — a school's screenings never sent (`missing_screening`), an exit row the school never
+filed, at a rate per exit type (`exit_row_missing`, records.Records.exit_rows), a school's census
+file refused by DMC (`census_refused`, records.Records.emit_census_rows).
+
 Faults draw from their own random stream, so switching them off leaves the world and the
 ceiling unchanged.
 """

@@ -64,6 +64,23 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def school_effects(geo: Geography, sd: float, rng: np.random.Generator) -> np.ndarray:
+    """Each school's climate, its random effect on the dropout logit (config.school_effect_sd).
+
+    Drawn from its own stream, so the children's draws do not move. Centred within each school kind
+    of the province, then shifted by -sd^2/2 (the odds of a lognormal effect average exp(sd^2/2)):
+    a province has only a few secondary schools, and uncentred effects would move its M3 -> M4
+    loss, and with it the calibration figures, by whole percentage points from seed to seed. The
+    spread between schools, which is what a model can learn, is untouched.
+    """
+    u = rng.normal(0.0, sd, len(geo.school_code)) if sd > 0 else np.zeros(len(geo.school_code))
+    for kind in np.unique(geo.school_kind):
+        same = geo.school_kind == kind
+        if same.sum() > 1:
+            u[same] -= u[same].mean()
+    return u - sd * sd / 2
+
+
 class Population:
     """The children of one province: drawn at the start, then placed, moved and aged by the driver."""
 
@@ -81,6 +98,8 @@ class Population:
         self.geo: Geography = build_geography(prov, np.random.default_rng([seed, prov.index, 0]),
                                               config.world.students_per_school)
         self.picker = SchoolPicker(self.geo, self.rng)
+        self.school_effect = school_effects(self.geo, config.process.school_effect_sd,
+                                            np.random.default_rng([seed, prov.index, 4]))
         self.end_day = day(schedule.end_date)
 
     def init_people(self) -> None:
@@ -193,6 +212,10 @@ class Population:
         self.entered_on = np.full(n, NEVER, dtype=np.int32)
         self.travel = np.zeros(n, dtype=np.int16)
         self.mode = np.zeros(n, dtype=np.int8)
+        # last term's attendance rate (1 before any term: no CCT condition broken yet) and whether
+        # the last final marks held a มส; set by the records of a term, read by the next hazard
+        self.att_last = np.ones(n, dtype=np.float32)
+        self.ms_fail = np.zeros(n, dtype=bool)
 
     def poverty(self) -> np.ndarray:
         """log(3000 / income): 0 at the extremely-poor line, positive below it."""

@@ -25,8 +25,8 @@ import numpy as np
 
 from features.ids import GRADES
 from simulator.config import ProcessConfig
-from simulator.population import EXTREME_POOR, G_K3, G_M3, G_M4, G_M6, TYPICAL_AGE, Population
-from simulator.world import N_SHOCKS
+from simulator.population import EXTREME_POOR, G_K3, G_M3, G_M4, G_M6, G_P6, TYPICAL_AGE, Population
+from simulator.world import KIND_EXTENDED, KIND_PRIMARY, N_SHOCKS
 
 # competing outcomes at a term end
 CLASSES = ("stay", "dropout", "transfer", "other_school", "vocational", "non_formal", "work_training",
@@ -118,7 +118,8 @@ def base_logits(pop: Population, idx: np.ndarray, term: int, cday: int) -> np.nd
             + pop.prov.effect + pc.beta_non_thai * pop.non_thai[idx] + pc.beta_disability * (pop.disab[idx] > 0)
             + pc.beta_chronic_illness * pop.chronic[idx] + pc.beta_overage_per_year * overage
             + pc.beta_repeated * (pop.repeated[idx] > 0) + pc.beta_engagement * pop.e[idx]
-            + pc.beta_past_pregnancy * pop.preg[idx])
+            + pc.beta_past_pregnancy * pop.preg[idx]
+            + pop.school_effect[sch] + interaction_logits(pop, idx, term))
     L = np.full((n, N_CLASSES), -np.inf)
     L[:, C_STAY] = 0.0
     L[:, C_DROP] = drop
@@ -136,6 +137,39 @@ def base_logits(pop: Population, idx: np.ndarray, term: int, cday: int) -> np.nd
         L[m6, C_DONE] = 0.0
         L[m6, C_STAY] = -pc.completed_logit_m6
     return L
+
+
+def next_school_km(pop: Population, idx: np.ndarray) -> np.ndarray:
+    """Km to the school of the next grade when the year end means a move to a secondary school, else 0.
+
+    P6 -> M1 moves a pupil of a primary school (an extended-opportunity school keeps its own), M3 -> M4
+    a pupil of an extended-opportunity school (a secondary school keeps its own). Secondary schools
+    stand in the district town, so the current school's distance to it is the new journey's length.
+    """
+    g = pop.grade[idx]
+    kind = pop.geo.school_kind[pop.school[idx]]
+    moves = ((g == G_P6) & (kind == KIND_PRIMARY)) | ((g == G_M3) & (kind == KIND_EXTENDED))
+    return np.where(moves, pop.geo.school_distance[pop.school[idx]], 0.0)
+
+
+def interaction_logits(pop: Population, idx: np.ndarray, term: int) -> np.ndarray:
+    """The non-additive part of the dropout logit (config: beta_poverty_transition ... beta_cct_grant_lost).
+
+    Poverty x transition (P6 -> M1, M3 -> M4: a new school's uniform, fees and journey) and distance
+    x the move to a secondary school act at those year ends only; the lost CCT grant acts on
+    extremely poor children whose attendance last term broke the grant's condition. Everything here
+    is known at the term's start, so the ceiling stays exact.
+    """
+    pc = pop.pc
+    g = pop.grade[idx]
+    out = np.zeros(len(idx))
+    if term == 2:
+        transition = (g == G_P6) | (g == G_M3)  # the moves to a new (secondary) school; K3 -> P1 stays put
+        out += np.where(transition, pc.beta_poverty_transition * np.maximum(pop.poverty()[idx], 0.0), 0.0)
+        out += pc.beta_distance_transition_per_10km * next_school_km(pop, idx) / 10.0
+    lost = (pop.income[idx] <= EXTREME_POOR) & (pop.att_last[idx] < pc.cct_attendance_condition)
+    out += pc.beta_cct_grant_lost * lost
+    return out
 
 
 def shock_class_effects(pc: ProcessConfig) -> np.ndarray:

@@ -274,7 +274,8 @@ class ProvinceSim(Records):
         pc = self.pc
         stay = idx[(outcome == C_STAY) | (outcome == C_TRANSFER)]
         g = self.grade[stay]
-        rep = (g >= G_P1) & (rng.random(len(stay)) < sigmoid(pc.repeat_logit - 0.7 * self.e[stay] - 0.4 * self.ability[stay]))
+        rep = (g >= G_P1) & (rng.random(len(stay)) < sigmoid(pc.repeat_logit - 0.7 * self.e[stay] - 0.4 * self.ability[stay]
+                                                             + pc.repeat_ms_logit * self.ms_fail[stay]))
         rep |= g == G_M6  # an M6 pupil who neither completed nor left repeats
         up = stay[~rep]
         self.repeated[stay[rep]] += 1

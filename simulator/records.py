@@ -33,6 +33,9 @@ from simulator.truth import TruthWriter
 from simulator.world import KIND_AFFILIATION, KIND_BPP, KIND_LAO, KIND_OPEC, KIND_SECONDARY, Province, size_class
 from simulator.writers import DeliveryWriter
 
+# Share of moves abroad that TZD's follow-up traces and closes as `moved_abroad` (the rest are
+# never found: to the pipeline they look like dropouts).
+TZD_ABROAD_TRACED = 0.9
 STUDENT_NO_MODULUS = 99_999_989  # a prime: the mapping below is a bijection of person ids per school
 
 
@@ -165,6 +168,15 @@ class Records(Population):
             "nationality": cat(NATIONALITY, self.nat[idx]), "disability": cat(DISABILITY, self.disab[idx]),
             "tambon_code": self.tambon_codes.take(pa.array(self.tambon[idx])),
         }
+        # A school whose census file DMC refused: none of its pupils is in this census delivery. Cut
+        # after the rows are drawn, so the world's random stream does not depend on the fault.
+        refused = self.frng.random(len(self.geo.school_code)) < self.cfg.faults.census_refused_school
+        lost = refused[self.school[idx]]
+        if lost.any():
+            self._omissions(idx[lost], "dmc_census", np.full(int(lost.sum()), cday), "census_refused")
+            keep = ~lost
+            cols = {c: (v.filter(pa.array(keep)) if isinstance(v, pa.Array) else np.asarray(v)[keep]) for c, v in cols.items()}
+            idx, mask = idx[keep], mask[keep]
         self.emit(("dmc_census", year, term), "dmc_census", cols, idx, mask)
 
     def records_of_term(self, year: int, term: int, idx: np.ndarray, S: int, E: int, cday: int,
@@ -229,6 +241,9 @@ class Records(Population):
             m = m + 1
         att = present_total / np.maximum(days_total, 1)
         att_i = present_to_interim / np.maximum(days_to_interim, 1)
+        # the next term's hazard reads the CCT attendance condition from this term's record
+        self.att_last[idx] = np.where(days_total > 0, att, 1.0).astype(np.float32)
+        self.ms_fail[idx] = False
         # grades (P1 and above): interim and final
         graded = self.grade[idx] >= G_P1
         g = self.grade[idx]
@@ -246,6 +261,8 @@ class Records(Population):
             mp = rng.binomial(3, sigmoid(-4.2 - 0.8 * e))
             gpa_out = np.where(ms >= n_subj, np.nan, np.round(gpa, 2))
             rows = np.flatnonzero(sel)
+            if kind == "final":
+                self.ms_fail[idx[rows]] = ms[rows] > 0  # year end: มส -> repetition (province.year_end)
             ii = idx[rows]
             ids, mask = self.ids_at(ii, when, 60)
             cols = {
@@ -263,6 +280,8 @@ class Records(Population):
         self.screenings(year, term, idx, cday, arrived, sday, e, pov)
         self.welfare_events(idx, arrived, sday, E)
         self.exit_rows(year, term, idx, outcome, leave, E)
+        abroad = outcome == C_ABROAD
+        self.tzd_abroad_followups(year, term, idx[abroad], np.minimum(leave[abroad], E))
         # EWE record on 30 September falls inside term 1, before its end
         if term == 1:
             self.ewe_rows(day(dt.date(year - BE_OFFSET, 9, 30)))
@@ -331,13 +350,14 @@ class Records(Population):
         if self.term_obs is not None:
             self.term_obs.add_care(self.delivered_day(("care_screening", year, term)), rows, status)
 
-    def _omissions(self, idx: np.ndarray, source: str, when: np.ndarray) -> None:
+    def _omissions(self, idx: np.ndarray, source: str, when: np.ndarray, reason: str = "missing_screening") -> None:
         if len(idx) == 0:
             return
         self.truth.append("omissions", pa.table({
             "person_id": self.pid[idx], "source": pa.array(np.full(len(idx), source)),
             "school_code": self.school_codes.take(pa.array(self.school[idx])),
-            "describes": pa.array(as_dt64(when)), "reason": pa.array(np.full(len(idx), "missing_screening")),
+            "describes": pa.array(as_dt64(when)),
+            "reason": pa.array(np.full(len(idx), reason)),
         }))
 
     def emit_static_links(self, idx: np.ndarray, census_day: int) -> None:
@@ -403,10 +423,10 @@ class Records(Population):
         rng = self.rng
         pc = self.pc
         n = len(idx)
-        recorded = np.isin(outcome, [C_TRANSFER, C_OTHER, C_VOC, C_NFE, C_EWE, C_DONE])
+        # Every leaver but an unfiled dropout gets a destination here (the move itself needs it);
+        # which of their exit rows the school never files is a fault, decided at the end.
+        recorded = np.isin(outcome, [C_TRANSFER, C_OTHER, C_VOC, C_NFE, C_EWE, C_DONE, C_ABROAD, C_DEATH])
         recorded |= (outcome == C_DROP) & (rng.random(n) < pc.dropout_exit_recorded)
-        recorded |= (outcome == C_ABROAD) & (rng.random(n) < pc.abroad_exit_recorded)
-        recorded |= (outcome == C_DEATH) & (rng.random(n) < 0.85)
         rows = np.flatnonzero(recorded)
         if len(rows) == 0:
             return
@@ -452,6 +472,14 @@ class Records(Population):
         known = rng.random(len(ot)) < pc.transfer_destination_known
         dest[ot[known]] = self.geo.school_code[other_school[known]]
         exit_day = np.where(leave[rows] < E, leave[rows], E + rng.integers(0, 10, len(rows)))
+        other_kind = np.full(len(rows), -1)
+        other_kind[ot] = kinds
+        filed = ~self._exit_row_missing(oc, other_kind)
+        self._omissions(ii[~filed], "exits", exit_day[~filed], "exit_row_missing")
+        ii, oc, exit_day = ii[filed], oc[filed], exit_day[filed]
+        exit_type, reason, dest = exit_type[filed], reason[filed], dest[filed]
+        if len(ii) == 0:
+            return
         ids, mask = self.ids_at(ii, exit_day, 60)
         cols = {
             "exit_date": as_dt64(exit_day), "school_code": self.school_codes.take(pa.array(self.school[ii])),
@@ -462,6 +490,20 @@ class Records(Population):
         keys = [("exits", year, term, "mid"), ("exits", year, term, "end")]
         which = np.array([0 if self.schedule.exits_key(year, term, to_date(d))[-1] == "mid" else 1 for d in exit_day])
         self.emit_by_key("exits", keys, which, cols, ii, mask)
+
+    def _exit_row_missing(self, outcome: np.ndarray, other_kind: np.ndarray) -> np.ndarray:
+        """Which exit rows the school never files: the FaultConfig rate of each row's exit type."""
+        f = self.cfg.faults
+        rate = np.zeros(len(outcome))
+        for cls, r in ((C_VOC, f.exit_missing_vocational), (C_NFE, f.exit_missing_non_formal),
+                       (C_EWE, f.exit_missing_work_training), (C_ABROAD, f.exit_missing_abroad),
+                       (C_DEATH, f.exit_missing_death), (C_TRANSFER, f.exit_missing_transfer_obec),
+                       (C_DONE, f.exit_missing_completed)):
+            rate[outcome == cls] = r
+        for kind, r in ((KIND_LAO, f.exit_missing_transfer_lao), (KIND_OPEC, f.exit_missing_transfer_opec),
+                        (KIND_BPP, f.exit_missing_transfer_bpp)):
+            rate[(outcome == C_OTHER) & (other_kind == kind)] = r
+        return self.frng.random(len(outcome)) < rate
 
     def ewe_rows(self, when: int) -> None:
         if when > self.end_day or when < day(self.schedule.start_date):
@@ -538,6 +580,45 @@ class Records(Population):
         }
         keys, inv = self.quarter_keys("tzd_cases", when)
         self.emit_by_key("tzd_cases", keys, inv, cols, ii, mask)
+
+    def tzd_abroad_followups(self, year: int, term: int, ii: np.ndarray, left: np.ndarray) -> None:
+        """TZD's follow-up of children who left for abroad: a closed case, outcome `moved_abroad`.
+
+        Why TZD records them: its case list is every registered child of school age found in no
+        education database after a census, whatever the school filed (an exit row or none); the
+        field visit that finds the family gone abroad closes the case with that outcome. A share
+        is never traced (`TZD_ABROAD_TRACED`). Drawn from a stream of their own (and faults
+        injected from one), so adding these rows changes no other row of the world.
+        """
+        if len(ii) == 0:
+            return
+        rng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 3, year, term])
+        traced = rng.random(len(ii)) < TZD_ABROAD_TRACED
+        when = (left + rng.integers(14, 46, len(ii))).astype(np.int32)
+        ii, when = ii[traced], when[traced]
+        if len(ii) == 0:
+            return
+        ids, mask = self.ids_at(ii, when, 180)
+        case_no = np.char.zfill(self.pid[ii].astype(str), 8)
+        cols = {
+            "case_id": np.char.add(f"TZD{self.prov.code}-A", case_no),
+            "updated_on": as_dt64(when), "student_id": ids, "first_name": self.first[ii], "last_name": self.last[ii],
+            "sex": np.where(self.sex[ii] == 1, "F", "M"), "birth_date": as_dt64(self.birth[ii]),
+            "tambon_code": self.tambon_codes.take(pa.array(self.tambon[ii])),
+            "status": np.full(len(ii), "closed"), "outcome": np.full(len(ii), "moved_abroad"),
+        }
+        frng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 4, year, term])
+        keys, inv = self.quarter_keys("tzd_cases", when)
+        for ki in np.unique(inv):
+            sel = inv == ki
+            delivery = self.schedule.get(keys[int(ki)])
+            if delivery is None:
+                continue
+            sub = {c: (v.filter(pa.array(sel)) if isinstance(v, pa.Array) else np.asarray(v)[sel]) for c, v in cols.items()}
+            table, pid, m = inject("tzd_cases", sub, mask[sel], self.pid[ii[sel]], frng, self.cfg.faults, self.names)
+            if self._breaks:
+                table = apply_breaks(table, "tzd_cases", self._breaks)
+            self.writer.write(delivery, "tzd_cases", table, pid, m)
 
     def write_people(self) -> None:
         ii = np.flatnonzero(self.status != ST_NONE)

@@ -20,6 +20,7 @@ and hold for every later term. An economic shock's income fall happens once, at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import numpy as np
@@ -94,6 +95,23 @@ def data_break(from_year: int, from_term: int = 1, **kw: object) -> Scenario:
 
 def process_change(from_year: int, from_term: int = 1, **kw: object) -> Scenario:
     return Scenario(name="process_change", from_year=from_year, from_term=from_term, changes=(ProcessChange(**kw),))
+
+
+# Named scenarios, as `ews simulate --scenario NAME` offers them: a one-line description and the
+# change with its defaults. The CLI chooses when it starts (default: the last simulated year).
+NAMED_SCENARIOS: dict[str, tuple[str, Callable[..., Scenario]]] = {
+    "economic_shock": ("household incomes halve in every province and children miss more days", economic_shock),
+    "data_break": ("the CCT income arrives per household, not per person; the world itself is unchanged", data_break),
+    "process_change": ("a new transition barrier: +2.5 on the dropout logit of P5-M2, invisible in the features",
+                       process_change),
+}
+
+
+def named_scenario(name: str, from_year: int, from_term: int = 1) -> Scenario:
+    """The scenario called `name` (NAMED_SCENARIOS), starting at term (from_year, from_term)."""
+    if name not in NAMED_SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose one of: {', '.join(NAMED_SCENARIOS)}")
+    return NAMED_SCENARIOS[name][1](from_year, from_term)
 
 
 # --- what the simulator calls (pure: no random numbers, so the unchanged parts stay identical) -----

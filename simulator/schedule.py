@@ -1,9 +1,10 @@
 """The delivery schedule: which delivery carries which rows, and when it was delivered.
 
-Real systems deliver on their own rhythm: the DMC census two to three weeks after each census,
-attendance monthly about ten days after the month ends, interim marks a few days after they are
-recorded and final marks after the term, screenings once a term, welfare links and TZD cases
-quarterly, EWE twice a year. Some deliveries arrive weeks late (a fault recorded in the truth), and
+Real systems deliver on their own rhythm, the typical lags of the contract's delivery schedule
+(`features.contract.DELIVERY_SCHEDULE`, the one place they are written): the DMC census two to
+three weeks after each census, other systems' enrolment later, attendance monthly about ten days
+after the month ends, interim marks a few days after they are recorded and final marks after the
+term, screenings once a term, welfare links and TZD cases quarterly, EWE twice a year. Some deliveries arrive weeks late (a fault recorded in the truth), and
 now and then one school's rows arrive as a separate malformed file with its own delivery folder.
 
 The schedule is drawn from its own random stream before any province is simulated, so every
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.calendar import SchoolCalendar
-from features.contract import SOURCES
+from features.contract import DELIVERY_SCHEDULE, SOURCES, delivery_due
 from features.ids import BE_OFFSET
 from simulator.config import SimulationConfig
 
@@ -69,6 +70,10 @@ class Schedule:
         rng = np.random.default_rng([w.seed, 1_000_003])
         items: list[Delivery] = []
 
+        lag = delivery_due
+        # the part of a term's exits sent before the term ends (the contract's earlier exits rhythm)
+        exits_part = min((d for d in DELIVERY_SCHEDULE if d.source == "exits"), key=lambda d: d.lag_days)
+
         def add(key: tuple, source: str, nominal: dt.date) -> None:
             items.append(Delivery(key=key, sources=(source,), nominal_on=nominal, delivered_on=nominal))
 
@@ -80,21 +85,22 @@ class Schedule:
                 census = cal.census_date(y, t)
                 if census > self.end_date:
                     continue
-                add(("dmc_census", y, t), "dmc_census", census + dt.timedelta(days=18))
-                add(("other_enrolment", y, t), "other_enrolment", census + dt.timedelta(days=35))
+                add(("dmc_census", y, t), "dmc_census", lag("dmc_census").due_on(cal, census))
+                add(("other_enrolment", y, t), "other_enrolment", lag("other_enrolment").due_on(cal, census))
                 if y > self.last_year:
                     continue
                 tc = cal.term(t)
                 start, end = tc.starts.in_year(y), tc.ends.in_year(y)
-                add(("grades", y, t, "interim"), "grades", tc.interim_marks.in_year(y) + dt.timedelta(days=5))
-                add(("grades", y, t, "final"), "grades", end + dt.timedelta(days=20))
-                add(("cct_screening", y, t), "cct_screening", census + dt.timedelta(days=40))
-                add(("care_screening", y, t), "care_screening", census + dt.timedelta(days=45))
-                add(("exits", y, t, "mid"), "exits", end - dt.timedelta(days=8))
-                add(("exits", y, t, "end"), "exits", end + dt.timedelta(days=18))
+                add(("grades", y, t, "interim"), "grades",
+                    lag("grades", "interim_marks").due_on(cal, tc.interim_marks.in_year(y)))
+                add(("grades", y, t, "final"), "grades", lag("grades", "term_end").due_on(cal, end))
+                add(("cct_screening", y, t), "cct_screening", lag("cct_screening").due_on(cal, census))
+                add(("care_screening", y, t), "care_screening", lag("care_screening").due_on(cal, census))
+                add(("exits", y, t, "mid"), "exits", end + dt.timedelta(days=exits_part.lag_days))
+                add(("exits", y, t, "end"), "exits", lag("exits", "term_end").due_on(cal, end))
                 m = dt.date(start.year, start.month, 1)
                 while m <= end:
-                    add(("attendance", m.year, m.month), "attendance", _month_end(m.year, m.month) + dt.timedelta(days=10))
+                    add(("attendance", m.year, m.month), "attendance", lag("attendance").due_on(cal, m))
                     m = _month_end(m.year, m.month) + dt.timedelta(days=1)
         ce0 = self.first_year - BE_OFFSET
         for cy in range(ce0, self.end_date.year + 1):
@@ -103,12 +109,12 @@ class Schedule:
                 qstart = dt.date(cy, 3 * q - 2, 1)
                 if qend < self.start_date - dt.timedelta(days=70) or qstart > self.end_date:
                     continue
-                add(("welfare_links", cy, q), "welfare_links", qend + dt.timedelta(days=15))
-                add(("tzd_cases", cy, q), "tzd_cases", qend + dt.timedelta(days=15))
+                add(("welfare_links", cy, q), "welfare_links", lag("welfare_links").due_on(cal, qend))
+                add(("tzd_cases", cy, q), "tzd_cases", lag("tzd_cases").due_on(cal, qend))
             for half, (mm, dd) in enumerate(((3, 31), (9, 30))):
                 rec = dt.date(cy, mm, dd)
                 if self.start_date <= rec <= self.end_date:
-                    add(("ewe_training", cy, half), "ewe_training", rec + dt.timedelta(days=20))
+                    add(("ewe_training", cy, half), "ewe_training", lag("ewe_training").due_on(cal, rec))
 
         f = config.faults
         items.sort(key=lambda d: (d.nominal_on, d.sources[0], repr(d.key)))

@@ -30,8 +30,10 @@ _LEVELS = {
 }
 
 
-def default_rounds(first_year_be: int = 2566, years: int = 3) -> list[str]:
-    """Labelled rounds of a `years`-year history: every round but the last term's."""
+def default_rounds(first_year_be: int = 2566, years: int = 4) -> list[str]:
+    """Labelled rounds of a `years`-year history: every round but the last term's. Four years by
+    default: labels are known only once every evidence source is due (a term after the horizon
+    census), and the default folds leave no training round on three."""
     out = [f"{y}-T{t}-{k}" for y in range(first_year_be, first_year_be + years) for t in (1, 2) for k in ("early", "mid")]
     return out[:-2]
 

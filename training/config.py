@@ -31,8 +31,10 @@ class SplitConfig(_Model):
     test_rounds: int = Field(2, ge=1, description="Rounds (latest by as-of date) in the test fold: 2 = one term, early + mid.")
     calibration_rounds: int = Field(
         4, ge=1, description="Rounds in the calibration fold: the latest rounds whose labels were known by the test fold's first as-of date (4 = one school year).")
-    label_delay_days: int = Field(
-        14, ge=0, description="Days between the horizon census and the day its DMC delivery (hence the label) is known.")
+    label_delay_days: int | None = Field(
+        None, ge=0, description="None: a round's labels are known when the contract's delivery schedule says every evidence "
+                                "source is delivered or overdue (features.contract.DELIVERY_SCHEDULE). A number of days after "
+                                "the horizon census can only make that later, never earlier.")
     min_train_rounds: int = Field(1, ge=1, description="Refuse to train with fewer training rounds than this.")
 
 

@@ -58,7 +58,9 @@ def split_trainset(ts: Trainset, cfg: TrainConfig) -> tuple[TemporalSplit, dict[
     """The temporal split of a training set and its three folds of rows."""
     horizon = ts.manifest.config.horizon
     rounds = sorted(set(ts.frame["round_id"].astype(str)))
-    split = temporal_split(round_dates(rounds, horizon, cfg.split.label_delay_days), cfg.split)
+    known = {r.round_id: r.label_known_on for r in ts.manifest.rounds}  # the warehouse's actual dates
+    dated = [{"round_id": r, "label_known_on": known.get(r)} for r in rounds]
+    split = temporal_split(round_dates(dated, horizon, cfg.split.label_delay_days), cfg.split)
     rid = ts.frame["round_id"].astype(str)
     folds = {name: ts.frame[rid.isin(getattr(split, name))] for name in ("train", "calibration", "test")}
     for name, f in folds.items():

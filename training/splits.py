@@ -10,15 +10,21 @@ the labels whose horizon census has been delivered by then.
                     extended back to hold the test fold's term and both terms where it can (`_cover_terms`)
   training fold     every round whose labels were known by the calibration fold's first as-of date
 
-Worked example (default calendar, horizon = next census, label delay 14 days, one-term folds:
-test_rounds = calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
+Label-known dates: a round's labels are final once the horizon census and every other evidence
+source (exits, other systems, EWE, TZD) have been delivered or are overdue. A training set records
+the day that actually happened in its warehouse (`label_known_on`), and that decides; without it
+the source contract's delivery schedule gives the day every source is overdue
+(`labels.label_mature_on`): the TZD quarter holding the horizon census plus 30 days, 30 July for a
+10 June census, 30 January for a 10 November one. `SplitConfig.label_delay_days` can only push a
+date later, never earlier. The worked example below uses the schedule.
+
+Worked example (default calendar, horizon = next census, one-term folds: test_rounds =
+calibration_rounds = 2; by default the calibration fold is a school year, 4 rounds), rounds 2566-2568:
   test        = 2568-T1-early (as-of 2025-07-01), 2568-T1-mid (2025-08-20)
-  calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10 (2568 T1)
-                + 14 days = 2025-06-24 <= 2025-07-01, yes -> 2567-T2-early (2024-12-01), 2567-T2-mid;
-                that is term 2 only and the test fold is term 1, so the latest labelled term-1 year
-                joins: 2567-T1-early (2024-07-01), 2567-T1-mid
-  training    : labels known by 2024-07-01? 2566-T2-* -> census 2024-06-10 + 14 = 2024-06-24, yes;
-                so 2566-T1-*, 2566-T2-* (four rounds).
+  calibration : labels known by 2025-07-01? 2567-T2-* -> horizon census 2025-06-10, final 2025-07-30:
+                no; 2567-T1-* -> census 2024-11-10, final 2025-01-30: yes -> 2567-T1-early, 2567-T1-mid
+  training    : labels known by 2024-07-01 (2567-T1-early)? 2566-T2-* -> final 2024-07-30, no;
+                2566-T1-* -> final 2024-01-30, yes: 2566-T1-early, 2566-T1-mid.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, parse_round
-from features.pointintime.labels import Horizon, horizon_census
+from features.pointintime.labels import Horizon, horizon_census, label_mature_on
 from training.config import SplitConfig
 
 
@@ -59,18 +65,22 @@ class TemporalSplit(BaseModel):
 
 def round_dates(
     rounds: Iterable[str | Mapping[str, object]], horizon: Horizon = "next_census",
-    label_delay_days: int = 14, cal: SchoolCalendar | None = None,
+    label_delay_days: int | None = None, cal: SchoolCalendar | None = None,
 ) -> list[RoundDates]:
-    """Dates of each round from the calendar (round ids, or the manifest's round dicts)."""
+    """Dates of each round (round ids, or the manifest's round dicts). A round's labels are known on
+    the day the warehouse had all their evidence (the manifest's `label_known_on`, what actually
+    happened), else on the day the delivery schedule makes every evidence source due or overdue.
+    `label_delay_days` (days after the horizon census) may only make a label later, never earlier."""
     cal = cal or SchoolCalendar()
     out = []
     for r in rounds:
         rid = str(r["round_id"]) if isinstance(r, Mapping) else str(r)
         sr = parse_round(rid)
-        out.append(RoundDates(
-            round_id=rid, as_of=cal.as_of(rid),
-            label_known=horizon_census(cal, sr, horizon) + dt.timedelta(days=label_delay_days),
-        ))
+        actual = r.get("label_known_on") if isinstance(r, Mapping) else None
+        known = (dt.date.fromisoformat(actual) if isinstance(actual, str) else actual) or label_mature_on(cal, sr, horizon)
+        if label_delay_days is not None:
+            known = max(known, horizon_census(cal, sr, horizon) + dt.timedelta(days=label_delay_days))
+        out.append(RoundDates(round_id=rid, as_of=cal.as_of(rid), label_known=known))
     return out
 
 

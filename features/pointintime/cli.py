@@ -74,3 +74,5 @@ def trainset_command(
         lq = out["label_quality"]
         typer.echo(f"labels agree with the simulator's truth on {lq['agreement']:.3%} of {lq['rows_compared']:,} rows "  # type: ignore[index]
                    "(target ≥ 99.5%)")
+        typer.echo(f"label precision {lq['precision'] or 0:.3f} (target ≥ 0.97), recall {lq['recall'] or 0:.3f} "  # type: ignore[index]
+                   f"(target ≥ 0.99), unknown {lq['unknown_share']:.2%} of {lq['rows']:,} rows; per group in --json")  # type: ignore[index]

@@ -332,7 +332,7 @@ def _past_dropout_rate(ctx: RoundContext) -> str:
         return "SELECT CAST(NULL AS VARCHAR) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
     labelled = " UNION ALL ".join(
         f"SELECT l.student_key, l.dropout, p.school_code "
-        f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema)}) l "
+        f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False)}) l "
         f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema)}) p USING (student_key) WHERE l.dropout IS NOT NULL"
         for e in past
     )

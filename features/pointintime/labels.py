@@ -1,16 +1,35 @@
-"""Dropout labels from linked histories.
+"""Dropout labels from linked histories: a state per pupil and round, and the rows that decided it.
 
 For a student enrolled at round R (in the DMC census of R's term), the label asks: at the
 horizon census (the next census by default, or the same term a year later), is the child
-enrolled in *any* linked system - an OBEC school, another system's school (vocational, non-formal,
-local-government, private, BPP) or a recognised work-training path - and if not, did the child
-leave for a reason that is not dropout (completed M.6, died, confirmed move abroad, a transfer
-whose destination is known, moved to vocational / non-formal / work training)?
+learning somewhere, and if not, did the child leave for a reason that is not dropout? Each
+`Evidence` below declares one source that can show a path, the rows that count and the state they
+show; the SQL is compiled from these declarations (one place), over rows known by `cutoff`:
 
-  dropout = 1  not enrolled anywhere at the horizon census, and no non-dropout exit in between
-  dropout = 0  enrolled somewhere, or left for a non-dropout reason
-  NULL         the horizon census is not known yet (its DMC delivery has not arrived by the
-               cutoff): unlabelled, never counted as a negative
+Once the evidence is complete (as for `dropout` below):
+
+  continuing  enrolled in an OBEC school at the horizon census (DMC census)
+  moved       another system (vocational, non-formal, local-government, private, BPP), a work-
+              training path (EWE), an exit row that is not dropout (completed, abroad, vocational,
+              a transfer with a known destination), or a TZD case closed as a move abroad
+  died        an exit row for a death
+  dropout     none of these, and the evidence is complete: the pupil's own school's horizon census
+              has arrived, and every other evidence source has delivered the period that holds the
+              horizon (or is overdue by the contract's delivery schedule, `features.contract`)
+  unknown     evidence missing: the school's census refused or late, or a source not yet delivered
+              and not yet overdue. Kept out of training and counted. A pupil a row already shows
+              moved is unknown too while the evidence is incomplete: labelling only the pupils with a
+              path would bias the known labels of that school or round towards "not dropout".
+              Also unknown: an M6 pupil who passed term 2's final marks (no มส, what the certificate
+              is issued on), is in no census at the horizon and has no exits row. Completion or a
+              year-end dropout: nothing delivered tells them apart, and schools file no exits row
+              for some completions, which would otherwise all read as dropouts.
+
+`dropout` (the column the trainer reads) is 1 for dropout, 0 for continuing/moved/died and NULL
+for unknown. `label_evidence` says why, for an auditor: the deciding row (source, what it says,
+the date it describes, the day it became known), or for a dropout the sources that were searched
+and when each arrived, or for an unknown what is missing. Evidence is judged per school (DMC) and
+per source (the national deliveries), never by one global flag.
 
 Only rows known by `cutoff` are used, so a label is itself point-in-time: the school's past
 dropout rate feature asks for labels with cutoff = the round's as-of date.
@@ -19,19 +38,85 @@ dropout rate feature asks for labels with cutoff = the round's as-of date.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
-from features.pointintime.compile import (
-    DUCKDB, POPULATION_COLUMNS, RoundContext, known_rows_sql, population_steps, with_sql,
-)
+from features.contract import DeliveryDue, delivery_due
+from features.pointintime.compile import DUCKDB, POPULATION_COLUMNS, RoundContext, population_steps, with_sql
+
+if TYPE_CHECKING:
+    import duckdb
 
 Horizon = Literal["next_census", "one_year"]
+LabelState = Literal["dropout", "continuing", "moved", "died", "unknown"]
+LABEL_STATES: tuple[LabelState, ...] = ("dropout", "continuing", "moved", "died", "unknown")
 NON_DROPOUT_EXITS = ("completed", "death", "moved_abroad", "to_vocational", "to_non_formal", "to_work_training")
 # Other systems count their learners on their own dates: a record within this window of the
 # horizon census shows the child was learning then.
 OTHER_SYSTEM_WINDOW_DAYS = 75
 TRAINING_WINDOW_DAYS = 200
+# A TZD follow-up closes a case some weeks after the child left: a closure up to this long after the
+# horizon census still tells where the child was at it.
+TZD_WINDOW_DAYS = 75
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A source that can show a pupil's path at the horizon census, declared once.
+
+    Rows of `linked_<source>` known by the cutoff whose `date` column lies in the window
+    (`after`/`before`: days from the horizon census; `after=None` means "since the round's census")
+    and that pass `where` show the state `state` (SQL over the row `t`). `detail` is what an auditor
+    reads; `outcome` the older one-word outcome kept in training sets.
+    """
+
+    source: str
+    date: str
+    after: int | None  # the window opens this many days from the horizon census (None: the round's census)
+    before: int  # and closes this many days after it
+    state: str
+    outcome: str
+    detail: str
+    where: str = "true"
+    rank: int = 2  # among several rows the lowest rank decides: a census row beats a move
+
+    @property
+    def schedule(self) -> DeliveryDue:
+        """The delivery that must have arrived (or be overdue) before its silence means anything."""
+        return delivery_due(self.source, "term_end" if self.source in ("exits", "grades") else None)
+
+
+_EXITS = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
+EVIDENCE: tuple[Evidence, ...] = (
+    Evidence("dmc_census", "census_date", 0, 0, "'continuing'", "'continued'",
+             "'enrolled at school ' || t.school_code", rank=1),
+    Evidence("exits", "exit_date", None, 0,
+             "CASE WHEN t.exit_type = 'death' THEN 'died' ELSE 'moved' END", "t.exit_type",
+             "'exit row: ' || t.exit_type || coalesce(' to ' || t.destination_school_code, '')",
+             where=f"(t.exit_type IN ({_EXITS}) OR (t.exit_type = 'transfer_out' "
+                   f"AND t.destination_school_code IS NOT NULL))"),
+    Evidence("other_enrolment", "record_date", -OTHER_SYSTEM_WINDOW_DAYS, OTHER_SYSTEM_WINDOW_DAYS,
+             "'moved'", "'other_system'", "'enrolled in ' || t.system || ' school ' || t.school_code"),
+    Evidence("ewe_training", "record_date", -TRAINING_WINDOW_DAYS, OTHER_SYSTEM_WINDOW_DAYS,
+             "'moved'", "'work_training'", "'work-training path (EWE): ' || t.status"),
+    Evidence("tzd_cases", "updated_on", None, TZD_WINDOW_DAYS, "'moved'", "'moved_abroad'",
+             "'TZD case ' || t.case_id || ' closed: moved abroad'", where="t.outcome = 'moved_abroad'"),
+    # M6's term-2 final marks passed and no exits row of any kind: completed or dropped out at the
+    # year end, the records cannot say which, so the label does not guess (state `unknown`; any
+    # other path found outranks it). {schema}/{cutoff}: the warehouse schema and the label's cutoff.
+    Evidence("grades", "assessed_on", None, 0, "'unknown'", "'unknown'",
+             "'final marks of M6 term 2 passed, no exits row: completed or left, not told apart'",
+             where="t.assessment = 'final' AND t.term = 2 AND t.n_mark_ms = 0 AND EXISTS ("
+                   "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
+                   "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
+                   "AND c.census_date BETWEEN t.assessed_on - INTERVAL 200 DAY AND t.assessed_on) "
+                   "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
+                   "AND x.known_at <= {cutoff} AND x.exit_date >= t.assessed_on - INTERVAL 200 DAY)"),
+)
+# Deaths outrank moves: a child who moved and then died is not "moved" at the horizon.
+# A path that cannot be told (completed or left) ranks below every path that can.
+_STATE_RANK = {"continuing": 1, "died": 2, "moved": 3, "unknown": 4}
 
 
 def horizon_census(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> dt.date:
@@ -40,6 +125,14 @@ def horizon_census(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> dt
     if horizon == "one_year":
         return cal.census_date(r.academic_year + 1, r.term)
     raise ValueError(f"unknown label horizon {horizon!r}")
+
+
+def label_mature_on(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon = "next_census") -> dt.date:
+    """The day by which every evidence source of R's labels is due or overdue (the contract's
+    schedule): a label can be final by then whatever arrives late. Planning only; the warehouse's
+    actual deliveries decide each label (`labels_sql`)."""
+    target = horizon_census(cal, r, horizon)
+    return max(e.schedule.overdue_on(cal, target) for e in EVIDENCE)
 
 
 def _d(x: dt.date) -> str:
@@ -57,65 +150,151 @@ def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema
     return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
-def labels_sql(
-    cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
-    schema: str = "wh", population: str | None = None,
-) -> str:
-    """(student_key, round_id, dropout, outcome) for every student enrolled at R.
+def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt.date, schema: str,
+                       with_evidence: bool = True) -> str:
+    lo = census + dt.timedelta(days=1) if e.after is None else max(census + dt.timedelta(days=1),
+                                                                    target + dt.timedelta(days=e.after))
+    hi = target + dt.timedelta(days=e.before)
+    state_rank = "CASE " + " ".join(f"WHEN ({e.state}) = '{s}' THEN {k}" for s, k in _STATE_RANK.items()) + " END"
+    # Without the evidence text only the state is read: the linked views are scanned for the key and
+    # the filter columns alone, as cheap as the plain 0/1 label (the features' past dropout rate).
+    select = (f"""t.student_key, {e.rank} AS rank, {state_rank} AS state_rank, ({e.state}) AS state,
+               ({e.outcome}) AS outcome, '{e.source}' AS source, ({e.detail}) AS detail,
+               t.{e.date} AS described, t.known_at""" if with_evidence else
+              f"DISTINCT t.student_key, {state_rank} AS state_rank")
+    return f"""
+        SELECT {select}
+        FROM {schema}.linked_{e.source} t
+        WHERE t.known_at <= {_d(cutoff)} AND t.student_key IS NOT NULL
+          AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where.replace("{schema}", schema).replace("{cutoff}", _d(cutoff))})"""
 
-    `population` may name a relation already holding the round's population (saves a rescan).
+
+def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, schema: str = "wh",
+                        evidence: tuple[Evidence, ...] = EVIDENCE) -> str:
+    """Per evidence source other than the school's own census: the end of the period it must have
+    delivered, the day a delivery covering it arrived (a delivery of that source made after the
+    period ended; NULL if none by the cutoff), the day it is overdue, and whether its silence is
+    now complete evidence (arrived, or overdue by the cutoff)."""
+    rows = ", ".join(
+        f"('{e.source}', {_d(e.schedule.period_end(cal, target))}, {_d(e.schedule.overdue_on(cal, target))})"
+        for e in evidence if e.source != "dmc_census"
+    )
+    due = (f"SELECT * FROM (VALUES {rows}) v(source, period_end, overdue_on)" if rows else
+           "SELECT NULL::VARCHAR AS source, NULL::DATE AS period_end, NULL::DATE AS overdue_on WHERE false")
+    return f"""
+        WITH due AS ({due}),
+        arrived AS (
+            SELECT u.source, min(d.delivered_on) AS arrived_on
+            FROM due u
+            JOIN {schema}.ingested_files f ON f.source = u.source
+            JOIN {schema}.deliveries d ON d.delivery_id = f.delivery_id
+            WHERE d.delivered_on >= u.period_end AND d.delivered_on <= {_d(cutoff)}
+            GROUP BY u.source
+        )
+        SELECT u.source, u.period_end, a.arrived_on, u.overdue_on,
+               a.arrived_on IS NOT NULL OR u.overdue_on <= {_d(cutoff)} AS complete
+        FROM due u LEFT JOIN arrived a USING (source)
+    """
+
+
+def paths_sql(
+    cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
+    schema: str = "wh", evidence: tuple[Evidence, ...] = EVIDENCE, with_evidence: bool = True,
+) -> str:
+    """(student_key, e): the row that decides each pupil's path at R's horizon census, for every
+    pupil with at least one evidence row known by `cutoff` (pupils with none are absent).
+
+    `e.state` is the path (continuing, died, moved, or unknown for a completion not told apart);
+    with `with_evidence`, `e` also holds outcome, source, detail, described and known_at. The step
+    `labels_sql` judges, and the not-found list (`features.pointintime.notfound`) reads, so the
+    rule of what counts as a path is declared once (`EVIDENCE`).
     """
     census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
-    pop = population or f"({population_sql(cal, r, cutoff, schema)})"
-    d = DUCKDB
-    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, dialect=d, cal=cal, round=r)
-    at_target = f"t.census_date = {_d(target)}"
-    keyed = "t.student_key IS NOT NULL"
-    after_census = f"t.record_date > {_d(census)}"
-    near_target = f"t.record_date <= {d.plus_days(_d(target), OTHER_SYSTEM_WINDOW_DAYS)}"
-    exits_list = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
-    # Evidence of the outcome: each a set of rows known by the cutoff (the compiler's known-by step).
-    return f"""
-        WITH pop AS (SELECT student_key FROM {pop}),
-        horizon_known AS (
-            SELECT count(*) > 0 AS known FROM ({known_rows_sql(ctx, "src_dmc_census", [at_target])})
-        ),
-        obec AS (
-            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_dmc_census", [at_target, keyed])})
-        ),
-        other AS (
-            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_other_enrolment", [
-                f"t.record_date >= {d.minus_days(_d(target), OTHER_SYSTEM_WINDOW_DAYS)}", near_target,
-                after_census, keyed])})
-        ),
-        training AS (
-            SELECT DISTINCT student_key FROM ({known_rows_sql(ctx, "linked_ewe_training", [
-                f"t.record_date >= {d.minus_days(_d(target), TRAINING_WINDOW_DAYS)}", near_target,
-                after_census, keyed])})
-        ),
-        exits AS (
-            SELECT student_key, {d.arg_max}(exit_type, exit_date) AS exit_type
-            FROM ({known_rows_sql(ctx, "linked_exits", [
-                f"t.exit_date > {_d(census)}", f"t.exit_date <= {_d(target)}", keyed,
-                f"(t.exit_type IN ({exits_list}) "
-                f"OR (t.exit_type = 'transfer_out' AND t.destination_school_code IS NOT NULL))"])})
-            GROUP BY student_key
-        )
-        SELECT p.student_key, '{r.round_id}' AS round_id,
-               CASE WHEN NOT (SELECT known FROM horizon_known) THEN NULL
-                    WHEN o.student_key IS NOT NULL OR x.student_key IS NOT NULL
-                         OR t.student_key IS NOT NULL OR e.student_key IS NOT NULL THEN 0
-                    ELSE 1 END AS dropout,
-               CASE WHEN NOT (SELECT known FROM horizon_known) THEN 'unknown'
-                    WHEN o.student_key IS NOT NULL THEN 'continued'
-                    WHEN x.student_key IS NOT NULL THEN 'other_system'
-                    WHEN t.student_key IS NOT NULL THEN 'work_training'
-                    WHEN e.student_key IS NOT NULL THEN e.exit_type
-                    ELSE 'dropout' END AS outcome
-        FROM pop p
-        LEFT JOIN obec o USING (student_key)
-        LEFT JOIN other x USING (student_key)
-        LEFT JOIN training t USING (student_key)
-        LEFT JOIN exits e USING (student_key)
+    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence) for e in evidence)
+    states = "CASE min(state_rank) " + " ".join(f"WHEN {k} THEN '{s}'" for s, k in _STATE_RANK.items()) + " END"
+    decided = (f"""SELECT student_key,
+                   arg_min({{'state': state, 'outcome': outcome, 'source': source, 'detail': detail,
+                             'described': described, 'known_at': known_at}},
+                           (state_rank, rank, known_at, described, source, detail)) AS e
+            FROM ev GROUP BY student_key""" if with_evidence else
+               f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
+    return f"WITH ev AS ({rows}) {decided}"
+
+
+def labels_sql(
+    cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
+    schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
+    with_evidence: bool = True,
+) -> str:
+    """(student_key, round_id, label_state, dropout, outcome, label_evidence) for every student
+    enrolled at R.
+
+    `population` may name a relation already holding the round's population (student_key and
+    school_code; saves a rescan). `evidence` is the declared sources (another set only to measure
+    what one source is worth). `with_evidence=False` leaves out `outcome` and `label_evidence` (and
+    the columns they read): for callers that need only the state or the 0/1 label.
     """
+    target = horizon_census(cal, r, horizon)
+    pop = population or f"({population_sql(cal, r, cutoff, schema)})"
+    text = """,
+               CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
+               CASE WHEN label_state = 'unknown'
+                    THEN concat_ws('; ', CASE WHEN school_known_at IS NULL THEN 'census of {target} from school '
+                                              || school_code || ' not received' END, missing_text,
+                                   'seen meanwhile: ' || e.source || ': ' || e.detail || ' on ' || e.described)
+                    WHEN e IS NOT NULL
+                    THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
+                    ELSE 'no path found: dmc_census (school ' || school_code || ' delivered ' || school_known_at
+                         || '); ' || searched_text
+               END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
+    return f"""
+        WITH pop AS (SELECT student_key, school_code FROM {pop}),
+        decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence)}),
+        school_census AS (
+            SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
+            WHERE census_date = {_d(target)} AND known_at <= {_d(cutoff)} GROUP BY school_code
+        ),
+        status AS ({evidence_status_sql(cal, target, cutoff, schema, evidence)}),
+        summary AS (
+            SELECT count(*) FILTER (WHERE NOT complete) AS missing,
+                   string_agg(CASE WHEN NOT complete THEN source || ' (not delivered; overdue from '
+                                   || overdue_on || ')' END, '; ' ORDER BY source) AS missing_text,
+                   string_agg(source || CASE WHEN arrived_on IS NOT NULL THEN ' (delivered ' || arrived_on || ')'
+                                             ELSE ' (overdue since ' || overdue_on || ')' END, '; '
+                              ORDER BY source) AS searched_text
+            FROM status
+        ),
+        judged AS (
+            SELECT p.student_key,
+                   -- Incomplete evidence makes every pupil it concerns unknown, even one a row shows
+                   -- moved: labelling only those would fill the school's (or round's) known labels
+                   -- with non-dropouts and bias its rate down.
+                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 THEN 'unknown'
+                        WHEN d.e IS NOT NULL THEN d.e.state
+                        ELSE 'dropout' END AS label_state,
+                   d.e, sc.known_at AS school_known_at, p.school_code, s.missing_text, s.searched_text
+            FROM pop p
+            LEFT JOIN decided d USING (student_key)
+            LEFT JOIN school_census sc ON sc.school_code = p.school_code
+            CROSS JOIN summary s
+        )
+        SELECT student_key, '{r.round_id}' AS round_id, label_state,
+               CASE label_state WHEN 'dropout' THEN 1 WHEN 'unknown' THEN NULL ELSE 0 END AS dropout{text}
+        FROM judged
+    """
+
+
+def labels_known_on(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, horizon: Horizon,
+                    cutoff: dt.date, schema: str = "wh") -> dt.date | None:
+    """The day R's labels became final in this warehouse: its horizon census first arrived and every
+    other evidence source had arrived or was overdue. None when that had not happened by the cutoff
+    (some labels are still `unknown` for a missing source)."""
+    target = horizon_census(cal, r, horizon)
+    census = con.execute(f"SELECT min(known_at) FROM {schema}.src_dmc_census WHERE census_date = ? AND known_at <= ?",
+                         [target, cutoff]).fetchone()
+    rows = con.execute(f"SELECT complete, least(arrived_on, overdue_on) FROM ({evidence_status_sql(cal, target, cutoff, schema)})"
+                       ).fetchall()
+    if census is None or census[0] is None or not all(c for c, _ in rows):
+        return None
+    return max([census[0], *(d for _, d in rows)])

@@ -23,7 +23,7 @@ from features.db import scalar, session
 from features.home import EwsHome
 from features.ids import BE_OFFSET
 from features.pointintime.build import PopulationSource, build_features, population_source, require_population
-from features.pointintime.labels import Horizon, horizon_census, labels_sql
+from features.pointintime.labels import Horizon, labels_known_on, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
     TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_parquet, atomic_write_text, file_sha256,
     save_trainset_data, save_trainset_manifest,
@@ -71,7 +71,9 @@ def warehouse_session(home: EwsHome) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def latest_delivery(con: duckdb.DuckDBPyConnection) -> dt.date:
-    return scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+    # Any source's latest delivery, not the census's: other systems' enrolment, exits and TZD
+    # arrive after the census, and a label waits for them (labels.py).
+    return scalar(con, "SELECT max(delivered_on) FROM wh.deliveries")
 
 
 def delivery_fingerprint(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> str:
@@ -110,9 +112,8 @@ def available_rounds(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar) -> lis
 
 def label_known_on(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, horizon: Horizon,
                    cutoff: dt.date) -> dt.date | None:
-    """The day the round's label became known: its horizon census's first delivery (by the cutoff)."""
-    return scalar(con, "SELECT min(known_at) FROM wh.src_dmc_census WHERE census_date = ? AND known_at <= ?",
-                  [horizon_census(cal, r, horizon), cutoff])
+    """The day the round's labels became known: every evidence source arrived or overdue (labels.py)."""
+    return labels_known_on(con, cal, r, horizon, cutoff)
 
 
 class FeatureSetManifest(BaseModel):
@@ -178,7 +179,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
             con.register("f_tmp", feats)
             con.register("l_tmp", labels)
             joined = con.sql("""
-                SELECT f.*, l.dropout AS label, l.outcome
+                SELECT f.*, l.dropout AS label, l.outcome, l.label_state, l.label_evidence
                 FROM f_tmp f JOIN l_tmp l USING (student_key)
                 ORDER BY f.student_key
             """).to_arrow_table()

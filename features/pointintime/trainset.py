@@ -4,7 +4,7 @@ Where it sits: `pipeline.build_trainset` joins the features of many rounds to th
 saves a `Trainset` here; training loads it (training/data.py is a thin call to `load_trainset`).
 On disk, under the home's trainsets folder:
 
-    trainsets/<name>/data.parquet    the labelled rows (features, label, outcome)
+    trainsets/<name>/data.parquet    the labelled rows (features, label, outcome, label_state, label_evidence)
     trainsets/<name>/manifest.json   `TrainsetManifest`
     trainsets/LATEST                 the name of the newest set (written and read only here)
 
@@ -41,7 +41,7 @@ class TrainsetConfig(BaseModel):
     schema_version: int = 1
     rounds: tuple[str, ...] = Field((), description="Round ids; empty = every round with a known census.")
     horizon: Horizon = Field("next_census", description="Label horizon: next census, or one year.")
-    cutoff: dt.date | None = Field(None, description="Labels use rows known by this date; default: the latest delivery.")
+    cutoff: dt.date | None = Field(None, description="Labels use rows known by this date; default: the latest delivery of any source.")
 
 
 class TrainsetRound(BaseModel):
@@ -55,7 +55,9 @@ class TrainsetRound(BaseModel):
     unlabelled: int
     label_rate: float | None = Field(description="Share of labelled rows that dropped out; None without rows.")
     # Absent in the simulator's synthetic sets (no warehouse, so no census dates): None = unknown.
-    label_known_on: dt.date | None = Field(None, description="Day its horizon census arrived, if by the cutoff.")
+    label_known_on: dt.date | None = Field(
+        None, description="Day its labels became final: its horizon census arrived and every other evidence source "
+                          "had arrived or was overdue (labels.labels_known_on); None if not by the cutoff.")
 
 
 class TrainsetManifest(BaseModel):
@@ -77,9 +79,8 @@ class TrainsetManifest(BaseModel):
 
 @dataclass(frozen=True)
 class LabelKnown:
-    """When labels became known: the set's cutoff, and per round the day its horizon census arrived.
-
-    A round whose horizon census had not arrived by the cutoff has no labelled rows (None).
+    """When labels became known: the set's cutoff, and per round the day its labels became final
+    (horizon census and every evidence source arrived or overdue; None if not by the cutoff).
     """
 
     cutoff: dt.date

@@ -2,11 +2,11 @@
 Built once per session by the `monitored_worlds` fixture (tests/conftest.py), whose unchanged world
 is the fixture ladder's own simulation (same size, seed and config).
 
-All worlds share the seed, so they are byte-identical up to the scenario's first term (2565 term 2;
+All worlds share the seed, so they are byte-identical up to the scenario's first term (2566 term 2;
 the test asserts it for every delivery known by the training cutoff). That is what lets them share
 the expensive part: the deliveries known by the cutoff are ingested, linked and trained on once (the
 champion was trained before the world changed, as in real life); each world then gets a copy of
-that home, ingests the rest of its own deliveries, links, scores round 2565-T2-mid and is monitored.
+that home, ingests the rest of its own deliveries, links, scores round 2566-T2-mid and is monitored.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from features.home import EwsHome
 
 from tests.support.worlds import SEED, STUDENTS, YEARS, simulate_world
 
-CHANGE_YEAR, CHANGE_TERM = 2565, 2
-ROUND = "2565-T2-mid"  # the first mid round after the change: its deliveries and labels are all in
-REFERENCE_ROUND = "2564-T2-mid"  # the latest training round of the same kind
+CHANGE_YEAR, CHANGE_TERM = 2566, 2
+ROUND = "2566-T2-mid"  # the first mid round after the change: its deliveries and labels are all in
+REFERENCE_ROUND = "2564-T2-mid"  # the latest round of the same kind in the training and calibration folds
+# (labels known by the cutoff end at 2565-T2, the test fold; calibration is 2564)
 
 
 @dataclass(frozen=True)

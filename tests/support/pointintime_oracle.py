@@ -16,12 +16,12 @@ from typing import Any
 import duckdb
 
 from features.calendar import SchoolCalendar, ScoringRound
-from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS
+from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS, delivery_due
 from features.ids import GRADE_TYPICAL_AGE, GRADES
 
 Row = dict[str, Any]
 SOURCES = ("dmc_census", "attendance", "grades", "cct_screening", "care_screening", "welfare_links",
-           "other_enrolment", "ewe_training", "exits")
+           "other_enrolment", "ewe_training", "exits", "tzd_cases")
 
 
 class Warehouse:
@@ -32,7 +32,9 @@ class Warehouse:
         for name in SOURCES:
             for row in _rows(con, f"SELECT * FROM wh.linked_{name} WHERE student_key IS NOT NULL"):
                 self.by_student[row["student_key"]][name].append(row)
-        self.census_deliveries = _rows(con, "SELECT census_date, known_at FROM wh.src_dmc_census")
+        self.census_deliveries = _rows(con, "SELECT census_date, school_code, known_at FROM wh.src_dmc_census")
+        self.deliveries = _rows(con, "SELECT f.source, d.delivered_on FROM wh.ingested_files f "
+                                     "JOIN wh.deliveries d USING (delivery_id)")
         self.schools = _rows(con, "SELECT * FROM wh.src_schools")
         self.areas = _rows(con, "SELECT * FROM wh.src_areas")
 
@@ -71,11 +73,22 @@ def enrolled(wh: Warehouse, key: str, census: dt.date, known_by: dt.date) -> Row
 
 
 def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff: dt.date) -> int | None:
-    """1 dropout, 0 continued or left for another reason, None when the horizon census is unknown."""
+    """1 dropout, 0 continued or left for another reason, None (unknown) while the evidence is
+    incomplete: the student's school's horizon census not known, or a source that could show a path
+    neither delivered (after the period holding the horizon) nor overdue."""
     census = cal.census_date(r.academic_year, r.term)
     target = cal.next_census(r.academic_year, r.term)[2]
-    if not any(c["census_date"] == target and c["known_at"] <= cutoff for c in wh.census_deliveries):
+    me = enrolled(wh, key, census, cutoff)
+    school = me["school_code"] if me else None
+    if not any(c["census_date"] == target and c["school_code"] == school and c["known_at"] <= cutoff
+               for c in wh.census_deliveries):
         return None
+    for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None)):
+        due = delivery_due(source, period)
+        start = due.period_end(cal, target)
+        arrived = any(d["source"] == source and start <= d["delivered_on"] <= cutoff for d in wh.deliveries)
+        if not arrived and due.overdue_on(cal, target) > cutoff:
+            return None
     if any(c["census_date"] == target and c["known_at"] <= cutoff for c in wh.src(key, "dmc_census")):
         return 0
     near = dt.timedelta(days=75)
@@ -91,6 +104,9 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
                 x["exit_type"] in not_dropout
                 or (x["exit_type"] == "transfer_out" and x["destination_school_code"] is not None)):
             return 0
+    if any(census < z["updated_on"] <= target + near and z["known_at"] <= cutoff and z["outcome"] == "moved_abroad"
+           for z in wh.src(key, "tzd_cases")):
+        return 0
     return 1
 
 

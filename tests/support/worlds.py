@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # monitoring worlds reuse its simulation for their unchanged world.
 SEED = 11
 STUDENTS = 1500
-YEARS = 3  # 2563-2565, and the 2566 term-1 census that labels the last rounds
+# 2563-2566, and the 2567 term-1 census that labels the last rounds. Four years, not three: a label
+# is final only when every evidence source is due (the TZD quarter holding the horizon census + 30
+# days), so a round's labels are known a term later than its census; with the default folds (two test
+# rounds, a school year of calibration) a 3-year world leaves no round to train on, and four years
+# give the six training rounds three years gave before.
+YEARS = 4
 # Statistical assertions run on the ladder's world and on two more seeds of SEED_STUDENTS: big enough
 # that every rate they check rests on thousands of rows and dozens of dropouts (12,000 labelled rows,
 # a test fold of about 2,000 rows with about 50 dropouts), small enough that the two extra worlds cost
@@ -64,7 +69,7 @@ class TrainedWorld(NamedTuple):  # a tuple, so `world, out = trained` reads natu
 @dataclass(frozen=True)
 class ScoredWorld:
     world: SmallWorld  # home of the trained rung with `round_id` and `census_round` published
-    round_id: str  # a mid-year round two years in: every student has history
+    round_id: str  # the last year's term-2 round: every student has history
     census_round: str  # the first round of the next year: newly enrolled pupils have no score yet
 
     @property
@@ -204,8 +209,10 @@ def published_students(home_root: Path, round_id: str, columns: list[str]) -> An
 
 def scored(trained: TrainedWorld, dest: Path) -> ScoredWorld:
     world = copy_world(trained.world, dest)
-    first_year = world.summary["first_year"]
-    round_id, census_round = f"{first_year + 2}-T2-early", f"{first_year + 3}-T1-early"
+    # the census round is the world's last census, after its last term: its newly enrolled pupils have
+    # no record yet (an earlier year's census round already has June's, and scores them)
+    last_year = world.summary["first_year"] + world.summary["years"] - 1
+    round_id, census_round = f"{last_year}-T2-early", f"{last_year + 1}-T1-early"
     score_rounds(world.home, [round_id, census_round])
     return ScoredWorld(world=world, round_id=round_id, census_round=census_round)
 

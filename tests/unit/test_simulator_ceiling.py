@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import simulator.process
 import simulator.province
 from simulator import SimulationConfig, simulate
 from simulator.config import ProcessConfig, WorldConfig
 from simulator.process import (
-    C_DROP, C_STAY, N_CLASSES, ceiling, future_shock_probs, shock_class_effects, softmax,
+    C_DROP, C_STAY, N_CLASSES, ceiling, future_shock_probs, interaction_logits, shock_class_effects, softmax,
 )
 from simulator.world import N_SHOCKS
 
@@ -93,21 +94,33 @@ def test_the_closed_form_matches_the_enumeration_for_children_of_a_simulated_wor
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver's own inputs (state logits, known shocks, q_future at each as-of date), captured."""
     captured: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    interacted: list[np.ndarray] = []  # per ceiling call: which children's hazard has a non-additive part
+    last_interaction: list[np.ndarray] = []
     rng = np.random.default_rng(5)
+
+    def recording_interaction(pop: object, idx: np.ndarray, term: int) -> np.ndarray:
+        out = interaction_logits(pop, idx, term)
+        last_interaction[:] = [out]
+        return out
 
     def recording_ceiling(L: np.ndarray, known: np.ndarray, q_future: np.ndarray, S: np.ndarray) -> np.ndarray:
         p = ceiling(L, known, q_future, S)
-        # every child with a known shock is the interesting part; a sample of the others
-        rows = np.flatnonzero(known.any(axis=1) | (rng.random(len(L)) < 0.02))
+        # every child with a known shock or an interaction in the hazard (poverty x transition,
+        # distance x the move, the lost CCT grant) is the interesting part; a sample of the others
+        inter = last_interaction[0] != 0
+        rows = np.flatnonzero(known.any(axis=1) | inter | (rng.random(len(L)) < 0.02))
         captured.append((L[rows], known[rows], q_future[rows], S, p[rows]))
+        interacted.append(inter[rows])
         return p
 
     monkeypatch.setattr(simulator.province, "ceiling", recording_ceiling)
+    monkeypatch.setattr(simulator.process, "interaction_logits", recording_interaction)
     simulate(SimulationConfig(world=WorldConfig(students=1500, years=1, seed=3)), tmp_path)
     assert len(captured) == 4  # two terms x two rounds
     L, known, q_future, p = (np.concatenate([c[i] for c in captured]) for i in (0, 1, 2, 4))
     S = captured[0][3]
     assert len(L) > 500 and all(known[:, k].any() for k in range(N_SHOCKS - 1))
+    assert np.concatenate(interacted).sum() > 50  # the harder world's hazard is among the children checked
     assert np.max(np.abs(p - brute_force_ceiling(L, known, q_future, S))) <= TOLERANCE
 
 

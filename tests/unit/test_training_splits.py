@@ -14,20 +14,28 @@ ONE_TERM_FOLDS = SplitConfig(test_rounds=2, calibration_rounds=2)
 
 
 THREE_YEARS = [f"{y}-T{t}-{k}" for y in (2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
+# The default folds (a school year of calibration) need labels that are a term older: four years.
+FOUR_YEARS = [f"{y}-T{t}-{k}" for y in (2565, 2566, 2567, 2568) for t in (1, 2) for k in ("early", "mid")][:-2]
 
 
 def test_the_worked_example_in_the_module_docstring_holds() -> None:
     split = temporal_split(round_dates(THREE_YEARS), ONE_TERM_FOLDS)
     assert split.test == ("2568-T1-early", "2568-T1-mid")
     assert split.test_as_of == dt.date(2025, 7, 1)
-    # Two rounds asked for, both term 2: the test fold's term 1 joins (a calibrator must see its term).
-    assert split.calibration == ("2567-T1-early", "2567-T1-mid", "2567-T2-early", "2567-T2-mid")
+    assert split.calibration == ("2567-T1-early", "2567-T1-mid")
     assert split.calibration_as_of == dt.date(2024, 7, 1)
-    assert split.train == ("2566-T1-early", "2566-T1-mid", "2566-T2-early", "2566-T2-mid")
+    assert split.train == ("2566-T1-early", "2566-T1-mid")
+
+
+def test_labels_are_known_when_the_last_evidence_source_is_due_by_the_delivery_schedule() -> None:
+    # A 10 June horizon census: the TZD quarter ending 30 June is overdue 30 days later, after the
+    # DMC census (+21), other systems (+42), exits and EWE; a 10 November one waits for 31 December.
+    dates = {r.round_id: r.label_known for r in round_dates(["2567-T2-early", "2567-T1-mid"])}
+    assert dates == {"2567-T2-early": dt.date(2025, 7, 30), "2567-T1-mid": dt.date(2025, 1, 30)}
 
 
 def test_every_training_and_calibration_label_was_known_before_the_fold_after_it() -> None:
-    dates = {r.round_id: r for r in round_dates(THREE_YEARS)}
+    dates = {r.round_id: r for r in round_dates(FOUR_YEARS)}
     split = temporal_split(dates.values(), SplitConfig())
     assert all(dates[r].label_known <= split.calibration_as_of for r in split.train)
     assert all(dates[r].label_known <= split.test_as_of for r in split.calibration)
@@ -35,17 +43,20 @@ def test_every_training_and_calibration_label_was_known_before_the_fold_after_it
     assert not (set(split.train) | set(split.calibration)) & set(split.test)
 
 
-def test_a_longer_label_delay_pushes_the_calibration_fold_back_a_term() -> None:
-    # 2567-T2 labels: census 2025-06-10 + 30 days = 2025-07-10, after the test as-of 2025-07-01.
-    # Training then needs labels known by 2024-07-01 (2567-T1-early): 2566-T2's census 2024-06-10
-    # + 30 = 2024-07-10 is too late, so only 2566-T1 (census 2023-11-10 + 30) trains.
-    split = temporal_split(round_dates(THREE_YEARS, label_delay_days=30), ONE_TERM_FOLDS)
-    assert split.calibration == ("2567-T1-early", "2567-T1-mid")
-    assert split.train == ("2566-T1-early", "2566-T1-mid")
+def test_a_label_delay_can_push_label_dates_later_but_never_earlier_than_the_schedule() -> None:
+    assert round_dates(THREE_YEARS, label_delay_days=0) == round_dates(THREE_YEARS)
+    late = round_dates(THREE_YEARS, label_delay_days=240)
+    scheduled = {r.round_id: r.label_known for r in round_dates(THREE_YEARS)}
+    assert all(r.label_known > scheduled[r.round_id] for r in late)
+    # 2567-T1's census 2024-11-10 + 240 days = 2025-07-08, after the test as-of 2025-07-01: the
+    # calibration fold moves back, reaching to 2566-T1 for the test fold's term (`_cover_terms`), and
+    # nothing is known early enough to train on.
+    with pytest.raises(ValueError, match="labels known by 2023-07-01"):
+        temporal_split(late, ONE_TERM_FOLDS)
 
 
 def test_the_order_of_the_input_does_not_matter() -> None:
-    rounds = round_dates(THREE_YEARS)
+    rounds = round_dates(FOUR_YEARS)
     assert temporal_split(rounds, SplitConfig()) == temporal_split(list(reversed(rounds)), SplitConfig())
 
 
@@ -68,21 +79,30 @@ def test_a_round_listed_twice_is_an_error() -> None:
         temporal_split([*rounds, rounds[0]], SplitConfig())
 
 
-def test_one_year_horizon_labels_are_known_a_year_after_the_round_census() -> None:
-    (r,) = round_dates(["2567-T1-early"], horizon="one_year", label_delay_days=0)
-    assert r.label_known == dt.date(2025, 6, 10)
+def test_one_year_horizon_labels_are_known_when_the_evidence_of_the_census_a_year_later_is_due() -> None:
+    (r,) = round_dates(["2567-T1-early"], horizon="one_year")
+    assert r.label_known == dt.date(2025, 7, 30)  # census 2025-06-10; its TZD quarter overdue 30 days after 30 June
 
 
+def test_the_day_the_warehouse_had_the_evidence_decides_over_the_schedule() -> None:
+    # a manifest round records when its labels actually became final (here earlier than the schedule's
+    # overdue day, as when every source arrived on time); a round without one falls back on the schedule
+    (actual, planned) = round_dates([{"round_id": "2567-T1-mid", "label_known_on": "2025-01-15"},
+                                     {"round_id": "2567-T2-mid", "label_known_on": None}])
+    assert actual.label_known == dt.date(2025, 1, 15)
+    assert planned.label_known == dt.date(2025, 7, 30)
+    (late,) = round_dates([{"round_id": "2567-T1-mid", "label_known_on": "2025-01-15"}], label_delay_days=240)
+    assert late.label_known == dt.date(2025, 7, 8)
 def test_a_calibration_fold_without_the_test_folds_term_reaches_back_for_it() -> None:
-    # A late census left no labelled 2564-T2 rounds: the latest four known rounds are all term 1 while
-    # the test fold is term 2 (the demo world's case, where the model under-predicted threefold).
-    ids = [r for r in (f"{y}-T{t}-{k}" for y in (2563, 2564, 2565) for t in (1, 2) for k in ("early", "mid"))
+    # A late census left no labelled 2564-T2 rounds: the latest known rounds before the term-2 test
+    # fold are term 1 (the demo world's case, where the model under-predicted threefold). Four years,
+    # because labels wait for every evidence source (a 3-year world leaves nothing to train on).
+    ids = [r for r in (f"{y}-T{t}-{k}" for y in (2562, 2563, 2564, 2565) for t in (1, 2) for k in ("early", "mid"))
            if not r.startswith("2564-T2")]
     split = temporal_split(round_dates(ids), SplitConfig())
     assert split.test == ("2565-T2-early", "2565-T2-mid")
-    assert split.calibration == ("2563-T2-early", "2563-T2-mid", "2564-T1-early", "2564-T1-mid",
-                                 "2565-T1-early", "2565-T1-mid")
-    assert split.train == ("2563-T1-early", "2563-T1-mid")
+    assert split.calibration == ("2563-T2-early", "2563-T2-mid", "2564-T1-early", "2564-T1-mid")
+    assert split.train == ("2562-T1-early", "2562-T1-mid", "2562-T2-early", "2562-T2-mid")
 
 
 def test_a_test_term_that_no_labelled_round_before_it_shares_is_refused() -> None:

@@ -1,0 +1,90 @@
+"""Labels a ministry can trust, against the simulator's truth: precision and recall of the dropout
+label overall and per group, on three seeds (`seeded_world`), and what a refused census file does.
+Tests that write work on a copy of the session's world."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from features.calendar import SchoolCalendar, parse_round
+from features.evaluation import MIN_GROUP_DROPOUT_STUDENTS
+from features.home import EwsHome
+from features.pointintime.labels import EVIDENCE, labels_sql
+from features.pointintime.pipeline import connect_warehouse
+from simulator.evaluate import evaluate_labels
+from tests.conftest import SmallWorld, copy_world
+
+pytestmark = pytest.mark.integration
+
+PRECISION, GROUP_PRECISION, RECALL = 0.97, 0.95, 0.99
+
+
+def test_labelled_dropouts_are_true_dropouts_overall_and_in_every_group_with_enough_students(
+        seeded_world: SmallWorld) -> None:
+    con = connect_warehouse(EwsHome(root=seeded_world.home))
+    try:
+        q = evaluate_labels(con, seeded_world.truth)
+    finally:
+        con.close()
+    tp = q.confusion["tp"]
+    assert tp >= 50  # enough dropouts that one false one moves precision by at most 0.02
+    assert q.precision is not None and q.precision >= PRECISION
+    assert q.recall is not None and q.recall >= RECALL
+    judged = [(dim, g, x) for dim, groups in q.per_group.items() for g, x in groups.items() if x.judged]
+    # groups big enough to judge exist even on the smallest seed (Thai children, the province, the poor);
+    # on 1,000-student worlds a grade band may fall short of the minimum: reported, not judged
+    assert {"nationality", "province", "poverty"} <= {dim for dim, _, _ in judged}
+    assert all(x.labelled_dropout_students >= MIN_GROUP_DROPOUT_STUDENTS for _, _, x in judged)
+    bad = [(dim, g, round(x.precision or 0, 3)) for dim, g, x in judged if (x.precision or 0) < GROUP_PRECISION]
+    assert bad == []
+    assert q.rows == sum(q.states.values()) and q.unknown_rows == q.states.get("unknown", 0)
+
+
+def test_without_tzd_follow_ups_moves_abroad_read_as_dropouts_and_precision_falls(seeded_world: SmallWorld) -> None:
+    # The evidence rule is what holds precision up: drop one source and the same tolerance fails.
+    con = connect_warehouse(EwsHome(root=seeded_world.home))
+    try:
+        full = evaluate_labels(con, seeded_world.truth)
+        blind = evaluate_labels(con, seeded_world.truth, evidence=tuple(e for e in EVIDENCE if e.source != "tzd_cases"))
+    finally:
+        con.close()
+    assert blind.confusion["fp"] > full.confusion["fp"]
+    assert blind.confusion["tp"] >= full.confusion["tp"]  # less evidence can only add dropout labels
+    assert blind.precision is not None and blind.precision < PRECISION
+
+
+def test_a_refused_school_census_leaves_its_pupils_unknown_never_dropouts(small_world: SmallWorld, tmp_path: Path) -> None:
+    world = copy_world(small_world, tmp_path)
+    cal, r = SchoolCalendar(), parse_round("2564-T2-mid")
+    horizon = cal.next_census(r.academic_year, r.term)[2]
+    home = EwsHome(root=world.home)
+    con = connect_warehouse(home)
+    try:
+        cutoff = con.execute("SELECT max(delivered_on) FROM wh.deliveries").fetchone()[0]
+        census = cal.census_date(r.academic_year, r.term).isoformat()
+        sql = f"SELECT l.*, p.school_code FROM ({labels_sql(cal, r, cutoff)}) l JOIN wh.linked_dmc_census p " \
+              f"ON p.student_key = l.student_key AND p.census_date = '{census}'::DATE"
+        before = con.execute(sql).df().drop_duplicates("student_key").set_index("student_key")
+        school = before["school_code"].value_counts().index[0]  # the biggest school refuses its file
+    finally:
+        con.close()
+    con = connect_warehouse(home, read_only=False)
+    try:
+        con.execute("DELETE FROM wh.src_dmc_census WHERE census_date = ? AND school_code = ?", [horizon, school])
+        after = con.execute(sql).df().drop_duplicates("student_key").set_index("student_key")
+    finally:
+        con.close()
+    assert "unknown" not in set(before["label_state"])
+    mine = after[after["school_code"] == school]
+    assert len(mine) > 50
+    assert (mine["label_state"] == "unknown").all()  # stayers and leavers alike: no biased subset
+    assert mine["label_evidence"].str.contains(f"census of {horizon} from school {school} not received").all()
+    # Pupils of other schools keep their label unless their own continuing row was at that school.
+    others = after.index[after["school_code"] != school]
+    moved_there = before.loc[others, "label_evidence"].str.contains(f"enrolled at school {school}")
+    changed = (before.loc[others, "label_state"] != after.loc[others, "label_state"]) & ~moved_there
+    assert not changed.any()
+    assert isinstance(cutoff, dt.date)

@@ -1,0 +1,191 @@
+"""Label states and their evidence, on a warehouse of nine pupils built in the test.
+
+Round 2565-T1-mid: census 10 June 2022, horizon census 10 November 2022. School A delivers its
+horizon census; school B's file never arrives (refused). Each pupil has one kind of evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from features.calendar import SchoolCalendar, parse_round
+from features.contract import DELIVERY_SCHEDULE, SOURCES, contract_markdown, delivery_due
+from features.pointintime.labels import EVIDENCE, LABEL_STATES, label_mature_on, labels_known_on, labels_sql
+
+CAL = SchoolCalendar()
+ROUND = parse_round("2565-T1-mid")
+A, B, C = "1000000001", "1000000002", "2000000001"
+D = dt.date
+
+DELIVERIES = {  # delivery id -> (source, delivered on)
+    "dmc_june": ("dmc_census", D(2022, 6, 28)),
+    "dmc_nov": ("dmc_census", D(2022, 11, 28)),
+    "exits_t1": ("exits", D(2022, 10, 28)),
+    "ewe_sep": ("ewe_training", D(2022, 10, 20)),
+    "other_nov": ("other_enrolment", D(2022, 12, 15)),
+    "tzd_q4": ("tzd_cases", D(2023, 1, 15)),
+    "grades_t1": ("grades", D(2022, 10, 25)),
+}
+
+
+def _warehouse(skip: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA wh")
+    con.execute("""CREATE TABLE wh.linked_dmc_census (
+        student_key VARCHAR, sid BIGINT, delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT,
+        known_at DATE, census_date DATE, academic_year INT, term INT, school_code VARCHAR, id_token VARCHAR,
+        id_kind VARCHAR, student_no VARCHAR, sex VARCHAR, birth_date DATE, grade VARCHAR, room INT,
+        nationality VARCHAR, disability VARCHAR, tambon_code VARCHAR)""")
+    june = [(f"s{i}", i, school) for i, school in
+            ((1, A), (2, A), (3, A), (4, A), (5, A), (6, A), (7, B), (8, B), (9, A))]
+    nov = [("s1", 1, A), ("s8", 8, A)]  # s8 moved from B to A
+    for rows, census, delivery, known in ((june, D(2022, 6, 10), "dmc_june", D(2022, 6, 28)),
+                                          (nov, D(2022, 11, 10), "dmc_nov", D(2022, 11, 28))):
+        if delivery in skip:
+            continue
+        for i, (key, sid, school) in enumerate(rows):
+            con.execute("INSERT INTO wh.linked_dmc_census VALUES (?, ?, ?, 'dmc_census.csv', ?, ?, ?, 2565, ?, ?, "
+                        "NULL, NULL, NULL, 'F', DATE '2010-01-01', 'M1', 1, 'TH', 'none', '100101')",
+                        [key, sid, delivery, i + 2, known, census, 1 if census.month == 6 else 2, school])
+    con.execute("CREATE VIEW wh.src_dmc_census AS SELECT census_date, school_code, known_at FROM wh.linked_dmc_census")
+    con.execute("""CREATE TABLE wh.linked_exits AS SELECT * FROM (VALUES
+        ('s3', DATE '2022-10-05', 'to_vocational', NULL, DATE '2022-10-28'),
+        ('s6', DATE '2022-09-01', 'death', NULL, DATE '2022-10-28'),
+        ('s2', DATE '2022-09-15', 'transfer_out', NULL, DATE '2022-10-28'))
+        t(student_key, exit_date, exit_type, destination_school_code, known_at)""")
+    con.execute(f"""CREATE TABLE wh.linked_other_enrolment AS SELECT * FROM (VALUES
+        ('s4', DATE '2022-11-10', 'OVEC', '{C}', DATE '2022-12-15')) t(student_key, record_date, system, school_code, known_at)""")
+    con.execute("""CREATE TABLE wh.linked_ewe_training AS SELECT * FROM (VALUES
+        ('s9', DATE '2022-09-30', 'in_training', DATE '2022-10-20')) t(student_key, record_date, status, known_at)""")
+    con.execute("""CREATE TABLE wh.linked_tzd_cases AS SELECT * FROM (VALUES
+        ('s5', DATE '2022-11-20', 'moved_abroad', 'TZD58-A1', DATE '2023-01-15'),
+        ('s2', DATE '2022-12-01', NULL, 'TZD58-000001', DATE '2023-01-15'))
+        t(student_key, updated_on, outcome, case_id, known_at)""")
+    # final marks of term 1 (not M6 term 2: no pupil here is in the year-end completion case)
+    con.execute("""CREATE TABLE wh.linked_grades AS SELECT * FROM (VALUES
+        ('s7', DATE '2022-10-06', 'final', 1, 0, DATE '2022-10-25')) t(student_key, assessed_on, assessment, term, n_mark_ms, known_at)""")
+    for name in ("linked_exits", "linked_other_enrolment", "linked_ewe_training", "linked_tzd_cases", "linked_grades"):
+        gone = [d for d in skip if DELIVERIES[d][0] == name.removeprefix("linked_")]
+        for d in gone:
+            con.execute(f"DELETE FROM wh.{name} WHERE known_at = ?", [DELIVERIES[d][1]])
+    con.execute("CREATE TABLE wh.deliveries (delivery_id VARCHAR, delivered_on DATE)")
+    con.execute("CREATE TABLE wh.ingested_files (delivery_id VARCHAR, source VARCHAR)")
+    for d, (source, on) in DELIVERIES.items():
+        if d not in skip:
+            con.execute("INSERT INTO wh.deliveries VALUES (?, ?)", [d, on])
+            con.execute("INSERT INTO wh.ingested_files VALUES (?, ?)", [d, source])
+    return con
+
+
+def _labels(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> dict[str, tuple[str, int | None, str]]:
+    rows = con.execute(f"SELECT student_key, label_state, dropout, label_evidence FROM ({labels_sql(CAL, ROUND, cutoff)})"
+                       ).fetchall()
+    return {k: (s, d, e) for k, s, d, e in rows}
+
+
+def test_each_kind_of_evidence_gives_its_state_once_every_source_has_arrived() -> None:
+    labels = _labels(_warehouse(), D(2023, 1, 20))
+    assert {k: v[0] for k, v in labels.items()} == {
+        "s1": "continuing", "s2": "dropout", "s3": "moved", "s4": "moved", "s5": "moved", "s6": "died",
+        "s7": "unknown", "s8": "unknown", "s9": "moved",
+    }
+    # the trainer's column: 1 dropout, 0 any other known path, NULL unknown
+    assert {k: v[1] for k, v in labels.items()} == {
+        "s1": 0, "s2": 1, "s3": 0, "s4": 0, "s5": 0, "s6": 0, "s7": None, "s8": None, "s9": 0}
+    assert set(v[0] for v in labels.values()) <= set(LABEL_STATES)
+
+
+def test_each_label_names_the_rows_that_decided_it() -> None:
+    labels = _labels(_warehouse(), D(2023, 1, 20))
+    assert labels["s4"][2] == f"other_enrolment: enrolled in OVEC school {C} on 2022-11-10 (known 2022-12-15)"
+    assert labels["s5"][2].startswith("tzd_cases: TZD case TZD58-A1 closed: moved abroad on 2022-11-20")
+    assert labels["s6"][2].startswith("exits: exit row: death")
+    # a dropout lists every source searched and when it arrived; an unknown says what is missing
+    for source in ("dmc_census", "exits", "other_enrolment (delivered 2022-12-15)", "ewe_training", "tzd_cases"):
+        assert source in labels["s2"][2]
+    assert labels["s7"][2] == f"census of 2022-11-10 from school {B} not received"
+    # s8 left school B for A: unknown like every pupil of B (B's stayers cannot be told from dropouts,
+    # so labelling only its leavers would make B look dropout-free); the row it has is still shown
+    assert labels["s8"][2].startswith(f"census of 2022-11-10 from school {B} not received; seen meanwhile: dmc_census")
+
+
+def test_a_source_not_yet_delivered_leaves_every_pupil_of_the_round_unknown() -> None:
+    # 1 December: other systems (due 15 December) and TZD (due 15 January) have not delivered.
+    labels = _labels(_warehouse(), D(2022, 12, 1))
+    assert labels["s2"][0] == "unknown" and labels["s2"][1] is None
+    assert "other_enrolment (not delivered; overdue from 2022-12-22)" in labels["s2"][2]
+    # pupils a known row shows moved or continuing wait too: labels of the round come all at once
+    assert {v[0] for v in labels.values()} == {"unknown"}
+    assert "seen meanwhile: exits: exit row: to_vocational" in labels["s3"][2]
+
+
+def test_an_overdue_source_stops_holding_labels_back() -> None:
+    # TZD's quarter never arrives; from 30 January (31 December + 30 days) labels stop waiting for it.
+    con = _warehouse(skip=("tzd_q4",))
+    assert _labels(con, D(2023, 1, 29))["s2"][0] == "unknown"
+    late = _labels(con, D(2023, 1, 30))
+    assert late["s2"][0] == "dropout" and "tzd_cases (overdue since 2023-01-30)" in late["s2"][2]
+    assert late["s5"][0] == "dropout"  # without the TZD row nothing shows the move abroad
+
+
+def test_the_day_labels_became_known_is_the_last_evidence_to_arrive() -> None:
+    assert labels_known_on(_warehouse(), CAL, ROUND, "next_census", D(2023, 1, 20)) == D(2023, 1, 15)
+    assert labels_known_on(_warehouse(), CAL, ROUND, "next_census", D(2022, 12, 20)) is None
+    assert labels_known_on(_warehouse(skip=("tzd_q4",)), CAL, ROUND, "next_census", D(2023, 2, 1)) == D(2023, 1, 30)
+    # planning without a warehouse: every source overdue
+    assert label_mature_on(CAL, ROUND) == D(2023, 1, 30)
+
+
+def test_every_label_evidence_source_and_monitored_source_has_a_delivery_schedule() -> None:
+    for e in EVIDENCE:
+        assert e.source in SOURCES
+        assert e.schedule.overdue_days >= e.schedule.lag_days
+    for d in DELIVERY_SCHEDULE:
+        assert d.source in SOURCES and d.overdue_days > d.lag_days
+    with pytest.raises(KeyError, match="several delivery rhythms"):
+        delivery_due("grades")
+    assert "## Delivery schedule" in contract_markdown()
+
+
+def test_the_simulator_delivers_each_census_on_the_contracts_typical_lag() -> None:
+    from simulator.config import SimulationConfig
+    from simulator.schedule import Schedule
+
+    s = Schedule(SimulationConfig.small(students=200, years=1, seed=1))
+    for source in ("dmc_census", "other_enrolment"):
+        d = s.get((source, 2563, 1))
+        assert d is not None
+        assert d.nominal_on == CAL.census_date(2563, 1) + dt.timedelta(days=delivery_due(source).lag_days)
+
+
+def test_an_m6_pupil_who_passed_the_final_marks_and_filed_no_exit_is_unknown_not_a_dropout() -> None:
+    # Round 2565-T2-mid (census 10 Nov 2022, horizon 10 June 2023), every source overdue by the cutoff.
+    # m1 passed M6's final marks, no exits row, in no census: completed or left, nothing tells -> unknown.
+    # m2 the same with a `completed` exits row -> moved. m3 had a subject มส (not allowed to sit): no
+    # certificate -> dropout. m4 passed but is in the June census (repeating) -> continuing. m5 is M5.
+    con = _warehouse()
+    for t in ("linked_dmc_census", "linked_exits", "linked_grades", "linked_other_enrolment",
+              "linked_ewe_training", "linked_tzd_cases"):
+        con.execute(f"DELETE FROM wh.{t}")
+    for i, (key, census, grade) in enumerate([*((f"m{k}", D(2022, 11, 10), "M6") for k in (1, 2, 3, 4)),
+                                              ("m5", D(2022, 11, 10), "M5"), ("m4", D(2023, 6, 10), "M6")]):
+        con.execute("INSERT INTO wh.linked_dmc_census VALUES (?, ?, 'dmc', 'dmc_census.csv', ?, ?, ?, 2565, ?, ?, "
+                    "NULL, NULL, NULL, 'F', DATE '2005-01-01', ?, 1, 'TH', 'none', '100101')",
+                    [key, i, i + 2, census + dt.timedelta(days=18), census, 2 if census.month == 11 else 1, A, grade])
+    con.execute("INSERT INTO wh.linked_exits VALUES ('m2', DATE '2023-03-20', 'completed', NULL, DATE '2023-04-10')")
+    for key, ms in (("m1", 0), ("m2", 0), ("m3", 1), ("m4", 0), ("m5", 0)):
+        con.execute("INSERT INTO wh.linked_grades VALUES (?, DATE '2023-03-15', 'final', 2, ?, DATE '2023-04-05')", [key, ms])
+    rows = con.execute(f"SELECT student_key, label_state, dropout, label_evidence FROM "
+                       f"({labels_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))})").fetchall()
+    labels = {k: (s, d, e) for k, s, d, e in rows}
+    assert {k: v[:2] for k, v in labels.items()} == {
+        "m1": ("unknown", None), "m2": ("moved", 0), "m3": ("dropout", 1), "m4": ("continuing", 0), "m5": ("dropout", 1)}
+    assert "final marks of M6 term 2 passed, no exits row" in labels["m1"][2]
+    # the rule reads only rows known by the cutoff: marks that became known after it do not count
+    con.execute("UPDATE wh.linked_grades SET known_at = DATE '2024-01-05' WHERE student_key = 'm1'")
+    late = con.execute(f"SELECT label_state FROM ({labels_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))}) "
+                       f"WHERE student_key = 'm1'").fetchone()
+    assert late == ("dropout",)
