@@ -99,6 +99,18 @@ class ProcessConfig(_Model):
     shock_hazard: tuple[float, ...] = Field((1.8, 1.6, 1.9, 2.5), description="Logit added to the dropout hazard by each shock arriving this term.")
     shock_engagement_drop: float = Field(0.35, description="Engagement lost (persistently) after any shock.")
     shock_attendance_logit: float = Field(-1.4, description="Daily attendance logit shift after a shock has arrived.")
+    income_recovery_per_term: float = Field(
+        0.25, ge=0, le=1, description="Share of the gap between a household's income and its usual income (log scale) closed "
+                                      "each term: a debt's cut or a remittance fades instead of adding up term after term.")
+    caretaker_return_per_term: float = Field(
+        0.20, ge=0, le=1, description="Per term: chance a parent who migrated for work is back as the child's carer.")
+    history_terms: int = Field(
+        24, ge=0, le=60, description="Terms of shocks, their consequences and recovery each child lives before its first "
+                                     "census (plus the repetitions of the year ends from P1 to its entry grade), so the first "
+                                     "census already holds what the process leaves and an unchanged world is stationary.")
+    history_redraws: int = Field(
+        10, ge=0, le=50, description="Times a child's pre-census history is drawn again when the child would have left "
+                                     "school in it (the pupils of a census are the ones who stayed).")
     engagement_rho: float = Field(0.80, description="Term-to-term autocorrelation of the latent engagement.")
     engagement_poverty: float = Field(-0.15, description="Mean engagement shift per unit of poverty (log(3000/income)).")
     # competing exits (logit relative to staying)

@@ -48,6 +48,11 @@ EXTREME_POOR = 3000.0
 TYPICAL_AGE = np.array([GRADE_TYPICAL_AGE[g] for g in GRADES])
 
 
+# What a child's history before its first census changes (Population.draw_history draws it again
+# from these values when the child would have left school)
+_HISTORY_STATE = ("e", "income", "caretaker", "preg", "repeated", "birth", "att_last")
+
+
 def day(d: dt.date) -> int:
     return (d - EPOCH).days
 
@@ -216,6 +221,122 @@ class Population:
         # the last final marks held a มส; set by the records of a term, read by the next hazard
         self.att_last = np.ones(n, dtype=np.float32)
         self.ms_fail = np.zeros(n, dtype=bool)
+        # the household's usual income and carer, to which a shock's consequences return (`recover`)
+        self.income_usual = self.income.copy()
+        self.caretaker_usual = self.caretaker.copy()
+        # the stream of the pre-census history and of recovery (its own: the world's draws do not move)
+        self.history_rng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 5])
+        self.draw_history(self.history_rng, cd)
+
+    def shock_consequences(self, idx: np.ndarray, arrived: np.ndarray, rng: np.random.Generator) -> None:
+        """What the term's shocks leave behind (arrived: n x shocks): engagement falls, a migrating
+        parent leaves the child with grandparents (or one parent), remittances raise income 10%, debt
+        cuts it 35%, a pregnancy is remembered. Income and carer return to usual (`recover`)."""
+        pc = self.pc
+        self.e[idx[arrived.any(axis=1)]] -= pc.shock_engagement_drop
+        mig = idx[arrived[:, 0] & (self.caretaker[idx] <= 2)]
+        self.caretaker[mig] = np.where(rng.random(len(mig)) < 0.7, 3, 1).astype(np.int8)
+        self.income[mig] *= 1.1
+        debt = idx[arrived[:, 2]]
+        self.income[debt] = np.maximum(200, np.round(self.income[debt] * 0.65 / 10) * 10)
+        self.preg[idx[arrived[:, 3]]] = True
+
+    def recover(self, idx: np.ndarray, rng: np.random.Generator) -> None:
+        """A term closer to the household's usual state: the income gap (log scale) shrinks by
+        income_recovery_per_term, a migrated parent comes home with caretaker_return_per_term.
+
+        Without it a shock's mark never fades, so every term adds to poverty and non-parent carers
+        and the hazard of the same grade rises year after year (issue 11: the unchanged world's
+        term-2 rate doubled over four years); with it the marks reach a level the first census
+        already holds (`draw_history`), and a world without a declared change is stationary.
+        """
+        pc = self.pc
+        usual = self.income_usual[idx]
+        gap = np.log(self.income[idx] / usual) * (1.0 - pc.income_recovery_per_term)
+        self.income[idx] = np.maximum(200, np.round(usual * np.exp(gap) / 10) * 10).astype(np.float32)
+        away = idx[(self.caretaker[idx] != self.caretaker_usual[idx]) & (rng.random(len(idx)) < pc.caretaker_return_per_term)]
+        self.caretaker[away] = self.caretaker_usual[away]
+
+    def draw_history(self, rng: np.random.Generator, entry_census: np.ndarray) -> None:
+        """The terms before a child's first census, so the first census holds what the process leaves.
+
+        A child drawn fresh at the first census has no past shocks and no repetition, while the same
+        grade a year later has both: without a history the dropout rate of every grade climbs year
+        by year in a world nobody changed (issue 11). Here every child (first-census pupil or later
+        entrant) lives `history_terms` terms of engagement moves, shocks, their consequences and
+        recovery before entering, and at each year end from P1 up to its entry grade may repeat with
+        the process's odds. A history in which the child would have dropped out is drawn again (up
+        to `history_redraws` times): the pupils of a census are the ones who stayed, so a late grade
+        must not hold the pregnancies and repetitions of the children who left (without this the
+        first year's upper-secondary rate sat a fifth above the later years'). Its own random stream,
+        so the draws of the run itself do not move.
+        """
+        pc = self.pc
+        start = {name: getattr(self, name).copy() for name in _HISTORY_STATE}
+        todo = np.arange(self.n)
+        for _ in range(pc.history_redraws + 1):
+            for name in _HISTORY_STATE:
+                getattr(self, name)[todo] = start[name][todo]
+            left = self._live_history(todo, rng, entry_census[todo])
+            todo = todo[left]
+            if len(todo) == 0:
+                break
+
+    def _live_history(self, ii: np.ndarray, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
+        """One draw of the history of children `ii` (see `draw_history`); True where the child left.
+
+        The dropout odds of a history term are the process's (process.base_logits) without what needs
+        a school (travel, remote or small school, school climate, distance to the next school, the
+        CCT grant): enough to say which histories end outside school. The มส behind repetition is read
+        from an approximate term-2 attendance (the records' attendance logit without travel and
+        monthly noise; half the term after a shock), since no attendance is recorded before entry.
+        """
+        from simulator.process import shock_probs  # process.py imports this module: imported at call time
+
+        pc = self.pc
+        n = len(ii)
+        rho = pc.engagement_rho
+        term_days = 182
+        g_entry = self.entry_grade[ii].astype(np.int64)
+        alpha = {1: np.array([pc.grade_logit_t1[x] for x in GRADES]), 2: np.array([pc.grade_logit_t2[x] for x in GRADES])}
+        hazard_shocks = np.array(pc.shock_hazard)
+        subjects_ms = 1 - (1 - 0.004) ** 9  # a มส with full attendance (records: 0.4% a subject, 8-12 subjects)
+        left = np.zeros(n, dtype=bool)
+        for k in range(pc.history_terms, 0, -1):
+            when = entry_census - k * term_days
+            term = 2 if k % 2 == 1 else 1  # the entry census opens a term 1, so the term before is a term 2
+            grade = g_entry - (k + 1) // 2  # promoted every year end (a repetition shows as over-age)
+            in_school = grade >= 0
+            gi = np.clip(grade, 0, len(GRADES) - 1)
+            pov = np.clip(np.log(EXTREME_POOR / self.income[ii]), -2.5, 3.0)
+            mean = pc.engagement_poverty * pov + 0.3 * self.ability[ii]
+            self.e[ii] = (mean + rho * (self.e[ii] - mean) + np.sqrt(1 - rho**2) * rng.normal(0, 1, n)).astype(np.float32)
+            e = self.e[ii]
+            arrived = rng.random((n, len(pc.shock_prob))) < shock_probs(self, ii, when)
+            overage = np.clip(self.age_years(ii, when) - TYPICAL_AGE[gi], 0, 6)
+            drop = (alpha[term][gi] + pc.beta_poverty * pov + pc.beta_cct_dims * self.dims[ii].sum(axis=1)
+                    + pc.beta_caretaker_not_parent * (self.caretaker[ii] >= 3) + self.prov.effect
+                    + pc.beta_non_thai * self.non_thai[ii] + pc.beta_disability * (self.disab[ii] > 0)
+                    + pc.beta_chronic_illness * self.chronic[ii] + pc.beta_overage_per_year * overage
+                    + pc.beta_repeated * (self.repeated[ii] > 0) + pc.beta_engagement * e
+                    + pc.beta_past_pregnancy * self.preg[ii] + arrived @ hazard_shocks)
+            if term == 2:
+                drop = drop + np.where((gi == G_P6) | (gi == G_M3), pc.beta_poverty_transition * np.maximum(pov, 0.0), 0.0)
+            left |= in_school & (rng.random(n) < sigmoid(drop))
+            if term == 2:  # the year end: repetition, from P1 on
+                lg = 3.3 + 0.85 * e - 0.35 * (self.disab[ii] > 0) - 0.12 * pov + rng.normal(0, 0.25, n)
+                f = np.where(arrived.any(axis=1), 0.5, 0.0)
+                att = (1 - f) * sigmoid(lg) + f * sigmoid(lg + pc.shock_attendance_logit)
+                ms = (att < 0.8) | (rng.random(n) < subjects_ms)
+                rep = (grade >= G_P1) & (rng.random(n) < sigmoid(
+                    pc.repeat_logit - 0.7 * e - 0.4 * self.ability[ii] + pc.repeat_ms_logit * ms))
+                self.repeated[ii[rep]] += 1
+                self.birth[ii[rep]] -= 365  # a repeated year: a year older for the grade
+                if k == 1:  # the term before entry: its attendance is the CCT condition of the first term
+                    self.att_last[ii] = att.astype(np.float32)
+            self.recover(ii, rng)
+            self.shock_consequences(ii, arrived, rng)
+        return left
 
     def poverty(self) -> np.ndarray:
         """log(3000 / income): 0 at the extremely-poor line, positive below it."""
