@@ -48,11 +48,6 @@ EXTREME_POOR = 3000.0
 TYPICAL_AGE = np.array([GRADE_TYPICAL_AGE[g] for g in GRADES])
 
 
-# What a child's history before its first census changes (Population.draw_history draws it again
-# from these values when the child would have left school)
-_HISTORY_STATE = ("e", "income", "caretaker", "preg", "repeated", "birth", "att_last")
-
-
 def day(d: dt.date) -> int:
     return (d - EPOCH).days
 
@@ -123,8 +118,12 @@ class Population:
                 m = int(round(share * n0))
                 grades.append(np.full(m, G[gname], np.int8))
                 eys.append(np.full(m, w.first_year + k, np.int32))
-        self.entry_grade = np.concatenate(grades)
-        self.entry_year = np.concatenate(eys)
+        # Candidates: history_pool per pupil; the history keeps as many as there are pupils of each
+        # entry grade and year, from the candidates who stayed in school (`keep_who_stayed`).
+        before = set(self.__dict__)
+        pool = self.pc.history_pool
+        self.entry_grade = np.repeat(np.concatenate(grades), pool)
+        self.entry_year = np.repeat(np.concatenate(eys), pool)
         n = len(self.entry_grade)
         self.n = n
         self.pid = self.prov.index * 10_000_000 + np.arange(n, dtype=np.int64)
@@ -171,7 +170,6 @@ class Population:
         self.id1_from = np.full(n, NEVER, dtype=np.int32)
         lo = np.maximum(entry_day[changes], start)
         self.id1_from[changes] = (lo + rng.random(int(changes.sum())) * np.maximum(end - lo, 1)).astype(np.int32)
-        self.calib.gcode_changes += int((self.id1_from < end).sum())
         # disability, health, household
         dis = rng.random(n) < 0.018
         self.disab = np.zeros(n, dtype=np.int8)
@@ -226,7 +224,9 @@ class Population:
         self.caretaker_usual = self.caretaker.copy()
         # the stream of the pre-census history and of recovery (its own: the world's draws do not move)
         self.history_rng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 5])
-        self.draw_history(self.history_rng, cd)
+        left = self.draw_history(self.history_rng, cd)
+        self.keep_who_stayed(left, pool, [k for k in self.__dict__ if k not in before])
+        self.calib.gcode_changes += int((self.id1_from < end).sum())
 
     def shock_consequences(self, idx: np.ndarray, arrived: np.ndarray, rng: np.random.Generator) -> None:
         """What the term's shocks leave behind (arrived: n x shocks): engagement falls, a migrating
@@ -257,30 +257,41 @@ class Population:
         away = idx[(self.caretaker[idx] != self.caretaker_usual[idx]) & (rng.random(len(idx)) < pc.caretaker_return_per_term)]
         self.caretaker[away] = self.caretaker_usual[away]
 
-    def draw_history(self, rng: np.random.Generator, entry_census: np.ndarray) -> None:
+    def draw_history(self, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
         """The terms before a child's first census, so the first census holds what the process leaves.
 
         A child drawn fresh at the first census has no past shocks and no repetition, while the same
         grade a year later has both: without a history the dropout rate of every grade climbs year
-        by year in a world nobody changed (issue 11). Here every child (first-census pupil or later
-        entrant) lives `history_terms` terms of engagement moves, shocks, their consequences and
-        recovery before entering, and at each year end from P1 up to its entry grade may repeat with
-        the process's odds. A history in which the child would have dropped out is drawn again (up
-        to `history_redraws` times): the pupils of a census are the ones who stayed, so a late grade
-        must not hold the pregnancies and repetitions of the children who left (without this the
-        first year's upper-secondary rate sat a fifth above the later years'). Its own random stream,
-        so the draws of the run itself do not move.
+        by year in a world nobody changed (issue 11). Here every candidate child (first-census pupil
+        or later entrant) lives `history_terms` terms of engagement moves, shocks, their
+        consequences and recovery before entering, and at each year end from P1 up to its entry
+        grade may repeat with the process's odds. Returns who would have left school on the way
+        (`keep_who_stayed` keeps the others). Its own random stream, so the run's draws do not move.
         """
-        pc = self.pc
-        start = {name: getattr(self, name).copy() for name in _HISTORY_STATE}
-        todo = np.arange(self.n)
-        for _ in range(pc.history_redraws + 1):
-            for name in _HISTORY_STATE:
-                getattr(self, name)[todo] = start[name][todo]
-            left = self._live_history(todo, rng, entry_census[todo])
-            todo = todo[left]
-            if len(todo) == 0:
-                break
+        return self._live_history(np.arange(self.n), rng, entry_census)
+
+    def keep_who_stayed(self, left: np.ndarray, pool: int, names: list[str]) -> None:
+        """Keep, of each entry grade and year's candidates, as many as it has pupils, stayers first.
+
+        The pupils of a census are the children who did not leave before it, so an upper grade holds
+        fewer poor, over-age or once-pregnant children than its entrants did; drawing every grade from
+        the same distribution put the first year's upper-secondary rate a fifth above the later years'.
+        Candidates are in random order, so the first stayers of a group are a random sample of its
+        stayers; a group with too few stayers is filled with its first leavers (never with 2 or more).
+        `names`: the per-child arrays init_people made, all cut to the kept children.
+        """
+        group = (self.entry_year - self.cfg.world.first_year).astype(np.int64) * len(GRADES) + self.entry_grade
+        order = np.lexsort((np.arange(self.n), left, group))
+        sizes = np.bincount(group, minlength=int(group.max()) + 1)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        rank = np.arange(self.n) - starts[group[order]]
+        keep = np.sort(order[rank < sizes[group[order]] // pool])
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.shape[:1] == (self.n,):
+                setattr(self, name, value[keep])
+        self.n = len(keep)
+        self.pid = self.prov.index * 10_000_000 + np.arange(self.n, dtype=np.int64)
 
     def _live_history(self, ii: np.ndarray, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
         """One draw of the history of children `ii` (see `draw_history`); True where the child left.
