@@ -296,9 +296,10 @@ class Population:
     def _live_history(self, ii: np.ndarray, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
         """One draw of the history of children `ii` (see `draw_history`); True where the child left.
 
-        The dropout odds of a history term are the process's (process.base_logits) without what needs
-        a school (travel, remote or small school, school climate, distance to the next school, the
-        CCT grant): enough to say which histories end outside school. The มส behind repetition is read
+        The dropout odds of a history term are the additive part of the process's (process.base_logits):
+        without what needs a school (travel, remote or small school, school climate) and without the
+        interactions (so a world with them switched off keeps the same children:
+        tests/data/test_simulated_interactions.py); enough to say which histories end outside school. The มส behind repetition is read
         from an approximate term-2 attendance (the records' attendance logit without travel and
         monthly noise; half the term after a shock), since no attendance is recorded before entry.
         """
@@ -331,8 +332,6 @@ class Population:
                     + pc.beta_chronic_illness * self.chronic[ii] + pc.beta_overage_per_year * overage
                     + pc.beta_repeated * (self.repeated[ii] > 0) + pc.beta_engagement * e
                     + pc.beta_past_pregnancy * self.preg[ii] + arrived @ hazard_shocks)
-            if term == 2:
-                drop = drop + np.where((gi == G_P6) | (gi == G_M3), pc.beta_poverty_transition * np.maximum(pov, 0.0), 0.0)
             left |= in_school & (rng.random(n) < sigmoid(drop))
             if term == 2:  # the year end: repetition, from P1 on
                 lg = 3.3 + 0.85 * e - 0.35 * (self.disab[ii] > 0) - 0.12 * pov + rng.normal(0, 0.25, n)
