@@ -49,11 +49,11 @@ class ProcessConfig(_Model):
 
     grade_logit_t1: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.67, -9.80, -9.48, -10.77, -10.63, -10.69, -10.67, -10.68, -9.87, -8.16, -8.57, -7.99, -6.50, -6.58, -6.79]),
+            [-9.67, -9.80, -9.48, -10.77, -10.63, -10.69, -10.67, -10.68, -9.87, -8.16, -8.57, -7.99, -6.60, -6.68, -6.89]),
         description="Dropout intercept at the end of term 1 (mid-year), per grade.")
     grade_logit_t2: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.07, -9.20, -7.28, -9.97, -9.83, -9.89, -9.87, -9.88, -6.62, -7.46, -7.87, -4.34, -5.80, -5.88, -6.89]),
+            [-9.07, -9.20, -7.28, -9.97, -9.83, -9.89, -9.87, -9.88, -6.62, -7.46, -7.87, -4.34, -5.90, -5.98, -6.99]),
         description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
     beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
     beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
