@@ -277,8 +277,8 @@ class Population:
         fewer poor, over-age or once-pregnant children than its entrants did; drawing every grade from
         the same distribution put the first year's upper-secondary rate a fifth above the later years'.
         Candidates are in random order, so the first stayers of a group are a random sample of its
-        stayers; a group with too few stayers is filled with its first leavers (never with 2 or more).
-        `names`: the per-child arrays init_people made, all cut to the kept children.
+        stayers; a group with too few stayers is filled with its first leavers. `names`: the per-child
+        arrays init_people made, all cut to the kept children.
         """
         group = (self.entry_year - self.cfg.world.first_year).astype(np.int64) * len(GRADES) + self.entry_grade
         order = np.lexsort((np.arange(self.n), left, group))
@@ -299,9 +299,10 @@ class Population:
         The dropout odds of a history term are the additive part of the process's (process.base_logits):
         without what needs a school (travel, remote or small school, school climate) and without the
         interactions (so a world with them switched off keeps the same children:
-        tests/data/test_simulated_interactions.py); enough to say which histories end outside school. The มส behind repetition is read
-        from an approximate term-2 attendance (the records' attendance logit without travel and
-        monthly noise; half the term after a shock), since no attendance is recorded before entry.
+        tests/data/test_simulated_interactions.py); enough to say which histories end outside school.
+        The มส behind repetition is read from an approximate term-2 attendance (the records'
+        attendance logit without travel and monthly noise; half the term after a shock), since no
+        attendance is recorded before entry.
         """
         from simulator.process import shock_probs  # process.py imports this module: imported at call time
 
