@@ -6,8 +6,8 @@ the test ladder's seed 11): shocks left marks that never faded, and the first ce
 with no past at all, so each year's pupils carried more accumulated poverty, absent parents and
 repetition than the last. Monitoring then flagged the unchanged world (O/E 2.18). The test compares
 the realised rate of the later half of the years with the earlier half, per term, with a 99%
-interval, on two seeds; the interval must be narrow enough that the old drift (x1.35 between the
-halves of a 4-year world in term 2) could not hide inside it.
+interval, on two seeds; the interval must be narrow enough that the old drift (between the
+halves of a 4-year world in term 2, x1.41 and x1.32 on these seeds) could not hide inside it.
 """
 
 from __future__ import annotations
