@@ -49,11 +49,11 @@ class ProcessConfig(_Model):
 
     grade_logit_t1: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-9.17, -9.30, -9.27, -10.27, -10.13, -10.19, -10.17, -10.18, -9.37, -7.66, -8.07, -7.78, -6.35, -6.43, -6.64]),
+            [-9.67, -9.80, -9.48, -10.77, -10.63, -10.69, -10.67, -10.68, -9.87, -8.16, -8.57, -7.99, -6.60, -6.68, -6.89]),
         description="Dropout intercept at the end of term 1 (mid-year), per grade.")
     grade_logit_t2: dict[str, float] = Field(
         default_factory=lambda: _grade_map(
-            [-8.57, -8.70, -7.07, -9.47, -9.33, -9.39, -9.37, -9.38, -6.12, -6.96, -7.37, -4.13, -5.65, -5.73, -6.74]),
+            [-9.07, -9.20, -7.28, -9.97, -9.83, -9.89, -9.87, -9.88, -6.62, -7.46, -7.87, -4.34, -5.90, -5.98, -6.99]),
         description="Dropout intercept at the end of term 2 (year end: includes the K3->P1, P6->M1 and M3->M4 transitions).")
     beta_poverty: float = Field(0.55, description="Per unit of log(3000 / income per person): poorer households leave more.")
     beta_cct_dims: float = Field(0.10, description="Per CCT household-status dimension present (0-8).")
@@ -99,6 +99,18 @@ class ProcessConfig(_Model):
     shock_hazard: tuple[float, ...] = Field((1.8, 1.6, 1.9, 2.5), description="Logit added to the dropout hazard by each shock arriving this term.")
     shock_engagement_drop: float = Field(0.35, description="Engagement lost (persistently) after any shock.")
     shock_attendance_logit: float = Field(-1.4, description="Daily attendance logit shift after a shock has arrived.")
+    income_recovery_per_term: float = Field(
+        0.25, ge=0, le=1, description="Share of the gap between a household's income and its usual income (log scale) closed "
+                                      "each term: a debt's cut or a remittance fades instead of adding up term after term.")
+    caretaker_return_per_term: float = Field(
+        0.20, ge=0, le=1, description="Per term: chance a parent who migrated for work is back as the child's carer.")
+    history_terms: int = Field(
+        24, ge=0, le=60, description="Terms of shocks, their consequences and recovery each child lives before its first "
+                                     "census (plus the repetitions of the year ends from P1 to its entry grade), so the first "
+                                     "census already holds what the process leaves and an unchanged world is stationary.")
+    history_pool: int = Field(
+        3, ge=1, le=10, description="Candidate children drawn per pupil of the first census and per entrant; the pre-census "
+                                   "history keeps those who stayed in school (the pupils of a census are the ones who stayed).")
     engagement_rho: float = Field(0.80, description="Term-to-term autocorrelation of the latent engagement.")
     engagement_poverty: float = Field(-0.15, description="Mean engagement shift per unit of poverty (log(3000/income)).")
     # competing exits (logit relative to staying)

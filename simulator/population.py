@@ -118,8 +118,12 @@ class Population:
                 m = int(round(share * n0))
                 grades.append(np.full(m, G[gname], np.int8))
                 eys.append(np.full(m, w.first_year + k, np.int32))
-        self.entry_grade = np.concatenate(grades)
-        self.entry_year = np.concatenate(eys)
+        # Candidates: history_pool per pupil; the history keeps as many as there are pupils of each
+        # entry grade and year, from the candidates who stayed in school (`keep_who_stayed`).
+        before = set(self.__dict__)
+        pool = self.pc.history_pool
+        self.entry_grade = np.repeat(np.concatenate(grades), pool)
+        self.entry_year = np.repeat(np.concatenate(eys), pool)
         n = len(self.entry_grade)
         self.n = n
         self.pid = self.prov.index * 10_000_000 + np.arange(n, dtype=np.int64)
@@ -166,7 +170,6 @@ class Population:
         self.id1_from = np.full(n, NEVER, dtype=np.int32)
         lo = np.maximum(entry_day[changes], start)
         self.id1_from[changes] = (lo + rng.random(int(changes.sum())) * np.maximum(end - lo, 1)).astype(np.int32)
-        self.calib.gcode_changes += int((self.id1_from < end).sum())
         # disability, health, household
         dis = rng.random(n) < 0.018
         self.disab = np.zeros(n, dtype=np.int8)
@@ -216,6 +219,135 @@ class Population:
         # the last final marks held a มส; set by the records of a term, read by the next hazard
         self.att_last = np.ones(n, dtype=np.float32)
         self.ms_fail = np.zeros(n, dtype=bool)
+        # the household's usual income and carer, to which a shock's consequences return (`recover`)
+        self.income_usual = self.income.copy()
+        self.caretaker_usual = self.caretaker.copy()
+        # the stream of the pre-census history and of recovery (its own: the world's draws do not move)
+        self.history_rng = np.random.default_rng([self.cfg.world.seed, self.prov.index, 5])
+        left = self.draw_history(self.history_rng, cd)
+        self.keep_who_stayed(left, pool, [k for k in self.__dict__ if k not in before])
+        self.calib.gcode_changes += int((self.id1_from < end).sum())
+
+    def shock_consequences(self, idx: np.ndarray, arrived: np.ndarray, rng: np.random.Generator) -> None:
+        """What the term's shocks leave behind (arrived: n x shocks): engagement falls, a migrating
+        parent leaves the child with grandparents (or one parent), remittances raise income 10%, debt
+        cuts it 35%, a pregnancy is remembered. Income and carer return to usual (`recover`)."""
+        pc = self.pc
+        self.e[idx[arrived.any(axis=1)]] -= pc.shock_engagement_drop
+        mig = idx[arrived[:, 0] & (self.caretaker[idx] <= 2)]
+        self.caretaker[mig] = np.where(rng.random(len(mig)) < 0.7, 3, 1).astype(np.int8)
+        self.income[mig] *= 1.1
+        debt = idx[arrived[:, 2]]
+        self.income[debt] = np.maximum(200, np.round(self.income[debt] * 0.65 / 10) * 10)
+        self.preg[idx[arrived[:, 3]]] = True
+
+    def recover(self, idx: np.ndarray, rng: np.random.Generator) -> None:
+        """A term closer to the household's usual state: the income gap (log scale) shrinks by
+        income_recovery_per_term, a migrated parent comes home with caretaker_return_per_term.
+
+        Without it a shock's mark never fades, so every term adds to poverty and non-parent carers
+        and the hazard of the same grade rises year after year (issue 11: the unchanged world's
+        term-2 rate doubled over four years); with it the marks reach a level the first census
+        already holds (`draw_history`), and a world without a declared change is stationary.
+        """
+        pc = self.pc
+        usual = self.income_usual[idx]
+        gap = np.log(self.income[idx] / usual) * (1.0 - pc.income_recovery_per_term)
+        self.income[idx] = np.maximum(200, np.round(usual * np.exp(gap) / 10) * 10).astype(np.float32)
+        away = idx[(self.caretaker[idx] != self.caretaker_usual[idx]) & (rng.random(len(idx)) < pc.caretaker_return_per_term)]
+        self.caretaker[away] = self.caretaker_usual[away]
+
+    def draw_history(self, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
+        """The terms before a child's first census, so the first census holds what the process leaves.
+
+        A child drawn fresh at the first census has no past shocks and no repetition, while the same
+        grade a year later has both: without a history the dropout rate of every grade climbs year
+        by year in a world nobody changed (issue 11). Here every candidate child (first-census pupil
+        or later entrant) lives `history_terms` terms of engagement moves, shocks, their
+        consequences and recovery before entering, and at each year end from P1 up to its entry
+        grade may repeat with the process's odds. Returns who would have left school on the way
+        (`keep_who_stayed` keeps the others). Its own random stream, so the run's draws do not move.
+        """
+        return self._live_history(np.arange(self.n), rng, entry_census)
+
+    def keep_who_stayed(self, left: np.ndarray, pool: int, names: list[str]) -> None:
+        """Keep, of each entry grade and year's candidates, as many as it has pupils, stayers first.
+
+        The pupils of a census are the children who did not leave before it, so an upper grade holds
+        fewer poor, over-age or once-pregnant children than its entrants did; drawing every grade from
+        the same distribution put the first year's upper-secondary rate a fifth above the later years'.
+        Candidates are in random order, so the first stayers of a group are a random sample of its
+        stayers; a group with too few stayers is filled with its first leavers. `names`: the per-child
+        arrays init_people made, all cut to the kept children.
+        """
+        group = (self.entry_year - self.cfg.world.first_year).astype(np.int64) * len(GRADES) + self.entry_grade
+        order = np.lexsort((np.arange(self.n), left, group))
+        sizes = np.bincount(group, minlength=int(group.max()) + 1)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        rank = np.arange(self.n) - starts[group[order]]
+        keep = np.sort(order[rank < sizes[group[order]] // pool])
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.shape[:1] == (self.n,):
+                setattr(self, name, value[keep])
+        self.n = len(keep)
+        self.pid = self.prov.index * 10_000_000 + np.arange(self.n, dtype=np.int64)
+
+    def _live_history(self, ii: np.ndarray, rng: np.random.Generator, entry_census: np.ndarray) -> np.ndarray:
+        """One draw of the history of children `ii` (see `draw_history`); True where the child left.
+
+        The dropout odds of a history term are the additive part of the process's (process.base_logits):
+        without what needs a school (travel, remote or small school, school climate) and without the
+        interactions (so a world with them switched off keeps the same children:
+        tests/data/test_simulated_interactions.py); enough to say which histories end outside school.
+        The มส behind repetition is read from an approximate term-2 attendance (the records'
+        attendance logit without travel and monthly noise; half the term after a shock), since no
+        attendance is recorded before entry.
+        """
+        from simulator.process import shock_probs  # process.py imports this module: imported at call time
+
+        pc = self.pc
+        n = len(ii)
+        rho = pc.engagement_rho
+        term_days = 182
+        g_entry = self.entry_grade[ii].astype(np.int64)
+        alpha = {1: np.array([pc.grade_logit_t1[x] for x in GRADES]), 2: np.array([pc.grade_logit_t2[x] for x in GRADES])}
+        hazard_shocks = np.array(pc.shock_hazard)
+        subjects_ms = 1 - (1 - 0.004) ** 9  # a มส with full attendance (records: 0.4% a subject, 8-12 subjects)
+        left = np.zeros(n, dtype=bool)
+        for k in range(pc.history_terms, 0, -1):
+            when = entry_census - k * term_days
+            term = 2 if k % 2 == 1 else 1  # the entry census opens a term 1, so the term before is a term 2
+            grade = g_entry - (k + 1) // 2  # promoted every year end (a repetition shows as over-age)
+            in_school = grade >= 0
+            gi = np.clip(grade, 0, len(GRADES) - 1)
+            pov = np.clip(np.log(EXTREME_POOR / self.income[ii]), -2.5, 3.0)
+            mean = pc.engagement_poverty * pov + 0.3 * self.ability[ii]
+            self.e[ii] = (mean + rho * (self.e[ii] - mean) + np.sqrt(1 - rho**2) * rng.normal(0, 1, n)).astype(np.float32)
+            e = self.e[ii]
+            arrived = rng.random((n, len(pc.shock_prob))) < shock_probs(self, ii, when)
+            overage = np.clip(self.age_years(ii, when) - TYPICAL_AGE[gi], 0, 6)
+            drop = (alpha[term][gi] + pc.beta_poverty * pov + pc.beta_cct_dims * self.dims[ii].sum(axis=1)
+                    + pc.beta_caretaker_not_parent * (self.caretaker[ii] >= 3) + self.prov.effect
+                    + pc.beta_non_thai * self.non_thai[ii] + pc.beta_disability * (self.disab[ii] > 0)
+                    + pc.beta_chronic_illness * self.chronic[ii] + pc.beta_overage_per_year * overage
+                    + pc.beta_repeated * (self.repeated[ii] > 0) + pc.beta_engagement * e
+                    + pc.beta_past_pregnancy * self.preg[ii] + arrived @ hazard_shocks)
+            left |= in_school & (rng.random(n) < sigmoid(drop))
+            if term == 2:  # the year end: repetition, from P1 on
+                lg = 3.3 + 0.85 * e - 0.35 * (self.disab[ii] > 0) - 0.12 * pov + rng.normal(0, 0.25, n)
+                f = np.where(arrived.any(axis=1), 0.5, 0.0)
+                att = (1 - f) * sigmoid(lg) + f * sigmoid(lg + pc.shock_attendance_logit)
+                ms = (att < 0.8) | (rng.random(n) < subjects_ms)
+                rep = (grade >= G_P1) & (rng.random(n) < sigmoid(
+                    pc.repeat_logit - 0.7 * e - 0.4 * self.ability[ii] + pc.repeat_ms_logit * ms))
+                self.repeated[ii[rep]] += 1
+                self.birth[ii[rep]] -= 365  # a repeated year: a year older for the grade
+                if k == 1:  # the term before entry: its attendance is the CCT condition of the first term
+                    self.att_last[ii] = att.astype(np.float32)
+            self.recover(ii, rng)
+            self.shock_consequences(ii, arrived, rng)
+        return left
 
     def poverty(self) -> np.ndarray:
         """log(3000 / income): 0 at the extremely-poor line, positive below it."""

@@ -148,6 +148,8 @@ class ProvinceSim(Records):
         if sc.starts(year, term):
             for c in shocks:
                 self.income = income_after_shock(self.income, c.income_factor)
+                # the fall is the household's new usual income: it must not fade like a shock's mark
+                self.income_usual = income_after_shock(self.income_usual, c.income_factor)
         self._att_shift = float(sum(c.attendance_logit for c in shocks))
         changes = sc.of_kind(ProcessChange)
         self._drop_shift = dropout_logit_by_grade(changes) if changes else None
@@ -230,14 +232,10 @@ class ProvinceSim(Records):
                     "term": np.full(len(hit), term, np.int8), "shock": pa.array(np.full(len(hit), name)),
                     "arrived_on": pa.array(sday[hit, k].astype("datetime64[D]"))}))
         # consequences of shocks that persist
-        any_shock = arrived.any(axis=1)
-        self.e[idx[any_shock]] -= pc.shock_engagement_drop
-        mig = idx[arrived[:, 0] & (self.caretaker[idx] <= 2)]
-        self.caretaker[mig] = np.where(rng.random(len(mig)) < 0.7, 3, 1).astype(np.int8)
-        self.income[mig] *= 1.1
-        debt = idx[arrived[:, 2]]
-        self.income[debt] = np.maximum(200, np.round(self.income[debt] * 0.65 / 10) * 10)
-        self.preg[idx[arrived[:, 3]]] = True
+        # the marks of earlier shocks fade (on the history stream: the run's own draws do not move),
+        # then this term's shocks leave theirs
+        self.recover(idx, self.history_rng)
+        self.shock_consequences(idx, arrived, rng)
         self.apply_outcomes(year, term, idx, outcome, leave, E)
         self.tzd_quarters(S, day(cal.term(2 if term == 1 else 1).starts.in_year(year if term == 1 else year + 1)))
         if term == 2:
