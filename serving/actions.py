@@ -380,7 +380,8 @@ class ActionStore:
 
     def _served_log_id(self, who: Principal, pupil: Pupil) -> int | None:
         """The access-log line of the latest list or explanation of this round this token was
-        served that held the pupil (its school's list, its area's list, its own explanation)."""
+        served that held the pupil (its school's list, its area's list, its own explanation, or the
+        not-found cases of that census for a TZD case)."""
         if not self.home.access_db.exists():
             return None
         targets = [t for t in (pupil.school_code, pupil.student_key) if t]
@@ -389,7 +390,7 @@ class ActionStore:
         with closing(sqlite3.connect(self.home.access_db, timeout=10)) as con:
             row = con.execute(
                 f"SELECT max(rowid) FROM access_log WHERE token_id = ? AND round_id = ? AND target IN "
-                f"({', '.join('?' * len(targets))}) AND (action LIKE 'school_list%' OR action IN ('area_list', 'explanation'))",
+                f"({', '.join('?' * len(targets))}) AND (action LIKE 'school_list%' OR action IN ('area_list', 'explanation', 'notfound_cases'))",
                 [who.token_id, pupil.round_id, *targets]).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 

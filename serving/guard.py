@@ -111,6 +111,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(_NF + "/schools/{school_code}/cases", ("GET",), "list", None, (200, 400, 401, 403, 404, 409)),
     RouteSpec(_NF + "/areas/{area_code}/summary", ("GET",), "summary", None, (200, 400, 401, 403, 404, 409)),
     RouteSpec(_NF + "/areas/{area_code}/cases", ("GET",), "list", None, (200, 400, 401, 403, 404, 409)),
+    RouteSpec(_NF + "/students/{student_key}/actions", ("GET", "POST"), "actions", None,
+              (200, 400, 401, 403, 404, 409, 413, 415, 422)),  # POST answers 201 (documented by its route)
     RouteSpec("/score", ("POST",), "score", "score", (200, 400, 401, 403, 413, 415, 422, 429)),
     RouteSpec("/metrics", ("GET",), "metrics", None, (200, 401, 403)),
     # BentoML's own pages: the API description and its viewer.

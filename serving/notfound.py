@@ -29,6 +29,7 @@ import pandas as pd
 from features.home import EwsHome
 from features.pointintime.notfound import NotFoundManifest, built_censuses, load_notfound, notfound_paths
 from serving.access import Principal
+from serving.actions import Pupil
 from serving.disclosure import K_ANONYMITY, DisclosurePlan, plan
 from serving.views import AREA_LEVELS, RequestError, check_area_code, check_school_code
 
@@ -114,6 +115,19 @@ def _cases(lst: LoadedList, idx: np.ndarray, who: Principal, names: dict[str, st
             row["name"] = names.get(row["student_key"])
         out.append(row)
     return out
+
+
+def case_pupil(lst: LoadedList, student_key: str) -> Pupil | None:
+    """A case as the action record keys it: (student_key, census), at its last known school and
+    tambon (who may record for it), with the list's hash in place of a snapshot's. None when the
+    census's list has no such case."""
+    hit = np.flatnonzero(lst.rows["student_key"].to_numpy() == student_key)
+    if not len(hit):
+        return None
+    r = lst.rows.iloc[int(hit[0])]
+    return Pupil(student_key=student_key, school_code=_plain(r["school_code"]), tambon_code=_plain(r["tambon_code"]),
+                 round_id=lst.manifest.census_date.isoformat(), snapshot_hash=lst.manifest.sha256,
+                 risk_score=None, risk_group=None)
 
 
 def _manifest_out(m: NotFoundManifest) -> dict[str, Any]:

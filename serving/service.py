@@ -21,6 +21,8 @@ Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer 
   GET  /ews/api/notfound/{census}/schools/{school}/cases         a school's cases (names for its own token)
   GET  /ews/api/notfound/{census}/areas/{area}/summary           counts of an area (small counts suppressed)
   GET  /ews/api/notfound/{census}/areas/{area}/cases             pseudonymous cases of an area
+  GET  /ews/api/notfound/{census}/students/{key}/actions         a not-found child's TZD case path
+  POST /ews/api/notfound/{census}/students/{key}/actions         record a step (school, area tokens)
   POST /score                                                    ad-hoc scoring of feature rows (BentoML API)
 
 Each worker builds the deployment once, in `EwsService.__init__` (`EwsHome.from_env`: the home
@@ -71,6 +73,24 @@ api = FastAPI(title="Dropout early warning", docs_url=None, redoc_url=None, open
 
 def _error(exc: views.RequestError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _action_input(request: StarletteRequest) -> Any:  # -> serving.actions.ActionInput
+    """The body of an action POST: JSON of a few fields (415, 413, 400 and the field's 422 otherwise)."""
+    import json
+
+    from serving.actions import parse_input
+
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise views.RequestError(415, "POST actions takes application/json: {action, status, ...}")
+    body = await request.body()
+    if len(body) > 16 * 1024:
+        raise views.RequestError(413, "an action is a few fields: body larger than 16 KB")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        raise views.RequestError(400, "the body is not valid JSON") from None
+    return parse_input(parsed)
 
 
 @bentoml.service(
@@ -352,22 +372,11 @@ class EwsService:
 
     @api.post("/api/rounds/{round_id}/students/{student_key}/actions", status_code=201)
     async def record_action(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
-        import json
-
-        from serving.actions import ActionError, parse_input
+        from serving.actions import ActionError
 
         try:
             who = self._who(request)
-            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-                raise views.RequestError(415, "POST actions takes application/json: {action, status, ...}")
-            body = await request.body()
-            if len(body) > 16 * 1024:
-                raise views.RequestError(413, "an action is a few fields: body larger than 16 KB")
-            try:
-                parsed = json.loads(body)
-            except (ValueError, RecursionError):
-                raise views.RequestError(400, "the body is not valid JSON") from None
-            inp = parse_input(parsed)
+            inp = await _action_input(request)
             pupil = self._pupil(round_id, student_key)
             entry = await run_in_threadpool(self.actions.record, who, pupil, inp)
         except views.RequestError as exc:
@@ -466,6 +475,43 @@ class EwsService:
             return _error(exc)
         self.store.log(who, "notfound_cases", census, area_code, len(out["cases"]))
         return JSONResponse(out)
+
+    # The TZD case path of a not-found child (identified -> care plan -> follow-up -> closed) is kept
+    # in the same action record, keyed by (student_key, census): the census stands where a round is.
+    def _case(self, census: str, student_key: str) -> Any:  # -> serving.actions.Pupil | None
+        from serving import notfound
+        from serving.actions import check_student_key
+
+        check_student_key(student_key)
+        return notfound.case_pupil(self.notfound.get(census), student_key)
+
+    @api.get("/api/notfound/{census}/students/{student_key}/actions")
+    def case_actions(self, request: StarletteRequest, census: str, student_key: str) -> JSONResponse:
+        from serving.actions import ActionError
+
+        try:
+            who = self._who(request)
+            entries = self.actions.for_pupil(who, self._case(census, student_key))
+        except views.RequestError as exc:
+            return _error(exc)
+        except ActionError as exc:
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        self.store.log(who, "actions", census, student_key, 1)
+        return JSONResponse({"census_date": census, "student_key": student_key, "actions": entries})
+
+    @api.post("/api/notfound/{census}/students/{student_key}/actions", status_code=201)
+    async def record_case_action(self, request: StarletteRequest, census: str, student_key: str) -> JSONResponse:
+        from serving.actions import ActionError
+
+        try:
+            who = self._who(request)
+            inp = await _action_input(request)
+            entry = await run_in_threadpool(self.actions.record, who, self._case(census, student_key), inp)
+        except views.RequestError as exc:
+            return _error(exc)
+        except ActionError as exc:
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        return JSONResponse(entry, status_code=201)
 
     # -- BentoML API -------------------------------------------------------------------------------
 

@@ -194,3 +194,31 @@ def test_the_service_routes_give_a_school_its_cases_with_names_and_areas_pseudon
     with sqlite3.connect(home.access_db) as db:
         actions = {a for (a,) in db.execute("SELECT action FROM access_log")}
     assert {"notfound_cases", "notfound_summary"} <= actions
+
+    # The TZD case path of a listed child goes into the action record, keyed by (student_key, census):
+    # the child's last school records its steps, another school may not, and an auditor reads them.
+    import asyncio
+
+    from serving.actions import ActionStore
+
+    svc.actions = ActionStore(home)
+    case = own["cases"][0]["student_key"]
+
+    def post(role: str, key: str, body: dict, school_code: str | None = None) -> tuple[int, dict]:
+        token = create_token(home, role, school_code, None)[0]
+        raw = json.dumps(body).encode()
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        req = Request({"type": "http", "method": "POST", "path": "/", "headers": [
+            (b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]}, receive)
+        resp = asyncio.run(svc.record_case_action(req, census, key))
+        return resp.status_code, json.loads(resp.body)
+
+    status, entry = post("school", case, {"action": "tzd_identified", "status": "done"}, school_code=school)
+    assert status == 201 and entry["round_id"] == census and entry["snapshot_hash"] == m.sha256
+    assert post("school", case, {"action": "tzd_identified", "status": "done"}, school_code=other)[0] == 403
+    assert post("school", "S" + "0" * 20, {"action": "tzd_identified", "status": "done"}, school_code=school)[0] == 403
+    status, read = call("case_actions", "auditor", census, case)
+    assert status == 200 and [e["action"] for e in read["actions"]] == ["tzd_identified"]
