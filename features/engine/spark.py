@@ -50,6 +50,8 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
+    # The catalogue's own folder (`CREATE DATABASE wh`): out of the working directory.
+    "spark.sql.warehouse.dir": str(Path(tempfile.gettempdir()) / "ews-spark-catalogue"),
 }
 # Local mode only: Spark's 200 shuffle partitions cost more to schedule than a province's data.
 LOCAL_CONF: dict[str, str] = {"spark.sql.shuffle.partitions": "8"}
