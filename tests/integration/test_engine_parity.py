@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pytest
 
 from features.calendar import parse_round
-from features.deployment import EngineSettings
+from features.deployment import EngineSettings, SparkSettings
 from features.home import EwsHome
 from features.parquet import write_parquet
 from features.pointintime.build import build_features
@@ -38,9 +38,10 @@ FLOAT_ORDER_COLUMNS: dict[str, float] = {}  # column -> relative tolerance (see 
 
 @pytest.fixture(scope="module")
 def engines(small_world: SmallWorld) -> Iterator[tuple[EwsHome, object, object]]:
-    from features.engine.spark import SparkEngine
+    from features.engine.spark import SMALL_RUN_CONF, SparkEngine
 
-    home = EwsHome(root=small_world.home, engine=EngineSettings(kind="spark"))
+    home = EwsHome(root=small_world.home,
+                   engine=EngineSettings(kind="spark", spark=SparkSettings(master="local[2]", conf=SMALL_RUN_CONF)))
     con = connect_warehouse(home)
     try:
         with SparkEngine.open(home, con) as spark:
