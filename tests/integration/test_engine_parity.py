@@ -62,10 +62,10 @@ def _differences(duck: pa.Table, spark: pa.Table) -> dict[str, int]:
         a, b = duck.column(name), spark.column(name)
         if name in FLOAT_ORDER_COLUMNS:
             tol = FLOAT_ORDER_COLUMNS[name]
-            same = pc.or_(pc.and_(pc.is_null(a), pc.is_null(b)),
+            same = pc.or_kleene(pc.and_(pc.is_null(a), pc.is_null(b)),
                           pc.less_equal(pc.abs(pc.subtract(a, b)), pc.multiply(pc.abs(a), tol)))
         else:
-            same = pc.or_(pc.and_(pc.is_null(a), pc.is_null(b)), pc.equal(a, b))
+            same = pc.or_kleene(pc.and_(pc.is_null(a), pc.is_null(b)), pc.equal(a, b))
         n = len(a) - pc.sum(pc.fill_null(same, False).cast(pa.int64())).as_py()
         if n:
             out[name] = n
