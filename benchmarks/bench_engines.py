@@ -1,6 +1,6 @@
 """DuckDB vs Spark local mode on one round: the compiled features and labels, time and peak memory.
 
-    python -m benchmarks.bench_engines --home DIR [--round R] [--master local[2]] [--out-dir bench-out]
+    python -m benchmarks.bench_engines --home DIR [--students N] [--round R] [--master local[2]] [--out-dir bench-out]
 
 DIR is an ingested and linked home (bench_pipeline's work folder has one: <work>/home). Each engine
 runs in its own process (`--child`), so its peak memory is its own: the resident memory of the
@@ -9,7 +9,7 @@ process tree (Python, and for Spark the JVM it starts) sampled every 0.1 s. Spar
 Spark's features time (a cluster reading the same Parquet would skip it). Both engines must return
 equal tables: the benchmark says so in its JSON (`equal_outputs`).
 
-Results: bench-out/engines_<students>.json. The issue's figure: Spark local mode within 3x of DuckDB
+Results: bench-out/engines_<students>.json (`make bench` runs it on each size's pipeline home). The issue's figure: Spark local mode within 3x of DuckDB
 at 1M for link + features (linkage is not on Spark yet: this measures features and labels).
 """
 
@@ -123,10 +123,12 @@ def measure(engine: str, home: Path, round_id: str, master: str) -> dict[str, ob
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", type=Path, required=True, help="An ingested and linked EWS home.")
+    ap.add_argument("--home", type=Path, default=None, help="An ingested and linked EWS home (required to measure).")
+    ap.add_argument("--students", type=int, default=None, help="Students of the home's world (names the JSON).")
     ap.add_argument("--round", default=None, help="Round (default: the latest T1-mid with a census).")
     ap.add_argument("--master", default="local[2]", help="Spark master URL.")
     ap.add_argument("--out-dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     ap.add_argument("--child", choices=("duckdb", "spark"), help=argparse.SUPPRESS)
     return ap
 
@@ -145,6 +147,11 @@ def _default_round(home_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
+    if a.plan:
+        print(json.dumps({"benchmark": "engines", **vars(a)}, default=str))
+        return
+    if a.home is None:
+        raise SystemExit("--home is required: an ingested and linked home (bench_pipeline's <work>/home)")
     if a.child:
         print(json.dumps(child(a.child, a.home, a.round, a.master)), flush=True)
         return
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                                             "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}
         result["spark_over_duckdb"] = round(s / d, 2) if d else None
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    path = a.out_dir / f"engines_{duck.get('rows', 'x')}.json"
+    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
 
