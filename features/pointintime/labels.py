@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import DeliveryDue, delivery_due
-from features.pointintime.compile import DUCKDB, POPULATION_COLUMNS, RoundContext, population_steps, with_sql
+from features.pointintime.compile import DUCKDB, POPULATION_COLUMNS, Dialect, RoundContext, population_steps, with_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -140,13 +140,13 @@ def _d(x: dt.date) -> str:
 
 
 def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
-                   columns: tuple[str, ...] = POPULATION_COLUMNS) -> str:
+                   columns: tuple[str, ...] = POPULATION_COLUMNS, dialect: Dialect = DUCKDB) -> str:
     """Students enrolled at round R: one census row per student, as known by `cutoff`.
 
     A student with two rows for one census (a resent or corrected delivery) keeps the latest known
     version (the compiler's population step, shared with the features).
     """
-    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, cal=cal, round=r)
+    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, dialect=dialect, cal=cal, round=r)
     return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
@@ -225,7 +225,7 @@ def paths_sql(
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
-    with_evidence: bool = True,
+    with_evidence: bool = True, dialect: Dialect = DUCKDB,
 ) -> str:
     """(student_key, round_id, label_state, dropout, outcome, label_evidence) for every student
     enrolled at R.
