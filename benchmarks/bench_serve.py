@@ -166,6 +166,35 @@ def worker_memory(home: Path) -> dict[int, dict[str, float]]:
     return out
 
 
+_LOAD_ONE = """
+import json, sys, time
+from pathlib import Path
+from features.home import EwsHome
+from serving.snapshot import published
+from serving.store import ensure_mapped, load_round
+ref = published(EwsHome(root=Path(sys.argv[1])), sys.argv[2])
+t0 = time.monotonic(); ensure_mapped(ref); t1 = time.monotonic()
+rnd = load_round(ref); t2 = time.monotonic()
+school = max(rnd.by_school, key=lambda s: len(rnd.by_school[s]))
+rnd.values_at("reasons_th", rnd.by_school[school]); t3 = time.monotonic()
+mem = {}
+for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+    k, v = line.split(":", 1)
+    mem[k] = round(int(v.split()[0]) / 1024, 1)
+print(json.dumps({"rows": rnd.num_rows, "convert_s": round(t1 - t0, 2), "load_s": round(t2 - t1, 2),
+                  "first_school_list_columns_s": round(t3 - t2, 3), "smaps_mb": mem}))
+"""
+
+
+def measure_load(home: Path, round_id: str) -> dict[str, object]:
+    """One fresh process maps the round as a worker does: seconds to load (and to convert, when no
+    mapped copy existed yet) and its memory by kind (smaps_rollup: Anonymous is what it holds beyond
+    the shared file; Private_Clean are file pages only it has read)."""
+    out = subprocess.run([sys.executable, "-c", _LOAD_ONE, str(home), round_id], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser()
     a = ap.parse_args(argv)
@@ -186,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     from serving.snapshot import published
 
     home = EwsHome(root=a.home.resolve())
+    load = measure_load(home.root, a.round_id)
+    print(json.dumps({"load_one_worker": load}), flush=True)
     ref = published(home, a.round_id)
     if ref is None:
         sys.exit(f"round {a.round_id} is not published in {home.root}: run `ews score --round {a.round_id}` first")
@@ -219,8 +250,11 @@ def main(argv: list[str] | None = None) -> None:
                                 cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/ews/api/rounds/{a.round_id}"
     try:
+        t_start = time.monotonic()
         _wait_ready(proc, f"http://127.0.0.1:{port}", t_aud, log)
+        ready_s = time.monotonic() - t_start
         time.sleep(3 * a.workers)  # the first worker answered; let every other one finish loading too
+        memory_ready = worker_memory(home.root)
         school_url = f"{base}/schools/{school}/students"
         routes = [
             Target("school_list_json", school_url, token=school_tokens),
@@ -243,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         ], a.mix_clients, a.seconds)
         res = {
             "round": a.round_id, "students_in_round": len(df), "rows": rows, "workers": a.workers,
+            "load_one_worker": load, "service_ready_s": round(ready_s, 1),
+            "worker_memory_mb": {"ready": memory_ready, "after": worker_memory(home.root)},
             "rate_limits": "as deployed" if a.keep_rate_limits else "lifted for the benchmark (EWS_GUARD)",
             "clients": a.clients, "seconds": a.seconds, "per_route": per_route,
             f"mix_{a.mix_clients}_clients": mix.as_dict(),
