@@ -95,15 +95,47 @@ def rank_order(scores: np.ndarray, keys: pa.Array | pa.ChunkedArray) -> np.ndarr
     return pc.sort_indices(table, sort_keys=[("score", "descending"), ("key", "ascending")]).to_numpy()
 
 
-def group_rows(codes_ranked: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_rows(codes_ranked: pa.Array | pa.ChunkedArray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(codes sorted, start offsets with one extra end, row numbers) so that rows of codes[i] ranked
-    are rows[starts[i]:starts[i+1]]. `codes_ranked` is each ranked row's code (None: no code, left out)."""
-    codes, uniques = pd.factorize(codes_ranked, sort=True)  # -1 where the code is missing
+    are rows[starts[i]:starts[i+1]]. `codes_ranked` is each ranked row's code (null: no code, left out).
+    Codes are numbered by Arrow's dictionary encoding: no Python string per row (8M of them
+    took gigabytes while converting a national round)."""
+    if isinstance(codes_ranked, pa.ChunkedArray):
+        codes_ranked = codes_ranked.combine_chunks()
+    enc = pc.dictionary_encode(codes_ranked)
+    dictionary = enc.dictionary
+    by_text = pc.sort_indices(dictionary).to_numpy()
+    number = np.empty(len(dictionary), dtype=np.int64)
+    number[by_text] = np.arange(len(dictionary))
+    raw = pc.fill_null(enc.indices, -1).to_numpy().astype(np.int64)
+    codes = np.where(raw < 0, -1, number[np.maximum(raw, 0)])
+    uniques = dictionary.take(pa.array(by_text)).to_pylist()
     perm = np.argsort(codes, kind="stable")  # stable: the rank order holds inside each code
     by_code = codes[perm]
     first = int(np.searchsorted(by_code, 0))
     starts = np.searchsorted(by_code[first:], np.arange(len(uniques) + 1)).astype(np.int64)
     return np.asarray(uniques, dtype=str), starts, order[perm[first:]].astype(np.int64)
+
+
+def fixed_width(text: pa.Array) -> np.ndarray:
+    """UTF-8 strings (no nulls) as a numpy bytes array of the longest one's width, built from
+    Arrow's buffers (no Python object per row); shorter strings are padded with NULs, which numpy
+    ignores when comparing, so the order is the strings' byte order."""
+    arr = text.cast(pa.large_string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.empty(0, np.uint8)
+    lengths = np.diff(offsets)
+    width = int(max(lengths.max(initial=0), 1))
+    out = np.zeros((n, width), dtype=np.uint8)
+    step = 1_000_000
+    for lo in range(0, n, step):  # in steps: the index arrays are 8 bytes per character
+        hi = min(lo + step, n)
+        ln = lengths[lo:hi]
+        rows = np.repeat(np.arange(hi - lo), ln)
+        cols = np.arange(int(ln.sum())) - np.repeat(offsets[lo:hi] - offsets[lo], ln)
+        out[lo:hi][rows, cols] = data[offsets[lo]:offsets[hi]]
+    return out.view(f"S{width}").ravel()
 
 
 def _write_mapped(parquet: Path, out: Path) -> None:
@@ -115,19 +147,18 @@ def _write_mapped(parquet: Path, out: Path) -> None:
     keys = t.column("student_key").combine_chunks()
     order = rank_order(t.column("risk_score").to_numpy().astype(np.float64), keys)
     parts: dict[str, np.ndarray] = {"order": order.astype(np.int64)}
-    school = t.column("school_code").take(order).to_numpy(zero_copy_only=False)
+    school = t.column("school_code").take(pa.array(order))
     parts["school_codes"], parts["school_starts"], parts["school_rows"] = group_rows(school, order)
     tambon = pc.fill_null(t.column("tambon_code").take(order).cast(pa.large_string()), "")
     for width in AREA_WIDTHS:
         prefix = pc.utf8_slice_codeunits(tambon, 0, width)
         prefix = pc.if_else(pc.equal(pc.utf8_length(prefix), width), prefix, pa.scalar(None, prefix.type))
-        area = prefix.to_numpy(zero_copy_only=False)
+        area = prefix
         parts[f"area{width}_codes"], parts[f"area{width}_starts"], parts[f"area{width}_rows"] = group_rows(area, order)
     # Keys as fixed-width bytes, sorted, beside the row each names: a look-up is one binary search
     # in the mapped file (a dict of 8M keys would be ~1 GB in every worker).
     by_key = pc.sort_indices(keys).to_numpy()
-    sorted_keys = keys.take(by_key).to_numpy(zero_copy_only=False)
-    parts["keys_sorted"] = np.array([k.encode("utf-8") for k in sorted_keys], dtype=bytes)
+    parts["keys_sorted"] = fixed_width(keys.take(pa.array(by_key)))
     parts["key_rows"] = by_key.astype(np.int64)
     for name, arr in parts.items():
         np.save(out / f"{name}.npy", arr, allow_pickle=False)
