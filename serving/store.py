@@ -191,6 +191,7 @@ class LoadedRound:
     _disclosure: Any = None
     _rows: pd.DataFrame | None = None
     _batches: tuple[list[pa.RecordBatch], np.ndarray] | None = None
+    _nulls: dict[str, bool] = field(default_factory=dict)
 
     def take(self, columns: Sequence[str], idx: np.ndarray) -> pa.Table:
         """Rows `idx` (in that order) of some columns, reading only those rows' values.
@@ -199,6 +200,8 @@ class LoadedRound:
         reasons of 8M students: a full read of the mapped file, ~1 min), so rows are taken from
         each record batch they fall in, then put back in the asked order."""
         idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 1:  # one student (an explanation): a zero-copy slice
+            return self.table.select(list(columns)).slice(int(idx[0]), 1)
         if self._batches is None:
             batches = self.table.to_batches()
             self._batches = (batches, np.cumsum([0] + [b.num_rows for b in batches]))
@@ -256,17 +259,21 @@ class LoadedRound:
         """Columns of the rows `idx` (all rows when None) as pandas reads them from the snapshot
         (the dtypes of the whole column, whatever rows are taken), room as nullable integers."""
         t = self.table.select(list(columns)) if idx is None else self.take(columns, idx)
-        df = self._like_whole(t.to_pandas(), t.schema)
+        df = self._like_whole(t.to_pandas(), t)
         if "room" in df:
             df["room"] = pd.to_numeric(df["room"], errors="coerce").astype("Int64")
         return df
 
-    def _like_whole(self, df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    def _like_whole(self, df: pd.DataFrame, taken: pa.Table) -> pd.DataFrame:
         # pandas picks a column's dtype from the rows it converts: an integer column with a missing
         # value somewhere in the round read as float (3.0) when the round was read whole. A slice
         # must read the same, so the answer does not depend on which rows were asked for.
-        for f in schema:
-            if self.table.column(f.name).null_count == 0 or df[f.name].isna().any():
+        for f in taken.schema:
+            if not (pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)):
+                continue
+            if f.name not in self._nulls:  # counted once per column (62 chunks at 8M rows)
+                self._nulls[f.name] = self.table.column(f.name).null_count > 0
+            if not self._nulls[f.name] or taken.column(f.name).null_count:
                 continue
             if pa.types.is_integer(f.type):
                 df[f.name] = df[f.name].astype(np.float64)
