@@ -171,6 +171,11 @@ class EwsHome(DeploymentSettings):
     def trainsets_dir(self) -> Path:
         return self.root / "trainsets"
 
+    @property
+    def notfound_dir(self) -> Path:
+        """The not-found lists of Thailand Zero Dropout, one per census (features.pointintime.notfound)."""
+        return self.root / "notfound"
+
     def monitoring_dir(self, round_id: str) -> Path:
         return self.root / "monitoring" / round_id
 

@@ -110,7 +110,7 @@ def census_of(cal: SchoolCalendar, round_id: str) -> dt.date:
 
 
 def notfound_dir(home: EwsHome) -> Path:
-    return home.root / "notfound"
+    return home.notfound_dir
 
 
 def notfound_paths(home: EwsHome, census: dt.date) -> tuple[Path, Path]:
