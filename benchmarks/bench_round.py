@@ -16,7 +16,8 @@ The tiled home is kept in --work and reused while its tile count is the same.
 Each chunk size is scored in its own process (`serving.scoring.score_round`, not published) so its
 peak RSS is its own: a sampler thread reads the RSS every 20 ms and charges it to the stage the
 round's `StageClock` is in (features, scores, shap, reasons, snapshot); the process peak is
-`ru_maxrss`. The projection to 8M pupils scales each stage's time linearly in pupils from the
+`ru_maxrss`. CPU seconds per stage are sampled the same way: on a shared machine they say what the
+wall time would be on an idle one (2 cores: wall >= CPU / 2). The projection to 8M pupils scales each stage's time linearly in pupils from the
 measured run (the work per chunk is the same; chunks are 8x as many), and states which memory grows
 with the round: 17 bytes a pupil (score, scored flag, group) plus the population's
 count by school; every other peak is set by the chunk. Writes bench-out/round_<pupils>.json.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -141,12 +143,15 @@ def measure(home: Path, round_id: str, chunk_rows: int, out: Path) -> None:
     loaded = load_model(h)
     clock = StageClock()
     peaks: dict[str, int] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of the process per stage: the shared machine's load inflates wall time
     proc, done = psutil.Process(), threading.Event()
 
     def sample() -> None:
+        last = sum(proc.cpu_times()[:2])
         while not done.is_set():
-            rss, stage = proc.memory_info().rss, clock.current or "other"
+            rss, stage, now = proc.memory_info().rss, clock.current or "other", sum(proc.cpu_times()[:2])
             peaks[stage] = max(peaks.get(stage, 0), rss)
+            cpu[stage], last = cpu.get(stage, 0.0) + now - last, now
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -161,8 +166,9 @@ def measure(home: Path, round_id: str, chunk_rows: int, out: Path) -> None:
     out.write_text(json.dumps({
         "chunk_rows": chunk_rows, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
         "seconds_total": round(wall, 1),
-        "stages": {s: {"seconds": round(clock.seconds.get(s, 0.0), 1), "peak_rss_mb": round(peaks.get(s, 0) / 2**20)}
-                   for s in ROUND_STAGES},
+        "stages": {s: {"seconds": round(clock.seconds.get(s, 0.0), 1), "cpu_seconds": round(cpu.get(s, 0.0), 1),
+                       "peak_rss_mb": round(peaks.get(s, 0) / 2**20)} for s in ROUND_STAGES},
+        "cpu_seconds_total": round(sum(cpu.values()), 1), "load_average_1min_at_end": os.getloadavg()[0],
         "rss_after_loading_model_mb": round(rss_before / 2**20),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "snapshot_mb": round(sum(p.stat().st_size for p in Path(summary.folder).iterdir()) / 2**20, 1),
@@ -177,6 +183,7 @@ def projection(run: dict[str, Any], pupils: int) -> dict[str, Any]:
     return {
         "pupils": PROJECT_TO, "chunk_rows": run["chunk_rows"], "chunks": math.ceil(run["chunks"] * factor),
         "minutes": round(run["seconds_total"] * factor / 60, 1),
+        "cpu_minutes": round(run["cpu_seconds_total"] * factor / 60, 1),
         "peak_rss_mb": round(run["peak_rss_mb"] + per_round_mb),
         "stage_minutes": {s: round(v["seconds"] * factor / 60, 1) for s, v in run["stages"].items()},
         "assumes": "time linear in pupils (same work per chunk, chunks x8); memory = measured peak + 17 B/pupil "
