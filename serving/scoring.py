@@ -435,12 +435,14 @@ def score_round(
                 scored = np.concatenate([p.scored for p in written])
                 group = assign_groups(model, score, scored)
                 writer = StudentsWriter(pending.students_path, _common_schema(written))
+                # the placeholder was typed as pandas types the groups' strings (null: nobody scored)
+                gtype = writer.schema.field("risk_group").type
                 offset = 0
                 for part in written:
                     table = part.read()
                     idx = table.schema.get_field_index("risk_group")
-                    chunk_groups = pa.array(group[offset:offset + table.num_rows], type=pa.string())
-                    writer.write(table.set_column(idx, table.schema.field(idx).with_type(pa.string()), chunk_groups))
+                    chunk_groups = pa.array(group[offset:offset + table.num_rows], type=gtype)
+                    writer.write(table.set_column(idx, table.schema.field(idx).with_type(gtype), chunk_groups))
                     offset += table.num_rows
                     part.path.unlink()
                     del table
@@ -501,8 +503,6 @@ def _common_schema(parts: list[_Part]) -> pa.Schema:
     import json
 
     schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
-    # A string placeholder in every chunk; the groups are set in the round's pass.
-    schema = schema.set(schema.get_field_index("risk_group"), schema.field("risk_group").with_type(pa.string()))
     metas = [json.loads(p.schema.metadata[b"pandas"]) if p.schema.metadata and b"pandas" in p.schema.metadata
              else None for p in parts]
     if metas[0] is None or len(parts) == 1:
