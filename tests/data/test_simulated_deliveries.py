@@ -216,7 +216,7 @@ def test_the_ceiling_lands_in_a_realistic_band_and_mid_rounds_know_more(seeded_w
     assert rounds.p_dropout.between(0, 1).all()
     # The band is the population ceiling of the default world: hard enough that no list is perfect,
     # not so hard that nothing is learnable. No published figure states a ceiling AUC (DOMAIN.md
-    # gives rates); at 10,000 pupils x 3 years it measures 0.927-0.932 early and 0.940-0.944 mid
+    # gives rates); at 10,000 pupils x 3 years it measures 0.928-0.930 early and 0.939 mid
     # (simulator/PROCESS.md §3). A 1,000-1,500-pupil world sees 80-160 dropouts, so its AUC has a
     # pupil-level bootstrap SD of 0.009-0.019 (seeds 11, 5, 23; the replicates below): its 95% interval
     # must not rule the band out (at SD 0.017 a world whose ceiling is 0.943 reads above 0.95 one time
