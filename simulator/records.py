@@ -297,15 +297,20 @@ class Records(Population):
                             np.where(inc <= 6000, pc.cct_screen_prob_near, pc.cct_screen_prob_other))
         screened = rng.random(n) < p_screen
         when = cday + rng.integers(0, 31, n)
+        # The reporting noise is drawn for every pupil before the fault cuts rows, so the world's
+        # stream (and every outcome drawn after it) does not depend on which schools' screenings are lost.
+        income_noise = rng.normal(0, 0.12, n)
+        dim_flips = rng.random((n, 8)) < 0.03
+        travel_noise = rng.normal(0, 0.15, n)
         missing_school = frng.random(n_sch) < self.cfg.faults.missing_screening
         lost = missing_school[self.school[idx]]
         self._omissions(idx[screened & lost], "cct_screening", when[screened & lost])
         rows = np.flatnonzero(screened & ~lost)
         ii = idx[rows]
         ids, mask = self.ids_at(ii, when[rows], 60)
-        reported = np.maximum(0, np.round(inc[rows] * np.exp(rng.normal(0, 0.12, len(rows))) / 10) * 10).astype(np.int64)
-        dims = self.dims[ii] ^ (rng.random((len(rows), 8)) < 0.03)
-        travel = np.clip(np.round(self.travel[ii] * np.exp(rng.normal(0, 0.15, len(rows)))), 0, 300).astype(np.int64)
+        reported = np.maximum(0, np.round(inc[rows] * np.exp(income_noise[rows]) / 10) * 10).astype(np.int64)
+        dims = self.dims[ii] ^ dim_flips[rows]
+        travel = np.clip(np.round(self.travel[ii] * np.exp(travel_noise[rows])), 0, 300).astype(np.int64)
         cols = {
             "academic_year": np.full(len(rows), year), "term": np.full(len(rows), term),
             "school_code": self.school_codes.take(pa.array(self.school[ii])), "student_id": ids,

@@ -18,6 +18,8 @@ from simulator import SimulationConfig, simulate
 from simulator.config import FaultConfig, WorldConfig
 from simulator.faults import CONTRACT_BREAKING, FAULT_BITS
 from tests.support.ceiling import Z_LIMIT, ceiling_z
+from training.bootstrap import interval, student_weights
+from training.metrics import rank_metrics
 
 BREAKING = sum(FAULT_BITS[k] for k in CONTRACT_BREAKING)
 STUDENTS, YEARS, SEED = 3000, 2, 5
@@ -209,10 +211,22 @@ def test_the_ceiling_lands_in_a_realistic_band_and_mid_rounds_know_more(seeded_w
     # On three seeds: the session's simulations (tests/conftest.py `seeded_world`).
     ceiling = seeded_world.summary["ceiling"]
     early, mid = ceiling["early"]["roc_auc"], ceiling["mid"]["roc_auc"]
-    assert 0.80 <= early <= 0.95 and 0.80 <= mid <= 0.95
     assert mid > early
     rounds = pq.read_table(seeded_world.truth / "rounds.parquet").to_pandas()
     assert rounds.p_dropout.between(0, 1).all()
+    # The band is the population ceiling of the default world: hard enough that no list is perfect,
+    # not so hard that nothing is learnable. No published figure states a ceiling AUC (DOMAIN.md
+    # gives rates); at 10,000 pupils x 3 years it measures 0.928-0.930 early and 0.939 mid
+    # (simulator/PROCESS.md §3). A 1,000-1,500-pupil world sees 80-160 dropouts, so its AUC has a
+    # pupil-level bootstrap SD of 0.009-0.019 (seeds 11, 5, 23; the replicates below): its 95% interval
+    # must not rule the band out (at SD 0.017 a world whose ceiling is 0.943 reads above 0.95 one time
+    # in three, so the point alone would fail worlds that are right).
+    for kind in ("early", "mid"):
+        rows = rounds[rounds.round_type == kind]
+        weights = np.vstack([np.ones(len(rows)), student_weights(rows.person_id.to_numpy(), 200, seed=0)])
+        auc, _ = rank_metrics(rows.dropout.to_numpy(dtype=float), rows.p_dropout.to_numpy(), weights)
+        low, high = interval(auc[1:])
+        assert low <= 0.95 and high >= 0.80, (kind, auc[0], low, high)
     # the ceiling expects as many dropouts as happen, within the sampling error, per round type
     # (tests/support/ceiling.py says why; three larger worlds in test_simulated_calibration.py)
     for kind in ("early", "mid"):

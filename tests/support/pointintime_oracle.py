@@ -75,7 +75,8 @@ def enrolled(wh: Warehouse, key: str, census: dt.date, known_by: dt.date) -> Row
 def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff: dt.date) -> int | None:
     """1 dropout, 0 continued or left for another reason, None (unknown) while the evidence is
     incomplete: the student's school's horizon census not known, or a source that could show a path
-    neither delivered (after the period holding the horizon) nor overdue."""
+    neither delivered (after the period holding the horizon) nor overdue; None too for an M6 pupil
+    who passed the year and has no path and no exits row (completed or left, not told apart)."""
     census = cal.census_date(r.academic_year, r.term)
     target = cal.next_census(r.academic_year, r.term)[2]
     me = enrolled(wh, key, census, cutoff)
@@ -83,7 +84,8 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     if not any(c["census_date"] == target and c["school_code"] == school and c["known_at"] <= cutoff
                for c in wh.census_deliveries):
         return None
-    for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None)):
+    for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None),
+                           ("grades", "term_end")):
         due = delivery_due(source, period)
         start = due.period_end(cal, target)
         arrived = any(d["source"] == source and start <= d["delivered_on"] <= cutoff for d in wh.deliveries)
@@ -107,6 +109,18 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     if any(census < z["updated_on"] <= target + near and z["known_at"] <= cutoff and z["outcome"] == "moved_abroad"
            for z in wh.src(key, "tzd_cases")):
         return 0
+    # An M6 pupil whose term-2 final marks passed (no มส) and who has no exits row: completed or
+    # left at the year end, nothing delivered tells which, so the label is unknown, not dropout.
+    for g in wh.src(key, "grades"):
+        if not (census < g["assessed_on"] <= target and g["known_at"] <= cutoff
+                and g["assessment"] == "final" and g["term"] == 2 and g["n_mark_ms"] == 0):
+            continue
+        window = g["assessed_on"] - dt.timedelta(days=200)
+        was_m6 = any(c["grade"] == "M6" and c["known_at"] <= cutoff and window <= c["census_date"] <= g["assessed_on"]
+                     for c in wh.src(key, "dmc_census"))
+        no_exit = not any(x["known_at"] <= cutoff and x["exit_date"] >= window for x in wh.src(key, "exits"))
+        if was_m6 and no_exit:
+            return None
     return 1
 
 
