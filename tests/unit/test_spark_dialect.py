@@ -5,6 +5,7 @@ No JVM here: the SQL is compiled and read as text. tests/integration/test_engine
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from features.engine.spark import relations_read
 from features.pointintime.build import PopulationSource, features_sql
 from features.pointintime.compile import DIALECTS, DUCKDB, SPARK
 from features.pointintime.labels import EVIDENCE, labels_sql
+from features.pointintime.notfound import notfound_sql
 
 CAL = SchoolCalendar()
 # Spellings only DuckDB understands, each with what Spark says instead (compile.py's SPARK).
@@ -44,6 +46,8 @@ def _sqls(round_id: str) -> dict[str, str]:
         "labels without evidence": labels_sql(CAL, r, CAL.as_of(r), with_evidence=False, dialect=SPARK),
         "labels of the sources but the census": labels_sql(
             CAL, r, CAL.as_of(r), evidence=tuple(e for e in EVIDENCE if e.source == "dmc_census"), dialect=SPARK),
+        "not-found list of the next census": notfound_sql(CAL, CAL.next_census(r.academic_year, r.term)[2],
+                                                          CAL.as_of(r) + dt.timedelta(days=400), dialect=SPARK),
     }
 
 
@@ -65,6 +69,9 @@ def test_the_duckdb_query_is_unchanged_by_the_second_dialect() -> None:
         labels = labels_sql(CAL, r, CAL.as_of(r), with_evidence=with_evidence)
         assert labels == labels_sql(CAL, r, CAL.as_of(r), with_evidence=with_evidence, dialect=DUCKDB)
     assert re.search(r"\barg_min\(\{'", labels_sql(CAL, r, CAL.as_of(r)))
+    census = CAL.next_census(r.academic_year, r.term)[2]
+    assert notfound_sql(CAL, census, census + dt.timedelta(days=90)) == notfound_sql(
+        CAL, census, census + dt.timedelta(days=90), dialect=DUCKDB)
 
 
 def test_the_spark_engine_exports_exactly_the_relations_the_query_reads() -> None:
