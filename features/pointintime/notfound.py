@@ -204,7 +204,9 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         LEFT JOIN attended att USING (student_key)
         LEFT JOIN seen_again s USING (student_key)
         LEFT JOIN areas a ON a.school_code = l.school_code
-        ORDER BY a.province_code, a.amphoe_code, a.tambon_code, l.school_code, l.grade, l.student_key
+        -- NULLS LAST spelled out: DuckDB's default, where Spark puts NULLs first (a school with no area)
+        ORDER BY a.province_code NULLS LAST, a.amphoe_code NULLS LAST, a.tambon_code NULLS LAST,
+                 l.school_code, l.grade, l.student_key
     """
 
 
