@@ -161,6 +161,7 @@ class SparkEngine:
         return table
 
     def labels(self, cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census") -> pa.Table:
-        """(student_key, round_id, dropout, outcome) of the round, as `labels.labels_sql` gives them."""
+        """(student_key, round_id, label_state, dropout, outcome, label_evidence) of the round, as
+        `labels.labels_sql` gives them from DuckDB (the evidence text included)."""
         return self.run(labels_sql(cal, r, cutoff, horizon, self.schema, dialect=SPARK),
                         labels_sql(cal, r, cutoff, horizon, self.schema, dialect=DUCKDB))

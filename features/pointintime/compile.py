@@ -50,6 +50,7 @@ class Dialect:
 
     name: str
     arg_max: str  # aggregate: the value at the row where the ordering key is largest
+    arg_min: str  # aggregate: the value at the row where the ordering key is smallest
     struct: Callable[[Mapping[str, str]], str]  # named fields -> a struct value
     row: Callable[[tuple[str, ...]], str]  # an ordering key of several columns, compared left to right
     date: Callable[[dt.date], str]  # a date literal
@@ -59,11 +60,15 @@ class Dialect:
     plus_days: Callable[[str, int], str]
     years_between: Callable[[str, str], str]  # whole years from a to b (birthdays passed)
     days_between: Callable[[str, str], str]  # days from a to b
+    string: str  # the string type's name (in a CAST)
+    # aggregate: the non-NULL values joined by a separator, in the order of a key (NULL if none)
+    string_agg: Callable[[str, str, str], str]  # (value, separator literal, ordering key)
 
 
 DUCKDB = Dialect(
     name="duckdb",
     arg_max="arg_max",
+    arg_min="arg_min",
     struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields.items()) + "}",
     row=lambda cols: "(" + ", ".join(cols) + ")",
     date=lambda d: f"DATE '{d.isoformat()}'",
@@ -73,9 +78,16 @@ DUCKDB = Dialect(
     plus_days=lambda e, n: f"{e} + INTERVAL {n} DAY",
     years_between=lambda a, b: f"date_sub('year', {a}, {b})",
     days_between=lambda a, b: f"date_diff('day', {a}, {b})",
+    string="VARCHAR",
+    string_agg=lambda v, sep, key: f"string_agg({v}, {sep} ORDER BY {key})",
 )
 # Spark SQL (features/engine/spark.py runs it). Where the meaning could drift:
-# - max_by skips a NULL ordering key as arg_max does; the ordering keys here are structs, never NULL.
+# - max_by / min_by skip a NULL ordering key as arg_max / arg_min do; the ordering keys here are
+#   structs, never NULL. Inside a struct key, though, DuckDB orders a NULL field last and Spark
+#   first: a key field that may be NULL is preceded by `<field> IS NULL` (labels.paths_sql).
+# - string_agg ... WITHIN GROUP (Spark >= 4) skips NULLs and gives NULL over no value, as DuckDB's
+#   string_agg ... ORDER BY does; it orders NULL keys first where DuckDB puts them last (no key
+#   here is NULL).
 # - add_months clips to the month's last day (Spark >= 3), as DuckDB's date - INTERVAL n MONTH does.
 # - months_between(b, a) is whole months plus (day_b - day_a) / 31, so its floor / 12 counts the
 #   birthdays passed, as DuckDB's date_sub('year', a, b) does (the fraction is never within 1e-8
@@ -85,6 +97,7 @@ DUCKDB = Dialect(
 SPARK = Dialect(
     name="spark",
     arg_max="max_by",
+    arg_min="min_by",
     struct=lambda fields: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")",
     row=lambda cols: "struct(" + ", ".join(cols) + ")",
     date=lambda d: f"DATE '{d.isoformat()}'",
@@ -94,6 +107,8 @@ SPARK = Dialect(
     plus_days=lambda e, n: f"date_add({e}, {n})",
     years_between=lambda a, b: f"CAST(floor(months_between({b}, {a}) / 12) AS INT)",
     days_between=lambda a, b: f"CAST(datediff({b}, {a}) AS DOUBLE)",
+    string="STRING",
+    string_agg=lambda v, sep, key: f"string_agg({v}, {sep}) WITHIN GROUP (ORDER BY {key})",
 )
 DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB, "spark": SPARK}
 

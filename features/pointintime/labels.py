@@ -38,6 +38,7 @@ dropout rate feature asks for labels with cutoff = the round's as-of date.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -68,7 +69,8 @@ class Evidence:
     Rows of `linked_<source>` known by the cutoff whose `date` column lies in the window
     (`after`/`before`: days from the horizon census; `after=None` means "since the round's census")
     and that pass `where` show the state `state` (SQL over the row `t`). `detail` is what an auditor
-    reads; `outcome` the older one-word outcome kept in training sets.
+    reads; `outcome` the older one-word outcome kept in training sets. A `where` that needs an
+    engine-specific spelling (date arithmetic) is a function of the dialect.
     """
 
     source: str
@@ -78,13 +80,18 @@ class Evidence:
     state: str
     outcome: str
     detail: str
-    where: str = "true"
+    where: str | Callable[[Dialect], str] = "true"
     rank: int = 2  # among several rows the lowest rank decides: a census row beats a move
 
     @property
     def schedule(self) -> DeliveryDue:
         """The delivery that must have arrived (or be overdue) before its silence means anything."""
         return delivery_due(self.source, "term_end" if self.source in ("exits", "grades") else None)
+
+    def where_sql(self, d: Dialect, schema: str, cutoff: dt.date) -> str:
+        """`where` in dialect `d`, its {schema} and {cutoff} filled in."""
+        where = self.where(d) if callable(self.where) else self.where
+        return where.replace("{schema}", schema).replace("{cutoff}", d.date(cutoff))
 
 
 _EXITS = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
@@ -107,12 +114,12 @@ EVIDENCE: tuple[Evidence, ...] = (
     # other path found outranks it). {schema}/{cutoff}: the warehouse schema and the label's cutoff.
     Evidence("grades", "assessed_on", None, 0, "'unknown'", "'unknown'",
              "'final marks of M6 term 2 passed, no exits row: completed or left, not told apart'",
-             where="t.assessment = 'final' AND t.term = 2 AND t.n_mark_ms = 0 AND EXISTS ("
+             where=lambda d: "t.assessment = 'final' AND t.term = 2 AND t.n_mark_ms = 0 AND EXISTS ("
                    "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
                    "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
-                   "AND c.census_date BETWEEN t.assessed_on - INTERVAL 200 DAY AND t.assessed_on) "
+                   f"AND c.census_date BETWEEN {d.minus_days('t.assessed_on', 200)} AND t.assessed_on) "
                    "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
-                   "AND x.known_at <= {cutoff} AND x.exit_date >= t.assessed_on - INTERVAL 200 DAY)"),
+                   f"AND x.known_at <= {{cutoff}} AND x.exit_date >= {d.minus_days('t.assessed_on', 200)})"),
 )
 # Deaths outrank moves: a child who moved and then died is not "moved" at the horizon.
 # A path that cannot be told (completed or left) ranks below every path that can.
@@ -151,7 +158,7 @@ def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema
 
 
 def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt.date, schema: str,
-                       with_evidence: bool = True) -> str:
+                       with_evidence: bool = True, dialect: Dialect = DUCKDB) -> str:
     lo = census + dt.timedelta(days=1) if e.after is None else max(census + dt.timedelta(days=1),
                                                                     target + dt.timedelta(days=e.after))
     hi = target + dt.timedelta(days=e.before)
@@ -166,11 +173,11 @@ def _evidence_rows_sql(e: Evidence, census: dt.date, target: dt.date, cutoff: dt
         SELECT {select}
         FROM {schema}.linked_{e.source} t
         WHERE t.known_at <= {_d(cutoff)} AND t.student_key IS NOT NULL
-          AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where.replace("{schema}", schema).replace("{cutoff}", _d(cutoff))})"""
+          AND t.{e.date} BETWEEN {_d(lo)} AND {_d(hi)} AND ({e.where_sql(dialect, schema, cutoff)})"""
 
 
 def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, schema: str = "wh",
-                        evidence: tuple[Evidence, ...] = EVIDENCE) -> str:
+                        evidence: tuple[Evidence, ...] = EVIDENCE, dialect: Dialect = DUCKDB) -> str:
     """Per evidence source other than the school's own census: the end of the period it must have
     delivered, the day a delivery covering it arrived (a delivery of that source made after the
     period ended; NULL if none by the cutoff), the day it is overdue, and whether its silence is
@@ -180,7 +187,8 @@ def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, s
         for e in evidence if e.source != "dmc_census"
     )
     due = (f"SELECT * FROM (VALUES {rows}) v(source, period_end, overdue_on)" if rows else
-           "SELECT NULL::VARCHAR AS source, NULL::DATE AS period_end, NULL::DATE AS overdue_on WHERE false")
+           f"SELECT CAST(NULL AS {dialect.string}) AS source, CAST(NULL AS DATE) AS period_end, "
+           "CAST(NULL AS DATE) AS overdue_on WHERE false")
     return f"""
         WITH due AS ({due}),
         arrived AS (
@@ -200,6 +208,7 @@ def evidence_status_sql(cal: SchoolCalendar, target: dt.date, cutoff: dt.date, s
 def paths_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", evidence: tuple[Evidence, ...] = EVIDENCE, with_evidence: bool = True,
+    dialect: Dialect = DUCKDB,
 ) -> str:
     """(student_key, e): the row that decides each pupil's path at R's horizon census, for every
     pupil with at least one evidence row known by `cutoff` (pupils with none are absent).
@@ -211,14 +220,16 @@ def paths_sql(
     """
     census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
-    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence) for e in evidence)
+    d = dialect
+    rows = " UNION ALL ".join(_evidence_rows_sql(e, census, target, cutoff, schema, with_evidence, d) for e in evidence)
     states = "CASE min(state_rank) " + " ".join(f"WHEN {k} THEN '{s}'" for s, k in _STATE_RANK.items()) + " END"
-    decided = (f"""SELECT student_key,
-                   arg_min({{'state': state, 'outcome': outcome, 'source': source, 'detail': detail,
-                             'described': described, 'known_at': known_at}},
-                           (state_rank, rank, known_at, described, source, detail)) AS e
+    fields = ("state", "outcome", "source", "detail", "described", "known_at")
+    # `detail` may be NULL (a source's column it quotes is empty): `detail IS NULL` first puts it
+    # last in both engines (DuckDB orders a NULL struct field last, Spark first).
+    order = ("state_rank", "rank", "known_at", "described", "source", "detail IS NULL", "detail")
+    decided = (f"""SELECT student_key, {d.arg_min}({d.struct({f: f for f in fields})}, {d.row(order)}) AS e
             FROM ev GROUP BY student_key""" if with_evidence else
-               f"SELECT student_key, {{'state': {states}}} AS e FROM ev GROUP BY student_key")
+               f"SELECT student_key, {d.struct({'state': states})} AS e FROM ev GROUP BY student_key")
     return f"WITH ev AS ({rows}) {decided}"
 
 
@@ -236,7 +247,8 @@ def labels_sql(
     the columns they read): for callers that need only the state or the 0/1 label.
     """
     target = horizon_census(cal, r, horizon)
-    pop = population or f"({population_sql(cal, r, cutoff, schema)})"
+    d = dialect
+    pop = population or f"({population_sql(cal, r, cutoff, schema, dialect=d)})"
     text = """,
                CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
                CASE WHEN label_state = 'unknown'
@@ -250,19 +262,18 @@ def labels_sql(
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
     return f"""
         WITH pop AS (SELECT student_key, school_code FROM {pop}),
-        decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence)}),
+        decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence, d)}),
         school_census AS (
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(target)} AND known_at <= {_d(cutoff)} GROUP BY school_code
         ),
-        status AS ({evidence_status_sql(cal, target, cutoff, schema, evidence)}),
+        status AS ({evidence_status_sql(cal, target, cutoff, schema, evidence, d)}),
         summary AS (
             SELECT count(*) FILTER (WHERE NOT complete) AS missing,
-                   string_agg(CASE WHEN NOT complete THEN source || ' (not delivered; overdue from '
-                                   || overdue_on || ')' END, '; ' ORDER BY source) AS missing_text,
-                   string_agg(source || CASE WHEN arrived_on IS NOT NULL THEN ' (delivered ' || arrived_on || ')'
-                                             ELSE ' (overdue since ' || overdue_on || ')' END, '; '
-                              ORDER BY source) AS searched_text
+                   {d.string_agg("CASE WHEN NOT complete THEN source || ' (not delivered; overdue from ' "
+                                 "|| overdue_on || ')' END", "'; '", "source")} AS missing_text,
+                   {d.string_agg("source || CASE WHEN arrived_on IS NOT NULL THEN ' (delivered ' || arrived_on || ')' "
+                                 "ELSE ' (overdue since ' || overdue_on || ')' END", "'; '", "source")} AS searched_text
             FROM status
         ),
         judged AS (

@@ -39,6 +39,7 @@ from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
 from features.ids import BE_OFFSET
 from features.pointintime.build import school_areas_sql
+from features.pointintime.compile import DUCKDB, Dialect
 from features.pointintime.labels import (
     EVIDENCE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, evidence_status_sql, paths_sql, population_sql,
 )
@@ -124,13 +125,15 @@ def _d(x: dt.date) -> str:
 
 
 def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: str = "wh",
-                 include_m6_untold: bool = False, evidence: tuple[Evidence, ...] = EVIDENCE) -> str:
+                 include_m6_untold: bool = False, evidence: tuple[Evidence, ...] = EVIDENCE,
+                 dialect: Dialect = DUCKDB) -> str:
     """One row per pupil enrolled at the census before `census` who is not found at `census`, as
     known by `as_of` (columns `NOTFOUND_COLUMNS`).
 
     `include_m6_untold` keeps the M6 pupils a completion cannot be told from (for measuring what
     leaving them off costs); `evidence` is the label's declared sources (another set only to measure
-    what one source is worth)."""
+    what one source is worth); `dialect` the SQL engine's spelling (`features.pointintime.compile`)."""
+    d = dialect
     r = previous_round(cal, census)
     prev = cal.census_date(r.academic_year, r.term)
     lost = "e IS NULL" + (" OR e.state = 'unknown'" if include_m6_untold else "")
@@ -138,18 +141,16 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
     # keeps a pupil off the list).
     after = census + dt.timedelta(days=OTHER_SYSTEM_WINDOW_DAYS)
     return f"""
-        WITH pop AS ({population_sql(cal, r, as_of, schema)}),
-        paths AS ({paths_sql(cal, r, as_of, "next_census", schema, evidence, with_evidence=True)}),
-        status AS ({evidence_status_sql(cal, census, as_of, schema, evidence)}),
+        WITH pop AS ({population_sql(cal, r, as_of, schema, dialect=d)}),
+        paths AS ({paths_sql(cal, r, as_of, "next_census", schema, evidence, with_evidence=True, dialect=d)}),
+        status AS ({evidence_status_sql(cal, census, as_of, schema, evidence, d)}),
         summary AS (
             SELECT count(*) FILTER (WHERE NOT complete) AS missing,
-                   string_agg(CASE WHEN NOT complete THEN source || ' (period to ' || period_end
-                                   || ' not delivered; overdue from ' || overdue_on || ')' END, '; '
-                              ORDER BY source) AS awaited,
-                   string_agg(CASE WHEN NOT complete THEN source END, ', ' ORDER BY source) AS awaited_sources,
-                   string_agg(source || CASE WHEN arrived_on IS NOT NULL THEN ' (delivered ' || arrived_on || ')'
-                                             ELSE ' (overdue since ' || overdue_on || ')' END, '; '
-                              ORDER BY source) AS searched
+                   {d.string_agg("CASE WHEN NOT complete THEN source || ' (period to ' || period_end "
+                                 "|| ' not delivered; overdue from ' || overdue_on || ')' END", "'; '", "source")} AS awaited,
+                   {d.string_agg("CASE WHEN NOT complete THEN source END", "', '", "source")} AS awaited_sources,
+                   {d.string_agg("source || CASE WHEN arrived_on IS NOT NULL THEN ' (delivered ' || arrived_on || ')' "
+                                 "ELSE ' (overdue since ' || overdue_on || ')' END", "'; '", "source")} AS searched
             FROM status
         ),
         school_census AS (
@@ -170,7 +171,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
             GROUP BY a.student_key
         ),
         seen_again AS (
-            SELECT student_key, arg_min({{'source': source, 'seen_on': seen_on}}, seen_on) AS r FROM (
+            SELECT student_key, {d.arg_min}({d.struct({'source': 'source', 'seen_on': 'seen_on'})}, seen_on) AS r FROM (
                 SELECT c.student_key, 'dmc_census' AS source, c.census_date AS seen_on
                 FROM {schema}.linked_dmc_census c JOIN lost USING (student_key)
                 WHERE c.known_at <= {_d(as_of)} AND c.census_date > {_d(census)}
@@ -184,7 +185,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
                 WHERE w.known_at <= {_d(as_of)} AND w.record_date > {_d(after)}
             ) GROUP BY student_key
         ),
-        areas AS ({school_areas_sql(as_of, schema)})
+        areas AS ({school_areas_sql(as_of, schema, d)})
         SELECT {_d(census)} AS census_date, {_d(prev)} AS previous_census, l.student_key,
                CASE WHEN s.r IS NULL THEN 'not_found' ELSE 'returned' END AS state,
                sm.missing = 0 AS evidence_complete,
@@ -203,7 +204,9 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         LEFT JOIN attended att USING (student_key)
         LEFT JOIN seen_again s USING (student_key)
         LEFT JOIN areas a ON a.school_code = l.school_code
-        ORDER BY a.province_code, a.amphoe_code, a.tambon_code, l.school_code, l.grade, l.student_key
+        -- NULLS LAST spelled out: DuckDB's default, where Spark puts NULLs first (a school with no area)
+        ORDER BY a.province_code NULLS LAST, a.amphoe_code NULLS LAST, a.tambon_code NULLS LAST,
+                 l.school_code, l.grade, l.student_key
     """
 
 

@@ -1,9 +1,11 @@
-"""Both engines, one meaning: Spark (local mode) computes the same features and labels as DuckDB.
+"""Both engines, one meaning: Spark (local mode) computes the same features, labels and not-found
+list as DuckDB.
 
 The ladder's linked world (`small_world`), two rounds: an early round and a mid round late enough
 that the school's past dropout rate (labels of earlier rounds inside the feature query), the
 staleness windows and the latest-version rule all have rows to act on. The feature sets must be
-the same Parquet file byte for byte (keys, order, schema, every value), and the labels equal.
+the same Parquet file byte for byte (keys, order, schema, every value), the labels equal (states and
+evidence text), and the not-found list of the later round's census equal row by row, in order.
 
 Floating point: no tolerance is needed today, and none is allowed. Every float column is either
 carried from a source, a quotient of two integer sums (exact in both engines, then one IEEE
@@ -28,7 +30,9 @@ from features.deployment import EngineSettings, SparkSettings
 from features.home import EwsHome
 from features.parquet import write_parquet
 from features.pointintime.build import build_features
+from features.pointintime.compile import DUCKDB, SPARK
 from features.pointintime.labels import labels_sql
+from features.pointintime.notfound import notfound_sql
 from features.pointintime.pipeline import connect_warehouse, latest_delivery
 from tests.conftest import SmallWorld
 
@@ -97,4 +101,17 @@ def test_spark_computes_the_same_labels_as_duckdb(engines: tuple, round_id: str)
     sparked = spark.labels(home.calendar, r, cutoff).sort_by("student_key")
     assert pc.sum(duck.column("dropout")).as_py() > 0, "some dropouts must be compared"
     assert sparked.schema == duck.schema
+    assert _differences(duck, sparked) == {}
+
+
+def test_spark_builds_the_same_not_found_list_as_duckdb(engines: tuple) -> None:
+    home, con, spark = engines
+    r = parse_round(ROUNDS[-1])
+    census, cutoff = home.calendar.census_date(r.academic_year, r.term), latest_delivery(con)
+    duck = con.sql(notfound_sql(home.calendar, census, cutoff)).to_arrow_table()
+    sparked = spark.run(notfound_sql(home.calendar, census, cutoff, dialect=SPARK),
+                        notfound_sql(home.calendar, census, cutoff, dialect=DUCKDB))
+    assert duck.num_rows > 0, "some not-found cases must be compared"
+    assert sparked.schema == duck.schema
+    # the list's order is part of it (by area, school, grade): compared row by row, unsorted
     assert _differences(duck, sparked) == {}

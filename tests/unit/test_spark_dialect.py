@@ -5,6 +5,7 @@ No JVM here: the SQL is compiled and read as text. tests/integration/test_engine
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -14,7 +15,8 @@ from features.deployment import DeploymentSettings
 from features.engine.spark import relations_read
 from features.pointintime.build import PopulationSource, features_sql
 from features.pointintime.compile import DIALECTS, DUCKDB, SPARK
-from features.pointintime.labels import labels_sql
+from features.pointintime.labels import EVIDENCE, labels_sql
+from features.pointintime.notfound import notfound_sql
 
 CAL = SchoolCalendar()
 # Spellings only DuckDB understands, each with what Spark says instead (compile.py's SPARK).
@@ -26,6 +28,10 @@ DUCKDB_ONLY = {
     r"\bdate_diff\(": "datediff(b, a)",
     r"\{'": "named_struct(",
     r"\bAS VARCHAR\b": "STRING",
+    r"\barg_min\(": "min_by(",
+    r"::": "CAST(x AS type)",
+    # string_agg(v, '; ' ORDER BY k): the separator literal, then the order inside the call
+    r"'\s*ORDER BY\b": "string_agg(v, sep) WITHIN GROUP (ORDER BY k)",
 }
 
 
@@ -37,6 +43,11 @@ def _sqls(round_id: str) -> dict[str, str]:
         "features": features_sql(CAL, r, dialect=SPARK),
         "features, census late": features_sql(CAL, r, dialect=SPARK, population=late),
         "labels": labels_sql(CAL, r, CAL.as_of(r), dialect=SPARK),
+        "labels without evidence": labels_sql(CAL, r, CAL.as_of(r), with_evidence=False, dialect=SPARK),
+        "labels of the sources but the census": labels_sql(
+            CAL, r, CAL.as_of(r), evidence=tuple(e for e in EVIDENCE if e.source == "dmc_census"), dialect=SPARK),
+        "not-found list of the next census": notfound_sql(CAL, CAL.next_census(r.academic_year, r.term)[2],
+                                                          CAL.as_of(r) + dt.timedelta(days=400), dialect=SPARK),
     }
 
 
@@ -45,13 +56,22 @@ def test_features_and_labels_compile_to_spark_sql_without_a_duckdb_spelling(roun
     for what, sql in _sqls(round_id).items():
         left = {pattern: spark for pattern, spark in DUCKDB_ONLY.items() if re.search(pattern, sql)}
         assert left == {}, f"{what} of {round_id} keeps DuckDB spellings (Spark's in the values): {left}"
-        assert "max_by(named_struct(" in sql or what == "labels"
+        assert "max_by(named_struct(" in sql  # the population's latest version, in every query
+    assert "min_by(named_struct(" in _sqls(round_id)["labels"]  # the row that decides a path
+    assert "string_agg(" in _sqls(round_id)["labels"]
 
 
 def test_the_duckdb_query_is_unchanged_by_the_second_dialect() -> None:
     r = parse_round("2565-T1-mid")
     assert features_sql(CAL, r) == features_sql(CAL, r, dialect=DUCKDB)
     assert re.search(r"\barg_max\(\{'", features_sql(CAL, r))
+    for with_evidence in (True, False):
+        labels = labels_sql(CAL, r, CAL.as_of(r), with_evidence=with_evidence)
+        assert labels == labels_sql(CAL, r, CAL.as_of(r), with_evidence=with_evidence, dialect=DUCKDB)
+    assert re.search(r"\barg_min\(\{'", labels_sql(CAL, r, CAL.as_of(r)))
+    census = CAL.next_census(r.academic_year, r.term)[2]
+    assert notfound_sql(CAL, census, census + dt.timedelta(days=90)) == notfound_sql(
+        CAL, census, census + dt.timedelta(days=90), dialect=DUCKDB)
 
 
 def test_the_spark_engine_exports_exactly_the_relations_the_query_reads() -> None:
