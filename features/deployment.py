@@ -66,6 +66,14 @@ class ServeSettings(BaseModel):
                     f"buckets), validated by the service ({ENV_SERVE_GUARD}, a JSON object).")
 
 
+class ActionSettings(BaseModel):
+    """The action record (serving.actions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    notes: bool = Field(False, description="Allow free-text notes on actions; they are kept in the identity vault "
+                                           "(vault/action_notes.sqlite), never in the action record.")
+
+
 class DeploymentSettings(BaseModel):
     """Everything of an installation that is not a path under the home. Versioned: change the
     schema_version on edits."""
@@ -76,6 +84,7 @@ class DeploymentSettings(BaseModel):
     duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings, description="DuckDB session resources.")
     registry: RegistrySettings = Field(default_factory=RegistrySettings, description="Model registry settings.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Service settings.")
+    actions: ActionSettings = Field(default_factory=ActionSettings, description="Action record settings.")
     pseudonym_key_file: Path | None = Field(
         None, description=f"The HMAC secret behind id tokens and student_key ({ENV_KEY_FILE}); "
                           "default: EWS_HOME/keys/pseudonym.key, created on first use.")

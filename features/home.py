@@ -20,6 +20,8 @@ Layout (created on demand by the commands that write, never at import time):
   rounds/                published scoring rounds
   monitoring/<round>/    monitoring reports
   serving/access.sqlite  access tokens and the access log
+  serving/actions.sqlite the action record (append-only, hash-chained; serving.actions)
+  vault/action_notes.sqlite  free-text notes of actions, only where a deployment enables them
   bentoml/               BENTOML_HOME of `ews serve`
   simulation/            the simulated province of `ews demo`
   tmp/                   DuckDB spill of pseudonymous sessions
@@ -175,6 +177,15 @@ class EwsHome(DeploymentSettings):
     @property
     def access_db(self) -> Path:
         return self.root / "serving" / "access.sqlite"
+
+    @property
+    def actions_db(self) -> Path:
+        return self.root / "serving" / "actions.sqlite"
+
+    @property
+    def action_notes_db(self) -> Path:
+        """Notes of actions (deployments with `actions.notes`): in the vault, beside the names."""
+        return self.vault_dir / "action_notes.sqlite"
 
     @property
     def simulation_dir(self) -> Path:

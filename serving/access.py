@@ -46,9 +46,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE TABLE IF NOT EXISTS access_log (
     at TEXT NOT NULL, token_id TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
-    round_id TEXT, target TEXT, students INTEGER NOT NULL
+    round_id TEXT, target TEXT, students INTEGER NOT NULL, snapshot_hash TEXT
 );
 """
+_LOG_COLUMNS = ("at", "token_id", "role", "action", "round_id", "target", "students", "snapshot_hash")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class Principal:
             "score": ("analyst", "admin"),
             "monitoring": ("analyst", "admin"),
             "metrics": ("monitoring", "admin"),
+            # issue 15: the action record (serving.actions checks the pupil's school or area)
+            "actions": ("school", "area", "analyst", "auditor", "admin"),
+            "record_action": ("school", "area"),
+            "sheet": ("school",),
         }
         return self.role in allowed.get(action, ())
 
@@ -125,6 +130,9 @@ def _connect(home: EwsHome) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     con.executescript(_SCHEMA)
+    # Logs written before the served snapshot was recorded (issue 15) lack its column.
+    if "snapshot_hash" not in {r[1] for r in con.execute("PRAGMA table_info(access_log)")}:
+        con.execute("ALTER TABLE access_log ADD COLUMN snapshot_hash TEXT")
     return con
 
 
@@ -211,11 +219,13 @@ class TokenStore:
             return None
         return Principal(token_id=parts[1], role=row[1], school_code=row[2], areas=tuple(json.loads(row[3])), label=row[4])
 
-    def log(self, who: Principal, action: str, round_id: str | None, target: str | None, students: int) -> None:
-        """One line per read of student data: who (token id), when, what (action, round, target)."""
+    def log(self, who: Principal, action: str, round_id: str | None, target: str | None, students: int,
+            snapshot_hash: str | None = None) -> None:
+        """One line per read of student data: who (token id), when, what (action, round, target) and
+        which published snapshot it was served (so a recorded action links to the list seen)."""
         with self._lock:
-            self._con.execute("INSERT INTO access_log VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              [_now(), who.token_id, who.role, action, round_id, target, int(students)])
+            self._con.execute(f"INSERT INTO access_log ({', '.join(_LOG_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              [_now(), who.token_id, who.role, action, round_id, target, int(students), snapshot_hash])
 
     def close(self) -> None:
         self._con.close()
@@ -223,6 +233,6 @@ class TokenStore:
 
 def read_access_log(home: EwsHome, limit: int = 1000) -> list[dict[str, object]]:
     with closing(_connect(home)) as con:
-        rows = con.execute("SELECT * FROM access_log ORDER BY rowid DESC LIMIT ?", [limit]).fetchall()
-    cols = ("at", "token_id", "role", "action", "round_id", "target", "students")
-    return [dict(zip(cols, r, strict=True)) for r in rows]
+        rows = con.execute(f"SELECT rowid, {', '.join(_LOG_COLUMNS)} FROM access_log ORDER BY rowid DESC LIMIT ?",
+                           [limit]).fetchall()
+    return [dict(zip(("log_id", *_LOG_COLUMNS), r, strict=True)) for r in rows]

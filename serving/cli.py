@@ -5,6 +5,7 @@
     ews serve [--port 3000] [--host 127.0.0.1] [--workers N] [--home PATH]
     ews tokens create --role school --school 1234567890 [--label L]
     ews tokens list | ews tokens revoke TOKEN_ID
+    ews actions list [--school S] [--student KEY] [--json] | ews actions export [--out FILE.csv] | ews actions verify
 """
 
 from __future__ import annotations
@@ -150,7 +151,67 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `e
     typer.echo(f"revoked {token_id}")
 
 
+actions_app = typer.Typer(help="The action record: list, export to the warehouse, verify the audit chain.",
+                          no_args_is_help=True)
+
+
+@actions_app.command("list")
+def actions_list(
+    school: Annotated[str | None, typer.Option("--school", help="Only this school's pupils.")] = None,
+    student: Annotated[str | None, typer.Option("--student", help="Only this pupil (student key).")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Recorded actions, oldest first (pseudonymous keys and codes; never names or notes)."""
+    from serving.actions import BY_CODE, read_entries
+
+    entries = [e for e in read_entries(load_home(home))
+               if (school is None or e["school_code"] == school) and (student is None or e["student_key"] == student)]
+    if json_out:
+        emit_json({"actions": entries})
+        return
+    for e in entries:
+        typer.echo(f"{e['seq']:>6} {e['at'][:19]} {e['school_code'] or '-':10s} {e['student_key'][:16]:16s} "
+                   f"{BY_CODE[e['action']].en:38s} {e['status']:8s} {e['outcome'] or '':20s} "
+                   f"due {e['follow_up_due'] or '-':10s} by {e['role']}:{e['token_id']}")
+    typer.echo(f"{len(entries)} entries", err=True)
+
+
+@actions_app.command("export")
+def actions_export(
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the record as CSV here.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Copy the record into the warehouse as table `actions` (and optionally a CSV file)."""
+    from serving.actions import export, verify
+
+    h = load_home(home)
+    with friendly_errors("actions export"):
+        verdict = verify(h)
+        if not verdict.ok:
+            raise ValueError(f"the action record fails verification: {verdict.problem}")
+        n = export(h, out)
+    typer.echo(f"{n} entries -> warehouse table actions" + (f" and {out}" if out else ""))
+
+
+@actions_app.command("verify")
+def actions_verify(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Walk the audit chain: exit 1 and name the first entry that was edited, removed or reordered."""
+    from serving.actions import verify
+
+    v = verify(load_home(home))
+    if json_out:
+        emit_json({"entries": v.entries, "ok": v.ok, "problem": v.problem})
+    elif v.ok:
+        typer.echo(f"ok: {v.entries} entries, chain intact")
+    else:
+        typer.secho(f"TAMPERED: {v.problem}", fg=typer.colors.RED, err=True)
+    if not v.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("score")(score_command)
     app.command("serve")(serve_command)
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(actions_app, name="actions")

@@ -16,6 +16,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("risk_score", "คะแนนความเสี่ยง (%)"),
     ("reasons_th", "เหตุผลหลัก"),
     ("student_key", "รหัสนักเรียน (นามแฝง)"),
+    # issue 15: each pupil's latest recorded action (serving.actions.annotate)
+    ("action_th", "การดำเนินการล่าสุด"),
+    ("action_status_th", "สถานะ"),
+    ("follow_up_due", "วันนัดติดตาม"),
 )
 
 
@@ -70,7 +74,7 @@ def to_xlsx(rows: list[dict[str, Any]], title: str, caveat: dict[str, str] | Non
         c.font = Font(bold=True)
     for r in rows:
         ws.append([_cell(k, r) for k, _ in cols])
-    widths = {"name": 28, "reasons_th": 90, "student_key": 24}
+    widths = {"name": 28, "reasons_th": 90, "student_key": 24, "action_th": 28}
     for i, (k, _) in enumerate(cols):
         ws.column_dimensions[chr(ord("A") + i)].width = widths.get(k, 12)
     out = io.BytesIO()

@@ -99,6 +99,12 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(_R + "/students/{student_key}/explanation", ("GET",), "explain", "explain", (200, 400, 401, 403, 404, 429)),
     RouteSpec(_R + "/students/{student_key}/replay", ("GET",), "replay", "explain", (200, 400, 401, 403, 404, 429)),
     RouteSpec(_R + "/monitoring", ("GET",), "monitoring", None, (200, 400, 401, 403, 404, 422)),
+    # issue 15: the action record (serving.actions) and the printable pupil sheet (serving.sheet)
+    RouteSpec("/ews/api/actions/catalogue", ("GET",), None, None, (200, 401)),
+    RouteSpec(_R + "/students/{student_key}/actions", ("GET", "POST"), "actions", None,
+              (200, 400, 401, 403, 404, 413, 415, 422)),  # POST answers 201 (documented by its route)
+    RouteSpec(_R + "/schools/{school_code}/actions", ("GET",), "actions", None, (200, 400, 401, 403, 404, 422)),
+    RouteSpec(_R + "/students/{student_key}/sheet", ("GET",), "sheet", "explain", (200, 400, 401, 403, 404, 429)),
     RouteSpec("/score", ("POST",), "score", "score", (200, 400, 401, 403, 413, 415, 422, 429)),
     RouteSpec("/metrics", ("GET",), "metrics", None, (200, 401, 403)),
     # BentoML's own pages: the API description and its viewer.

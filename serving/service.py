@@ -12,6 +12,11 @@ Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer 
   GET  /ews/api/rounds/{round}/areas/{area}/students             pseudonymous list of an area
   GET  /ews/api/rounds/{round}/students/{key}/explanation        every contribution
   GET  /ews/api/rounds/{round}/students/{key}/replay             audit replay with the stored version
+  GET  /ews/api/actions/catalogue                                the action catalogue (serving.actions)
+  GET  /ews/api/rounds/{round}/students/{key}/actions            a pupil's recorded actions
+  POST /ews/api/rounds/{round}/students/{key}/actions            record an action (school, area tokens)
+  GET  /ews/api/rounds/{round}/schools/{school}/actions          a school's recorded actions
+  GET  /ews/api/rounds/{round}/students/{key}/sheet              printable pupil sheet (the pupil's school)
   POST /score                                                    ad-hoc scoring of feature rows (BentoML API)
 
 Each worker builds the deployment once, in `EwsService.__init__` (`EwsHome.from_env`: the home
@@ -32,6 +37,7 @@ from typing import Any
 import bentoml
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import ConfigDict, Field, create_model
 from starlette.requests import Request as StarletteRequest
 
@@ -107,6 +113,9 @@ class EwsService:
                                        load=lambda v: load_model(home, version=v),
                                        marker=lambda: last_change_marker(home))
         self.store = TokenStore(self.home)
+        from serving.actions import ActionStore
+
+        self.actions = ActionStore(self.home)
         self._lock = threading.Lock()
         self.rounds: dict[str, Any] = {}
         self.names: dict[str, str] = {}
@@ -212,17 +221,23 @@ class EwsService:
     def school_students(
         self, request: StarletteRequest, round_id: str, school_code: str,
         grade: str | None = None, room: int | None = Query(None), group: str | None = None,
-        limit: int | None = Query(None), format: str = "json",
+        limit: int | None = Query(None), format: str = "json", not_contacted: bool = False,
     ) -> Response:
+        from serving import actions
+
         try:
             who = self._who(request)
             if format not in ("json", "csv", "xlsx"):
                 raise views.RequestError(400, "format must be json, csv or xlsx")
             rnd = self._round(round_id)
-            out = views.school_list(rnd, who, school_code, self.names, grade=grade, room=room, group=group, limit=limit)
+            out = views.school_list(rnd, who, school_code, self.names, grade=grade, room=room, group=group,
+                                    limit=None if not_contacted else limit)
         except views.RequestError as exc:
             return _error(exc)
-        self.store.log(who, f"school_list:{format}", round_id, school_code, len(out["students"]))
+        # Each pupil's latest action (issue 15); `not_contacted` keeps those nobody has contacted yet.
+        out["students"] = actions.annotate(out["students"], self.actions.latest_by_student(school_code),
+                                           not_contacted)[: limit if not_contacted and limit else None]
+        self.store.log(who, f"school_list:{format}", round_id, school_code, len(out["students"]), rnd.ref.hash)
         if format == "json":
             return JSONResponse(out)
         from serving import exports
@@ -254,7 +269,7 @@ class EwsService:
             out = views.area_list(self._round(round_id), who, area_code, grade=grade, group=group, limit=limit)
         except views.RequestError as exc:
             return _error(exc)
-        self.store.log(who, "area_list", round_id, area_code, len(out["students"]))
+        self.store.log(who, "area_list", round_id, area_code, len(out["students"]), out.get("snapshot_hash"))
         return JSONResponse(out)
 
     @api.get("/api/rounds/{round_id}/students/{student_key}/explanation")
@@ -264,7 +279,7 @@ class EwsService:
             out = views.explanation(self._round(round_id), who, student_key)
         except views.RequestError as exc:
             return _error(exc)
-        self.store.log(who, "explanation", round_id, student_key, 1)
+        self.store.log(who, "explanation", round_id, student_key, 1, out.get("snapshot_hash"))
         return JSONResponse(out)
 
     @api.get("/api/rounds/{round_id}/students/{student_key}/replay")
@@ -296,6 +311,100 @@ class EwsService:
         self.store.log(who, "monitoring", round_id, None, 0)
         media = "text/html; charset=utf-8" if format == "html" else "application/json"
         return Response(path.read_bytes(), media_type=media)
+
+    # -- the action record and the pupil sheet (issue 15; logic in serving.actions, serving.sheet) ----
+
+    @api.get("/api/actions/catalogue")
+    def action_catalogue(self, request: StarletteRequest) -> JSONResponse:
+        from serving.actions import catalogue_json
+
+        try:
+            self._who(request)
+        except views.RequestError as exc:
+            return _error(exc)
+        return JSONResponse(catalogue_json())
+
+    def _pupil(self, round_id: str, student_key: str) -> Any:  # -> serving.actions.Pupil | None
+        from serving.actions import check_student_key, pupil_in_round
+
+        check_student_key(student_key)
+        return pupil_in_round(self._round(round_id), student_key)
+
+    @api.get("/api/rounds/{round_id}/students/{student_key}/actions")
+    def pupil_actions(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
+        from serving.actions import ActionError
+
+        try:
+            who = self._who(request)
+            entries = self.actions.for_pupil(who, self._pupil(round_id, student_key))
+        except views.RequestError as exc:
+            return _error(exc)
+        except ActionError as exc:
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        self.store.log(who, "actions", round_id, student_key, 1)
+        return JSONResponse({"round_id": round_id, "student_key": student_key, "actions": entries})
+
+    @api.post("/api/rounds/{round_id}/students/{student_key}/actions", status_code=201)
+    async def record_action(self, request: StarletteRequest, round_id: str, student_key: str) -> JSONResponse:
+        import json
+
+        from serving.actions import ActionError, parse_input
+
+        try:
+            who = self._who(request)
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+                raise views.RequestError(415, "POST actions takes application/json: {action, status, ...}")
+            body = await request.body()
+            if len(body) > 16 * 1024:
+                raise views.RequestError(413, "an action is a few fields: body larger than 16 KB")
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                raise views.RequestError(400, "the body is not valid JSON") from None
+            inp = parse_input(parsed)
+            pupil = self._pupil(round_id, student_key)
+            entry = await run_in_threadpool(self.actions.record, who, pupil, inp)
+        except views.RequestError as exc:
+            return _error(exc)
+        except ActionError as exc:
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        return JSONResponse(entry, status_code=201)
+
+    @api.get("/api/rounds/{round_id}/schools/{school_code}/actions")
+    def school_actions(self, request: StarletteRequest, round_id: str, school_code: str) -> JSONResponse:
+        try:
+            who = self._who(request)
+            views.check_school_code(school_code)
+            rnd = self._round(round_id)
+            idx = rnd.by_school.get(school_code)
+            tambon = None if idx is None or len(idx) == 0 else rnd.rows["tambon_code"].iat[int(idx[0])]
+            if not who.covers_school(school_code, tambon):
+                raise views.RequestError(403, "this token does not cover that school")
+            entries = self.actions.for_school(school_code)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "school_actions", round_id, school_code, len({e["student_key"] for e in entries}))
+        return JSONResponse({"round_id": round_id, "school_code": school_code, "actions": entries})
+
+    @api.get("/api/rounds/{round_id}/students/{student_key}/sheet", response_class=HTMLResponse)
+    def pupil_sheet(self, request: StarletteRequest, round_id: str, student_key: str) -> Response:
+        from serving.actions import ActionError
+        from serving.sheet import sheet_for
+
+        try:
+            who = self._who(request)
+            if not who.may("sheet"):
+                raise views.RequestError(403, "the pupil sheet carries names: for the pupil's own school only")
+            rnd = self._round(round_id)
+            pupil = self._pupil(round_id, student_key)
+            entries = self.actions.for_pupil(who, pupil)  # 404 unless the pupil is this school's
+            body = sheet_for(rnd, list(self.rounds.values()), student_key, self.names.get(student_key), entries)
+        except ActionError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "sheet", round_id, student_key, 1, rnd.ref.hash)
+        return HTMLResponse(body)
 
     # -- BentoML API -------------------------------------------------------------------------------
 

@@ -110,3 +110,44 @@ def test_a_slow_earlier_list_never_replaces_the_list_the_school_asked_for(browse
     assert "group=problem" in page.locator("#list").get_attribute("data-query")
     assert "loading" not in page.inner_text("#status")
     page.close()
+
+
+def test_a_school_records_an_action_from_the_page_and_the_not_contacted_filter_drops_the_pupil(
+        browser, service_url: str, serving_home: ServingHome) -> None:
+    page = browser.new_page()
+    page.goto(service_url + "/ews/")
+    page.fill("#token", serving_home.tokens["school"])
+    page.click("#login")
+    page.wait_for_function("document.querySelectorAll('#round option').length > 0", timeout=15_000)
+    page.select_option("#round", serving_home.round_id)
+    page.check("#not_contacted")
+    page.click("#show")
+    page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('not_contacted=true')",
+                           timeout=15_000)
+    before = page.locator("#list tbody tr").count()
+    assert before > 0, "some pupil of the school should not have been contacted yet"
+    row = page.locator("#list tbody tr").first
+    key = row.get_attribute("data-key")
+    assert page.locator("#a_action option").count() > 10  # the catalogue, loaded from the API
+    row.locator("button.record").click()
+    assert page.is_visible("#actionForm")
+    page.select_option("#a_action", "home_visit")
+    page.select_option("#a_status", "done")
+    page.fill("#a_due", "2099-01-01")  # more than two years ahead: the service names the field
+    page.click("#a_save")
+    page.wait_for_function("document.querySelector('#a_msg').textContent.includes('follow_up_due')", timeout=15_000)
+    page.fill("#a_due", "")
+    page.click("#a_save")
+    page.wait_for_function("document.querySelector('#actionForm').dataset.saved === %r" % key, timeout=15_000)
+    # Redrawn with the filter still on: the pupil just contacted has left the not-contacted list.
+    page.wait_for_function("(document.querySelector('#list').dataset.query || '').includes('not_contacted=true')",
+                           timeout=15_000)
+    keys = page.eval_on_selector_all("#list tbody tr", "rows => rows.map(r => r.dataset.key)")
+    assert key not in keys and len(keys) == before - 1
+    page.uncheck("#not_contacted")
+    page.click("#show")
+    page.wait_for_function("!(document.querySelector('#list').dataset.query || '').includes('not_contacted') && "
+                           "document.querySelector('#list').dataset.query !== ''", timeout=15_000)
+    cells = page.locator(f"#list tbody tr[data-key='{key}'] td").all_inner_texts()
+    assert "เยี่ยมบ้าน" in cells[7] and cells[8] == "ดำเนินการแล้ว"
+    page.close()
