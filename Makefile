@@ -10,7 +10,7 @@ export EWS_DEMO_HOME ?= $(CURDIR)/.ews-demo
 # MLflow, scikit-learn and BentoML (about 10 s). An empty value lets Python write the cache.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: demo test bench figures install lock clean-demo browser
+.PHONY: demo test bench figures install lock clean-demo browser java
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lock:
 demo: $(STAMP)
 	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
 
-test: $(STAMP) browser
+test: $(STAMP) browser java
 	@$(PY) -m pytest -q -p no:cacheprovider tests
 
 # The web page is tested in a real headless Chromium: Debian's package (never a downloaded build).
@@ -39,10 +39,18 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the web-page test needs it)"; fi; }
 
+# The Spark engine (features/engine/spark.py; its parity test) runs on Java 17: Debian's headless JRE.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian openjdk-17-jre-headless for the Spark engine"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+	  else echo "java is missing: sudo apt-get install openjdk-17-jre-headless (the Spark parity test needs it)"; fi; }
+
 # Benchmarks measure the figures named in the issues; they are slow and run outside CI. Results and a
 # SUMMARY.md go to bench-out/. Sizes: EWS_BENCH_SIZES="100000 1000000"; a quick proof of the chain:
 #   EWS_BENCH_SIZES=3000 make bench BENCH_ARGS=--quick
-bench: $(STAMP)
+bench: $(STAMP) java
 	@$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # Every figure quoted in README.md, training/DECISIONS.md and simulator/PROCESS.md, regenerated through

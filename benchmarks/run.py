@@ -6,6 +6,7 @@
 In order:
   simulate   bench_simulate at the home size (the smallest size unless --home-size)
   pipeline   bench_pipeline at every size: simulate -> ingest -> link -> one round's features
+  engines    bench_engines at every size: DuckDB vs Spark local mode on the pipeline's home (features + labels)
   home       on the home size's pipeline folder: `ews trainset`, `ews train`, `ews score --round R`
              (R = the pipeline's round), each timed; this gives bench_train, bench_score and
              bench_serve the trained champion and published round they need
@@ -47,7 +48,7 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500}
-STEPS = ("simulate", "pipeline", "home", "ingest", "train", "score", "reasons", "serve", "load")
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "reasons", "serve", "load")
 
 
 @dataclass
@@ -133,6 +134,13 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         if "rows_ingested" in r and "ingest" in {s["stage"] for s in r["stages"]}:
             secs = next(s["seconds"] for s in r["stages"] if s["stage"] == "ingest")
             f.append((f"ingest rate ({r['rows_ingested']:,} rows)", _fmt(round(r["rows_ingested"] / secs) if secs else None, " rows/s")))
+    elif name.startswith("engines"):
+        for run_ in r["runs"]:
+            f.append((f"{run_['engine']} features + labels ({r['rows']:,} pupils)",
+                      f"{_fmt(run_.get('features_s'), ' s')} + {_fmt(run_.get('labels_s'), ' s')}"
+                      + (f" (+ {_fmt(run_['session_start_s'], ' s')} session start)" if "session_start_s" in run_ else "")
+                      + f", peak {_fmt(run_.get('peak_tree_rss_mb'), ' MB')}"))
+        f.append(("Spark / DuckDB time; equal outputs", f"{_fmt(r.get('spark_over_duckdb'))}x; {r['equal_outputs']}"))
     elif name.startswith("home"):
         for s in r["stages"]:
             f.append((f"`ews {s['stage']}` ({r['students']:,} students)", f"{_fmt(s['seconds'], ' s')}, peak {_fmt(s['peak_rss_mb'], ' MB')}"
@@ -206,6 +214,8 @@ def plan(a: argparse.Namespace) -> list[Step]:
                   out / f"simulate_{a.home_size}.json")]
     steps += [Step(f"pipeline_{n}", ["benchmarks.bench_pipeline", "--students", str(n), "--years", str(a.years),
                                      "--work", str(work / f"pipeline_{n}"), *o], out / f"pipeline_{n}.json") for n in a.sizes]
+    steps += [Step(f"engines_{n}", ["benchmarks.bench_engines", "--home", str(work / f"pipeline_{n}" / "home"),
+                                    "--students", str(n), *o], out / f"engines_{n}.json") for n in a.sizes]
     steps.append(Step("home", ["benchmarks.run", "--size", str(a.home_size), "--years", str(a.years), "--only", "pipeline",
                                "--only", "home", *o], out / f"home_{a.home_size}.json"))
     steps.append(Step("ingest", ["benchmarks.bench_ingest", "--rows", str(a.ingest_rows), *o], out / f"ingest-{a.ingest_rows}.json"))

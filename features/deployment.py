@@ -8,6 +8,10 @@ Where a setting comes from (the first that gives it wins):
          [duckdb]
          memory_limit = "12GB"
          threads = 4
+         [engine]
+         kind = "spark"           # default "duckdb"
+         [engine.spark]
+         master = "local[2]"
      );
   3. the defaults here.
 
@@ -20,7 +24,7 @@ The delivery schedule (when each source's records become known) is left for issu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +78,27 @@ class ActionSettings(BaseModel):
                                            "(vault/action_notes.sqlite), never in the action record.")
 
 
+class SparkSettings(BaseModel):
+    """Where the Spark engine runs (features/engine/spark.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    master: str = Field("local[2]", description="Spark master URL: local[N] on one machine, spark://host:7077 or "
+                                                "yarn on a cluster (then run the stage with `spark-submit`).")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, e.g. "
+                                 "{'spark.driver.memory' = '8g', 'spark.sql.shuffle.partitions' = '64'}.")
+    exchange_dir: Path | None = Field(
+        None, description="Where the warehouse's tables are exported as Parquet for Spark to read; on a cluster, "
+                          "storage every executor reads. Default: a temporary folder removed after each run.")
+
+
+class EngineSettings(BaseModel):
+    """Which engine computes the point-in-time features and labels from the compiled SQL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["duckdb", "spark"] = Field("duckdb", description="'duckdb' (embedded, default) or 'spark'.")
+    spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark settings (kind = 'spark').")
+
+
 class DeploymentSettings(BaseModel):
     """Everything of an installation that is not a path under the home. Versioned: change the
     schema_version on edits."""
@@ -85,6 +110,7 @@ class DeploymentSettings(BaseModel):
     registry: RegistrySettings = Field(default_factory=RegistrySettings, description="Model registry settings.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Service settings.")
     actions: ActionSettings = Field(default_factory=ActionSettings, description="Action record settings.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Feature engine: DuckDB or Spark.")
     pseudonym_key_file: Path | None = Field(
         None, description=f"The HMAC secret behind id tokens and student_key ({ENV_KEY_FILE}); "
                           "default: EWS_HOME/keys/pseudonym.key, created on first use.")

@@ -16,7 +16,7 @@ population step, and serving's placement query uses the same registry reads. The
 
 "The latest known version of a record" is written once, in `latest_version_sql`. Engine-specific
 functions (arg_max vs max_by, struct literals, date arithmetic) sit behind `Dialect`, so a second
-engine can run the same declarations; DuckDB is the only dialect implemented.
+engine runs the same declarations: DUCKDB (embedded, the default) and SPARK (features/engine/).
 """
 
 from __future__ import annotations
@@ -74,9 +74,28 @@ DUCKDB = Dialect(
     years_between=lambda a, b: f"date_sub('year', {a}, {b})",
     days_between=lambda a, b: f"date_diff('day', {a}, {b})",
 )
-# Spark SQL (later, for the national-scale issue) would be: max_by, named_struct, struct(...),
-# trunc(e, 'MM'), add_months(e, -n), date_sub(e, n), floor(months_between(b, a) / 12), datediff(b, a).
-DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB}
+# Spark SQL (features/engine/spark.py runs it). Where the meaning could drift:
+# - max_by skips a NULL ordering key as arg_max does; the ordering keys here are structs, never NULL.
+# - add_months clips to the month's last day (Spark >= 3), as DuckDB's date - INTERVAL n MONTH does.
+# - months_between(b, a) is whole months plus (day_b - day_a) / 31, so its floor / 12 counts the
+#   birthdays passed, as DuckDB's date_sub('year', a, b) does (the fraction is never within 1e-8
+#   of a whole month, where Spark's 8-digit rounding could tip it).
+# - days_between is cast to DOUBLE: a decimal literal (`/ 365.25`) would otherwise make Spark divide
+#   in DECIMAL, where DuckDB divides in DOUBLE.
+SPARK = Dialect(
+    name="spark",
+    arg_max="max_by",
+    struct=lambda fields: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")",
+    row=lambda cols: "struct(" + ", ".join(cols) + ")",
+    date=lambda d: f"DATE '{d.isoformat()}'",
+    month_start=lambda e: f"trunc({e}, 'MM')",
+    minus_months=lambda e, n: f"add_months({e}, -{n})",
+    minus_days=lambda e, n: f"date_sub({e}, {n})",
+    plus_days=lambda e, n: f"date_add({e}, {n})",
+    years_between=lambda a, b: f"CAST(floor(months_between({b}, {a}) / 12) AS INT)",
+    days_between=lambda a, b: f"CAST(datediff({b}, {a}) AS DOUBLE)",
+)
+DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB, "spark": SPARK}
 
 
 # --- declarations ------------------------------------------------------------------------------

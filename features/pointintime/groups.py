@@ -329,11 +329,12 @@ def _past_dropout_rate(ctx: RoundContext) -> str:
         raise ValueError("the school's past dropout rate needs the round and its calendar")
     past = earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
     if not past:
-        return "SELECT CAST(NULL AS VARCHAR) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
+        return "SELECT CAST(NULL AS STRING) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
     labelled = " UNION ALL ".join(
         f"SELECT l.student_key, l.dropout, p.school_code "
-        f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema)}) l "
-        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema)}) p USING (student_key) WHERE l.dropout IS NOT NULL"
+        f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, dialect=ctx.dialect)}) l "
+        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, dialect=ctx.dialect)}) p USING (student_key) "
+        "WHERE l.dropout IS NOT NULL"
         for e in past
     )
     return (f"SELECT school_code, CASE WHEN count(*) >= {ctx.params['past_dropout_min_students']} "

@@ -23,7 +23,7 @@ from typing import Literal
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
-    DUCKDB, POPULATION_COLUMNS, RoundContext, known_rows_sql, population_steps, with_sql,
+    DUCKDB, POPULATION_COLUMNS, Dialect, RoundContext, known_rows_sql, population_steps, with_sql,
 )
 
 Horizon = Literal["next_census", "one_year"]
@@ -47,19 +47,19 @@ def _d(x: dt.date) -> str:
 
 
 def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
-                   columns: tuple[str, ...] = POPULATION_COLUMNS) -> str:
+                   columns: tuple[str, ...] = POPULATION_COLUMNS, dialect: Dialect = DUCKDB) -> str:
     """Students enrolled at round R: one census row per student, as known by `cutoff`.
 
     A student with two rows for one census (a resent or corrected delivery) keeps the latest known
     version (the compiler's population step, shared with the features).
     """
-    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, cal=cal, round=r)
+    ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, dialect=dialect, cal=cal, round=r)
     return with_sql(population_steps(ctx, cal.census_date(r.academic_year, r.term), columns), "SELECT * FROM pop")
 
 
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
-    schema: str = "wh", population: str | None = None,
+    schema: str = "wh", population: str | None = None, dialect: Dialect = DUCKDB,
 ) -> str:
     """(student_key, round_id, dropout, outcome) for every student enrolled at R.
 
@@ -67,8 +67,8 @@ def labels_sql(
     """
     census = cal.census_date(r.academic_year, r.term)
     target = horizon_census(cal, r, horizon)
-    pop = population or f"({population_sql(cal, r, cutoff, schema)})"
-    d = DUCKDB
+    pop = population or f"({population_sql(cal, r, cutoff, schema, dialect=dialect)})"
+    d = dialect
     ctx = RoundContext(as_of=cutoff, params={"as_of": _d(cutoff)}, schema=schema, dialect=d, cal=cal, round=r)
     at_target = f"t.census_date = {_d(target)}"
     keyed = "t.student_key IS NOT NULL"

@@ -11,7 +11,8 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -29,6 +30,9 @@ from features.pointintime.trainset import (  # re-exported: callers import them 
     save_trainset_data, save_trainset_manifest,
 )
 from features.pointintime.spec import FEATURES, GROUPS
+
+if TYPE_CHECKING:
+    from features.engine.spark import SparkEngine
 
 __all__ = ["FeatureSetManifest", "TrainsetConfig", "TrainsetManifest", "available_rounds", "build_trainset",
            "connect_warehouse", "delivery_fingerprint", "file_sha256", "label_known_on", "latest_delivery",
@@ -139,7 +143,12 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
     con = connect_warehouse(home)
     try:
         source = population_source(con, cal, r)
-        table = build_features(con, cal, r, population=source)
+        if home.engine.kind == "spark":
+            from features.engine.spark import SparkEngine
+            with SparkEngine.open(home, con) as engine:
+                table = engine.features(cal, r, population=source)
+        else:
+            table = build_features(con, cal, r, population=source)
         fp = delivery_fingerprint(con, cal.as_of(round_id))
     finally:
         con.close()
@@ -158,10 +167,19 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
     return manifest
 
 
+def _engine(home: EwsHome, con: duckdb.DuckDBPyConnection, stack: ExitStack) -> SparkEngine | None:
+    """The deployment's Spark engine, open until `stack` closes (None: DuckDB, the default)."""
+    if home.engine.kind != "spark":
+        return None
+    from features.engine.spark import SparkEngine
+    return stack.enter_context(SparkEngine.open(home, con))
+
+
 def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None) -> TrainsetManifest:
     """Features of every chosen round joined to labels known by the cutoff; labelled rows only."""
     cal = cal or home.calendar
     con = connect_warehouse(home)
+    stack = ExitStack()
     try:
         cutoff = cfg.cutoff or latest_delivery(con)
         rounds = [parse_round(x) for x in cfg.rounds] if cfg.rounds else available_rounds(con, cal)
@@ -172,9 +190,13 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         parts: list[pa.Table] = []
         per_round: list[TrainsetRound] = []
         unlabelled = 0
+        engine = _engine(home, con, stack)
         for r in rounds:
-            feats = build_features(con, cal, r)
-            labels = con.sql(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
+            if engine is not None:
+                feats, labels = engine.features(cal, r), engine.labels(cal, r, cutoff, cfg.horizon)
+            else:
+                feats = build_features(con, cal, r)
+                labels = con.sql(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
             con.register("f_tmp", feats)
             con.register("l_tmp", labels)
             joined = con.sql("""
@@ -198,6 +220,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
                 parts.append(joined)
         fp = delivery_fingerprint(con, cutoff)
     finally:
+        stack.close()
         con.close()
     if not parts:
         raise RuntimeError(f"no labelled rows: no round's outcome is known by {cutoff}")

@@ -1,0 +1,166 @@
+"""The Spark engine: the declared feature groups and labels, compiled to Spark SQL, run on Spark.
+
+Where it sits: `ews features` (pipeline.write_feature_set) and `ews trainset` use it when the
+deployment says `[engine] kind = "spark"`; DuckDB stays the default. Ingest and linkage still write
+the DuckDB warehouse. This module exports the relations a compiled query reads (`linked_<source>`
+views, `src_<source>` tables) to Parquet once per run, registers them in Spark under the same schema
+name (`wh`), runs the SAME compiled SQL (`features_sql`, `labels_sql`) with the SPARK dialect, and
+returns Arrow tables with the schema DuckDB gives the same query. Written through the same writer
+(features/parquet.py: bytes depend on the content only), a Spark feature set is the same file as
+DuckDB's: tests/integration/test_engine_parity.py holds both engines to that.
+
+The round's population decision (its census, the latest evidence, per-school fallbacks) is a few
+counts over the census and stays on the warehouse's DuckDB session.
+
+On a cluster: `master` is the cluster's URL, `exchange_dir` is storage every executor reads, and the
+stage runs under `spark-submit` (see docs/ARCHITECTURE.md, "Engines").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from features.calendar import SchoolCalendar, ScoringRound
+from features.deployment import SparkSettings
+from features.home import EwsHome
+from features.pointintime.build import OUTPUT_COLUMNS, PopulationSource, features_sql, population_source
+from features.pointintime.compile import DUCKDB, SPARK
+from features.pointintime.labels import Horizon, labels_sql
+
+if TYPE_CHECKING:  # pyspark is imported when an engine is opened, never at import time
+    from pyspark.sql import SparkSession
+
+__all__ = ["SMALL_RUN_CONF", "SparkEngine", "relations_read", "spark_session"]
+
+# Settings every session gets unless the deployment overrides them, and why:
+DEFAULT_CONF: dict[str, str] = {
+    # DuckDB gives NULL for x / 0; Spark 4's ANSI mode raises instead. The compiled SQL means NULL.
+    "spark.sql.ansi.enabled": "false",
+    # Dates only, but a fixed zone keeps DATE <-> Parquet conversions from depending on the host.
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    # The catalogue's own folder (`CREATE DATABASE wh`): out of the working directory.
+    "spark.sql.warehouse.dir": str(Path(tempfile.gettempdir()) / "ews-spark-catalogue"),
+}
+# Local mode: Spark's 200 shuffle partitions cost more to schedule than one machine's data is worth;
+# one partition per core (local[N]; local[*]: 8).
+LOCAL_CORES = re.compile(r"local\[(\d+)")
+# A short run on a small world (the parity test): a JVM that starts and compiles less, one shuffle
+# partition, no re-planning between stages. About halves its time on a loaded 2-core machine.
+SMALL_RUN_CONF: dict[str, str] = {
+    "spark.driver.extraJavaOptions": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+    "spark.sql.shuffle.partitions": "1",
+    "spark.sql.adaptive.enabled": "false",
+}
+
+
+def spark_session(settings: SparkSettings) -> SparkSession:
+    """The process's Spark session on the deployment's master (created once; reused after)."""
+    from pyspark.sql import SparkSession
+
+    local = {}
+    if settings.master.startswith("local"):
+        cores = LOCAL_CORES.match(settings.master)
+        local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8"}
+    conf = {**DEFAULT_CONF, **local, **settings.conf}
+    builder = SparkSession.builder.master(settings.master).appName("ews-features")
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def relations_read(sql: str, schema: str = "wh") -> list[str]:
+    """The warehouse relations a compiled query reads (`<schema>.<name>`), in first-use order."""
+    return list(dict.fromkeys(re.findall(rf"\b{re.escape(schema)}\.(\w+)", sql)))
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+class SparkEngine:
+    """One Spark run over one warehouse: relations exported (once) and registered as `wh.<name>`."""
+
+    def __init__(self, spark: SparkSession, con: duckdb.DuckDBPyConnection, exchange: Path,
+                 schema: str = "wh") -> None:
+        self.spark, self.con, self.exchange, self.schema = spark, con, exchange, schema
+        self._registered: set[str] = set()
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+
+    @classmethod
+    @contextmanager
+    def open(cls, home: EwsHome, con: duckdb.DuckDBPyConnection) -> Iterator[SparkEngine]:
+        """An engine on the deployment's Spark settings reading the warehouse session `con`.
+
+        The exported Parquet goes to `engine.spark.exchange_dir` (kept: a cluster reads it), else to
+        a temporary folder removed when the block ends. The Spark session outlives the block (its
+        JVM takes seconds to start); the relations are dropped from its catalogue.
+        """
+        settings = home.engine.spark
+        temp = settings.exchange_dir is None
+        exchange = Path(tempfile.mkdtemp(prefix="ews-spark-")) if temp else settings.exchange_dir
+        exchange.mkdir(parents=True, exist_ok=True)
+        engine = cls(spark_session(settings), con, exchange)
+        try:
+            yield engine
+        finally:
+            engine.close()
+            if temp:
+                shutil.rmtree(exchange, ignore_errors=True)
+
+    def close(self) -> None:
+        for name in sorted(self._registered):
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.schema}.{name}")
+        self._registered.clear()
+
+    def _register(self, sql: str) -> None:
+        """Export (DuckDB -> Parquet) and register every relation `sql` reads that is not yet known."""
+        for name in relations_read(sql, self.schema):
+            if name in self._registered:
+                continue
+            path = self.exchange / f"{name}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            self.con.execute(f"COPY (SELECT * FROM {self.schema}.{name}) TO {_quote(tmp)} (FORMAT parquet)")
+            tmp.replace(path)  # nothing half-written under the name Spark reads
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.schema}.{name}")
+            self.spark.sql(f"CREATE TABLE {self.schema}.{name} USING parquet LOCATION {_quote(path)}")
+            self._registered.add(name)
+
+    def run(self, spark_sql: str, duckdb_sql: str) -> pa.Table:
+        """`spark_sql` on Spark, as an Arrow table with the schema DuckDB gives `duckdb_sql` (the same
+        query in DuckDB's dialect; only bound, with no row read), so both engines write equal files."""
+        self._register(spark_sql)
+        schema = self.con.sql(duckdb_sql).limit(0).to_arrow_table().schema
+        table = self.spark.sql(spark_sql).toArrow()
+        if table.column_names != schema.names:
+            raise AssertionError(f"Spark's columns {table.column_names} differ from DuckDB's {schema.names}")
+        # Spark's integers are int32/int64 where DuckDB sums into DECIMAL(38,0) (HUGEINT), and its
+        # strings come as large_string: a safe cast, so an out-of-range value raises.
+        return table.cast(schema, safe=True)
+
+    def features(self, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource | None = None) -> pa.Table:
+        """The round's feature table, as `build.build_features` returns it from DuckDB."""
+        population = population or population_source(self.con, cal, r, self.schema)
+        table = self.run(features_sql(cal, r, self.schema, SPARK, population),
+                         features_sql(cal, r, self.schema, DUCKDB, population))
+        if tuple(table.column_names) != OUTPUT_COLUMNS:
+            raise AssertionError(f"feature SQL out of step with the catalogue: {table.column_names}")
+        return table
+
+    def labels(self, cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census") -> pa.Table:
+        """(student_key, round_id, dropout, outcome) of the round, as `labels.labels_sql` gives them."""
+        return self.run(labels_sql(cal, r, cutoff, horizon, self.schema, dialect=SPARK),
+                        labels_sql(cal, r, cutoff, horizon, self.schema, dialect=DUCKDB))
