@@ -227,18 +227,18 @@ def check_student_key(student_key: str) -> str:
 
 def pupil_in_round(rnd: LoadedRound, student_key: str) -> Pupil | None:
     """The pupil on this round's list (any school), or None when the round does not list them."""
-    i = rnd.by_key.get(student_key) if isinstance(student_key, str) else None
+    i = rnd.row_of(student_key) if isinstance(student_key, str) else None
     if i is None:
         return None
-    r = rnd.rows.iloc[i]
 
     def text(v: Any) -> str | None:
         return None if v is None or v != v else str(v)  # NaN != NaN
 
-    score = r["risk_score"]
-    return Pupil(student_key=student_key, school_code=text(r["school_code"]), tambon_code=text(r["tambon_code"]),
-                 round_id=rnd.round_id, snapshot_hash=rnd.ref.hash,
-                 risk_score=None if score is None or score != score else float(score), risk_group=text(r["risk_group"]))
+    score = rnd.cell("risk_score", i)
+    return Pupil(student_key=student_key, school_code=text(rnd.cell("school_code", i)),
+                 tambon_code=text(rnd.cell("tambon_code", i)), round_id=rnd.round_id, snapshot_hash=rnd.ref.hash,
+                 risk_score=None if score is None or score != score else float(score),
+                 risk_group=text(rnd.cell("risk_group", i)))
 
 
 def may_record(who: Principal, pupil: Pupil | None) -> None:

@@ -82,7 +82,7 @@ def _error(exc: views.RequestError) -> JSONResponse:
 @bentoml.asgi_app(api, path="/ews")
 class EwsService:
     def __init__(self) -> None:
-        from serving.store import ChampionWatch
+        from serving.store import ChampionWatch, ListCache
         from training.registry import client_for, last_change_marker, load_model
         from training.registry.journal import finish_pending
         from training.registry.store import model_name
@@ -119,6 +119,7 @@ class EwsService:
         self._lock = threading.Lock()
         self.rounds: dict[str, Any] = {}
         self.names: dict[str, str] = {}
+        self.lists = ListCache()  # rendered school lists, per revision (serving.store)
         self._checked = 0.0
         self._refresh(force=True)
 
@@ -145,7 +146,7 @@ class EwsService:
                 fresh[ref.round_id] = cur if cur is not None and cur.ref.hash == ref.hash else load_round(ref)
             changed = force or set(r.ref.hash for r in fresh.values()) != set(r.ref.hash for r in self.rounds.values())
             if changed:
-                keys = sorted({k for r in fresh.values() for k in r.by_key})
+                keys = [k for r in fresh.values() for k in r.student_keys()]
                 try:
                     self.names = load_names(self.home, keys)
                 except Exception:  # noqa: BLE001 - e.g. the vault locked by an ingest: lists go on without names
@@ -214,7 +215,7 @@ class EwsService:
         self._refresh()
         return JSONResponse({"rounds": [
             {"round_id": r.round_id, "snapshot_hash": r.ref.hash, "as_of": r.manifest.as_of.isoformat(),
-             "model_version": r.model_version, "students": int(len(r.rows)), "thresholds": r.manifest.thresholds}
+             "model_version": r.model_version, "students": r.num_rows, "thresholds": r.manifest.thresholds}
             for r in sorted(self.rounds.values(), key=lambda r: r.manifest.as_of, reverse=True)]})
 
     @api.get("/api/rounds/{round_id}/schools/{school_code}/students")
@@ -230,26 +231,17 @@ class EwsService:
             if format not in ("json", "csv", "xlsx"):
                 raise views.RequestError(400, "format must be json, csv or xlsx")
             rnd = self._round(round_id)
-            out = views.school_list(rnd, who, school_code, self.names, grade=grade, room=room, group=group,
-                                    limit=None if not_contacted else limit)
+            # Each pupil's latest action (issue 15) is part of the list: its revision keys the cache,
+            # and `not_contacted` keeps those nobody has contacted yet.
+            out = views.school_list_rendered(
+                rnd, who, school_code, self.names, format, self.lists, grade=grade, room=room, group=group, limit=limit,
+                not_contacted=not_contacted, revision=self.actions.revision(school_code),
+                annotate=lambda rows: actions.annotate(rows, self.actions.latest_by_student(school_code), not_contacted))
         except views.RequestError as exc:
             return _error(exc)
-        # Each pupil's latest action (issue 15); `not_contacted` keeps those nobody has contacted yet.
-        out["students"] = actions.annotate(out["students"], self.actions.latest_by_student(school_code),
-                                           not_contacted)[: limit if not_contacted and limit else None]
-        self.store.log(who, f"school_list:{format}", round_id, school_code, len(out["students"]), rnd.ref.hash)
-        if format == "json":
-            return JSONResponse(out)
-        from serving import exports
-
-        fname = f"risk-{round_id}-{school_code}"
-        if format == "csv":
-            return Response(exports.to_csv(out["students"], out["population_caveat"]), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="{fname}.csv"'})
-        title = f"รายชื่อนักเรียนกลุ่มเสี่ยง รอบ {round_id} โรงเรียน {out['school_name'] or school_code}"
-        return Response(exports.to_xlsx(out["students"], title, out["population_caveat"]),
-                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                        headers={"Content-Disposition": f'attachment; filename="{fname}.xlsx"'})
+        self.store.log(who, f"school_list:{format}", round_id, school_code, out.students, rnd.ref.hash)
+        headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'} if out.filename else None
+        return Response(out.body, media_type=out.media_type, headers=headers)
 
     @api.get("/api/rounds/{round_id}/areas/{area_code}/summary")
     def area_summary(self, request: StarletteRequest, round_id: str, area_code: str) -> JSONResponse:
@@ -377,7 +369,7 @@ class EwsService:
             views.check_school_code(school_code)
             rnd = self._round(round_id)
             idx = rnd.by_school.get(school_code)
-            tambon = None if idx is None or len(idx) == 0 else rnd.rows["tambon_code"].iat[int(idx[0])]
+            tambon = None if idx is None or len(idx) == 0 else rnd.cell("tambon_code", int(idx[0]))
             if not who.covers_school(school_code, tambon):
                 raise views.RequestError(403, "this token does not cover that school")
             entries = self.actions.for_school(school_code)

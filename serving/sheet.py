@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from features.pointintime.spec import BY_NAME
@@ -161,16 +162,23 @@ def sheet_for(rnd: LoadedRound, rounds: list[LoadedRound], student_key: str, nam
               actions: list[dict[str, Any]]) -> str:
     """The sheet of a pupil of `rnd` (the caller has checked the pupil is its school's), with one
     history point per published round up to this one that lists the pupil."""
-    i = rnd.by_key[student_key]
-    row = {k: _text(v) for k, v in rnd.rows.iloc[i].items()}
-    values = {k: _text(v) for k, v in rnd.values.iloc[i].items()}
+    from serving.store import LIST_COLUMNS
+
+    i = rnd.row_of(student_key)
+    if i is None:
+        raise KeyError(student_key)
+    one = np.array([i], dtype=np.int64)
+    row = {k: _text(v) for k, v in rnd.frame(LIST_COLUMNS, one).iloc[0].items()}
+    values = {k: _text(v) for k, v in rnd.values_frame(one).iloc[0].items()}
     history = []
     for other in sorted(rounds, key=lambda x: x.manifest.as_of):
-        j = other.by_key.get(student_key)
+        j = other.row_of(student_key)
         if j is None or other.manifest.as_of > rnd.manifest.as_of:
             continue
-        vals = {f: other.values[f].iat[j] for f in ("att_rate_term", "att_rate_12m", "gpa_last") if f in other.values.columns}
-        history.append(history_point(other.round_id, other.rows["risk_score"].iat[j], vals))
+        at = np.array([j], dtype=np.int64)
+        shown = other.values_frame(at, ("att_rate_term", "att_rate_12m", "gpa_last"))
+        vals = {f: shown[f].iat[0] for f in shown.columns}
+        history.append(history_point(other.round_id, other.cell("risk_score", j), vals))
     return pupil_sheet(name=name, student_key=student_key, school_name=row.get("school_name"),
                        school_code=str(row["school_code"]), grade=row.get("grade"), room=row.get("room"),
                        round_id=rnd.round_id, snapshot_hash=rnd.ref.hash, row=row, values=values, history=history,

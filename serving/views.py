@@ -8,22 +8,27 @@ student's own school.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from features.calendar import ScoringRound, parse_round
 from features.home import EwsHome
 from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
+from serving import exports
 from serving.access import Principal, is_ascii_digits
 from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, published_logit, to_published_scale
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
-from serving.store import LoadedRound
+from serving.store import LIST_COLUMNS, ListCache, LoadedRound, list_revision
 from training.version import ModelVersion
 
 if TYPE_CHECKING:
@@ -93,7 +98,8 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
     plan = rnd.disclosure()
     # Snapshots with an explanation summary already say reasons per group, without values
     # (serving/reasons.py); older ones named the pupil's values, so they are re-said per group.
-    greason = rnd.contrib[idx] @ group_matrix(for_reasons=True) if rnd.manifest.explanation is None else None
+    greason = (rnd.matrix("contribution", idx) @ group_matrix(for_reasons=True)
+               if rnd.manifest.explanation is None else None)
     for j, (i, row) in enumerate(zip(idx, out, strict=True)):
         for f in ("school_code", "tambon_code", "grade"):
             row[f] = plan.shown(int(i), f, row[f])
@@ -103,13 +109,14 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
 
 
 def _rows_full(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) -> list[dict[str, Any]]:
-    df = rnd.rows.iloc[idx]
-    keys = df["student_key"].tolist()
+    keys = rnd.values_at("student_key", idx)
     out = []
     # Every value through `_num`, so no column can put a NaN into the JSON.
-    cols = {c: [_num(v) for v in df[c].tolist()]
-            for c in ("school_code", "grade", "room", "tambon_code", "risk_score", "risk_group",
+    cols = {c: [_num(v) for v in rnd.values_at(c, idx)]
+            for c in ("school_code", "grade", "tambon_code", "risk_score", "risk_group",
                       "reasons_th", "reasons_en", "no_score_reason")}
+    if names is not None:  # rooms as whole numbers (a snapshot may store them as text)
+        cols["room"] = [_num(v) for v in rnd.frame(("room",), idx)["room"].tolist()]
     for i, k in enumerate(keys):
         g = cols["risk_group"][i]
         row: dict[str, Any] = {
@@ -129,12 +136,12 @@ def _rows_full(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None) 
 
 def _filter(rnd: LoadedRound, idx: np.ndarray, grade: str | None, room: int | None, group: str | None) -> np.ndarray:
     if grade is not None:
-        idx = idx[rnd.rows["grade"].to_numpy()[idx] == grade]
+        idx = idx[rnd.column("grade", idx) == grade]
     if room is not None:
-        idx = idx[rnd.rows["room"].to_numpy(dtype=float, na_value=np.nan)[idx] == room]
+        idx = idx[rnd.frame(("room",), idx)["room"].to_numpy(dtype=float, na_value=np.nan) == room]
     if group is not None:
-        idx = idx[rnd.rows["risk_group"].to_numpy()[idx] == group]
-    return idx
+        idx = idx[rnd.column("risk_group", idx) == group]
+    return np.asarray(idx, dtype=np.int64)
 
 
 def school_list(
@@ -142,18 +149,7 @@ def school_list(
     grade: str | None = None, room: int | None = None, group: str | None = None, limit: int | None = None,
 ) -> dict[str, Any]:
     """A school's ranked list. Names and rooms only for the school's own token."""
-    check_school_code(school_code)
-    check_filters(grade, room, group, limit)
-    if not who.may("list"):
-        raise RequestError(403, f"role {who.role} may not read lists")
-    idx = rnd.by_school.get(school_code)
-    tambon = None if idx is None or len(idx) == 0 else rnd.rows["tambon_code"].iat[int(idx[0])]
-    if not who.covers_school(school_code, tambon):
-        raise RequestError(403, "this token does not cover that school")
-    if idx is None:
-        raise RequestError(404, f"no students of school {school_code} in round {rnd.round_id}")
-    if room is not None and not who.sees_names:
-        raise RequestError(403, "rooms are shown to the student's own school only")
+    idx = _school_rows(rnd, who, school_code, grade, room, limit, group)
     idx = _filter(rnd, idx, grade, room, group)
     if grade is not None and not who.sees_everything:  # a grade it would not show is not selected by either
         idx = idx[rnd.disclosure().level[idx] < _grade_hidden()]
@@ -162,11 +158,92 @@ def school_list(
     own = who.sees_names and who.school_code == school_code
     return {
         "round_id": rnd.round_id, "school_code": school_code,
-        "school_name": _num(rnd.rows["school_name"].iat[int(rnd.by_school[school_code][0])]),
+        "school_name": _num(rnd.cell("school_name", int(rnd.by_school[school_code][0]))),
         "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash,
         "population_caveat": _school_caveat(rnd, school_code),
         "students": _rows_out(rnd, idx, names if own else None, who),
     }
+
+
+def _school_rows(rnd: LoadedRound, who: Principal, school_code: str, grade: str | None, room: int | None,
+                 limit: int | None, group: str | None) -> np.ndarray:
+    """The school's ranked rows, after every check of the caller and the request (in this order:
+    values, role, scope, existence, rooms): what a cached list may be served after, too."""
+    check_school_code(school_code)
+    check_filters(grade, room, group, limit)
+    if not who.may("list"):
+        raise RequestError(403, f"role {who.role} may not read lists")
+    idx = rnd.by_school.get(school_code)
+    tambon = None if idx is None or len(idx) == 0 else rnd.cell("tambon_code", int(idx[0]))
+    if not who.covers_school(school_code, tambon):
+        raise RequestError(403, "this token does not cover that school")
+    if idx is None:
+        raise RequestError(404, f"no students of school {school_code} in round {rnd.round_id}")
+    if room is not None and not who.sees_names:
+        raise RequestError(403, "rooms are shown to the student's own school only")
+    return idx
+
+
+ListFormat = Literal["json", "csv", "xlsx"]
+_MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8",
+          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+@dataclass(frozen=True)
+class RenderedList:
+    """A school's list as sent: the body, its media type, the download's file name (None for
+    JSON) and how many students it names (for the access log)."""
+
+    body: bytes
+    media_type: str
+    filename: str | None
+    students: int
+
+
+def render_json(content: Any) -> bytes:
+    """JSON exactly as the service's JSONResponse writes it (starlette's settings)."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
+def school_list_rendered(
+    rnd: LoadedRound, who: Principal, school_code: str, names: dict[str, str], fmt: str,
+    cache: ListCache | None = None, grade: str | None = None, room: int | None = None, group: str | None = None,
+    limit: int | None = None, not_contacted: bool = False, revision: str = "",
+    annotate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+) -> RenderedList:
+    """`school_list` rendered as JSON, CSV or Excel, from `cache` when the same view of the same
+    list at the same revision was rendered before. The caller's checks run first on every request;
+    the key holds what decides the body: round, revision, school, the caller's role and view (own
+    school with names, everything, or disclosure-controlled), filters and format. `annotate` adds
+    state kept outside the snapshot (the action record) to the rows, and `revision` is that state's
+    revision: a recorded action is a new key. `not_contacted` filters on what `annotate` added, so
+    the limit applies after it."""
+    if fmt not in _MEDIA:
+        raise RequestError(400, "format must be json, csv or xlsx")
+    _school_rows(rnd, who, school_code, grade, room, limit, group)
+    own = bool(who.sees_names and who.school_code == school_code)
+    key = (rnd.round_id, list_revision(rnd, school_code), revision, school_code, who.role, own, who.sees_everything,
+           grade, room, group, limit, not_contacted, fmt)
+    filename = None if fmt == "json" else f"risk-{rnd.round_id}-{school_code}.{fmt}"
+    if cache is not None:
+        cache.bind_names(names)
+        hit = cache.get(key)
+        if hit is not None:
+            return RenderedList(hit[0], _MEDIA[fmt], filename, int(hit[1]))
+    out = school_list(rnd, who, school_code, names, grade=grade, room=room, group=group,
+                      limit=None if not_contacted else limit)
+    if annotate is not None:
+        out["students"] = annotate(out["students"])[: limit if not_contacted and limit else None]
+    if fmt == "json":
+        body = render_json(out)
+    elif fmt == "csv":
+        body = exports.to_csv(out["students"], out["population_caveat"])
+    else:
+        title = f"รายชื่อนักเรียนกลุ่มเสี่ยง รอบ {rnd.round_id} โรงเรียน {out['school_name'] or school_code}"
+        body = exports.to_xlsx(out["students"], title, out["population_caveat"])
+    if cache is not None:
+        cache.put(key, body, len(out["students"]))
+    return RenderedList(body, _MEDIA[fmt], filename, len(out["students"]))
 
 
 def area_rows(rnd: LoadedRound, area_code: str) -> np.ndarray:
@@ -194,11 +271,13 @@ AREA_LEVELS = {2: "province", 4: "amphoe", 6: "tambon"}  # code length -> level
 _PARTS = {"province": ("amphoe_code", "amphoe_name"), "amphoe": ("tambon_code", "tambon_name"),
           "tambon": ("school_code", "school_name")}  # level -> the part one level below (code, name)
 _SUMMARY_GROUPS = (*RISK_GROUPS, "no_score")
+_SUMMARY_COLUMNS = ("amphoe_code", "amphoe_name", "tambon_code", "tambon_name", "school_code", "school_name", "grade",
+                    "risk_group")
 
 
 def _area_summary(rnd: LoadedRound, area_code: str) -> dict[str, Any]:
     return {"round_id": rnd.round_id, "area_code": area_code,
-            **summarise_area(rnd.rows.iloc[area_rows(rnd, area_code)], AREA_LEVELS[len(area_code)])}
+            **summarise_area(rnd.frame(_SUMMARY_COLUMNS, area_rows(rnd, area_code)), AREA_LEVELS[len(area_code)])}
 
 
 def summarise_area(df: pd.DataFrame, level: str) -> dict[str, Any]:
@@ -266,9 +345,8 @@ def _area_caveat(rnd: LoadedRound, area_code: str) -> dict[str, str] | None:
     if pop is None or not (pop.census_late or pop.school_fallbacks):
         return None
     # a school's area is its tambon code's prefix (as `by_area`): one look-up per fallen-back school
-    tambon = rnd.rows["tambon_code"]
     codes = {f.school_code for f in pop.school_fallbacks if f.school_code in rnd.by_school
-             and str(tambon.iat[int(rnd.by_school[f.school_code][0])]).startswith(area_code)}
+             and str(rnd.cell("tambon_code", int(rnd.by_school[f.school_code][0]))).startswith(area_code)}
     return pop.caveat(within=codes)
 
 
@@ -281,9 +359,9 @@ def _grade_hidden() -> int:
 def _row_for(rnd: LoadedRound, who: Principal, student_key: str) -> int:
     if not isinstance(student_key, str) or not (8 <= len(student_key) <= 128) or not student_key.isalnum():
         raise RequestError(400, "student key must be 8-128 letters and digits")
-    i = rnd.by_key.get(student_key)
+    i = rnd.row_of(student_key)
     # Same answer for "no such student" and "not yours": existence is not disclosed.
-    if i is None or not who.covers_school(rnd.rows["school_code"].iat[i], rnd.rows["tambon_code"].iat[i]):
+    if i is None or not who.covers_school(rnd.cell("school_code", i), rnd.cell("tambon_code", i)):
         raise RequestError(404, f"no student with that key visible to this token in round {rnd.round_id}")
     return i
 
@@ -293,8 +371,8 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     if not who.may("explain"):
         raise RequestError(403, f"role {who.role} may not read explanations")
     i = _row_for(rnd, who, student_key)
-    r = rnd.rows.iloc[i]
-    values = {f: _num(v) for f, v in rnd.values.iloc[i].items()}
+    r = rnd.frame(LIST_COLUMNS, np.array([i])).iloc[0]
+    values = {f: _num(v) for f, v in rnd.values_frame(np.array([i])).iloc[0].items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
             "grade": _num(r["grade"]), "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash}
     if not who.sees_everything:
@@ -341,7 +419,7 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
         if role in full:
             out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
     if rnd.manifest.explanation is None:  # an older snapshot: its reasons named values
-        greason = rnd.contrib[i] @ group_matrix(for_reasons=True)
+        greason = rnd.matrix("contribution", i) @ group_matrix(for_reasons=True)
         th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
         out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
     # else: the full explanation's reasons are already per group, without values (serving/reasons.py)
@@ -353,7 +431,8 @@ def _explanation_full(rnd: LoadedRound, i: int, r: pd.Series, values: dict[str, 
     if not bool(r["scored"]):
         return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),
                 "reasons_th": _num(r["reasons_th"]), "reasons_en": _num(r["reasons_en"]), "values": values}
-    contrib = rnd.contrib[i]
+    contrib = rnd.matrix("contribution", i)
+    group_contrib = rnd.matrix("group_contribution", i)
     margin, b = float(r["raw_margin"]), float(r["base_value"])
     # Snapshots with an explanation summary store contributions on the published logit's scale (they
     # add up to logit(risk_score)); older ones on the raw margin.
@@ -364,9 +443,9 @@ def _explanation_full(rnd: LoadedRound, i: int, r: pd.Series, values: dict[str, 
               "label_th": BY_NAME[f].th, "value": values[f], "contribution": float(contrib[j]),
               "probability_points": float(contrib[j] * scale * 100)}
              for j, f in enumerate(rnd.manifest.features)]
-    groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(rnd.group_contrib[i, k]),
-               "odds_multiplier": math.exp(float(rnd.group_contrib[i, k])),
-               "probability_points": float(rnd.group_contrib[i, k] * scale * 100)}
+    groups = [{"group": g, "label_en": GROUPS[g][0], "label_th": GROUPS[g][1], "contribution": float(group_contrib[k]),
+               "odds_multiplier": math.exp(float(group_contrib[k])),
+               "probability_points": float(group_contrib[k] * scale * 100)}
               for k, g in enumerate(rnd.manifest.feature_groups)]
 
     def role_part(role: str) -> dict[str, Any]:
@@ -396,21 +475,22 @@ def replay(rnd: LoadedRound, who: Principal, student_key: str, loaded: Versioned
     if loaded.lineage.version != ModelVersion.parse(rnd.model_version):
         raise RequestError(409, "the loaded model is not the version that scored this round")
     model = loaded.model
-    r = rnd.rows.iloc[i]
+    r = rnd.frame(LIST_COLUMNS, np.array([i])).iloc[0]
     if not bool(r["scored"]):
         return {"student_key": student_key, "round_id": rnd.round_id, "scored": False, "matches": True,
                 "no_score_reason": _num(r["no_score_reason"])}
-    frame = rnd.values.iloc[[i]]
+    frame = rnd.values_frame(np.array([i]))
     x = model.encode(frame)
     margin = float(model.raw_margin(x)[0])
     score = float(model.risk_score_from_margin(np.array([margin]))[0])
-    published = rnd.rows.loc[rnd.rows["scored"].astype(bool), "risk_score"].to_numpy(dtype=float)
+    scored = pc.fill_null(rnd.table.column("scored"), False).to_numpy(zero_copy_only=False).astype(bool)
+    published = rnd.table.column("risk_score").to_numpy().astype(float)[scored]
     group = str(model.thresholds_.assign(np.array([score]), round_scores=published)[0])  # cut within the round
     contrib = model.contributions(x)
     if rnd.manifest.explanation is not None:
         contrib = to_published_scale(model, contrib, np.array([score]))[0]
     contrib = contrib[0]
-    stored = rnd.contrib[i]
+    stored = rnd.matrix("contribution", i)
     diff = {
         "raw_margin": abs(margin - float(r["raw_margin"])), "risk_score": abs(score - float(r["risk_score"])),
         "contributions_max": float(np.abs(contrib[:-1] - stored).max()),
