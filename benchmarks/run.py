@@ -13,6 +13,8 @@ In order:
   ingest     bench_ingest on a synthetic delivery of --ingest-rows
   train      bench_train grows the home's training set to --train-rows
   score      bench_score repeats the published round to --score-rows
+  round      bench_round: the home's round tiled to --round-pupils, scored end to end (feature SQL ->
+             snapshot) at two chunk sizes, time and peak memory per stage, projected to 8M
   reasons    bench_reasons: the round's reasons rendered column-wise vs per row, tiled to --score-rows
   serve      bench_serve: per-request latency per route at --serve-clients clients
   load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
@@ -44,11 +46,11 @@ DEFAULT_SIZES = "100000 1000000"
 # Defaults measure the issues' figures; --quick shrinks every one of them to prove the chain runs.
 FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_000, "compare_rows": 2000,
         "serve_seconds": 20.0, "serve_clients": 10, "mix_clients": 50,
-        "load_clients": 100, "load_minutes": 5.0, "load_paths": 20_000}
+        "load_clients": 100, "load_minutes": 5.0, "load_paths": 20_000, "round_pupils": 1_000_000}
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
-         "load_clients": 10, "load_minutes": 0.1, "load_paths": 500}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "reasons", "serve", "load")
+         "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "serve", "load")
 
 
 @dataclass
@@ -155,6 +157,12 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
               ("max abs diff vs shap.TreeExplainer", _fmt(r["max_abs_diff_vs_treeexplainer"])),
               ("max additivity error", _fmt(r["max_additivity_error"])),
               ("projected 8M (excluding feature SQL)", _fmt(r["extrapolated_8M_minutes"], " min"))]
+    elif name.startswith("round"):
+        for run, proj in zip(r["runs"], r["projection_8M"]):
+            stages = ", ".join(f"{k} {_fmt(v['seconds'], ' s')} / {_fmt(v['peak_rss_mb'], ' MB')}" for k, v in run["stages"].items())
+            f.append((f"round of {run['pupils']:,} pupils ({r['tiles']} tiles), chunks of {run['chunk_rows']:,} ({run['chunks']})",
+                      f"{_fmt(run['seconds_total'], ' s')}, peak {_fmt(run['peak_rss_mb'], ' MB')}; {stages}"))
+            f.append((f"projected 8M, chunks of {run['chunk_rows']:,}", f"{_fmt(proj['minutes'], ' min')}, peak {_fmt(proj['peak_rss_mb'], ' MB')}"))
     elif name.startswith("reasons"):
         sec = r["seconds"]
         f += [(f"reasons, {r['rows']:,} rows: column-wise / per-row reference / before", f"{_fmt(sec['column_wise'], ' s')} / "
@@ -223,6 +231,10 @@ def plan(a: argparse.Namespace) -> list[Step]:
                       out / f"train-{a.train_rows}.json"))
     steps.append(Step("score", ["benchmarks.bench_score", "--home", home, "--round", rnd, "--rows", str(a.score_rows),
                                 "--compare-rows", str(a.compare_rows), *o], out / f"score_{a.score_rows}.json"))
+    steps.append(Step("round", ["benchmarks.bench_round", "--home", home, "--round", rnd, "--pupils", str(a.round_pupils),
+                                *([] if a.round_pupils > 100_000 else ["--chunk-rows", str(max(1, a.round_pupils // 5)),
+                                                                        "--chunk-rows", str(a.round_pupils)]), *o],
+                      out / f"round_{a.round_pupils}.json"))
     steps.append(Step("reasons", ["benchmarks.bench_reasons", "--home", home, "--round", rnd, "--rows", str(a.score_rows), *o],
                       out / f"reasons_{a.score_rows}.json"))
     steps.append(Step("serve", ["benchmarks.bench_serve", "--home", home, "--round", rnd, "--clients", str(a.serve_clients),
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
             s.seconds, s.exit_code = round(time.perf_counter() - t0, 1), 0 if rnd else 1
             if rnd is None:
                 s.note = f"home not built: see {hwork}/*.log"
-        elif s.name in ("train", "score", "reasons", "serve", "load"):  # these need the home: trained, with a published round
+        elif s.name in ("train", "score", "round", "reasons", "serve", "load"):  # these need the home: trained, with a published round
             if rnd is None and "home" not in a.only:  # e.g. --only serve: reuse the home an earlier run built
                 rnd = _existing_round(a, hwork)
             if rnd is None:

@@ -6,6 +6,16 @@ The round arrives parsed (`ScoringRound`, parsed once by the CLI) and goes down 
 feature SQL and the snapshot's paths; the snapshot is written through `serving.snapshot`'s typed
 manifest and column schema.
 
+A round is scored in chunks of whole schools of at most `ScoreConfig.chunk_rows` pupils (a school
+larger than that is a chunk alone), from the feature SQL to the snapshot file: the same compiled
+query runs for every chunk with only a table of the chunk's school codes changing
+(`features.pointintime.build.within_schools`), so memory is set by the chunk, not by the country.
+Risk groups are cut within the whole round's scores, so one pass keeps only the score column of
+the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
+snapshot; once every chunk is scored, the groups are cut and the parts are streamed, in chunk order,
+into students.parquet. Rows are in student_key order within a chunk, chunks in school-code order
+(a round that fits one chunk is in student_key order, as before chunking).
+
 Too little data: a student enrolled at the round with no attendance month, no final grades, no
 CCT or care screening known by the as-of date, *and* no earlier census (a newcomer about whom the
 system knows only this census row) gets no score, with that reason. The model would only echo
@@ -17,11 +27,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
@@ -32,7 +47,8 @@ from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, 
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
 from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_matrix, render_reasons
 from serving.snapshot import (
-    ColumnSchema, ModelLineage, ScoreConfig, SnapshotManifest, as_round, publish, snapshots_of, write_snapshot,
+    ColumnSchema, ModelLineage, PendingSnapshot, ScoreConfig, SnapshotManifest, StudentsWriter, as_round, publish,
+    snapshots_of,
 )
 
 if TYPE_CHECKING:
@@ -63,11 +79,12 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
     return np.where(nothing_known.to_numpy(), "no_history", "")
 
 
-def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None) -> str:
+def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None,
+                  schools: str | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of, evidence=evidence)
+    return compiled(census, as_of, evidence=evidence, schools=schools)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -83,31 +100,92 @@ class RoundInputs(NamedTuple):
     population: PopulationSource  # the round's census, or the latest evidence when it was late
 
 
-def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> RoundInputs:
-    """The round's feature table joined with room and school area, the delivery fingerprint, and
-    where the population came from. A round with nobody in it raises `EmptyRoundError`."""
-    from features.pointintime.build import build_features, population_source, require_population
-    from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
+# The relation `within_schools` reads a chunk's school codes from (a temporary table of the session).
+CHUNK_SCHOOLS = "chunk_schools"
+
+
+def read_chunk(con: Any, r: ScoringRound, cal: SchoolCalendar, population: PopulationSource,
+               school_areas: pd.DataFrame, schools: str | None = None) -> pd.DataFrame:
+    """Features joined with room and school area, one row per student by student_key: the round's,
+    or with `schools` those of the schools listed in that relation."""
+    from features.pointintime.build import build_features
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
+    feats = build_features(con, cal, r, population=population, schools=schools).to_pandas()
+    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools)).fetch_df()
+    frame = feats.merge(rooms, on="student_key", how="left").merge(school_areas, on="school_code", how="left")
+    return frame.sort_values("student_key", kind="stable").reset_index(drop=True)
+
+
+def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> RoundInputs:
+    """The round's feature table joined with room and school area, the delivery fingerprint, and
+    where the population came from, in one piece. A round with nobody in it raises `EmptyRoundError`."""
+    from features.pointintime.build import population_source, require_population
+    from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
+
+    as_of = cal.as_of(r)
     con = connect_warehouse(home)
     try:
         source = population_source(con, cal, r)
-        feats = build_features(con, cal, r, population=source).to_pandas()
-        require_population(r, source, len(feats))
-        rooms = con.execute(placement_sql(census, as_of, source.evidence(r))).fetch_df()
-        schools = con.execute(school_areas_sql(as_of)).fetch_df()
+        frame = read_chunk(con, r, cal, source, con.execute(school_areas_sql(as_of)).fetch_df())
+        require_population(r, source, len(frame))
         fingerprint = delivery_fingerprint(con, as_of)
     finally:
         con.close()
-    frame = feats.merge(rooms, on="student_key", how="left").merge(schools, on="school_code", how="left")
-    return RoundInputs(frame.sort_values("student_key", kind="stable").reset_index(drop=True), fingerprint, source)
+    return RoundInputs(frame, fingerprint, source)
 
 
-def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def plan_chunks(con: Any, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
+                chunk_rows: int) -> list[tuple[tuple[str, ...], int]]:
+    """(school codes, pupils) of each chunk: whole schools in school-code order, packed up to
+    `chunk_rows` pupils ('' stands for pupils without a school code). Counted on the same compiled
+    population the features read, so the chunks' rows add up to the round's."""
+    from features.pointintime.build import round_context
+    from features.pointintime.compile import population_steps, with_sql
+
+    ctx = round_context(cal, r)
+    census = cal.census_date(r.academic_year, r.term)
+    sql = with_sql(population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)),
+                   "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
+    chunks: list[tuple[tuple[str, ...], int]] = []
+    codes: list[str] = []
+    pupils = 0
+    for code, n in con.execute(sql).fetchall():
+        if codes and pupils + n > chunk_rows:
+            chunks.append((tuple(codes), pupils))
+            codes, pupils = [], 0
+        codes.append(code)
+        pupils += int(n)
+    if codes:
+        chunks.append((tuple(codes), pupils))
+    return chunks
+
+
+@dataclass
+class StageClock:
+    """Seconds per stage of a round, summed over its chunks; `current` names the running stage (a
+    benchmark's memory sampler reads it to charge each sample to a stage)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    current: str = ""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        before, self.current = self.current, name
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.current = before
+
+
+def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000,
+                 margin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(raw margin, contributions incl. base column, on the raw margin) for every row of the encoded
-    matrix `x`, in batches (`score_frame` moves them onto the published scale)."""
+    matrix `x`, in batches (`explain_frame` moves them onto the published scale). A `margin`
+    already computed for `x` is returned as it is."""
     from serving.fastshap import tree_shap
 
     n = x.shape[0]
@@ -116,32 +194,40 @@ def explain_rows(model: RiskModel, x: np.ndarray, batch_rows: int = 200_000) -> 
         hi = min(n, lo + batch_rows)
         # Flattened on first use only: a round with nobody to score never pays for it.
         tree_shap(shap_tables(model), x[lo:hi], out=contrib[lo:hi])
-    margin = model.raw_margin(x) if n else np.zeros(0)
+    if margin is None:
+        margin = model.raw_margin(x) if n else np.zeros(0)
     return margin, contrib
 
 
-def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
-    """Score, group and explain every eligible row of a feature frame; the others get a reason.
+def explain_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig,
+                  clock: StageClock | None = None) -> pd.DataFrame:
+    """Score and explain every eligible row of a feature frame (the others get a reason), all but
+    the risk group: a scored row's `risk_group` is '' until `assign_groups` cuts the round's scores
+    (a chunk is not a round).
 
     Contributions are stored on the published score's logit scale (`serving.model.to_published_scale`):
     base_value + the contributions = logit(risk_score) for every scored row, checked here."""
+    clock = clock or StageClock()
     reason = eligibility(frame)
     ok = reason == ""
-    x = model.encode(frame.loc[ok])
-    margin, raw = explain_rows(model, x, cfg.batch_rows)
-    err = np.abs(raw.sum(axis=1) - margin).max() if len(margin) else 0.0
-    if err > cfg.additivity_tolerance:
-        raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
-    score = model.risk_score_from_margin(margin)
-    group = np.asarray(model.thresholds_.assign(score, round_scores=score), dtype=object)  # a round's own shares
-    contrib, residual = to_published_scale(model, raw, score, inplace=True)
-    failures = int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
-    if failures:
-        # Counted and logged, not fatal: a pupil beyond the calibrator's clip still gets the score the
-        # model gives; the manifest records how many explanations do not add up (`ExplanationSummary`).
-        _log.warning("%d of %d scored rows: base + contributions differ from the published logit by more "
-                     "than %.0e (max %.2e)", failures, len(residual), ADDITIVITY_TOLERANCE, np.abs(residual).max())
-    gsum = contrib[:, :-1] @ group_matrix()
+    with clock.stage("scores"):
+        x = model.encode(frame.loc[ok])
+        margin = model.raw_margin(x) if len(x) else np.zeros(0)
+        score = model.risk_score_from_margin(margin)
+    with clock.stage("shap"):
+        _, raw = explain_rows(model, x, cfg.batch_rows, margin=margin)
+        del x
+        err = np.abs(raw.sum(axis=1) - margin).max() if len(margin) else 0.0
+        if err > cfg.additivity_tolerance:
+            raise RuntimeError(f"SHAP contributions do not add up to the model output (max error {err:.2e})")
+        contrib, residual = to_published_scale(model, raw, score, inplace=True)
+        failures = int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
+        if failures:
+            # Counted and logged, not fatal: a pupil beyond the calibrator's clip still gets the score the
+            # model gives; the manifest records how many explanations do not add up (`ExplanationSummary`).
+            _log.warning("%d of %d scored rows: base + contributions differ from the published logit by more "
+                         "than %.0e (max %.2e)", failures, len(residual), ADDITIVITY_TOLERANCE, np.abs(residual).max())
+        gsum = contrib[:, :-1] @ group_matrix()
 
     n = len(frame)
     out = pd.DataFrame({"student_key": frame["student_key"].to_numpy()})
@@ -149,7 +235,7 @@ def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.D
     out["no_score_reason"] = pd.Series(reason, dtype=object).replace("", None).to_numpy()
     full = lambda a, fill: _scatter(ok, a, n, fill)  # noqa: E731
     out["risk_score"] = full(score, np.nan)
-    out["risk_group"] = full(group, None)
+    out["risk_group"] = full(np.full(len(score), "", dtype=object), None)
     out["raw_margin"] = full(margin, np.nan)
     out["base_value"] = full(contrib[:, -1], np.nan)
     for i, col in enumerate(SNAPSHOT_COLUMNS.contributions.values()):
@@ -158,31 +244,67 @@ def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.D
         out[col] = full(gsum[:, j], np.nan)
 
     # Reasons for lists and downloads, column-wise; the explanation endpoint re-reads every contribution.
-    th = np.full(n, None, dtype=object)
-    en = np.full(n, None, dtype=object)
-    th[ok], en[ok] = render_reasons(contrib[:, :-1] @ group_matrix(for_reasons=True), cfg.top_reasons)
-    for row in np.flatnonzero(~ok):
-        code = reason[row]
-        en[row], th[row] = NO_SCORE_REASONS[code]
-    out["reasons_th"] = th
-    out["reasons_en"] = en
+    with clock.stage("reasons"):
+        th = np.full(n, None, dtype=object)
+        en = np.full(n, None, dtype=object)
+        th[ok], en[ok] = render_reasons(contrib[:, :-1] @ group_matrix(for_reasons=True), cfg.top_reasons)
+        for row in np.flatnonzero(~ok):
+            code = reason[row]
+            en[row], th[row] = NO_SCORE_REASONS[code]
+        out["reasons_th"] = th
+        out["reasons_en"] = en
     return out
 
 
-def explanation_summary(model: RiskModel, scored: pd.DataFrame) -> ExplanationSummary:
+def assign_groups(model: RiskModel, score: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Risk group of every row of a round (None where not scored): cut within the round's own scores."""
+    s = np.asarray(score, dtype=np.float64)[scored]
+    return _scatter(scored, np.asarray(model.thresholds_.assign(s, round_scores=s), dtype=object), len(scored), None)
+
+
+def score_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+    """Score, group and explain every row of a whole round's feature frame (`explain_frame`, then
+    the groups cut within the frame's scores)."""
+    out = explain_frame(model, frame, cfg)
+    out["risk_group"] = assign_groups(model, out["risk_score"].to_numpy(), out["scored"].to_numpy(dtype=bool))
+    return out
+
+
+@dataclass
+class Additivity:
+    """How a round's explanations add up, gathered chunk by chunk (`ExplanationSummary`'s figures)."""
+
+    max_error: float = 0.0
+    failures: int = 0
+    base_logit: float | None = None  # one number per round: every row shares the booster's expected value
+
+    def add(self, scored: pd.DataFrame) -> None:
+        ok = scored["scored"].to_numpy(dtype=bool)
+        if not ok.any():
+            return
+        phi = scored.loc[ok, list(SNAPSHOT_COLUMNS.contributions.values())].to_numpy(dtype=np.float64)
+        base = scored.loc[ok, "base_value"].to_numpy(dtype=np.float64)
+        residual = phi.sum(axis=1) + base - published_logit(scored.loc[ok, "risk_score"].to_numpy(dtype=np.float64))
+        self.max_error = max(self.max_error, float(np.abs(residual).max()))
+        self.failures += int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum())
+        if self.base_logit is None:
+            self.base_logit = float(base[0])
+
+
+def explanation_summary(model: RiskModel, scored: pd.DataFrame | Additivity) -> ExplanationSummary:
     """What the manifest records about a round's explanations: their scale, the base, and the
-    additivity check recomputed from the columns as written."""
+    additivity check recomputed from the columns as written (a whole round's frame, or gathered
+    chunk by chunk)."""
     from serving.snapshot import ExplanationSummary
 
+    if isinstance(scored, pd.DataFrame):
+        gathered = Additivity()
+        gathered.add(scored)
+        scored = gathered
     scale = published_scale(model)
-    ok = scored["scored"].to_numpy(dtype=bool)
-    phi = scored.loc[ok, list(SNAPSHOT_COLUMNS.contributions.values())].to_numpy(dtype=np.float64)
-    base = scored.loc[ok, "base_value"].to_numpy(dtype=np.float64)
-    residual = phi.sum(axis=1) + base - published_logit(scored.loc[ok, "risk_score"].to_numpy(dtype=np.float64))
-    # The base is one number per round (every row shares the booster's expected value); a round with
-    # nobody scored reports the model's own base.
-    if len(base):
-        base_logit = float(base[0])
+    # a round with nobody scored reports the model's own base
+    if scored.base_logit is not None:
+        base_logit = scored.base_logit
     else:
         alone = np.zeros((1, len(model.features_.names) + 1))
         alone[0, -1] = shap_tables(model).base_value
@@ -190,8 +312,7 @@ def explanation_summary(model: RiskModel, scored: pd.DataFrame) -> ExplanationSu
     return ExplanationSummary(
         calibration=scale.method, slope=scale.slope, intercept=scale.intercept, base_logit=base_logit,
         base_probability=float(1.0 / (1.0 + np.exp(-base_logit))), tolerance=ADDITIVITY_TOLERANCE,
-        max_additivity_error=float(np.abs(residual).max()) if len(residual) else 0.0,
-        additivity_failures=int((np.abs(residual) > ADDITIVITY_TOLERANCE).sum()), material_odds=MATERIAL_ODDS,
+        max_additivity_error=scored.max_error, additivity_failures=scored.failures, material_odds=MATERIAL_ODDS,
         context_features=sorted(CONTEXT_FEATURES), protected_features=sorted(PROTECTED_FEATURES),
     )
 
@@ -255,45 +376,149 @@ class RoundSummary(BaseModel):
     model_version: str
     published: bool
     seconds: dict[str, float]
+    chunks: int = 1  # chunks of whole schools the round was scored in
     population_caveat: dict[str, str] | None = None  # {en, th} when the census was late
 
 
 def score_round(
     home: EwsHome, scoring_round: ScoringRound | str, loaded: VersionedModel, cfg: ScoreConfig | None = None,
-    cal: SchoolCalendar | None = None, do_publish: bool = True,
+    cal: SchoolCalendar | None = None, do_publish: bool = True, clock: StageClock | None = None,
 ) -> RoundSummary:
     """Score one round with a loaded registered version, write its snapshot and (by default) publish it.
 
     `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
-    outside serving is parsed once here."""
+    outside serving is parsed once here. The round goes chunk by chunk (module doc); `clock` collects
+    the seconds of each stage (features, scores, shap, reasons, snapshot)."""
+    from features.pointintime.build import population_source, require_population
+    from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
+
     r = as_round(scoring_round)
     cfg = cfg or ScoreConfig()
     cal = cal or home.calendar
+    clock = clock or StageClock()
+    model = loaded.model
+    as_of = cal.as_of(r)
     t0 = time.perf_counter()
-    frame, fingerprint, population = read_round_inputs(home, r, cal)
-    t1 = time.perf_counter()
-    scored = score_frame(loaded.model, frame, cfg)
-    t2 = time.perf_counter()
-    table = build_snapshot_table(frame, scored)
-    manifest = SnapshotManifest(
-        round=r, as_of=cal.as_of(r), model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
-        config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES), feature_groups=list(GROUP_NAMES),
-        no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()}, columns=SNAPSHOT_COLUMNS,
-        explanation=explanation_summary(loaded.model, scored),
-        population=population,
-    )
-    ref = write_snapshot(home, manifest, table)
-    if do_publish:
-        publish(home, ref)
-    t3 = time.perf_counter()
-    groups = scored["risk_group"].value_counts().to_dict()
+    con = connect_warehouse(home)
+    try:
+        with clock.stage("features"):
+            population = population_source(con, cal, r)
+            chunks = plan_chunks(con, cal, r, population, cfg.chunk_rows)
+            require_population(r, population, sum(n for _, n in chunks))
+            school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
+            fingerprint = delivery_fingerprint(con, as_of)
+        with PendingSnapshot(home, r) as pending:
+            parts = pending.scratch("parts")
+            written: list[_Part] = []
+            additivity = Additivity()
+            for i, (codes, pupils) in enumerate(chunks):
+                with clock.stage("features"):
+                    schools = None
+                    if len(chunks) > 1:  # a round in one chunk runs the query unrestricted
+                        con.execute(f"CREATE OR REPLACE TEMP TABLE {CHUNK_SCHOOLS} AS "
+                                    "SELECT unnest(?::VARCHAR[]) AS school_code", [list(codes)])
+                        schools = CHUNK_SCHOOLS
+                    frame = read_chunk(con, r, cal, population, school_areas, schools)
+                if len(frame) != pupils:
+                    raise RuntimeError(f"round {r.round_id}, chunk {i}: {len(frame)} feature rows for {pupils} "
+                                       "pupils of its schools")
+                explained = explain_frame(model, frame, cfg, clock)
+                with clock.stage("snapshot"):
+                    additivity.add(explained)
+                    table = build_snapshot_table(frame, explained)
+                    del frame, explained
+                    written.append(_Part.write(parts / f"{i:05d}.arrow", table))
+                    del table
+            con.close()
+            with clock.stage("snapshot"):
+                score = np.concatenate([p.score for p in written])
+                scored = np.concatenate([p.scored for p in written])
+                group = assign_groups(model, score, scored)
+                writer = StudentsWriter(pending.students_path, _common_schema(written))
+                # the placeholder was typed as pandas types the groups' strings (null: nobody scored)
+                gtype = writer.schema.field("risk_group").type
+                offset = 0
+                for part in written:
+                    table = part.read()
+                    idx = table.schema.get_field_index("risk_group")
+                    chunk_groups = pa.array(group[offset:offset + table.num_rows], type=gtype)
+                    writer.write(table.set_column(idx, table.schema.field(idx).with_type(gtype), chunk_groups))
+                    offset += table.num_rows
+                    part.path.unlink()
+                    del table
+                writer.close()
+                manifest = SnapshotManifest(
+                    round=r, as_of=as_of, model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
+                    config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES),
+                    feature_groups=list(GROUP_NAMES),
+                    no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()},
+                    columns=SNAPSHOT_COLUMNS, explanation=explanation_summary(model, additivity), population=population,
+                )
+                ref = pending.seal(manifest)
+                if do_publish:
+                    publish(home, ref)
+    finally:
+        con.close()
+    counts = pd.Series(group[scored]).value_counts().to_dict()
+    seconds = {k: round(v, 2) for k, v in clock.seconds.items()}
     return RoundSummary(
-        round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(frame),
-        scored=int(scored["scored"].sum()), no_score=int((~scored["scored"]).sum()),
-        groups={g: int(groups.get(g, 0)) for g in ("problem", "at_risk", "normal")},
+        round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(score),
+        scored=int(scored.sum()), no_score=int((~scored).sum()),
+        groups={g: int(counts.get(g, 0)) for g in ("problem", "at_risk", "normal")},
         model_version=str(loaded.lineage.version), published=do_publish, population_caveat=population.caveat(),
-        seconds={"features": round(t1 - t0, 2), "score_explain": round(t2 - t1, 2), "write": round(t3 - t2, 2)},
+        seconds=seconds | {"total": round(time.perf_counter() - t0, 2)}, chunks=len(chunks),
     )
+
+
+@dataclass
+class _Part:
+    """One chunk's finished snapshot rows in a scratch file, with what the round needs of them in
+    memory: the scores (for the round's groups) and, per column, whether it holds nulls (for the
+    schema of the whole file)."""
+
+    path: Path
+    schema: pa.Schema
+    score: np.ndarray
+    scored: np.ndarray
+    nulls: dict[str, tuple[int, int]]  # column -> (null count, rows)
+
+    @classmethod
+    def write(cls, path: Path, table: pa.Table) -> _Part:
+        # Arrow IPC, lz4: read back once, column types and the pandas metadata kept exactly.
+        feather.write_feather(table, path, compression="lz4")
+        return cls(path, table.schema, table.column("risk_score").to_numpy(zero_copy_only=False),
+                   table.column("scored").to_numpy(zero_copy_only=False).astype(bool),
+                   {name: (col.null_count, len(col)) for name, col in zip(table.column_names, table.columns)})
+
+    def read(self) -> pa.Table:
+        return feather.read_table(self.path, memory_map=False)
+
+
+def _common_schema(parts: list[_Part]) -> pa.Schema:
+    """The schema of the round's file: each chunk's (from pandas) unified, as the whole round in one
+    frame would have typed it. A column with nulls in one chunk and none in another (an integer
+    feature becomes a float, a flag an object) or all null in one (null type) takes the wider type;
+    its pandas metadata entry comes from a chunk whose column has some but not only nulls (as the
+    round's has then), else from a chunk of the unified type."""
+    import json
+
+    schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+    metas = [json.loads(p.schema.metadata[b"pandas"]) if p.schema.metadata and b"pandas" in p.schema.metadata
+             else None for p in parts]
+    if metas[0] is None or len(parts) == 1:
+        return schema.with_metadata(parts[0].schema.metadata) if len(parts) == 1 else schema
+    chosen = []
+    for j, entry in enumerate(metas[0]["columns"]):
+        name = entry["name"]
+        target = schema.field(name).type
+
+        def rank(k: int) -> int:
+            nulls, rows = parts[k].nulls[name]
+            return 2 if 0 < nulls < rows else 1 if parts[k].schema.field(name).type == target else 0
+        best = max(range(len(parts)), key=lambda k: (rank(k), -k))
+        chosen.append(metas[best]["columns"][j] if metas[best] else entry)
+    merged = dict(metas[0], columns=chosen)
+    return schema.with_metadata({**parts[0].schema.metadata, b"pandas": json.dumps(merged).encode()})
 
 
 def due_rounds(home: EwsHome, model_version: ModelVersion, today: dt.date,

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.home import EwsHome
-from features.parquet import write_parquet
+from features.parquet import ROW_GROUP_ROWS, write_parquet
 from features.pointintime.build import PopulationSource
 from features.pointintime.pipeline import file_sha256
 
@@ -59,6 +59,9 @@ class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = SCORE_CONFIG_VERSION
     batch_rows: int = Field(200_000, ge=1000, description="Rows explained per batch (bounds memory: ~0.6 KB per row).")
+    chunk_rows: int = Field(
+        200_000, ge=1, description="Pupils per chunk of whole schools scored at once, from the feature SQL to the "
+                                   "snapshot file (bounds a round's memory; a school larger than this is a chunk alone).")
     top_reasons: int = Field(3, ge=1, le=9, description="Reasons kept per student for lists and downloads.")
     additivity_tolerance: float = Field(1e-6, gt=0, description="Max |sum of contributions + base - raw margin| accepted.")
 
@@ -289,36 +292,115 @@ def _v1_group_attributes(students: pd.DataFrame, schema: ColumnSchema) -> pd.Dat
     }, index=students.index)
 
 
-def write_snapshot(home: EwsHome, manifest: SnapshotManifest, students: pa.Table) -> SnapshotRef:
-    """Write the snapshot under its content hash (idempotent) without publishing it. The manifest's
-    counts, file hash and snapshot hash are filled in here."""
-    round_dir = home.rounds_dir / manifest.round_id
-    round_dir.mkdir(parents=True, exist_ok=True)
-    missing = [c for role in ("id", "time", "placement", "score", "reason", "model_input", "contribution",
-                              "group_contribution", "group_attribute")
-               for c in manifest.columns.columns(role) if c not in students.column_names]  # type: ignore[arg-type]
-    if missing:
-        raise ValueError(f"the students table lacks columns its schema declares: {', '.join(missing[:5])}")
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=round_dir))
-    try:
-        # Written so that equal tables give equal bytes (whatever the chunking of the query
-        # result), so the file hash is a content hash and rescoring reproduces the snapshot.
-        write_parquet(students, tmp / STUDENTS)
-        scored = int(pc.sum(students.column("scored")).as_py() or 0) if students.num_rows else 0
-        body = manifest.model_copy(update={"students_sha256": file_sha256(tmp / STUDENTS), "rows": students.num_rows,
+_ROLES: tuple[ColumnRole, ...] = ("id", "time", "placement", "score", "reason", "model_input", "contribution",
+                                  "group_contribution", "group_attribute")
+
+
+class StudentsWriter:
+    """Appends tables to students.parquet in the fixed row groups of `features.parquet.write_parquet`,
+    so a round written chunk by chunk has the bytes of the same rows written at once (for one schema).
+    Holds at most one row group of buffered rows beyond the table being appended."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.path, self.schema, self.row_group_rows = path, schema, row_group_rows
+        self.rows = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=True, write_statistics=True)
+
+    def write(self, table: pa.Table) -> None:
+        table = table.cast(self.schema) if table.schema != self.schema else table
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        self.rows += table.num_rows
+        if self._buffered >= self.row_group_rows:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool) -> None:
+        pending = pa.concat_tables(self._buffer)
+        offset = 0
+        while pending.num_rows - offset >= self.row_group_rows or (not whole_groups_only and offset < pending.num_rows):
+            part = pending.slice(offset, self.row_group_rows).combine_chunks()
+            self._writer.write_table(part, row_group_size=self.row_group_rows)
+            offset += part.num_rows
+        rest = pending.slice(offset)
+        self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        if self._buffered:
+            self._flush(whole_groups_only=False)
+        elif not self.rows:
+            self._writer.write_table(self.schema.empty_table())  # as write_parquet writes an empty table
+        self._writer.close()
+
+
+class PendingSnapshot:
+    """A snapshot folder being written: a hidden temporary folder beside the round's snapshots that
+    `seal` renames to its hash in one step and any failure removes, so no half snapshot is ever under
+    a hash name. Use as a context manager around the writing."""
+
+    def __init__(self, home: EwsHome, scoring_round: ScoringRound) -> None:
+        self.round = scoring_round
+        self.round_dir = home.rounds_dir / scoring_round.round_id
+        self.round_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.round_dir))
+        self.ref: SnapshotRef | None = None
+
+    @property
+    def students_path(self) -> Path:
+        return self.folder / STUDENTS
+
+    def scratch(self, name: str) -> Path:
+        """A working folder inside the pending snapshot (removed before `seal` renames it)."""
+        d = self.folder / ".scratch" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def __enter__(self) -> PendingSnapshot:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.ref is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def seal(self, manifest: SnapshotManifest) -> SnapshotRef:
+        """Check students.parquet against the manifest's column schema, fill in the counts, the file
+        hash and the snapshot hash, and rename the folder to the hash (idempotent: an equal snapshot
+        already there is kept)."""
+        shutil.rmtree(self.folder / ".scratch", ignore_errors=True)
+        names = set(pq.read_schema(self.students_path).names)
+        missing = [c for role in _ROLES for c in manifest.columns.columns(role) if c not in names]
+        if missing:
+            raise ValueError(f"the students table lacks columns its schema declares: {', '.join(missing[:5])}")
+        meta = pq.read_metadata(self.students_path)
+        rows = meta.num_rows
+        scored = int(pc.sum(pq.read_table(self.students_path, columns=["scored"]).column("scored")).as_py() or 0) \
+            if rows else 0
+        body = manifest.model_copy(update={"students_sha256": file_sha256(self.students_path), "rows": rows,
                                            "scored_rows": scored, "snapshot_hash": ""})
         digest = hashlib.sha256(body.canonical().encode("utf-8")).hexdigest()[:16]
         body = body.model_copy(update={"snapshot_hash": digest})
-        (tmp / MANIFEST).write_text(body.canonical(), encoding="utf-8")
-        final = round_dir / digest
+        (self.folder / MANIFEST).write_text(body.canonical(), encoding="utf-8")
+        final = self.round_dir / digest
         if final.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(self.folder)
         else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return SnapshotRef(manifest.round, digest, final)
+            os.rename(self.folder, final)
+        self.ref = SnapshotRef(self.round, digest, final)
+        return self.ref
+
+
+def write_snapshot(home: EwsHome, manifest: SnapshotManifest, students: pa.Table) -> SnapshotRef:
+    """Write the snapshot under its content hash (idempotent) without publishing it. The manifest's
+    counts, file hash and snapshot hash are filled in here."""
+    missing = [c for role in _ROLES for c in manifest.columns.columns(role) if c not in students.column_names]
+    if missing:
+        raise ValueError(f"the students table lacks columns its schema declares: {', '.join(missing[:5])}")
+    with PendingSnapshot(home, manifest.round) as pending:
+        # Written so that equal tables give equal bytes (whatever the chunking of the query
+        # result), so the file hash is a content hash and rescoring reproduces the snapshot.
+        write_parquet(students, pending.students_path)
+        return pending.seal(manifest)
 
 
 def publish(home: EwsHome, ref: SnapshotRef) -> None:

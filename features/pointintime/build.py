@@ -259,9 +259,22 @@ def require_population(r: ScoringRound, source: PopulationSource, rows: int) -> 
     raise EmptyRoundError(f"round {r.round_id} has no students: {missing}; nothing was written")
 
 
+def within_schools(steps: list[tuple[str, str]], schools: str | None) -> list[tuple[str, str]]:
+    """The population steps restricted to the schools listed in relation `schools` (a column
+    `school_code`; '' stands for a pupil without one), or as they are when `schools` is None.
+    Serving scores a round chunk by chunk of whole schools with the same SQL for every chunk:
+    only the relation's rows change. Every feature is per pupil or per school, so a pupil's row
+    does not depend on which other schools are in the chunk."""
+    if schools is None:
+        return steps
+    *head, (name, sql) = steps
+    return [*head, (f"{name}_round", sql),
+            (name, f"SELECT * FROM {name}_round WHERE coalesce(school_code, '') IN (SELECT school_code FROM {schools})")]
+
+
 def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
-                 population: PopulationSource | None = None) -> str:
-    """The round's feature query, compiled from the declared groups.
+                 population: PopulationSource | None = None, schools: str | None = None) -> str:
+    """The round's feature query, compiled from the declared groups (`schools`: `within_schools`).
 
     Everything per student joins and groups on `sid`, the link run's integer for student_key
     (hashing an integer instead of a 21-character string); only the result carries the key.
@@ -272,15 +285,17 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
             "pop.school_code")
     evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
-                          population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence))
+                          within_schools(population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence), schools))
 
 
 def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB,
-                  evidence: LatestEvidence | None = None) -> str:
+                  evidence: LatestEvidence | None = None, schools: str | None = None) -> str:
     """(student_key, room) of each student enrolled at the census, as known by as-of (for serving);
-    with `evidence`, of the latest-evidence population the features used (census late)."""
+    with `evidence`, of the latest-evidence population the features used (census late); with
+    `schools`, of those schools only (`within_schools`)."""
     ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
-    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room"), evidence),
+    columns = ("student_key", "sid", "room", *(("school_code",) if schools else ()))
+    return with_sql(within_schools(population_steps(ctx, census, columns, evidence), schools),
                     "SELECT student_key, room FROM pop")
 
 
@@ -296,7 +311,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 
 def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
-                   population: PopulationSource | None = None) -> pa.Table:
+                   population: PopulationSource | None = None, schools: str | None = None) -> pa.Table:
     """The round's feature table (one row per enrolled student, sorted by student_key).
 
     The population is the round's census, or the latest enrolment evidence when the census was not
@@ -304,7 +319,7 @@ def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scori
     table is returned as it is: writers call `require_population` before they write anything.
     """
     population = population or population_source(con, cal, r, schema)
-    table = con.sql(features_sql(cal, r, schema, population=population)).to_arrow_table()
+    table = con.sql(features_sql(cal, r, schema, population=population, schools=schools)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)

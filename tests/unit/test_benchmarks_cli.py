@@ -21,8 +21,8 @@ from benchmarks import run
 from benchmarks.latency import Target, latency_stats, measure, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", "bench_train", "bench_score", "bench_reasons",
-           "bench_serve"]
+MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", "bench_train", "bench_score", "bench_round",
+           "bench_reasons", "bench_serve"]
 
 
 @pytest.mark.parametrize("name", ["run", "bench_load"])
@@ -57,10 +57,11 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     run.main(["--plan", "--size", "3000", "--quick"])
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(":")[0] for line in lines]
-    assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "ingest", "train", "score", "reasons", "serve", "load"]
+    assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "ingest", "train", "score", "round", "reasons",
+                     "serve", "load"]
     home = "bench-out/work/pipeline_3000/home"
     for line in lines:
-        if line.startswith(("engines", "train", "score", "reasons", "serve", "load")):
+        if line.startswith(("engines", "train", "score", "round", "reasons", "serve", "load")):
             assert f"--home {home}" in line
     assert "--seconds 3.0" in next(x for x in lines if x.startswith("serve"))
 

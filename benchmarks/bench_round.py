@@ -1,0 +1,244 @@
+"""Benchmark: one scoring round of a million pupils in bounded memory - feature SQL -> scores -> SHAP
+-> reasons -> snapshot - timed and its peak memory measured per stage, at two chunk sizes.
+
+    .venv/bin/python -m benchmarks.bench_round --home PATH --round R [--pupils 1000000]
+                                               [--chunk-rows 200000 --chunk-rows 1000000]
+
+`--home` is a home with a champion and a linked warehouse (`make bench` passes its own). Simulating
+and ingesting a million-pupil world takes about half an hour on the project's 2-core machine, so the
+million-pupil warehouse is built by TILING the home's: every person-bearing table (src_* but the
+area registry, token_keys, record_keys) is repeated k times with new keys in copy i > 0 - id token,
+student key, school code and case id get the suffix `~i`, `sid` moves up by i x (largest sid + 1),
+source_line by i x 10^9 - so the feature SQL really runs over k x the round's pupils in k x the
+schools, each copy a faithful replay of the base world. k is the smallest count reaching --pupils.
+The tiled home is kept in --work and reused while its tile count is the same.
+
+Each chunk size is scored in its own process (`serving.scoring.score_round`, not published) so its
+peak RSS is its own: a sampler thread reads the RSS every 20 ms and charges it to the stage the
+round's `StageClock` is in (features, scores, shap, reasons, snapshot); the process peak is
+`ru_maxrss`. CPU seconds per stage are sampled the same way: on a shared machine they say what the
+wall time would be on an idle one (2 cores: wall >= CPU / 2). The projection to 8M pupils scales each stage's time linearly in pupils from the
+measured run (the work per chunk is the same; chunks are 8x as many), and states which memory grows
+with the round: 17 bytes a pupil (score, scored flag, group) plus the population's
+count by school; every other peak is set by the chunk. Writes bench-out/round_<pupils>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TILED_TABLE_PREFIX = "src_"
+UNTILED_SOURCES = {"src_areas"}  # the area registry: keyed by tambon, shared by every copy
+KEY_TABLES = ("token_keys", "record_keys")
+SUFFIXED = ("id_token", "student_key", "school_code", "case_id")
+LINE_OFFSET = 1_000_000_000
+PROJECT_TO = 8_000_000
+ROUND_STAGES = ("features", "scores", "shap", "reasons", "snapshot")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, help="EWS_HOME with a champion and a linked warehouse.")
+    ap.add_argument("--round", dest="round_id", help="The round to score (its census must be in the warehouse).")
+    ap.add_argument("--pupils", type=int, default=1_000_000, help="Pupils in the tiled round (at least).")
+    ap.add_argument("--chunk-rows", type=int, action="append", dest="chunk_rows",
+                    help="Chunk size to measure (repeat); default 200000 and 1000000.")
+    ap.add_argument("--work", type=Path, default=None, help="Where the tiled home lives (default bench-out/work/round_<pupils>).")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one scoring, JSON here
+    return ap
+
+
+# --- the tiled home ---------------------------------------------------------------------------
+
+def round_pupils(home: Path, round_id: str) -> int:
+    """Pupils of the round in a home (the population the features read)."""
+    from features.calendar import parse_round
+    from features.home import EwsHome
+    from features.pointintime.build import population_source
+    from features.pointintime.pipeline import connect_warehouse
+    from serving.scoring import plan_chunks
+
+    h = EwsHome(root=home)
+    r = parse_round(round_id)
+    con = connect_warehouse(h)
+    try:
+        return sum(n for _, n in plan_chunks(con, h.calendar, r, population_source(con, h.calendar, r), 10**12))
+    finally:
+        con.close()
+
+
+def _tiled_select(con: Any, table: str, tiles: int, max_sid: int) -> str:
+    cols = [c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'base' AND table_name = ? ORDER BY column_index",
+        [table]).fetchall()]
+    out = []
+    for c in cols:
+        q = f'"{c}"'
+        if c in SUFFIXED:
+            out.append(f"CASE WHEN i = 0 OR {q} IS NULL THEN {q} ELSE {q} || '~' || i END AS {q}")
+        elif c == "sid":
+            out.append(f"{q} + i * {max_sid + 1} AS {q}")
+        elif c == "source_line":
+            out.append(f"{q} + i * {LINE_OFFSET} AS {q}")
+        else:
+            out.append(q)
+    return f"SELECT {', '.join(out)} FROM base.{table}, range({tiles}) AS tile(i)"
+
+
+def tile_home(base: Path, dest: Path, tiles: int) -> None:
+    """`dest`: a copy of `base`'s registry and settings with its warehouse tiled `tiles` times."""
+    import duckdb
+
+    from features.linkage.link import create_linked_views
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    skip = {"warehouse.duckdb", "warehouse.duckdb.wal", "vault", "rounds", "features", "trainsets", "quarantine", "spill"}
+    shutil.copytree(base, dest, ignore=lambda d, names: [n for n in names if Path(d) == base and n in skip])
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"ATTACH '{base / 'warehouse.duckdb'}' AS base (READ_ONLY)")
+        con.execute(f"ATTACH '{dest / 'warehouse.duckdb'}' AS wh")
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'base' "
+                                            "ORDER BY table_name").fetchall()]
+        max_sid = int(con.execute("SELECT max(sid) FROM base.token_keys").fetchone()[0] or 0)
+        max_sid = max(max_sid, int(con.execute("SELECT coalesce(max(sid), 0) FROM base.record_keys").fetchone()[0]))
+        for t in tables:
+            tiled = t in KEY_TABLES or (t.startswith(TILED_TABLE_PREFIX) and t not in UNTILED_SOURCES)
+            sql = _tiled_select(con, t, tiles, max_sid) if tiled else f"SELECT * FROM base.{t}"
+            con.execute(f"CREATE TABLE wh.{t} AS {sql}")
+        con.execute("USE wh")
+        create_linked_views(con)
+    finally:
+        con.close()
+    (dest / ".tiles").write_text(f"{tiles}\n")
+
+
+# --- one measured scoring ---------------------------------------------------------------------
+
+def measure(home: Path, round_id: str, chunk_rows: int, out: Path) -> None:
+    """Score the round once (not published) and write seconds and peak RSS per stage to `out`."""
+    import psutil
+
+    from features.calendar import parse_round
+    from features.home import EwsHome
+    from serving.scoring import ScoreConfig, StageClock, score_round
+    from training.registry import load_model
+
+    h = EwsHome(root=home)
+    loaded = load_model(h)
+    clock = StageClock()
+    peaks: dict[str, int] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of the process per stage: the shared machine's load inflates wall time
+    proc, done = psutil.Process(), threading.Event()
+
+    def sample() -> None:
+        last = sum(proc.cpu_times()[:2])
+        while not done.is_set():
+            rss, stage, now = proc.memory_info().rss, clock.current or "other", sum(proc.cpu_times()[:2])
+            peaks[stage] = max(peaks.get(stage, 0), rss)
+            cpu[stage], last = cpu.get(stage, 0.0) + now - last, now
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    rss_before = proc.memory_info().rss
+    sampler.start()
+    t0 = time.perf_counter()
+    summary = score_round(h, parse_round(round_id), loaded, ScoreConfig(chunk_rows=chunk_rows), do_publish=False,
+                          clock=clock)
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    out.write_text(json.dumps({
+        "chunk_rows": chunk_rows, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
+        "seconds_total": round(wall, 1),
+        "stages": {s: {"seconds": round(clock.seconds.get(s, 0.0), 1), "cpu_seconds": round(cpu.get(s, 0.0), 1),
+                       "peak_rss_mb": round(peaks.get(s, 0) / 2**20)} for s in ROUND_STAGES},
+        "cpu_seconds_total": round(sum(cpu.values()), 1), "load_average_1min_at_end": os.getloadavg()[0],
+        "rss_after_loading_model_mb": round(rss_before / 2**20),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "snapshot_mb": round(sum(p.stat().st_size for p in Path(summary.folder).iterdir()) / 2**20, 1),
+    }, indent=2) + "\n")
+
+
+def projection(run: dict[str, Any], pupils: int) -> dict[str, Any]:
+    """8M from a measured run: each stage's time x (8M / pupils); memory: the chunk's peak, plus
+    what the round holds for every pupil until the groups are cut."""
+    factor = PROJECT_TO / pupils
+    per_round_mb = 17 * (PROJECT_TO - pupils) / 2**20
+    return {
+        "pupils": PROJECT_TO, "chunk_rows": run["chunk_rows"], "chunks": math.ceil(run["chunks"] * factor),
+        "minutes": round(run["seconds_total"] * factor / 60, 1),
+        "cpu_minutes": round(run["cpu_seconds_total"] * factor / 60, 1),
+        "peak_rss_mb": round(run["peak_rss_mb"] + per_round_mb),
+        "stage_minutes": {s: round(v["seconds"] * factor / 60, 1) for s, v in run["stages"].items()},
+        "assumes": "time linear in pupils (same work per chunk, chunks x8); memory = measured peak + 17 B/pupil "
+                   "held for the round (score, flag, group); DuckDB's per-chunk query memory does not grow",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser()
+    a = ap.parse_args(argv)
+    a.chunk_rows = a.chunk_rows or [200_000, 1_000_000]
+    a.work = a.work or a.out_dir / "work" / f"round_{a.pupils}"
+    if a.plan:
+        print(json.dumps({"benchmark": "round", **vars(a)}, default=str))
+        return
+    if a.home is None or a.round_id is None:
+        ap.error("--home and --round are required (`make bench` builds a home and passes them)")
+    if a.measure is not None:
+        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure)
+        return
+    base = round_pupils(a.home.resolve(), a.round_id)
+    if not base:
+        raise SystemExit(f"round {a.round_id} has no pupils in {a.home}")
+    tiles = math.ceil(a.pupils / base)
+    tiled = (a.work / "home").resolve()
+    t0 = time.perf_counter()
+    marker = tiled / ".tiles"
+    if not (marker.exists() and marker.read_text().strip() == str(tiles)):
+        print(f"tiling {a.home}'s warehouse {tiles} times ({base:,} pupils in {a.round_id}) into {tiled}", flush=True)
+        tile_home(a.home.resolve(), tiled, tiles)
+    tile_seconds = time.perf_counter() - t0
+    runs = []
+    for n in a.chunk_rows:
+        out = a.work / f"measure_{n}.json"
+        cmd = [sys.executable, "-m", "benchmarks.bench_round", "--home", str(tiled), "--round", a.round_id,
+               "--chunk-rows", str(n), "--measure", str(out)]
+        print("== " + " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True)
+        runs.append(json.loads(out.read_text()))
+        print(json.dumps(runs[-1]), flush=True)
+        for d in (tiled / "rounds" / a.round_id).iterdir():  # the next size scores the round afresh
+            shutil.rmtree(d) if d.is_dir() else d.unlink()
+    result = {
+        "benchmark": "round", "round": a.round_id, "base_home": str(a.home), "base_pupils": base, "tiles": tiles,
+        "pupils": runs[0]["pupils"], "tiling_seconds": round(tile_seconds, 1), "runs": runs,
+        "projection_8M": [projection(r, r["pupils"]) for r in runs],
+        "targets": {"minutes_at_1M": 3, "peak_gb_at_1M": 4, "minutes_at_8M": 25},
+        "command": " ".join([".venv/bin/python", "-m", "benchmarks.bench_round", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    path = a.out_dir / f"round_{a.pupils}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
