@@ -98,8 +98,10 @@ class OutcomeConfig(_Model):
         (0.67, 1.5), description="Realised dropouts / sum of risk scores must lie in this band (calibration in the large).")
     observed_to_expected_confidence: float = Field(
         0.95, gt=0, lt=1,
-        description="Confidence of the interval around O/E (exact Poisson on the realised count): a breach only "
-                    "when the whole interval lies outside the band, so a small school year's noise is not a breach.")
+        description="Confidence of every realised-outcome interval: O/E (exact Poisson on the realised count; a breach "
+                    "only when the whole interval lies outside the band), the ROC-AUC drop (Hanley-McNeil) and the "
+                    "precision@10% drop (binomial; judged on the drop less its margin), so a small school year's "
+                    "noise is not a breach.")
     min_positives: int = Field(20, ge=1, description="Fewer realised dropouts: outcomes are reported but not judged.")
     fairness_band: tuple[float, float] = Field(
         default_factory=lambda: FairnessConfig().band,

@@ -178,3 +178,48 @@ def test_monitoring_judges_realised_fairness_by_the_release_gates_own_rules_unle
     assert (cfg.fairness_band, cfg.fairness_metrics, cfg.fairness_judged_attributes) == \
         (gate.band, gate.gate_metrics, gate.gate_attributes)
     assert OutcomeConfig(fairness_band=(0.7, 1.4)).fairness_band == (0.7, 1.4)
+
+
+def _ranked_world(positives: int, n: int, separation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores whose ROC-AUC is about Phi(separation / sqrt 2), with `positives` dropouts among n."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n)
+    y[rng.choice(n, positives, replace=False)] = 1
+    z = rng.normal(size=n) + separation * y
+    score = 0.02 / (1 + np.exp(-(z - 2)))  # a small base rate, monotone in z
+    return y, score
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_an_auc_drop_within_one_rounds_sampling_error_is_not_a_breach_but_a_shown_one_is(seed: int) -> None:
+    from monitoring.outcomes import auc_standard_error
+
+    card = {"roc_auc": 0.816, "ece": 0.01, "precision_at_10pct": 0.0}
+    # 33 dropouts: realised AUC 0.71-0.73, a point drop past the 0.07 drift threshold, with a
+    # standard error near 0.045: what a model as good as its card also shows in one round
+    y, score = _ranked_world(33, 4000, 0.87, seed)
+    out = judge_outcomes(y, score, np.array(["s"] * 4000), score > np.quantile(score, 0.9),
+                         pd.DataFrame({a: ["x"] * 4000 for a in OutcomeConfig().fairness_attributes}), card, OutcomeConfig())
+    auc = next(c for c in out.checks if c.check == "roc_auc")
+    assert card["roc_auc"] - auc.value > 0.07 and auc_standard_error(auc.value, 33, 3967) > 0.03
+    assert auc.level != "drift"
+    # 600 dropouts and AUC ~0.70: the same rule calls a drop of ~0.12 drift (standard error ~0.011)
+    y, score = _ranked_world(600, 30000, 0.74, seed)
+    out = judge_outcomes(y, score, np.array(["s"] * 30000), score > np.quantile(score, 0.9),
+                         pd.DataFrame({a: ["x"] * 30000 for a in OutcomeConfig().fairness_attributes}), card, OutcomeConfig())
+    auc = next(c for c in out.checks if c.check == "roc_auc")
+    assert auc.value < 0.73 and auc.level == "drift"
+
+
+def test_the_hanley_mcneil_error_matches_the_spread_of_realised_aucs() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from monitoring.outcomes import auc_standard_error
+
+    aucs = []
+    for seed in range(300):
+        y, score = _ranked_world(40, 3000, 0.91, seed)
+        aucs.append(roc_auc_score(y, score))
+    se = auc_standard_error(float(np.mean(aucs)), 40, 2960)
+    # the formula's error is within 20% of the observed spread over 300 rounds (its own SE ~4%)
+    assert 0.8 < se / np.std(aucs) < 1.2
