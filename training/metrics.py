@@ -358,13 +358,34 @@ def poisson_interval(observed: float, level: float = 0.95) -> tuple[float, float
     return float(lo), float(hi)
 
 
+def platt_replicates(y_calib: np.ndarray, raw_calib: np.ndarray, calib_weights: np.ndarray,
+                     raw: np.ndarray) -> np.ndarray:
+    """The published score of `raw` rows as each bootstrap replicate of the calibration fold would
+    have made it: Platt refitted per replicate (`logistic_recalibration` is Platt's fit, unpenalised,
+    on the same clipped logit), (n_boot, n) floats; NaN where a replicate's fit does not converge.
+
+    Why: the calibrator learns the level of risk from one fold of a few hundred dropouts. A test fold's
+    O/E interval that resamples only the test fold treats that level as known, and a correct model
+    whose calibration year happened to be quiet is rejected (a 1,000-pupil world: 14 term-2 dropouts
+    in the calibration year, 25 in the test year)."""
+    slope, intercept = logistic_recalibration(y_calib, raw_calib, calib_weights)
+    z = slope[:, None] * _clipped_logit(raw)[None, :] + intercept[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
 def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | None = None,
-                      weights: np.ndarray | None = None, level: float = 0.95) -> dict[str, float]:
+                      weights: np.ndarray | None = None, level: float = 0.95,
+                      p_replicates: np.ndarray | None = None) -> dict[str, float]:
     """O/E, slope and intercept with intervals, equal-mass ECE, rows/students of one set of rows.
 
     `weights` (n_boot, n) are the student-level bootstrap replicates of these rows (training.bootstrap);
     without them the O/E interval is the exact Poisson one and the slope has none. The same pupil's
-    early and mid rows share one outcome, so with weights the intervals are honest about it."""
+    early and mid rows share one outcome, so with weights the intervals are honest about it.
+    `p_replicates` (n_boot, n), with `weights`: the scores as each replicate of the calibration fold
+    would have published them (`platt_replicates`); the O/E interval then holds the noise of both
+    folds - the level the calibrator learnt, and the outcomes it is checked on. Slope and intercept
+    describe the published scores themselves and keep the test fold's interval."""
     from training.bootstrap import interval, weighted_ratio
 
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
@@ -378,8 +399,14 @@ def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | No
     slope, intercept = logistic_recalibration(y, p)
     out["slope"], out["intercept"] = float(slope[0]), float(intercept[0])
     out["ece"] = ece(y, p)
-    if weights is not None:
+    if weights is not None and p_replicates is not None:
+        w = np.asarray(weights, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            expected = np.einsum("bn,bn->b", w, p_replicates)
+            out["oe_lo"], out["oe_hi"] = interval(np.where(expected > 0, (w @ y) / expected, np.nan), level)
+    elif weights is not None:
         out["oe_lo"], out["oe_hi"] = interval(weighted_ratio(y, p, weights), level)
+    if weights is not None:
         bs, bi = logistic_recalibration(y, p, weights)
         out["slope_lo"], out["slope_hi"] = interval(bs, level)
         out["intercept_lo"], out["intercept_hi"] = interval(bi, level)
@@ -393,21 +420,27 @@ def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | No
 def calibration_report(
     y: np.ndarray, p: np.ndarray, student_key: np.ndarray, slices: Mapping[str, np.ndarray] | None = None,
     n_boot: int = 200, seed: int = 0, level: float = 0.95, weights: np.ndarray | None = None,
+    p_replicates: np.ndarray | None = None,
 ) -> dict[str, float]:
     """`calibration.<stat>` overall and `calibration.<slice>.<value>.<stat>` for every slice value
     (term, round type, grade band, fairness groups), all on one set of student-level replicates
-    (`weights`, or drawn here with `n_boot` and `seed`)."""
+    (`weights`, or drawn here with `n_boot` and `seed`); `p_replicates` as in `calibration_stats`
+    (its rows pair with the weights' rows)."""
     from training.bootstrap import student_weights
 
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     keys = np.asarray(student_key)
     w = weights if weights is not None else (student_weights(keys, n_boot, seed) if len(y) else None)
-    out = {f"{CALIBRATION_PREFIX}.{k}": v for k, v in calibration_stats(y, p, keys, w, level).items()}
+    if p_replicates is not None and (w is None or p_replicates.shape != w.shape):
+        raise ValueError(f"p_replicates has shape {getattr(p_replicates, 'shape', None)}, the replicates "
+                         f"{None if w is None else w.shape}: one calibration replicate per test replicate")
+    out = {f"{CALIBRATION_PREFIX}.{k}": v for k, v in calibration_stats(y, p, keys, w, level, p_replicates).items()}
     for slice_name, values in (slices or {}).items():
         values = np.asarray(values).astype(str)
         for v in sorted(set(values)):
             m = values == v
-            stats = calibration_stats(y[m], p[m], keys[m], w[:, m] if w is not None else None, level)
+            stats = calibration_stats(y[m], p[m], keys[m], w[:, m] if w is not None else None, level,
+                                      p_replicates[:, m] if p_replicates is not None else None)
             out.update({f"{CALIBRATION_PREFIX}.{slice_name}.{v}.{k}": val for k, val in stats.items()})
     return out
 

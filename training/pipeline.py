@@ -25,7 +25,7 @@ from training.bootstrap import interval, student_weights
 from training.config import TrainConfig
 from training.data import Trainset, grade_band_of, round_type_of
 from training.fairness import audit_table, flatten, gate_failures
-from training.metrics import calibration_report, ceiling_and_gap, rank_metrics, sliced_metrics, within_grade_rank_metrics
+from training.metrics import calibration_report, ceiling_and_gap, platt_replicates, rank_metrics, sliced_metrics, within_grade_rank_metrics
 from training.model import RiskModel
 from training.splits import TemporalSplit, round_dates, temporal_split
 
@@ -147,7 +147,16 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     calib_slices = {"term": test["round_id"].astype(str).str.split("-").str[1].to_numpy(), **slices,
                     **{a: groups[a].astype("object").where(groups[a].notna(), "unknown").astype(str).to_numpy()
                        for a in groups.columns}}
-    metrics.update(calibration_report(y, score, keys, calib_slices, level=cfg.intervals.level, weights=replicates))
+    # The O/E intervals hold the calibration fold's noise too (Platt refitted on its own student-level
+    # replicates): the level the calibrator learnt from one year is an estimate, not a fact.
+    p_reps = None
+    if model.calibrator_.method == "platt":
+        calib = folds["calibration"]
+        calib_w = student_weights(calib["student_key"].astype(str).to_numpy(), cfg.intervals.n_boot,
+                                  cfg.intervals.seed + 1)
+        p_reps = platt_replicates(calib["label"].to_numpy(dtype=float), model.raw_probability(calib), calib_w, raw)
+    metrics.update(calibration_report(y, score, keys, calib_slices, level=cfg.intervals.level, weights=replicates,
+                                      p_replicates=p_reps))
     timings["calibration"] = time.perf_counter() - t
 
     round_ids = test["round_id"].astype(str).to_numpy()

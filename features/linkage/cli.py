@@ -14,6 +14,11 @@ def link_command(
         None, "--truth", help="Simulator truth folder: also print linkage quality against it (evaluation only)."
     ),
     match_probability: float = typer.Option(0.99, help="Link pairs at or above this match probability."),
+    relink: bool = typer.Option(
+        False, "--relink",
+        help="Re-decide every link, published ones too (keys that change are mapped in key_changes). "
+        "By default a key published by the previous run is kept, so later deliveries never move old rows.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
 ) -> None:
@@ -27,7 +32,7 @@ def link_command(
 
     h = load_home(home)
     with friendly_errors("linkage"):
-        summary = link(h, LinkConfig(match_probability=match_probability))
+        summary = link(h, LinkConfig(match_probability=match_probability, keep_published_keys=not relink))
         out: dict[str, object] = {"link": summary.model_dump(mode="json")}
         if truth is not None:
             from features.evaluation import truth_evaluator

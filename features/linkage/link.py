@@ -90,6 +90,12 @@ class LinkConfig(BaseModel):
     )
     u_max_pairs: float = Field(1e6, description="Random pairs sampled to estimate u probabilities.")
     seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
+    keep_published_keys: bool = Field(
+        True,
+        description="Keep every key the previous run published (decisions monotone in time: later "
+        "deliveries add rows to a child, never move old ones). False re-decides every link "
+        "(`ews link --relink`); the keys it changes are mapped in key_changes.",
+    )
 
 
 class LinkSummary(BaseModel):
@@ -578,8 +584,9 @@ def _cluster_and_review(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> None
     """)
 
 
-def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
-    """Step 6: student_key from each cluster's stable anchor (HMAC over distinct anchors only).
+def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes, keep_published: bool = True) -> None:
+    """Step 6: student_key from each cluster's stable anchor (HMAC over distinct anchors only),
+    and, unless a relink is asked for, every key the previous run published kept as it was.
 
     The anchor is the identity of the cluster's earliest-known record: its id token (a valid
     one as itself, an invalid one as `node:T:<token>`), or for a row without any ID
@@ -590,11 +597,18 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     a row without an ID, then the anchor text (all fixed facts of the records, so the choice is
     the same in every run that holds them).
 
-    Known limitation: when two clusters that were apart in an earlier run are found to be one
-    child, the older anchor wins and the younger cluster's key changes; a cluster split by review
-    likewise gives its split-off nodes new keys. `_record_key_changes` counts and records both."""
+    Published decisions are kept (`keep_published`): the matching model is re-estimated on the
+    whole warehouse at every run, so a pair near the threshold can fall on the other side once
+    later deliveries move m and u - and a round's features would change after it was published.
+    So an identity (id token, or row without one) keyed by the previous run keeps that key; a new
+    identity takes the key of the earliest already-keyed identity in its cluster, and only a
+    cluster of new identities gets a new key. Decisions are then monotone in time: a later
+    delivery can add rows to a child, never move old rows to another child. What a later run
+    would have decided differently is not lost: a cluster that joins identities already published
+    under different keys stays apart and goes to review (`kept_apart`); `ews link --relink`
+    re-decides everything, and the keys it changes are mapped in key_changes."""
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE anchors AS
+        CREATE OR REPLACE TEMP TABLE node_order AS
         WITH rec AS (
             -- (a name from the vault alone has no date: it sorts last, never before a dated row)
             SELECT node_id, coalesce(known_at, DATE '9999-12-31') AS known_at,
@@ -606,27 +620,65 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
             FROM records_n
             WHERE node_id IS NOT NULL
         )
-        SELECT c.cluster_id, arg_min(r.anchor, (r.known_at, r.rank, r.anchor)) AS anchor
-        FROM clusters c JOIN rec r USING (node_id)
+        SELECT node_id, min(struct_pack(known_at := known_at, rank := rank, anchor := anchor)) AS ord FROM rec GROUP BY node_id
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE anchors AS
+        SELECT c.cluster_id, min(o.ord).anchor AS anchor
+        FROM clusters c JOIN node_order o USING (node_id)
         GROUP BY c.cluster_id
     """)
     anchors = [a for (a,) in con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()]
-    # `sid` numbers the students of this run densely. Feature queries join and group on it instead
-    # of the 21-character key (about a quarter of the feature build's CPU time at 1M students).
-    # It is not stable across runs and is never written out: only student_key leaves the warehouse.
-    keys = pa.table({"anchor": anchors, "student_key": student_keys(key, anchors),
-                     "sid": pa.array(range(len(anchors)), type=pa.int64())})
+    keys = pa.table({"anchor": anchors, "student_key": student_keys(key, anchors)})
     con.register("anchor_keys_arrow", keys)
     con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys AS SELECT * FROM anchor_keys_arrow")
     con.unregister("anchor_keys_arrow")
+    # The previous run's key of each identity: the token's, or (for a node of rows without an
+    # ID) its rows'. A node joining a token and ID-less rows keyed apart before keeps the token's.
+    published = keep_published and _source_exists(con, "token_keys") and _source_exists(con, "record_keys")
+    con.execute("CREATE OR REPLACE TEMP TABLE old_node_keys (node_id VARCHAR, old_key VARCHAR)")
+    if published:
+        con.execute("""
+            INSERT INTO old_node_keys
+            SELECT n.node_id, coalesce(any_value(t.student_key), min(rk.student_key))
+            FROM nodes n
+            LEFT JOIN wh.token_keys t ON t.id_token = n.id_token
+            LEFT JOIN (SELECT r.node_id, o.student_key FROM records_n r
+                       JOIN wh.record_keys o USING (delivery_id, source_file, source_line)
+                       WHERE r.id_token IS NULL AND r.node_id IS NOT NULL) rk USING (node_id)
+            GROUP BY n.node_id
+            HAVING coalesce(any_value(t.student_key), min(rk.student_key)) IS NOT NULL
+        """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE cluster_old_keys AS
+        SELECT c.cluster_id, arg_min(k.old_key, o.ord) AS old_key,
+               count(DISTINCT k.old_key) AS n_old_keys
+        FROM clusters c JOIN old_node_keys k USING (node_id) JOIN node_order o USING (node_id)
+        GROUP BY c.cluster_id
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE kept_apart AS
+        SELECT cluster_id, n_old_keys FROM cluster_old_keys WHERE n_old_keys > 1
+    """)
+    # `sid` numbers the students of this run densely. Feature queries join and group on it instead
+    # of the 21-character key (about a quarter of the feature build's CPU time at 1M students).
+    # It is not stable across runs and is never written out: only student_key leaves the warehouse.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE node_keys AS
-        SELECT c.node_id, n.id_token, k.student_key, k.sid, c.in_review,
-               CASE WHEN c.node_id LIKE 'R:%' THEN 'probabilistic (no ID)'
-                    WHEN count(*) OVER (PARTITION BY c.cluster_id) > 1 THEN 'deterministic + probabilistic'
+        WITH k AS (
+            SELECT c.node_id, c.cluster_id, c.in_review,
+                   coalesce(o.old_key, co.old_key, ak.student_key) AS student_key
+            FROM clusters c
+            JOIN anchors a USING (cluster_id) JOIN anchor_keys ak USING (anchor)
+            LEFT JOIN old_node_keys o USING (node_id)
+            LEFT JOIN cluster_old_keys co USING (cluster_id)
+        )
+        SELECT k.node_id, n.id_token, k.student_key,
+               CAST(dense_rank() OVER (ORDER BY k.student_key) - 1 AS BIGINT) AS sid, k.in_review,
+               CASE WHEN k.node_id LIKE 'R:%' THEN 'probabilistic (no ID)'
+                    WHEN count(*) OVER (PARTITION BY k.cluster_id) > 1 THEN 'deterministic + probabilistic'
                     ELSE 'deterministic' END AS method
-        FROM clusters c JOIN nodes n USING (node_id)
-        JOIN anchors a USING (cluster_id) JOIN anchor_keys k USING (anchor)
+        FROM k JOIN nodes n USING (node_id)
     """)
 
 
@@ -687,6 +739,15 @@ def _publish(
                    list(k.student_key ORDER BY k.student_key) AS student_keys
             FROM review r JOIN clusters0 c USING (cluster_id) JOIN node_keys k USING (node_id)
             GROUP BY ALL
+            UNION ALL
+            -- Identities published under different keys that this run finds to be one child: kept
+            -- apart (a published key never moves by itself); `ews link --relink` would merge them.
+            SELECT 'kept:' || ka.cluster_id, 'found to be one child after their keys were published: kept apart',
+                   count(*), sum(n.n_records), NULL, NULL,
+                   list(DISTINCT k.student_key ORDER BY k.student_key)
+            FROM kept_apart ka JOIN clusters c USING (cluster_id) JOIN nodes n USING (node_id)
+            JOIN node_keys k USING (node_id)
+            GROUP BY ka.cluster_id
             UNION ALL
             SELECT n.node_id, 'one ID with two or more birth dates, each seen more than once',
                    1, n.n_records, NULL, NULL, [k.student_key]
@@ -771,7 +832,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
         with step("cluster_and_review"):
             _cluster_and_review(con, cfg)
         with step("keys"):
-            _assign_keys(con, home.pseudonym_key())
+            _assign_keys(con, home.pseudonym_key(), cfg.keep_published_keys)
         q = lambda sql: scalar(con, sql)  # noqa: E731
         run_id = dt.datetime.now(dt.UTC).strftime("link-%Y%m%dT%H%M%S%fZ")
         summary = LinkSummary(
@@ -782,7 +843,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
             candidate_pairs=n_pairs,
             linked_pairs=q("SELECT count(*) FROM link_edges"),
             students=q("SELECT count(DISTINCT student_key) FROM node_keys"),
-            review_clusters=q("SELECT count(*) FROM review"),
+            review_clusters=q("SELECT count(*) FROM review") + q("SELECT count(*) FROM kept_apart"),
             review_tokens_birth_date=q("SELECT count(*) FROM nodes WHERE birth_dates_supported > 1"),
             unlinkable_rows=q("SELECT coalesce(sum(rows), 0) FROM records_n WHERE node_id IS NULL"),
             keys_changed=_key_changes(con),

@@ -39,15 +39,27 @@ def test_deliveries_that_arrive_after_a_round_leave_its_features_byte_identical(
     # The same deployment (same pseudonym secret) before and after the later deliveries arrive.
     early = EwsHome(root=tmp_path / "early").ensure()
     shutil.copy(EwsHome(root=small_world.home).key_file, early.key_file)
-    ingest_path(_deliveries_known_by(small_world.deliveries, as_of, tmp_path / "known"), early)
+    known = _deliveries_known_by(small_world.deliveries, as_of, tmp_path / "known")
+    ingest_path(known, early)
     link(early)
     before = write_feature_set(early, ROUND)
 
+    # As production lives it: the same home a year and more later, every later delivery ingested
+    # and linked again (the matching model re-estimated on all of it).
     full = EwsHome(root=tmp_path / "full")
-    shutil.copytree(small_world.home, full.root)  # every delivery, including a year and more after the round
+    shutil.copytree(early.root, full.root)
+    later = tmp_path / "later"
+    later.mkdir()
+    for d in sorted(small_world.deliveries.iterdir()):
+        if not (known / d.name).exists():
+            shutil.copytree(d, later / d.name)
+    assert any(later.iterdir())
+    ingest_path(later, full)
+    relinked = link(full)
     after = write_feature_set(full, ROUND)
 
     assert before.rows > 1000
+    assert relinked.keys_changed == 0
     assert Path(before.file).read_bytes() == Path(after.file).read_bytes()
     assert before.sha256 == after.sha256
 

@@ -18,9 +18,22 @@ D = dt.date.fromisoformat
 Record = tuple[str, str, str | None, str | None, str, tuple[str, str, int] | None]
 
 
-def _keys(records: list[Record]) -> dict[str, str]:
-    """student_key per node for the given records and clusters."""
+def _keys(records: list[Record], published: dict[str, str] | None = None, keep: bool = True) -> dict[str, str]:
+    """student_key per node for the given records and clusters; `published` holds the previous
+    run's key per id token, or per row without one (its node id)."""
     con = duckdb.connect()
+    if published is not None:
+        con.execute("ATTACH ':memory:' AS wh")
+        con.execute("CREATE TABLE wh.token_keys (id_token VARCHAR, student_key VARCHAR)")
+        con.execute("""CREATE TABLE wh.record_keys (delivery_id VARCHAR, source_file VARCHAR,
+                       source_line BIGINT, student_key VARCHAR)""")
+        rows = {r[0]: r for r in records}
+        for node_id, k in published.items():
+            token, row = rows[node_id][2], rows[node_id][5]
+            if token is not None:
+                con.execute("INSERT INTO wh.token_keys VALUES (?, ?)", [token, k])
+            else:
+                con.execute("INSERT INTO wh.record_keys VALUES (?, ?, ?, ?)", [*row, k])  # type: ignore[misc]
     con.execute("""
         CREATE TEMP TABLE records_n (node_id VARCHAR, id_token VARCHAR, id_kind VARCHAR, known_at DATE,
             delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT)
@@ -34,7 +47,7 @@ def _keys(records: list[Record]) -> dict[str, str]:
     for node_id, cluster_id in {(r[0], r[1]) for r in records}:
         con.execute("INSERT INTO clusters VALUES (?, ?, false)", [node_id, cluster_id])
         con.execute("INSERT INTO nodes SELECT ?, max(id_token) FROM records_n WHERE node_id = ?", [node_id, node_id])
-    _assign_keys(con, SECRET)
+    _assign_keys(con, SECRET, keep)
     return dict(con.execute("SELECT node_id, student_key FROM node_keys").fetchall())
 
 
@@ -69,6 +82,32 @@ def test_when_two_clusters_are_found_to_be_one_child_the_older_key_survives() ->
     assert apart["T:a"] != apart["T:b"]
     merged = _keys([(*older[:1], "m", *older[2:]), (*younger[:1], "m", *younger[2:])])
     assert merged["T:a"] == merged["T:b"] == apart["T:b"]  # b was known first
+
+
+def test_a_link_the_previous_run_made_is_kept_when_a_later_run_would_not_make_it() -> None:
+    # A mistyped G-code linked to its child when it arrived; later deliveries move the matching
+    # model and this run puts it in a cluster of its own. Its rows keep the child's key.
+    child, typo = ("T:g", "c", "g", "gcode", "2020-06-28", None), ("T:x", "c", "x", "invalid", "2020-11-10", None)
+    first = _keys([child, typo])
+    later = _keys([child, (typo[0], "alone", *typo[2:])], published=first)
+    assert later["T:x"] == later["T:g"] == first["T:g"]
+
+
+def test_a_relink_re_decides_what_was_published() -> None:
+    child, typo = ("T:g", "c", "g", "gcode", "2020-06-28", None), ("T:x", "c", "x", "invalid", "2020-11-10", None)
+    first = _keys([child, typo])
+    relinked = _keys([child, (typo[0], "alone", *typo[2:])], published=first, keep=False)
+    assert relinked["T:x"] != relinked["T:g"] == first["T:g"]
+
+
+def test_a_new_identity_joins_the_key_of_the_earliest_published_identity_in_its_cluster() -> None:
+    a, b = ("T:a", "a", "a", "thai", "2021-06-28", None), ("T:b", "b", "b", "thai", "2020-06-28", None)
+    first = _keys([a, b])
+    # This run finds a and b to be one child, with a new row without an ID: a and b stay apart
+    # (both keys were published), the new row joins b's key (b was known first).
+    row = ("R:d/f#3", "m", None, None, "2022-01-10", ("d", "f", 3))
+    later = _keys([(a[0], "m", *a[2:]), (b[0], "m", *b[2:]), row], published=first)
+    assert later["T:a"] == first["T:a"] != later["T:b"] == first["T:b"] == later["R:d/f#3"]
 
 
 @pytest.mark.parametrize("order", [1, -1])
