@@ -28,8 +28,9 @@ lock:
 demo: $(STAMP)
 	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
 
+# The slowest setups and tests are printed at the end: the CI limit is 20 minutes, watch them.
 test: $(STAMP) browser java
-	@$(PY) -m pytest -q -p no:cacheprovider tests
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 # The web page is tested in a real headless Chromium: Debian's package (never a downloaded build).
 browser:
