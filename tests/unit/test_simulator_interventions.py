@@ -129,3 +129,26 @@ def test_the_effect_of_an_action_fades_term_after_term(tmp_path: Path) -> None:
     both = first.index.intersection(second.index)
     assert len(both) > 5
     np.testing.assert_allclose(second.loc[both, "carried_logit"], 0.5 * first.loc[both, "effect_logit"])
+
+
+def test_the_simulate_command_switches_interventions_on_with_the_settings_given(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from simulator.cli import simulate_command
+
+    app = typer.Typer()
+    app.command("simulate")(simulate_command)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["simulate", "--students", "800", "--years", "1", "--seed", "3", "--out", str(tmp_path),
+                                   "--json", "--no-malformed", "--interventions", "--capacity", "0.2", "--holdout", "0.3",
+                                   "--holdout-unit", "school"])
+    assert res.exit_code == 0, res.output
+    iv = json.loads((tmp_path / "truth" / "process.json").read_text())["config"]["interventions"]
+    assert (iv["from_year"], iv["capacity_share"], iv["holdout_share"], iv["holdout_unit"]) == (FIRST_YEAR, 0.2, 0.3, "school")
+    assert (tmp_path / "actions" / "assignment.csv").exists()
+    t = pd.read_parquet(tmp_path / "truth/interventions.parquet")
+    assert (t.groupby("school_code")["arm"].nunique() == 1).all()  # a school is held out whole
+    bad = CliRunner().invoke(app, ["simulate", "--students", "800", "--years", "1", "--out", str(tmp_path / "x"),
+                                   "--interventions", "--holdout-unit", "class"])
+    assert bad.exit_code == 2 and "holdout_unit" in bad.output
