@@ -16,10 +16,9 @@ assignment (who was eligible, who was served, who was held out at random, who wa
   randomised) within each arm; and per pupil acted on (the difference over the share served who
   received the action).
 
-The assignment comes from the file a deployment running a holdout keeps (`read_assignment`: the
-simulator writes one, OUT/actions/assignment.csv and actions.csv, simulator/PROCESS.md §2b); its
-student IDs are mapped to student_key with the deployment's pseudonym key and the warehouse's
-`token_keys`, so the report holds aggregates only.
+The assignment comes from the folder a deployment running a holdout keeps (features/assignment.py:
+the simulator writes one, OUT/actions/, simulator/PROCESS.md §2b), with student IDs already turned
+into student_key, so the report holds aggregates only.
 """
 
 from __future__ import annotations
@@ -177,57 +176,15 @@ def naive_effect(dropout: np.ndarray, treated: np.ndarray) -> float:
 
 
 def read_assignment(home: EwsHome, con: duckdb.DuckDBPyConnection, folder: Path, year: int, term: int) -> pd.DataFrame:
-    """The eligible pupils of term (year, term) with their arm and whether an action was done.
+    """The eligible pupils of term (year, term): student_key, school_code, arm, treated
+    (features/assignment.py reads the folder; a round of the same term prompted the actions, which
+    change the term-end outcome both of its rounds' labels see)."""
+    from features.assignment import read_assignment as read_all
 
-    Reads `folder`/assignment.csv (round_id, school_code, student_id, arm) and `folder`/actions.csv
-    (round_id, school_code, student_id, action, status, recorded_on); a round of the same term
-    prompted them (the term's actions change the term-end outcome both of its rounds' labels see).
-    Student IDs become student_key through the warehouse's `token_keys` (`con` has it attached as
-    `wh`); an ID linkage never saw is dropped and counted in the frame's `attrs["unmatched"]`.
-    Returns student_key, school_code, arm, treated (one row per pupil: served wins over holdout).
-    """
-    from features.ids import normalise_id
-    from features.pseudonym import id_token
-
-    prefix = f"{year}-T{term}-"
-    need = {"assignment.csv": {"round_id", "school_code", "student_id", "arm"},
-            "actions.csv": {"round_id", "school_code", "student_id", "action", "status"}}
-    frames = {}
-    for name, cols in need.items():
-        path = folder / name
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file (the assignment folder holds assignment.csv and actions.csv)")
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        missing = cols - set(df.columns)
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        bad = df.index[~df["arm"].isin([SERVED, HOLDOUT])].tolist() if "arm" in df else []
-        if bad:
-            raise ValueError(f"{path}: row {bad[0] + 2}, field arm: {df.loc[bad[0], 'arm']!r} is not served or holdout")
-        frames[name] = df[df["round_id"].str.startswith(prefix)]
-    a, acts = frames["assignment.csv"], frames["actions.csv"]
-    key = home.pseudonym_key()
-    ids = sorted(set(a["student_id"]) | set(acts["student_id"]))
-    tokens = pd.DataFrame({"student_id": ids, "id_token": [id_token(key, normalise_id(i) or "") for i in ids]})
-    con.register("_assignment_tokens", tokens)
-    try:
-        keys = con.execute("SELECT t.student_id, k.student_key FROM _assignment_tokens t "
-                           "JOIN wh.token_keys k USING (id_token)").fetch_df()
-    finally:
-        con.unregister("_assignment_tokens")
-    keys = keys.drop_duplicates("student_id")
-    done = acts[acts["status"].isin(["done", "referred", "closed"])].merge(keys, on="student_id")
-    out = a.merge(keys, on="student_id", how="inner")
-    unmatched = len(a) - len(out)
-    out = (out.assign(served=out["arm"].eq(SERVED)).sort_values("served", ascending=False)
-           .drop_duplicates("student_key")[["student_key", "school_code", "arm"]])
-    treated_keys = set(done["student_key"])
-    out["treated"] = out["student_key"].isin(treated_keys)
-    extra = treated_keys - set(out["student_key"])  # acted on outside the design: left out of the judgement
-    if extra:
-        out = pd.concat([out, pd.DataFrame({"student_key": sorted(extra), "school_code": "", "arm": "", "treated": True})])
+    a = read_all(home, con, folder)
+    out = a[(a["academic_year"] == year) & (a["term"] == term)].drop(columns=["academic_year", "term"])
     out = out.reset_index(drop=True)
-    out.attrs["unmatched"] = unmatched
+    out.attrs["unmatched"] = a.attrs.get("unmatched", 0)
     return out
 
 
