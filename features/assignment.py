@@ -48,10 +48,11 @@ def _read(folder: Path, name: str) -> pd.DataFrame:
         bad = df.index[~df["arm"].isin([SERVED, HOLDOUT])]
         if len(bad):
             raise ValueError(f"{path}: row {bad[0] + 2}, field arm: {df.loc[bad[0], 'arm']!r} is not served or holdout")
-    for i, rid in df["round_id"].items():
+    for rid in df["round_id"].unique():  # a few distinct rounds, however many rows
         try:
             parse_round(rid)
         except ValueError:
+            i = int(df.index[df["round_id"] == rid][0])
             raise ValueError(f"{path}: row {i + 2}, field round_id: {rid!r} is not a round such as 2568-T1-early") from None
     return df
 
@@ -73,8 +74,9 @@ def read_assignment(home: EwsHome, con: duckdb.DuckDBPyConnection, folder: Path)
         con.unregister("_assignment_tokens")
 
     def with_term(df: pd.DataFrame) -> pd.DataFrame:
-        rounds = df["round_id"].map(parse_round)
-        return df.assign(academic_year=[r.academic_year for r in rounds], term=[r.term for r in rounds])
+        parsed = {rid: parse_round(rid) for rid in df["round_id"].unique()}
+        return df.assign(academic_year=df["round_id"].map(lambda x: parsed[x].academic_year),
+                         term=df["round_id"].map(lambda x: parsed[x].term))
 
     a = with_term(a).merge(keys, on="student_id")
     unmatched = len(set(ids) - set(keys["student_id"]))
