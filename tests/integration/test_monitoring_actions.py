@@ -72,3 +72,43 @@ def test_ews_monitor_reads_the_assignment_folder_and_writes_the_effect_into_the_
     assert "Effect of acting on the list" in html
     keys = set(pd.read_csv(world.sim / "actions" / "assignment.csv", dtype=str)["student_id"])
     assert not any(k in html or k in res.stdout for k in list(keys)[:200])  # aggregates only
+
+
+def test_ews_train_with_the_assignment_leaves_out_the_outcomes_an_action_changed(
+        world: MonitoredWorld, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ews.cli import _register, app
+    from features.assignment import read_assignment
+    from features.home import EwsHome
+    from features.pointintime.pipeline import TrainsetConfig, build_trainset, connect_warehouse
+    from training.actions import without_acted
+    from training.config import ActionAwareConfig
+    from training.data import load_trainset
+
+    home = EwsHome(root=copy_home(world.home.root, tmp_path / "home"))
+    build_trainset(home, TrainsetConfig())  # now with the labels of the acting term
+    ts = load_trainset(home)
+    con = connect_warehouse(home)
+    try:
+        assignment = read_assignment(home, con, world.sim / "actions")
+    finally:
+        con.close()
+    aware, dropped = without_acted(ts, assignment, ActionAwareConfig(terms_after=0))
+    acted = set(assignment.loc[assignment["arm"].eq("served") | assignment["treated"], "student_key"])
+    held = set(assignment.loc[assignment["arm"].eq("holdout") & ~assignment["treated"], "student_key"]) - acted
+    term = f"{CHANGE_YEAR}-T{CHANGE_TERM}-"
+    in_term = aware.frame["round_id"].astype(str).str.startswith(term)
+    assert dropped > 0 and not set(aware.frame.loc[in_term, "student_key"]) & acted
+    # pupils held out at random keep their rows: the untreated of the same profiles
+    in_term_before = set(ts.frame.loc[ts.frame["round_id"].astype(str).str.startswith(term), "student_key"])
+    assert held & in_term_before and held & in_term_before <= set(aware.frame.loc[in_term, "student_key"])
+    # rows of other terms stay
+    assert len(aware.frame[~in_term]) == int((~ts.frame["round_id"].astype(str).str.startswith(term)).sum())
+
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"model": {"n_estimators": 60}, "shap_sample_rows": 100}), encoding="utf-8")
+    _register()
+    res = CliRunner().invoke(app, ["train", "--json", "--home", str(home.root), "--config", str(config),
+                                   "--actions", str(world.sim / "actions")])
+    assert res.exit_code == 0, res.output
