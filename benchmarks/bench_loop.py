@@ -12,6 +12,10 @@ assignment and truth come straight from the simulator's files, so the figures is
 * calibration: 8,000 x 2, schools acting strongly from the last term (capacity 0.3, effects 2.5):
   observed / expected dropouts of a model that is calibrated for a world nobody acts in, on every
   pupil and on the untreated (exact Poisson intervals, as monitoring judges them).
+* uplift: on the effect world, each school serves half of its eligible list per round by risk
+  (the truth's probability without action), by the benefit estimated per cell (action x poverty x
+  term) from the holdout (monitoring/uplift.py), by the true benefit, or at random: expected
+  dropouts averted.
 * training: 10,000 x 2, acting strongly from the first term (capacity 0.2, uptake 1, effects 3):
   a model of the risk by profile (eligibility x term x poverty) fitted on every outcome (naive) and
   without the acted ones (training/actions.py), its mean error on the eligible pupils against their
@@ -84,6 +88,23 @@ def calibration_figures(truth: Path) -> dict[str, Any]:
     return out
 
 
+def uplift_figures(truth: Path, share: float = 0.5) -> dict[str, Any]:
+    """Each school serves half of its eligible list per round, chosen by one ranking or another:
+    the expected dropouts averted (truth: would_take_up x (p_if_not - p_if_acted))."""
+    from monitoring.uplift import cell_uplift, net_benefit_at_capacity
+
+    t = pd.read_parquet(truth / "interventions.parquet")
+    r = pd.read_parquet(truth / "rounds.parquet", columns=["round_id", "person_id", "extremely_poor", "term"])
+    t = t.merge(r, on=["round_id", "person_id"])
+    benefit = ((t["p_dropout_if_not"] - t["p_dropout_if_acted"]) * t["would_take_up"]).to_numpy()
+    cells = ["action", "extremely_poor", "term"]
+    estimated = t.join(cell_uplift(t, cells, min_rows=20), on=cells)["uplift"].fillna(0.0).to_numpy()
+    key = (t["round_id"] + "|" + t["school_code"]).to_numpy()
+    rankings = {"risk_without_action": t["p_dropout_if_not"].to_numpy(), "estimated_uplift_by_cell": estimated,
+                "true_uplift": benefit, "random": np.random.default_rng(0).random(len(t))}
+    return {name: round(net_benefit_at_capacity(key, rank, benefit, share), 2) for name, rank in rankings.items()}
+
+
 def training_figures(truth: Path, reps: int, seed: int) -> dict[str, Any]:
     from training.actions import acted_rows
 
@@ -143,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             w = work / f"seed{seed}"
             result[str(seed)] = {
                 "effect": effect_figures(_simulate(w / "effect", seed, 8000, 3, from_year=FIRST_YEAR), a.reps),
+                "uplift": uplift_figures(w / "effect" / "truth"),
                 "calibration": calibration_figures(_simulate(
                     w / "calibration", seed, 8000, 2, from_year=FIRST_YEAR + 1, from_term=2, capacity_share=0.3,
                     uptake=0.9, holdout_share=0.25, **strong)),
