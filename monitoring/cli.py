@@ -1,6 +1,6 @@
 """`ews monitor --round R`: the round's monitoring report, and an exit code a scheduler can alert on.
 
-    ews monitor --round 2568-T1-mid [--config FILE] [--json] [--home PATH]
+    ews monitor --round 2568-T1-mid [--config FILE] [--actions DIR [--holdout-unit pupil|school]] [--json] [--home PATH]
 
 Exit 0: no threshold breached. Exit 3 (configurable): a threshold is breached; the message says
 which statistic, at what value, and whether retraining is recommended. Exit 2: the round cannot be
@@ -20,6 +20,8 @@ from features.clikit import HOME_HELP, emit_json, friendly_errors, load_home
 def monitor_command(
     round_id: Annotated[str, typer.Option("--round", help="Published round to monitor, e.g. 2568-T1-mid.")],
     config: Annotated[Path | None, typer.Option("--config", help="Monitoring config (JSON, see monitoring/config.py).")] = None,
+    actions: Annotated[Path | None, typer.Option("--actions", help="Folder with the round's assignment (assignment.csv, actions.csv: who was served, held out at random, acted on): outcomes are judged on the untreated and the effect of acting is estimated from the holdout.", exists=True, file_okay=False)] = None,
+    holdout_unit: Annotated[str, typer.Option("--holdout-unit", help="How the holdout was drawn: 'pupil' or 'school' (the bootstrap resamples that unit).")] = "pupil",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
     home: Annotated[Path | None, typer.Option("--home", help=HOME_HELP)] = None,
 ) -> None:
@@ -39,7 +41,9 @@ def monitor_command(
         r = parse_round(round_id)  # once, here: everything below takes the ScoringRound
         cfg = load_config(config)
         h = load_home(home)
-        report = monitor_round(h, r, cfg)
+        if holdout_unit not in ("pupil", "school"):
+            raise typer.BadParameter(f"--holdout-unit must be pupil or school, not {holdout_unit!r}")
+        report = monitor_round(h, r, cfg, actions=actions, design=f"holdout by {holdout_unit}")
         paths = write_report(h, report)
     v = report.verdict
     if json_out:

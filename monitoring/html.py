@@ -57,6 +57,15 @@ drift at +{{ r.config.drift.missing_thresholds.drift }}.</p>
 <td>{{ f.fnr_ratio }} ({{ f.fnr_ratio_low }}-{{ f.fnr_ratio_high }})</td><td>{{ f.oe }} ({{ f.oe_low }}-{{ f.oe_high }})</td>
 <td>{{ f.outside_band|join(', ') }}{{ ' (too small to judge)' if f.too_small else '' }}</td>
 <td>{{ f.breaches|join(', ') }}{{ ' (reported, not judged: not a release-gate attribute)' if f.judged is false and f.breaches else '' }}</td></tr>{% endfor %}</table>
+{% if r.outcomes.effects %}{% set e = r.outcomes.effects %}
+<h3>Effect of acting on the list ({{ e.design }})</h3>
+<p>The model above is judged on the {{ e.judged_rows }} untreated pupils; {{ e.left_out_rows }} served or acted on are left out, because their outcome is the actions' doing. {{ e.note }}</p>
+<table><tr><th>arm</th><th>pupils</th><th>dropout rate</th></tr>
+<tr><td>served</td><td>{{ e.served }}</td><td>{{ e.dropout_rate_served }}</td></tr>
+<tr><td>held out</td><td>{{ e.holdout }}</td><td>{{ e.dropout_rate_holdout }}</td></tr></table>
+{% for name, x in (("served minus held out", e.effect_of_serving), ("per pupil acted on", e.effect_per_treated)) %}{% if x and x.estimate is not none %}
+<p>{{ name }}: {{ '%+.2f'|format(x.estimate * 100) }} points ({{ '%.0f'|format(x.confidence * 100) }}% interval {{ '%+.2f'|format(x.low * 100) }} to {{ '%+.2f'|format(x.high * 100) }}, bootstrap by {{ x.resampled }})</p>{% endif %}{% endfor %}
+{% endif %}
 {% else %}<p>{{ r.outcomes.note }}</p>{% endif %}
 
 <h2>Data quality of the deliveries behind the round</h2>

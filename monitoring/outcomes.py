@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from monitoring.config import OutcomeConfig, Thresholds
+from monitoring.effects import ActionEffects
 from monitoring.stats import level_of
 
 
@@ -83,6 +84,7 @@ class Outcomes(BaseModel):
     card: dict[str, float | None] = {}
     checks: list[OutcomeCheck] = []
     fairness: list[dict[str, Any]] = []
+    effects: ActionEffects | None = None  # when schools acted: judged on the untreated (monitoring/effects.py)
 
 
 def _nan_to_none(x: Any) -> float | None:

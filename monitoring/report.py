@@ -164,9 +164,12 @@ def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVers
 
 
 def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: MonitorConfig | None = None,
-                  cal: SchoolCalendar | None = None) -> MonitoringReport:
+                  cal: SchoolCalendar | None = None, actions: Path | None = None,
+                  design: str = "holdout by pupil") -> MonitoringReport:
     """Every check for one published round, and the verdict. `scoring_round` is parsed by the CLI; a string
-    from another caller is parsed once here."""
+    from another caller is parsed once here. `actions`: a folder with the round's assignment
+    (assignment.csv, actions.csv: monitoring/effects.py); then outcomes are judged on the untreated
+    pupils and the effect of acting is estimated from the holdout (`design` says how it was drawn)."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
     from serving.scoring import eligibility
@@ -223,9 +226,15 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
         quality = quality_checks(con, cal, manifest.as_of, cfg.quality) + population_checks(r.round_id, manifest.population)
         cutoff = latest_delivery(con)
         labels = con.execute(labels_sql(cal, r, cutoff)).fetch_df()
+        assignment = None
+        if actions is not None:
+            from monitoring.effects import read_assignment
+
+            assignment = read_assignment(home, con, Path(actions), r.academic_year, r.term)
     finally:
         con.close()
-    outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"))
+    outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"),
+                         assignment=assignment, design=design, source=str(actions or ""))
     verdict = decide(quality, drift, outcomes, cfg, drift_note=drift_note)
     return MonitoringReport(
         round=r, as_of=manifest.as_of, snapshot_hash=snap.hash, model_version=manifest.model_version,
@@ -237,12 +246,19 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
 
 
 def _outcomes(home: EwsHome, snap: SnapshotRef, students: pd.DataFrame, labels: pd.DataFrame,
-              cfg: MonitorConfig, horizon: dt.date) -> Outcomes:
+              cfg: MonitorConfig, horizon: dt.date, assignment: pd.DataFrame | None = None,
+              design: str = "holdout by pupil", source: str = "") -> Outcomes:
     joined = students.merge(labels[["student_key", "dropout"]], on="student_key", how="left")
     known = joined["dropout"].notna()
     if not known.any():
         return Outcomes(matured=False, note=f"labels not mature yet: they need the census of {horizon}")
     j = joined[known]
+    effects = None
+    if assignment is not None:
+        from monitoring.effects import with_actions
+
+        # the served pupils' outcomes are the actions' doing: the model is judged on the others
+        j, effects = with_actions(j, assignment, cfg.outcomes.observed_to_expected_confidence, design, source)
     flagged = j["risk_group"].isin(["problem", "at_risk"]).to_numpy()
     # The fairness attributes as the snapshot stored them (its group-attribute role), audited for
     # the attributes the monitoring config names (by default the release gate's).
@@ -251,9 +267,14 @@ def _outcomes(home: EwsHome, snap: SnapshotRef, students: pd.DataFrame, labels: 
     if absent:
         raise ValueError(f"{snap.folder}: the snapshot stores no fairness attribute {', '.join(absent)} "
                          f"(it has {', '.join(groups.columns) or 'none'})")
-    return judge_outcomes(j["dropout"].to_numpy(dtype=float), j["risk_score"].to_numpy(dtype=float),
-                          j["school_code"].astype(str).to_numpy(), flagged, groups,
-                          _card_metrics(home, snap.manifest.model.run_id), cfg.outcomes)
+    out = judge_outcomes(j["dropout"].to_numpy(dtype=float), j["risk_score"].to_numpy(dtype=float),
+                         j["school_code"].astype(str).to_numpy(), flagged, groups,
+                         _card_metrics(home, snap.manifest.model.run_id), cfg.outcomes)
+    if effects is not None:
+        note = (f"judged on the {effects.judged_rows:,} untreated pupils; {effects.left_out_rows:,} served or acted on "
+                "are left out (their outcome is the actions' doing)")
+        out = out.model_copy(update={"effects": effects, "note": "; ".join(x for x in (out.note, note) if x)})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,6 +339,10 @@ def decide(quality: list[Check], drift: list[DriftResult], outcomes: Outcomes, c
         reasons.append(f"Drift not judged: {drift_note}.")
     if not outcomes.matured:
         reasons.append(f"Outcomes not judged: {outcomes.note}.")
+    if outcomes.effects is not None:
+        from monitoring.effects import describe
+
+        reasons.append(describe(outcomes.effects))
     return Verdict(alert=bool(breaches), retrain_recommended=retrain, summary=summary, reasons=reasons, breaches=breaches)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulator.calibration import calibration_report, ceiling_report
 from simulator.config import SimulationConfig
 from simulator.faults import FAULT_BITS, NameBook
+from simulator.interventions import write_actions_delivery
 from simulator.population import STATUS
 from simulator.process import CLASSES, Calib
 from simulator.province import ProvinceSim
@@ -53,7 +54,7 @@ def simulate(config: SimulationConfig, out: Path, progress: Progress | None = No
     """Simulate the world in `config` into `out` (emptied first if it holds an earlier run)."""
     t0 = time.perf_counter()
     out = Path(out)
-    for sub in ("deliveries", "truth"):
+    for sub in ("deliveries", "truth", "actions"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,8 @@ def simulate(config: SimulationConfig, out: Path, progress: Progress | None = No
     total = len(provs) * w.years
     done = 0
     persons = 0
+    assignment: list[tuple[str, ...]] = []
+    actions: list[tuple[str, ...]] = []
     for prov in provs:
         label = f"{prov.name_en} ({prov.students:,} pupils)"
 
@@ -82,14 +85,20 @@ def simulate(config: SimulationConfig, out: Path, progress: Progress | None = No
         sim = ProvinceSim(config, prov, schedule, writer, truth, names, calib)
         sim.run(tick)
         persons += int((sim.status != 0).sum())
+        if sim.interventions is not None:
+            assignment += sim.interventions.assignment
+            actions += sim.interventions.actions
         del sim
     if progress:
         progress("Writing malformed files and delivery.json", total, total)
     listing = writer.finalize()
+    if config.interventions is not None:
+        write_actions_delivery(out, assignment, actions)
     truth.close()
     tdir = out / "truth"
     process = {
-        "config": config.model_dump(mode="json", exclude={"scenario"} if config.scenario is None else None),
+        "config": config.model_dump(mode="json", exclude={k for k in ("scenario", "interventions")
+                                                             if getattr(config, k) is None} or None),
         "fault_bits": FAULT_BITS,
         "census_status_values": list(STATUS),
         "term_end_outcomes": list(CLASSES),

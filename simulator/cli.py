@@ -35,6 +35,12 @@ def simulate_command(
     scenario: Annotated[str | None, typer.Option("--scenario", help=f"Change the world from a given term on, to see monitoring react: {_SCENARIO_HELP}.")] = None,
     scenario_from: Annotated[int | None, typer.Option("--scenario-from", help="First academic year (BE) of the scenario; default: the last simulated year.")] = None,
     scenario_term: Annotated[int, typer.Option("--scenario-term", min=1, max=2, help="First term (1 or 2) of the scenario in that year.")] = 1,
+    interventions: Annotated[bool, typer.Option("--interventions", help="Schools act on their list each term (capacity, uptake, a randomised holdout; effects that differ by pupil and fade): truth/interventions.parquet and OUT/actions/. Off by default.")] = False,
+    interventions_from: Annotated[int | None, typer.Option("--interventions-from", help="First academic year (BE) in which schools act; default: the first simulated year.")] = None,
+    capacity: Annotated[float, typer.Option("--capacity", help="Share of a school's pupils it acts on in a term (with --interventions).")] = 0.10,
+    uptake: Annotated[float, typer.Option("--uptake", help="Chance an offered action is received (with --interventions).")] = 0.8,
+    holdout: Annotated[float, typer.Option("--holdout", help="Share of eligible pupils (or schools) held out at random (with --interventions); 0 = none.")] = 0.5,
+    holdout_unit: Annotated[str, typer.Option("--holdout-unit", help="'pupil' (drawn each term) or 'school' (drawn once).")] = "pupil",
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) instead of tables.")] = False,
 ) -> None:
     """Simulate Thai schools term by term and write deliveries as the source systems would, plus the truth.
@@ -48,7 +54,7 @@ def simulate_command(
     from rich.table import Table
 
     from simulator.api import simulate
-    from simulator.config import FaultConfig, SimulationConfig, WorldConfig
+    from simulator.config import FaultConfig, InterventionConfig, SimulationConfig, WorldConfig
     from simulator.scenarios import named_scenario
 
     fault_values: dict = _load_faults(faults) if faults else {}
@@ -62,6 +68,9 @@ def simulate_command(
             faults=FaultConfig(**fault_values),
             scenario=None if scenario is None else named_scenario(
                 scenario, first_year + years - 1 if scenario_from is None else scenario_from, scenario_term),
+            interventions=None if not interventions else InterventionConfig(
+                from_year=first_year if interventions_from is None else interventions_from, capacity_share=capacity,
+                uptake=uptake, holdout_share=holdout, holdout_unit=holdout_unit),
         )
     except Exception as exc:  # pydantic's message names the bad field; named_scenario lists the names
         raise typer.BadParameter(str(exc)) from exc

@@ -8,6 +8,8 @@ who want to know what the ceiling means.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.calendar import SchoolCalendar
@@ -176,6 +178,39 @@ class FaultConfig(_Model):
                                        "its pupils is in that census delivery (truth/omissions.parquet, reason 'census_refused').")
 
 
+class InterventionConfig(_Model):
+    """Schools act on their list each term (issue 15.5; simulator/interventions.py, PROCESS.md §2.8).
+
+    Off unless given: with `interventions=None` the simulator draws no extra random number and every
+    file is what it was. Effects are on the dropout logit of the term's end and are never positive.
+    """
+
+    from_year: int = Field(ge=2500, le=2700, description="First academic year (BE) in which schools act.")
+    from_term: int = Field(1, ge=1, le=2, description="First term (1 or 2) in which schools act, in that year.")
+    capacity_share: float = Field(
+        0.10, gt=0, le=1, description="Share of a school's pupils it can act on in a term: the top ceil(share x pupils) "
+                                      "of its own ranking (the school's stand-in for the list) are eligible.")
+    uptake: float = Field(0.8, ge=0, le=1, description="Chance a pupil offered an action receives it (the family "
+                                                        "agrees, the visit happens); the others stay 'planned'.")
+    holdout_share: float = Field(
+        0.5, ge=0, lt=1, description="Share of eligible pupils (or schools: holdout_unit) randomly held out: eligible "
+                                    "but not served, so the effect of acting can be estimated. 0 = no holdout.")
+    holdout_unit: Literal["pupil", "school"] = Field(
+        "pupil", description="'pupil': each eligible pupil is drawn each term; 'school': a school is drawn once for "
+                             "the whole run and serves none of its eligible pupils (bootstrap by school then).")
+    cct_effect_per_poverty: float = Field(
+        0.8, ge=0, description="A CCT application lowers the dropout logit by this per unit of poverty below the "
+                               "extremely-poor line (max(pov, 0)): the grant helps in proportion to the need.")
+    home_visit_effect_per_disengagement: float = Field(
+        0.7, ge=0, description="A home visit lowers the dropout logit by this per SD of engagement below 0 "
+                               "(max(-e, 0)): it helps a disengaged child, not one whose risk is poverty or a shock.")
+    counselling_effect_per_disengagement: float = Field(
+        0.5, ge=0, description="Counselling: as a home visit, with this coefficient.")
+    fade_per_term: float = Field(
+        0.5, ge=0, le=1, description="The effect left one term later is this share of the term before's (0 = lasts "
+                                     "one term; 1 = never fades). A new action counts when it is stronger than what is left of the last.")
+
+
 class SimulationConfig(_Model):
     """Everything one simulation run depends on; written to truth/process.json."""
 
@@ -187,6 +222,9 @@ class SimulationConfig(_Model):
     scenario: Scenario | None = Field(
         None, description="Optional change to the world from a given term on (simulator/scenarios.py); "
                           "None = the unchanged world (and truth/process.json does not mention it).")
+    interventions: InterventionConfig | None = Field(
+        None, description="Schools acting on the list (simulator/interventions.py); None = nobody acts (and "
+                          "truth/process.json does not mention it).")
 
     @classmethod
     def small(cls, students: int = 3000, years: int = 2, seed: int = 7, **faults: float) -> SimulationConfig:

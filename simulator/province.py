@@ -32,6 +32,7 @@ from simulator.process import (
     C_ABROAD, C_DEATH, C_DONE, C_DROP, C_EWE, C_NFE, C_OTHER, C_STAY, C_TRANSFER, C_VOC, CLASSES, N_CLASSES, Calib,
     base_logits, ceiling, future_shock_probs, shock_class_effects, shock_probs, softmax,
 )
+from simulator.interventions import ProvinceInterventions
 from simulator.observable import ObservedHistory, TermObservations, observable_ceiling, observable_features
 from simulator.records import Records, cat, const
 from simulator.scenarios import (
@@ -57,6 +58,7 @@ class ProvinceSim(Records):
         super().__init__(config, prov, schedule, writer, truth, names, calib)
         self._prev_june: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._drop_shift: np.ndarray | None = None  # a ProcessChange scenario's dropout logit by grade
+        self.interventions: ProvinceInterventions | None = None  # schools acting on the list (made in run())
 
     def enter_first_pupils(self) -> None:
         """The pupils of the first census enter; school sizes (and so small schools) follow from them."""
@@ -181,6 +183,13 @@ class ProvinceSim(Records):
         L = base_logits(self, idx, term, cday)
         if self._drop_shift is not None:
             L[:, C_DROP] += self._drop_shift[self.grade[idx]]
+        plan = None
+        iv = self.interventions
+        if iv is not None and iv.active(year, term):
+            plan = iv.plan(self, year, term, idx, cday)
+            L_if_not = L.copy()
+            L_if_not[:, C_DROP] += plan.shift_if_not
+            L[:, C_DROP] += plan.shift
         # the dropout log-odds without the latent engagement: the structural part records state
         structural = L[:, C_DROP] - pc.beta_engagement * self.e[idx]
         # the ceiling at both rounds of the term
@@ -195,6 +204,14 @@ class ProvinceSim(Records):
         u = rng.random(n)
         outcome = (u[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
         outcome = np.minimum(outcome, N_CLASSES - 1)
+        if plan is not None:
+            # both potential outcomes of every pupil, drawn with the same uniform as the realised one
+            L_if_acted = L_if_not.copy()
+            L_if_acted[:, C_DROP] += plan.shift_if_acted - plan.shift_if_not
+            p_if = [softmax(x + arrived.astype(float) @ effects) for x in (L_if_not, L_if_acted)]
+            o_if = [np.minimum((u[:, None] > np.cumsum(q, axis=1)).sum(axis=1), N_CLASSES - 1) for q in p_if]
+            self.truth.append("interventions", iv.after_term(
+                self, plan, idx, (p_if[0][:, C_DROP], p_if[1][:, C_DROP]), (o_if[0], o_if[1]), outcome, C_DROP))
         # leave dates: about half of the in-term leavers go in the last month of the term
         leaver = outcome != C_STAY
         leave = np.full(n, E, dtype=np.int32)
@@ -294,6 +311,9 @@ class ProvinceSim(Records):
     def run(self, progress: Callable[[int], None] | None = None) -> None:
         w = self.cfg.world
         self.init_people()
+        if self.cfg.interventions is not None:
+            self.interventions = ProvinceInterventions(self.cfg.interventions, w.seed, self.prov.index, self.n,
+                                                       len(self.geo.school_code))
         self.enter_first_pupils()
         self.write_registry()
         for y in range(w.first_year, w.first_year + w.years):

@@ -44,6 +44,7 @@ def train_command(
     truth: Annotated[Path | None, typer.Option("--truth", help="Simulator truth folder: adds ceiling_* metrics (evaluation only).")] = None,
     config: ConfigOpt = None,
     variants: Annotated[bool, typer.Option("--variants", help="Also measure monotone on/off and one model per round type.")] = False,
+    actions: Annotated[Path | None, typer.Option("--actions", help="Assignment folder (assignment.csv, actions.csv): leave out the outcomes an action changed (config `actions`).", exists=True, file_okay=False)] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
@@ -55,7 +56,7 @@ def train_command(
     with friendly_errors("train"):
         h = load_home(home)
         cfg = load_config(config)
-        outcome = train(h, cfg, trainset=trainset, truth_dir=truth, variants=variants)
+        outcome = train(h, cfg, trainset=trainset, truth_dir=truth, variants=variants, actions=actions)
     summary = outcome.summary()
     if json_out:
         emit_json(summary)

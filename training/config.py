@@ -135,6 +135,17 @@ class GateConfig(_Model):
                                 "noise of about sqrt(rate / rows per bin), so a fixed ceiling judges the fold's size.")
 
 
+class ActionAwareConfig(_Model):
+    """What training does with outcomes an action changed (training/actions.py). Applies only when an
+    assignment is given (`ews train --actions DIR`); without one the training set is used as it is."""
+
+    outcomes: Literal["drop", "keep"] = Field(
+        "drop", description="'drop': leave out the rows of pupils served or acted on (their outcome is the action's "
+                            "doing); 'keep': train on them as they are (naive, for comparison).")
+    terms_after: int = Field(1, ge=0, le=6, description="Also leave out this many terms after the action: its effect fades, "
+                                                        "it does not stop at the term's end.")
+
+
 class TrainConfig(_Model):
     """Everything `ews train` needs besides the training set."""
 
@@ -146,6 +157,7 @@ class TrainConfig(_Model):
     fairness: FairnessConfig = FairnessConfig()
     gate: GateConfig = GateConfig()
     intervals: IntervalConfig = IntervalConfig()
+    actions: ActionAwareConfig = ActionAwareConfig()
     capacities: tuple[float, ...] = Field((0.05, 0.10, 0.20), description="Top-k shares for precision@k / recall@k.")
     logistic_max_rows: int = Field(400_000, ge=1000, description="The logistic baseline trains on at most this many rows (sampled).")
     shap_sample_rows: int = Field(2000, ge=10, description="Rows explained for the SHAP importance in the model card.")

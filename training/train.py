@@ -69,9 +69,22 @@ def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfi
 
 
 def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_dir: Path | None = None,
-          truth: pd.DataFrame | None = None, variants: bool = False) -> TrainOutcome:
-    """Train, evaluate, log and register one model version (champion if first, else challenger)."""
+          truth: pd.DataFrame | None = None, variants: bool = False, actions: Path | None = None) -> TrainOutcome:
+    """Train, evaluate, log and register one model version (champion if first, else challenger).
+    `actions`: an assignment folder (features/assignment.py); then the outcomes an action changed are
+    handled as `cfg.actions` says (training/actions.py)."""
     ts = load_trainset(home, trainset)
+    if actions is not None:
+        from features.assignment import read_assignment
+        from features.pointintime.pipeline import connect_warehouse
+        from training.actions import without_acted
+
+        con = connect_warehouse(home)
+        try:
+            assignment = read_assignment(home, con, Path(actions))
+        finally:
+            con.close()
+        ts, _ = without_acted(ts, assignment, cfg.actions)
     if truth is None and truth_dir is not None:
         truth = truth_for_test(home, truth_dir, ts, cfg)
     result = train_and_evaluate(ts, cfg, truth)

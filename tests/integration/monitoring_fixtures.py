@@ -1,4 +1,5 @@
-"""Worlds for the monitoring tests: one unchanged world and one per scenario, scored and monitored.
+"""Worlds for the monitoring tests: one unchanged world, one per scenario and one where schools act
+on the list (`interventions`, monitored with its assignment), scored and monitored.
 Built once per session by the `monitored_worlds` fixture (tests/conftest.py), whose unchanged world
 is the fixture ladder's own simulation (same size, seed and config).
 
@@ -48,6 +49,16 @@ def scenarios() -> dict[str, object]:
     }
 
 
+def interventions() -> object:
+    """The world where schools act on their list from the changed term on (issue 15.5), strongly, with
+    a randomised holdout: monitoring must not read the actions' success as a miscalibrated model."""
+    from simulator.config import InterventionConfig
+
+    return InterventionConfig(from_year=CHANGE_YEAR, from_term=CHANGE_TERM, capacity_share=0.3, uptake=0.9,
+                              holdout_share=0.3, cct_effect_per_poverty=2.5, home_visit_effect_per_disengagement=2.5,
+                              counselling_effect_per_disengagement=2.5)
+
+
 def training_cutoff() -> dt.date:
     """The champion is trained on what was known at the first round of the changed term."""
     return SchoolCalendar().as_of(f"{CHANGE_YEAR}-T{CHANGE_TERM}-early")
@@ -88,6 +99,12 @@ def build_worlds(root: Path, unchanged: Path | None = None) -> dict[str, Monitor
             sims[name] = unchanged
             continue
         sims[name] = simulate_world(root / f"sim-{name}", seed=SEED, students=STUDENTS, years=YEARS, scenario=sc)
+    from simulator.api import simulate
+    from simulator.config import SimulationConfig
+
+    sims["interventions"] = root / "sim-interventions"
+    simulate(SimulationConfig.small(students=STUDENTS, years=YEARS, seed=SEED).model_copy(
+        update={"interventions": interventions()}), sims["interventions"])
     cutoff = training_cutoff()
     ids = shared_deliveries(sims, cutoff)
 
@@ -110,7 +127,7 @@ def build_worlds(root: Path, unchanged: Path | None = None) -> dict[str, Monitor
         ingest_path(sim / "deliveries", home)  # the shared deliveries are recognised and skipped
         link(home)
         score_round(home, ROUND, load_model(home))
-        report = monitor_round(home, ROUND)
+        report = monitor_round(home, ROUND, actions=sim / "actions" if name == "interventions" else None)
         write_report(home, report)
         worlds[name] = MonitoredWorld(name=name, sim=sim, home=home, report=report)
     return worlds
