@@ -30,6 +30,10 @@ def score_command(
     round_id: Annotated[str | None, typer.Option("--round", help="Round to score, e.g. 2568-T1-early.")] = None,
     due: Annotated[bool, typer.Option("--due", help="Score every round that is due and not yet scored by the champion.")] = False,
     today: Annotated[str | None, typer.Option("--today", help="Date for --due (YYYY-MM-DD); default: today.")] = None,
+    chunk_rows: Annotated[int | None, typer.Option(
+        "--chunk-rows", min=1,
+        help="Pupils per chunk of whole schools scored at once (bounds the round's memory; default 200,000)."
+    )] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
@@ -53,7 +57,7 @@ def score_command(
         # The round id is parsed here, once; everything below takes the `ScoringRound`.
         asked = parse_round(round_id) if round_id is not None else None
         champion = load_model(h)
-        cfg = ScoreConfig()
+        cfg = ScoreConfig() if chunk_rows is None else ScoreConfig(chunk_rows=chunk_rows)
         if asked is None:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
             todo = due_rounds(h, champion.lineage.version, day)
