@@ -22,8 +22,3 @@ def test_a_chunk_of_no_pupils_is_refused_before_the_home_is_opened(tmp_path: Pat
     assert "Invalid value for '--chunk-rows'" in out and "greater than or equal to 1" in out
     assert not (tmp_path / "nowhere").exists()
 
-
-def test_a_chunk_size_is_taken_and_scoring_goes_on_to_ask_for_the_champion(tmp_path: Path) -> None:
-    code, out = _score(tmp_path / "home", "5000")
-    assert code == 2
-    assert "Invalid value" not in out and "no version of 'dropout-risk' has the alias 'champion'" in out
