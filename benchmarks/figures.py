@@ -18,7 +18,11 @@ Steps:
            simulated, ingested, linked, made a training set and trained with the default config and
            `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
            a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
+  notfound README.md: the not-found list's precision and recall against the simulator's truth on the
+           test worlds (seeds 11, 5, 23) and world M (`ews notfound build`, `ews notfound show --truth`).
   demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
+  reasons  serving/reasons.py: the share of flagged pupils of the demo's published rounds with no
+           material reason, and with an empty reasons cell (after `demo`; --reasons-home HOME for another).
 
 Writes OUT/figures.json (every figure, machine-readable: id, value, interval, command) and
 OUT/FIGURES.md (the same as a table). The worlds are built under --work-dir (large; default
@@ -46,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-STEPS = ("ceiling", "worlds", "demo")
+STEPS = ("ceiling", "worlds", "notfound", "demo", "reasons")
 CEILING_SEEDS = (1, 2, 3)
 
 
@@ -89,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--reuse", action="store_true",
                     help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir, "
                          "and trainings already logged there (only when that code has not changed).")
+    ap.add_argument("--notfound-world", action="append", choices=[w[0] for w in NOTFOUND_WORLDS],
+                    help="Only these worlds in the notfound step (repeat); default: all.")
+    ap.add_argument("--reasons-home", type=Path, default=None,
+                    help="Home whose published rounds the reasons step reads (default: the demo step's, under --work-dir).")
     ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
     return ap
 
@@ -424,6 +432,97 @@ def demo_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
     out.sections["demo"] = {"command": command_text(argv), "seconds": seconds, "peak_rss_gb": peak_gb, "load_at_start": load}
 
 
+# The not-found list's worlds README quotes: the test worlds of tests/support/worlds.py and world M.
+NOTFOUND_WORLDS = (("seed11", 1500, 4, 11), ("seed5", 1000, 4, 5), ("seed23", 1000, 4, 23), ("M", 20000, 4, 2))
+NOTFOUND_CENSUS = "2024-06-10"
+
+
+def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """README (the not-found list): precision and recall of every census's list with complete
+    evidence against the simulator's truth (`ews notfound show --truth --json`, 95% intervals by
+    student), overall and per nationality. World M's home is reused when the worlds step prepared it
+    (the same `ews simulate` arguments)."""
+    worlds = [w for w in NOTFOUND_WORLDS if not a.notfound_world or w[0] in a.notfound_world]
+    worlds = worlds if not a.quick else worlds[:1]
+    for name, students, years, seed in worlds:
+        sim_argv = ews_argv("simulate", "--out", "SIM", "--students", str(students), "--years", str(years), "--seed", str(seed))
+        w = work / f"world-{name}"
+        prepared = name == "M" and (w / "prepared.json").exists()  # ingested and linked by the worlds step
+        if not prepared:
+            w = work / f"notfound-{name}"
+        sim, home = w / "sim", w / "home"
+        h = ["--home", str(home)]
+        sim_argv[sim_argv.index("SIM")] = str(sim)
+        chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h)]
+        if not prepared and not (a.reuse and (w / "linked.json").exists()):
+            if w.exists():  # figures of changed code need a world built by that code
+                shutil.rmtree(w)
+            for i, argv in enumerate(chain):
+                run_cli(argv, w / f"{i}-{argv[3]}.log", (0, 1) if argv[3] == "ingest" else (0,))
+            (w / "linked.json").write_text("{}", encoding="utf-8")
+        build = ews_argv("notfound", "build", "--census", NOTFOUND_CENSUS, "--json", *h)
+        show = ews_argv("notfound", "show", "--census", NOTFOUND_CENSUS, "--truth", str(sim / "truth"), "--json", *h)
+        run_cli(build, w / "notfound-build.log")
+        doc = json_of(run_cli(show, w / "notfound-show.log"))
+        cmd = " && ".join(command_text(x) for x in (*chain, build, show))
+        q = doc["quality"]
+        fid = f"notfound.{name}"
+        o = q["overall"]
+        for key in ("precision", "recall"):
+            x = o[key]
+            out.add(f"{fid}.{key}", x["value"], cmd, None if x.get("low") is None else (x["low"], x["high"]))
+        for key in ("listed", "truly_out", "rows", "base_rate"):
+            out.add(f"{fid}.{key}", o.get(key), cmd)
+        out.add(f"{fid}.censuses", len(q.get("censuses", [])), cmd)
+        for value, x in (q.get("per_group", {}).get("nationality") or {}).items():
+            for key in ("precision", "recall"):
+                v = x[key]
+                out.add(f"{fid}.nationality.{value}.{key}", v["value"], cmd,
+                        None if v.get("low") is None else (v["low"], v["high"]),
+                        note="" if x.get("judged") else "too few to judge")
+        out.sections[f"notfound_{name}"] = {"command": cmd, "quality": q}
+
+
+def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """serving/reasons.py: the share of flagged pupils (problem and at-risk groups) with no material
+    reason (before the small-factor text, their cell was empty) and the share with an empty cell,
+    over every published round of the demo's home (`--only demo` builds it), with 95% intervals by
+    student (a pupil flagged in several rounds is resampled with all of those rows)."""
+    from features.home import EwsHome
+    from serving.reasons import group_matrix, rank_reasons
+    from serving.snapshot import published_rounds
+
+    home = a.reasons_home or work / "demo-home"
+    refs = published_rounds(EwsHome(root=home))
+    if not refs:
+        raise RuntimeError(f"no published round under {home}: run `python -m benchmarks.figures --only demo` first")
+    keys, none, empty, rounds = [], [], [], []
+    for ref in refs:
+        cols = ref.manifest.columns
+        t = ref.students(["student_key", "scored", "risk_group", "reasons_en", *cols.columns("contribution")]).to_pandas()
+        f = t[t["scored"].astype(bool) & t["risk_group"].isin(["problem", "at_risk"])]
+        if f.empty:
+            continue
+        gc = f[cols.columns("contribution")].to_numpy(dtype=float) @ group_matrix(for_reasons=True)
+        _, count = rank_reasons(gc, ref.manifest.config.top_reasons)
+        keys.append(f["student_key"].astype(str).to_numpy())
+        none.append(count == 0)
+        empty.append(~f["reasons_en"].fillna("").astype(str).str.len().astype(bool).to_numpy())
+        rounds.append(ref.round_id)
+    k, n0, e0 = np.concatenate(keys), np.concatenate(none).astype(float), np.concatenate(empty).astype(float)
+    samples = student_bootstrap(k, a.reps, seed=12)
+    demo = command_text(ews_argv("demo", "--home", str(home), "--no-serve"))
+    cmd = f"{demo}; python -m benchmarks.figures --only reasons"
+    out.add("reasons.demo.flagged_rows", len(k), cmd, note=f"problem + at-risk rows of {len(rounds)} published rounds")
+    out.add("reasons.demo.flagged_no_material_reason", round(float(n0.mean()), 4), cmd,
+            interval([float(n0[i].mean()) for i in samples]),
+            note="share of flagged rows whose reason groups are all below odds x1.10 (an empty cell before the small-factor text)")
+    out.add("reasons.demo.flagged_empty_cell", round(float(e0.mean()), 4), cmd,
+            interval([float(e0[i].mean()) for i in samples]), note="share of flagged rows whose reasons cell is empty")
+    out.sections["reasons"] = {"home": str(home), "rounds": rounds, "flagged_rows": len(k),
+                               "no_material_reason": float(n0.mean()), "empty_cell": float(e0.mean())}
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 
@@ -495,8 +594,13 @@ def plan(a: argparse.Namespace) -> list[str]:
         for w in a.worlds:
             lines.append(f"world {w.name}: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
                          f"trainset, train --variants; alternatives: {', '.join(w.alternatives) or 'none'}")
+    if "notfound" in a.only:
+        lines += [f"not-found list: ews simulate --students {n} --years {y} --seed {sd}, ingest, link, notfound build "
+                  f"--census {NOTFOUND_CENSUS}, notfound show --truth" for _, n, y, sd in NOTFOUND_WORLDS]
     if "demo" in a.only:
         lines.append(command_text(ews_argv("demo", "--no-serve")))
+    if "reasons" in a.only:
+        lines.append(f"reasons: flagged pupils with no material reason in the published rounds of {a.reasons_home or work / 'demo-home'}")
     return lines
 
 
@@ -515,8 +619,12 @@ def main(argv: list[str] | None = None) -> None:
         steps.append(lambda: ceiling_step(a, work, out))
     if "worlds" in a.only:
         steps += [lambda w=w: world_step(a, w, work, out) for w in a.worlds]
+    if "notfound" in a.only:
+        steps.append(lambda: notfound_step(a, work, out))
     if "demo" in a.only:
         steps.append(lambda: demo_step(a, work, out))
+    if "reasons" in a.only:
+        steps.append(lambda: reasons_step(a, work, out))
     for step in steps:
         try:
             step()

@@ -98,3 +98,5 @@ def test_the_command_plans_every_step_without_running_anything(capsys: pytest.Ca
     assert sum(line.startswith("ews simulate --out") for line in out.splitlines()) == len(figures.CEILING_SEEDS)
     assert "world S" in out and "world M" in out
     assert "ews demo --no-serve" in out
+    assert sum(line.startswith("not-found list:") for line in out.splitlines()) == len(figures.NOTFOUND_WORLDS)
+    assert "reasons: flagged pupils" in out
