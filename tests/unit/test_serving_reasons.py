@@ -251,3 +251,20 @@ def test_rendering_reasons_leaves_the_contributions_as_they_were() -> None:
     render_reasons(gc)
     render_reasons(gc, k=9, raising_only=False)
     assert np.array_equal(gc, before)  # base + contributions = the published logit is not touched
+
+
+def test_the_pupil_sheet_and_the_excel_download_show_a_flagged_pupils_small_factors() -> None:
+    import io
+
+    import openpyxl
+
+    from serving.exports import to_xlsx
+    from serving.sheet import pupil_sheet
+
+    th, en = render_reasons(_only(attendance=0.05, academic=0.04, transition=2.5))
+    row = {"risk_score": 0.09, "risk_group": "problem", "reasons_th": th[0], "reasons_en": en[0]}
+    page = pupil_sheet(name=None, student_key="k1", school_name=None, school_code="1", grade="M1", room=1,
+                       round_id="2566-T2-mid", snapshot_hash="h", row=row, values={}, history=[], actions=[])
+    assert f"<li>{th[0]}</li>" in page  # one item, the whole text (it holds no list separator)
+    book = openpyxl.load_workbook(io.BytesIO(to_xlsx([{**row, "rank": 1, "grade": "M1", "student_key": "k1"}], "t")))
+    assert th[0] in [c.value for r in book.active.iter_rows() for c in r]
