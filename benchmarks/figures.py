@@ -18,6 +18,9 @@ Steps:
            simulated, ingested, linked, made a training set and trained with the default config and
            `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
            a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
+  reported training/DECISIONS.md's tables from the trainings a worlds step logged (what `ews train --json`
+           reports with its own intervals: observable ceiling, lookup, school-only model, within-grade
+           metrics, O/E per term); part of the worlds step, alone with --only reported.
   notfound README.md: the not-found list's precision and recall against the simulator's truth on the
            test worlds (seeds 11, 5, 23) and world M (`ews notfound build`, `ews notfound show --truth`).
   demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
@@ -50,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-STEPS = ("ceiling", "worlds", "notfound", "demo", "reasons")
+STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons")
 CEILING_SEEDS = (1, 2, 3)
 
 
@@ -262,10 +265,7 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
     w = work / f"world-{world.name}"
     sim, home = w / "sim", w / "home"
     h = ["--home", str(home)]
-    sim_argv = ews_argv("simulate", "--out", str(sim), "--students", str(world.students), "--years", str(world.years),
-                        "--seed", str(world.seed))
-    chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
-             ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
+    chain = _prepare_chain(world, w)
     done = w / "prepared.json"
     if not a.reuse and w.exists():  # figures of changed code need a world built by that code
         shutil.rmtree(w)
@@ -296,7 +296,17 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
         ivs = _version_intervals(a, home, sim, summary, partial)
         section["runs"][name] = {"command": command_text(argv), "config": partial, "summary": summary, "intervals": ivs}
         _train_figures(out, f"{wid}.{name}", summary, ivs, cmd)
+        reported_figures(out, f"{wid}.{name}", summary, cmd)
     out.sections[f"world_{world.name}"] = section
+
+
+def _prepare_chain(world: World, w: Path) -> list[list[str]]:
+    """The stages that make world `world` a training set under folder `w` (sim/ and home/)."""
+    sim, h = w / "sim", ["--home", str(w / "home")]
+    return [ews_argv("simulate", "--out", str(sim), "--students", str(world.students), "--years", str(world.years),
+                     "--seed", str(world.seed)),
+            ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
+            ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
 
 
 def trainset_figures(out: Collected, wid: str, doc: Mapping[str, Any], cmd: str) -> None:
@@ -365,6 +375,56 @@ def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[
                 out.add(f"{fid}.variant.{name}.{k}", v[k], cmd)
         if v.get("note"):
             out.add(f"{fid}.variant.{name}", None, cmd, note=v["note"])
+
+
+# The scores `ews train --json` reports with their own 95% intervals (`ci95_low.*`, `ci95_high.*`:
+# training/bootstrap.py, by student), as DECISIONS.md's tables quote them: figure name -> metric prefix.
+REPORTED_SCORES = {"model": "", "ceiling": "ceiling_", "observable_ceiling": "observable.ceiling_",
+                   "logistic": "baselines.logistic.", "lookup": "baselines.grade_term_lookup.",
+                   "school_model": "baselines.school_model.", "gap": "gap_", "observable_gap": "observable.gap_",
+                   "model_minus_logistic": "versus.logistic.", "model_minus_lookup": "versus.grade_term_lookup.",
+                   "model_minus_school_model": "versus.school_model."}
+REPORTED_METRICS = ("roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_pr_auc")
+
+
+def reported_figures(out: Collected, fid: str, s: Mapping[str, Any], cmd: str) -> None:
+    """The figures `ews train --json` reports with intervals (`<fid>.reported.<score>.<metric>`), and
+    the calibration the release gate judges: O/E overall and per term and round type, slope, equal-mass
+    ECE (`<fid>.calibration.*`, intervals `_lo`/`_hi` as reported)."""
+    m = s.get("metrics", {})
+    for name, prefix in REPORTED_SCORES.items():
+        for k in REPORTED_METRICS:
+            key = f"{prefix}{k}"
+            if m.get(key) is None:
+                continue
+            lo, hi = m.get(f"ci95_low.{key}"), m.get(f"ci95_high.{key}")
+            out.add(f"{fid}.reported.{name}.{k}", m[key], cmd, None if lo is None or hi is None else (lo, hi))
+    strata = [""] + sorted({k[len("calibration."):-len(".oe")] + "." for k in m
+                            if k.startswith(("calibration.term.", "calibration.round_type.")) and k.endswith(".oe")})
+    for st in strata:
+        for k in ("oe", "slope", "ece"):
+            key = f"calibration.{st}{k}"
+            if m.get(key) is not None:
+                lo, hi = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+                out.add(f"{fid}.calibration.{st}{k}", m[key], cmd, None if lo is None or hi is None else (lo, hi))
+    if m.get("pr_auc") is not None and m.get("observable.ceiling_pr_auc"):
+        out.add(f"{fid}.reported.pr_auc_share_of_observable_ceiling", m["pr_auc"] / m["observable.ceiling_pr_auc"], cmd,
+                note="model PR-AUC / observable ceiling PR-AUC (issue 12 goal: at least 0.90)")
+
+
+def reported_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """`reported_figures` of every training a worlds step already logged (no simulation, no training)."""
+    for world in a.worlds:
+        w = work / f"world-{world.name}"
+        prepared = (w / "prepared.json").exists()
+        for name in ("default", *world.alternatives):
+            s = _earlier_summary(w / f"train-{name}.log")
+            if not prepared or s is None:
+                print(f"   (world {world.name} {name}: no logged training under {w}; run the worlds step)", flush=True)
+                continue
+            train = (w / f"train-{name}.log").read_text(encoding="utf-8").split("\n", 1)[0].removeprefix("$ ")
+            prep = " && ".join(command_text(x) for x in _prepare_chain(world, w))
+            reported_figures(out, f"world.{world.name}.{name}", s, f"{prep} && {train}")
 
 
 def _version_intervals(a: argparse.Namespace, home: Path, sim: Path, summary: Mapping[str, Any],
@@ -619,6 +679,8 @@ def main(argv: list[str] | None = None) -> None:
         steps.append(lambda: ceiling_step(a, work, out))
     if "worlds" in a.only:
         steps += [lambda w=w: world_step(a, w, work, out) for w in a.worlds]
+    if "reported" in a.only and "worlds" not in a.only:  # the worlds step records them itself
+        steps.append(lambda: reported_step(a, work, out))
     if "notfound" in a.only:
         steps.append(lambda: notfound_step(a, work, out))
     if "demo" in a.only:
