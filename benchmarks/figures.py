@@ -13,8 +13,10 @@ are one pupil's, not independent draws), computed on the trained version's test 
 Steps:
   ceiling  simulator/PROCESS.md §3: the ceiling against realised dropouts on 10,000 x 3 worlds, seeds
            1, 2, 3 (`ews simulate`, then truth/rounds.parquet): rows, dropouts, mean p, realised rate,
-           z, exact ROC-AUC with its interval.
-  worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1) and world M (20,000 x 4, seed 2), each
+           z, exact ROC-AUC with its interval; the observable ceiling (`p_observable`, PROCESS.md §3b)
+           on the same rows and the full ceiling's paired lead over it.
+  worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1), world M (20,000 x 4, seed 2) and world D
+           (3,000 x 3, seed 7: the small demo's world), each
            simulated, ingested, linked, made a training set and trained with the default config and
            `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
            a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
@@ -76,7 +78,8 @@ ALTERNATIVES: dict[str, dict[str, Any]] = {
     "leaves_31": {"model": {"num_leaves": 31, "min_child_samples": 100, "learning_rate": 0.05, "early_stopping_rounds": 50}},
     "leaves_15": {"model": {"num_leaves": 15, "min_child_samples": 200, "learning_rate": 0.03, "early_stopping_rounds": 100}},
 }
-WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES))
+# D: the small demo world DECISIONS.md's second table quotes (`ews demo --students 3000 --years 3` is seed 7).
+WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES), World("D", 3000, 3, 7))
 QUICK_WORLDS = (World("S", 1500, 3, 1, {"isotonic": ALTERNATIVES["isotonic"]}),)
 # Metrics of `training.metrics.score_metrics` given an interval (the rest are reported as points).
 INTERVAL_METRICS = ("roc_auc", "pr_auc", "ece", "brier", "mean_score", "precision_at_10pct", "recall_at_10pct",
@@ -230,7 +233,7 @@ def ceiling_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
             run_cli(argv, work / f"ceiling-{seed}.log")
         cmd = f"{command_text(argv)}; python -m benchmarks.figures --only ceiling"
         r = pq.read_table(sim / "truth" / "rounds.parquet",
-                          columns=["person_id", "round_type", "p_dropout", "dropout"]).to_pandas()
+                          columns=["person_id", "round_type", "p_dropout", "p_observable", "dropout"]).to_pandas()
         for kind in ("early", "mid"):
             k = r[r.round_type == kind]
             p, y = k.p_dropout.to_numpy(float), k.dropout.to_numpy(float)
@@ -251,6 +254,18 @@ def ceiling_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
             out.add(f"{fid}.realised", round(float(y.mean()), 5), cmd)
             out.add(f"{fid}.z", round(z, 2), cmd, note="(Σ dropout − Σ p) / √Σ p(1−p): N(0, 1) under a correct ceiling")
             out.add(f"{fid}.mean_p_over_realised", round(row["mean_p_over_realised"], 3), cmd, ratio_iv)
+            # §3b: the observable ceiling on the same rows, and the full one's lead over it (paired)
+            q = k.p_observable.to_numpy(float)
+            obs_auc = roc_auc_score(y, q)
+            obs_iv = interval([roc_auc_score(y[i], q[i]) for i in samples])
+            lead_iv = interval([roc_auc_score(y[i], p[i]) - roc_auc_score(y[i], q[i]) for i in samples])
+            zq = float((y.sum() - q.sum()) / np.sqrt((q * (1 - q)).sum()))
+            out.add(f"{fid}.observable.roc_auc", round(obs_auc, 4), cmd, obs_iv)
+            out.add(f"{fid}.full_minus_observable.roc_auc", round(auc - obs_auc, 4), cmd, lead_iv,
+                    note="paired difference of ROC-AUC, full ceiling minus observable")
+            out.add(f"{fid}.observable.mean_p_over_realised", round(float(q.sum() / y.sum()), 3), cmd,
+                    interval([q[i].sum() / y[i].sum() for i in samples]))
+            out.add(f"{fid}.observable.z", round(zq, 2), cmd, note="(Σ dropout − Σ p_observable) / √Σ p(1−p)")
     out.sections["ceiling"] = {"students": a.ceiling_students, "years": 3, "rows": rows}
 
 
