@@ -26,8 +26,9 @@ Steps:
   notfound README.md: the not-found list's precision and recall against the simulator's truth on the
            test worlds (seeds 11, 5, 23) and world M (`ews notfound build`, `ews notfound show --truth`).
   demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
-  reasons  serving/reasons.py: the share of flagged pupils of the demo's published rounds with no
-           material reason, and with an empty reasons cell (after `demo`; --reasons-home HOME for another).
+  reasons  serving/reasons.py: the share of flagged pupils of the small demo's published rounds
+           (`ews demo --students 3000 --years 3 --no-serve`) with no material reason, and with an empty
+           reasons cell (--reasons-home HOME reads another home's rounds).
 
 Writes OUT/figures.json (every figure, machine-readable: id, value, interval, command) and
 OUT/FIGURES.md (the same as a table). The worlds are built under --work-dir (large; default
@@ -561,16 +562,22 @@ def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
 def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
     """serving/reasons.py: the share of flagged pupils (problem and at-risk groups) with no material
     reason (before the small-factor text, their cell was empty) and the share with an empty cell,
-    over every published round of the demo's home (`--only demo` builds it), with 95% intervals by
+    over every published round of the small demo (`ews demo --students 3000 --years 3 --no-serve`,
+    built under --work-dir; --reasons-home HOME reads another home instead), with 95% intervals by
     student (a pupil flagged in several rounds is resampled with all of those rows)."""
     from features.home import EwsHome
     from serving.reasons import group_matrix, rank_reasons
     from serving.snapshot import published_rounds
 
-    home = a.reasons_home or work / "demo-home"
+    home = a.reasons_home or work / "demo-3000x3"
+    demo_argv = ews_argv("demo", "--home", str(home), "--no-serve", "--students", "3000", "--years", "3")
+    if a.reasons_home is None and not (a.reuse and published_rounds(EwsHome(root=home))):
+        if home.exists():  # figures of changed code need rounds scored by that code
+            shutil.rmtree(home)
+        run_cli(demo_argv, work / "demo-3000x3.log")
     refs = published_rounds(EwsHome(root=home))
     if not refs:
-        raise RuntimeError(f"no published round under {home}: run `python -m benchmarks.figures --only demo` first")
+        raise RuntimeError(f"no published round under {home}")
     keys, none, empty, rounds = [], [], [], []
     for ref in refs:
         cols = ref.manifest.columns
@@ -586,8 +593,7 @@ def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
         rounds.append(ref.round_id)
     k, n0, e0 = np.concatenate(keys), np.concatenate(none).astype(float), np.concatenate(empty).astype(float)
     samples = student_bootstrap(k, a.reps, seed=12)
-    demo = command_text(ews_argv("demo", "--home", str(home), "--no-serve"))
-    cmd = f"{demo}; python -m benchmarks.figures --only reasons"
+    cmd = f"{command_text(demo_argv)}; python -m benchmarks.figures --only reasons"
     out.add("reasons.demo.flagged_rows", len(k), cmd, note=f"problem + at-risk rows of {len(rounds)} published rounds")
     out.add("reasons.demo.flagged_no_material_reason", round(float(n0.mean()), 4), cmd,
             interval([float(n0[i].mean()) for i in samples]),
@@ -675,7 +681,7 @@ def plan(a: argparse.Namespace) -> list[str]:
     if "demo" in a.only:
         lines.append(command_text(ews_argv("demo", "--no-serve")))
     if "reasons" in a.only:
-        lines.append(f"reasons: flagged pupils with no material reason in the published rounds of {a.reasons_home or work / 'demo-home'}")
+        lines.append(f"reasons: flagged pupils with no material reason in the published rounds of {a.reasons_home or work / 'demo-3000x3'}")
     return lines
 
 
