@@ -430,6 +430,7 @@ def reported_figures(out: Collected, fid: str, s: Mapping[str, Any], cmd: str) -
 
 def reported_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
     """`reported_figures` of every training a worlds step already logged (no simulation, no training)."""
+    recorded = set(_previous(a.out_dir / "figures.json").get("figures", {}))
     for world in a.worlds:
         w = work / f"world-{world.name}"
         prepared = (w / "prepared.json").exists()
@@ -440,6 +441,11 @@ def reported_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
                 continue
             train = (w / f"train-{name}.log").read_text(encoding="utf-8").split("\n", 1)[0].removeprefix("$ ")
             prep = " && ".join(command_text(x) for x in _prepare_chain(world, w))
+            # points of the summary as the worlds step records them, where that step has not recorded
+            # them with its own bootstrap intervals; then the figures `ews train --json` reports
+            points = Collected()
+            _train_figures(points, f"world.{world.name}.{name}", s, {}, f"{prep} && {train}")
+            out.figures += [f for f in points.figures if f.id not in recorded]
             reported_figures(out, f"world.{world.name}.{name}", s, f"{prep} && {train}")
 
 
