@@ -13,12 +13,22 @@ are one pupil's, not independent draws), computed on the trained version's test 
 Steps:
   ceiling  simulator/PROCESS.md §3: the ceiling against realised dropouts on 10,000 x 3 worlds, seeds
            1, 2, 3 (`ews simulate`, then truth/rounds.parquet): rows, dropouts, mean p, realised rate,
-           z, exact ROC-AUC with its interval.
-  worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1) and world M (20,000 x 4, seed 2), each
+           z, exact ROC-AUC with its interval; the observable ceiling (`p_observable`, PROCESS.md §3b)
+           on the same rows and the full ceiling's paired lead over it.
+  worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1), world M (20,000 x 4, seed 2) and world D
+           (3,000 x 3, seed 7: the small demo's world), each
            simulated, ingested, linked, made a training set and trained with the default config and
            `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
            a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
+  reported training/DECISIONS.md's tables from the trainings a worlds step logged (what `ews train --json`
+           reports with its own intervals: observable ceiling, lookup, school-only model, within-grade
+           metrics, O/E per term); part of the worlds step, alone with --only reported.
+  notfound README.md: the not-found list's precision and recall against the simulator's truth on the
+           test worlds (seeds 11, 5, 23) and world M (`ews notfound build`, `ews notfound show --truth`).
   demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
+  reasons  serving/reasons.py: the share of flagged pupils of the small demo's published rounds
+           (`ews demo --students 3000 --years 4 --no-serve`) with no material reason, and with an empty
+           reasons cell (--reasons-home HOME reads another home's rounds).
 
 Writes OUT/figures.json (every figure, machine-readable: id, value, interval, command) and
 OUT/FIGURES.md (the same as a table). The worlds are built under --work-dir (large; default
@@ -46,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-STEPS = ("ceiling", "worlds", "demo")
+STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons")
 CEILING_SEEDS = (1, 2, 3)
 
 
@@ -69,7 +79,8 @@ ALTERNATIVES: dict[str, dict[str, Any]] = {
     "leaves_31": {"model": {"num_leaves": 31, "min_child_samples": 100, "learning_rate": 0.05, "early_stopping_rounds": 50}},
     "leaves_15": {"model": {"num_leaves": 15, "min_child_samples": 200, "learning_rate": 0.03, "early_stopping_rounds": 100}},
 }
-WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES))
+# D: the small demo world DECISIONS.md's second table quotes (`ews demo --students 3000 --years 3` is seed 7).
+WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES), World("D", 3000, 3, 7))
 QUICK_WORLDS = (World("S", 1500, 3, 1, {"isotonic": ALTERNATIVES["isotonic"]}),)
 # Metrics of `training.metrics.score_metrics` given an interval (the rest are reported as points).
 INTERVAL_METRICS = ("roc_auc", "pr_auc", "ece", "brier", "mean_score", "precision_at_10pct", "recall_at_10pct",
@@ -89,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--reuse", action="store_true",
                     help="Reuse worlds already simulated, ingested, linked and made a training set under --work-dir, "
                          "and trainings already logged there (only when that code has not changed).")
+    ap.add_argument("--notfound-world", action="append", choices=[w[0] for w in NOTFOUND_WORLDS],
+                    help="Only these worlds in the notfound step (repeat); default: all.")
+    ap.add_argument("--reasons-home", type=Path, default=None,
+                    help="Home whose published rounds the reasons step reads (default: the demo step's, under --work-dir).")
     ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
     return ap
 
@@ -219,7 +234,7 @@ def ceiling_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
             run_cli(argv, work / f"ceiling-{seed}.log")
         cmd = f"{command_text(argv)}; python -m benchmarks.figures --only ceiling"
         r = pq.read_table(sim / "truth" / "rounds.parquet",
-                          columns=["person_id", "round_type", "p_dropout", "dropout"]).to_pandas()
+                          columns=["person_id", "round_type", "p_dropout", "p_observable", "dropout"]).to_pandas()
         for kind in ("early", "mid"):
             k = r[r.round_type == kind]
             p, y = k.p_dropout.to_numpy(float), k.dropout.to_numpy(float)
@@ -240,6 +255,18 @@ def ceiling_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
             out.add(f"{fid}.realised", round(float(y.mean()), 5), cmd)
             out.add(f"{fid}.z", round(z, 2), cmd, note="(Σ dropout − Σ p) / √Σ p(1−p): N(0, 1) under a correct ceiling")
             out.add(f"{fid}.mean_p_over_realised", round(row["mean_p_over_realised"], 3), cmd, ratio_iv)
+            # §3b: the observable ceiling on the same rows, and the full one's lead over it (paired)
+            q = k.p_observable.to_numpy(float)
+            obs_auc = roc_auc_score(y, q)
+            obs_iv = interval([roc_auc_score(y[i], q[i]) for i in samples])
+            lead_iv = interval([roc_auc_score(y[i], p[i]) - roc_auc_score(y[i], q[i]) for i in samples])
+            zq = float((y.sum() - q.sum()) / np.sqrt((q * (1 - q)).sum()))
+            out.add(f"{fid}.observable.roc_auc", round(obs_auc, 4), cmd, obs_iv)
+            out.add(f"{fid}.full_minus_observable.roc_auc", round(auc - obs_auc, 4), cmd, lead_iv,
+                    note="paired difference of ROC-AUC, full ceiling minus observable")
+            out.add(f"{fid}.observable.mean_p_over_realised", round(float(q.sum() / y.sum()), 3), cmd,
+                    interval([q[i].sum() / y[i].sum() for i in samples]))
+            out.add(f"{fid}.observable.z", round(zq, 2), cmd, note="(Σ dropout − Σ p_observable) / √Σ p(1−p)")
     out.sections["ceiling"] = {"students": a.ceiling_students, "years": 3, "rows": rows}
 
 
@@ -254,10 +281,7 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
     w = work / f"world-{world.name}"
     sim, home = w / "sim", w / "home"
     h = ["--home", str(home)]
-    sim_argv = ews_argv("simulate", "--out", str(sim), "--students", str(world.students), "--years", str(world.years),
-                        "--seed", str(world.seed))
-    chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
-             ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
+    chain = _prepare_chain(world, w)
     done = w / "prepared.json"
     if not a.reuse and w.exists():  # figures of changed code need a world built by that code
         shutil.rmtree(w)
@@ -288,7 +312,17 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
         ivs = _version_intervals(a, home, sim, summary, partial)
         section["runs"][name] = {"command": command_text(argv), "config": partial, "summary": summary, "intervals": ivs}
         _train_figures(out, f"{wid}.{name}", summary, ivs, cmd)
+        reported_figures(out, f"{wid}.{name}", summary, cmd)
     out.sections[f"world_{world.name}"] = section
+
+
+def _prepare_chain(world: World, w: Path) -> list[list[str]]:
+    """The stages that make world `world` a training set under folder `w` (sim/ and home/)."""
+    sim, h = w / "sim", ["--home", str(w / "home")]
+    return [ews_argv("simulate", "--out", str(sim), "--students", str(world.students), "--years", str(world.years),
+                     "--seed", str(world.seed)),
+            ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h),
+            ews_argv("trainset", "--truth", str(sim / "truth"), "--json", *h)]
 
 
 def trainset_figures(out: Collected, wid: str, doc: Mapping[str, Any], cmd: str) -> None:
@@ -359,6 +393,62 @@ def _train_figures(out: Collected, fid: str, s: Mapping[str, Any], ivs: Mapping[
             out.add(f"{fid}.variant.{name}", None, cmd, note=v["note"])
 
 
+# The scores `ews train --json` reports with their own 95% intervals (`ci95_low.*`, `ci95_high.*`:
+# training/bootstrap.py, by student), as DECISIONS.md's tables quote them: figure name -> metric prefix.
+REPORTED_SCORES = {"model": "", "ceiling": "ceiling_", "observable_ceiling": "observable.ceiling_",
+                   "logistic": "baselines.logistic.", "lookup": "baselines.grade_term_lookup.",
+                   "school_model": "baselines.school_model.", "gap": "gap_", "observable_gap": "observable.gap_",
+                   "model_minus_logistic": "versus.logistic.", "model_minus_lookup": "versus.grade_term_lookup.",
+                   "model_minus_school_model": "versus.school_model."}
+REPORTED_METRICS = ("roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_pr_auc")
+
+
+def reported_figures(out: Collected, fid: str, s: Mapping[str, Any], cmd: str) -> None:
+    """The figures `ews train --json` reports with intervals (`<fid>.reported.<score>.<metric>`), and
+    the calibration the release gate judges: O/E overall and per term and round type, slope, equal-mass
+    ECE (`<fid>.calibration.*`, intervals `_lo`/`_hi` as reported)."""
+    m = s.get("metrics", {})
+    for name, prefix in REPORTED_SCORES.items():
+        for k in REPORTED_METRICS:
+            key = f"{prefix}{k}"
+            if m.get(key) is None:
+                continue
+            lo, hi = m.get(f"ci95_low.{key}"), m.get(f"ci95_high.{key}")
+            out.add(f"{fid}.reported.{name}.{k}", m[key], cmd, None if lo is None or hi is None else (lo, hi))
+    strata = [""] + sorted({k[len("calibration."):-len(".oe")] + "." for k in m
+                            if k.startswith(("calibration.term.", "calibration.round_type.")) and k.endswith(".oe")})
+    for st in strata:
+        for k in ("oe", "slope", "ece"):
+            key = f"calibration.{st}{k}"
+            if m.get(key) is not None:
+                lo, hi = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+                out.add(f"{fid}.calibration.{st}{k}", m[key], cmd, None if lo is None or hi is None else (lo, hi))
+    if m.get("pr_auc") is not None and m.get("observable.ceiling_pr_auc"):
+        out.add(f"{fid}.reported.pr_auc_share_of_observable_ceiling", m["pr_auc"] / m["observable.ceiling_pr_auc"], cmd,
+                note="model PR-AUC / observable ceiling PR-AUC (issue 12 goal: at least 0.90)")
+
+
+def reported_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """`reported_figures` of every training a worlds step already logged (no simulation, no training)."""
+    recorded = set(_previous(a.out_dir / "figures.json").get("figures", {}))
+    for world in a.worlds:
+        w = work / f"world-{world.name}"
+        prepared = (w / "prepared.json").exists()
+        for name in ("default", *world.alternatives):
+            s = _earlier_summary(w / f"train-{name}.log")
+            if not prepared or s is None:
+                print(f"   (world {world.name} {name}: no logged training under {w}; run the worlds step)", flush=True)
+                continue
+            train = (w / f"train-{name}.log").read_text(encoding="utf-8").split("\n", 1)[0].removeprefix("$ ")
+            prep = " && ".join(command_text(x) for x in _prepare_chain(world, w))
+            # points of the summary as the worlds step records them, where that step has not recorded
+            # them with its own bootstrap intervals; then the figures `ews train --json` reports
+            points = Collected()
+            _train_figures(points, f"world.{world.name}.{name}", s, {}, f"{prep} && {train}")
+            out.figures += [f for f in points.figures if f.id not in recorded]
+            reported_figures(out, f"world.{world.name}.{name}", s, f"{prep} && {train}")
+
+
 def _version_intervals(a: argparse.Namespace, home: Path, sim: Path, summary: Mapping[str, Any],
                        partial: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
     """Bootstrap-by-student intervals on the version's test fold: the model, the ceiling, the logistic
@@ -422,6 +512,104 @@ def demo_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
     out.add("demo.wall_seconds", round(seconds, 1), cmd, note=f"load average {load:.1f} at the start")
     out.add("demo.peak_rss_gb", round(peak_gb, 2), cmd, note="largest single process (ru_maxrss of children)")
     out.sections["demo"] = {"command": command_text(argv), "seconds": seconds, "peak_rss_gb": peak_gb, "load_at_start": load}
+
+
+# The not-found list's worlds README quotes: the test worlds of tests/support/worlds.py and world M.
+NOTFOUND_WORLDS = (("seed11", 1500, 4, 11), ("seed5", 1000, 4, 5), ("seed23", 1000, 4, 23), ("M", 20000, 4, 2))
+NOTFOUND_CENSUS = "2024-06-10"
+
+
+def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """README (the not-found list): precision and recall of every census's list with complete
+    evidence against the simulator's truth (`ews notfound show --truth --json`, 95% intervals by
+    student), overall and per nationality. World M's home is reused when the worlds step prepared it
+    (the same `ews simulate` arguments)."""
+    worlds = [w for w in NOTFOUND_WORLDS if not a.notfound_world or w[0] in a.notfound_world]
+    worlds = worlds if not a.quick else worlds[:1]
+    for name, students, years, seed in worlds:
+        sim_argv = ews_argv("simulate", "--out", "SIM", "--students", str(students), "--years", str(years), "--seed", str(seed))
+        w = work / f"world-{name}"
+        prepared = name == "M" and (w / "prepared.json").exists()  # ingested and linked by the worlds step
+        if not prepared:
+            w = work / f"notfound-{name}"
+        sim, home = w / "sim", w / "home"
+        h = ["--home", str(home)]
+        sim_argv[sim_argv.index("SIM")] = str(sim)
+        chain = [sim_argv, ews_argv("ingest", str(sim / "deliveries"), "--json", *h), ews_argv("link", "--json", *h)]
+        if not prepared and not (a.reuse and (w / "linked.json").exists()):
+            if w.exists():  # figures of changed code need a world built by that code
+                shutil.rmtree(w)
+            for i, argv in enumerate(chain):
+                run_cli(argv, w / f"{i}-{argv[3]}.log", (0, 1) if argv[3] == "ingest" else (0,))
+            (w / "linked.json").write_text("{}", encoding="utf-8")
+        build = ews_argv("notfound", "build", "--census", NOTFOUND_CENSUS, "--json", *h)
+        show = ews_argv("notfound", "show", "--census", NOTFOUND_CENSUS, "--truth", str(sim / "truth"), "--json", *h)
+        run_cli(build, w / "notfound-build.log")
+        doc = json_of(run_cli(show, w / "notfound-show.log"))
+        cmd = " && ".join(command_text(x) for x in (*chain, build, show))
+        q = doc["quality"]
+        fid = f"notfound.{name}"
+        o = q["overall"]
+        for key in ("precision", "recall"):
+            x = o[key]
+            out.add(f"{fid}.{key}", x["value"], cmd, None if x.get("low") is None else (x["low"], x["high"]))
+        for key in ("listed", "truly_out", "rows", "base_rate"):
+            out.add(f"{fid}.{key}", o.get(key), cmd)
+        out.add(f"{fid}.censuses", len(q.get("censuses", [])), cmd)
+        for value, x in (q.get("per_group", {}).get("nationality") or {}).items():
+            for key in ("precision", "recall"):
+                v = x[key]
+                out.add(f"{fid}.nationality.{value}.{key}", v["value"], cmd,
+                        None if v.get("low") is None else (v["low"], v["high"]),
+                        note="" if x.get("judged") else "too few to judge")
+        out.sections[f"notfound_{name}"] = {"command": cmd, "quality": q}
+
+
+def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """serving/reasons.py: the share of flagged pupils (problem and at-risk groups) with no material
+    reason (before the small-factor text, their cell was empty) and the share with an empty cell,
+    over every published round of the small demo (`ews demo --students 3000 --years 4 --no-serve`,
+    built under --work-dir; --reasons-home HOME reads another home instead), with 95% intervals by
+    student (a pupil flagged in several rounds is resampled with all of those rows)."""
+    from features.home import EwsHome
+    from serving.reasons import group_matrix, rank_reasons
+    from serving.snapshot import published_rounds
+
+    # four years: `ews demo --students 3000 --years 3` leaves its calibration fold no labelled round
+    # on this branch (`ews train` exits 2), so the small demo the reasons are measured on has four
+    home = a.reasons_home or work / "demo-3000x4"
+    demo_argv = ews_argv("demo", "--home", str(home), "--no-serve", "--students", "3000", "--years", "4")
+    if a.reasons_home is None and not (a.reuse and published_rounds(EwsHome(root=home))):
+        if home.exists():  # figures of changed code need rounds scored by that code
+            shutil.rmtree(home)
+        run_cli(demo_argv, work / "demo-3000x4.log")
+    refs = published_rounds(EwsHome(root=home))
+    if not refs:
+        raise RuntimeError(f"no published round under {home}")
+    keys, none, empty, rounds = [], [], [], []
+    for ref in refs:
+        cols = ref.manifest.columns
+        t = ref.students(["student_key", "scored", "risk_group", "reasons_en", *cols.columns("contribution")]).to_pandas()
+        f = t[t["scored"].astype(bool) & t["risk_group"].isin(["problem", "at_risk"])]
+        if f.empty:
+            continue
+        gc = f[cols.columns("contribution")].to_numpy(dtype=float) @ group_matrix(for_reasons=True)
+        _, count = rank_reasons(gc, ref.manifest.config.top_reasons)
+        keys.append(f["student_key"].astype(str).to_numpy())
+        none.append(count == 0)
+        empty.append(~f["reasons_en"].fillna("").astype(str).str.len().astype(bool).to_numpy())
+        rounds.append(ref.round_id)
+    k, n0, e0 = np.concatenate(keys), np.concatenate(none).astype(float), np.concatenate(empty).astype(float)
+    samples = student_bootstrap(k, a.reps, seed=12)
+    cmd = f"{command_text(demo_argv)}; python -m benchmarks.figures --only reasons"
+    out.add("reasons.demo.flagged_rows", len(k), cmd, note=f"problem + at-risk rows of {len(rounds)} published rounds")
+    out.add("reasons.demo.flagged_no_material_reason", round(float(n0.mean()), 4), cmd,
+            interval([float(n0[i].mean()) for i in samples]),
+            note="share of flagged rows whose reason groups are all below odds x1.10 (an empty cell before the small-factor text)")
+    out.add("reasons.demo.flagged_empty_cell", round(float(e0.mean()), 4), cmd,
+            interval([float(e0[i].mean()) for i in samples]), note="share of flagged rows whose reasons cell is empty")
+    out.sections["reasons"] = {"home": str(home), "rounds": rounds, "flagged_rows": len(k),
+                               "no_material_reason": float(n0.mean()), "empty_cell": float(e0.mean())}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -495,8 +683,13 @@ def plan(a: argparse.Namespace) -> list[str]:
         for w in a.worlds:
             lines.append(f"world {w.name}: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
                          f"trainset, train --variants; alternatives: {', '.join(w.alternatives) or 'none'}")
+    if "notfound" in a.only:
+        lines += [f"not-found list: ews simulate --students {n} --years {y} --seed {sd}, ingest, link, notfound build "
+                  f"--census {NOTFOUND_CENSUS}, notfound show --truth" for _, n, y, sd in NOTFOUND_WORLDS]
     if "demo" in a.only:
         lines.append(command_text(ews_argv("demo", "--no-serve")))
+    if "reasons" in a.only:
+        lines.append(f"reasons: flagged pupils with no material reason in the published rounds of {a.reasons_home or work / 'demo-3000x4'}")
     return lines
 
 
@@ -515,8 +708,14 @@ def main(argv: list[str] | None = None) -> None:
         steps.append(lambda: ceiling_step(a, work, out))
     if "worlds" in a.only:
         steps += [lambda w=w: world_step(a, w, work, out) for w in a.worlds]
+    if "reported" in a.only and "worlds" not in a.only:  # the worlds step records them itself
+        steps.append(lambda: reported_step(a, work, out))
+    if "notfound" in a.only:
+        steps.append(lambda: notfound_step(a, work, out))
     if "demo" in a.only:
         steps.append(lambda: demo_step(a, work, out))
+    if "reasons" in a.only:
+        steps.append(lambda: reasons_step(a, work, out))
     for step in steps:
         try:
             step()

@@ -1,8 +1,11 @@
 """A published round explains the published score: for every scored pupil base + contributions is
 the logit of the score the school sees, the points add up to that score, SHAP is LightGBM's own, and
-the reasons in the lists are the per-row reference's text (never context, never a protected feature)."""
+the reasons in the lists are the per-row reference's text (never context, never a protected feature),
+and no flagged pupil's cell is empty."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,6 +21,13 @@ from tests.integration.serving_fixtures import ScoredWorld
 from tests.support.reasons_oracle import reasons_of_row
 
 pytestmark = [pytest.mark.integration]
+NO_FACTOR_EN = "No factor in the pupil's records raises risk"
+SMALL_NAMES = re.compile(r"^(?:Several small factors together|One small factor): (.+) \(odds ×\d+\.\d\d; (?:none alone reaches|below) ×1\.10\)$")
+
+
+def _is_reason_list(en: str) -> bool:
+    """A list of material reasons, not the text of a pupil who has none."""
+    return bool(en) and en != NO_FACTOR_EN and not SMALL_NAMES.match(en)
 
 
 def _rounds(scored_world: ScoredWorld) -> list[tuple[SnapshotRef, pd.DataFrame]]:
@@ -75,7 +85,13 @@ def test_the_lists_reasons_are_the_per_row_reference_text_and_name_reason_groups
         assert list(s["reasons_th"]) == [e[0] for e in expected]
         assert list(s["reasons_en"]) == [e[1] for e in expected]
         flagged = s[s["risk_group"] != "normal"]
-        assert flagged["reasons_en"].astype(bool).mean() > 0.5  # most flagged pupils get a reason
-        named = {p.split(":")[0] for text in s["reasons_en"] if text for p in text.split(" | ")}
+        assert flagged["reasons_en"].astype(bool).all()  # no flagged pupil is left with an empty cell
+        material = s["reasons_en"].map(_is_reason_list)
+        assert material[flagged.index].mean() > 0.5  # most flagged pupils get a material reason
+        named = {p.split(":")[0] for text in s.loc[material, "reasons_en"] for p in text.split(" | ")}
         assert named and named <= allowed
+        # the others are told which small reason groups raise risk together (never context or protected)
+        for text in s.loc[~material, "reasons_en"]:
+            m = SMALL_NAMES.match(text)
+            assert text == NO_FACTOR_EN or (m and set(m.group(1).split(", ")) <= allowed), text
         assert list(ref.manifest.features) == list(FEATURE_NAMES)

@@ -1,5 +1,6 @@
 """Reasons say a group's material effect on the published score, never context or a protected
-attribute, and the column-wise renderer writes exactly the per-row reference's text."""
+attribute; a pupil with no material reason is told so ("several small factors together"), never
+left with an empty cell; and the column-wise renderer writes exactly the per-row reference's text."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ import pytest
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, FEATURES, GROUPS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, to_published_scale
 from serving.reasons import (
-    GROUP_NAMES, MATERIAL_LOGODDS, group_matrix, reason_groups, render_reasons, sentence, top_reasons,
+    GROUP_NAMES, MATERIAL_LOGODDS, group_matrix, reason_groups, render_reasons, sentence, small_factors_of, top_reasons,
 )
-from tests.support.reasons_oracle import reasons_of_row
+from tests.support.reasons_oracle import reasons_of_row, small_factors_of_row
 from training.model import Calibrator, RiskModel
 
 N_FEATURES = len(FEATURES)
+NO_FACTOR_EN = "No factor in the pupil's records raises risk"
+NO_FACTOR_TH = "ไม่มีปัจจัยใดในข้อมูลของนักเรียนที่เพิ่มความเสี่ยง"
+SMALL = re.compile(r"^(Several small factors together|One small factor): .+ \(odds ×\d+\.\d\d; (none alone reaches|below) ×1\.10\)$")
+
+
+def _is_reason_list(en: str) -> bool:
+    """A list of material reasons (not the text of a pupil who has none)."""
+    return bool(en) and en != NO_FACTOR_EN and not SMALL.match(en)
 
 
 def _group_contrib(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -39,13 +48,16 @@ def test_column_wise_reasons_are_the_per_row_reference_text(seed: int, k: int, r
     expected = [reasons_of_row(row, k, raising_only) for row in gc]
     assert list(th) == [e[0] for e in expected]
     assert list(en) == [e[1] for e in expected]
-    assert sum(bool(t) for t in th) > 100  # the draw gives reasons to many rows, not only empty strings
+    assert all(th) and all(en)  # never an empty cell
+    assert sum(_is_reason_list(t) for t in en) > 100  # the draw gives reasons to many rows
+    if raising_only:  # (either way, nearly every row has a material group)
+        assert sum(not _is_reason_list(t) for t in en) > 100  # and small factors (or none) to many others
 
 
 def test_one_pupils_reasons_rank_as_the_lists_rank_them() -> None:
     gc = _group_contrib(np.random.default_rng(4), 200)
     _, en = render_reasons(gc)
-    assert [" | ".join(r["en"] for r in top_reasons(row)) for row in gc] == list(en)
+    assert [" | ".join(r["en"] for r in top_reasons(row)) or small_factors_of(row)["en"] for row in gc] == list(en)
 
 
 def test_the_roles_name_features_of_the_catalogue_and_cover_sex_nationality_disability_and_the_calendar() -> None:
@@ -65,7 +77,7 @@ def test_a_protected_or_context_feature_is_never_a_reason_however_large(feature:
     gc = phi @ group_matrix(for_reasons=True)
     for raising_only in (True, False):
         th, en = render_reasons(gc, k=len(GROUPS), raising_only=raising_only)
-        assert list(th) == ["", ""] and list(en) == ["", ""]
+        assert list(th) == [NO_FACTOR_TH] * 2 and list(en) == [NO_FACTOR_EN] * 2
 
 
 def test_a_group_of_context_and_protected_features_only_can_never_be_a_reason() -> None:
@@ -75,7 +87,7 @@ def test_a_group_of_context_and_protected_features_only_can_never_be_a_reason() 
         if "reason" not in roles:
             gc = np.zeros((1, len(GROUP_NAMES)))
             gc[0, gi] = 3.0
-            assert render_reasons(gc)[1][0] == ""
+            assert render_reasons(gc)[1][0] == NO_FACTOR_EN
 
 
 def test_a_reason_needs_odds_of_at_least_x1_10_either_way() -> None:
@@ -84,9 +96,13 @@ def test_a_reason_needs_odds_of_at_least_x1_10_either_way() -> None:
     gc = np.zeros((4, len(GROUP_NAMES)))
     gc[:, g] = [just_below, at, -just_below, -at]
     _, en = render_reasons(gc, raising_only=False)
-    assert [bool(t) for t in en] == [False, True, False, True]
+    assert [_is_reason_list(t) for t in en] == [False, True, False, True]
     _, raising = render_reasons(gc, raising_only=True)
-    assert [bool(t) for t in raising] == [False, True, False, False]
+    assert [_is_reason_list(t) for t in raising] == [False, True, False, False]
+    # just below the threshold is a small factor, its odds rounded down so it never reads "x1.10; below x1.10"
+    label = GROUPS[GROUP_NAMES[g]][0]
+    assert raising[0] == f"One small factor: {label} (odds ×1.09; below ×1.10)"
+    assert list(raising[2:]) == [NO_FACTOR_EN] * 2
 
 
 def test_a_sentence_says_the_groups_effect_and_no_single_features_value() -> None:
@@ -94,7 +110,7 @@ def test_a_sentence_says_the_groups_effect_and_no_single_features_value() -> Non
     _, en = render_reasons(gc, k=len(GROUPS), raising_only=False)
     labels = "|".join(re.escape(GROUPS[g][0]) for g in GROUP_NAMES)
     piece = re.compile(rf"^({labels}): (raises|lowers) risk \(odds ×\d+\.\d\d\)$")
-    pieces = [p for t in en if t for p in t.split(" | ")]
+    pieces = [p for t in en if _is_reason_list(t) for p in t.split(" | ")]
     assert pieces and all(piece.match(p) for p in pieces)
     feature_labels = {f.en for f in FEATURES} - {GROUPS[g][0] for g in GROUP_NAMES}
     assert not any(lbl in p for p in pieces for lbl in feature_labels)
@@ -105,7 +121,7 @@ def test_a_raising_sentence_is_never_given_for_a_lowering_group() -> None:
     assert "lowers risk" in sentence(GROUP_NAMES[g], -0.5, "en") and "raises risk" in sentence(GROUP_NAMES[g], 0.5, "en")
     gc = np.zeros((1, len(GROUP_NAMES)))
     gc[0, g] = -2.0
-    assert render_reasons(gc, raising_only=True)[1][0] == ""
+    assert render_reasons(gc, raising_only=True)[1][0] == NO_FACTOR_EN
 
 
 def _model(calibrator: Calibrator) -> RiskModel:
@@ -166,3 +182,89 @@ def test_no_rows_render_no_reasons_and_the_longest_lists_render_like_short_ones(
     gc = _group_contrib(np.random.default_rng(6), 500)
     _, long = render_reasons(gc, k=9, raising_only=False)
     assert list(long) == [reasons_of_row(row, 9, raising_only=False)[1] for row in gc]
+
+
+def _only(**groups: float) -> np.ndarray:
+    gc = np.zeros((1, len(GROUP_NAMES)))
+    for g, v in groups.items():
+        gc[0, GROUP_NAMES.index(g)] = v
+    return gc
+
+
+def test_a_pupil_with_no_material_reason_is_told_several_small_factors_together_naming_the_largest() -> None:
+    # four small raising groups (each under x1.10), one lowering, and a large context-only group
+    gc = _only(attendance=0.05, academic=0.08, poverty=0.03, welfare=0.02, mobility=-0.5, transition=2.0)
+    th, en = render_reasons(gc)
+    together = math.floor(math.exp(0.08 + 0.05 + 0.03) * 100)  # the three largest: x1.17
+    assert en[0] == ("Several small factors together: Academic results, Attendance, Poverty and household "
+                     f"(odds ×1.{together % 100:02d}; none alone reaches ×1.10)")
+    assert th[0] == ("หลายปัจจัยเล็กน้อยรวมกัน: ผลการเรียน, การมาเรียน, ความยากจนและครัวเรือน "
+                     f"(โอกาส ×1.{together % 100:02d}; ไม่มีปัจจัยใดถึง ×1.10)")
+    one = small_factors_of(_only(care=0.04, transition=1.0))
+    assert one["groups"] == ["care"] and one["en"] == "One small factor: Student-care screening (odds ×1.04; below ×1.10)"
+
+
+def test_a_material_reason_is_shown_alone_and_small_factors_are_not_added_to_it() -> None:
+    _, en = render_reasons(_only(attendance=0.3, academic=0.05, poverty=0.04))
+    assert en[0] == f"Attendance: raises risk (odds ×{math.exp(0.3):.2f})"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_small_factors_name_only_reason_groups_that_raise_risk_largest_first_with_their_summed_effect(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # every feature moves, context and protected ones by far the most; reason features stay small
+    phi = rng.normal(0, 0.03, size=(2000, N_FEATURES))
+    for f in PROTECTED_FEATURES | CONTEXT_FEATURES:
+        phi[:, FEATURE_NAMES.index(f)] = rng.normal(0, 2.0, 2000)
+    gc = phi @ group_matrix(for_reasons=True)
+    allowed = set(np.array(GROUP_NAMES)[reason_groups()])
+    seen = 0
+    for row in gc:
+        if top_reasons(row):
+            continue
+        s = small_factors_of(row)
+        values = [float(row[GROUP_NAMES.index(g)]) for g in s["groups"]]
+        assert set(s["groups"]) <= allowed
+        assert all(0 < v < MATERIAL_LOGODDS for v in values) and values == sorted(values, reverse=True)
+        raising = sorted((v for g, v in zip(GROUP_NAMES, row, strict=True) if g in allowed and v > 0), reverse=True)
+        assert values == raising[: len(values)] and len(values) == min(3, len(raising))
+        assert s["contribution"] == pytest.approx(sum(values), abs=1e-15)
+        assert (s["en"], s["th"]) == small_factors_of_row(row)[::-1]
+        seen += 1
+    assert seen > 500  # the draw leaves many rows with no material reason
+
+
+def test_no_scored_pupils_cell_is_empty_and_none_holds_the_lists_separator() -> None:
+    gc = np.vstack([_group_contrib(np.random.default_rng(8), 2000), np.zeros((1, len(GROUP_NAMES))),
+                    -np.abs(_group_contrib(np.random.default_rng(9), 50))])
+    th, en = render_reasons(gc)
+    assert all(th) and all(en)
+    for t in [*th, *en]:
+        if not _is_reason_list(t):
+            assert " | " not in t  # the pupil sheet and the lists split reasons on it
+    assert en[2000] == NO_FACTOR_EN and th[2000] == NO_FACTOR_TH
+
+
+def test_rendering_reasons_leaves_the_contributions_as_they_were() -> None:
+    gc = _group_contrib(np.random.default_rng(10), 500)
+    before = gc.copy()
+    render_reasons(gc)
+    render_reasons(gc, k=9, raising_only=False)
+    assert np.array_equal(gc, before)  # base + contributions = the published logit is not touched
+
+
+def test_the_pupil_sheet_and_the_excel_download_show_a_flagged_pupils_small_factors() -> None:
+    import io
+
+    import openpyxl
+
+    from serving.exports import to_xlsx
+    from serving.sheet import pupil_sheet
+
+    th, en = render_reasons(_only(attendance=0.05, academic=0.04, transition=2.5))
+    row = {"risk_score": 0.09, "risk_group": "problem", "reasons_th": th[0], "reasons_en": en[0]}
+    page = pupil_sheet(name=None, student_key="k1", school_name=None, school_code="1", grade="M1", room=1,
+                       round_id="2566-T2-mid", snapshot_hash="h", row=row, values={}, history=[], actions=[])
+    assert f"<li>{th[0]}</li>" in page  # one item, the whole text (it holds no list separator)
+    book = openpyxl.load_workbook(io.BytesIO(to_xlsx([{**row, "rank": 1, "grade": "M1", "student_key": "k1"}], "t")))
+    assert th[0] in [c.value for r in book.active.iter_rows() for c in r]
