@@ -276,7 +276,7 @@ class EwsService:
             out = views.area_summary(self._round(round_id), who, area_code)
         except views.RequestError as exc:
             return _error(exc)
-        self.store.log(who, "area_summary", round_id, area_code, out["students"])
+        self.store.log(who, "area_summary", round_id, area_code, out["students"] or 0)  # null: fewer than k
         return JSONResponse(out)
 
     @api.get("/api/rounds/{round_id}/areas/{area_code}/students")
