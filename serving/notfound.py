@@ -62,7 +62,6 @@ class LoadedList:
             self._plan = plan(self.rows[["school_code", "grade", "tambon_code"]], pd.DataFrame(index=self.rows.index))
         return self._plan
 
-
     def small_counts(self, province: str, k: int = K_ANONYMITY) -> SmallCounts:
         """The province's withheld counts (cases by state x provisional/complete, per area and school)."""
         with self._small_lock:
