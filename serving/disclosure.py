@@ -150,3 +150,132 @@ def _hashable(v: Any) -> Any:
     if isinstance(v, float) and math.isnan(v):
         return None
     return v
+
+
+# --- Small counts in area summaries --------------------------------------------------------------
+#
+# An area summary (risk groups by grade, not-found cases by state) is a table of counts over three
+# hierarchies: the area tree (province > amphoe > tambon > school), a first dimension (grade, or
+# case state) and a second (risk group, or provisional/complete), each with its total. A count of 1
+# to k-1 pupils is withheld (primary suppression). Every count of the tree is one sum of others,
+# so a withheld count must not be the only unknown of any sum a caller can form from released
+# counts, in any response: in every additive relation (a total and its parts) either nothing is
+# withheld, or at least two members are; and where the total is released, the withheld parts
+# together hold at least k pupils (two withheld parts summing to 2 would each be 1). Complementary
+# cells are the smallest non-zero released parts, else the total (the usual greedy choice; an exact
+# zero is released: it names no pupil). Counts that no response shows (a grade's total over
+# groups, the pupils without a grade) are derivable, so they are protected like shown ones.
+# Relations never cross a province (no response sums provinces), so one plan per province, and
+# every response about it reads the same plan: a count has one fate whichever area asked.
+
+# A cell: (node, first-dimension slot, second-dimension slot); "*" is the total of a dimension.
+# Nodes: ("area", code) for a province/amphoe/tambon code, ("school", tambon, school code).
+Cell = tuple[tuple[Any, ...], Any, Any]
+ALL = "*"
+
+
+def withhold_small_counts(counts: Mapping[Cell, int], relations: Sequence[tuple[Cell, Sequence[Cell]]],
+                          k: int = K_ANONYMITY) -> frozenset[Cell]:
+    """The cells to withhold: those of 1..k-1, then complements until every relation (total, parts)
+    has no withheld member, or >= 2 with the withheld parts of a released total summing to >= k.
+    Deterministic (the first smallest part in `relations`' order), so every worker withholds alike."""
+    withheld: set[Cell] = {c for c, n in counts.items() if 0 < n < k}
+    member_of: dict[Cell, list[int]] = {}
+    for r, (total, parts) in enumerate(relations):
+        for c in (total, *parts):
+            member_of.setdefault(c, []).append(r)
+    todo = sorted({r for c in withheld for r in member_of.get(c, ())})
+    queued = set(todo)
+    while todo:
+        r = todo.pop()
+        queued.discard(r)
+        total, parts = relations[r]
+        hidden = [p for p in parts if p in withheld]
+        if total in withheld:
+            ok = bool(hidden)
+        else:
+            ok = not hidden or (len(hidden) >= 2 and sum(counts.get(p, 0) for p in hidden) >= k)
+        if ok:
+            continue
+        shown = [p for p in parts if p not in withheld and counts.get(p, 0) > 0]
+        add = min(shown, key=lambda p: counts[p]) if shown else total
+        withheld.add(add)
+        for r2 in member_of.get(add, ()):
+            if r2 not in queued:
+                queued.add(r2)
+                todo.append(r2)
+        if r not in queued:  # check this relation again: one complement may not be enough
+            queued.add(r)
+            todo.append(r)
+    return frozenset(withheld)
+
+
+@dataclass(frozen=True)
+class SmallCounts:
+    """The withheld cells of one province's count table; `shown` releases a count through it."""
+
+    counts: Mapping[Cell, int]
+    withheld: frozenset[Cell]
+    k: int
+
+    def shown(self, cell: Cell, n: int) -> int | None:
+        """`n` as released: None when withheld (fewer than k, or a complement of such a count), and
+        when the plan does not know the cell with that count (fail closed); an exact 0 always."""
+        if n == 0:
+            return 0
+        return None if cell in self.withheld or self.counts.get(cell) != n else int(n)
+
+
+def area_nodes(tambon: str) -> list[tuple[Any, ...]]:
+    """The area nodes above (and including) a tambon: province, amphoe, tambon."""
+    return [("area", tambon[:w]) for w in (2, 4, 6)]
+
+
+def plan_small_counts(tambon: Sequence[Any], school: Sequence[Any], first: Sequence[Any], second: Sequence[Any],
+                      k: int = K_ANONYMITY) -> SmallCounts:
+    """Withheld cells of the count table of some pupils (one row each; rows without a tambon are
+    in no area and left out): per node of the area tree, counts by `first` x `second` and their
+    totals. `first`/`second` values are the slots (None a slot of its own, e.g. pupils without a grade)."""
+    leaf = pd.DataFrame({"t": pd.Series(tambon, dtype=object), "s": pd.Series(school, dtype=object),
+                         "a": pd.Series(first, dtype=object), "b": pd.Series(second, dtype=object)})
+    leaf = leaf[leaf["t"].map(lambda t: isinstance(t, str) and len(t) >= 6)]
+    counts: dict[Cell, int] = {}
+    children: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    firsts: dict[tuple[Any, ...], set[Any]] = {}
+    seconds: set[Any] = set()
+    for col in ("s", "a", "b"):
+        leaf[col] = [None if _missing(v) else v for v in leaf[col]]
+    sizes = leaf.groupby(["t", "s", "a", "b"], dropna=False, sort=False).size()
+    for (t, s, a, b), n in sorted(sizes.items(), key=lambda kv: tuple(_slot_order(v) for v in kv[0])):
+        path = [*area_nodes(t), ("school", t, s)]
+        for parent, child in zip(path[:-1], path[1:], strict=True):
+            kids = children.setdefault(parent, [])
+            if child not in kids:
+                kids.append(child)
+        seconds.add(b)
+        for node in path:
+            firsts.setdefault(node, set()).add(a)
+            for cell in ((node, a, b), (node, a, ALL), (node, ALL, b), (node, ALL, ALL)):
+                counts[cell] = counts.get(cell, 0) + int(n)
+    order = sorted(seconds, key=_slot_order)
+    relations: list[tuple[Cell, Sequence[Cell]]] = []
+    for node, fs in firsts.items():
+        fs_sorted = sorted(fs, key=_slot_order)
+        for a in (ALL, *fs_sorted):  # a total over the second dimension = its parts
+            relations.append(((node, a, ALL), [(node, a, b) for b in order if (node, a, b) in counts]))
+        for b in (ALL, *order):  # a total over the first dimension = its parts
+            if (node, ALL, b) in counts:
+                relations.append(((node, ALL, b), [(node, a, b) for a in fs_sorted if (node, a, b) in counts]))
+        for a in (ALL, *fs_sorted):  # a node = its children, cell by cell
+            for b in (ALL, *order):
+                if node in children and (node, a, b) in counts:
+                    relations.append(((node, a, b), [(c, a, b) for c in children[node] if (c, a, b) in counts]))
+    return SmallCounts(counts, withhold_small_counts(counts, relations, k), k)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _slot_order(v: Any) -> tuple[bool, str]:
+    return (v is None, str(v))

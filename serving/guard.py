@@ -126,6 +126,7 @@ STATUS_TEXT = {
     401: "Missing, invalid or revoked token",
     403: "The token's role or scope does not cover this",
     404: "No such route, round or student",
+    409: "The not-found list is being rewritten or is damaged: retry later",
     413: "Body larger than the limit, or more rows than the row cap",
     415: "Content type is not application/json",
     422: "A value is invalid (the message names row and field)",

@@ -10,7 +10,8 @@ check the caller's scope before selecting a row, as `serving.views` does for ris
 Pseudonymous cases go through `serving.disclosure`'s plan (computed over the whole census's list, so
 what is hidden does not depend on the query): a case in a (school, grade) cell with fewer than
 `K_ANONYMITY` cases loses its school, then tambon, amphoe, province and grade as the plan says. Counts
-between 1 and K-1 are given as null ("fewer than K"), never exactly.
+between 1 and K-1 are given as null ("fewer than K"), never exactly, with the complementary counts
+that would give them away by subtraction (`serving.disclosure.plan_small_counts`).
 
 A case's key for the TZD case path (identify -> care plan -> follow-up -> closed, recorded with the
 action record) is (student_key, census_date).
@@ -30,7 +31,7 @@ from features.home import EwsHome
 from features.pointintime.notfound import NotFoundManifest, built_censuses, load_notfound, notfound_paths
 from serving.access import Principal
 from serving.actions import Pupil
-from serving.disclosure import K_ANONYMITY, DisclosurePlan, plan
+from serving.disclosure import ALL, K_ANONYMITY, DisclosurePlan, SmallCounts, plan, plan_small_counts
 from serving.views import AREA_LEVELS, RequestError, check_area_code, check_school_code
 
 # Fields of a case, in the order they are returned.
@@ -51,6 +52,8 @@ class LoadedList:
     rows: pd.DataFrame
     mtime: float
     _plan: DisclosurePlan | None = field(default=None, repr=False)
+    _small: dict[tuple[str, int], SmallCounts] = field(default_factory=dict, repr=False)
+    _small_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def disclosure(self) -> DisclosurePlan:
         """The plan over the whole list: cases have no model values, so only school, area and grade
@@ -58,6 +61,16 @@ class LoadedList:
         if self._plan is None:
             self._plan = plan(self.rows[["school_code", "grade", "tambon_code"]], pd.DataFrame(index=self.rows.index))
         return self._plan
+
+    def small_counts(self, province: str, k: int = K_ANONYMITY) -> SmallCounts:
+        """The province's withheld counts (cases by state x provisional/complete, per area and school)."""
+        with self._small_lock:
+            got = self._small.get((province, k))
+            if got is None:
+                d = self.rows.iloc[_area_idx(self, province)]
+                got = self._small[(province, k)] = plan_small_counts(
+                    d["tambon_code"].tolist(), d["school_code"].tolist(), d["state"].tolist(), _evidence(d), k)
+        return got
 
 
 class NotFoundLists:
@@ -171,28 +184,33 @@ def _check_area(who: Principal, area_code: str) -> None:
         raise RequestError(403, "this token does not cover that area")
 
 
-def _count(n: int, k: int) -> int | None:
-    """A count as released: exact from k up and at 0; null (fewer than k) between."""
-    return n if n == 0 or n >= k else None
+def _evidence(d: pd.DataFrame) -> list[str]:
+    return ["complete" if bool(e) else "provisional" for e in d["evidence_complete"]]
 
 
 def area_summary(lst: LoadedList, who: Principal, area_code: str, k: int = K_ANONYMITY) -> dict[str, Any]:
-    """Cases of an area by state, and per part one level below (amphoe, tambon or school)."""
+    """Cases of an area by state, and per part one level below (amphoe, tambon or school). A count
+    of 1..k-1, and any count that would give one away by subtraction, is null (`serving.disclosure`,
+    planned over the area's province so every summary withholds alike); an exact 0 is given."""
     _check_area(who, area_code)
     df = lst.rows.iloc[_area_idx(lst, area_code)]
     level = AREA_LEVELS[len(area_code)]
     part = _PARTS[level]
+    plan_ = lst.small_counts(area_code[:2], k) if len(df) else SmallCounts({}, frozenset(), k)
 
-    def counts(d: pd.DataFrame) -> dict[str, int | None]:
-        return {"cases": _count(len(d), k), "not_found": _count(int((d["state"] == "not_found").sum()), k),
-                "returned": _count(int((d["state"] == "returned").sum()), k),
-                "provisional": _count(int((~d["evidence_complete"].astype(bool)).sum()), k)}
+    def counts(d: pd.DataFrame, node: tuple[Any, ...]) -> dict[str, int | None]:
+        return {"cases": plan_.shown((node, ALL, ALL), len(d)),
+                "not_found": plan_.shown((node, "not_found", ALL), int((d["state"] == "not_found").sum())),
+                "returned": plan_.shown((node, "returned", ALL), int((d["state"] == "returned").sum())),
+                "provisional": plan_.shown((node, ALL, "provisional"), _evidence(d).count("provisional"))}
 
     parts = []
     for (code, name), d in df.groupby([f"{part}_code", f"{part}_name"], dropna=False, sort=True):
-        parts.append({"code": _plain(code), "name": _plain(name), **counts(d)})
+        code = _plain(code)
+        node = ("school", area_code, code) if level == "tambon" else ("area", code)
+        parts.append({"code": code, "name": _plain(name), **counts(d, node)})
     return {**_manifest_out(lst.manifest), "area_code": area_code, "level": level, "suppressed_below": k,
-            **counts(df), "parts": parts}
+            **counts(df, ("area", area_code)), "parts": parts}
 
 
 def area_cases(lst: LoadedList, who: Principal, area_code: str) -> dict[str, Any]:

@@ -120,6 +120,9 @@ class EwsService:
         # Through malloc (and MALLOC_ARENA_MAX=2, serving.cli) 100 clients x 5 min grew it 474 -> 533 MB,
         # level from the 90th second on (benchmarks/bench_load.py, rss_timeline).
         pa.set_memory_pool(pa.system_memory_pool())
+        from serving.bentoml_fixes import cancel_request_timers
+
+        cancel_request_timers()  # BentoML kept every request's context for 60 s (serving/bentoml_fixes.py)
         self.home = EwsHome.from_env()  # the deployment of this worker, built once
         home = self.home
         # One registry client for the worker's life: `client_for` builds a store object (a new
@@ -276,7 +279,7 @@ class EwsService:
             out = views.area_summary(self._round(round_id), who, area_code)
         except views.RequestError as exc:
             return _error(exc)
-        self.store.log(who, "area_summary", round_id, area_code, out["students"])
+        self.store.log(who, "area_summary", round_id, area_code, out["students"] or 0)  # null: fewer than k
         return JSONResponse(out)
 
     @api.get("/api/rounds/{round_id}/areas/{area_code}/students")

@@ -190,6 +190,8 @@ class LoadedRound:
     # One computation per area: concurrent first requests wait for it instead of all computing it
     # (50 clients asking for one province at once kept both workers busy for 20 s).
     summary_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Withheld small counts per province (serving.disclosure.SmallCounts), planned with its first summary.
+    small_counts: dict[str, Any] = field(default_factory=dict)
     # What non-school tokens may see of each row (serving.disclosure), planned on first request.
     _disclosure: Any = None
     _rows: pd.DataFrame | None = None

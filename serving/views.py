@@ -26,6 +26,7 @@ from features.ids import GRADES
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, GROUPS
 from serving import exports
 from serving.access import Principal, is_ascii_digits
+from serving.disclosure import ALL, K_ANONYMITY, SmallCounts, plan_small_counts
 from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, published_logit, to_published_scale
 from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
 from serving.store import LIST_COLUMNS, ListCache, LoadedRound, list_revision
@@ -276,8 +277,45 @@ _SUMMARY_COLUMNS = ("amphoe_code", "amphoe_name", "tambon_code", "tambon_name", 
 
 
 def _area_summary(rnd: LoadedRound, area_code: str) -> dict[str, Any]:
-    return {"round_id": rnd.round_id, "area_code": area_code,
-            **summarise_area(rnd.frame(_SUMMARY_COLUMNS, area_rows(rnd, area_code)), AREA_LEVELS[len(area_code)])}
+    level = AREA_LEVELS[len(area_code)]
+    exact = summarise_area(rnd.frame(_SUMMARY_COLUMNS, area_rows(rnd, area_code)), level)
+    # an area nobody lives in has only zeros to release: no plan, so unknown codes grow no cache
+    counts = _small_counts(rnd, area_code[:2]) if area_code in rnd.by_area else SmallCounts({}, frozenset(), K_ANONYMITY)
+    return {"round_id": rnd.round_id, "area_code": area_code, **disclose_summary(exact, area_code, counts)}
+
+
+def _small_counts(rnd: LoadedRound, province: str) -> SmallCounts:
+    """The province's withheld counts (serving.disclosure), planned once per round: every summary
+    inside the province reads the same plan, so a count has one fate whichever area asked."""
+    plan_ = rnd.small_counts.get(province)
+    if plan_ is None:
+        plan_ = rnd.small_counts[province] = plan_area_counts(rnd.frame(_SUMMARY_COLUMNS, area_rows(rnd, province)))
+    return plan_
+
+
+def plan_area_counts(df: pd.DataFrame) -> SmallCounts:
+    """The withheld cells of the summaries of a province's rows (tambon_code, school_code, grade,
+    risk_group): counts by grade x risk group per province, amphoe, tambon and school."""
+    return plan_small_counts(df["tambon_code"].tolist(), df["school_code"].tolist(), [_num(g) for g in df["grade"]],
+                             df["risk_group"].astype(object).fillna("no_score").tolist())
+
+
+def disclose_summary(summary: dict[str, Any], area_code: str, counts: SmallCounts) -> dict[str, Any]:
+    """An exact `summarise_area` result as released: every count of 1..k-1, and the complements that
+    would give one away by subtraction, null (docs/ARCHITECTURE.md, disclosure)."""
+    level = summary["level"]
+
+    def node_of(code: Any) -> tuple[Any, ...]:
+        return ("school", area_code, code) if level == "tambon" else ("area", code)
+
+    def released(acc: dict[str, Any], node: tuple[Any, ...]) -> dict[str, Any]:
+        return {**acc, "students": counts.shown((node, ALL, ALL), acc["students"]),
+                "by_group": {g: counts.shown((node, ALL, g), n) for g, n in acc["by_group"].items()},
+                "by_grade": {gr: {g: counts.shown((node, gr, g), n) for g, n in groups.items()}
+                             for gr, groups in acc["by_grade"].items()}}
+
+    return {**released(summary, ("area", area_code)), "suppressed_below": counts.k,
+            "parts": [released(p, node_of(p["code"])) for p in summary["parts"]]}
 
 
 def summarise_area(df: pd.DataFrame, level: str) -> dict[str, Any]:

@@ -92,13 +92,18 @@ def test_pseudonymous_cases_hide_the_school_of_a_cell_smaller_than_k() -> None:
     assert len(out["cases"]) == 7
 
 
-def test_area_counts_between_one_and_k_minus_one_are_withheld() -> None:
+def test_area_counts_between_one_and_k_minus_one_are_withheld_with_the_counts_that_would_give_them_away() -> None:
     out = area_summary(_list(), ANALYST, "58")
-    assert out["cases"] == 8 and out["not_found"] == 7
+    assert out["cases"] == 8 and out["suppressed_below"] == 5
     assert out["returned"] is None and out["provisional"] is None  # 1 each: fewer than 5
+    # 8 cases = not_found + returned: a released 7 would give the returned 1 away by subtraction
+    assert out["not_found"] is None
     parts = {p["code"]: p for p in out["parts"]}
-    assert parts["5801"]["cases"] == 7 and parts["5802"]["cases"] is None
+    assert parts["5802"]["cases"] is None
+    assert parts["5801"]["cases"] is None  # 8 - 7 = the 1 case of amphoe 5802
     assert parts["5802"]["not_found"] == 0  # an exact zero is no disclosure
+    # the same count has the same fate in every response: amphoe 5801's own summary withholds its 7 too
+    assert area_summary(_list(), ANALYST, "5801")["cases"] is None
 
 
 def test_area_tokens_outside_their_area_and_school_tokens_get_no_area_view() -> None:
