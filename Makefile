@@ -28,9 +28,11 @@ lock:
 demo: $(STAMP)
 	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
 
-# The slowest setups and tests are printed at the end: the CI limit is 20 minutes, watch them.
+# Two workers, a test module on one of them (`--dist loadfile`: its module-scoped worlds are built once):
+# the suite is mostly one-core Python and CI has 2 cores. Session worlds are built by each worker that
+# needs them. The slowest setups and tests are printed at the end: the CI limit is 20 minutes.
 test: $(STAMP) browser java
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
+	@$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 tests
 
 # The web page is tested in a real headless Chromium: Debian's package (never a downloaded build).
 browser:

@@ -108,9 +108,22 @@ def test_the_registered_champion_scores_like_the_model_training_returned(tmp_pat
     assert champion.model.thresholds_.to_dict() == in_memory.thresholds_.to_dict()
 
 
-def test_every_version_has_a_model_card_with_every_section(home: EwsHome) -> None:
+@pytest.fixture(scope="module")
+def one_version(tmp_path_factory: pytest.TempPathFactory) -> EwsHome:
+    """A home with one trained, registered version, built here: the card and run tests read it and
+    never depend on the lifecycle test having run before them (nor on the order tests run in)."""
+    h = EwsHome(root=tmp_path_factory.mktemp("ews-one"))
+    write_synthetic_trainset(h, synthetic_frame(500, seed=5), name="ts-synthetic-a")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        train(h, TrainConfig(model=FAST, shap_sample_rows=200, **LENIENT), trainset="ts-synthetic-a")
+    return h
+
+
+def test_every_version_has_a_model_card_with_every_section(one_version: EwsHome) -> None:
     from training.card import CARD_SECTIONS
 
+    home = one_version
     cards = sorted((home.root / "model_cards").glob("dropout-risk-v*"))
     assert len(cards) >= 1
     for card in cards:
@@ -124,8 +137,8 @@ def test_every_version_has_a_model_card_with_every_section(home: EwsHome) -> Non
             "reliability.png", "roc_pr.png", "precision_at_k.png", "shap_groups.png"}
 
 
-def test_a_run_logs_config_manifest_metrics_plots_and_a_signed_model(home: EwsHome) -> None:
-    client = registry.client_for(home)
+def test_a_run_logs_config_manifest_metrics_plots_and_a_signed_model(one_version: EwsHome) -> None:
+    client = registry.client_for(one_version)
     mv = client.get_model_version("dropout-risk", "1")
     run = client.get_run(mv.run_id)
     assert run.data.tags["trainset"] == "ts-synthetic-a"
