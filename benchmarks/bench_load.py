@@ -57,13 +57,11 @@ def warm_growth_pct(timeline: list[tuple[float, int, float]], warmup_seconds: fl
 
 
 def worker_rss_mb(home: Path) -> dict[int, float]:
+    from benchmarks.latency import worker_pids
+
     out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in worker_pids(home):
         try:
-            if b"_bentoml_impl.worker.service" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
-            if f"EWS_HOME={home}".encode() not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
             line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
             out[int(pid)] = round(int(line.split()[1]) / 1024, 1)
         except (OSError, StopIteration):

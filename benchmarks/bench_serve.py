@@ -148,13 +148,11 @@ def worker_memory(home: Path) -> dict[int, dict[str, float]]:
     worker holds beyond the shared memory-mapped snapshot is its anonymous memory (`Anonymous`;
     `Private_Dirty` is the same pages bar a few written file pages). `Private_Clean` counts file
     pages only this process has touched: pages of the mapped snapshot read by one worker only."""
+    from benchmarks.latency import worker_pids
+
     out: dict[int, dict[str, float]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in worker_pids(home):
         try:
-            if b"_bentoml_impl.worker.service" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
-            if f"EWS_HOME={home}".encode() not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
             fields = {}
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
                 name, value = line.split(":", 1)

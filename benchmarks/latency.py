@@ -19,11 +19,13 @@ the recorded latencies are at or below it (p50 of 1..100 ms is 50 ms, p99 is 99 
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -70,6 +72,20 @@ class LoadResult:
         return {"clients": self.clients, "seconds": self.seconds, "overall": self.overall.as_dict(),
                 "littles_law_rps": self.littles_law_rps,
                 "routes": {k: v.as_dict() for k, v in self.routes.items()}, "error_examples": self.error_examples}
+
+
+def worker_pids(home: Path) -> list[int]:
+    """The bentoml worker processes serving `home` (their command line and EWS_HOME)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"_bentoml_impl.worker.service" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            if f"EWS_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -120,15 +120,21 @@ def db_path(home: EwsHome) -> Path:
     return home.access_db
 
 
-def _connect(home: EwsHome) -> sqlite3.Connection:
-    path = db_path(home)
+def open_wal(path: Path, timeout: float) -> sqlite3.Connection:
+    """A SQLite file several service workers write (WAL, autocommit), in an owner-only folder. The
+    connection may be shared by a worker's threads: its caller serialises use with a lock."""
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-    # One connection per worker is shared by the server's threads; a lock in TokenStore serialises use.
-    con = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
+    return con
+
+
+def _connect(home: EwsHome) -> sqlite3.Connection:
+    # One connection per worker is shared by the server's threads; a lock in TokenStore serialises use.
+    con = open_wal(db_path(home), timeout=10)
     con.executescript(_SCHEMA)
     # Logs written before the served snapshot was recorded (issue 15) lack its column.
     if "snapshot_hash" not in {r[1] for r in con.execute("PRAGMA table_info(access_log)")}:

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from features.home import EwsHome
-from serving.access import Principal
+from serving.access import Principal, open_wal
 
 if TYPE_CHECKING:
     from serving.store import LoadedRound
@@ -131,25 +131,12 @@ class ActionInput(BaseModel):
     refers_to: str | None = None
     note: str | None = None
 
-    @field_validator("action")
+    @field_validator("action", "status", "outcome")
     @classmethod
-    def _action(cls, v: str) -> str:
-        if v not in BY_CODE:
-            raise ValueError(f"must be one of {', '.join(BY_CODE)}")
-        return v
-
-    @field_validator("status")
-    @classmethod
-    def _status(cls, v: str) -> str:
-        if v not in STATUSES:
-            raise ValueError(f"must be one of {', '.join(STATUSES)}")
-        return v
-
-    @field_validator("outcome")
-    @classmethod
-    def _outcome(cls, v: str | None) -> str | None:
-        if v is not None and v not in OUTCOMES:
-            raise ValueError(f"must be one of {', '.join(OUTCOMES)}")
+    def _in_catalogue(cls, v: str | None, info: ValidationInfo) -> str | None:
+        allowed = {"action": BY_CODE, "status": STATUSES, "outcome": OUTCOMES}[info.field_name]
+        if v is not None and v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
         return v
 
     @field_validator("refers_to")
@@ -294,12 +281,7 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-    con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
+    con = open_wal(path, timeout=30)
     con.execute("PRAGMA busy_timeout=30000")
     return con
 
