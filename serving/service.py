@@ -75,6 +75,17 @@ def _error(exc: views.RequestError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
+def _action_error(exc: Exception) -> JSONResponse:
+    """A refused action request: the guard's RequestError, or the action store's ActionError, whose
+    answer also names the field at fault."""
+    from serving.actions import ActionError
+
+    if isinstance(exc, ActionError):
+        return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+    assert isinstance(exc, views.RequestError)
+    return _error(exc)
+
+
 async def _action_input(request: StarletteRequest) -> Any:  # -> serving.actions.ActionInput
     """The body of an action POST: JSON of a few fields (415, 413, 400 and the field's 422 otherwise)."""
     import json
@@ -358,10 +369,8 @@ class EwsService:
         try:
             who = self._who(request)
             entries = self.actions.for_pupil(who, self._pupil(round_id, student_key))
-        except views.RequestError as exc:
-            return _error(exc)
-        except ActionError as exc:
-            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        except (views.RequestError, ActionError) as exc:
+            return _action_error(exc)
         self.store.log(who, "actions", round_id, student_key, 1)
         return JSONResponse({"round_id": round_id, "student_key": student_key, "actions": entries})
 
@@ -374,10 +383,8 @@ class EwsService:
             inp = await _action_input(request)
             pupil = self._pupil(round_id, student_key)
             entry = await run_in_threadpool(self.actions.record, who, pupil, inp)
-        except views.RequestError as exc:
-            return _error(exc)
-        except ActionError as exc:
-            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        except (views.RequestError, ActionError) as exc:
+            return _action_error(exc)
         return JSONResponse(entry, status_code=201)
 
     @api.get("/api/rounds/{round_id}/schools/{school_code}/actions")
@@ -487,10 +494,8 @@ class EwsService:
         try:
             who = self._who(request)
             entries = self.actions.for_pupil(who, self._case(census, student_key))
-        except views.RequestError as exc:
-            return _error(exc)
-        except ActionError as exc:
-            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        except (views.RequestError, ActionError) as exc:
+            return _action_error(exc)
         self.store.log(who, "actions", census, student_key, 1)
         return JSONResponse({"census_date": census, "student_key": student_key, "actions": entries})
 
@@ -502,10 +507,8 @@ class EwsService:
             who = self._who(request)
             inp = await _action_input(request)
             entry = await run_in_threadpool(self.actions.record, who, self._case(census, student_key), inp)
-        except views.RequestError as exc:
-            return _error(exc)
-        except ActionError as exc:
-            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        except (views.RequestError, ActionError) as exc:
+            return _action_error(exc)
         return JSONResponse(entry, status_code=201)
 
     # -- BentoML API -------------------------------------------------------------------------------

@@ -295,7 +295,9 @@ CALIBRATION_STATS: tuple[str, ...] = (
 )
 
 
-def _clipped_logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def clipped_logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """log(p / (1 - p)) with p clipped to [eps, 1 - eps]. The one logit of training: Platt's calibrator
+    (training/model.py) and its bootstrap refits here must agree on it to the bit."""
     p = np.clip(np.asarray(p, dtype=float), eps, 1 - eps)
     return np.log(p / (1 - p))
 
@@ -310,7 +312,7 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | N
     vectorised over replicates; a replicate that does not converge (e.g. no dropout drawn) gives NaN.
     """
     y = np.asarray(y, dtype=float)
-    x = _clipped_logit(p)
+    x = clipped_logit(p)
     if weights is None:
         w = np.ones((1, len(y)))
         # Started at slope 0 and the base rate's log-odds: the maximum of a concave likelihood.
@@ -369,7 +371,7 @@ def platt_replicates(y_calib: np.ndarray, raw_calib: np.ndarray, calib_weights: 
     whose calibration year happened to be quiet is rejected (a 1,000-pupil world: 14 term-2 dropouts
     in the calibration year, 25 in the test year)."""
     slope, intercept = logistic_recalibration(y_calib, raw_calib, calib_weights)
-    z = slope[:, None] * _clipped_logit(raw)[None, :] + intercept[:, None]
+    z = slope[:, None] * clipped_logit(raw)[None, :] + intercept[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
         return 1.0 / (1.0 + np.exp(-z))
 

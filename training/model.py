@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, Dtype
 from training.config import ModelConfig
+from training.metrics import clipped_logit
 
 # Directions we are sure of, from the dropout literature and the programmes' own rules: more
 # attendance never raises risk, more failing marks never lower it. Everything else is left free.
@@ -37,7 +38,6 @@ MONOTONE: dict[str, int] = {
     "failing_marks_12m": 1, "failing_marks_interim": 1,
     "gpa_last": -1, "gpa_interim": -1,
 }
-_EPS = 1e-6
 Matrix = np.ndarray  # float64, one column per feature of the model's own feature set
 
 
@@ -127,11 +127,6 @@ def _require_columns(frame: pd.DataFrame, names: Sequence[str]) -> None:
 # Calibration and the risk groups
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
 class Calibrator:
     """Raw probability -> calibrated probability. scikit-learn style: fit returns self, state ends in _."""
 
@@ -147,7 +142,7 @@ class Calibrator:
             self.x_ = np.asarray(iso.X_thresholds_, dtype=float)
             self.y_ = np.asarray(iso.y_thresholds_, dtype=float)
         elif self.method == "platt":
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(clipped_logit(raw).reshape(-1, 1), y)
             self.a_ = float(lr.coef_[0, 0])
             self.b_ = float(lr.intercept_[0])
         else:
@@ -158,7 +153,7 @@ class Calibrator:
         raw = np.asarray(raw, dtype=float)
         if self.method == "isotonic":
             return np.interp(raw, self.x_, self.y_)
-        return 1.0 / (1.0 + np.exp(-(self.a_ * _logit(raw) + self.b_)))
+        return 1.0 / (1.0 + np.exp(-(self.a_ * clipped_logit(raw) + self.b_)))
 
     def to_dict(self) -> dict[str, Any]:
         if self.method == "isotonic":
