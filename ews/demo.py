@@ -33,7 +33,10 @@ def _done(t0: float) -> None:
 def demo_command(
     home: Path = typer.Option(Path(".ews-demo"), "--home", help="Folder for everything the demo keeps."),
     students: int = typer.Option(100_000, help="Students at the first census (about one province)."),
-    years: int = typer.Option(4, help="Academic years to simulate."),
+    # Four at least: training needs a year whose labels are known before a calibration school year, which
+    # comes before the test term, and the demo then scores and monitors a round after the cutoff. With
+    # three, `ews train` refused after simulate, ingest, link and trainset had run (about 90 s at 1,500).
+    years: int = typer.Option(4, min=4, help="Academic years to simulate (at least 4: a training year, a calibration year, a test term and a monitored round after the cutoff)."),
     seed: int = typer.Option(7, help="Random seed of the simulation."),
     serve: bool = typer.Option(True, help="End by starting the service (Ctrl-C stops it)."),
 ) -> None:
