@@ -105,8 +105,8 @@ def scored_copy(scored_world: ScoredWorld, tmp_path: Path) -> ScoredWorld:
 
 @pytest.fixture(scope="session", params=SEEDS, ids=lambda s: f"seed{s}")
 def seeded_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    """An ingested and linked world per seed: the ladder's own world for the ladder's seed, worlds of
-    the same size (SEED_STUDENTS) for the others."""
+    """An ingested and linked world per seed: the ladder's own world for the ladder's seed, smaller
+    worlds (SEED_STUDENTS) for the others."""
     seed = request.param
     if seed == SEED:
         return request.getfixturevalue("small_world")
