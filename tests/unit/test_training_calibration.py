@@ -133,6 +133,26 @@ def test_slope_and_intercept_are_the_logistic_recalibration() -> None:
     assert m["calibration.intercept"] == pytest.approx(lr.intercept_[0], abs=1e-4)
 
 
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_every_bootstrap_replicate_is_its_own_weighted_logistic_recalibration(seed: int) -> None:
+    # The replicates are fitted a few at a time and stop one by one as they converge: each must still
+    # be the weighted maximum-likelihood fit, the one scikit-learn finds with the replicate's weights.
+    from sklearn.linear_model import LogisticRegression
+
+    from training.bootstrap import student_weights
+    from training.metrics import logistic_recalibration
+
+    y, p, keys, _ = _pupils(seed)
+    w = student_weights(keys, 21, seed)
+    slope, intercept = logistic_recalibration(y, p, w)
+    x = np.log(p / (1 - p)).reshape(-1, 1)
+    for b in (0, 7, 8, 20):  # the first and last of a block, the first of the next, a lone last block
+        lr = LogisticRegression(C=1e12, tol=1e-12, max_iter=10_000).fit(x, y, sample_weight=w[b])
+        assert slope[b] == pytest.approx(lr.coef_[0, 0], abs=1e-4)
+        assert intercept[b] == pytest.approx(lr.intercept_[0], abs=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Risk groups per round
 
