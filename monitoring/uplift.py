@@ -233,9 +233,10 @@ def uplift_view(rows: pd.DataFrame, cfg: UpliftConfig, round_id: str, confidence
     return UpliftView(**base, cells=out_cells, capacity=_compare_rankings(e, y, served_all, cluster, cell_cols, cfg, confidence))
 
 
-def _compare_rankings(e: pd.DataFrame, y: np.ndarray, served: np.ndarray, cluster: np.ndarray, cell_cols: list[str],
-                      cfg: UpliftConfig, confidence: float) -> CapacityComparison:
-    rng = np.random.default_rng(cfg.seed)
+def capacity_choices(e: pd.DataFrame, cluster: np.ndarray, cell_cols: list[str], cfg: UpliftConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen by risk, chosen by cross-fitted estimated benefit): each school's top
+    `capacity_share` of its eligible rows `e` (columns school_code, risk_score, arm, dropout, cells)."""
     # folds by the resampled unit, so a student (or school) is never on both sides
     units, inv = np.unique(cluster, return_inverse=True)
     folds = rng.integers(0, 2, len(units))[inv]
@@ -245,6 +246,13 @@ def _compare_rankings(e: pd.DataFrame, y: np.ndarray, served: np.ndarray, cluste
     by_risk = top_share_per_school(school, risk, cfg.capacity_share)
     # equal estimated benefit (the same cell, or no evidence): the riskier pupil first
     by_benefit = top_share_per_school(school, benefit, cfg.capacity_share, tiebreak=risk)
+    return by_risk, by_benefit
+
+
+def _compare_rankings(e: pd.DataFrame, y: np.ndarray, served: np.ndarray, cluster: np.ndarray, cell_cols: list[str],
+                      cfg: UpliftConfig, confidence: float) -> CapacityComparison:
+    rng = np.random.default_rng(cfg.seed)
+    by_risk, by_benefit = capacity_choices(e, cluster, cell_cols, cfg, rng)
     one = np.ones((1, len(y)))
     point = (_averted(y, served, by_risk, one)[0], _averted(y, served, by_benefit, one)[0])
     boots = [(_averted(y, served, by_risk, w), _averted(y, served, by_benefit, w)) for w in _weights(cluster, cfg.reps, rng)]
