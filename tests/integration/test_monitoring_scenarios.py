@@ -248,6 +248,8 @@ def test_monitoring_with_the_assignment_writes_the_uplift_view_beside_the_report
                                columns=["student_key"])["student_key"])
     text = path.read_text(encoding="utf-8")
     assert not any(k in text for k in list(keys)[:500])
+    html = world.home.monitoring_report(r.round, "html").read_text(encoding="utf-8")
+    assert "Who is expected to benefit" in html and f"{cap.by_risk.averted:.1f}" in html
     # a round monitored without the assignment has no view (and would remove an older one)
     assert worlds["unchanged"].report.uplift is None
     assert not worlds["unchanged"].home.monitoring_uplift(r.round).exists()
