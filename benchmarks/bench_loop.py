@@ -102,7 +102,39 @@ def uplift_figures(truth: Path, share: float = 0.5) -> dict[str, Any]:
     key = (t["round_id"] + "|" + t["school_code"]).to_numpy()
     rankings = {"risk_without_action": t["p_dropout_if_not"].to_numpy(), "estimated_uplift_by_cell": estimated,
                 "true_uplift": benefit, "random": np.random.default_rng(0).random(len(t))}
-    return {name: round(net_benefit_at_capacity(key, rank, benefit, share), 2) for name, rank in rankings.items()}
+    out: dict[str, Any] = {name: round(net_benefit_at_capacity(key, rank, benefit, share), 2) for name, rank in rankings.items()}
+    out["view"] = uplift_view_figures(t, benefit, share)
+    return out
+
+
+def uplift_view_figures(t: pd.DataFrame, benefit: np.ndarray, share: float) -> dict[str, Any]:
+    """The analysts' uplift view as `ews monitor --actions` computes it (monitoring/uplift.py), on the
+    truth's eligible rows (risk: the probability without action, as a calibrated model would give;
+    cells from the school's rule inputs), against the truth: the dropouts each of its two rankings
+    really averts, and whether the view's interval covers it."""
+    from monitoring.uplift import UpliftConfig, capacity_choices, cell_columns, uplift_view
+
+    cfg = UpliftConfig(capacity_share=share)
+    rows = pd.DataFrame({"student_key": t["person_id"].astype(str).to_numpy(),
+                         "school_code": (t["round_id"] + "|" + t["school_code"]).to_numpy(),
+                         "dropout": t["dropout"].astype(float).to_numpy(), "risk_score": t["p_dropout_if_not"].to_numpy(),
+                         "risk_group": np.where(t["p_dropout_if_not"] >= t["p_dropout_if_not"].median(), "problem", "at_risk"),
+                         "extremely_poor": t["extremely_poor"].to_numpy(),
+                         "att_below_cct_85": t["action"].eq("home_visit").to_numpy(), "arm": t["arm"].to_numpy()})
+    view = uplift_view(rows, cfg, "all acting rounds")
+    # the same choices the view made (same rows, folds and seed), to price them with the truth
+    e = pd.concat([rows, cell_columns(rows, cfg.cells).add_prefix("cell_")], axis=1)
+    by_risk, by_benefit = capacity_choices(e, rows["student_key"].to_numpy(), [f"cell_{c}" for c in cfg.cells], cfg,
+                                           np.random.default_rng(cfg.seed))
+    c = view.capacity
+    assert c is not None
+    true = {"risk": float(benefit[by_risk].sum()), "estimated_benefit": float(benefit[by_benefit].sum())}
+    return {"cells_shown": sum(not x.suppressed for x in view.cells), "cells_suppressed": sum(x.suppressed for x in view.cells),
+            "by_risk": c.by_risk.model_dump(), "by_benefit": c.by_benefit.model_dump(), "true_averted": true,
+            "by_risk_covers": c.by_risk.low <= true["risk"] <= c.by_risk.high,
+            "by_benefit_covers": c.by_benefit.low <= true["estimated_benefit"] <= c.by_benefit.high,
+            "difference": [c.benefit_minus_risk, c.low, c.high],
+            "true_difference": true["estimated_benefit"] - true["risk"]}
 
 
 def training_figures(truth: Path, reps: int, seed: int) -> dict[str, Any]:

@@ -242,6 +242,11 @@ class EwsHome(DeploymentSettings):
         outside the monitoring folder."""
         return self.monitoring_dir(scoring_round.round_id) / f"report.{fmt}"
 
+    def monitoring_uplift(self, scoring_round: ScoringRound) -> Path:
+        """monitoring/<round_id>/uplift.json: the analysts' uplift view `ews monitor --actions` writes
+        beside the report (monitoring/uplift.py), which the service hands out."""
+        return self.monitoring_dir(scoring_round.round_id) / "uplift.json"
+
 
 def quiet_mlflow_progress() -> None:
     """MLflow's artefact progress bars would drown a command's summary and break --json on stdout;

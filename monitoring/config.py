@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.contract import delivery_due
+from monitoring.uplift import UpliftConfig
 from training.config import FairnessConfig
 
 SCHEMA_VERSION = 1
@@ -146,6 +147,7 @@ class MonitorConfig(_Model):
     drift: DriftConfig = DriftConfig()
     outcomes: OutcomeConfig = OutcomeConfig()
     verdict: VerdictConfig = VerdictConfig()
+    uplift: UpliftConfig = UpliftConfig()
     alert_exit_code: int = Field(3, ge=1, le=125, description="Exit code of `ews monitor` when a threshold is breached.")
 
     @field_validator("drift")

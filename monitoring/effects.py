@@ -10,6 +10,8 @@ assignment (who was eligible, who was served, who was held out at random, who wa
   served arm and with no action done). Pupils left out are chosen by a rule on what the school saw
   and by the draw of the holdout, never by their outcome, so a model calibrated on features stays
   calibrated on the rest, and the held-out eligible pupils keep the top of the list in the judgement;
+  a pupil served or acted on in one of the `CARRY_TERMS` terms before is left out too
+  (`with_carry_over`: effects fade, they do not stop at the term's end);
 * the **effect of acting** is estimated from the randomised holdout (`holdout_effect`): the
   difference in dropout rates, served minus held out (the effect of being served, uptake included),
   with a percentile bootstrap that resamples whole students (or whole schools when schools were
@@ -66,6 +68,8 @@ class ActionEffects(BaseModel):
         None, description="Dropout rate served minus held out: the effect of being offered an action (uptake included).")
     effect_per_treated: EffectEstimate | None = Field(
         None, description="effect_of_serving / share of the served arm that received the action (Wald).")
+    carried: int = Field(0, description="Pupils served or acted on in one of the CARRY_TERMS terms before, left out "
+                                        "of the judgement too: an effect fades term by term, it does not vanish.")
     judged_rows: int = Field(0, description="Pupils the model's outcomes were judged on (the untreated).")
     left_out_rows: int = Field(0, description="Pupils left out of the judgement: served, or acted on.")
     note: str = ""
@@ -125,11 +129,49 @@ def holdout_effect(dropout: np.ndarray, served: np.ndarray, cluster: np.ndarray,
     return itt, per
 
 
-def untreated_mask(arm: pd.Series, treated: pd.Series) -> np.ndarray:
-    """Pupils whose outcome no action of the round can have changed: not served, nothing done.
+def untreated_mask(arm: pd.Series, treated: pd.Series, carried: pd.Series | None = None) -> np.ndarray:
+    """Pupils whose outcome no action can have changed: not served, nothing done, and (`carried`)
+    nothing served or done in the terms before whose effect may still act.
 
     `arm` is 'served', 'holdout' or missing (not eligible); `treated` True where an action was done."""
-    return (~arm.eq(SERVED).to_numpy()) & (~treated.fillna(False).astype(bool).to_numpy())
+    out = (~arm.eq(SERVED).to_numpy()) & (~treated.fillna(False).astype(bool).to_numpy())
+    if carried is not None:
+        out &= ~carried.fillna(False).astype(bool).to_numpy()
+    return out
+
+
+# Terms before the monitored one whose actions still count as treatment. Effects fade (in the
+# simulator by half a term: simulator/PROCESS.md §2b), so a pupil served last term is not untreated
+# this term; two terms leave a quarter of the effect, three an eighth.
+CARRY_TERMS = 2
+
+
+def earlier_terms(year: int, term: int, n: int) -> list[tuple[int, int]]:
+    """The `n` terms before (year, term), latest first: (2566, 1), 2 -> [(2565, 2), (2565, 1)]."""
+    out, y, t = [], year, term
+    for _ in range(n):
+        y, t = (y, 1) if t == 2 else (y - 1, 2)
+        out.append((y, t))
+    return out
+
+
+def with_carry_over(every_term: pd.DataFrame, year: int, term: int, carry_terms: int = CARRY_TERMS) -> pd.DataFrame:
+    """The eligible pupils of (year, term) (student_key, school_code, arm, treated) with `carried`
+    True where the pupil was served or acted on in one of the `carry_terms` terms before; pupils
+    served before but not eligible now are added (arm '', treated False, carried True).
+    `every_term`: features/assignment.py's rows of every term."""
+    a = every_term
+    now = a[(a["academic_year"] == year) & (a["term"] == term)]
+    prev = pd.MultiIndex.from_tuples(earlier_terms(year, term, carry_terms), names=["academic_year", "term"])
+    before = a[pd.MultiIndex.from_frame(a[["academic_year", "term"]]).isin(prev)]
+    before = set(before.loc[before["arm"].eq(SERVED) | before["treated"].astype(bool), "student_key"])
+    out = now.drop(columns=["academic_year", "term"]).reset_index(drop=True)
+    out["carried"] = out["student_key"].isin(before)
+    extra = sorted(before - set(out["student_key"]))
+    if extra:
+        out = pd.concat([out, pd.DataFrame({"student_key": extra, "school_code": "", "arm": "", "treated": False,
+                                            "carried": True})], ignore_index=True)
+    return out
 
 
 def summarise(students: pd.DataFrame, confidence: float = 0.95, reps: int = 2000, seed: int = 0,
@@ -140,7 +182,8 @@ def summarise(students: pd.DataFrame, confidence: float = 0.95, reps: int = 2000
     e = students[eligible]
     served = e["arm"].eq(SERVED).to_numpy()
     treated = students["treated"].fillna(False).astype(bool)
-    unt = untreated_mask(arm, treated)
+    carried = students["carried"] if "carried" in students.columns else None
+    unt = untreated_mask(arm, treated, carried)
     by_school = design.endswith("school")
     itt = per = None
     note = ""
@@ -158,7 +201,9 @@ def summarise(students: pd.DataFrame, confidence: float = 0.95, reps: int = 2000
     return ActionEffects(design=design if eligible.any() else "none", source=source, eligible=int(eligible.sum()),
                          served=int(served.sum()), holdout=int((~served).sum()), treated=int(treated.sum()),
                          dropout_rate_served=rate(served), dropout_rate_holdout=rate(~served),
-                         effect_of_serving=itt, effect_per_treated=per, judged_rows=int(unt.sum()),
+                         effect_of_serving=itt, effect_per_treated=per,
+                         carried=0 if carried is None else int(carried.fillna(False).astype(bool).sum()),
+                         judged_rows=int(unt.sum()),
                          left_out_rows=int((~unt).sum()), note=note)
 
 
@@ -182,8 +227,7 @@ def read_assignment(home: EwsHome, con: duckdb.DuckDBPyConnection, folder: Path,
     from features.assignment import read_assignment as read_all
 
     a = read_all(home, con, folder)
-    out = a[(a["academic_year"] == year) & (a["term"] == term)].drop(columns=["academic_year", "term"])
-    out = out.reset_index(drop=True)
+    out = with_carry_over(a, year, term)
     out.attrs["unmatched"] = a.attrs.get("unmatched", 0)
     return out
 
@@ -192,12 +236,14 @@ def with_actions(joined: pd.DataFrame, assignment: pd.DataFrame, confidence: flo
                  source: str = "", seed: int = 0) -> tuple[pd.DataFrame, ActionEffects]:
     """Matured rows of a round (student_key, school_code, dropout, ...) -> the untreated rows the model
     is judged on, and the round's `ActionEffects` (pure)."""
-    a = assignment[["student_key", "arm", "treated"]]
+    a = assignment[[c for c in ("student_key", "arm", "treated", "carried") if c in assignment.columns]]
     j = joined.merge(a, on="student_key", how="left")
     j["arm"] = j["arm"].fillna("")
     j["treated"] = j["treated"].fillna(False).astype(bool)
+    if "carried" in j.columns:
+        j["carried"] = j["carried"].fillna(False).astype(bool)
     effects = summarise(j, confidence=confidence, design=design, source=source, seed=seed)
-    keep = untreated_mask(j["arm"], j["treated"])
+    keep = untreated_mask(j["arm"], j["treated"], j["carried"] if "carried" in j.columns else None)
     return joined[keep].reset_index(drop=True), effects
 
 
@@ -210,4 +256,5 @@ def describe(e: ActionEffects) -> str:
         what = (f"Actions: served pupils dropped out {est.estimate * 100:+.2f} points against the held-out ones "
                 f"({est.confidence:.0%} interval {est.low * 100:+.2f} to {est.high * 100:+.2f}; {e.served:,} served, "
                 f"{e.holdout:,} held out, {e.treated:,} acted on; {e.design}, resampled by {est.resampled}).")
-    return what + f" The model's outcomes were judged on the {e.judged_rows:,} untreated pupils."
+    carried = f" ({e.carried:,} served or acted on in the {CARRY_TERMS} terms before are left out too)" if e.carried else ""
+    return what + f" The model's outcomes were judged on the {e.judged_rows:,} untreated pupils{carried}."

@@ -66,6 +66,15 @@ drift at +{{ r.config.drift.missing_thresholds.drift }}.</p>
 {% for name, x in (("served minus held out", e.effect_of_serving), ("per pupil acted on", e.effect_per_treated)) %}{% if x and x.estimate is not none %}
 <p>{{ name }}: {{ '%+.2f'|format(x.estimate * 100) }} points ({{ '%.0f'|format(x.confidence * 100) }}% interval {{ '%+.2f'|format(x.low * 100) }} to {{ '%+.2f'|format(x.high * 100) }}, bootstrap by {{ x.resampled }})</p>{% endif %}{% endfor %}
 {% endif %}
+{% if r.uplift %}{% set u = r.uplift %}
+<h3>Who is expected to benefit (uplift per cell; also uplift.json, GET /ews/api/rounds/{{ r.round_id }}/uplift)</h3>
+<table><tr><th>cell</th><th>served</th><th>held out</th><th>uplift, points ({{ '%.0f'|format(u.confidence * 100) }}% interval)</th></tr>
+{% for c in u.cells %}<tr><td>{% for k, v in c.cell.items() %}{{ k }}: {{ v }}{{ ' · ' if not loop.last }}{% endfor %}</td>
+{% if c.suppressed %}<td colspan="3">suppressed: fewer than {{ u.config.min_cell_students }} pupils in an arm</td>
+{% else %}<td>{{ c.served }}</td><td>{{ c.holdout }}</td><td>{{ '%+.2f'|format(c.uplift * 100) }} ({{ '%+.2f'|format(c.low * 100) }} to {{ '%+.2f'|format(c.high * 100) }})</td>{% endif %}</tr>{% endfor %}</table>
+{% if u.capacity %}{% set k = u.capacity %}<p>Each school serving {{ '%.0f'|format(k.capacity_share * 100) }}% of its eligible list: by risk {{ '%.1f'|format(k.by_risk.averted) }} dropouts averted ({{ '%.1f'|format(k.by_risk.low) }} to {{ '%.1f'|format(k.by_risk.high) }}), by estimated benefit {{ '%.1f'|format(k.by_benefit.averted) }} ({{ '%.1f'|format(k.by_benefit.low) }} to {{ '%.1f'|format(k.by_benefit.high) }}); difference {{ '%+.1f'|format(k.benefit_minus_risk) }} ({{ '%+.1f'|format(k.low) }} to {{ '%+.1f'|format(k.high) }}), bootstrap by {{ u.resampled }}.</p>{% endif %}
+<p>{{ u.note }}</p>
+{% endif %}
 {% else %}<p>{{ r.outcomes.note }}</p>{% endif %}
 
 <h2>Data quality of the deliveries behind the round</h2>

@@ -28,6 +28,7 @@ from monitoring.config import MonitorConfig
 from monitoring.drift import DriftResult, attribution_drift, feature_drift, reference_rounds, score_drift
 from monitoring.outcomes import Outcomes, judge_outcomes
 from monitoring.quality import Check, population_checks, quality_checks
+from monitoring.uplift import UpliftView
 from training.version import ModelVersion
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from training.model import RiskModel
 
 # 3: `reference_source` and `drift_note` (why drift was not judged); older reports read with their defaults.
-SCHEMA_VERSION = 3
+# 4: `uplift` (the analysts' uplift view, with --actions; also written alone as uplift.json).
+SCHEMA_VERSION = 4
 # Which delivered source a feature group comes from: a drifted group points at whom to ask first.
 GROUP_SOURCE: dict[str, str] = {
     "attendance": "attendance", "academic": "grades", "poverty": "cct_screening", "care": "care_screening",
@@ -86,6 +88,7 @@ class MonitoringReport(BaseModel):
     outcomes: Outcomes
     verdict: Verdict
     generated_at: str
+    uplift: UpliftView | None = None  # with an assignment (--actions): who is expected to benefit
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -236,13 +239,31 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
     outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"),
                          assignment=assignment, design=design, source=str(actions or ""))
     verdict = decide(quality, drift, outcomes, cfg, drift_note=drift_note)
+    uplift = None
+    if assignment is not None:
+        uplift = _uplift(snap, students[scored], labels, assignment, cfg, design, str(actions))
     return MonitoringReport(
         round=r, as_of=manifest.as_of, snapshot_hash=snap.hash, model_version=manifest.model_version,
         trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), reference_source=source,
         drift_note=drift_note, current_rows=len(students),
         scored_rows=int(scored.sum()), config=cfg, quality=quality, drift=drift, outcomes=outcomes, verdict=verdict,
-        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), uplift=uplift,
     )
+
+
+def _uplift(snap: SnapshotRef, students: pd.DataFrame, labels: pd.DataFrame, assignment: pd.DataFrame,
+            cfg: MonitorConfig, design: str, source: str) -> UpliftView:
+    """The analysts' uplift view of the round (monitoring/uplift.py) from its matured, eligible pupils,
+    cut by what the school saw (the snapshot's model inputs and risk group)."""
+    from monitoring.uplift import uplift_view
+
+    x = snap.manifest.columns.model_inputs
+    rows = students[["student_key", "school_code", "risk_score", "risk_group"]].assign(
+        extremely_poor=students[x["extremely_poor"]].to_numpy(), att_below_cct_85=students[x["att_below_cct_85"]].to_numpy())
+    rows = rows.merge(labels[["student_key", "dropout"]], on="student_key", how="inner")
+    rows = rows[rows["dropout"].notna()].merge(assignment[["student_key", "arm"]], on="student_key", how="inner")
+    return uplift_view(rows, cfg.uplift, snap.manifest.round_id,
+                       cfg.outcomes.observed_to_expected_confidence, design, source)
 
 
 def _outcomes(home: EwsHome, snap: SnapshotRef, students: pd.DataFrame, labels: pd.DataFrame,
@@ -365,6 +386,14 @@ def write_report(home: EwsHome, report: MonitoringReport) -> dict[str, Path]:
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(paths["json"], report.model_dump_json(indent=2))
     _atomic_write(paths["html"], render_html(report))
+    # The uplift view alone, for the service (analysts and auditors): it matches this report, so a
+    # report monitored without the assignment removes an older one.
+    uplift = home.monitoring_uplift(report.round)
+    if report.uplift is not None:
+        _atomic_write(uplift, report.uplift.model_dump_json(indent=2))
+        paths["uplift"] = uplift
+    else:
+        uplift.unlink(missing_ok=True)
     return paths
 
 

@@ -81,6 +81,7 @@ class Principal:
             "replay": ("auditor", "admin"),
             "score": ("analyst", "admin"),
             "monitoring": ("analyst", "admin"),
+            "uplift": ("analyst", "auditor", "admin"),  # issue 15.6c: aggregates of the randomised arms
             "metrics": ("monitoring", "admin"),
             # issue 15: the action record (serving.actions checks the pupil's school or area)
             "actions": ("school", "area", "analyst", "auditor", "admin"),

@@ -280,6 +280,58 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _payload_prefix(entry: dict[str, Any]) -> str:
+    """`entry_hash`'s JSON payload up to the previous hash (its last field), which only the write
+    lock knows."""
+    assert FIELDS[-1] == "prev_hash"
+    return json.dumps([entry.get(f) for f in FIELDS[:-1]], ensure_ascii=False, separators=(",", ":"))[:-1] + ","
+
+
+def _chain_hash(prefix: str, prev_hash: str) -> str:
+    """SHA-256 of the payload `_payload_prefix` began, closed with the previous hash: `entry_hash`."""
+    return hashlib.sha256((prefix + json.dumps(prev_hash) + "]").encode("utf-8")).hexdigest()
+
+
+# Commits of one process between WAL checkpoints (SQLite's own default is 1,000 pages; an entry
+# writes a few pages across the table and its indexes).
+CHECKPOINT_EVERY = 200
+
+
+class _Checkpointer:
+    """A daemon thread that checkpoints the WAL (PASSIVE: never waits for readers or writers) when
+    the store's writer wakes it, so no writer syncs the database while holding the write lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="actions-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        con = _connect(self._path)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopped:
+                    return
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # busy or locked: the next wake tries again
+                    pass
+        finally:
+            con.close()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     con = open_wal(path, timeout=30)
     con.execute("PRAGMA busy_timeout=30000")
@@ -298,14 +350,29 @@ class ActionStore:
         self.path = home.actions_db
         self._con = _connect(self.path)
         self._con.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the reading connection, shared by this process's threads
+        # Writing has a connection of its own, so a long read (a school's entries for its list) never
+        # holds a writer up, and its critical section is one statement (`_append`): under the lock a
+        # writer that the OS deschedules stalls every other writer, so the less it does there the
+        # shorter the tail (benchmarks/bench_actions.py).
+        self._wcon = _connect(self.path)
+        self._wcon.create_function("ews_chain_hash", 2, _chain_hash, deterministic=True)
+        # No checkpoint inside a commit (it copies the WAL into the database and syncs both, tens of
+        # ms on a busy disk, with the write lock held): a thread of this store checkpoints instead.
+        self._wcon.execute("PRAGMA wal_autocheckpoint=0")
+        self._wlock = threading.Lock()
+        self._commits = 0
+        self._checkpointer: _Checkpointer | None = None
         # Writers of several processes queue on this lock file: flock wakes the next writer the
         # moment the lock is free, where sqlite's busy handler sleeps in steps of up to 100 ms
         # (p99 110 ms at 20 writers, benchmarks/bench_actions.py).
         self._lockfile = open(self.path.with_name(self.path.name + ".lock"), "a+b")  # noqa: SIM115 - held for the store's life
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._con.close()
+        self._wcon.close()
         self._lockfile.close()
 
     # -- writing ---------------------------------------------------------------------------------
@@ -328,31 +395,46 @@ class ActionStore:
             "follow_up_due": inp.follow_up_due.isoformat() if inp.follow_up_due else None,
             "has_note": int(inp.note is not None),
         }
-        cols = [*FIELDS, "hash"]
-        with self._lock:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
-            # BEGIN IMMEDIATE takes the write lock before reading the chain's head, so two workers
-            # can never chain onto the same previous entry (also without the lock file, e.g. on NFS).
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                if inp.refers_to is not None:
-                    row = self._con.execute("SELECT student_key FROM entries WHERE entry_id = ?", [inp.refers_to]).fetchone()
-                    if row is None or row[0] != pupil.student_key:
-                        raise ActionError(422, "field refers_to: no earlier entry of this pupil has that id", "refers_to")
-                head = self._con.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-                entry["prev_hash"] = head[0] if head else GENESIS
-                entry["hash"] = entry_hash(entry)
-                self._con.execute(f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                  [entry[c] for c in cols])
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            finally:
-                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        if inp.refers_to is not None:
+            # Checked before the write lock: the record is append-only, so an entry seen now is there
+            # when this one is appended.
+            with self._lock:
+                row = self._con.execute("SELECT student_key FROM entries WHERE entry_id = ?", [inp.refers_to]).fetchone()
+            if row is None or row[0] != pupil.student_key:
+                raise ActionError(422, "field refers_to: no earlier entry of this pupil has that id", "refers_to")
+        entry["prev_hash"], entry["hash"] = self._append(entry)
         if inp.note is not None:
             self._write_note(entry["entry_id"], pupil.student_key, inp.note)
         return public(entry)
+
+    def _append(self, entry: dict[str, Any]) -> tuple[str, str]:
+        """Insert `entry` (every field but prev_hash and hash) at the head of the chain: (prev_hash, hash).
+
+        One statement in autocommit: a write statement takes SQLite's write lock before it reads,
+        so the head it chains onto is the head it appends after (two workers can never chain onto
+        the same entry, also without the lock file, e.g. on NFS). The hash's payload is built
+        before the lock; only the previous hash is spliced in, by `ews_chain_hash` (equal to
+        `entry_hash`)."""
+        prefix = _payload_prefix(entry)
+        names = [f for f in FIELDS if f != "prev_hash"]
+        head = f"coalesce((SELECT hash FROM entries ORDER BY seq DESC LIMIT 1), '{GENESIS}')"
+        sql = (f"INSERT INTO entries ({', '.join(names)}, prev_hash, hash) "
+               f"SELECT {', '.join('?' * len(names))}, h, ews_chain_hash(?, h) FROM (SELECT {head} AS h) "
+               "RETURNING prev_hash, hash")
+        values = [entry[f] for f in names] + [prefix]
+        with self._wlock:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+            try:
+                prev, digest = self._wcon.execute(sql, values).fetchone()
+            finally:
+                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            self._commits += 1
+            due = self._commits % CHECKPOINT_EVERY == 0
+        if due:
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer.wake()
+        return prev, digest
 
     def _write_note(self, entry_id: str, student_key: str, note: str) -> None:
         with closing(_connect(self.home.action_notes_db)) as con:

@@ -100,6 +100,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(_R + "/students/{student_key}/explanation", ("GET",), "explain", "explain", (200, 400, 401, 403, 404, 429)),
     RouteSpec(_R + "/students/{student_key}/replay", ("GET",), "replay", "explain", (200, 400, 401, 403, 404, 429)),
     RouteSpec(_R + "/monitoring", ("GET",), "monitoring", None, (200, 400, 401, 403, 404, 422)),
+    RouteSpec(_R + "/uplift", ("GET",), "uplift", None, (200, 400, 401, 403, 404, 409)),
     # issue 15: the action record (serving.actions) and the printable pupil sheet (serving.sheet)
     RouteSpec("/ews/api/actions/catalogue", ("GET",), None, None, (200, 401)),
     RouteSpec(_R + "/students/{student_key}/actions", ("GET", "POST"), "actions", None,

@@ -12,6 +12,7 @@ Routes (all but /livez, /readyz and the page itself need `Authorization: Bearer 
   GET  /ews/api/rounds/{round}/areas/{area}/students             pseudonymous list of an area
   GET  /ews/api/rounds/{round}/students/{key}/explanation        every contribution
   GET  /ews/api/rounds/{round}/students/{key}/replay             audit replay with the stored version
+  GET  /ews/api/rounds/{round}/uplift                            who is expected to benefit (analysts, auditors)
   GET  /ews/api/actions/catalogue                                the action catalogue (serving.actions)
   GET  /ews/api/rounds/{round}/students/{key}/actions            a pupil's recorded actions
   POST /ews/api/rounds/{round}/students/{key}/actions            record an action (school, area tokens)
@@ -343,6 +344,25 @@ class EwsService:
         self.store.log(who, "monitoring", round_id, None, 0)
         media = "text/html; charset=utf-8" if format == "html" else "application/json"
         return Response(path.read_bytes(), media_type=media)
+
+    @api.get("/api/rounds/{round_id}/uplift", responses={
+        200: {"description": "The round's uplift view (monitoring/uplift.py UpliftView: cells, capacity comparison)"},
+        404: {"description": "No such round, or `ews monitor --actions` wrote no uplift view for it"},
+        409: {"description": "The uplift view file is damaged or of another schema: run `ews monitor` again"}})
+    def uplift(self, request: StarletteRequest, round_id: str) -> JSONResponse:
+        """Who is expected to benefit beside who is at risk (issue 15.6c): the view `ews monitor
+        --actions` wrote, for analyst, auditor and admin tokens (aggregates only; read as a file)."""
+        from serving.uplift import uplift_json
+
+        try:
+            who = self._who(request)
+            if not who.may("uplift"):
+                raise views.RequestError(403, "the uplift view is for analyst, auditor and admin tokens")
+            out = uplift_json(self.home, round_id)
+        except views.RequestError as exc:
+            return _error(exc)
+        self.store.log(who, "uplift", round_id, None, 0)
+        return JSONResponse(out)
 
     # -- the action record and the pupil sheet (issue 15; logic in serving.actions, serving.sheet) ----
 

@@ -84,6 +84,9 @@ class NotFoundManifest(BaseModel):
     m6_untold: int  # M6 final marks passed, no exits row, in no census: left off the list
     schools_without_census: int  # schools of the previous census whose census of this date is missing
     pending_school_census: int  # their pupils: not judged (they may be on the census), never listed
+    # Pupils of schools whose census arrived, seen at the next census at a school whose census of
+    # this date did not (a P6 -> M1 or M3 -> M4 move into it): not judged either, never listed.
+    at_school_without_census: int = 0
     sources: list[SourceStatus]
     file: str
     sha256: str
@@ -102,6 +105,14 @@ def previous_round(cal: SchoolCalendar, census: dt.date) -> ScoringRound:
                 py, pt = (year, 1) if term == 2 else (year - 1, 2)
                 return ScoringRound(academic_year=py, term=pt, round_type="early")
     raise ValueError(f"{census} is not a census date of the school calendar")
+
+
+def next_census(cal: SchoolCalendar, census: dt.date) -> dt.date:
+    """The census after `census` (a census date of the calendar): 10 June -> 10 November -> 10 June."""
+    r = previous_round(cal, census)  # the term before `census`'s: `census` is the next term's, and
+    # the census after it the term after that (T2 of P -> T1 of P+1 is `census` -> its T2)
+    year, term = (r.academic_year + 1, 2) if r.term == 2 else (r.academic_year + 1, 1)
+    return cal.census_date(year, term)
 
 
 def census_of(cal: SchoolCalendar, round_id: str) -> dt.date:
@@ -126,13 +137,15 @@ def _d(x: dt.date) -> str:
 
 def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: str = "wh",
                  include_m6_untold: bool = False, evidence: tuple[Evidence, ...] = EVIDENCE,
-                 dialect: Dialect = DUCKDB) -> str:
+                 dialect: Dialect = DUCKDB, include_at_school_without_census: bool = False) -> str:
     """One row per pupil enrolled at the census before `census` who is not found at `census`, as
     known by `as_of` (columns `NOTFOUND_COLUMNS`).
 
     `include_m6_untold` keeps the M6 pupils a completion cannot be told from (for measuring what
     leaving them off costs); `evidence` is the label's declared sources (another set only to measure
-    what one source is worth); `dialect` the SQL engine's spelling (`features.pointintime.compile`)."""
+    what one source is worth); `dialect` the SQL engine's spelling (`features.pointintime.compile`);
+    `include_at_school_without_census` keeps the pupils seen next at a school whose census of
+    `census` is missing (to count them)."""
     d = dialect
     r = previous_round(cal, census)
     prev = cal.census_date(r.academic_year, r.term)
@@ -140,6 +153,8 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
     # A return: seen again after this census's window (inside it, the same rows are the path that
     # keeps a pupil off the list).
     after = census + dt.timedelta(days=OTHER_SYSTEM_WINDOW_DAYS)
+    following = next_census(cal, census)
+    late_school = "" if include_at_school_without_census else "AND p.student_key NOT IN (SELECT student_key FROM at_late_school)"
     return f"""
         WITH pop AS ({population_sql(cal, r, as_of, schema, dialect=d)}),
         paths AS ({paths_sql(cal, r, as_of, "next_census", schema, evidence, with_evidence=True, dialect=d)}),
@@ -157,12 +172,22 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(census)} AND known_at <= {_d(as_of)} GROUP BY school_code
         ),
+        at_late_school AS (
+            -- Seen at the next census at a school that had pupils at the previous census but whose
+            -- census of this date has not arrived: a pupil who moved into it at the year's end
+            -- (P6 -> M1, M3 -> M4) was most likely on that missing census, as its own pupils may be
+            -- (below). Not judged, counted (`at_school_without_census`), never listed.
+            SELECT DISTINCT n.student_key FROM {schema}.linked_dmc_census n
+            WHERE n.known_at <= {_d(as_of)} AND n.census_date > {_d(census)} AND n.census_date <= {_d(following)}
+              AND n.school_code IN (SELECT school_code FROM pop)
+              AND n.school_code NOT IN (SELECT school_code FROM school_census)
+        ),
         lost AS (
             -- A pupil whose school's census of this date has not arrived is not judged (the pupil may
             -- be on it): counted by the manifest (`pending_school_census`), never listed.
             SELECT p.student_key, p.school_code, p.grade, p.census_date
             FROM pop p LEFT JOIN paths USING (student_key)
-            WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census)
+            WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census) {late_school}
         ),
         attended AS (
             SELECT a.student_key, max(a.year_month) AS last_month
@@ -230,6 +255,7 @@ def build_notfound(home: EwsHome, census: dt.date, as_of: dt.date | None = None,
             raise RuntimeError(f"nobody is enrolled at the previous census ({prev}) as known by {as_of}")
         table = con.sql(notfound_sql(cal, census, as_of)).to_arrow_table()
         m6 = scalar(con, f"SELECT count(*) FROM ({notfound_sql(cal, census, as_of, include_m6_untold=True)})") - table.num_rows
+        late = scalar(con, f"SELECT count(*) FROM ({notfound_sql(cal, census, as_of, include_at_school_without_census=True)})") - table.num_rows
         sources = [SourceStatus(source=s, period_end=pe, arrived_on=a, overdue_on=o, complete=bool(c))
                    for s, pe, a, o, c in con.execute(evidence_status_sql(cal, census, as_of)).fetchall()]
         no_census, pending = con.execute(f"""
@@ -247,7 +273,7 @@ def build_notfound(home: EwsHome, census: dt.date, as_of: dt.date | None = None,
         census_date=census, previous_census=prev, round_id=r.round_id, as_of=as_of, population=int(population),
         cases=table.num_rows, by_state={s: states.count(s) for s in CASE_STATES},
         provisional=sum(1 for c in complete if not c), m6_untold=int(m6), schools_without_census=int(no_census),
-        pending_school_census=int(pending),
+        pending_school_census=int(pending), at_school_without_census=int(late),
         sources=sources, file=str(data), sha256=file_sha256(data),
     )
     atomic_write_text(manifest.model_dump_json(indent=2), manifest_path)

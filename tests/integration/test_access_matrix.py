@@ -33,6 +33,7 @@ ROUTES = {
     "explanation": ("GET", R + "/students/{key}/explanation"),
     "replay": ("GET", R + "/students/{key}/replay"),
     "monitoring": ("GET", R + "/monitoring?format=json"),
+    "uplift": ("GET", R + "/uplift"),
     "score": ("POST", "/score"),
     "metrics": ("GET", "/metrics"),
     "docs": ("GET", "/docs.json"),
@@ -98,6 +99,8 @@ def expected(route: str, role: str, scope: str) -> set[int]:
         return {200} if role in ("analyst", "admin") else {403}
     if route == "monitoring":  # 404 until `ews monitor` has written the round's report
         return {200, 404} if role in ("analyst", "admin") else {403}
+    if route == "uplift":  # 404 until `ews monitor --actions` has written the round's uplift view
+        return {200, 404} if role in GLOBAL else {403}
     if role == "monitoring":
         return {403}
     if route == "replay":

@@ -219,3 +219,119 @@ def test_ews_train_with_the_assignment_leaves_out_the_outcomes_an_action_changed
     res = CliRunner().invoke(app, ["train", "--json", "--home", str(home.root), "--config", str(config),
                                    "--actions", str(world.sim / "actions")])
     assert res.exit_code == 0, res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysts' uplift view (issue 15.6c) of the same world: written by `ews monitor --actions`
+# beside the report, served to analysts and auditors, shown on the page in a real Chromium.
+
+
+def test_monitoring_with_the_assignment_writes_the_uplift_view_beside_the_report(
+        world: MonitoredWorld, worlds: dict[str, MonitoredWorld]) -> None:
+    from monitoring.uplift import UpliftView
+
+    r = world.report
+    path = world.home.monitoring_uplift(r.round)
+    view = UpliftView.model_validate_json(path.read_text(encoding="utf-8"))
+    assert view == r.uplift and view.round_id == ROUND and view.resampled == "student"
+    e = r.outcomes.effects
+    assert e is not None and view.eligible == e.eligible  # the same matured, eligible pupils
+    shown = [c for c in view.cells if not c.suppressed]
+    assert shown and all(min(c.served, c.holdout) >= view.config.min_cell_students for c in shown)
+    assert all(c.low <= c.uplift <= c.high for c in shown)
+    assert sum(c.served + c.holdout for c in shown) <= view.eligible
+    cap = view.capacity
+    assert cap is not None and cap.by_risk.pupils_served == cap.by_benefit.pupils_served > 0
+    assert cap.by_risk.low <= cap.by_risk.averted <= cap.by_risk.high and cap.low <= cap.benefit_minus_risk <= cap.high
+    # aggregates only
+    keys = set(pd.read_parquet(next(iter((world.home.rounds_dir / ROUND).glob("*/students.parquet"))),
+                               columns=["student_key"])["student_key"])
+    text = path.read_text(encoding="utf-8")
+    assert not any(k in text for k in list(keys)[:500])
+    html = world.home.monitoring_report(r.round, "html").read_text(encoding="utf-8")
+    assert "Who is expected to benefit" in html and f"{cap.by_risk.averted:.1f}" in html
+    # a round monitored without the assignment has no view (and would remove an older one)
+    assert worlds["unchanged"].report.uplift is None
+    assert not worlds["unchanged"].home.monitoring_uplift(r.round).exists()
+
+
+@pytest.fixture(scope="module")
+def uplift_service(world: MonitoredWorld, tmp_path_factory: pytest.TempPathFactory):
+    """`ews serve` on a copy of the acting world's home, with a token per role (one service for the
+    access and browser tests below)."""
+    from features.home import EwsHome
+    from serving.access import create_token
+    from tests.support.worlds import ServingHome, served
+
+    root = copy_home(world.home.root, tmp_path_factory.mktemp("uplift") / "home")
+    home = EwsHome(root=root)
+    students = pd.read_parquet(next(iter((root / "rounds" / ROUND).glob("*/students.parquet"))),
+                               columns=["school_code", "amphoe_code"])
+    school = str(students["school_code"].iloc[0])
+    area = str(students["amphoe_code"].iloc[0])
+    tokens = {role: create_token(home, role, school if role == "school" else None,
+                                 [area] if role == "area" else None)[0]
+              for role in ("school", "area", "analyst", "auditor", "admin", "monitoring")}
+    h = ServingHome(root=root, round_id=ROUND, school=school, other_school=school, area=area, other_area=None,
+                    tokens=tokens, token_ids={})
+    with served(h) as url:
+        yield url, h
+
+
+def test_the_uplift_route_is_for_analysts_auditors_and_admins_only(uplift_service, world: MonitoredWorld) -> None:
+    import httpx
+
+    url, h = uplift_service
+    for role in ("analyst", "auditor", "admin", "school", "area", "monitoring"):
+        r = httpx.get(f"{url}/ews/api/rounds/{ROUND}/uplift", headers={"Authorization": f"Bearer {h.tokens[role]}"}, timeout=30)
+        if role in ("analyst", "auditor", "admin"):
+            assert r.status_code == 200, (role, r.text[:300])
+            assert r.json()["round_id"] == ROUND and r.json() == json.loads(world.home.monitoring_uplift(world.report.round).read_text())
+        else:
+            assert r.status_code == 403, (role, r.status_code)
+    auth = {"Authorization": f"Bearer {h.tokens['analyst']}"}
+    assert httpx.get(f"{url}/ews/api/rounds/{REFERENCE_ROUND}/uplift", headers=auth, timeout=30).status_code == 404
+    assert httpx.get(f"{url}/ews/api/rounds/not-a-round/uplift", headers=auth, timeout=30).status_code == 400
+    assert httpx.get(f"{url}/ews/api/rounds/{ROUND}/uplift", timeout=30).status_code == 401
+    doc = httpx.get(f"{url}/docs.json", headers=auth, timeout=30).json()
+    op = doc["paths"]["/ews/api/rounds/{round_id}/uplift"]["get"]
+    assert {"200", "400", "401", "403", "404", "409"} <= set(op["responses"])
+
+
+def test_an_analyst_sees_the_uplift_view_on_the_page_in_a_real_browser(uplift_service, world: MonitoredWorld) -> None:
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_web_page import CHROMIUM_FLAGS
+
+    url, h = uplift_service
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "Debian chromium is not installed (apt-get install chromium)"
+    view = world.report.uplift
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = b.new_page()
+            page.goto(url + "/ews/")
+            page.fill("#token", h.tokens["analyst"])
+            page.click("#login")
+            page.wait_for_function("(document.querySelector('#u_cells').dataset.round || '').length > 0", timeout=20_000)
+            page.select_option("#round", ROUND)
+            page.click("#u_show")
+            page.wait_for_function("document.querySelector('#u_cells').dataset.round === %r" % ROUND, timeout=20_000)
+            assert page.is_visible("#uplift") and not page.is_visible("#list")
+            rows = page.locator("#u_cells tbody tr")
+            assert rows.count() == len(view.cells)
+            assert page.locator("#u_cells tbody tr.suppressed").count() == sum(c.suppressed for c in view.cells)
+            cap = page.locator("#u_capacity tbody tr").all_inner_texts()
+            assert len(cap) == 3 and f"{view.capacity.by_risk.averted:.1f}" in cap[0]
+            assert f"{view.capacity.by_benefit.averted:.1f}" in cap[1]
+            # a school token sees its list, never the uplift section
+            page.fill("#token", h.tokens["school"])
+            page.click("#login")
+            page.wait_for_selector("#list tbody tr", timeout=20_000)
+            assert not page.is_visible("#uplift")
+            page.close()
+        finally:
+            b.close()

@@ -222,3 +222,37 @@ def test_the_service_routes_give_a_school_its_cases_with_names_and_areas_pseudon
     assert post("school", "S" + "0" * 20, {"action": "tzd_identified", "status": "done"}, school_code=school)[0] == 403
     status, read = call("case_actions", "auditor", census, case)
     assert status == 200 and [e["action"] for e in read["actions"]] == ["tzd_identified"]
+
+
+def test_a_pupil_who_moved_into_a_school_whose_census_is_missing_is_not_listed_but_counted(
+        small_world: SmallWorld, tmp_path: Path) -> None:
+    world = copy_world(small_world, tmp_path)
+    home = EwsHome(root=world.home)
+    census, following = dt.date(2022, 6, 10), dt.date(2022, 11, 10)  # a year end: P6 -> M1, M3 -> M4 moves
+    con = connect_warehouse(home, read_only=False)
+    try:
+        # the school that took in most pupils from other schools at this census, and its movers who
+        # are still there at the next census
+        school, movers = con.execute("""
+            SELECT n.school_code, list(DISTINCT n.student_key) FROM wh.linked_dmc_census p
+            JOIN wh.linked_dmc_census n USING (student_key)
+            JOIN wh.linked_dmc_census f ON f.student_key = n.student_key AND f.census_date = ? AND f.school_code = n.school_code
+            WHERE p.census_date = ? AND n.census_date = ? AND p.school_code <> n.school_code
+            GROUP BY 1 ORDER BY count(*) DESC LIMIT 1""", [following, dt.date(2021, 11, 10), census]).fetchone()
+        assert len(movers) >= 3, "the test world should have pupils moving school at the year end"
+        before = {k for (k,) in con.execute(f"SELECT student_key FROM ({notfound_sql(CAL, census, latest_delivery(con))})").fetchall()}
+        assert not set(movers) & before  # found on the school's census while it was there
+        # the school's census of that date refused
+        con.execute("DELETE FROM wh.src_dmc_census WHERE census_date = ? AND school_code = ?", [census, school])
+        as_of = latest_delivery(con)
+        kept = {k for (k,) in con.execute(
+            f"SELECT student_key FROM ({notfound_sql(CAL, census, as_of, include_at_school_without_census=True)})").fetchall()}
+    finally:
+        con.close()
+    # without the rule the movers would be listed (seen nowhere at the census)...
+    assert set(movers) <= kept
+    # ... with it they are not judged: counted, never listed, like the missing school's own pupils
+    m = build_notfound(home, census)
+    _, table = load_notfound(home, census)
+    assert not set(movers) & set(table.column("student_key").to_pylist())
+    assert m.at_school_without_census >= len(movers) and m.schools_without_census == 1

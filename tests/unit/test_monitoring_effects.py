@@ -120,3 +120,30 @@ def test_a_school_randomised_holdout_is_resampled_by_school() -> None:
     by_pupil, _ = holdout_effect(y, served, np.arange(1000).astype(str))
     assert by_school.resampled == "school" and by_school.estimate == pytest.approx(by_pupil.estimate)
     assert by_school.low < by_school.estimate < by_school.high
+
+
+def test_a_pupil_served_in_the_two_terms_before_is_not_judged_as_untreated() -> None:
+    from monitoring.effects import earlier_terms, with_carry_over
+
+    assert earlier_terms(2566, 1, 2) == [(2565, 2), (2565, 1)] and earlier_terms(2566, 2, 1) == [(2566, 1)]
+    every = pd.DataFrame({
+        "student_key": ["now", "last", "last_held", "two_ago", "three_ago", "last_and_now"],
+        "academic_year": [2566, 2566, 2566, 2565, 2565, 2566],
+        "term": [2, 1, 1, 2, 1, 1],
+        "school_code": ["s"] * 6,
+        "arm": ["holdout", "served", "holdout", "", "served", "served"],
+        "treated": [False, False, False, True, True, True],
+    })
+    every = pd.concat([every, pd.DataFrame({"student_key": ["last_and_now"], "academic_year": [2566], "term": [2],
+                                            "school_code": ["s"], "arm": ["holdout"], "treated": [False]})])
+    a = with_carry_over(every, 2566, 2, carry_terms=2)
+    carried = dict(zip(a["student_key"], a["carried"], strict=True))
+    # served last term (planned only), acted on two terms ago: carried; held out last term, or
+    # acted on three terms ago: not
+    assert carried == {"now": False, "last_and_now": True, "last": True, "two_ago": True}
+    assert a.set_index("student_key").loc["last_and_now", "arm"] == "holdout"  # this term's arm is kept
+    rows = pd.DataFrame({"student_key": ["now", "last", "two_ago", "last_and_now", "other"], "school_code": ["s"] * 5,
+                         "dropout": [0.0, 0.0, 1.0, 0.0, 0.0]})
+    judged, e = with_actions(rows, a)
+    assert judged["student_key"].tolist() == ["now", "other"] and e.carried == 3 and e.judged_rows == 2
+    assert "3 served or acted on in the 2 terms before" in describe(e)
