@@ -3,7 +3,8 @@
 Table names are a contract with later stages (linkage, point-in-time features):
   src_<source>    accepted rows: delivery_id, source_file, source_line, known_at, then the
                   contract's non-identity columns, typed; `student_id` is replaced, in place, by
-                  id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind
+                  id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind, and
+                  `birth_date` by `birth_month` (the first of the month; the exact date is in the vault)
   quarantine      one row per problem (a row with several problems has several entries)
   repairs         every value changed on the way in (BE/CE years; invalid details set to NULL)
   ingested_files  per-file accounting: received = accepted + quarantined
@@ -46,13 +47,13 @@ def warehouse_columns(source: Source) -> list[tuple[str, str]]:
         if c.name == "student_id":
             cols += [("id_token", "VARCHAR"), ("id_kind", "VARCHAR")]
         elif not c.identity:
-            cols.append((c.name, SQL_TYPES[c.kind]))
+            cols.append((c.stored_name, SQL_TYPES[c.kind]))
     return cols
 
 
 def stored_columns(source: Source) -> list[Column]:
-    """Contract columns that reach the warehouse as themselves (not identity)."""
-    return [c for c in source.columns if not c.identity]
+    """Contract columns that reach the warehouse as themselves (not identity, not month-only)."""
+    return [c for c in source.columns if not c.identity and c.month_only_as is None]
 
 
 def schema_ddl(prefix: str = "") -> list[str]:
