@@ -45,7 +45,7 @@ from features.ingest import reader, validate, vault
 from features.ingest.delivery import Delivery, DeliveryRefused, discover
 from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
-    FileAccounting, has_student_id, schema_ddl, table_name, warehouse_columns,
+    FileAccounting, check_no_exact_birth_date, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
 from features.pseudonym import id_token
 
@@ -253,6 +253,10 @@ class _Session:
         except duckdb.Error as exc:
             raise DeliveryRefused(f"the warehouse {self.home.warehouse} cannot be opened ({_first_line(exc)})") from None
         self.wh = True
+        try:
+            check_no_exact_birth_date(self.con, "wh", self.home.warehouse)
+        except ValueError as exc:
+            raise DeliveryRefused(str(exc)) from None
         # The registries other sources are checked against: every school and tambon ingested so far.
         for kind, src in (("school_code", "schools"), ("tambon_code", "areas")):
             if self._has_table("wh", f"src_{src}"):

@@ -56,6 +56,22 @@ def stored_columns(source: Source) -> list[Column]:
     return [c for c in source.columns if not c.identity and c.month_only_as is None]
 
 
+def check_no_exact_birth_date(con: duckdb.DuckDBPyConnection, database: str, path: object) -> None:
+    """Refuse a warehouse built before the birth date moved to the identity vault: its `src_*`
+    tables still hold `birth_date` to the day, and new rows (with `birth_month`) cannot join them.
+
+    Raises ValueError naming the warehouse, the tables and what to do."""
+    old = [r[0] for r in con.execute(
+        "SELECT DISTINCT table_name FROM duckdb_columns() WHERE database_name = ? AND column_name = 'birth_date' "
+        "AND starts_with(table_name, 'src_') ORDER BY 1", [database]).fetchall()]
+    if old:
+        raise ValueError(
+            f"the warehouse {path} was built before the birth date moved to the identity vault "
+            f"({', '.join(old)} still hold birth_date): rebuild it from the deliveries - `ews ingest DIR "
+            "--home NEW_HOME`, then `ews link --home NEW_HOME` (keep the home's keys/ folder to keep its student keys)"
+        )
+
+
 def schema_ddl(prefix: str = "") -> list[str]:
     """CREATE TABLE IF NOT EXISTS statements for the whole warehouse (`prefix` e.g. 'wh.')."""
     out = []

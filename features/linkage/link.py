@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.db import scalar, session
 from features.contract import SOURCES
 from features.home import EwsHome
+from features.ingest.warehouse import check_no_exact_birth_date
 from features.linkage.normalise import sql_normalise_name
 from features.pseudonym import student_keys
 
@@ -823,8 +824,15 @@ def open_session(home: EwsHome) -> duckdb.DuckDBPyConnection:
         raise FileNotFoundError(f"no identity vault at {home.vault}: run `ews ingest` first")
     # The session's tables hold names from the vault: whatever DuckDB spills to disk stays in the
     # vault's folder too, never beside the pseudonymous data (even after a crash).
-    return session(home, attach={"wh": (home.warehouse, False), "vault": (home.vault, True)},
-                   spill=home.link_spill_dir)
+    con = session(home, attach={"wh": (home.warehouse, False), "vault": (home.vault, True)},
+                  spill=home.link_spill_dir)
+    try:
+        # The exact birth date is read from the vault; an older warehouse still holds it instead.
+        check_no_exact_birth_date(con, "wh", home.warehouse)
+    except ValueError:
+        con.close()
+        raise
+    return con
 
 
 def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:

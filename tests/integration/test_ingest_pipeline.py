@@ -260,6 +260,25 @@ def test_the_exact_birth_date_is_stored_only_in_the_vault_and_the_warehouse_keep
     assert stored == [(s, i + 2, d) for s in sorted(files) for i, d in enumerate(days)]
 
 
+def test_a_warehouse_that_still_holds_birth_dates_is_refused_with_what_to_do(tmp_path: Path, home: EwsHome) -> None:
+    from features.linkage.link import link
+
+    home.ensure()
+    home.vault_dir.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(home.vault)).close()
+    old = duckdb.connect(str(home.warehouse))
+    old.execute("CREATE TABLE src_dmc_census (delivery_id VARCHAR, source_line BIGINT, birth_date DATE)")
+    old.close()
+    before = home.warehouse.read_bytes()
+    rep = ingest_path(write_delivery(tmp_path / "in" / "a", "a-1", {"areas": registry_rows()["areas"]}), home)
+    assert [d.status for d in rep.deliveries] == ["refused"]
+    assert "src_dmc_census still hold birth_date" in (rep.deliveries[0].message or "")
+    assert "ews ingest" in (rep.deliveries[0].message or "")
+    assert home.warehouse.read_bytes() == before
+    with pytest.raises(ValueError, match="built before the birth date moved to the identity vault"):
+        link(home)
+
+
 def test_no_raw_id_or_name_is_written_outside_the_vault(tmp_path: Path, home: EwsHome, registry: None) -> None:
     files = {s: [valid_row(s, i) for i in range(1, 6)] for s in SOURCES if s not in ("areas", "schools")}
     files["tzd_cases"].append({**valid_row("tzd_cases", 9), "birth_date": "bad"})  # ID valid: birth date nulled
