@@ -141,8 +141,9 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
     term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
     rows) only vary in school and student number - and, from the vault, one name record per
     distinct (token, first name, last name) and one birth record per distinct (token, birth date),
-    each with `rows` = 0 (their rows are counted by the first kind). Votes are taken per attribute, so nothing joint is lost, and no row-by-row join of the
-    warehouse with the vault is needed. Rows without a token stay one record each, because each
+    each with `rows` = 0 (their rows are counted by the first kind). Votes are taken per
+    attribute, so nothing joint is lost, and no row-by-row join of the warehouse with the vault is
+    needed. Rows without a token stay one record each, because each
     needs its own key. Aggregating first keeps linkage near the number of children rather than
     the number of rows (124M rows at 1M students over six years)."""
     parts = []
