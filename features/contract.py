@@ -80,9 +80,23 @@ class Column:
     min: float | None = None
     max: float | None = None
     identity: bool = False  # personal data: kept only in the identity vault, never in the warehouse
+    # A date that is personal data to the day (the birth date): the exact value goes only to the
+    # identity vault, and the warehouse keeps its month alone, as the first day of the month, under
+    # this name. Linkage reads the exact date from the vault; features need only the month.
+    month_only_as: str | None = None
     references_registry: bool = True  # for school_code / tambon_code kinds
     # Safe by default: a column is a DETAIL (nullable on repair) only where the contract says so.
     role: Role = "what"
+
+    @property
+    def stored_name(self) -> str:
+        """The column's name in the warehouse (`month_only_as` for a month-only date)."""
+        return self.month_only_as or self.name
+
+    @property
+    def personal(self) -> bool:
+        """Personal data: its delivered value is never shown in a quarantine reason or repair log."""
+        return self.identity or self.month_only_as is not None
 
     @property
     def on_invalid(self) -> OnInvalid:
@@ -124,6 +138,9 @@ class Column:
             parts.append(f"≤ {self.max:g}")
         if self.identity:
             parts.append("personal data: stored only in the identity vault")
+        if self.month_only_as:
+            parts.append(f"personal data: the exact date is stored only in the identity vault; the warehouse "
+                         f"keeps its month (`{self.month_only_as}`, the first day of the month)")
         return "; ".join(parts)
 
 
@@ -177,7 +194,8 @@ _ID = Column(
 _FIRST = Column("first_name", "text", "First name (Thai)", "ชื่อ", identity=True, role="who")
 _LAST = Column("last_name", "text", "Family name (Thai)", "นามสกุล", identity=True, role="who")
 _SEX = Column("sex", "enum", "Sex", "เพศ", allowed=SEX, role="who_backup")
-_BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด", role="who_backup")
+_BIRTH = Column("birth_date", "date", "Date of birth", "วันเดือนปีเกิด", role="who_backup",
+                month_only_as="birth_month")
 _SCHOOL = Column("school_code", "school_code", "School code (10 digits)", "รหัสโรงเรียน 10 หลัก", role="where_when")
 # The school's own student number: unique within one school, meaningless outside it. It lets a
 # row whose citizen ID is missing still be tied to the right child of that school.
@@ -602,7 +620,8 @@ def contract_markdown() -> str:
         "`delivered_on` is the date the rows became known; every row also carries the date it describes.",
         "Files are UTF-8 CSV with a header row (TIS-620 / Windows-874 files are detected, converted and",
         "reported). Columns marked *personal data* go only to the identity vault; the warehouse keeps a keyed",
-        "token instead.",
+        "token instead, or, for the birth date, its month alone (`birth_month`). Their delivered values are",
+        "never shown in quarantine reasons or repair logs.",
         "",
         *_ROLES_TEXT,
         *schedule_markdown(),

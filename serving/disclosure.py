@@ -7,8 +7,8 @@ round, how much of each row they may see so that no pupil stands out (docs/PRIVA
 - sensitive values are withheld: disability, nationality status, the welfare records of illness,
   disability, pregnancy and bedridden members, and every care-screening value (`SENSITIVE`) —
   value and per-feature contribution; their contributions are given only summed per group;
-- quasi-identifiers are coarsened: age in whole years (never the fractional age, which is the
-  birth date to about a day), and generalised per (school, grade) cell until every combination a
+- quasi-identifiers are coarsened: age in whole years (never the fractional age, which gives
+  the birth month; the exact birth date never leaves the identity vault), and generalised per (school, grade) cell until every combination a
   caller can see is shared by at least `K_ANONYMITY` pupils of the round (`plan`: age, then sex,
   then the school and its own features, then tambon, amphoe, province, grade are suppressed);
 - reasons are said per group, without the pupil's own values.

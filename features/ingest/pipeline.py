@@ -12,7 +12,8 @@ Order of work for one delivery, and why:
    tokens are computed once per distinct ID per session. Each problem is then judged by the
    contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
    quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
-4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind).
+4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind):
+   the IDs' tokens, the names and the exact birth dates (the warehouse keeps the birth month).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
    A crash before COMMIT leaves the warehouse as it was; a re-run then succeeds.
 
@@ -44,11 +45,12 @@ from features.ingest import reader, validate, vault
 from features.ingest.delivery import Delivery, DeliveryRefused, discover
 from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
-    FileAccounting, has_student_id, schema_ddl, table_name, warehouse_columns,
+    FileAccounting, check_no_exact_birth_date, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
 from features.pseudonym import id_token
 
 NAME_COLUMNS = ("prefix", "first_name", "last_name")
+BIRTH_COLUMN = "birth_date"  # exact date to vault.birth_records; the warehouse keeps `birth_month`
 
 Progress = Callable[[int, int, str], None]  # (deliveries done, total, what is happening)
 # A probe is called with the name of each point where a crash must leave the warehouse as it was
@@ -251,6 +253,10 @@ class _Session:
         except duckdb.Error as exc:
             raise DeliveryRefused(f"the warehouse {self.home.warehouse} cannot be opened ({_first_line(exc)})") from None
         self.wh = True
+        try:
+            check_no_exact_birth_date(self.con, "wh", self.home.warehouse)
+        except ValueError as exc:
+            raise DeliveryRefused(str(exc)) from None
         # The registries other sources are checked against: every school and tambon ingested so far.
         for kind, src in (("school_code", "schools"), ("tambon_code", "areas")):
             if self._has_table("wh", f"src_{src}"):
@@ -607,7 +613,7 @@ class _Session:
             return False
         # The value as delivered, for the repair log (as the quarantine shows values: never personal data).
         raw = " ".join(
-            f"WHEN {lit(c)} THEN {'NULL' if src.column(c).identity else f'left(r.{q(c)}, 500)'}" for c in cols
+            f"WHEN {lit(c)} THEN {'NULL' if src.column(c).personal else f'left(r.{q(c)}, 500)'}" for c in cols
         )
         con.execute(
             f"CREATE TABLE {s.nulled} AS SELECT n.__line, n.column_name, n.rule, n.reason, "
@@ -639,6 +645,7 @@ class _Session:
             for ddl in vault.VAULT_DDL:
                 con.execute(ddl.format(db="vault"))
             con.execute(f"DELETE FROM vault.name_records WHERE delivery_id = {did}")
+            con.execute(f"DELETE FROM vault.birth_records WHERE delivery_id = {did}")
             if with_id:
                 # The distinct IDs of the accepted rows; those this session already stored are skipped.
                 union = " UNION ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
@@ -656,6 +663,14 @@ class _Session:
                 con.execute(
                     f"INSERT INTO vault.name_records SELECT {did}, {lit(s.name)}, t.__line, {lit(s.source.name)}, "
                     f"t.__tok, {names} FROM {s.typed} t"
+                )
+            for s in staged:
+                # The exact birth date (the warehouse keeps its month): linkage matches on it.
+                if BIRTH_COLUMN not in s.source.column_names:
+                    continue
+                con.execute(
+                    f"INSERT INTO vault.birth_records SELECT {did}, {lit(s.name)}, t.__line, {lit(s.source.name)}, "
+                    f"t.__tok, t.{q(BIRTH_COLUMN)} FROM {s.typed} t WHERE t.{q(BIRTH_COLUMN)} IS NOT NULL"
                 )
             con.execute("COMMIT")
         except BaseException:
@@ -680,6 +695,9 @@ class _Session:
                         select += ["t.__tok", "coalesce(t.__kind, 'missing')"]
                     elif c.name == "student_no":
                         select.append(self._student_no_token_sql())
+                    elif c.month_only_as:
+                        # The day stays in the vault: the warehouse keeps the first of the month.
+                        select.append(f"CAST(date_trunc('month', t.{q(c.name)}) AS DATE)")
                     elif not c.identity:
                         select.append(f"t.{q(c.name)}")
                 con.execute(

@@ -169,8 +169,8 @@ def _checks(c: Column, registries: dict[str, str], inner: bool = False) -> list[
         out.append(("id_form", f"{norm} IS NOT NULL AND NOT regexp_full_match({norm}, '{_ID_FORM_RE}')",
                     lit(f"{name}: not a student ID (13 digits, or G and 12 digits; letters or more "
                         f"than 20 characters cannot be repaired); {WITHHELD}")))
-    if c.identity:
-        # Reasons of identity columns never show the value.
+    if c.personal:
+        # Reasons of personal-data columns (identity, the birth date) never show the value.
         out = [(rule, cond, lit(f"{name}: missing (required)") if rule == "missing"
                 else (reason if rule == "id_form" else lit(f"{name}: invalid ({rule}); {WITHHELD}")))
                for rule, cond, reason in out]
@@ -188,7 +188,7 @@ def column_problems_sql(source: Source, rel: str, registries: dict[str, str]) ->
             continue
         rule = "CASE " + " ".join(f"WHEN {cond} THEN {lit(r)}" for r, cond, _ in checks) + " END"
         reason = "CASE " + " ".join(f"WHEN {cond} THEN {why}" for _, cond, why in checks) + " END"
-        value = "NULL" if c.identity else f"left({q(c.name)}, 500)"
+        value = "NULL" if c.personal else f"left({q(c.name)}, 500)"
         any_fail = " OR ".join(f"({cond})" for _, cond, _ in checks)
         out.append(
             f"SELECT __line, {lit(c.name)} AS column_name, {rule} AS rule, {reason} AS reason, "
@@ -214,7 +214,7 @@ def _rule_detail(source: Source, rule: RowRule) -> str:
     """SQL text showing the values that broke the rule, e.g. '12 + 0 + 3 ≠ 20'."""
     cols = rule_columns(source, rule)
     m = _ARITH.match(rule.sql.strip())
-    if m and not any(source.column(c).identity for c in cols):
+    if m and not any(source.column(c).personal for c in cols):
         parts: list[str] = []
         for tok in re.findall(r"[A-Za-z_][A-Za-z_0-9]*|<=|>=|<>|!=|[=<>]|[^A-Za-z_<>=!]+", rule.sql.strip()):
             if tok in cols:
@@ -226,7 +226,7 @@ def _rule_detail(source: Source, rule: RowRule) -> str:
         return " || ".join(parts)
     shown = []
     for c in cols:
-        val = lit("withheld") if source.column(c).identity else f"coalesce(CAST({q(c)} AS VARCHAR), '')"
+        val = lit("withheld") if source.column(c).personal else f"coalesce(CAST({q(c)} AS VARCHAR), '')"
         shown.append(f"{lit(c + ' ')} || {val}")
     return " || ', ' || ".join(shown) if shown else "''"
 
@@ -297,9 +297,12 @@ def repairs_sql(source: Source, rel: str) -> list[str]:
         typed = typed_expr(c)
         cond = _repair_cond(c)
         if c.kind in ("date", "year_month"):
-            shown = f"CAST({typed} AS VARCHAR)" if c.kind == "date" else f"strftime({typed}, '%Y-%m')"
+            shown = (f"CAST({typed} AS VARCHAR)" if c.kind == "date" and not c.month_only_as
+                     else f"strftime({typed}, '%Y-%m')")
+            # A birth date is logged as the month the warehouse keeps, never as delivered.
+            raw = "CAST(NULL AS VARCHAR)" if c.personal else q(c.name)
             out.append(
-                f"SELECT __line, {lit(c.name)} AS column_name, {q(c.name)} AS raw_value, {shown} AS repaired_value, "
+                f"SELECT __line, {lit(c.name)} AS column_name, {raw} AS raw_value, {shown} AS repaired_value, "
                 f"'be_year_to_ce' AS rule FROM {rel} WHERE {cond}"
             )
         elif c.kind == "be_year":

@@ -1,11 +1,14 @@
-"""The identity vault: the only place raw student IDs and names are stored.
+"""The identity vault: the only place raw student IDs, names and exact birth dates are stored.
 
 EWS_HOME/vault/identity.duckdb (folder 0700, file 0600):
   id_tokens(id_token PRIMARY KEY, student_id)   distinct normalised IDs and their keyed tokens
   name_records(delivery_id, source_file, source_line, source, id_token, prefix, first_name, last_name)
                                                 names of every accepted row of a source with names
+  birth_records(delivery_id, source_file, source_line, source, id_token, birth_date)
+                                                the exact birth date of every accepted row that has
+                                                one (the warehouse keeps only `birth_month`)
 Linkage reads it to match people across systems; the school-facing service reads names for the
-school's own students. Everything else works on tokens.
+school's own students. Everything else works on tokens (and the birth month).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ VAULT_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS {db}.name_records (delivery_id VARCHAR, source_file VARCHAR,
         source_line BIGINT, source VARCHAR, id_token VARCHAR, prefix VARCHAR, first_name VARCHAR,
         last_name VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS {db}.birth_records (delivery_id VARCHAR, source_file VARCHAR,
+        source_line BIGINT, source VARCHAR, id_token VARCHAR, birth_date DATE)""",
 )
 
 

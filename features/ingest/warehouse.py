@@ -3,7 +3,8 @@
 Table names are a contract with later stages (linkage, point-in-time features):
   src_<source>    accepted rows: delivery_id, source_file, source_line, known_at, then the
                   contract's non-identity columns, typed; `student_id` is replaced, in place, by
-                  id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind
+                  id_token (keyed HMAC of the normalised ID; NULL when missing) and id_kind, and
+                  `birth_date` by `birth_month` (the first of the month; the exact date is in the vault)
   quarantine      one row per problem (a row with several problems has several entries)
   repairs         every value changed on the way in (BE/CE years; invalid details set to NULL)
   ingested_files  per-file accounting: received = accepted + quarantined
@@ -46,13 +47,29 @@ def warehouse_columns(source: Source) -> list[tuple[str, str]]:
         if c.name == "student_id":
             cols += [("id_token", "VARCHAR"), ("id_kind", "VARCHAR")]
         elif not c.identity:
-            cols.append((c.name, SQL_TYPES[c.kind]))
+            cols.append((c.stored_name, SQL_TYPES[c.kind]))
     return cols
 
 
 def stored_columns(source: Source) -> list[Column]:
-    """Contract columns that reach the warehouse as themselves (not identity)."""
-    return [c for c in source.columns if not c.identity]
+    """Contract columns that reach the warehouse as themselves (not identity, not month-only)."""
+    return [c for c in source.columns if not c.identity and c.month_only_as is None]
+
+
+def check_no_exact_birth_date(con: duckdb.DuckDBPyConnection, database: str, path: object) -> None:
+    """Refuse a warehouse built before the birth date moved to the identity vault: its `src_*`
+    tables still hold `birth_date` to the day, and new rows (with `birth_month`) cannot join them.
+
+    Raises ValueError naming the warehouse, the tables and what to do."""
+    old = [r[0] for r in con.execute(
+        "SELECT DISTINCT table_name FROM duckdb_columns() WHERE database_name = ? AND column_name = 'birth_date' "
+        "AND starts_with(table_name, 'src_') ORDER BY 1", [database]).fetchall()]
+    if old:
+        raise ValueError(
+            f"the warehouse {path} was built before the birth date moved to the identity vault "
+            f"({', '.join(old)} still hold birth_date): rebuild it from the deliveries - `ews ingest DIR "
+            "--home NEW_HOME`, then `ews link --home NEW_HOME` (keep the home's keys/ folder to keep its student keys)"
+        )
 
 
 def schema_ddl(prefix: str = "") -> list[str]:

@@ -1,7 +1,8 @@
 """Identity resolution: one `student_key` per real child across every source and year.
 
 Where it sits: after ingestion (warehouse `src_*` tables + identity vault), before labels and
-features. It is the only stage, besides ingestion, that opens the identity vault.
+features. It is the only stage, besides ingestion, that opens the identity vault: it reads the
+names and the exact birth dates there (the warehouse keeps only the birth month).
 
 The steps, each a set-based query over tables:
 1. records   - the warehouse rows of every person-bearing source, aggregated per id token and
@@ -53,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.db import scalar, session
 from features.contract import SOURCES
 from features.home import EwsHome
+from features.ingest.warehouse import check_no_exact_birth_date
 from features.linkage.normalise import sql_normalise_name
 from features.pseudonym import student_keys
 
@@ -134,17 +136,19 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
     """The linkage records, each with `n` (its weight in the votes on a node's attributes) and
     `rows` (the warehouse rows it stands for).
 
-    Rows carrying an id token are aggregated: per source, one record per distinct (token, birth
-    date, sex, school, tambon, student number) - a child's census rows repeat the same values term
-    after term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
+    Rows carrying an id token are aggregated: per source, one record per distinct (token, sex,
+    school, tambon, student number) - a child's census rows repeat the same values term after
+    term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
     rows) only vary in school and student number - and, from the vault, one name record per
-    distinct (token, first name, last name) with `rows` = 0 (its rows are counted by the first
-    kind). Votes are taken per attribute, so nothing joint is lost, and no row-by-row join of the
-    warehouse with the vault is needed. Rows without a token stay one record each, because each
+    distinct (token, first name, last name) and one birth record per distinct (token, birth date),
+    each with `rows` = 0 (their rows are counted by the first kind). Votes are taken per
+    attribute, so nothing joint is lost, and no row-by-row join of the warehouse with the vault is
+    needed. Rows without a token stay one record each, because each
     needs its own key. Aggregating first keeps linkage near the number of children rather than
     the number of rows (124M rows at 1M students over six years)."""
     parts = []
     named_sources = []
+    born_sources = []
     for source, (names, person, school, tambon) in PERSON_SOURCES.items():
         if not _source_exists(con, f"src_{source}"):
             continue
@@ -154,9 +158,13 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
         school_x = f"s.{school}" if school else "NULL"
         tambon_x = f"s.{tambon}" if tambon else "NULL"
         student_no_x = "s.student_no" if "student_no" in SOURCES[source].column_names else "NULL"
+        if person:
+            born_sources.append(source)
         first_x, last_x = ("v.first_name", "v.last_name") if names else ("NULL", "NULL")
-        birth_x, sex_x = ("s.birth_date", "s.sex") if person else ("CAST(NULL AS DATE)", "NULL")
-        vault_join = "LEFT JOIN vault.name_records v USING (delivery_id, source_file, source_line)" if names else ""
+        birth_x, sex_x = ("b.birth_date", "s.sex") if person else ("CAST(NULL AS DATE)", "NULL")
+        key = "USING (delivery_id, source_file, source_line)"
+        vault_join = (f"LEFT JOIN vault.name_records v {key}" if names else "") + (
+            f" LEFT JOIN vault.birth_records b {key}" if person else "")
         parts.append(f"""
             SELECT s.delivery_id, s.source_file, s.source_line, s.known_at,
                    CAST(s.{describes} AS DATE) AS described_on, s.id_token, s.id_kind,
@@ -168,11 +176,23 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
         """)
         parts.append(f"""
             SELECT NULL, NULL, NULL, min(s.known_at), max(CAST(s.{describes} AS DATE)),
-                   s.id_token, any_value(s.id_kind), NULL, NULL, {birth_x}, {sex_x},
+                   s.id_token, any_value(s.id_kind), NULL, NULL, CAST(NULL AS DATE), {sex_x},
                    {school_x}, {tambon_x}, {student_no_x}, count(*), count(*)
             FROM wh.src_{source} s
             WHERE s.id_token IS NOT NULL
-            GROUP BY s.id_token, {birth_x}, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
+            GROUP BY s.id_token, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
+        """)
+    if born_sources:
+        # The exact birth dates, from the vault (the warehouse keeps the month only), counted per
+        # (token, date) like the names below: the votes on a node's birth date are the same row
+        # counts the warehouse rows would give, without a row-by-row join.
+        listed = ", ".join(f"'{x}'" for x in born_sources)
+        parts.append(f"""
+            SELECT NULL, NULL, NULL, NULL, NULL, b.id_token, NULL, NULL, NULL,
+                   b.birth_date, NULL, NULL, NULL, NULL, count(*), 0
+            FROM vault.birth_records b SEMI JOIN wh.deliveries d USING (delivery_id)
+            WHERE b.id_token IS NOT NULL AND b.source IN ({listed})
+            GROUP BY b.id_token, b.birth_date
         """)
     if named_sources:
         # Only deliveries the warehouse holds: a delivery whose warehouse commit never happened
@@ -805,8 +825,15 @@ def open_session(home: EwsHome) -> duckdb.DuckDBPyConnection:
         raise FileNotFoundError(f"no identity vault at {home.vault}: run `ews ingest` first")
     # The session's tables hold names from the vault: whatever DuckDB spills to disk stays in the
     # vault's folder too, never beside the pseudonymous data (even after a crash).
-    return session(home, attach={"wh": (home.warehouse, False), "vault": (home.vault, True)},
-                   spill=home.link_spill_dir)
+    con = session(home, attach={"wh": (home.warehouse, False), "vault": (home.vault, True)},
+                  spill=home.link_spill_dir)
+    try:
+        # The exact birth date is read from the vault; an older warehouse still holds it instead.
+        check_no_exact_birth_date(con, "wh", home.warehouse)
+    except ValueError:
+        con.close()
+        raise
+    return con
 
 
 def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:

@@ -38,7 +38,7 @@ __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", 
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
-    "student_key", "sid", "school_code", "sex", "birth_date", "grade", "id_kind", "disability",
+    "student_key", "sid", "school_code", "sex", "birth_month", "grade", "id_kind", "disability",
 )
 
 

@@ -124,7 +124,7 @@ def source_columns(relation: str) -> tuple[str, ...]:
             f"the contract ({', '.join(sorted(SOURCES))})"
         )
     src = SOURCES[name]
-    own = tuple(c for c in src.column_names if c not in identity_columns(src))
+    own = tuple(c.stored_name for c in src.columns if c.name not in identity_columns(src))
     return (*(LINKED_COLUMNS if kind == "linked" else ()), *DELIVERY_COLUMNS, *own)
 
 
@@ -230,7 +230,7 @@ class FeatureGroup:
 
 POPULATION_COLUMNS: tuple[str, ...] = (
     "student_key", "sid", "delivery_id", "source_file", "source_line", "known_at", "census_date",
-    "academic_year", "term", "school_code", "id_token", "id_kind", "student_no", "sex", "birth_date",
+    "academic_year", "term", "school_code", "id_token", "id_kind", "student_no", "sex", "birth_month",
     "grade", "room", "nationality", "disability", "tambon_code",
 )
 POPULATION = Read(
@@ -348,7 +348,7 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
     can run them beside the census's own `pop_known`/`pop_latest`.
 
     A pupil seen since but never counted by any census is left out: the features need the grade,
-    sex and birth date a census row gives; they join the list when the census arrives. Grades move
+    sex and birth month a census row gives; they join the list when the census arrives. Grades move
     up one per academic year since the pupil's census row; a room is kept only when the school
     and the grade are still the census's.
     """

@@ -239,12 +239,27 @@ WELFARE = FeatureGroup(
 
 # --- mobility and progression (the census history up to this round's census) ------------------
 
+# The warehouse keeps the birth month, not the day (the exact date is in the identity vault).
+# Both age features take the birthday as the 15th of the birth month (`BIRTH_DAY_IN_MONTH`):
+# - age: days from that 15th to the as-of date / 365.25; off by at most about half a month
+#   (16 days, 0.044 years) from the age the exact date gives.
+# - over_age_years: birthdays passed by 10 June counted from that 15th, so it is exact for every
+#   month but June; a child born in June counts as not yet a year older on 10 June (exact for
+#   those born 11-30 June, one year lower for those born 1-10 June).
+BIRTH_DAY_IN_MONTH = 15
+
+
+def _birthday(ctx: RoundContext) -> str:
+    """The birthday the features assume: the 15th of the birth month, as a date."""
+    return f"CAST({ctx.dialect.plus_days('pop.birth_month', BIRTH_DAY_IN_MONTH - 1)} AS DATE)"
+
+
 def _over_age(ctx: RoundContext) -> str:
     typical_age = " ".join(f"WHEN '{g}' THEN {a}" for g, a in GRADE_TYPICAL_AGE.items())
-    years = ctx.dialect.years_between("pop.birth_date", ctx.params["june10"])
+    years = ctx.dialect.years_between(_birthday(ctx), ctx.params["june10"])
     # greatest() skips NULLs in DuckDB and Spark alike: without the guard an unknown birth date
     # would read as "not over age" instead of missing.
-    return (f"CASE WHEN pop.birth_date IS NULL THEN NULL "
+    return (f"CASE WHEN pop.birth_month IS NULL THEN NULL "
             f"ELSE greatest(0, {years} - (CASE pop.grade {typical_age} END)) END")
 
 
@@ -375,7 +390,7 @@ STUDENT = FeatureGroup(
     columns=(
         C("sex", "category", "Sex", "เพศ", NEVER, "pop.sex"),
         C("age", "float", "Age in years on the as-of date", "อายุ (ปี)", "birth date unknown",
-          lambda ctx: f"{ctx.dialect.days_between('pop.birth_date', ctx.params['as_of'])} / 365.25"),
+          lambda ctx: f"{ctx.dialect.days_between(_birthday(ctx), ctx.params['as_of'])} / 365.25"),
         C("non_thai_id", "bool", "Holds a G-code or a non-Thai ID (nationality status)", "ไม่มีสัญชาติไทย/รหัส G",
           NEVER, _NON_THAI),
         C("disability", "bool", "Disability recorded in the census", "มีความพิการ (DMC)", NEVER,

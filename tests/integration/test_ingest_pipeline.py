@@ -67,7 +67,8 @@ def test_every_file_accounts_for_every_row_and_quarantine_names_exact_lines(
         ("attendance.csv", 7, "year_month: '2025-\n06' is not a month (YYYY-MM)"),
         ("attendance.csv", 9, "the line has 9 fields, the header has 8; value withheld: personal data; see the file at this line"),
         ("attendance.csv", 10, "exact duplicate of line 2"),
-        ("dmc_census.csv", 3, "birth_date: '2010-02-30' is not a date (YYYY-MM-DD)"),
+        # The birth date is personal data: the reason never shows it.
+        ("dmc_census.csv", 3, "birth_date: invalid (type); value withheld: personal data; see the file at this line"),
     ]
     for a in file_accounting(home):
         assert a.received == a.accepted + a.quarantined
@@ -114,9 +115,19 @@ def test_a_delivery_mixing_every_case_adds_up_and_each_line_is_stored_or_quarant
         (9, "academic_year", "ce_year_to_be"),
     ]
     assert len({line for line, _, _ in repairs}) == f.repaired  # rows, not values
-    assert _rows(home, "SELECT room, disability, nationality, birth_date::VARCHAR FROM src_dmc_census "
+    # The warehouse keeps the birth month; the exact (repaired) date is in the vault.
+    assert _rows(home, "SELECT room, disability, nationality, birth_month::VARCHAR FROM src_dmc_census "
                        "WHERE source_line IN (3, 4, 5) ORDER BY source_line") == [
-        (None, "none", "TH", "2012-03-04"), (1, None, None, "2012-03-04"), (2, "none", "TH", None)]
+        (None, "none", "TH", "2012-03-01"), (1, None, None, "2012-03-01"), (2, "none", "TH", None)]
+    v = duckdb.connect(str(home.vault), read_only=True)
+    try:
+        assert v.execute("SELECT source_line, birth_date::VARCHAR FROM birth_records WHERE source_line IN (3, 4, 5) "
+                         "ORDER BY 1").fetchall() == [(3, "2012-03-04"), (4, "2012-03-04")]
+    finally:
+        v.close()
+    # The BE repair is logged as the month the warehouse keeps, never as delivered.
+    assert _rows(home, "SELECT raw_value, repaired_value FROM repairs WHERE column_name = 'birth_date' "
+                       "AND rule = 'be_year_to_ce'") == [(None, "2012-03")]
     acct = _rows(home, "SELECT received, accepted, quarantined, repaired FROM ingested_files WHERE delivery_id = 'm-1'")
     assert acct == [(12, 7, 5, 4)]
 
@@ -214,6 +225,58 @@ def test_a_crash_mid_ingest_leaves_the_warehouse_as_it_was_and_a_rerun_succeeds(
     v = duckdb.connect(str(home.vault), read_only=True)
     assert v.execute("SELECT count(*) FROM name_records WHERE delivery_id = 'c-1'").fetchall()[0][0] == 20
     v.close()
+
+
+def test_the_exact_birth_date_is_stored_only_in_the_vault_and_the_warehouse_keeps_its_month(
+    tmp_path: Path, home: EwsHome, registry: None
+) -> None:
+    days = ["2012-01-01", "2012-03-04", "2011-06-10", "2011-06-30", "2010-12-31", "2013-02-28"]
+    files = {s: [{**valid_row(s, i), "birth_date": days[i]} for i in range(len(days))]
+             for s, src in SOURCES.items() if "birth_date" in src.column_names}
+    assert len(files) == 4  # census, other systems, workforce training, TZD cases
+    ingest_path(write_delivery(tmp_path / "in" / "b", "b-1", files), home)
+    con = connect(home)
+    try:
+        for source in files:
+            cols = {r[0] for r in con.execute(f"DESCRIBE src_{source}").fetchall()}
+            assert "birth_date" not in cols and "birth_month" in cols
+            got = con.execute(f"SELECT source_line, birth_month::VARCHAR FROM src_{source} ORDER BY 1").fetchall()
+            assert got == [(i + 2, d[:8] + "01") for i, d in enumerate(days)]
+        # No date column anywhere in the warehouse holds a birth date to the day.
+        dates = con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                            "WHERE database_name = 'warehouse' AND data_type = 'DATE'").fetchall()
+        exact = {dt_ for dt_ in days if dt_[8:] != "01"}
+        for table, col in dates:
+            found = {r[0] for r in con.execute(f'SELECT DISTINCT "{col}"::VARCHAR FROM "{table}"').fetchall()}
+            assert not (found & exact), f"{table}.{col} holds exact birth dates"
+        assert len(dates) > 10  # the scan saw the warehouse's date columns (it can fail)
+    finally:
+        con.close()
+    v = duckdb.connect(str(home.vault), read_only=True)
+    try:
+        stored = v.execute("SELECT source, source_line, birth_date::VARCHAR FROM birth_records ORDER BY 1, 2").fetchall()
+    finally:
+        v.close()
+    assert stored == [(s, i + 2, d) for s in sorted(files) for i, d in enumerate(days)]
+
+
+def test_a_warehouse_that_still_holds_birth_dates_is_refused_with_what_to_do(tmp_path: Path, home: EwsHome) -> None:
+    from features.linkage.link import link
+
+    home.ensure()
+    home.vault_dir.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(home.vault)).close()
+    old = duckdb.connect(str(home.warehouse))
+    old.execute("CREATE TABLE src_dmc_census (delivery_id VARCHAR, source_line BIGINT, birth_date DATE)")
+    old.close()
+    before = home.warehouse.read_bytes()
+    rep = ingest_path(write_delivery(tmp_path / "in" / "a", "a-1", {"areas": registry_rows()["areas"]}), home)
+    assert [d.status for d in rep.deliveries] == ["refused"]
+    assert "src_dmc_census still hold birth_date" in (rep.deliveries[0].message or "")
+    assert "ews ingest" in (rep.deliveries[0].message or "")
+    assert home.warehouse.read_bytes() == before
+    with pytest.raises(ValueError, match="built before the birth date moved to the identity vault"):
+        link(home)
 
 
 def test_no_raw_id_or_name_is_written_outside_the_vault(tmp_path: Path, home: EwsHome, registry: None) -> None:

@@ -258,8 +258,9 @@ def reference_features(
             years_per_grade[h["grade"]].add(h["academic_year"])
         f["repeated_grade"] = any(len(v) > 1 for v in years_per_grade.values())
         june10 = cal.census_date(r.academic_year, 1)
-        bd = me["birth_date"]
+        # The warehouse keeps the birth month; the birthday is taken as its 15th (groups.py).
         # A census row whose birth date failed the age rule keeps the row with the field empty.
+        bd = me["birth_month"].replace(day=15) if me["birth_month"] is not None else None
         if bd is None:
             f["over_age_years"] = None
         else:

@@ -214,3 +214,37 @@ def test_a_manifest_written_by_the_previous_version_still_loads(tmp_path: Path) 
     # Saved again, it is the same JSON (the typed rounds dump as the dicts they were read from).
     assert json.loads(m.model_dump_json()) == OLD_MANIFEST
     assert TrainsetRound.model_validate(OLD_SYNTHETIC_ROUND).label_known_on is None
+
+
+def test_age_and_over_age_come_from_the_birth_month_with_the_birthday_taken_as_its_15th() -> None:
+    """The warehouse keeps the birth month only (the exact date is in the identity vault). Against
+    the exact date, for every birthday of three years: over_age_years is exact in every month but
+    June, where only the 1st-10th (birthday reached by 10 June) count a year lower; age is within
+    half a month (16 days)."""
+    from features.ids import GRADE_TYPICAL_AGE
+    from features.pointintime.groups import MOBILITY, STUDENT
+
+    ctx = round_context(CAL, ROUND)
+    june10 = CAL.census_date(ROUND.academic_year, 1)
+    over_sql = next(c.sql for c in MOBILITY.columns if c.name == "over_age_years")
+    age_sql = next(c.sql for c in STUDENT.columns if c.name == "age")
+    days = [dt.date(2008, 1, 1) + dt.timedelta(days=i) for i in range(3 * 366)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE pop (born DATE, birth_month DATE, grade VARCHAR)")
+    con.executemany("INSERT INTO pop VALUES (?, ?, 'M1')", [(d, d.replace(day=1)) for d in days])
+    con.execute("INSERT INTO pop VALUES (NULL, NULL, 'M1')")
+    rows = con.execute(f"SELECT born, {over_sql(ctx)}, {age_sql(ctx)} FROM pop").fetchall()  # type: ignore[operator]
+    june_lower = 0
+    for born, over, age in rows:
+        if born is None:
+            assert over is None and age is None
+            continue
+        completed = june10.year - born.year - ((june10.month, june10.day) < (born.month, born.day))
+        exact_over = max(0, completed - GRADE_TYPICAL_AGE["M1"])
+        if born.month == 6 and born.day <= 10:
+            assert over == max(0, exact_over - 1), born
+            june_lower += over != exact_over
+        else:
+            assert over == exact_over, born
+        assert abs(age - (ctx.as_of - born).days / 365.25) <= 16 / 365.25 + 1e-12, born
+    assert june_lower >= 10  # the June rule was exercised (over-age above 0 for some 1-10 June birthdays)

@@ -37,7 +37,7 @@ def _warehouse(skip: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     con.execute("""CREATE TABLE wh.linked_dmc_census (
         student_key VARCHAR, sid BIGINT, delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT,
         known_at DATE, census_date DATE, academic_year INT, term INT, school_code VARCHAR, id_token VARCHAR,
-        id_kind VARCHAR, student_no VARCHAR, sex VARCHAR, birth_date DATE, grade VARCHAR, room INT,
+        id_kind VARCHAR, student_no VARCHAR, sex VARCHAR, birth_month DATE, grade VARCHAR, room INT,
         nationality VARCHAR, disability VARCHAR, tambon_code VARCHAR)""")
     june = [(f"s{i}", i, school) for i, school in
             ((1, A), (2, A), (3, A), (4, A), (5, A), (6, A), (7, B), (8, B), (9, A))]
