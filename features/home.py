@@ -10,7 +10,7 @@ down; stage functions read `home.calendar`, `home.duckdb`, ... and open DuckDB t
 
 Layout (created on demand by the commands that write, never at import time):
   warehouse.duckdb       accepted rows of every delivery, quarantine, ingestion log (pseudonymous)
-  vault/identity.duckdb  the identity vault: citizen IDs, G-codes and names (owner-only)
+  vault/identity.duckdb  the identity vault: citizen IDs, G-codes, names and exact birth dates (owner-only)
   vault/tmp/             scratch and DuckDB spill of sessions that hold raw IDs or names
   keys/pseudonym.key     the HMAC secret behind id tokens and student_key (owner-only)
   quarantine/            human-readable quarantine reports per delivery
