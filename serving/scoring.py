@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
-from features.pointintime.build import PopulationSource
+from features.pointintime.build import PopulationSource, PreparedRound
 from features.pointintime.compile import LatestEvidence
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, GROUP_COLUMNS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
@@ -80,11 +80,11 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
 
 
 def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None,
-                  schools: str | None = None) -> str:
+                  schools: str | None = None, prepared: PreparedRound | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of, evidence=evidence, schools=schools)
+    return compiled(census, as_of, evidence=evidence, schools=schools, prepared=prepared)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -105,15 +105,17 @@ CHUNK_SCHOOLS = "chunk_schools"
 
 
 def read_chunk(con: Any, r: ScoringRound, cal: SchoolCalendar, population: PopulationSource,
-               school_areas: pd.DataFrame, schools: str | None = None) -> pd.DataFrame:
+               school_areas: pd.DataFrame, schools: str | None = None,
+               prepared: PreparedRound | None = None) -> pd.DataFrame:
     """Features joined with room and school area, one row per student by student_key: the round's,
-    or with `schools` those of the schools listed in that relation."""
+    or with `schools` those of the schools listed in that relation (`prepared`: the round's
+    population and round-wide steps read from `prepare_round`'s tables)."""
     from features.pointintime.build import build_features
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
-    feats = build_features(con, cal, r, population=population, schools=schools).to_pandas()
-    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools)).fetch_df()
+    feats = build_features(con, cal, r, population=population, schools=schools, prepared=prepared).to_pandas()
+    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools, prepared)).fetch_df()
     frame = feats.merge(rooms, on="student_key", how="left").merge(school_areas, on="school_code", how="left")
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True)
 
@@ -137,17 +139,18 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> Ro
 
 
 def plan_chunks(con: Any, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
-                chunk_rows: int) -> list[tuple[tuple[str, ...], int]]:
+                chunk_rows: int, prepared: PreparedRound | None = None) -> list[tuple[tuple[str, ...], int]]:
     """(school codes, pupils) of each chunk: whole schools in school-code order, packed up to
     `chunk_rows` pupils ('' stands for pupils without a school code). Counted on the same compiled
-    population the features read, so the chunks' rows add up to the round's."""
+    population the features read (`prepared`: its table), so the chunks' rows add up to the round's."""
     from features.pointintime.build import round_context
     from features.pointintime.compile import population_steps, with_sql
 
     ctx = round_context(cal, r)
     census = cal.census_date(r.academic_year, r.term)
-    sql = with_sql(population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)),
-                   "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
+    steps = (prepared.population_steps(("school_code",), None) if prepared is not None
+             else population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)))
+    sql = with_sql(steps, "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
     chunks: list[tuple[tuple[str, ...], int]] = []
     codes: list[str] = []
     pupils = 0
@@ -389,7 +392,7 @@ def score_round(
     `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
     outside serving is parsed once here. The round goes chunk by chunk (module doc); `clock` collects
     the seconds of each stage (features, scores, shap, reasons, snapshot)."""
-    from features.pointintime.build import population_source, require_population
+    from features.pointintime.build import population_source, prepare_round, require_population
     from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
 
     r = as_round(scoring_round)
@@ -401,9 +404,13 @@ def score_round(
     t0 = time.perf_counter()
     con = connect_warehouse(home)
     try:
+        scoring_resources(con, home, cfg)
         with clock.stage("features"):
             population = population_source(con, cal, r)
-            chunks = plan_chunks(con, cal, r, population, cfg.chunk_rows)
+            # the population and the round-wide steps (registries, school rates) once for the round,
+            # so each chunk does only its own pupils' work
+            prepared = prepare_round(con, cal, r, population)
+            chunks = plan_chunks(con, cal, r, population, cfg.chunk_rows, prepared)
             require_population(r, population, sum(n for _, n in chunks))
             school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
             fingerprint = delivery_fingerprint(con, as_of)
@@ -418,7 +425,7 @@ def score_round(
                         con.execute(f"CREATE OR REPLACE TEMP TABLE {CHUNK_SCHOOLS} AS "
                                     "SELECT unnest(?::VARCHAR[]) AS school_code", [list(codes)])
                         schools = CHUNK_SCHOOLS
-                    frame = read_chunk(con, r, cal, population, school_areas, schools)
+                    frame = read_chunk(con, r, cal, population, school_areas, schools, prepared)
                 if len(frame) != pupils:
                     raise RuntimeError(f"round {r.round_id}, chunk {i}: {len(frame)} feature rows for {pupils} "
                                        "pupils of its schools")
@@ -468,6 +475,15 @@ def score_round(
         model_version=str(loaded.lineage.version), published=do_publish, population_caveat=population.caveat(),
         seconds=seconds | {"total": round(time.perf_counter() - t0, 2)}, chunks=len(chunks),
     )
+
+
+def scoring_resources(con: Any, home: EwsHome, cfg: ScoreConfig) -> None:
+    """The scoring session's DuckDB memory limit and spill folder (`ScoreConfig`): the round's
+    peak is this limit plus one chunk's frames, not the deployment's limit for big batch work."""
+    spill = cfg.spill_dir or home.spill_dir
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
+    con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
 
 
 @dataclass

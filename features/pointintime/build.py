@@ -15,7 +15,8 @@ both to agree on every column.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import duckdb
@@ -33,8 +34,8 @@ from features.pointintime.groups import (
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
-           "PopulationSource", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
-           "population_source", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
+           "PopulationSource", "PreparedRound", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
+           "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -269,12 +270,73 @@ def within_schools(steps: list[tuple[str, str]], schools: str | None) -> list[tu
         return steps
     *head, (name, sql) = steps
     return [*head, (f"{name}_round", sql),
-            (name, f"SELECT * FROM {name}_round WHERE coalesce(school_code, '') IN (SELECT school_code FROM {schools})")]
+            (name, f"SELECT * FROM {name}_round WHERE {_IN_SCHOOLS.format(schools=schools)}")]
+
+
+_IN_SCHOOLS = "coalesce(school_code, '') IN (SELECT school_code FROM {schools})"
+
+# Group steps that read the whole round rather than its pupils: a school's past dropout rate
+# counts every labelled pupil of earlier rounds. With the reads that never join the population
+# (the school and area registries) they are the round-wide steps `prepare_round` computes once.
+ROUND_WIDE_STEPS: frozenset[str] = frozenset({"past"})
+# The population columns the features and serving's placement read (`prepare_round` keeps these).
+ROUND_POPULATION_COLUMNS: tuple[str, ...] = (*FEATURE_POPULATION_COLUMNS, "room")
+
+
+@dataclass(frozen=True)
+class PreparedRound:
+    """A round's round-wide pieces, each computed once into a temporary table of the session
+    (`prepare_round`), so a round scored in chunks of schools does per chunk only the work of the
+    chunk's pupils: `population` holds the round's population (`ROUND_POPULATION_COLUMNS`, in
+    school order), `steps` maps each round-wide step to its table."""
+
+    population: str
+    steps: Mapping[str, str]
+
+    def population_steps(self, columns: tuple[str, ...], schools: str | None) -> list[tuple[str, str]]:
+        """`pop` read from the prepared population, of the schools in relation `schools` (None: all)."""
+        where = f" WHERE {_IN_SCHOOLS.format(schools=schools)}" if schools else ""
+        return [("pop", f"SELECT {', '.join(columns)} FROM {self.population}{where}")]
+
+
+def round_wide_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
+                   dialect: Dialect = DUCKDB) -> dict[str, str]:
+    """Each round-wide step of the feature query as a query of its own (step name -> SQL), from
+    the same declarations `features_sql` compiles."""
+    ctx = round_context(cal, r, schema, dialect)
+    out: dict[str, str] = {}
+    for g in (*MODEL_GROUPS, FAIRNESS):
+        for read in g.reads:
+            if not read.per_student and read.name not in out:
+                out[read.name] = with_sql(read_steps(read, ctx), f"SELECT * FROM {read.name}")
+        for step in g.steps:
+            if step.name in ROUND_WIDE_STEPS:
+                out[step.name] = render(step.sql, ctx)
+    return out
+
+
+def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
+                  population: PopulationSource, schema: str = "wh", prefix: str = "round_") -> PreparedRound:
+    """Compute the round's population and round-wide steps once, into temporary tables named
+    `<prefix>pop`, `<prefix><step>` (replaced if they exist)."""
+    ctx = round_context(cal, r, schema)
+    census = cal.census_date(r.academic_year, r.term)
+    pop = f"{prefix}pop"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {pop} AS "
+                + with_sql(population_steps(ctx, census, ROUND_POPULATION_COLUMNS, population.evidence(r)),
+                           "SELECT * FROM pop ORDER BY coalesce(school_code, ''), sid"))
+    steps = {}
+    for name, sql in round_wide_sql(cal, r, schema).items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
+        steps[name] = f"{prefix}{name}"
+    return PreparedRound(pop, steps)
 
 
 def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
-                 population: PopulationSource | None = None, schools: str | None = None) -> str:
-    """The round's feature query, compiled from the declared groups (`schools`: `within_schools`).
+                 population: PopulationSource | None = None, schools: str | None = None,
+                 prepared: PreparedRound | None = None) -> str:
+    """The round's feature query, compiled from the declared groups (`schools`: `within_schools`;
+    `prepared`: the population and round-wide steps read from `prepare_round`'s tables).
 
     Everything per student joins and groups on `sid`, the link run's integer for student_key
     (hashing an integer instead of a 21-character string); only the result carries the key.
@@ -283,16 +345,23 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
     census = cal.census_date(r.academic_year, r.term)
     head = ("pop.student_key", f"{ctx.params['round_id']} AS round_id", f"{ctx.params['as_of']} AS as_of",
             "pop.school_code")
+    if prepared is not None:
+        return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
+                              prepared.population_steps(FEATURE_POPULATION_COLUMNS, schools), prepared=prepared.steps)
     evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
                           within_schools(population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence), schools))
 
 
 def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB,
-                  evidence: LatestEvidence | None = None, schools: str | None = None) -> str:
+                  evidence: LatestEvidence | None = None, schools: str | None = None,
+                  prepared: PreparedRound | None = None) -> str:
     """(student_key, room) of each student enrolled at the census, as known by as-of (for serving);
     with `evidence`, of the latest-evidence population the features used (census late); with
-    `schools`, of those schools only (`within_schools`)."""
+    `schools`, of those schools only (`within_schools`); with `prepared`, read from the round's
+    prepared population."""
+    if prepared is not None:
+        return with_sql(prepared.population_steps(("student_key", "room"), schools), "SELECT student_key, room FROM pop")
     ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
     columns = ("student_key", "sid", "room", *(("school_code",) if schools else ()))
     return with_sql(within_schools(population_steps(ctx, census, columns, evidence), schools),
@@ -311,7 +380,8 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 
 def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
-                   population: PopulationSource | None = None, schools: str | None = None) -> pa.Table:
+                   population: PopulationSource | None = None, schools: str | None = None,
+                   prepared: PreparedRound | None = None) -> pa.Table:
     """The round's feature table (one row per enrolled student, sorted by student_key).
 
     The population is the round's census, or the latest enrolment evidence when the census was not
@@ -319,7 +389,8 @@ def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scori
     table is returned as it is: writers call `require_population` before they write anything.
     """
     population = population or population_source(con, cal, r, schema)
-    table = con.sql(features_sql(cal, r, schema, population=population, schools=schools)).to_arrow_table()
+    table = con.sql(features_sql(cal, r, schema, population=population, schools=schools,
+                                 prepared=prepared)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)
