@@ -7,9 +7,12 @@ feature SQL and the snapshot's paths; the snapshot is written through `serving.s
 manifest and column schema.
 
 A round is scored in chunks of whole schools of at most `ScoreConfig.chunk_rows` pupils (a school
-larger than that is a chunk alone), from the feature SQL to the snapshot file: the same compiled
-query runs for every chunk with only a table of the chunk's school codes changing
-(`features.pointintime.build.within_schools`), so memory is set by the chunk, not by the country.
+larger than that is a chunk alone), from the feature SQL to the snapshot file. The round is first
+prepared once (`features.pointintime.build.prepare_round`): its population, its round-wide steps
+(registries, the schools' past dropout rates) and every source's known rows of its pupils go into
+temporary tables in chunk order; then the same compiled query runs for every chunk, reading only
+that chunk's rows, so per-chunk work and memory are set by the chunk, not by the country (the
+session's DuckDB memory limit and spill folder come from `ScoreConfig`).
 Risk groups are cut within the whole round's scores, so one pass keeps only the score column of
 the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
 snapshot; once every chunk is scored, the groups are cut and the parts are streamed, in chunk order,
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,11 +85,11 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
 
 
 def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None,
-                  schools: str | None = None, prepared: PreparedRound | None = None) -> str:
+                  schools: str | None = None, prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of, evidence=evidence, schools=schools, prepared=prepared)
+    return compiled(census, as_of, evidence=evidence, schools=schools, prepared=prepared, chunk=chunk)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -100,22 +105,19 @@ class RoundInputs(NamedTuple):
     population: PopulationSource  # the round's census, or the latest evidence when it was late
 
 
-# The relation `within_schools` reads a chunk's school codes from (a temporary table of the session).
-CHUNK_SCHOOLS = "chunk_schools"
-
-
 def read_chunk(con: Any, r: ScoringRound, cal: SchoolCalendar, population: PopulationSource,
                school_areas: pd.DataFrame, schools: str | None = None,
-               prepared: PreparedRound | None = None) -> pd.DataFrame:
+               prepared: PreparedRound | None = None, chunk: int | None = None) -> pd.DataFrame:
     """Features joined with room and school area, one row per student by student_key: the round's,
-    or with `schools` those of the schools listed in that relation (`prepared`: the round's
-    population and round-wide steps read from `prepare_round`'s tables)."""
+    or with `schools` those of the schools listed in that relation, or with `prepared`
+    (`prepare_round`) those of its chunk `chunk` (None: all)."""
     from features.pointintime.build import build_features
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
-    feats = build_features(con, cal, r, population=population, schools=schools, prepared=prepared).to_pandas()
-    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools, prepared)).fetch_df()
+    feats = build_features(con, cal, r, population=population, schools=schools, prepared=prepared,
+                           chunk=chunk).to_pandas()
+    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools, prepared, chunk)).fetch_df()
     frame = feats.merge(rooms, on="student_key", how="left").merge(school_areas, on="school_code", how="left")
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True)
 
@@ -139,30 +141,19 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> Ro
 
 
 def plan_chunks(con: Any, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
-                chunk_rows: int, prepared: PreparedRound | None = None) -> list[tuple[tuple[str, ...], int]]:
+                chunk_rows: int) -> list[tuple[tuple[str, ...], int]]:
     """(school codes, pupils) of each chunk: whole schools in school-code order, packed up to
-    `chunk_rows` pupils ('' stands for pupils without a school code). Counted on the same compiled
-    population the features read (`prepared`: its table), so the chunks' rows add up to the round's."""
-    from features.pointintime.build import round_context
+    `chunk_rows` pupils ('' stands for pupils without a school code; `pack_schools`). Counted on
+    the same compiled population the features read, so the chunks' rows add up to the round's
+    (`prepare_round` plans a round's chunks the same way)."""
+    from features.pointintime.build import pack_schools, round_context
     from features.pointintime.compile import population_steps, with_sql
 
     ctx = round_context(cal, r)
     census = cal.census_date(r.academic_year, r.term)
-    steps = (prepared.population_steps(("school_code",), None) if prepared is not None
-             else population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)))
-    sql = with_sql(steps, "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
-    chunks: list[tuple[tuple[str, ...], int]] = []
-    codes: list[str] = []
-    pupils = 0
-    for code, n in con.execute(sql).fetchall():
-        if codes and pupils + n > chunk_rows:
-            chunks.append((tuple(codes), pupils))
-            codes, pupils = [], 0
-        codes.append(code)
-        pupils += int(n)
-    if codes:
-        chunks.append((tuple(codes), pupils))
-    return chunks
+    sql = with_sql(population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)),
+                   "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
+    return pack_schools([(code, int(n)) for code, n in con.execute(sql).fetchall()], chunk_rows)
 
 
 @dataclass
@@ -403,14 +394,16 @@ def score_round(
     as_of = cal.as_of(r)
     t0 = time.perf_counter()
     con = connect_warehouse(home)
+    prepared_dir: Path | None = None
     try:
-        scoring_resources(con, home, cfg)
+        # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
+        prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-", dir=scoring_resources(con, home, cfg)))
         with clock.stage("features"):
             population = population_source(con, cal, r)
-            # the population and the round-wide steps (registries, school rates) once for the round,
-            # so each chunk does only its own pupils' work
-            prepared = prepare_round(con, cal, r, population)
-            chunks = plan_chunks(con, cal, r, population, cfg.chunk_rows, prepared)
+            # the population, the round-wide steps (registries, school rates) and every source's known
+            # rows once for the round, in chunk order: each chunk then does only its own pupils' work
+            prepared = prepare_round(con, cal, r, population, cfg.chunk_rows, prepared_dir)
+            chunks = prepared.chunks
             require_population(r, population, sum(n for _, n in chunks))
             school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
             fingerprint = delivery_fingerprint(con, as_of)
@@ -418,14 +411,11 @@ def score_round(
             parts = pending.scratch("parts")
             written: list[_Part] = []
             additivity = Additivity()
-            for i, (codes, pupils) in enumerate(chunks):
+            for i, (_, pupils) in enumerate(chunks):
                 with clock.stage("features"):
-                    schools = None
-                    if len(chunks) > 1:  # a round in one chunk runs the query unrestricted
-                        con.execute(f"CREATE OR REPLACE TEMP TABLE {CHUNK_SCHOOLS} AS "
-                                    "SELECT unnest(?::VARCHAR[]) AS school_code", [list(codes)])
-                        schools = CHUNK_SCHOOLS
-                    frame = read_chunk(con, r, cal, population, school_areas, schools, prepared)
+                    # a round in one chunk reads its prepared tables unrestricted
+                    frame = read_chunk(con, r, cal, population, school_areas, prepared=prepared,
+                                       chunk=i if len(chunks) > 1 else None)
                 if len(frame) != pupils:
                     raise RuntimeError(f"round {r.round_id}, chunk {i}: {len(frame)} feature rows for {pupils} "
                                        "pupils of its schools")
@@ -466,6 +456,8 @@ def score_round(
                     publish(home, ref)
     finally:
         con.close()
+        if prepared_dir is not None:
+            shutil.rmtree(prepared_dir, ignore_errors=True)
     counts = pd.Series(group[scored]).value_counts().to_dict()
     seconds = {k: round(v, 2) for k, v in clock.seconds.items()}
     return RoundSummary(
@@ -477,13 +469,15 @@ def score_round(
     )
 
 
-def scoring_resources(con: Any, home: EwsHome, cfg: ScoreConfig) -> None:
-    """The scoring session's DuckDB memory limit and spill folder (`ScoreConfig`): the round's
-    peak is this limit plus one chunk's frames, not the deployment's limit for big batch work."""
+def scoring_resources(con: Any, home: EwsHome, cfg: ScoreConfig) -> Path:
+    """Set the scoring session's DuckDB memory limit and spill folder (`ScoreConfig`) and return
+    the folder: the round's peak is this limit plus one chunk's frames, not the deployment's limit
+    for big batch work."""
     spill = cfg.spill_dir or home.spill_dir
     spill.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
     con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
+    return spill
 
 
 @dataclass

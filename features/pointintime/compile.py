@@ -439,15 +439,15 @@ def compile_groups(groups: tuple[FeatureGroup, ...], ctx: RoundContext, head: tu
     """One query: population, every read and step of the groups (each once), joined to `pop`.
 
     `head` is the leading SELECT list (row identity); then each group's columns in order.
-    `prepared`: steps already computed for the round (step name -> the relation holding its rows),
-    read from there instead (a round scored in chunks computes its round-wide steps once).
+    `prepared`: steps computed beforehand (step name -> the query that reads its rows), used in
+    place of the declared ones (a round scored in chunks computes its round-wide pieces once).
     """
     steps: list[tuple[str, str]] = list(population)
     seen = dict(steps)
 
     def add(group: str, name: str, sql: str) -> None:
         if prepared and name in prepared:
-            sql = f"SELECT * FROM {prepared[name]}"
+            sql = prepared[name]
         # a step shared by two groups (the CCT read, the registries) is emitted once
         if name in seen:
             if seen[name] != sql:
