@@ -382,7 +382,7 @@ def score_round(
 
     `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
     outside serving is parsed once here. The round goes chunk by chunk (module doc); `clock` collects
-    the seconds of each stage (features, scores, shap, reasons, snapshot)."""
+    the seconds of each stage (prepare, features, scores, shap, reasons, snapshot)."""
     from features.pointintime.build import population_source, prepare_round, require_population
     from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
 
@@ -398,7 +398,7 @@ def score_round(
     try:
         # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
         prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-", dir=scoring_resources(con, home, cfg)))
-        with clock.stage("features"):
+        with clock.stage("prepare"):
             population = population_source(con, cal, r)
             # the population, the round-wide steps (registries, school rates) and every source's known
             # rows once for the round, in chunk order: each chunk then does only its own pupils' work
