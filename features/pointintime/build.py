@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
-    DUCKDB, VERSION_ORDER, Dialect, LatestEvidence, Read, RoundContext, compile_groups, population_steps, read_steps, render, with_sql,
+    DUCKDB, VERSION_ORDER, Dialect, LatestEvidence, Read, RoundContext, compile_groups, population_steps, read_steps,
+    render, with_sql,
 )
 from features.pointintime.groups import (
     ALL_GROUPS, AREAS_READ, FAIRNESS, MOBILITY, MODEL_GROUPS, PLACEMENT, SCHOOLS_READ, PAST_DROPOUT_MIN_STUDENTS, PAST_DROPOUT_YEARS, STALENESS_DAYS,
@@ -35,8 +36,8 @@ from features.pointintime.groups import (
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
-           "PopulationSource", "PreparedRound", "pack_schools", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
-           "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
+           "PopulationSource", "PreparedRound", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql",
+           "pack_schools", "placement_sql", "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -403,8 +404,8 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
             continue
         name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
         cols = ", ".join(f"k.{c}" for c in _known_columns(read))
-        con.execute(f"COPY ({with_sql([('pop', keys), (name, sql)], f'SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)')}) "
-                    f"TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
+        rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
+        con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
         if (folder / name).is_dir():  # no file at all: the read keeps its compiled step
             known[name] = folder / name
     return PreparedRound(pop, steps, known, tuple(chunks))
@@ -425,7 +426,8 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
     head = ("pop.student_key", f"{ctx.params['round_id']} AS round_id", f"{ctx.params['as_of']} AS as_of",
             "pop.school_code")
     if prepared is not None:
-        return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head, prepared.population_steps(FEATURE_POPULATION_COLUMNS, chunk),
+        return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
+                              prepared.population_steps(FEATURE_POPULATION_COLUMNS, chunk),
                               prepared=prepared.prepared_steps(chunk))
     evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
