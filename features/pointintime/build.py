@@ -5,7 +5,9 @@ round's as-of date (its delivery's `known_at` â‰¤ as_of) and describes a date â‰
 is compiled (`compile.py`) from the declared groups (`groups.py`): population -> known rows of
 each source -> latest version per record -> within staleness -> aggregates -> one wide row per
 student. This module supplies the round's dates as named parameters and runs the query; it also
-compiles serving's placement queries from the same steps. Missing stays missing (NULL) with
+compiles serving's placement queries from the same steps, and prepares a round to be read chunk by
+chunk of whole schools (`prepare_round`: the population, the round-wide steps and every source's
+known rows computed once, then the same compiled query per chunk over the chunk's rows only). Missing stays missing (NULL) with
 explicit indicators; nothing is imputed from later data.
 
 The same meaning is written row by row in tests/support/pointintime_oracle.py; a test requires
