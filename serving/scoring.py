@@ -85,11 +85,11 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
 
 
 def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None,
-                  schools: str | None = None, prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
+                  prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of, evidence=evidence, schools=schools, prepared=prepared, chunk=chunk)
+    return compiled(census, as_of, evidence=evidence, prepared=prepared, chunk=chunk)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -106,18 +106,16 @@ class RoundInputs(NamedTuple):
 
 
 def read_chunk(con: Any, r: ScoringRound, cal: SchoolCalendar, population: PopulationSource,
-               school_areas: pd.DataFrame, schools: str | None = None,
-               prepared: PreparedRound | None = None, chunk: int | None = None) -> pd.DataFrame:
+               school_areas: pd.DataFrame, prepared: PreparedRound | None = None,
+               chunk: int | None = None) -> pd.DataFrame:
     """Features joined with room and school area, one row per student by student_key: the round's,
-    or with `schools` those of the schools listed in that relation, or with `prepared`
-    (`prepare_round`) those of its chunk `chunk` (None: all)."""
+    or with `prepared` (`prepare_round`) those of its chunk `chunk` (None: all)."""
     from features.pointintime.build import build_features
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
-    feats = build_features(con, cal, r, population=population, schools=schools, prepared=prepared,
-                           chunk=chunk).to_pandas()
-    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools, prepared, chunk)).fetch_df()
+    feats = build_features(con, cal, r, population=population, prepared=prepared, chunk=chunk).to_pandas()
+    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), prepared, chunk)).fetch_df()
     frame = feats.merge(rooms, on="student_key", how="left").merge(school_areas, on="school_code", how="left")
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True)
 

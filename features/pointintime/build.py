@@ -264,21 +264,6 @@ def require_population(r: ScoringRound, source: PopulationSource, rows: int) -> 
     raise EmptyRoundError(f"round {r.round_id} has no students: {missing}; nothing was written")
 
 
-def within_schools(steps: list[tuple[str, str]], schools: str | None) -> list[tuple[str, str]]:
-    """The population steps restricted to the schools listed in relation `schools` (a column
-    `school_code`; '' stands for a pupil without one), or as they are when `schools` is None.
-    Serving scores a round chunk by chunk of whole schools with the same SQL for every chunk:
-    only the relation's rows change. Every feature is per pupil or per school, so a pupil's row
-    does not depend on which other schools are in the chunk."""
-    if schools is None:
-        return steps
-    *head, (name, sql) = steps
-    return [*head, (f"{name}_round", sql),
-            (name, f"SELECT * FROM {name}_round WHERE {_IN_SCHOOLS.format(schools=schools)}")]
-
-
-_IN_SCHOOLS = "coalesce(school_code, '') IN (SELECT school_code FROM {schools})"
-
 # Group steps that read the whole round rather than its pupils: a school's past dropout rate
 # counts every labelled pupil of earlier rounds. With the reads that never join the population
 # (the school and area registries) they are the round-wide steps `prepare_round` computes once.
@@ -414,11 +399,11 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
 
 
 def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
-                 population: PopulationSource | None = None, schools: str | None = None,
-                 prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
-    """The round's feature query, compiled from the declared groups (`schools`: `within_schools`;
-    `prepared`: the population, round-wide steps and known rows read from `prepare_round`'s tables,
-    of chunk `chunk`, or of the whole round when it is None).
+                 population: PopulationSource | None = None, prepared: PreparedRound | None = None,
+                 chunk: int | None = None) -> str:
+    """The round's feature query, compiled from the declared groups (`prepared`: the population,
+    round-wide steps and known rows read from `prepare_round`'s tables, of chunk `chunk`, or of the
+    whole round when it is None).
 
     Everything per student joins and groups on `sid`, the link run's integer for student_key
     (hashing an integer instead of a 21-character string); only the result carries the key.
@@ -433,21 +418,19 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
                               prepared=prepared.prepared_steps(chunk))
     evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
-                          within_schools(population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence), schools))
+                          population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence))
 
 
 def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB,
-                  evidence: LatestEvidence | None = None, schools: str | None = None,
-                  prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
+                  evidence: LatestEvidence | None = None, prepared: PreparedRound | None = None,
+                  chunk: int | None = None) -> str:
     """(student_key, room) of each student enrolled at the census, as known by as-of (for serving);
     with `evidence`, of the latest-evidence population the features used (census late); with
-    `schools`, of those schools only (`within_schools`); with `prepared`, read from the round's
-    prepared population (chunk `chunk`; None: all of it)."""
+    `prepared`, read from the round's prepared population (chunk `chunk`; None: all of it)."""
     if prepared is not None:
         return with_sql(prepared.population_steps(("student_key", "room"), chunk), "SELECT student_key, room FROM pop")
     ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
-    columns = ("student_key", "sid", "room", *(("school_code",) if schools else ()))
-    return with_sql(within_schools(population_steps(ctx, census, columns, evidence), schools),
+    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room"), evidence),
                     "SELECT student_key, room FROM pop")
 
 
@@ -463,8 +446,8 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 
 def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
-                   population: PopulationSource | None = None, schools: str | None = None,
-                   prepared: PreparedRound | None = None, chunk: int | None = None) -> pa.Table:
+                   population: PopulationSource | None = None, prepared: PreparedRound | None = None,
+                   chunk: int | None = None) -> pa.Table:
     """The round's feature table (one row per enrolled student, sorted by student_key).
 
     The population is the round's census, or the latest enrolment evidence when the census was not
@@ -472,8 +455,8 @@ def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scori
     table is returned as it is: writers call `require_population` before they write anything.
     """
     population = population or population_source(con, cal, r, schema)
-    table = con.sql(features_sql(cal, r, schema, population=population, schools=schools,
-                                 prepared=prepared, chunk=chunk)).to_arrow_table()
+    table = con.sql(features_sql(cal, r, schema, population=population, prepared=prepared,
+                                 chunk=chunk)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)
