@@ -373,10 +373,11 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
                            "SELECT *, coalesce(school_code, '') AS chunk_school FROM pop"))
     counts = con.execute(f"SELECT chunk_school, count(*) FROM {whole} GROUP BY 1 ORDER BY 1").fetchall()
     chunks = pack_schools([(code, int(n)) for code, n in counts], chunk_rows)
-    chunk_of = [(code, i) for i, (codes, _) in enumerate(chunks) for code in codes]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}chunks (school_code VARCHAR, chunk INTEGER)")
-    if chunk_of:
-        con.executemany(f"INSERT INTO {prefix}chunks VALUES (?, ?)", chunk_of)
+    codes = [code for schools, _ in chunks for code in schools]
+    numbers = [i for i, (schools, _) in enumerate(chunks) for _ in schools]
+    # two lists in one statement: a country's tens of thousands of schools, not a statement each
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}chunks AS SELECT unnest(?::VARCHAR[]) AS school_code, "
+                "unnest(?::INTEGER[]) AS chunk", [codes, numbers])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {pop} AS SELECT p.* EXCLUDE (chunk_school), c.chunk "
                 f"FROM {whole} p JOIN {prefix}chunks c ON c.school_code = p.chunk_school ORDER BY c.chunk, p.sid")
     con.execute(f"DROP TABLE {whole}")
