@@ -9,9 +9,9 @@ manifest and column schema.
 A round is scored in chunks of whole schools of at most `ScoreConfig.chunk_rows` pupils (a school
 larger than that is a chunk alone), from the feature SQL to the snapshot file. The round is first
 prepared once (`features.pointintime.build.prepare_round`): its population, its round-wide steps
-(registries, the schools' past dropout rates) and every source's known rows of its pupils go into
-temporary tables in chunk order; then the same compiled query runs for every chunk, reading only
-that chunk's rows, so per-chunk work and memory are set by the chunk, not by the country (the
+(registries, the schools' past dropout rates) into temporary tables, and every source's known rows
+of its pupils into Parquet partitioned by chunk; then the same compiled query runs for every chunk,
+reading only that chunk's rows, so per-chunk work and memory are set by the chunk, not by the country (the
 session's DuckDB memory limit and spill folder come from `ScoreConfig`).
 Risk groups are cut within the whole round's scores, so one pass keeps only the score column of
 the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
@@ -399,7 +399,7 @@ def score_round(
         with clock.stage("prepare"):
             population = population_source(con, cal, r)
             # the population, the round-wide steps (registries, school rates) and every source's known
-            # rows once for the round, in chunk order: each chunk then does only its own pupils' work
+            # rows once for the round, by chunk: each chunk then does only its own pupils' work
             prepared = prepare_round(con, cal, r, population, cfg.chunk_rows, prepared_dir)
             chunks = prepared.chunks
             require_population(r, population, sum(n for _, n in chunks))
