@@ -59,10 +59,10 @@ class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = SCORE_CONFIG_VERSION
     batch_rows: int = Field(200_000, ge=1000, description="Rows explained per batch (bounds memory: ~0.6 KB per row).")
-    # 200k by measurement: with each round prepared once, the chunk size barely moves the cost (1M pupils,
-    # 2-core machine under load: 156 CPU s / 2.0 GB peak with 200k chunks, 149 CPU s / 1.9 GB with 100k;
-    # `.venv/bin/python -m benchmarks.bench_round --home H --round 2566-T1-early --pupils 1000000
-    # --chunk-rows 200000 --chunk-rows 100000`), and fewer chunks mean fewer scratch parts.
+    # 200k by measurement: with each round prepared once, the chunk size barely moves the CPU (1M pupils on
+    # the 2-core machine, load ~4.5 from other work: 200k chunks 153 s wall / 137 CPU s / 2.0 GB peak, 100k
+    # 175 s / 139 CPU s / 1.9 GB; `.venv/bin/python -m benchmarks.bench_round --home H --round 2566-T1-early
+    # --pupils 1000000 --chunk-rows 200000 --chunk-rows 100000`), and fewer chunks mean fewer scratch parts.
     chunk_rows: int = Field(
         200_000, ge=1, description="Pupils per chunk of whole schools scored at once, from the feature SQL to the "
                                    "snapshot file (bounds a round's memory; a school larger than this is a chunk alone).")
