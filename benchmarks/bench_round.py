@@ -15,12 +15,17 @@ The tiled home is kept in --work and reused while its tile count is the same.
 
 Each chunk size is scored in its own process (`serving.scoring.score_round`, not published) so its
 peak RSS is its own: a sampler thread reads the RSS every 20 ms and charges it to the stage the
-round's `StageClock` is in (features, scores, shap, reasons, snapshot); the process peak is
+round's `StageClock` is in (prepare, features, scores, shap, reasons, snapshot); the process peak is
 `ru_maxrss`. CPU seconds per stage are sampled the same way: on a shared machine they say what the
-wall time would be on an idle one (2 cores: wall >= CPU / 2). The projection to 8M pupils scales each stage's time linearly in pupils from the
-measured run (the work per chunk is the same; chunks are 8x as many), and states which memory grows
-with the round: 17 bytes a pupil (score, scored flag, group) plus the population's
-count by school; every other peak is set by the chunk. Writes bench-out/round_<pupils>.json.
+wall time would be on an idle one (2 cores: wall >= CPU / 2). `prepare` reads the round once
+(`features.pointintime.build.prepare_round`: population, school rates, every source's known rows
+into Parquet partitioned by chunk); `features` is the chunks' queries over their own partitions.
+The projection to 8M pupils scales each stage's time linearly in pupils from the measured run (one
+pass over the sources, then the same work per chunk for 8x as many chunks), and states which memory
+grows with the round: 17 bytes a pupil (score, scored flag, group) plus the population's count by
+school; DuckDB works within `--memory-limit` (ScoreConfig.duckdb_memory_limit) and spills beyond it,
+and the prepared known rows are on disk, so every other peak is set by the chunk and that limit.
+Writes bench-out/round_<pupils>.json.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ KEY_TABLES = ("token_keys", "record_keys")
 SUFFIXED = ("id_token", "student_key", "school_code", "case_id")
 LINE_OFFSET = 1_000_000_000
 PROJECT_TO = 8_000_000
-ROUND_STAGES = ("features", "scores", "shap", "reasons", "snapshot")
+ROUND_STAGES = ("prepare", "features", "scores", "shap", "reasons", "snapshot")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--pupils", type=int, default=1_000_000, help="Pupils in the tiled round (at least).")
     ap.add_argument("--chunk-rows", type=int, action="append", dest="chunk_rows",
                     help="Chunk size to measure (repeat); default 200000 and 1000000.")
+    ap.add_argument("--memory-limit", default=None,
+                    help="ScoreConfig.duckdb_memory_limit of the scoring session (default: ScoreConfig's).")
     ap.add_argument("--work", type=Path, default=None, help="Where the tiled home lives (default bench-out/work/round_<pupils>).")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
@@ -130,7 +137,7 @@ def tile_home(base: Path, dest: Path, tiles: int) -> None:
 
 # --- one measured scoring ---------------------------------------------------------------------
 
-def measure(home: Path, round_id: str, chunk_rows: int, out: Path) -> None:
+def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit: str | None = None) -> None:
     """Score the round once (not published) and write seconds and peak RSS per stage to `out`."""
     import psutil
 
@@ -158,13 +165,13 @@ def measure(home: Path, round_id: str, chunk_rows: int, out: Path) -> None:
     rss_before = proc.memory_info().rss
     sampler.start()
     t0 = time.perf_counter()
-    summary = score_round(h, parse_round(round_id), loaded, ScoreConfig(chunk_rows=chunk_rows), do_publish=False,
-                          clock=clock)
+    cfg = ScoreConfig(chunk_rows=chunk_rows, **({"duckdb_memory_limit": memory_limit} if memory_limit else {}))
+    summary = score_round(h, parse_round(round_id), loaded, cfg, do_publish=False, clock=clock)
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
     out.write_text(json.dumps({
-        "chunk_rows": chunk_rows, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
+        "chunk_rows": chunk_rows, "duckdb_memory_limit": cfg.duckdb_memory_limit, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
         "seconds_total": round(wall, 1),
         "stages": {s: {"seconds": round(clock.seconds.get(s, 0.0), 1), "cpu_seconds": round(cpu.get(s, 0.0), 1),
                        "peak_rss_mb": round(peaks.get(s, 0) / 2**20)} for s in ROUND_STAGES},
@@ -186,8 +193,9 @@ def projection(run: dict[str, Any], pupils: int) -> dict[str, Any]:
         "cpu_minutes": round(run["cpu_seconds_total"] * factor / 60, 1),
         "peak_rss_mb": round(run["peak_rss_mb"] + per_round_mb),
         "stage_minutes": {s: round(v["seconds"] * factor / 60, 1) for s, v in run["stages"].items()},
-        "assumes": "time linear in pupils (same work per chunk, chunks x8); memory = measured peak + 17 B/pupil "
-                   "held for the round (score, flag, group); DuckDB's per-chunk query memory does not grow",
+        "assumes": "time linear in pupils (one pass over the sources, same work per chunk, chunks x8); memory = "
+                   "measured peak + 17 B/pupil held for the round (score, flag, group); DuckDB stays within its "
+                   "memory limit (spilling beyond it) and the prepared known rows are on disk",
     }
 
 
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.home is None or a.round_id is None:
         ap.error("--home and --round are required (`make bench` builds a home and passes them)")
     if a.measure is not None:
-        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure)
+        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure, a.memory_limit)
         return
     base = round_pupils(a.home.resolve(), a.round_id)
     if not base:
@@ -219,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in a.chunk_rows:
         out = a.work / f"measure_{n}.json"
         cmd = [sys.executable, "-m", "benchmarks.bench_round", "--home", str(tiled), "--round", a.round_id,
-               "--chunk-rows", str(n), "--measure", str(out)]
+               "--chunk-rows", str(n), "--measure", str(out),
+               *(["--memory-limit", a.memory_limit] if a.memory_limit else [])]
         print("== " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
         runs.append(json.loads(out.read_text()))

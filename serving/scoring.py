@@ -7,9 +7,12 @@ feature SQL and the snapshot's paths; the snapshot is written through `serving.s
 manifest and column schema.
 
 A round is scored in chunks of whole schools of at most `ScoreConfig.chunk_rows` pupils (a school
-larger than that is a chunk alone), from the feature SQL to the snapshot file: the same compiled
-query runs for every chunk with only a table of the chunk's school codes changing
-(`features.pointintime.build.within_schools`), so memory is set by the chunk, not by the country.
+larger than that is a chunk alone), from the feature SQL to the snapshot file. The round is first
+prepared once (`features.pointintime.build.prepare_round`): its population, its round-wide steps
+(registries, the schools' past dropout rates) into temporary tables, and every source's known rows
+of its pupils into Parquet partitioned by chunk; then the same compiled query runs for every chunk,
+reading only that chunk's rows, so per-chunk work and memory are set by the chunk, not by the country (the
+session's DuckDB memory limit and spill folder come from `ScoreConfig`).
 Risk groups are cut within the whole round's scores, so one pass keeps only the score column of
 the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
 snapshot; once every chunk is scored, the groups are cut and the parts are streamed, in chunk order,
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +46,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.home import EwsHome
-from features.pointintime.build import PopulationSource
+from features.pointintime.build import PopulationSource, PreparedRound
 from features.pointintime.compile import LatestEvidence
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, GROUP_COLUMNS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
@@ -80,11 +85,11 @@ def eligibility(frame: pd.DataFrame) -> np.ndarray:
 
 
 def placement_sql(census: dt.date, as_of: dt.date, evidence: LatestEvidence | None = None,
-                  schools: str | None = None) -> str:
+                  prepared: PreparedRound | None = None, chunk: int | None = None) -> str:
     """Room of each enrolled student (the compiled population step of features' placement group)."""
     from features.pointintime.build import placement_sql as compiled
 
-    return compiled(census, as_of, evidence=evidence, schools=schools)
+    return compiled(census, as_of, evidence=evidence, prepared=prepared, chunk=chunk)
 
 
 def school_areas_sql(as_of: dt.date) -> str:
@@ -100,20 +105,17 @@ class RoundInputs(NamedTuple):
     population: PopulationSource  # the round's census, or the latest evidence when it was late
 
 
-# The relation `within_schools` reads a chunk's school codes from (a temporary table of the session).
-CHUNK_SCHOOLS = "chunk_schools"
-
-
 def read_chunk(con: Any, r: ScoringRound, cal: SchoolCalendar, population: PopulationSource,
-               school_areas: pd.DataFrame, schools: str | None = None) -> pd.DataFrame:
+               school_areas: pd.DataFrame, prepared: PreparedRound | None = None,
+               chunk: int | None = None) -> pd.DataFrame:
     """Features joined with room and school area, one row per student by student_key: the round's,
-    or with `schools` those of the schools listed in that relation."""
+    or with `prepared` (`prepare_round`) those of its chunk `chunk` (None: all)."""
     from features.pointintime.build import build_features
 
     as_of = cal.as_of(r)
     census = cal.census_date(r.academic_year, r.term)
-    feats = build_features(con, cal, r, population=population, schools=schools).to_pandas()
-    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), schools)).fetch_df()
+    feats = build_features(con, cal, r, population=population, prepared=prepared, chunk=chunk).to_pandas()
+    rooms = con.execute(placement_sql(census, as_of, population.evidence(r), prepared, chunk)).fetch_df()
     frame = feats.merge(rooms, on="student_key", how="left").merge(school_areas, on="school_code", how="left")
     return frame.sort_values("student_key", kind="stable").reset_index(drop=True)
 
@@ -139,27 +141,17 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> Ro
 def plan_chunks(con: Any, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
                 chunk_rows: int) -> list[tuple[tuple[str, ...], int]]:
     """(school codes, pupils) of each chunk: whole schools in school-code order, packed up to
-    `chunk_rows` pupils ('' stands for pupils without a school code). Counted on the same compiled
-    population the features read, so the chunks' rows add up to the round's."""
-    from features.pointintime.build import round_context
+    `chunk_rows` pupils ('' stands for pupils without a school code; `pack_schools`). Counted on
+    the same compiled population the features read, so the chunks' rows add up to the round's
+    (`prepare_round` plans a round's chunks the same way)."""
+    from features.pointintime.build import pack_schools, round_context
     from features.pointintime.compile import population_steps, with_sql
 
     ctx = round_context(cal, r)
     census = cal.census_date(r.academic_year, r.term)
     sql = with_sql(population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)),
                    "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
-    chunks: list[tuple[tuple[str, ...], int]] = []
-    codes: list[str] = []
-    pupils = 0
-    for code, n in con.execute(sql).fetchall():
-        if codes and pupils + n > chunk_rows:
-            chunks.append((tuple(codes), pupils))
-            codes, pupils = [], 0
-        codes.append(code)
-        pupils += int(n)
-    if codes:
-        chunks.append((tuple(codes), pupils))
-    return chunks
+    return pack_schools([(code, int(n)) for code, n in con.execute(sql).fetchall()], chunk_rows)
 
 
 @dataclass
@@ -388,8 +380,8 @@ def score_round(
 
     `scoring_round` is a `ScoringRound` on serving's own path (the CLI parses it); a string from a caller
     outside serving is parsed once here. The round goes chunk by chunk (module doc); `clock` collects
-    the seconds of each stage (features, scores, shap, reasons, snapshot)."""
-    from features.pointintime.build import population_source, require_population
+    the seconds of each stage (prepare, features, scores, shap, reasons, snapshot)."""
+    from features.pointintime.build import population_source, prepare_round, require_population
     from features.pointintime.pipeline import connect_warehouse, delivery_fingerprint
 
     r = as_round(scoring_round)
@@ -400,10 +392,16 @@ def score_round(
     as_of = cal.as_of(r)
     t0 = time.perf_counter()
     con = connect_warehouse(home)
+    prepared_dir: Path | None = None
     try:
-        with clock.stage("features"):
+        # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
+        prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-", dir=scoring_resources(con, home, cfg)))
+        with clock.stage("prepare"):
             population = population_source(con, cal, r)
-            chunks = plan_chunks(con, cal, r, population, cfg.chunk_rows)
+            # the population, the round-wide steps (registries, school rates) and every source's known
+            # rows once for the round, by chunk: each chunk then does only its own pupils' work
+            prepared = prepare_round(con, cal, r, population, cfg.chunk_rows, prepared_dir)
+            chunks = prepared.chunks
             require_population(r, population, sum(n for _, n in chunks))
             school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
             fingerprint = delivery_fingerprint(con, as_of)
@@ -411,14 +409,11 @@ def score_round(
             parts = pending.scratch("parts")
             written: list[_Part] = []
             additivity = Additivity()
-            for i, (codes, pupils) in enumerate(chunks):
+            for i, (_, pupils) in enumerate(chunks):
                 with clock.stage("features"):
-                    schools = None
-                    if len(chunks) > 1:  # a round in one chunk runs the query unrestricted
-                        con.execute(f"CREATE OR REPLACE TEMP TABLE {CHUNK_SCHOOLS} AS "
-                                    "SELECT unnest(?::VARCHAR[]) AS school_code", [list(codes)])
-                        schools = CHUNK_SCHOOLS
-                    frame = read_chunk(con, r, cal, population, school_areas, schools)
+                    # a round in one chunk reads its prepared tables unrestricted
+                    frame = read_chunk(con, r, cal, population, school_areas, prepared=prepared,
+                                       chunk=i if len(chunks) > 1 else None)
                 if len(frame) != pupils:
                     raise RuntimeError(f"round {r.round_id}, chunk {i}: {len(frame)} feature rows for {pupils} "
                                        "pupils of its schools")
@@ -459,6 +454,8 @@ def score_round(
                     publish(home, ref)
     finally:
         con.close()
+        if prepared_dir is not None:
+            shutil.rmtree(prepared_dir, ignore_errors=True)
     counts = pd.Series(group[scored]).value_counts().to_dict()
     seconds = {k: round(v, 2) for k, v in clock.seconds.items()}
     return RoundSummary(
@@ -468,6 +465,17 @@ def score_round(
         model_version=str(loaded.lineage.version), published=do_publish, population_caveat=population.caveat(),
         seconds=seconds | {"total": round(time.perf_counter() - t0, 2)}, chunks=len(chunks),
     )
+
+
+def scoring_resources(con: Any, home: EwsHome, cfg: ScoreConfig) -> Path:
+    """Set the scoring session's DuckDB memory limit and spill folder (`ScoreConfig`) and return
+    the folder: the round's peak is this limit plus one chunk's frames, not the deployment's limit
+    for big batch work."""
+    spill = cfg.spill_dir or home.spill_dir
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
+    con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
+    return spill
 
 
 @dataclass

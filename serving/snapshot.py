@@ -59,9 +59,22 @@ class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = SCORE_CONFIG_VERSION
     batch_rows: int = Field(200_000, ge=1000, description="Rows explained per batch (bounds memory: ~0.6 KB per row).")
+    # 200k by measurement: with each round prepared once, the chunk size barely moves the CPU (1M pupils on
+    # the 2-core machine, load ~4.5 from other work: 200k chunks 153 s wall / 137 CPU s / 2.0 GB peak, 100k
+    # 175 s / 139 CPU s / 1.9 GB; `.venv/bin/python -m benchmarks.bench_round --home H --round 2566-T1-early
+    # --pupils 1000000 --chunk-rows 200000 --chunk-rows 100000`), and fewer chunks mean fewer scratch parts.
     chunk_rows: int = Field(
         200_000, ge=1, description="Pupils per chunk of whole schools scored at once, from the feature SQL to the "
                                    "snapshot file (bounds a round's memory; a school larger than this is a chunk alone).")
+    # The scoring session's DuckDB resources: they bound memory, never change a value, so they stay
+    # out of the manifest (the snapshot's hash repeats whatever machine scored the round).
+    duckdb_memory_limit: str = Field(
+        "1500MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", exclude=True,
+        description="DuckDB's memory limit while scoring: a chunk's feature SQL spills to `spill_dir` beyond it. "
+                    "With the default chunk the round's peak (this, plus the chunk's frame, SHAP and reasons) stays "
+                    "under 4 GB.")
+    spill_dir: Path | None = Field(None, exclude=True,
+                                   description="Where the scoring session spills (None: the home's tmp/).")
     top_reasons: int = Field(3, ge=1, le=9, description="Reasons kept per student for lists and downloads.")
     additivity_tolerance: float = Field(1e-6, gt=0, description="Max |sum of contributions + base - raw margin| accepted.")
 

@@ -5,7 +5,9 @@ round's as-of date (its delivery's `known_at` â‰¤ as_of) and describes a date â‰
 is compiled (`compile.py`) from the declared groups (`groups.py`): population -> known rows of
 each source -> latest version per record -> within staleness -> aggregates -> one wide row per
 student. This module supplies the round's dates as named parameters and runs the query; it also
-compiles serving's placement queries from the same steps. Missing stays missing (NULL) with
+compiles serving's placement queries from the same steps, and prepares a round to be read chunk by
+chunk of whole schools (`prepare_round`: the population, the round-wide steps and every source's
+known rows computed once, then the same compiled query per chunk over the chunk's rows only). Missing stays missing (NULL) with
 explicit indicators; nothing is imputed from later data.
 
 The same meaning is written row by row in tests/support/pointintime_oracle.py; a test requires
@@ -15,7 +17,9 @@ both to agree on every column.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -24,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
-    DUCKDB, Dialect, LatestEvidence, RoundContext, compile_groups, population_steps, read_steps, render, with_sql,
+    DUCKDB, VERSION_ORDER, Dialect, LatestEvidence, Read, RoundContext, compile_groups, population_steps, read_steps,
+    render, with_sql,
 )
 from features.pointintime.groups import (
     ALL_GROUPS, AREAS_READ, FAIRNESS, MOBILITY, MODEL_GROUPS, PLACEMENT, SCHOOLS_READ, PAST_DROPOUT_MIN_STUDENTS, PAST_DROPOUT_YEARS, STALENESS_DAYS,
@@ -33,8 +38,8 @@ from features.pointintime.groups import (
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
-           "PopulationSource", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql", "placement_sql",
-           "population_source", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
+           "PopulationSource", "PreparedRound", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql",
+           "pack_schools", "placement_sql", "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -259,22 +264,147 @@ def require_population(r: ScoringRound, source: PopulationSource, rows: int) -> 
     raise EmptyRoundError(f"round {r.round_id} has no students: {missing}; nothing was written")
 
 
-def within_schools(steps: list[tuple[str, str]], schools: str | None) -> list[tuple[str, str]]:
-    """The population steps restricted to the schools listed in relation `schools` (a column
-    `school_code`; '' stands for a pupil without one), or as they are when `schools` is None.
-    Serving scores a round chunk by chunk of whole schools with the same SQL for every chunk:
-    only the relation's rows change. Every feature is per pupil or per school, so a pupil's row
-    does not depend on which other schools are in the chunk."""
-    if schools is None:
-        return steps
-    *head, (name, sql) = steps
-    return [*head, (f"{name}_round", sql),
-            (name, f"SELECT * FROM {name}_round WHERE coalesce(school_code, '') IN (SELECT school_code FROM {schools})")]
+# Group steps that read the whole round rather than its pupils: a school's past dropout rate
+# counts every labelled pupil of earlier rounds. With the reads that never join the population
+# (the school and area registries) they are the round-wide steps `prepare_round` computes once.
+ROUND_WIDE_STEPS: frozenset[str] = frozenset({"past"})
+# The population columns the features and serving's placement read (`prepare_round` keeps these).
+ROUND_POPULATION_COLUMNS: tuple[str, ...] = (*FEATURE_POPULATION_COLUMNS, "room")
+
+Chunk = tuple[tuple[str, ...], int]  # (school codes, pupils) of one chunk
+
+
+def pack_schools(counts: list[tuple[str, int]], chunk_rows: int) -> list[Chunk]:
+    """Whole schools, in the order given, packed into chunks of at most `chunk_rows` pupils (a
+    school larger than that is a chunk alone)."""
+    chunks: list[Chunk] = []
+    codes: list[str] = []
+    pupils = 0
+    for code, n in counts:
+        if codes and pupils + n > chunk_rows:
+            chunks.append((tuple(codes), pupils))
+            codes, pupils = [], 0
+        codes.append(code)
+        pupils += int(n)
+    if codes:
+        chunks.append((tuple(codes), pupils))
+    return chunks
+
+
+@dataclass(frozen=True)
+class PreparedRound:
+    """A round made ready to be read chunk by chunk of whole schools (`prepare_round`): `population`
+    is a temporary table of the round's population (`ROUND_POPULATION_COLUMNS`) with each pupil's
+    `chunk`; `steps` maps each round-wide step to its temporary table; `known` maps each per-pupil
+    read's `<read>_known` step to a folder of its known rows of the round's pupils, one Parquet
+    partition per chunk (`<folder>/chunk=<i>/`). A chunk's query reads only its own partition: per
+    chunk, the work and DuckDB's memory are the chunk's, not the country's."""
+
+    population: str
+    steps: Mapping[str, str]
+    known: Mapping[str, Path]
+    chunks: tuple[Chunk, ...]
+
+    def population_steps(self, columns: tuple[str, ...], chunk: int | None) -> list[tuple[str, str]]:
+        """`pop` of one chunk (None: the whole round)."""
+        where = "" if chunk is None else f" WHERE chunk = {int(chunk)}"
+        return [("pop", f"SELECT {', '.join(columns)} FROM {self.population}{where}")]
+
+    def prepared_steps(self, chunk: int | None) -> dict[str, str]:
+        """The steps `compile_groups` reads from the prepared round instead (step name -> query);
+        a read with no known row in the chunk keeps its compiled step (it finds none either)."""
+        out = {name: f"SELECT * FROM {table}" for name, table in self.steps.items()}
+        for name, folder in self.known.items():
+            files = folder / ("*" if chunk is None else f"chunk={int(chunk)}") / "*.parquet"
+            if chunk is None or files.parent.is_dir():
+                out[name] = f"SELECT * FROM read_parquet({_quote(str(files))}, hive_partitioning = false)"
+        return out
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _known_columns(read: Read) -> tuple[str, ...]:
+    """What a read's later steps take from its known rows: the key, the values, the event date
+    and the version order (`compile.read_steps`)."""
+    return tuple(dict.fromkeys(("sid", *(read.key or ()), *read.values, *((read.event,) if read.event else ()),
+                                *VERSION_ORDER)))
+
+
+def _feature_reads() -> list[Read]:
+    reads: dict[str, Read] = {}
+    for g in (*MODEL_GROUPS, FAIRNESS):
+        for read in g.reads:
+            reads.setdefault(read.name, read)
+    return list(reads.values())
+
+
+def round_wide_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
+                   dialect: Dialect = DUCKDB) -> dict[str, str]:
+    """Each round-wide step of the feature query as a query of its own (step name -> SQL), from
+    the same declarations `features_sql` compiles."""
+    ctx = round_context(cal, r, schema, dialect)
+    out = {read.name: with_sql(read_steps(read, ctx), f"SELECT * FROM {read.name}")
+           for read in _feature_reads() if not read.per_student}
+    for g in (*MODEL_GROUPS, FAIRNESS):
+        for step in g.steps:
+            if step.name in ROUND_WIDE_STEPS:
+                out[step.name] = render(step.sql, ctx)
+    return out
+
+
+def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
+                  population: PopulationSource, chunk_rows: int, folder: Path, schema: str = "wh",
+                  prefix: str = "round_") -> PreparedRound:
+    """Compute a round's population, its chunks of whole schools (`pack_schools`, in school-code
+    order; '' stands for pupils without a school code), its round-wide steps (temporary tables
+    `<prefix>...`, replaced if they exist) and its pupils' known rows of every per-pupil read
+    (Parquet under `folder`, partitioned by chunk; the caller removes the folder), once.
+
+    Each source is read once for the round by the same compiled `<read>_known` step the features
+    run, so a chunk's rows are exactly those the unchunked query reads for its pupils; only the
+    columns the read's later steps use are kept (`_known_columns`)."""
+    ctx = round_context(cal, r, schema)
+    census = cal.census_date(r.academic_year, r.term)
+    pop, whole = f"{prefix}pop", f"{prefix}pop_all"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {whole} AS "
+                + with_sql(population_steps(ctx, census, ROUND_POPULATION_COLUMNS, population.evidence(r)),
+                           "SELECT *, coalesce(school_code, '') AS chunk_school FROM pop"))
+    counts = con.execute(f"SELECT chunk_school, count(*) FROM {whole} GROUP BY 1 ORDER BY 1").fetchall()
+    chunks = pack_schools([(code, int(n)) for code, n in counts], chunk_rows)
+    codes = [code for schools, _ in chunks for code in schools]
+    numbers = [i for i, (schools, _) in enumerate(chunks) for _ in schools]
+    # two lists in one statement: a country's tens of thousands of schools, not a statement each
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}chunks AS SELECT unnest(?::VARCHAR[]) AS school_code, "
+                "unnest(?::INTEGER[]) AS chunk", [codes, numbers])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {pop} AS SELECT p.* EXCLUDE (chunk_school), c.chunk "
+                f"FROM {whole} p JOIN {prefix}chunks c ON c.school_code = p.chunk_school ORDER BY c.chunk, p.sid")
+    con.execute(f"DROP TABLE {whole}")
+    steps = {}
+    for name, sql in round_wide_sql(cal, r, schema).items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
+        steps[name] = f"{prefix}{name}"
+    known: dict[str, Path] = {}
+    keys = f"(SELECT sid, chunk FROM {pop})"
+    for read in _feature_reads():
+        if not read.per_student:
+            continue
+        name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
+        cols = ", ".join(f"k.{c}" for c in _known_columns(read))
+        rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
+        con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
+        if (folder / name).is_dir():  # no file at all: the read keeps its compiled step
+            known[name] = folder / name
+    return PreparedRound(pop, steps, known, tuple(chunks))
 
 
 def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", dialect: Dialect = DUCKDB,
-                 population: PopulationSource | None = None, schools: str | None = None) -> str:
-    """The round's feature query, compiled from the declared groups (`schools`: `within_schools`).
+                 population: PopulationSource | None = None, prepared: PreparedRound | None = None,
+                 chunk: int | None = None) -> str:
+    """The round's feature query, compiled from the declared groups (`prepared`: the population,
+    round-wide steps and known rows read from `prepare_round`'s tables, of chunk `chunk`, or of the
+    whole round when it is None).
 
     Everything per student joins and groups on `sid`, the link run's integer for student_key
     (hashing an integer instead of a 21-character string); only the result carries the key.
@@ -283,19 +413,25 @@ def features_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh", diale
     census = cal.census_date(r.academic_year, r.term)
     head = ("pop.student_key", f"{ctx.params['round_id']} AS round_id", f"{ctx.params['as_of']} AS as_of",
             "pop.school_code")
+    if prepared is not None:
+        return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
+                              prepared.population_steps(FEATURE_POPULATION_COLUMNS, chunk),
+                              prepared=prepared.prepared_steps(chunk))
     evidence = population.evidence(r) if population else None
     return compile_groups((*MODEL_GROUPS, FAIRNESS), ctx, head,
-                          within_schools(population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence), schools))
+                          population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, evidence))
 
 
 def placement_sql(census: dt.date, as_of: dt.date, schema: str = "wh", dialect: Dialect = DUCKDB,
-                  evidence: LatestEvidence | None = None, schools: str | None = None) -> str:
+                  evidence: LatestEvidence | None = None, prepared: PreparedRound | None = None,
+                  chunk: int | None = None) -> str:
     """(student_key, room) of each student enrolled at the census, as known by as-of (for serving);
     with `evidence`, of the latest-evidence population the features used (census late); with
-    `schools`, of those schools only (`within_schools`)."""
+    `prepared`, read from the round's prepared population (chunk `chunk`; None: all of it)."""
+    if prepared is not None:
+        return with_sql(prepared.population_steps(("student_key", "room"), chunk), "SELECT student_key, room FROM pop")
     ctx = RoundContext(as_of=as_of, params={"as_of": dialect.date(as_of)}, schema=schema, dialect=dialect)
-    columns = ("student_key", "sid", "room", *(("school_code",) if schools else ()))
-    return with_sql(within_schools(population_steps(ctx, census, columns, evidence), schools),
+    return with_sql(population_steps(ctx, census, ("student_key", "sid", "room"), evidence),
                     "SELECT student_key, room FROM pop")
 
 
@@ -311,7 +447,8 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, *GROUP_COLUMNS)
 
 
 def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
-                   population: PopulationSource | None = None, schools: str | None = None) -> pa.Table:
+                   population: PopulationSource | None = None, prepared: PreparedRound | None = None,
+                   chunk: int | None = None) -> pa.Table:
     """The round's feature table (one row per enrolled student, sorted by student_key).
 
     The population is the round's census, or the latest enrolment evidence when the census was not
@@ -319,7 +456,8 @@ def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scori
     table is returned as it is: writers call `require_population` before they write anything.
     """
     population = population or population_source(con, cal, r, schema)
-    table = con.sql(features_sql(cal, r, schema, population=population, schools=schools)).to_arrow_table()
+    table = con.sql(features_sql(cal, r, schema, population=population, prepared=prepared,
+                                 chunk=chunk)).to_arrow_table()
     if tuple(table.column_names) != OUTPUT_COLUMNS:
         missing = set(OUTPUT_COLUMNS) - set(table.column_names)
         extra = set(table.column_names) - set(OUTPUT_COLUMNS)

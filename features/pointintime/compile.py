@@ -434,15 +434,20 @@ def render(sql: Sql, ctx: RoundContext) -> str:
 
 
 def compile_groups(groups: tuple[FeatureGroup, ...], ctx: RoundContext, head: tuple[str, ...],
-                   population: list[tuple[str, str]], order_by: str = "pop.student_key") -> str:
+                   population: list[tuple[str, str]], order_by: str = "pop.student_key",
+                   prepared: Mapping[str, str] | None = None) -> str:
     """One query: population, every read and step of the groups (each once), joined to `pop`.
 
     `head` is the leading SELECT list (row identity); then each group's columns in order.
+    `prepared`: steps computed beforehand (step name -> the query that reads its rows), used in
+    place of the declared ones (a round scored in chunks computes its round-wide pieces once).
     """
     steps: list[tuple[str, str]] = list(population)
     seen = dict(steps)
 
     def add(group: str, name: str, sql: str) -> None:
+        if prepared and name in prepared:
+            sql = prepared[name]
         # a step shared by two groups (the CCT read, the registries) is emitted once
         if name in seen:
             if seen[name] != sql:

@@ -1,8 +1,11 @@
 """A round scored chunk by chunk of whole schools is the round scored in one piece: the same pupils
 with the same features, scores, groups, reasons and SHAP values (to 1e-12), the same column types,
-and the same explanation summary in the manifest. Scores a copy of the ladder's trained world."""
+and the same explanation summary in the manifest. Scores a copy of the ladder's trained world. A
+round prepared for chunks (`prepare_round`) gives, chunk by chunk, the rows of the declared query."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,7 @@ from features.calendar import parse_round
 from features.home import EwsHome
 from serving.scoring import RoundSummary, score_round
 from serving.snapshot import STUDENTS, ScoreConfig, SnapshotRef
-from tests.support.worlds import TrainedWorld
+from tests.support.worlds import SmallWorld, TrainedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,3 +83,37 @@ def test_a_round_that_fails_half_way_through_its_chunks_leaves_no_snapshot(train
         _scored(home, round_id, chunk_rows=1)
     assert len(calls) == 2
     assert list((home.rounds_dir / round_id).iterdir()) == []
+
+
+@pytest.mark.parametrize("offset, round_kind", [(2, "T2-early"), (1, "T1-mid")])
+def test_a_prepared_round_read_chunk_by_chunk_gives_the_rows_of_the_compiled_feature_query(
+        small_world: SmallWorld, tmp_path: Path, offset: int, round_kind: str) -> None:
+    """`prepare_round` reads each source once into chunk partitions; every chunk's query must then
+    give exactly the rows the declared query gives for the chunk's pupils (the chunks together:
+    the round's rows)."""
+    from features.pointintime.build import build_features, population_source, prepare_round
+    from features.pointintime.pipeline import connect_warehouse
+
+    home = EwsHome(root=small_world.home)
+    r = parse_round(f"{small_world.summary['first_year'] + offset}-{round_kind}")
+    con = connect_warehouse(home)
+    try:
+        population = population_source(con, home.calendar, r)
+        declared = build_features(con, home.calendar, r, population=population).to_pandas()
+        assert len(declared) > 100
+        prepared = prepare_round(con, home.calendar, r, population, chunk_rows=len(declared) // 5, folder=tmp_path)
+        assert len(prepared.chunks) >= 4
+        parts = [build_features(con, home.calendar, r, population=population, prepared=prepared, chunk=i).to_pandas()
+                 for i in range(len(prepared.chunks))]
+    finally:
+        con.close()
+    assert [len(p) for p in parts] == [n for _, n in prepared.chunks]
+    chunked = pd.concat(parts).sort_values("student_key").reset_index(drop=True)
+    assert list(chunked.columns) == list(declared.columns)
+    assert chunked["student_key"].tolist() == declared["student_key"].tolist()
+    for col in declared.columns:
+        a, b = declared[col], chunked[col]
+        if pd.api.types.is_float_dtype(a):
+            np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=0, atol=1e-12, equal_nan=True, err_msg=col)
+        else:
+            assert a.equals(b), f"{col} differs"
