@@ -4,7 +4,8 @@ Every writer publishes by temp file (or folder) + atomic rename, so a kill never
 artefact in place — but it leaves the temp behind: `rounds/<round>/.tmp-*` folders and
 `.PUBLISHED.tmp` of `ews score`, `*.tmp` files of feature and training-set writes, scratch folders
 `vault/tmp/<delivery>.<pid>` of `ews ingest` (raw IDs and names: the reason this matters), and
-`*.tmp` files in the vault. `ews score` and `ews ingest` call `sweep_debris` first. Only debris
+`*.tmp` files in the vault, and `tmp/.round-<round>-<pid>-*` folders of a round's prepared rows
+(`ews score`, serving/scoring.py). `ews score` and `ews ingest` call `sweep_debris` first. Only debris
 older than `MIN_AGE_SECONDS` goes, and never a scratch folder whose process is still alive: a
 writer running now in another process keeps its temp files. Each removal is logged (path only).
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # An hour: far longer than any write of one file or snapshot takes, far shorter than between runs.
 MIN_AGE_SECONDS = 3600.0
 _SCRATCH = re.compile(r"^.+\.(\d+)$")  # vault/tmp/<delivery_id>.<pid> (features.home.ingest_scratch_dir)
+_PREPARED = re.compile(r"^\.round-.+-(\d+)-[^-]+$")  # tmp/.round-<round>-<pid>-<random> (serving/scoring.py)
 
 Writer = Literal["score", "ingest"]
 
@@ -51,6 +53,11 @@ def _candidates(home: EwsHome, writer: Writer) -> Iterable[Path]:
         for folder in (home.features_dir, home.trainsets_dir):
             if folder.is_dir():
                 yield from folder.rglob("*.tmp")
+        if home.spill_dir.is_dir():
+            for p in home.spill_dir.glob(".round-*"):
+                m = _PREPARED.match(p.name)
+                if p.is_dir() and m and not _pid_alive(int(m.group(1))):
+                    yield p
     else:
         if home.vault_dir.is_dir():
             yield from home.vault_dir.glob("*.tmp")

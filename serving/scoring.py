@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -395,7 +396,8 @@ def score_round(
     prepared_dir: Path | None = None
     try:
         # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
-        prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-", dir=scoring_resources(con, home, cfg)))
+        # the pid in the name lets the next run tell a killed run's folder from a live one (features.debris)
+        prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-{os.getpid()}-", dir=scoring_resources(con, home, cfg)))
         with clock.stage("prepare"):
             population = population_source(con, cal, r)
             # the population, the round-wide steps (registries, school rates) and every source's known

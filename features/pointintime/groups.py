@@ -348,7 +348,8 @@ def _past_dropout_rate(ctx: RoundContext) -> str:
     labelled = " UNION ALL ".join(
         f"SELECT l.student_key, l.dropout, p.school_code "
         f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False, dialect=ctx.dialect)}) l "
-        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, dialect=ctx.dialect)}) p USING (student_key) "
+        # only the two columns it reads: every census column costs an arg_max per pupil and round
+        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, ('student_key', 'school_code'), dialect=ctx.dialect)}) p USING (student_key) "
         "WHERE l.dropout IS NOT NULL"
         for e in past
     )

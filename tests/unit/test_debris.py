@@ -45,12 +45,17 @@ def test_a_killed_scores_old_debris_goes_and_a_running_writers_fresh_temp_stays(
     feature = _file(home.features_dir / "2568-T1-early.parquet.tmp", old=True)
     fresh = _file(home.features_dir / "2568-T1-mid.parquet.tmp", old=False)
     kept = _file(home.rounds_dir / "2568-T1-early" / "PUBLISHED", old=True)  # not debris
+    # a round's prepared rows (serving/scoring.py): a killed run's go, a live run's stay however old
+    prepared = _age(_file(home.spill_dir / f".round-2568-T1-early-{_dead_pid()}-x1y2" / "chunk=0" / "a.parquet",
+                          old=True).parent.parent, MIN_AGE_SECONDS * 2)
+    live = _age(_file(home.spill_dir / f".round-2568-T1-mid-{os.getpid()}-z3w4" / "chunk=0" / "a.parquet",
+                      old=True).parent.parent, MIN_AGE_SECONDS * 2)
     with caplog.at_level(logging.WARNING, logger="features.debris"):
         removed = sweep_debris(home, "score")
-    assert set(removed) == {snap, pointer, feature}
-    assert not snap.exists() and not pointer.exists() and not feature.exists()
-    assert fresh.exists() and kept.exists()
-    assert sum("debris of a killed score run" in r.getMessage() for r in caplog.records) == 3
+    assert set(removed) == {snap, pointer, feature, prepared}
+    assert not snap.exists() and not pointer.exists() and not feature.exists() and not prepared.exists()
+    assert fresh.exists() and kept.exists() and live.exists()
+    assert sum("debris of a killed score run" in r.getMessage() for r in caplog.records) == 4
 
 
 def test_a_killed_ingests_vault_scratch_goes_unless_its_process_still_runs(tmp_path: Path) -> None:
