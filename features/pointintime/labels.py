@@ -24,6 +24,8 @@ Once the evidence is complete (as for `dropout` below):
               is issued on), is in no census at the horizon and has no exits row. Completion or a
               year-end dropout: nothing delivered tells them apart, and schools file no exits row
               for some completions, which would otherwise all read as dropouts.
+              Also unknown: a pupil seen at the census after the horizon at a school whose horizon
+              census never arrived (a move into it at the year's end): likely on that census.
 
 `dropout` (the column the trainer reads) is 1 for dropout, 0 for continuing/moved/died and NULL
 for unknown. `label_evidence` says why, for an auditor: the deciding row (source, what it says,
@@ -60,6 +62,9 @@ TRAINING_WINDOW_DAYS = 200
 # A TZD follow-up closes a case some weeks after the child left: a closure up to this long after the
 # horizon census still tells where the child was at it.
 TZD_WINDOW_DAYS = 75
+# Censuses are 153 (June -> November) or 212 (November -> June) days apart: the census after the
+# horizon lies within this many days of it, the one after that does not.
+NEXT_CENSUS_WITHIN_DAYS = 215
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,15 @@ EVIDENCE: tuple[Evidence, ...] = (
                    f"AND c.census_date BETWEEN {d.minus_days('t.assessed_on', 200)} AND t.assessed_on) "
                    "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
                    f"AND x.known_at <= {{cutoff}} AND x.exit_date >= {d.minus_days('t.assessed_on', 200)})"),
+    # Seen at the census after the horizon at a school whose census before it (the horizon's) never
+    # arrived: a pupil who moved into it at the year's end (P6 -> M1, M3 -> M4) was most likely on
+    # that missing census, so whether the child was learning at the horizon is unknown, not a
+    # dropout. On a 20,000-pupil world 20 of the 64 falsely labelled dropouts were such movers.
+    Evidence("dmc_census", "census_date", 1, NEXT_CENSUS_WITHIN_DAYS, "'unknown'", "'unknown'",
+             "'at school ' || t.school_code || ' at the next census; its census before that was not received'",
+             where=lambda d: "NOT EXISTS (SELECT 1 FROM {schema}.src_dmc_census h WHERE h.school_code = t.school_code "
+                   f"AND h.known_at <= {{cutoff}} AND h.census_date < t.census_date "
+                   f"AND h.census_date >= {d.minus_days('t.census_date', NEXT_CENSUS_WITHIN_DAYS)})"),
 )
 # Deaths outrank moves: a child who moved and then died is not "moved" at the horizon.
 # A path that cannot be told (completed or left) ranks below every path that can.

@@ -107,14 +107,6 @@ def previous_round(cal: SchoolCalendar, census: dt.date) -> ScoringRound:
     raise ValueError(f"{census} is not a census date of the school calendar")
 
 
-def next_census(cal: SchoolCalendar, census: dt.date) -> dt.date:
-    """The census after `census` (a census date of the calendar): 10 June -> 10 November -> 10 June."""
-    r = previous_round(cal, census)  # the term before `census`'s: `census` is the next term's, and
-    # the census after it the term after that (T2 of P -> T1 of P+1 is `census` -> its T2)
-    year, term = (r.academic_year + 1, 2) if r.term == 2 else (r.academic_year + 1, 1)
-    return cal.census_date(year, term)
-
-
 def census_of(cal: SchoolCalendar, round_id: str) -> dt.date:
     """The census of a round's term (`--round`)."""
     r = parse_round(round_id)
@@ -149,12 +141,14 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
     d = dialect
     r = previous_round(cal, census)
     prev = cal.census_date(r.academic_year, r.term)
-    lost = "e IS NULL" + (" OR e.state = 'unknown'" if include_m6_untold else "")
+    # Two kinds of path nobody can tell (EVIDENCE, state unknown): an M6 completion with no exits row
+    # (source grades), and a move at the year's end into a school whose census is missing (source
+    # dmc_census: seen there at the next census). Neither is listed; each is counted.
+    lost = ("e IS NULL" + (" OR (e.state = 'unknown' AND e.source = 'grades')" if include_m6_untold else "")
+            + (" OR (e.state = 'unknown' AND e.source = 'dmc_census')" if include_at_school_without_census else ""))
     # A return: seen again after this census's window (inside it, the same rows are the path that
     # keeps a pupil off the list).
     after = census + dt.timedelta(days=OTHER_SYSTEM_WINDOW_DAYS)
-    following = next_census(cal, census)
-    late_school = "" if include_at_school_without_census else "AND p.student_key NOT IN (SELECT student_key FROM at_late_school)"
     return f"""
         WITH pop AS ({population_sql(cal, r, as_of, schema, dialect=d)}),
         paths AS ({paths_sql(cal, r, as_of, "next_census", schema, evidence, with_evidence=True, dialect=d)}),
@@ -172,22 +166,12 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(census)} AND known_at <= {_d(as_of)} GROUP BY school_code
         ),
-        at_late_school AS (
-            -- Seen at the next census at a school that had pupils at the previous census but whose
-            -- census of this date has not arrived: a pupil who moved into it at the year's end
-            -- (P6 -> M1, M3 -> M4) was most likely on that missing census, as its own pupils may be
-            -- (below). Not judged, counted (`at_school_without_census`), never listed.
-            SELECT DISTINCT n.student_key FROM {schema}.linked_dmc_census n
-            WHERE n.known_at <= {_d(as_of)} AND n.census_date > {_d(census)} AND n.census_date <= {_d(following)}
-              AND n.school_code IN (SELECT school_code FROM pop)
-              AND n.school_code NOT IN (SELECT school_code FROM school_census)
-        ),
         lost AS (
             -- A pupil whose school's census of this date has not arrived is not judged (the pupil may
             -- be on it): counted by the manifest (`pending_school_census`), never listed.
             SELECT p.student_key, p.school_code, p.grade, p.census_date
             FROM pop p LEFT JOIN paths USING (student_key)
-            WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census) {late_school}
+            WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census)
         ),
         attended AS (
             SELECT a.student_key, max(a.year_month) AS last_month

@@ -121,6 +121,15 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
         no_exit = not any(x["known_at"] <= cutoff and x["exit_date"] >= window for x in wh.src(key, "exits"))
         if was_m6 and no_exit:
             return None
+    # Seen at the census after the horizon at a school whose census before it never arrived: a move
+    # into that school at the year's end, most likely on the missing census.
+    within = dt.timedelta(days=215)
+    for c in wh.src(key, "dmc_census"):
+        if not (target < c["census_date"] <= target + within and c["known_at"] <= cutoff):
+            continue
+        if not any(d["school_code"] == c["school_code"] and c["census_date"] - within <= d["census_date"] < c["census_date"]
+                   and d["known_at"] <= cutoff for d in wh.census_deliveries):
+            return None
     return 1
 
 
