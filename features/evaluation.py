@@ -70,6 +70,9 @@ class GroupLabelQuality(BaseModel):
     precision: float | None  # None: no labelled dropout
     recall: float | None  # None: no true dropout among labelled rows
     judged: bool  # at least MIN_GROUP_DROPOUT_STUDENTS labelled-dropout students
+    # 95% interval of `precision` over student-level bootstrap replicates of the labelled dropouts
+    precision_lo: float | None = None
+    precision_hi: float | None = None
 
 
 class LabelQuality(BaseModel):
@@ -91,6 +94,8 @@ class LabelQuality(BaseModel):
     per_round: dict[str, float]
     precision: float | None = None
     recall: float | None = None
+    precision_lo: float | None = None  # 95% student-level bootstrap interval of `precision`
+    precision_hi: float | None = None
     rows: int = 0
     unknown_rows: int = 0
     unknown_share: float = 0.0

@@ -202,12 +202,29 @@ def evaluate_labels(
             FROM label_eval WHERE {where}
         """)
 
-    def group(row: tuple) -> GroupLabelQuality:
+    def precision_interval(where: str, replicates: int = 1000) -> tuple[float | None, float | None]:
+        # Resample the students labelled dropout (all their rows together: early and mid rounds
+        # share one outcome), as every interval of the project is drawn.
+        per = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE true_dropout = 1) FROM label_eval
+            WHERE dropout = 1 AND ({where}) GROUP BY person_id ORDER BY person_id""").fetchall()
+        if not per:
+            return None, None
+        import numpy as np
+
+        n, t = np.array(per, dtype=float).T
+        draw = np.random.default_rng(0).integers(0, len(n), (replicates, len(n)))
+        lo, hi = np.quantile(t[draw].sum(axis=1) / n[draw].sum(axis=1), [0.025, 0.975])
+        return float(lo), float(hi)
+
+    def group(row: tuple, where: str) -> GroupLabelQuality:
         n, unk, lab, lab_students, tp, fp, fn, _, _ = (int(v or 0) for v in row)
+        lo, hi = precision_interval(where)
         return GroupLabelQuality(
             rows=n, unknown=unk, labelled_dropouts=lab, labelled_dropout_students=lab_students,
             true_dropouts=tp + fn, false_dropouts=fp, precision=tp / lab if lab else None,
             recall=tp / (tp + fn) if tp + fn else None, judged=lab_students >= MIN_GROUP_DROPOUT_STUDENTS,
+            precision_lo=lo, precision_hi=hi,
         )
 
     n, unk, lab, _, tp, fp, fn, tn, unk_true = (int(v or 0) for v in quality("true"))
@@ -220,9 +237,10 @@ def evaluate_labels(
     for name in GROUPS:
         values = [v for (v,) in con.execute(
             f"SELECT DISTINCT g_{name} FROM label_eval WHERE g_{name} IS NOT NULL ORDER BY 1").fetchall()]
-        per_group[name] = {str(v): group(quality(f"g_{name} = '{v}'")) for v in values}
+        per_group[name] = {str(v): group(quality(f"g_{name} = '{v}'"), f"g_{name} = '{v}'") for v in values}
     states = dict(con.execute("SELECT label_state, count(*) FROM label_eval GROUP BY 1 ORDER BY 1").fetchall())
     compared = tp + fp + fn + tn
+    overall_lo, overall_hi = precision_interval("true")
     return LabelQuality(
         rows_compared=compared,
         agreement=(tp + tn) / compared if compared else 0.0,
@@ -230,7 +248,7 @@ def evaluate_labels(
         true_dropout_rate=(tp + fn) / compared if compared else 0.0,
         confusion={"tp": tp, "fp": fp, "fn": fn, "tn": tn}, per_round=per_round,
         precision=tp / lab if lab else None, recall=tp / (tp + fn) if tp + fn else None,
-        rows=n, unknown_rows=unk, unknown_share=unk / n if n else 0.0, true_dropouts_unknown=unk_true,
+        precision_lo=overall_lo, precision_hi=overall_hi, rows=n, unknown_rows=unk, unknown_share=unk / n if n else 0.0, true_dropouts_unknown=unk_true,
         states={str(k): int(v) for k, v in states.items()}, per_group=per_group,
     )
 

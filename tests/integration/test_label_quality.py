@@ -32,6 +32,7 @@ def test_labelled_dropouts_are_true_dropouts_overall_and_in_every_group_with_eno
     tp = q.confusion["tp"]
     assert tp >= 50  # enough dropouts that one false one moves precision by at most 0.02
     assert q.precision is not None and q.precision >= PRECISION
+    assert q.precision_lo is not None and q.precision_lo <= q.precision <= q.precision_hi  # the student-level interval
     assert q.recall is not None and q.recall >= RECALL
     judged = [(dim, g, x) for dim, groups in q.per_group.items() for g, x in groups.items() if x.judged]
     # groups big enough to judge exist even on the smallest seed (Thai children, the province, the poor);
