@@ -316,7 +316,7 @@ class PreparedRound:
         out = {name: f"SELECT * FROM {table}" for name, table in self.steps.items()}
         for name, folder in self.known.items():
             files = folder / ("*" if chunk is None else f"chunk={int(chunk)}") / "*.parquet"
-            if chunk is None or files.parent.is_dir():
+            if chunk is None or any(files.parent.glob("*.parquet")):
                 out[name] = f"SELECT * FROM read_parquet({_quote(str(files))}, hive_partitioning = false)"
         return out
 
@@ -394,7 +394,9 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
         cols = ", ".join(f"k.{c}" for c in _known_columns(read))
         rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
         con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
-        if (folder / name).is_dir():  # no file at all: the read keeps its compiled step
+        # no file at all (COPY of no rows may still leave the folder): the read keeps its compiled step,
+        # which finds no row either; a glob over an empty folder is an error in DuckDB
+        if any((folder / name).glob("*/*.parquet")):
             known[name] = folder / name
     return PreparedRound(pop, steps, known, tuple(chunks))
 

@@ -33,8 +33,11 @@ def test_every_school_alone_when_the_chunk_holds_one_pupil_and_one_chunk_when_it
 
 
 def test_a_chunk_reads_its_own_partition_and_a_read_without_rows_in_it_keeps_its_compiled_step(tmp_path: Path) -> None:
-    (tmp_path / "att_known" / "chunk=0").mkdir(parents=True)
-    (tmp_path / "att_known" / "chunk=2").mkdir(parents=True)
+    for chunk in (0, 2):
+        (tmp_path / "att_known" / f"chunk={chunk}").mkdir(parents=True)
+        (tmp_path / "att_known" / f"chunk={chunk}" / "data_0.parquet").touch()
+    # a partition folder with no file (DuckDB's COPY may leave one): globbing it is an error in DuckDB
+    (tmp_path / "att_known" / "chunk=1").mkdir()
     prepared = PreparedRound(population="round_pop", steps={"past": "round_past"},
                              known={"att_known": tmp_path / "att_known"}, chunks=((("a",), 1), (("b",), 1), (("c",), 1)))
     first, second = prepared.prepared_steps(0), prepared.prepared_steps(1)
