@@ -1,0 +1,187 @@
+"""Action-aware training measured with the real pipeline (issue 15, part 6b): LightGBM, not a profile model.
+
+    .venv/bin/python -m benchmarks.bench_action_training [--seeds 11 5 23] [--students 10000] [--years 4]
+                                                         [--reps 1000] [--work DIR] [--out FILE]
+
+benchmarks/bench_loop.py measures the figure "training with action-aware outcomes shows smaller bias
+in the predicted risk of treated-profile pupils than naive retraining" with a model of the risk by
+profile fitted on the simulator's own rows. Here the same world (schools acting strongly from the
+first term: capacity 0.2, uptake 1, holdout 0.3, effects 3; bench_loop's `training` world, with the
+four years the default temporal folds need) goes through the pipeline as a deployment would run it:
+
+    simulate --interventions -> ingest -> link -> trainset
+    -> train (naive: every outcome)   and   train --actions OUT/actions (training/actions.py)
+    -> both models' published (calibrated) score, `RiskModel.risk_score`, on the test fold's rows
+
+The treated profile and the truth are bench_loop's: the eligible pupils of a term (every row of
+truth/interventions.parquet: the school's top share, served or held out), scored at the term's mid
+round, against `p_dropout_if_not`, their probability of dropping out had nobody acted on them that
+term. A row of the test fold is tied to the simulator's person through its census record (as
+simulator/evaluate.py `ceiling_table` does). Bias = mean(score - truth) over those rows; intervals:
+bootstrap by student over the scored pupils (the two models fixed: the intervals say how precisely
+this test fold measures each model's bias, not how the bias would vary over refits; the three seeds
+show that). Both models train with one thread (deterministic). Prints JSON (and writes it to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FIRST_YEAR = 2563
+# bench_loop's training world: strong actions on a fifth of each school, every term from the first.
+WORLD = {"from_year": FIRST_YEAR, "capacity_share": 0.2, "uptake": 1.0, "holdout_share": 0.3,
+         "cct_effect_per_poverty": 3.0, "home_visit_effect_per_disengagement": 3.0,
+         "counselling_effect_per_disengagement": 3.0}
+
+
+def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int) -> Any:
+    """Simulate the acting world, then ingest, link and build the default training set."""
+    from features.home import EwsHome
+    from features.ingest.pipeline import ingest_path
+    from features.linkage.link import link
+    from features.pointintime.pipeline import TrainsetConfig, build_trainset
+    from simulator.api import simulate
+    from simulator.config import InterventionConfig, SimulationConfig
+
+    cfg = SimulationConfig.small(students=students, years=years, seed=seed)
+    simulate(cfg.model_copy(update={"interventions": InterventionConfig(**WORLD)}), sim)
+    home = EwsHome(root=home_root).ensure()
+    ingest_path(sim / "deliveries", home)
+    link(home)
+    build_trainset(home, TrainsetConfig())
+    return home
+
+
+def persons_of(home: Any, truth: Path, round_ids: list[str]) -> pd.DataFrame:
+    """(student_key, round_id, person_id) of the rounds' scored population, through each row's census
+    record (the join simulator/evaluate.py `ceiling_table` makes). Evaluation only."""
+    from features.calendar import parse_round
+    from features.db import scalar
+    from features.pointintime.labels import population_sql
+    from features.pointintime.pipeline import connect_warehouse
+    from simulator.evaluate import attach_truth
+
+    con = connect_warehouse(home)
+    try:
+        attach_truth(con, truth)
+        cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
+        parts = [f"""SELECT p.student_key, '{rid}' AS round_id, tr.person_id
+                     FROM ({population_sql(home.calendar, parse_round(rid), min(home.calendar.as_of(rid), cutoff))}) p
+                     JOIN truth_records tr USING (delivery_id, source_file, source_line)""" for rid in round_ids]
+        return con.sql(" UNION ALL ".join(parts)).fetchdf().drop_duplicates(["student_key", "round_id"])
+    finally:
+        con.close()
+
+
+def bootstrap_biases(student: np.ndarray, errors: np.ndarray, reps: int, seed: int) -> np.ndarray:
+    """(reps, k) mean errors per column of `errors` over students drawn with replacement."""
+    codes, idx = np.unique(student, return_inverse=True)
+    sums = np.stack([np.bincount(idx, weights=errors[:, j], minlength=len(codes)) for j in range(errors.shape[1])], axis=1)
+    rows = np.bincount(idx, minlength=len(codes)).astype(float)
+    rng = np.random.default_rng(seed)
+    out = np.empty((reps, errors.shape[1]))
+    for b in range(reps):
+        w = rng.multinomial(len(codes), np.full(len(codes), 1.0 / len(codes)))
+        out[b] = (w @ sums) / (w @ rows)
+    return out
+
+
+def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1) -> dict[str, Any]:
+    """Train naive and action-aware, score the test fold with both, compare on the eligible pupils."""
+    from training.config import ModelConfig, TrainConfig
+    from training.data import load_trainset
+    from training.train import train
+
+    cfg = TrainConfig(model=ModelConfig(num_threads=num_threads), shap_sample_rows=300)
+    t0 = time.perf_counter()
+    naive = train(home, cfg)
+    t1 = time.perf_counter()
+    aware = train(home, cfg, actions=sim / "actions")
+    t2 = time.perf_counter()
+    split = naive.result.split
+    assert split == aware.result.split, "leaving rows out must not move the folds"
+    ts = load_trainset(home)
+    test = ts.frame[ts.frame["round_id"].astype(str).isin(split.test)].reset_index(drop=True)
+    scores = {"naive": naive.result.model.risk_score(test), "aware": aware.result.model.risk_score(test)}
+
+    # the treated profile: eligible pupil-terms of the truth, at the term's mid round (as bench_loop)
+    mid = [r for r in split.test if r.endswith("-mid")] or list(split.test)
+    persons = persons_of(home, sim / "truth", mid)
+    t = pd.read_parquet(sim / "truth" / "interventions.parquet",
+                        columns=["round_id", "person_id", "arm", "treated", "p_dropout_if_not", "p_dropout_if_acted"])
+    t["term_of"] = t["round_id"].str[:7]
+    rows = test.assign(naive=scores["naive"], aware=scores["aware"], term_of=test["round_id"].astype(str).str[:7])
+    rows = rows[rows["round_id"].astype(str).isin(mid)].merge(persons, on=["student_key", "round_id"])
+    e = rows.merge(t.drop(columns="round_id"), on=["person_id", "term_of"])
+    truth = e["p_dropout_if_not"].to_numpy()
+    realised = np.where(e["treated"], e["p_dropout_if_acted"], e["p_dropout_if_not"])
+    err = np.stack([e["naive"] - truth, e["aware"] - truth], axis=1)
+    boot = bootstrap_biases(e["student_key"].astype(str).to_numpy(), err, reps, seed)
+    lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
+    gap = np.abs(boot[:, 0]) - np.abs(boot[:, 1])  # > 0: the action-aware model is closer to the truth
+    bias = err.mean(axis=0)
+    # the rest of the same round, against the truth of the world as it was (truth/rounds.parquet
+    # p_dropout): how well each model is calibrated where nobody acted this term
+    r = pd.read_parquet(sim / "truth" / "rounds.parquet", columns=["round_id", "person_id", "p_dropout"])
+    others = rows[~rows.set_index(["person_id", "term_of"]).index.isin(e.set_index(["person_id", "term_of"]).index)]
+    others = others.merge(r, on=["round_id", "person_id"])
+    pct = lambda x: round(100 * float(x), 2)  # noqa: E731 (percentage points)
+    return {
+        "test_rounds": list(split.test), "scored_rounds": mid,
+        "trainset_rows": int(len(ts.frame)), "aware_rows_left_out": int(sum(naive.result.fold_rows.values())
+                                                                         - sum(aware.result.fold_rows.values())),
+        "eligible_rows": int(len(e)), "eligible_students": int(e["student_key"].nunique()),
+        "served_share": round(float(e["arm"].eq("served").mean()), 3),
+        "true_mean_risk_if_not_pct": pct(truth.mean()), "true_mean_risk_realised_pct": pct(realised.mean()),
+        "naive_mean_score_pct": pct(e["naive"].mean()), "aware_mean_score_pct": pct(e["aware"].mean()),
+        "naive_bias_pts": pct(bias[0]), "naive_low": pct(lo[0]), "naive_high": pct(hi[0]),
+        "aware_bias_pts": pct(bias[1]), "aware_low": pct(lo[1]), "aware_high": pct(hi[1]),
+        "abs_bias_reduction_pts": pct(abs(bias[0]) - abs(bias[1])),
+        "abs_bias_reduction_low": pct(np.quantile(gap, 0.025)), "abs_bias_reduction_high": pct(np.quantile(gap, 0.975)),
+        "other_rows": int(len(others)), "other_true_mean_pct": pct(others["p_dropout"].mean()),
+        "other_naive_mean_pct": pct(others["naive"].mean()), "other_aware_mean_pct": pct(others["aware"].mean()),
+        "train_seconds": {"naive": round(t1 - t0, 1), "aware": round(t2 - t1, 1)},
+        "reps": reps,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import os
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[11, 5, 23])
+    p.add_argument("--students", type=int, default=10_000)
+    p.add_argument("--years", type=int, default=4, help="Four: the default folds need a test, a calibration and a training year.")
+    p.add_argument("--reps", type=int, default=1000, help="Bootstrap replicates.")
+    p.add_argument("--work", type=Path, default=None, help="Folder for the worlds and homes (default: a temporary one).")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    result: dict[str, Any] = {"students": a.students, "years": a.years, "world": WORLD, "seeds": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = a.work or Path(tmp)
+        for seed in a.seeds:
+            w = work / f"seed{seed}"
+            t0 = time.perf_counter()
+            home = build_home(w / "sim", w / "home", seed, a.students, a.years)
+            r = measure(w / "sim", home, a.reps, seed)
+            r["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
+            result["seeds"][str(seed)] = r
+            print(json.dumps({seed: r}, default=float), flush=True)
+    text = json.dumps(result, indent=1, default=float)
+    if a.out:
+        a.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
