@@ -42,8 +42,9 @@ WORLD = {"from_year": FIRST_YEAR, "capacity_share": 0.2, "uptake": 1.0, "holdout
          "counselling_effect_per_disengagement": 3.0}
 
 
-def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int) -> Any:
-    """Simulate the acting world, then ingest, link and build the default training set."""
+def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int, acting: bool = True) -> Any:
+    """Simulate the acting world (or, `acting=False`, the same seed where nobody acts), then ingest,
+    link and build the default training set."""
     from features.home import EwsHome
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
@@ -52,7 +53,7 @@ def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int)
     from simulator.config import InterventionConfig, SimulationConfig
 
     cfg = SimulationConfig.small(students=students, years=years, seed=seed)
-    simulate(cfg.model_copy(update={"interventions": InterventionConfig(**WORLD)}), sim)
+    simulate(cfg.model_copy(update={"interventions": InterventionConfig(**WORLD)}) if acting else cfg, sim)
     home = EwsHome(root=home_root).ensure()
     ingest_path(sim / "deliveries", home)
     link(home)
@@ -94,8 +95,19 @@ def bootstrap_biases(student: np.ndarray, errors: np.ndarray, reps: int, seed: i
     return out
 
 
-def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1) -> dict[str, Any]:
-    """Train naive and action-aware, score the test fold with both, compare on the eligible pupils."""
+def reference_model(home: Any, num_threads: int = 1) -> Any:
+    """The model trained on the same seed's world where nobody acts: the best an action-aware
+    training could hope for, so what is left of its bias is the model's own, not the actions'."""
+    from training.config import ModelConfig, TrainConfig
+    from training.train import train
+
+    return train(home, TrainConfig(model=ModelConfig(num_threads=num_threads), shap_sample_rows=300)).result.model
+
+
+def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
+            reference: Any | None = None) -> dict[str, Any]:
+    """Train naive and action-aware, score the test fold with both (and with `reference`, a model
+    trained where nobody acts, if given), compare on the eligible pupils."""
     from training.config import ModelConfig, TrainConfig
     from training.data import load_trainset
     from training.train import train
@@ -111,6 +123,7 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1) ->
     ts = load_trainset(home)
     test = ts.frame[ts.frame["round_id"].astype(str).isin(split.test)].reset_index(drop=True)
     scores = {"naive": naive.result.model.risk_score(test), "aware": aware.result.model.risk_score(test)}
+    scores["reference"] = reference.risk_score(test) if reference is not None else np.full(len(test), np.nan)
 
     # the treated profile: eligible pupil-terms of the truth, at the term's mid round (as bench_loop)
     mid = [r for r in split.test if r.endswith("-mid")] or list(split.test)
@@ -118,12 +131,12 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1) ->
     t = pd.read_parquet(sim / "truth" / "interventions.parquet",
                         columns=["round_id", "person_id", "arm", "treated", "p_dropout_if_not", "p_dropout_if_acted"])
     t["term_of"] = t["round_id"].str[:7]
-    rows = test.assign(naive=scores["naive"], aware=scores["aware"], term_of=test["round_id"].astype(str).str[:7])
+    rows = test.assign(**scores, term_of=test["round_id"].astype(str).str[:7])
     rows = rows[rows["round_id"].astype(str).isin(mid)].merge(persons, on=["student_key", "round_id"])
     e = rows.merge(t.drop(columns="round_id"), on=["person_id", "term_of"])
     truth = e["p_dropout_if_not"].to_numpy()
     realised = np.where(e["treated"], e["p_dropout_if_acted"], e["p_dropout_if_not"])
-    err = np.stack([e["naive"] - truth, e["aware"] - truth], axis=1)
+    err = np.stack([e["naive"] - truth, e["aware"] - truth, e["reference"] - truth], axis=1)
     boot = bootstrap_biases(e["student_key"].astype(str).to_numpy(), err, reps, seed)
     lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
     gap = np.abs(boot[:, 0]) - np.abs(boot[:, 1])  # > 0: the action-aware model is closer to the truth
@@ -148,22 +161,37 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1) ->
         "abs_bias_reduction_low": pct(np.quantile(gap, 0.025)), "abs_bias_reduction_high": pct(np.quantile(gap, 0.975)),
         "other_rows": int(len(others)), "other_true_mean_pct": pct(others["p_dropout"].mean()),
         "other_naive_mean_pct": pct(others["naive"].mean()), "other_aware_mean_pct": pct(others["aware"].mean()),
+        "reference_bias_pts": pct(bias[2]) if reference is not None else None,
+        "reference_low": pct(lo[2]) if reference is not None else None,
+        "reference_high": pct(hi[2]) if reference is not None else None,
+        "other_reference_mean_pct": pct(others["reference"].mean()) if reference is not None else None,
         "train_seconds": {"naive": round(t1 - t0, 1), "aware": round(t2 - t1, 1)},
         "reps": reps,
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import os
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[11, 5, 23])
     p.add_argument("--students", type=int, default=10_000)
     p.add_argument("--years", type=int, default=4, help="Four: the default folds need a test, a calibration and a training year.")
     p.add_argument("--reps", type=int, default=1000, help="Bootstrap replicates.")
     p.add_argument("--work", type=Path, default=None, help="Folder for the worlds and homes (default: a temporary one).")
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("bench-out/action_training.json"))
+    p.add_argument("--reference", action="store_true",
+                   help="Also train on the same seed's world where nobody acts and score the same pupils with it "
+                        "(the bias a model has on them with no action at all; doubles the time).")
+    p.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import os
+
+    a = parser().parse_args(argv)
+    if a.plan:
+        print(json.dumps({"benchmark": "action_training", **vars(a)}, default=str))
+        return {}
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result: dict[str, Any] = {"students": a.students, "years": a.years, "world": WORLD, "seeds": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,12 +200,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             w = work / f"seed{seed}"
             t0 = time.perf_counter()
             home = build_home(w / "sim", w / "home", seed, a.students, a.years)
-            r = measure(w / "sim", home, a.reps, seed)
+            ref = None
+            if a.reference:
+                ref = reference_model(build_home(w / "sim-nobody-acts", w / "home-nobody-acts", seed, a.students, a.years,
+                                                 acting=False))
+            r = measure(w / "sim", home, a.reps, seed, reference=ref)
             r["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             result["seeds"][str(seed)] = r
             print(json.dumps({seed: r}, default=float), flush=True)
     text = json.dumps(result, indent=1, default=float)
     if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text + "\n", encoding="utf-8")
     print(text)
     return result
