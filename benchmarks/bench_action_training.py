@@ -30,6 +30,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,6 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
     """Train naive and action-aware, score the test fold with both (and with `reference`, a model
     trained where nobody acts, if given), compare on the eligible pupils."""
     from training.config import ModelConfig, TrainConfig
-    from training.data import load_trainset
     from training.train import train
 
     cfg = TrainConfig(model=ModelConfig(num_threads=num_threads), shap_sample_rows=300)
@@ -120,16 +120,29 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
     t2 = time.perf_counter()
     split = naive.result.split
     assert split == aware.result.split, "leaving rows out must not move the folds"
+    out = compare(sim, home, split.test, naive.result.model, aware.result.model, reference, reps, seed)
+    out["aware_rows_left_out"] = int(sum(naive.result.fold_rows.values()) - sum(aware.result.fold_rows.values()))
+    out["train_seconds"] = {"naive": round(t1 - t0, 1), "aware": round(t2 - t1, 1)}
+    return out
+
+
+def compare(sim: Path, home: Any, test_rounds: Sequence[str], naive: Any, aware: Any, reference: Any | None,
+            reps: int, seed: int) -> dict[str, Any]:
+    """The three models' published scores (`RiskModel`s; `reference` may be None) on the eligible
+    pupils of the test fold's mid round, against the truth."""
+    from training.data import load_trainset
+
     ts = load_trainset(home)
-    test = ts.frame[ts.frame["round_id"].astype(str).isin(split.test)].reset_index(drop=True)
-    scores = {"naive": naive.result.model.risk_score(test), "aware": aware.result.model.risk_score(test)}
+    test = ts.frame[ts.frame["round_id"].astype(str).isin(test_rounds)].reset_index(drop=True)
+    scores = {"naive": naive.risk_score(test), "aware": aware.risk_score(test)}
     scores["reference"] = reference.risk_score(test) if reference is not None else np.full(len(test), np.nan)
 
     # the treated profile: eligible pupil-terms of the truth, at the term's mid round (as bench_loop)
-    mid = [r for r in split.test if r.endswith("-mid")] or list(split.test)
+    mid = [r for r in test_rounds if r.endswith("-mid")] or list(test_rounds)
     persons = persons_of(home, sim / "truth", mid)
     t = pd.read_parquet(sim / "truth" / "interventions.parquet",
-                        columns=["round_id", "person_id", "arm", "treated", "p_dropout_if_not", "p_dropout_if_acted"])
+                        columns=["round_id", "person_id", "arm", "treated", "carried_logit", "p_dropout_if_not",
+                                 "p_dropout_if_acted"])
     t["term_of"] = t["round_id"].str[:7]
     rows = test.assign(**scores, term_of=test["round_id"].astype(str).str[:7])
     rows = rows[rows["round_id"].astype(str).isin(mid)].merge(persons, on=["student_key", "round_id"])
@@ -147,10 +160,12 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
     others = rows[~rows.set_index(["person_id", "term_of"]).index.isin(e.set_index(["person_id", "term_of"]).index)]
     others = others.merge(r, on=["round_id", "person_id"])
     pct = lambda x: round(100 * float(x), 2)  # noqa: E731 (percentage points)
+    new = (e["carried_logit"] == 0).to_numpy()
+    first = {"rows": int(new.sum()), "true_mean_risk_if_not_pct": pct(truth[new].mean())}
+    for j, name in enumerate(("naive", "aware", "reference")):
+        first[f"{name}_bias_pts"] = pct(err[new, j].mean())
     return {
-        "test_rounds": list(split.test), "scored_rounds": mid,
-        "trainset_rows": int(len(ts.frame)), "aware_rows_left_out": int(sum(naive.result.fold_rows.values())
-                                                                         - sum(aware.result.fold_rows.values())),
+        "test_rounds": list(test_rounds), "scored_rounds": mid, "trainset_rows": int(len(ts.frame)),
         "eligible_rows": int(len(e)), "eligible_students": int(e["student_key"].nunique()),
         "served_share": round(float(e["arm"].eq("served").mean()), 3),
         "true_mean_risk_if_not_pct": pct(truth.mean()), "true_mean_risk_realised_pct": pct(realised.mean()),
@@ -165,8 +180,9 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
         "reference_low": pct(lo[2]) if reference is not None else None,
         "reference_high": pct(hi[2]) if reference is not None else None,
         "other_reference_mean_pct": pct(others["reference"].mean()) if reference is not None else None,
-        "train_seconds": {"naive": round(t1 - t0, 1), "aware": round(t2 - t1, 1)},
-        "reps": reps,
+        # pupils acted on before carry what is left of it (fade_per_term) in p_dropout_if_not too; those
+        # never acted on before (carried_logit 0) show each model's bias free of it
+        "first_time": first, "reps": reps,
     }
 
 
