@@ -161,9 +161,11 @@ def compare(sim: Path, home: Any, test_rounds: Sequence[str], naive: Any, aware:
     others = others.merge(r, on=["round_id", "person_id"])
     pct = lambda x: round(100 * float(x), 2)  # noqa: E731 (percentage points)
     new = (e["carried_logit"] == 0).to_numpy()
-    first = {"rows": int(new.sum()), "true_mean_risk_if_not_pct": pct(truth[new].mean())}
-    for j, name in enumerate(("naive", "aware", "reference")):
-        first[f"{name}_bias_pts"] = pct(err[new, j].mean())
+    by_history: dict[str, dict[str, Any]] = {}
+    for group, m in (("first_time", new), ("acted_before", ~new)):
+        by_history[group] = {"rows": int(m.sum()), "true_mean_risk_if_not_pct": pct(truth[m].mean())}
+        for j, name in enumerate(("naive", "aware", "reference")):
+            by_history[group][f"{name}_bias_pts"] = pct(err[m, j].mean())
     return {
         "test_rounds": list(test_rounds), "scored_rounds": mid, "trainset_rows": int(len(ts.frame)),
         "eligible_rows": int(len(e)), "eligible_students": int(e["student_key"].nunique()),
@@ -182,7 +184,7 @@ def compare(sim: Path, home: Any, test_rounds: Sequence[str], naive: Any, aware:
         "other_reference_mean_pct": pct(others["reference"].mean()) if reference is not None else None,
         # pupils acted on before carry what is left of it (fade_per_term) in p_dropout_if_not too; those
         # never acted on before (carried_logit 0) show each model's bias free of it
-        "first_time": first, "reps": reps,
+        "by_history": by_history, "reps": reps,
     }
 
 
