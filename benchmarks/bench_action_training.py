@@ -1,7 +1,7 @@
 """Action-aware training measured with the real pipeline (issue 15, part 6b): LightGBM, not a profile model.
 
     .venv/bin/python -m benchmarks.bench_action_training [--seeds 11 5 23] [--students 10000] [--years 4]
-                                                         [--reps 1000] [--work DIR] [--out FILE]
+                                                         [--reps 1000] [--reference] [--work DIR] [--out FILE]
 
 benchmarks/bench_loop.py measures the figure "training with action-aware outcomes shows smaller bias
 in the predicted risk of treated-profile pupils than naive retraining" with a model of the risk by
@@ -20,7 +20,10 @@ term. A row of the test fold is tied to the simulator's person through its censu
 simulator/evaluate.py `ceiling_table` does). Bias = mean(score - truth) over those rows; intervals:
 bootstrap by student over the scored pupils (the two models fixed: the intervals say how precisely
 this test fold measures each model's bias, not how the bias would vary over refits; the three seeds
-show that). Both models train with one thread (deterministic). Prints JSON (and writes it to --out).
+show that). Both models train with one thread (deterministic). `--reference` adds a third model,
+trained on the same seed's world where nobody acts; `by_history` splits every bias between the
+eligible pupils acted on before (whose truth keeps what is left of that action) and the first-timers.
+Figures and their reading: simulator/PROCESS.md §2b. Prints JSON (and writes it to --out).
 """
 
 from __future__ import annotations
