@@ -19,6 +19,9 @@ In order:
   serve      bench_serve: per-request latency per route at --serve-clients clients
   load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
              refusals (its own defaults: 100 clients x 5 minutes)
+  actionaware  bench_action_training: naive vs action-aware LightGBM through the pipeline on worlds
+             where schools act (issue 15.6b), bias on the eligible pupils against the truth, 3 seeds
+             (its own worlds; --quick: one seed of 2,000 pupils)
 
 Sizes come from --size (repeatable), else EWS_BENCH_SIZES (default "100000 1000000"). Every
 benchmark writes JSON to --out-dir (bench-out/, git-ignored); the data they work on lives in
@@ -50,7 +53,8 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "serve", "load")
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "serve", "load",
+         "actionaware")
 
 
 @dataclass
@@ -178,6 +182,12 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 o = m["overall"]
                 f.append((f"mixed load at {m['clients']} clients", f"{o['requests']:,} requests, {o['errors']} errors, p99 {_fmt(o['p99_ms'], ' ms')}, "
                           f"{_fmt(o['rps'], ' req/s')} (Little's law: {_fmt(m['littles_law_rps'], ' req/s')})"))
+    elif name.startswith("actionaware"):
+        for seed, s in r["seeds"].items():
+            f.append((f"seed {seed}: bias on eligible pupils vs untreated truth ({s['eligible_rows']:,} rows, points)",
+                      f"naive {s['naive_bias_pts']:+.2f} ({s['naive_low']:+.2f} to {s['naive_high']:+.2f}), "
+                      f"action-aware {s['aware_bias_pts']:+.2f} ({s['aware_low']:+.2f} to {s['aware_high']:+.2f})"
+                      + (f", nobody acts {s['reference_bias_pts']:+.2f}" if s.get("reference_bias_pts") is not None else "")))
     elif name.startswith("load"):
         ld = r["load"]
         f.append((f"mixed routes at {r['clients']} clients for {r['minutes']} min",
@@ -243,6 +253,10 @@ def plan(a: argparse.Namespace) -> list[Step]:
     # bench_load writes bench-out/bench_load.json wherever --out-dir points, and serves with its own 1 worker.
     steps.append(Step("load", ["benchmarks.bench_load", "--home", home, "--round", rnd, "--clients", str(a.load_clients),
                                "--minutes", str(a.load_minutes), "--paths", str(a.load_paths)], Path("bench-out/bench_load.json")))
+    small = ["--seeds", "11", "--students", "2000", "--reps", "200"] if a.quick else []
+    steps.append(Step("actionaware", ["benchmarks.bench_action_training", *small, "--reference",
+                                      "--work", str(work / "action_training"), "--out", str(out / "action_training.json")],
+                      out / "action_training.json"))
     return [s for s in steps if s.name.split("_")[0] in a.only]
 
 
