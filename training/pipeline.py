@@ -52,6 +52,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     best_iteration: int = 0
     fold_rows: dict[str, int] = field(default_factory=dict)
+    # The test fold's first five rows as loaded (features unencoded): the MLflow input example, kept
+    # here so registration does not reload a training set of millions of rows for five of them.
+    example_rows: pd.DataFrame | None = None
 
 
 def split_trainset(ts: Trainset, cfg: TrainConfig) -> tuple[TemporalSplit, dict[str, pd.DataFrame]]:
@@ -215,7 +218,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
         model=model, split=split, metrics=metrics, fairness=fair, fairness_failures=failures, test=frame,
         feature_importance=importance, trainset_name=ts.name, trainset_manifest=ts.manifest, timings=timings,
         best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
-        fold_rows={k: len(v) for k, v in folds.items()},
+        fold_rows={k: len(v) for k, v in folds.items()}, example_rows=folds["test"].head(5).copy(),
     )
 
 
