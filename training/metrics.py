@@ -220,16 +220,15 @@ def ceiling_and_gap(model: Mapping[str, float], ceiling: Mapping[str, float]) ->
     return out
 
 
-def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
-                 chunk: int = 25) -> tuple[np.ndarray, np.ndarray]:
+def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC-AUC and PR-AUC (average precision) under each row of `weights` (replicates x rows).
 
     One sort of the scores, then per replicate the weighted positives and negatives of each group of
     tied scores: ROC-AUC = Σ_g pos_g (neg below g + ½ neg_g) / (P N) (ties count one half, as
     sklearn's roc_auc_score), PR-AUC = Σ_g (pos_g / P) · precision at g (sklearn's
     average_precision_score: one threshold per distinct score). With all weights 1 both equal
-    sklearn's figures. A replicate without both outcomes gives NaN. Replicates are taken `chunk` at a
-    time to bound memory (chunk x rows floats)."""
+    sklearn's figures. A replicate without both outcomes gives NaN. One compiled pass over the sorted
+    rows serves every replicate (training/kernels.py): no (replicates x rows) temporaries."""
     y = np.asarray(y, dtype=float)
     score = np.asarray(score, dtype=float)
     weights = np.atleast_2d(np.asarray(weights, dtype=float))
@@ -237,25 +236,12 @@ def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
     auc, ap = np.full(n_rep, np.nan), np.full(n_rep, np.nan)
     if len(y) == 0:
         return auc, ap
+    from training.kernels import rank_sums
+
     order = np.argsort(-score, kind="stable")
     s = score[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]
-    ys = y[order]
-    for lo in range(0, n_rep, chunk):
-        w = weights[lo:lo + chunk][:, order]
-        pos = np.add.reduceat(w * ys, starts, axis=1)
-        neg = np.add.reduceat(w * (1 - ys), starts, axis=1)
-        p_tot, n_tot = pos.sum(axis=1), neg.sum(axis=1)
-        ok = (p_tot > 0) & (n_tot > 0)
-        neg_below = n_tot[:, None] - np.cumsum(neg, axis=1)
-        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1.0), 0.0)
-            a = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (p_tot * n_tot)
-            b = (pos * precision).sum(axis=1) / p_tot
-        auc[lo:lo + chunk] = np.where(ok, a, np.nan)
-        ap[lo:lo + chunk] = np.where(ok, b, np.nan)
-    return auc, ap
+    starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1, len(s)]
+    return rank_sums(weights, y, order, starts)
 
 
 def within_grade_rank_metrics(y: np.ndarray, score: np.ndarray, grade: np.ndarray,
@@ -329,10 +315,10 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | N
     ok = np.full(w.shape[0], bool(np.isfinite(a0) and np.isfinite(b0))) & (wy > 0) & (wy < w.sum(axis=1))
     a = np.full(w.shape[0], a0 if ok.all() else 0.0)
     b = np.full(w.shape[0], b0 if ok.all() else 0.0)
-    # Compiled (training/newton.py): one pass over a replicate's drawn rows per step, no temporaries;
+    # Compiled (training/kernels.py): one pass over a replicate's drawn rows per step, no temporaries;
     # most replicates converge in a few steps from the full fit, a few (a slice with a handful of
     # dropouts, a flat likelihood) need all of them.
-    from training.newton import newton_fits
+    from training.kernels import newton_fits
 
     a, b, ok = newton_fits(w, y, x, a, b, ok, iterations)
     return np.where(ok, b, np.nan), np.where(ok, a, np.nan)

@@ -260,7 +260,7 @@ def test_the_compiled_newton_fits_give_the_numpy_fits_to_float_noise(seed: int, 
     # replicates fail (NaN), from the full fit's start and from a cold start.
     from training.bootstrap import student_weights
     from training.metrics import clipped_logit, logistic_recalibration
-    from training.newton import newton_fits
+    from training.kernels import newton_fits
 
     y, p, keys, _ = _pupils(seed)
     if small:  # up to the second dropout pupil's rows: about one replicate in seven draws neither
