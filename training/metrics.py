@@ -346,9 +346,14 @@ def platt_replicates(y_calib: np.ndarray, raw_calib: np.ndarray, calib_weights: 
     whose calibration year happened to be quiet is rejected (a 1,000-pupil world: 14 term-2 dropouts
     in the calibration year, 25 in the test year)."""
     slope, intercept = logistic_recalibration(y_calib, raw_calib, calib_weights)
-    z = slope[:, None] * clipped_logit(raw)[None, :] + intercept[:, None]
+    # 1 / (1 + exp(-(slope x + intercept))) computed in place: one (n_boot, n) matrix, not four.
+    z = slope[:, None] * clipped_logit(raw)[None, :]
+    z += intercept[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        return np.divide(1.0, z, out=z)
 
 
 def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | None = None,
