@@ -220,10 +220,10 @@ def ceiling_and_gap(model: Mapping[str, float], ceiling: Mapping[str, float]) ->
     return out
 
 
-# Weight entries (replicates x rows) from which a statistic runs compiled (training/kernels.py): below
+# Weight entries (replicates x rows; 10,000 rows x 200) from which a statistic runs compiled (training/kernels.py): below
 # it numpy is fast enough and the process does not pay numba's start (2-4 s on a loaded 2-core machine,
 # once per process) - small worlds and the test suite keep the numpy figures to the bit.
-COMPILED_FROM = 10_000_000
+COMPILED_FROM = 2_000_000
 
 
 def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
