@@ -220,9 +220,9 @@ def ceiling_and_gap(model: Mapping[str, float], ceiling: Mapping[str, float]) ->
     return out
 
 
-# Weight entries (replicates x rows; 10,000 rows x 200) from which a statistic runs compiled (training/kernels.py): below
-# it numpy is fast enough and the process does not pay numba's start (2-4 s on a loaded 2-core machine,
-# once per process) - small worlds and the test suite keep the numpy figures to the bit.
+# Weight entries (replicates x rows; 10,000 rows x 200) from which a statistic runs compiled
+# (training/kernels.py): below it numpy is fast enough and the process does not pay numba's start
+# (2-4 s on a loaded 2-core machine, once per process) - small worlds and the suite keep numpy's bits.
 COMPILED_FROM = 2_000_000
 
 
