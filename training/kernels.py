@@ -11,7 +11,7 @@ replicate did not draw (weight 0, about 37%). Weights are read as (rows, replica
 training.bootstrap.student_weights produces, so no (replicates x rows) copy is made. The arithmetic is
 the numpy version's, summed in another order: figures agree to float noise (tests/unit/
 test_training_calibration.py and test_training_metrics.py hold them to 1e-9 relative against the
-numpy references).
+numpy path, which still runs below `training.metrics.COMPILED_FROM`).
 
 Only `training.metrics` calls this; numba is imported when the first statistic runs, not at import.
 """
@@ -93,7 +93,8 @@ def newton_fits(w: np.ndarray, y: np.ndarray, x: np.ndarray, a: np.ndarray, b: n
     """Newton's method for logit P(y) = a + b x, one fit per row of the weights `w` (n_rep, n), each
     started from its (a, b); replicates with `ok` False are left alone. Returns the new (a, b, ok):
     ok turns False where a step is undefined (singular Hessian) or the fit runs off (separable)."""
-    return _kernel()(_weights_by_row(w), np.ascontiguousarray(y, dtype=np.float64), np.ascontiguousarray(x, dtype=np.float64),
+    return _kernel()(_weights_by_row(w), np.ascontiguousarray(y, dtype=np.float64),
+                     np.ascontiguousarray(x, dtype=np.float64),
                      np.array(a, dtype=np.float64), np.array(b, dtype=np.float64), np.array(ok, dtype=np.bool_),
                      int(iterations), CONVERGED_STEP, SEPARABLE_BOUND)
 

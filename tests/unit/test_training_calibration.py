@@ -252,7 +252,8 @@ def test_the_compiled_newton_fits_give_the_numpy_fits_to_float_noise(seed: int, 
             np.testing.assert_allclose(g[want[2]], e[want[2]], rtol=1e-9, atol=1e-12)
 
 
-def test_a_large_calibration_report_runs_compiled_and_reports_the_numpy_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_calibration_report_runs_compiled_and_reports_the_numpy_figures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Above COMPILED_FROM weight entries the report's replicate fits run compiled: the same names,
     # every figure within 1e-9 relative of the numpy path's (two seeds of pupils, every slice).
     from training import metrics
