@@ -11,13 +11,16 @@ clipped to [0, 1]); labels, categories, schools and group columns are kept, so t
 the baselines and the fairness audit run exactly as on real data. The figures measure cost, not
 quality: resampled rows repeat students, so the metrics are optimistic and are not reported.
 
-Writes bench-out/train-<rows>.json: seconds per stage, total, peak RSS (MB), threads, rows per fold.
+Writes bench-out/train-<rows>.json: seconds per stage, total, CPU seconds of the process, peak RSS (MB),
+threads, rows per fold, and the machine's load average before and after (a loaded machine's timings
+are not an idle one's: say which they are).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -52,6 +55,12 @@ def grow(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
             part[name] = x
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (LightGBM's and numba's threads included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         del frame, base
 
         cfg = TrainConfig(model=ModelConfig(num_threads=args.threads))
+        load_before = os.getloadavg()
+        cpu0 = _cpu_seconds()
         t1 = time.perf_counter()
         ts: Trainset = load_trainset(home, name)
         t_load = time.perf_counter() - t1
@@ -122,11 +133,15 @@ def main(argv: list[str] | None = None) -> None:
             log_training_run(home, result, cfg)
             t_register = time.perf_counter() - t2
         total = time.perf_counter() - t1
+        cpu = _cpu_seconds() - cpu0
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out = {
             "rows": len(ts.frame), "source": source, "threads": args.threads, "grow_s": round(t_grow, 1),
             "load_s": round(t_load, 1), "stages_s": {k: round(v, 1) for k, v in result.timings.items()},
-            "register_s": round(t_register, 1), "total_s": round(total, 1), "peak_rss_mb": round(peak_mb),
+            "register_s": round(t_register, 1), "total_s": round(total, 1), "cpu_s": round(cpu, 1),
+            "peak_rss_mb": round(peak_mb),
+            "load_average": {"before": [round(x, 2) for x in load_before],
+                             "after": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()},
             "fold_rows": result.fold_rows, "best_iteration": result.best_iteration,
             "target": "<= 600 s for 2M labelled rows incl. calibration and evaluation",
         }

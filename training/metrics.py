@@ -220,6 +220,12 @@ def ceiling_and_gap(model: Mapping[str, float], ceiling: Mapping[str, float]) ->
     return out
 
 
+# Weight entries (replicates x rows; 10,000 rows x 200) from which a statistic runs compiled
+# (training/kernels.py): below it numpy is fast enough and the process does not pay numba's start
+# (2-4 s on a loaded 2-core machine, once per process) - small worlds and the suite keep numpy's bits.
+COMPILED_FROM = 2_000_000
+
+
 def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
                  chunk: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """ROC-AUC and PR-AUC (average precision) under each row of `weights` (replicates x rows).
@@ -228,8 +234,9 @@ def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
     tied scores: ROC-AUC = Σ_g pos_g (neg below g + ½ neg_g) / (P N) (ties count one half, as
     sklearn's roc_auc_score), PR-AUC = Σ_g (pos_g / P) · precision at g (sklearn's
     average_precision_score: one threshold per distinct score). With all weights 1 both equal
-    sklearn's figures. A replicate without both outcomes gives NaN. Replicates are taken `chunk` at a
-    time to bound memory (chunk x rows floats)."""
+    sklearn's figures. A replicate without both outcomes gives NaN. From `COMPILED_FROM` weights one
+    compiled pass over the sorted rows serves every replicate (training/kernels.py); below it numpy
+    takes the replicates `chunk` at a time to bound memory (chunk x rows floats)."""
     y = np.asarray(y, dtype=float)
     score = np.asarray(score, dtype=float)
     weights = np.atleast_2d(np.asarray(weights, dtype=float))
@@ -240,6 +247,10 @@ def rank_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
     order = np.argsort(-score, kind="stable")
     s = score[order]
     starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]
+    if weights.size >= COMPILED_FROM:
+        from training.kernels import rank_sums
+
+        return rank_sums(weights, y, order, np.r_[starts, len(s)])
     ys = y[order]
     for lo in range(0, n_rep, chunk):
         w = weights[lo:lo + chunk][:, order]
@@ -364,11 +375,15 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | N
     ok = np.full(w.shape[0], bool(np.isfinite(a0) and np.isfinite(b0))) & (wy > 0) & (wy < w.sum(axis=1))
     a = np.full(w.shape[0], a0 if ok.all() else 0.0)
     b = np.full(w.shape[0], b0 if ok.all() else 0.0)
-    # Replicates are fitted a few at a time (their rows then stay in the CPU's cache, where a 200 x
-    # 51,000 block is 80 MB per temporary) and only those still moving are iterated.
-    for lo in range(0, w.shape[0], _NEWTON_BLOCK):
-        blk = slice(lo, lo + _NEWTON_BLOCK)
-        a[blk], b[blk], ok[blk] = _newton(w[blk], y, x, a[blk], b[blk], ok[blk], iterations)
+    if w.size >= COMPILED_FROM:  # one pass over the rows per step for every replicate, no temporaries
+        from training.kernels import newton_fits
+
+        a, b, ok = newton_fits(w, y, x, a, b, ok, iterations)
+    else:
+        # A few replicates at a time (their rows then stay in the CPU's cache), only those still moving.
+        for lo in range(0, w.shape[0], _NEWTON_BLOCK):
+            blk = slice(lo, lo + _NEWTON_BLOCK)
+            a[blk], b[blk], ok[blk] = _newton(w[blk], y, x, a[blk], b[blk], ok[blk], iterations)
     return np.where(ok, b, np.nan), np.where(ok, a, np.nan)
 
 
@@ -394,9 +409,14 @@ def platt_replicates(y_calib: np.ndarray, raw_calib: np.ndarray, calib_weights: 
     whose calibration year happened to be quiet is rejected (a 1,000-pupil world: 14 term-2 dropouts
     in the calibration year, 25 in the test year)."""
     slope, intercept = logistic_recalibration(y_calib, raw_calib, calib_weights)
-    z = slope[:, None] * clipped_logit(raw)[None, :] + intercept[:, None]
+    # 1 / (1 + exp(-(slope x + intercept))) computed in place: one (n_boot, n) matrix, not four.
+    z = slope[:, None] * clipped_logit(raw)[None, :]
+    z += intercept[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        return np.divide(1.0, z, out=z)
 
 
 def calibration_stats(y: np.ndarray, p: np.ndarray, student_key: np.ndarray | None = None,

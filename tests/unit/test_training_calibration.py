@@ -220,3 +220,50 @@ def test_the_oe_interval_covers_a_correct_model_when_it_holds_the_calibration_fo
         covered_both += int(both["calibration.oe_lo"] <= 1.0 <= both["calibration.oe_hi"])
     assert covered_both / worlds >= 0.88
     assert covered_test_only / worlds < covered_both / worlds - 0.05
+
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+@pytest.mark.parametrize("small", [False, True])  # every pupil's rows; a slice with two dropouts
+def test_the_compiled_newton_fits_give_the_numpy_fits_to_float_noise(seed: int, small: bool) -> None:
+    # The calibration report's figures must not move when a large fit runs compiled: every
+    # replicate's slope and intercept equal the numpy path's to 1e-9 relative, and the same
+    # replicates fail (NaN), from the full fit's start and from a cold start.
+    from training.bootstrap import student_weights
+    from training.kernels import newton_fits
+    from training.metrics import _newton, clipped_logit, logistic_recalibration
+
+    y, p, keys, _ = _pupils(seed)
+    if small:  # up to the second dropout pupil's rows: about one replicate in seven draws neither
+        cut = np.flatnonzero(y)[3] + 1
+        y, p, keys = y[:cut], p[:cut], keys[:cut]
+    w = student_weights(keys, 60, seed)
+    x = clipped_logit(p)
+    ok = (w @ y > 0) & (w @ y < w.sum(axis=1))
+    assert not small or not ok.all(), "the small slice must have replicates without a dropout"
+    b_full, a_full = logistic_recalibration(y, p)
+    for a0, b0 in ((float(a_full[0]), float(b_full[0])), (0.0, 0.0)):
+        a, b = np.full(len(w), a0), np.full(len(w), b0)
+        want = _newton(w, y, x, a, b, ok, 25)  # the numpy path, all replicates in one block
+        got = newton_fits(w, y, x, a, b, ok, 25)
+        np.testing.assert_array_equal(got[2], want[2])
+        assert got[2].sum() > len(w) // 2, "most replicates must be fitted for the comparison to mean much"
+        for g, e in zip(got[:2], want[:2]):
+            np.testing.assert_allclose(g[want[2]], e[want[2]], rtol=1e-9, atol=1e-12)
+
+
+def test_a_large_calibration_report_runs_compiled_and_reports_the_numpy_figures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Above COMPILED_FROM weight entries the report's replicate fits run compiled: the same names,
+    # every figure within 1e-9 relative of the numpy path's (two seeds of pupils, every slice).
+    from training import metrics
+
+    for seed in (5, 6):
+        y, p, keys, term = _pupils(seed)
+        want = calibration_report(y, p, keys, {"term": term}, n_boot=60, seed=seed)
+        monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+        got = calibration_report(y, p, keys, {"term": term}, n_boot=60, seed=seed)
+        monkeypatch.undo()
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k

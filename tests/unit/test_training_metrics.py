@@ -138,3 +138,30 @@ def test_a_score_that_only_knows_the_grade_ranks_at_chance_within_grade() -> Non
     assert m["roc_auc"] > 0.6  # the grade alone ranks well across grades...
     assert m["within_grade_roc_auc"] == pytest.approx(0.5)  # ...and not at all within one
     assert greater_is_better("within_grade_roc_auc") and not greater_is_better("gap_within_grade_pr_auc")
+
+
+
+@pytest.mark.parametrize("seed", [11, 5, 23])
+@pytest.mark.parametrize("rows", [4000, 60])  # a slice of 60 rows: some replicates draw no dropout
+def test_the_compiled_ranking_gives_the_numpy_figures_to_float_noise(seed: int, rows: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The headline intervals must not move when a large ranking runs compiled: every replicate's
+    # ROC-AUC and PR-AUC equal the numpy path's to 1e-9 relative, ties included, NaN where it was NaN,
+    # whatever the memory layout of the weights (student_weights' column-major or a row-major copy).
+    from training import metrics
+    from training.bootstrap import student_weights
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(rows) < 0.05).astype(float) if rows > 1000 else np.eye(1, rows)[0]  # small: one dropout
+    s = np.round(rng.random(rows) + 0.3 * y, 2)  # about 130 distinct values: ties everywhere
+    w = student_weights(np.arange(rows) // 2, 200, seed)
+    assert w.size < metrics.COMPILED_FROM
+    want_auc, want_ap = metrics.rank_metrics(y, s, w)  # numpy at this size
+    assert np.isfinite(want_auc).sum() > 100, "most replicates must be defined for the comparison to mean much"
+    assert rows > 1000 or np.isnan(want_auc).any(), "the small slice must have undefined replicates"
+    monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+    for weights in (w, np.ascontiguousarray(w)):
+        auc, ap = metrics.rank_metrics(y, s, weights)
+        np.testing.assert_array_equal(np.isnan(auc), np.isnan(want_auc))
+        np.testing.assert_allclose(auc, want_auc, rtol=1e-9)
+        np.testing.assert_allclose(ap, want_ap, rtol=1e-9)

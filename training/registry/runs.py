@@ -169,7 +169,10 @@ def log_training_run(home: EwsHome, result: Any, cfg: TrainConfig, variants: pd.
 
 
 def _example_rows(home: EwsHome, result: Any) -> pd.DataFrame:
-    """Five real rows of the training set's test fold as the model's input example."""
+    """Five real rows of the training set's test fold as the model's input example: the run's own
+    (`TrainResult.example_rows`) when it kept them, else read back from the training set."""
+    if getattr(result, "example_rows", None) is not None:
+        return result.example_rows
     from training.data import load_trainset
 
     ts = load_trainset(home, result.trainset_name)
