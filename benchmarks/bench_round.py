@@ -71,18 +71,21 @@ def parser() -> argparse.ArgumentParser:
 # --- the tiled home ---------------------------------------------------------------------------
 
 def round_pupils(home: Path, round_id: str) -> int:
-    """Pupils of the round in a home (the population the features read)."""
+    """Pupils of the round in a home (the compiled population the features read)."""
     from features.calendar import parse_round
     from features.home import EwsHome
-    from features.pointintime.build import population_source
+    from features.pointintime.build import population_source, round_context
+    from features.pointintime.compile import population_steps, with_sql
     from features.pointintime.pipeline import connect_warehouse
-    from serving.scoring import plan_chunks
 
     h = EwsHome(root=home)
     r = parse_round(round_id)
     con = connect_warehouse(h)
     try:
-        return sum(n for _, n in plan_chunks(con, h.calendar, r, population_source(con, h.calendar, r), 10**12))
+        evidence = population_source(con, h.calendar, r).evidence(r)
+        census = h.calendar.census_date(r.academic_year, r.term)
+        sql = with_sql(population_steps(round_context(h.calendar, r), census, ("sid",), evidence), "SELECT count(*) FROM pop")
+        return int(con.execute(sql).fetchone()[0])
     finally:
         con.close()
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -137,22 +137,6 @@ def read_round_inputs(home: EwsHome, r: ScoringRound, cal: SchoolCalendar) -> Ro
     finally:
         con.close()
     return RoundInputs(frame, fingerprint, source)
-
-
-def plan_chunks(con: Any, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
-                chunk_rows: int) -> list[tuple[tuple[str, ...], int]]:
-    """(school codes, pupils) of each chunk: whole schools in school-code order, packed up to
-    `chunk_rows` pupils ('' stands for pupils without a school code; `pack_schools`). Counted on
-    the same compiled population the features read, so the chunks' rows add up to the round's
-    (`prepare_round` plans a round's chunks the same way)."""
-    from features.pointintime.build import pack_schools, round_context
-    from features.pointintime.compile import population_steps, with_sql
-
-    ctx = round_context(cal, r)
-    census = cal.census_date(r.academic_year, r.term)
-    sql = with_sql(population_steps(ctx, census, ("sid", "school_code"), population.evidence(r)),
-                   "SELECT coalesce(school_code, '') AS school_code, count(*) FROM pop GROUP BY 1 ORDER BY 1")
-    return pack_schools([(code, int(n)) for code, n in con.execute(sql).fetchall()], chunk_rows)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from features.calendar import SchoolCalendar
@@ -210,8 +211,6 @@ def evaluate_labels(
             WHERE dropout = 1 AND ({where}) GROUP BY person_id ORDER BY person_id""").fetchall()
         if not per:
             return None, None
-        import numpy as np
-
         n, t = np.array(per, dtype=float).T
         draw = np.random.default_rng(0).integers(0, len(n), (replicates, len(n)))
         lo, hi = np.quantile(t[draw].sum(axis=1) / n[draw].sum(axis=1), [0.025, 0.975])

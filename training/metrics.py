@@ -23,6 +23,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+# The numpy and the compiled Newton fits stop and give up on the same bounds (numba loads lazily).
+from training.kernels import CONVERGED_STEP, SEPARABLE_BOUND
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 # name -> greater is better. Dotted names (baselines.abc_rule.roc_auc, round_type.mid.ece,
@@ -342,9 +345,10 @@ def _newton(w: np.ndarray, y: np.ndarray, x: np.ndarray, a: np.ndarray, b: np.nd
         good = np.isfinite(da) & np.isfinite(db)
         da, db = np.where(good, da, 0.0), np.where(good, db, 0.0)
         a[active], b[active] = aa + da, ba + db
-        good &= (np.abs(b[active]) < 1e3) & (np.abs(a[active]) < 1e3)  # separable replicates drift off: no estimate
+        # separable replicates drift off: no estimate
+        good &= (np.abs(b[active]) < SEPARABLE_BOUND) & (np.abs(a[active]) < SEPARABLE_BOUND)
         ok[active] = good
-        active = active[good & (np.abs(da) + np.abs(db) >= 1e-9)]
+        active = active[good & (np.abs(da) + np.abs(db) >= CONVERGED_STEP)]
     return a, b, ok
 
 
