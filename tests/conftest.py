@@ -7,7 +7,8 @@ copy of the rung below it.
 
 Everything is produced by the project's own simulator and pipeline (tests/support/worlds.py) with a
 fixed seed, so tests read like specifications over a known world whose truth is available for
-comparison. Rungs are read-only: a test that writes gets a copy (`copy_world`, or the function-scoped
+comparison. Each rung is built once per test run, shared by the xdist workers (tests/support/shared.py).
+Rungs are read-only: a test that writes gets a copy (`copy_world`, or the function-scoped
 `*_copy` fixtures below), so no test sees another test's side effects. Every round a test reads is
 published here. Statistical assertions use `seeded_world` / `seeded_trained`: the ladder's world and
 two smaller worlds of other seeds. The monitoring scenario worlds reuse the ladder's simulation for
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import worlds
+from tests.support.shared import build_once
 from tests.support.worlds import (  # noqa: F401 - re-exported: tests import them from here
     SEED,
     SEEDS,
@@ -36,44 +38,54 @@ from tests.support.worlds import (  # noqa: F401 - re-exported: tests import the
 
 
 @pytest.fixture(scope="session")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return worlds.simulate_world(tmp_path_factory.mktemp("sim"))
+def simulated(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    return build_once(tmp_path_factory, worker_id, "sim", worlds.simulate_world)
 
 
 @pytest.fixture(scope="session")
-def small_world(simulated: Path, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+def small_world(simulated: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmallWorld:
     """Every delivery ingested and linked. Read-only for tests: copy it (`copy_world`) before changing anything."""
-    home = worlds.ingest_and_link(simulated / "deliveries", tmp_path_factory.mktemp("linked") / "home")
-    return SmallWorld(sim=simulated, home=home)
+    return build_once(tmp_path_factory, worker_id, "linked", lambda d: SmallWorld(
+        sim=simulated, home=worlds.ingest_and_link(simulated / "deliveries", d / "home")))
 
 
 @pytest.fixture(scope="session")
-def trainset_world(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+def trainset_world(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmallWorld:
     """The linked world with the default training set (every round with a known census)."""
-    world = copy_world(small_world, tmp_path_factory.mktemp("trainset"))
-    worlds.build_training_set(world.home)
-    return world
+    def build(folder: Path) -> SmallWorld:
+        world = copy_world(small_world, folder)
+        worlds.build_training_set(world.home)
+        return world
+
+    return build_once(tmp_path_factory, worker_id, "trainset", build)
 
 
-@pytest.fixture(scope="session")
-def trained(trainset_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
-    """Version 1 trained with the simulator's truth for the ceiling, registered as champion."""
-    world = copy_world(trainset_world, tmp_path_factory.mktemp("trained"))
+def _trained_on(world: SmallWorld) -> TrainedWorld:
+    """Train with the simulator's truth for the ceiling, on the local store (never a tracking server
+    from the environment)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         return TrainedWorld(world=world, train_json=worlds.train_with_truth(world))
 
 
 @pytest.fixture(scope="session")
-def scored_world(trained: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> ScoredWorld:
+def trained(trainset_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedWorld:
+    """Version 1 trained with the simulator's truth for the ceiling, registered as champion."""
+    return build_once(tmp_path_factory, worker_id, "trained",
+                      lambda d: _trained_on(copy_world(trainset_world, d)))
+
+
+@pytest.fixture(scope="session")
+def scored_world(trained: TrainedWorld, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> ScoredWorld:
     """The champion's scores of two rounds, published: a mid-history round and the next census round."""
-    return worlds.scored(trained, tmp_path_factory.mktemp("scored"))
+    return build_once(tmp_path_factory, worker_id, "scored", lambda d: worlds.scored(trained, d))
 
 
 @pytest.fixture(scope="session")
 def serving_home(scored_world: ScoredWorld, tmp_path_factory: pytest.TempPathFactory) -> ServingHome:
     """The home the service runs on: a token per role and the first round's monitoring report.
-    The running service writes its access log here; tests only read."""
+    The running service writes its access log here; tests only read. One per worker (not shared):
+    each worker runs its own service, and a test reading the access log must see only its own requests."""
     return worlds.serving_home(scored_world, tmp_path_factory.mktemp("serving"))
 
 
@@ -104,28 +116,35 @@ def scored_copy(scored_world: ScoredWorld, tmp_path: Path) -> ScoredWorld:
 
 
 @pytest.fixture(scope="session", params=SEEDS, ids=lambda s: f"seed{s}")
-def seeded_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+def seeded_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 worker_id: str) -> SmallWorld:
     """An ingested and linked world per seed: the ladder's own world for the ladder's seed, smaller
     worlds (SEED_STUDENTS) for the others."""
     seed = request.param
     if seed == SEED:
         return request.getfixturevalue("small_world")
-    base = tmp_path_factory.mktemp(f"seed{seed}")
-    sim = worlds.simulate_world(base / "sim", seed=seed, students=worlds.SEED_STUDENTS)
-    return SmallWorld(sim=sim, home=worlds.ingest_and_link(sim / "deliveries", base / "home"))
+
+    def build(folder: Path) -> SmallWorld:
+        sim = worlds.simulate_world(folder / "sim", seed=seed, students=worlds.SEED_STUDENTS)
+        return SmallWorld(sim=sim, home=worlds.ingest_and_link(sim / "deliveries", folder / "home"))
+
+    return build_once(tmp_path_factory, worker_id, f"seed{seed}", build)
 
 
 @pytest.fixture(scope="session")
 def seeded_trained(seeded_world: SmallWorld, request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
+                   tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedWorld:
     """`trained` for each seed of `seeded_world`."""
-    if seeded_world.summary["seed"] == SEED:
+    seed = seeded_world.summary["seed"]
+    if seed == SEED:
         return request.getfixturevalue("trained")
-    world = copy_world(seeded_world, tmp_path_factory.mktemp("seed-trained"))
-    worlds.build_training_set(world.home)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        return TrainedWorld(world=world, train_json=worlds.train_with_truth(world))
+
+    def build(folder: Path) -> TrainedWorld:
+        world = copy_world(seeded_world, folder)
+        worlds.build_training_set(world.home)
+        return _trained_on(world)
+
+    return build_once(tmp_path_factory, worker_id, f"seed{seed}-trained", build)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,9 +152,12 @@ def seeded_trained(seeded_world: SmallWorld, request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="session")
-def monitored_worlds(simulated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def monitored_worlds(simulated: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, object]:
     from tests.integration.monitoring_fixtures import build_worlds
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        return build_worlds(tmp_path_factory.mktemp("monitoring"), unchanged=simulated)
+    def build(folder: Path) -> dict[str, object]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+            return build_worlds(folder, unchanged=simulated)
+
+    return build_once(tmp_path_factory, worker_id, "monitoring", build)
