@@ -29,8 +29,8 @@ demo: $(STAMP)
 	@$(PY) -m ews demo --home "$(EWS_DEMO_HOME)"
 
 # Two workers, a test module on one of them (`--dist loadfile`: its module-scoped worlds are built once):
-# the suite is mostly one-core Python and CI has 2 cores. Session worlds are built by each worker that
-# needs them. The slowest setups and tests are printed at the end: the CI limit is 20 minutes.
+# the suite is mostly one-core Python and CI has 2 cores. Each session world is built once per run, by
+# the first worker that needs it, and shared (tests/support/shared.py). The slowest setups and tests are printed at the end: the CI limit is 20 minutes.
 test: $(STAMP) browser java
 	@$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 tests
 

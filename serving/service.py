@@ -281,7 +281,13 @@ class EwsService:
         except views.RequestError as exc:
             return _error(exc)
         self.store.log(who, f"school_list:{format}", round_id, school_code, out.students, rnd.ref.hash)
-        headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'} if out.filename else None
+        headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'} if out.filename else {}
+        if not out.gzipped:
+            return Response(out.encoded, media_type=out.media_type, headers=headers)
+        headers["Vary"] = "Accept-Encoding"
+        if views.accepts_gzip(request.headers.get("accept-encoding")):
+            headers["Content-Encoding"] = "gzip"
+            return Response(out.encoded, media_type=out.media_type, headers=headers)
         return Response(out.body, media_type=out.media_type, headers=headers)
 
     @api.get("/api/rounds/{round_id}/areas/{area_code}/summary")

@@ -173,6 +173,25 @@ def test_downloads_have_thai_headers_and_only_the_schools_rows(service_url: str,
     assert len(rows) - 2 == n
 
 
+def test_a_list_goes_gzipped_to_clients_that_take_it_and_plain_to_those_that_do_not(
+        service_url: str, serving_home: ServingHome) -> None:
+    import gzip
+
+    h = serving_home
+    url = f"{service_url}/ews/api/rounds/{h.round_id}/schools/{h.school}/students"
+    auth = {"Authorization": f"Bearer {h.tokens['school']}"}
+    for fmt in ("json", "csv"):
+        with httpx.Client(timeout=30) as client:  # raw bytes: no automatic decoding
+            zipped = client.send(client.build_request("GET", url, params={"format": fmt},
+                                                      headers={**auth, "Accept-Encoding": "gzip"}), stream=True)
+            wire = b"".join(zipped.iter_raw())
+            plain = client.get(url, params={"format": fmt}, headers={**auth, "Accept-Encoding": "identity"})
+        assert zipped.status_code == plain.status_code == 200
+        assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+        assert zipped.headers["vary"] == plain.headers["vary"] == "Accept-Encoding"
+        assert gzip.decompress(wire) == plain.content and len(wire) < len(plain.content) / 3, fmt
+
+
 def test_ad_hoc_scoring_takes_validated_lists_and_only_from_analysts(service_url: str, serving_home: ServingHome) -> None:
     h = serving_home
     row = {f.name: None for f in FEATURES}

@@ -137,6 +137,31 @@ def test_a_cached_list_is_served_until_its_revision_changes_and_never_after(
     assert _render(rnd, cache, "csv") != _render(rnd, cache, "json")  # each format its own entry
 
 
+def test_json_and_csv_lists_are_cached_gzipped_and_decompress_to_the_rendered_list(tmp_path: Path) -> None:
+    import gzip
+
+    rnd, cache = load_round(_snapshot(EwsHome(root=tmp_path), 800, 9)), ListCache()
+    who = Principal("t", "school", "1000000001", ())
+    plain = views.render_json(views.school_list(rnd, who, "1000000001", NAMES))
+    for attempt in ("miss", "hit"):
+        out = views.school_list_rendered(rnd, who, "1000000001", NAMES, "json", cache)
+        assert out.gzipped and out.body == plain and gzip.decompress(out.encoded) == plain, attempt
+        assert len(out.encoded) < len(plain) / 4, (attempt, len(out.encoded), len(plain))
+    assert cache.hits == 1 and cache.size_bytes == len(out.encoded)  # kept compressed
+    assert views.school_list_rendered(rnd, who, "1000000001", NAMES, "csv", cache).gzipped
+    xlsx = views.school_list_rendered(rnd, who, "1000000001", NAMES, "xlsx", cache)
+    assert not xlsx.gzipped and xlsx.body[:2] == b"PK"  # an Excel file is a zip already
+
+
+@pytest.mark.parametrize(("header", "takes"), [
+    ("gzip, deflate, br", True), ("GZIP", True), ("br;q=1.0, gzip;q=0.5", True), ("*", True),
+    (None, False), ("", False), ("identity", False), ("br, deflate", False), ("gzip;q=0", False),
+    ("gzip;q=0.000", False), ("gzip;q=abc", False), ("gzipx", False),
+])
+def test_a_client_gets_gzip_only_when_its_accept_encoding_takes_it(header: str | None, takes: bool) -> None:
+    assert views.accepts_gzip(header) is takes
+
+
 def test_the_list_cache_is_bounded_by_bytes_dropping_the_least_recently_used() -> None:
     cache = ListCache(max_bytes=100)
     for k in "abc":
