@@ -2,6 +2,10 @@
 
     python -m benchmarks.bench_ingest --rows 5000000           # attendance rows (+ grades, 40%)
     python -m benchmarks.bench_ingest --folder DELIVERIES_DIR  # e.g. the simulator's output
+    python -m benchmarks.bench_ingest --folder DELIVERIES_DIR --home NEW_HOME  # keep the home
+
+The result records wall and CPU seconds (all threads) and the load average before and after:
+on a shared machine the wall time depends on the load, the CPU time much less.
 
 Writes bench-out/ingest-<label>.json. The synthetic generator is vectorised (numpy + pandas) and
 includes a small share of faults (bad days, unknown schools, BE months, duplicates) so the
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -76,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="Synthetic attendance rows (grades add 40%%).")
     ap.add_argument("--folder", type=Path, help="Ingest this folder of deliveries instead of a synthetic one.")
+    ap.add_argument("--home", type=Path, help="Ingest into this (new) home and keep it (default: a temporary one).")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     return ap
@@ -99,16 +105,24 @@ def main(argv: list[str] | None = None) -> None:
             synth(folder, args.rows)
             print(f"generated in {time.perf_counter() - t0:.1f}s")
         size = sum(p.stat().st_size for p in folder.rglob("*.csv"))
-        home = EwsHome(root=work / "home")
+        if args.home and args.home.exists():
+            raise SystemExit(f"{args.home} exists: give a new home")
+        home = EwsHome.from_env(args.home) if args.home else EwsHome(root=work / "home")
+        load_before = os.getloadavg()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         report = ingest_path(folder, home)
         secs = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         tot = report.totals()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         result = {
             "label": label, "rows_received": tot.received, "accepted": tot.accepted,
             "quarantined": tot.quarantined, "repaired": tot.repaired, "csv_bytes": size,
             "seconds": round(secs, 2), "rows_per_second": round(tot.received / secs),
+            "cpu_seconds": round(cpu, 1), "rows_per_cpu_second": round(tot.received / cpu),
+            "load_average_before": [round(x, 1) for x in load_before],
+            "load_average_after": [round(x, 1) for x in os.getloadavg()],
             "mb_per_second": round(size / 1e6 / secs, 1), "peak_rss_mb": round(peak_mb),
             "warehouse_mb": round(home.warehouse.stat().st_size / 1e6, 1),
         }

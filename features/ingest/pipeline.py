@@ -252,11 +252,14 @@ class _Session:
             self.con.execute(f"ATTACH {lit(str(self.home.warehouse))} AS wh")
         except duckdb.Error as exc:
             raise DeliveryRefused(f"the warehouse {self.home.warehouse} cannot be opened ({_first_line(exc)})") from None
-        self.wh = True
         try:
             check_no_exact_birth_date(self.con, "wh", self.home.warehouse)
         except ValueError as exc:
+            # Detached again (and not marked attached), so every later delivery of this run meets
+            # the same check instead of being loaded into the old warehouse.
+            self.con.execute("DETACH wh")
             raise DeliveryRefused(str(exc)) from None
+        self.wh = True
         # The registries other sources are checked against: every school and tambon ingested so far.
         for kind, src in (("school_code", "schools"), ("tambon_code", "areas")):
             if self._has_table("wh", f"src_{src}"):

@@ -270,10 +270,14 @@ def test_a_warehouse_that_still_holds_birth_dates_is_refused_with_what_to_do(tmp
     old.execute("CREATE TABLE src_dmc_census (delivery_id VARCHAR, source_line BIGINT, birth_date DATE)")
     old.close()
     before = home.warehouse.read_bytes()
-    rep = ingest_path(write_delivery(tmp_path / "in" / "a", "a-1", {"areas": registry_rows()["areas"]}), home)
-    assert [d.status for d in rep.deliveries] == ["refused"]
-    assert "src_dmc_census still hold birth_date" in (rep.deliveries[0].message or "")
-    assert "ews ingest" in (rep.deliveries[0].message or "")
+    # Two deliveries in one run: the second must be refused too, not loaded into the old warehouse.
+    write_delivery(tmp_path / "in" / "a", "a-1", {"areas": registry_rows()["areas"]}, delivered_on="2025-01-01")
+    write_delivery(tmp_path / "in" / "b", "b-1", {"schools": registry_rows()["schools"]}, delivered_on="2025-02-01")
+    rep = ingest_path(tmp_path / "in", home)
+    assert [d.status for d in rep.deliveries] == ["refused", "refused"]
+    for d in rep.deliveries:
+        assert "src_dmc_census still hold birth_date" in (d.message or "")
+        assert "ews ingest" in (d.message or "")
     assert home.warehouse.read_bytes() == before
     with pytest.raises(ValueError, match="built before the birth date moved to the identity vault"):
         link(home)
