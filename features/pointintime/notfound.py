@@ -6,7 +6,7 @@ Sits beside the labels (`features.pointintime.labels`) in the flow: a pupil enro
 `EVIDENCE`) show no path at C known by the as-of date: not in an OBEC school's census, not in another
 system (vocational, non-formal, local-government, private, BPP) or EWE work training, no exit row for
 a completion, death or move abroad, no TZD case closed as a move abroad. A pupil whose only evidence
-is M6 final marks passed with no exits row (completed or left, not told apart) is left off and
+is M6 term-2 final marks with no exits row (completed or left, not told apart) is left off and
 counted (`m6_untold`): the list is for the children TZD should look for.
 
 Each case carries its evidence: the last census and school the pupil was seen at, the last month of
@@ -81,7 +81,7 @@ class NotFoundManifest(BaseModel):
     cases: int
     by_state: dict[str, int]
     provisional: int  # cases whose evidence was incomplete at the as-of date
-    m6_untold: int  # M6 final marks passed, no exits row, in no census: left off the list
+    m6_untold: int  # M6 term-2 final marks, no exits row, in no census: left off the list
     schools_without_census: int  # schools of the previous census whose census of this date is missing
     pending_school_census: int  # their pupils: not judged (they may be on the census), never listed
     # Pupils of schools whose census arrived, seen at the next census at a school whose census of
