@@ -34,7 +34,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from features.calendar import parse_round
-from features.contract import ACTION_SOURCES, Column, Source
+from features.contract import ACTION_SOURCES, SOURCES, Column, Source
 from features.home import EwsHome
 from features.ids import BE_OFFSET, id_kind, is_valid_school_code, normalise_id
 from features.ingest.delivery import MANIFEST, DeliveryRefused, Manifest
@@ -50,8 +50,9 @@ META = ("delivery_id", "source_file", "source_line", "known_at")
 
 
 def is_assignment_folder(path: Path) -> bool:
-    """A folder holding assignment.csv or actions.csv (and no source of a delivery)."""
-    return path.is_dir() and any((path / s.file_name).is_file() for s in ACTION_SOURCES.values())
+    """A folder holding assignment.csv or actions.csv (and no file of a delivery's sources)."""
+    return (path.is_dir() and any((path / s.file_name).is_file() for s in ACTION_SOURCES.values())
+            and not any((path / s.file_name).is_file() for s in SOURCES.values()))
 
 
 def stored_columns(source: Source) -> list[tuple[str, str]]:
