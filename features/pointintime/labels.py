@@ -109,11 +109,16 @@ class Evidence:
 # have completed" made such completions with no exits row dropouts (issue 11: 15 of 64 false M6
 # dropouts on a 20,000-pupil world). A pupil who left during term 2 has no final marks and stays a
 # dropout; one whose school filed a dropout exits row too. {schema}/{cutoff}: the warehouse schema and
-# the label's cutoff. Shared by the labels and the not-found list (its `m6_untold`).
+# the label's cutoff. Shared by the labels and the not-found list: a label states a fact, so it is
+# `unknown`; the list is a search, so it still lists the pupils whose marks held a มส (outcome
+# `M6_REMEDIABLE`: the remedy is not certain, and a child who did not complete is one TZD should
+# find), with a caveat, and leaves off and counts the others (`m6_untold`).
+M6_REMEDIABLE = "completion_untold_ms"
 M6_COMPLETION = Evidence(
-    "grades", "assessed_on", None, 0, "'unknown'", "'unknown'",
-    "'final marks of M6 term 2 reported (a 0, ร or มส can still be remedied), no exits row: "
-    "completed or left, not told apart'",
+    "grades", "assessed_on", None, 0, "'unknown'",
+    f"CASE WHEN t.n_mark_ms > 0 THEN '{M6_REMEDIABLE}' ELSE 'completion_untold' END",
+    "'final marks of M6 term 2 reported' || CASE WHEN t.n_mark_ms > 0 THEN ' with a มส (remediable)' ELSE '' END "
+    "|| ', no exits row: completed or left, not told apart'",
     where=lambda d: "t.assessment = 'final' AND t.term = 2 AND EXISTS ("
           "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
           "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
