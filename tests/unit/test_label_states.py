@@ -13,7 +13,9 @@ import pytest
 
 from features.calendar import SchoolCalendar, parse_round
 from features.contract import ACTION_SOURCES, DELIVERY_SCHEDULE, SOURCES, contract_markdown, delivery_due
-from features.pointintime.labels import EVIDENCE, LABEL_STATES, label_mature_on, labels_known_on, labels_sql
+from features.pointintime.labels import (
+    EVIDENCE, LABEL_STATES, M6_REMEDIABLE, label_mature_on, labels_known_on, labels_sql, paths_sql,
+)
 
 CAL = SchoolCalendar()
 ROUND = parse_round("2565-T1-mid")
@@ -192,6 +194,10 @@ def test_an_m6_pupil_with_final_marks_and_no_exit_is_unknown_not_a_dropout_even_
         "m5": ("dropout", 1), "m6": ("dropout", 1), "m7": ("dropout", 1)}
     for key in ("m1", "m3"):
         assert "final marks of M6 term 2 reported" in labels[key][2] and "no exits row" in labels[key][2]
+    # the same declaration tells the not-found list which untold pupil it still searches for: the มส one
+    untold = con.execute(f"SELECT student_key, e.outcome FROM ({paths_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))}) "
+                         "WHERE e.source = 'grades' ORDER BY 1").fetchall()
+    assert untold == [("m1", "completion_untold"), ("m3", M6_REMEDIABLE)]
     # the rule reads only rows known by the cutoff: marks that became known after it do not count
     con.execute("UPDATE wh.linked_grades SET known_at = DATE '2024-01-05' WHERE student_key = 'm1'")
     late = con.execute(f"SELECT label_state FROM ({labels_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))}) "
