@@ -9,8 +9,8 @@ profile fitted on the simulator's own rows. Here the same world (schools acting 
 first term: capacity 0.2, uptake 1, holdout 0.3, effects 3; bench_loop's `training` world, with the
 four years the default temporal folds need) goes through the pipeline as a deployment would run it:
 
-    simulate --interventions -> ingest -> link -> trainset
-    -> train (naive: every outcome)   and   train --actions OUT/actions (training/actions.py)
+    simulate --interventions -> ingest (deliveries, then the assignment folder) -> link -> trainset
+    -> train (naive: every outcome)   and   train --actions (training/actions.py)
     -> both models' published (calibrated) score, `RiskModel.risk_score`, on the test fold's rows
 
 The treated profile and the truth are bench_loop's: the eligible pupils of a term (every row of
@@ -50,6 +50,7 @@ def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int,
     """Simulate the acting world (or, `acting=False`, the same seed where nobody acts), then ingest,
     link and build the default training set."""
     from features.home import EwsHome
+    from features.ingest.actions import ingest_assignment
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
     from features.pointintime.pipeline import TrainsetConfig, build_trainset
@@ -60,6 +61,8 @@ def build_home(sim: Path, home_root: Path, seed: int, students: int, years: int,
     simulate(cfg.model_copy(update={"interventions": InterventionConfig(**WORLD)}) if acting else cfg, sim)
     home = EwsHome(root=home_root).ensure()
     ingest_path(sim / "deliveries", home)
+    if acting:
+        ingest_assignment(sim / "actions", home)
     link(home)
     build_trainset(home, TrainsetConfig())
     return home
@@ -119,7 +122,7 @@ def measure(sim: Path, home: Any, reps: int, seed: int, num_threads: int = 1,
     t0 = time.perf_counter()
     naive = train(home, cfg)
     t1 = time.perf_counter()
-    aware = train(home, cfg, actions=sim / "actions")
+    aware = train(home, cfg, actions=True)
     t2 = time.perf_counter()
     split = naive.result.split
     assert split == aware.result.split, "leaving rows out must not move the folds"

@@ -67,7 +67,7 @@ def _caveats(m: object) -> None:
         typer.secho(f"{m.pending_school_census:,} pupils of {m.schools_without_census} schools not judged: their census "
                     f"of {m.census_date} not received by {m.as_of}", fg=typer.colors.YELLOW)
     if m.m6_untold:
-        typer.echo(f"{m.m6_untold:,} M6 pupils passed their finals with no exits row (completed or left): not listed")
+        typer.echo(f"{m.m6_untold:,} M6 pupils with term-2 final marks and no exits row (completed or left): not listed")
 
 
 @notfound_app.command("show")

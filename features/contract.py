@@ -40,6 +40,7 @@ Kind = Literal[
     "school_code",  # 10 digits, must be in the school registry
     "tambon_code",  # 6 digits, must be in the area registry
     "grade",  # K1-K3, P1-P6, M1-M6
+    "round_id",  # a scoring round, e.g. 2568-T1-early (the schools' assignment: ACTION_SOURCES)
 ]
 
 # What a column is for in its row; it decides what an invalid (or missing required) value costs.
@@ -128,6 +129,7 @@ class Column:
             "school_code": "10-digit school code present in the school registry",
             "tambon_code": "6-digit tambon code present in the area registry",
             "grade": "grade code " + ", ".join(GRADES),
+            "round_id": "scoring round YYYY-Tn-kind (BE year, term 1 or 2, e.g. 2568-T1-early)",
         }[self.kind]
         if not self.references_registry:
             kind_text = kind_text.split(" present in")[0] + " (this registry defines it)"
@@ -451,6 +453,42 @@ _add(Source(
 
 REGISTRY_SOURCES = ("areas", "schools")
 
+# --- the schools' assignment (issue 15) ---------------------------------------------------------
+# A deployment running a randomised holdout keeps who was eligible, served or held out, and what
+# was done, as two CSV files in one folder (the simulator writes OUT/actions/, simulator/PROCESS.md
+# §2b). They are delivered sources like the others -- validated, quarantined and accounted, the
+# student ID tokenised at ingest -- but not ones a label or a feature reads, nor ones linkage keys:
+# `features.ingest.actions` loads them into `src_assignment` / `src_actions` (the generic loader,
+# linkage and the simulator's deliveries iterate `SOURCES` only), and `features.assignment` reads
+# them back keyed by `student_key` through linkage's `token_keys`. Every column says who, where/when
+# or what: a row with any invalid value is quarantined (no details to repair).
+ARMS = ("served", "holdout")
+# The action record's statuses (serving/actions.py STATUSES: held equal by a test); done, referred
+# and closed mean the action was received.
+ACTION_STATUSES = ("planned", "done", "referred", "closed")
+_ROUND = Column("round_id", "round_id", "Scoring round whose list prompted it", "รอบการประเมินความเสี่ยง",
+                role="where_when")
+_PUPIL_ID = Column("student_id", "student_id", "Citizen ID (13 digits) or G-code of the student",
+                   "เลขประจำตัวประชาชน 13 หลัก หรือรหัส G", identity=True, role="who")
+ACTION_SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source(
+        "assignment", "The schools' assignment: eligible pupils, served or held out at random",
+        "รายชื่อนักเรียนกลุ่มเป้าหมาย (ได้รับการช่วยเหลือ / กลุ่มควบคุมสุ่ม)", "Schools / area office",
+        (_ROUND, _SCHOOL, _PUPIL_ID,
+         Column("arm", "enum", "served, or held out at random (not served this term)", "กลุ่ม", allowed=ARMS)),
+        describes="round_id",
+    ),
+    Source(
+        "actions", "Actions recorded for pupils (the action record's catalogue codes)",
+        "การช่วยเหลือที่บันทึกไว้", "Schools / area office",
+        (_ROUND, _SCHOOL, _PUPIL_ID,
+         Column("action", "text", "Action code of the action record's catalogue (e.g. home_visit)", "รหัสการช่วยเหลือ"),
+         Column("status", "enum", "Status of the action", "สถานะ", allowed=ACTION_STATUSES),
+         Column("recorded_on", "date", "Date the action was recorded", "วันที่บันทึก", role="where_when")),
+        describes="recorded_on",
+    ),
+)}
+
 # --- the delivery schedule -----------------------------------------------------------------------
 # When each source's delivery is due: the ONE statement of "when is a census (or a month, a quarter)
 # known". The simulator delivers on `lag_days`; monitoring measures lateness against `overdue_days`;
@@ -522,6 +560,9 @@ DELIVERY_SCHEDULE: tuple[DeliveryDue, ...] = (
     DeliveryDue("welfare_links", "quarter", 15, 30),
     DeliveryDue("tzd_cases", "quarter", 15, 30),
     DeliveryDue("ewe_training", "half_year", 20, 35),
+    # Kept by the schools through the term; monitoring and action-aware training read what has arrived.
+    DeliveryDue("assignment", "term_end", 20, 30, "the schools' assignment (ACTION_SOURCES): the term's eligible pupils"),
+    DeliveryDue("actions", "term_end", 20, 30, "the schools' action record of the term (ACTION_SOURCES)"),
 )
 
 
@@ -626,12 +667,16 @@ def contract_markdown() -> str:
         *_ROLES_TEXT,
         *schedule_markdown(),
     ]
-    for s in SOURCES.values():
+    for s in (*SOURCES.values(), *ACTION_SOURCES.values()):
         out += [
             f"## `{s.file_name}` — {s.title_en} ({s.title_th})",
             "",
             f"Delivered by: {s.system}. "
-            + (f"Date described: `{s.describes}`." if s.describes else "Registry: describes the delivery date."),
+            + (f"Date described: `{s.describes}`." if s.describes else "Registry: describes the delivery date.")
+            + (" Delivered in a folder of its own with the other file of the schools' assignment (`delivery.json` "
+               "optional: without one the day of ingest is the day it became known), `ews ingest FOLDER`; read by "
+               "`ews monitor --actions` and `ews train --actions`, never by labels or features. Student IDs are "
+               "tokenised at ingest like every source's." if s.name in ACTION_SOURCES else ""),
             "",
             "| column | ความหมาย | meaning | rule | if invalid |",
             "|---|---|---|---|---|",

@@ -1,6 +1,6 @@
 """`ews monitor --round R`: the round's monitoring report, and an exit code a scheduler can alert on.
 
-    ews monitor --round 2568-T1-mid [--config FILE] [--actions DIR [--holdout-unit pupil|school]] [--json] [--home PATH]
+    ews monitor --round 2568-T1-mid [--config FILE] [--actions [--holdout-unit pupil|school]] [--json] [--home PATH]
 
 Exit 0: no threshold breached. Exit 3 (configurable): a threshold is breached; the message says
 which statistic, at what value, and whether retraining is recommended. Exit 2: the round cannot be
@@ -20,7 +20,7 @@ from features.clikit import HOME_HELP, emit_json, friendly_errors, load_home
 def monitor_command(
     round_id: Annotated[str, typer.Option("--round", help="Published round to monitor, e.g. 2568-T1-mid.")],
     config: Annotated[Path | None, typer.Option("--config", help="Monitoring config (JSON, see monitoring/config.py).")] = None,
-    actions: Annotated[Path | None, typer.Option("--actions", help="Folder with the round's assignment (assignment.csv, actions.csv: who was served, held out at random, acted on): outcomes are judged on the untreated and the effect of acting is estimated from the holdout.", exists=True, file_okay=False)] = None,
+    actions: Annotated[bool, typer.Option("--actions", help="Use the schools' assignment the warehouse holds (who was served, held out at random, acted on; `ews ingest FOLDER` of assignment.csv, actions.csv): outcomes are judged on the untreated and the effect of acting is estimated from the holdout.")] = False,
     holdout_unit: Annotated[str, typer.Option("--holdout-unit", help="How the holdout was drawn: 'pupil' or 'school' (the bootstrap resamples that unit).")] = "pupil",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
     home: Annotated[Path | None, typer.Option("--home", help=HOME_HELP)] = None,

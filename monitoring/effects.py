@@ -18,15 +18,15 @@ assignment (who was eligible, who was served, who was held out at random, who wa
   randomised) within each arm; and per pupil acted on (the difference over the share served who
   received the action).
 
-The assignment comes from the folder a deployment running a holdout keeps (features/assignment.py:
-the simulator writes one, OUT/actions/, simulator/PROCESS.md §2b), with student IDs already turned
-into student_key, so the report holds aggregates only.
+The assignment is the one a deployment running a holdout delivers (assignment.csv, actions.csv: the
+simulator writes them to OUT/actions/, simulator/PROCESS.md §2b), ingested into the warehouse with
+its student IDs tokenised (features/ingest/actions.py) and read keyed by student_key
+(features/assignment.py), so the report holds aggregates only.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -35,8 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import duckdb
-
-    from features.home import EwsHome
 
 SERVED, HOLDOUT = "served", "holdout"
 
@@ -220,13 +218,18 @@ def naive_effect(dropout: np.ndarray, treated: np.ndarray) -> float:
 # the assignment file
 
 
-def read_assignment(home: EwsHome, con: duckdb.DuckDBPyConnection, folder: Path, year: int, term: int) -> pd.DataFrame:
+# Where the report says the assignment came from.
+ASSIGNMENT_SOURCE = "warehouse: src_assignment, src_actions (ews ingest FOLDER)"
+
+
+def read_assignment(con: duckdb.DuckDBPyConnection, year: int, term: int) -> pd.DataFrame:
     """The eligible pupils of term (year, term): student_key, school_code, arm, treated
-    (features/assignment.py reads the folder; a round of the same term prompted the actions, which
-    change the term-end outcome both of its rounds' labels see)."""
+    (features/assignment.py reads the ingested assignment from the warehouse attached as `wh`; a
+    round of the same term prompted the actions, which change the term-end outcome both of its
+    rounds' labels see)."""
     from features.assignment import read_assignment as read_all
 
-    a = read_all(home, con, folder)
+    a = read_all(con)
     out = with_carry_over(a, year, term)
     out.attrs["unmatched"] = a.attrs.get("unmatched", 0)
     return out

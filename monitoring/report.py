@@ -167,14 +167,15 @@ def _reference_contributions(home: EwsHome, model: RiskModel, version: ModelVers
 
 
 def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: MonitorConfig | None = None,
-                  cal: SchoolCalendar | None = None, actions: Path | None = None,
+                  cal: SchoolCalendar | None = None, actions: bool = False,
                   design: str = "holdout by pupil") -> MonitoringReport:
     """Every check for one published round, and the verdict. `scoring_round` is parsed by the CLI; a string
-    from another caller is parsed once here. `actions`: a folder with the round's assignment
-    (assignment.csv, actions.csv: monitoring/effects.py); then outcomes are judged on the untreated
+    from another caller is parsed once here. `actions`: use the schools' assignment the warehouse
+    holds (ingested from assignment.csv, actions.csv: monitoring/effects.py); then outcomes are judged on the untreated
     pupils and the effect of acting is estimated from the holdout (`design` says how it was drawn)."""
     from features.pointintime.labels import horizon_census, labels_sql
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
+    from monitoring.effects import ASSIGNMENT_SOURCE
     from serving.scoring import eligibility
     from serving.snapshot import as_round, published
     from training.data import load_trainset
@@ -230,18 +231,18 @@ def monitor_round(home: EwsHome, scoring_round: ScoringRound | str, cfg: Monitor
         cutoff = latest_delivery(con)
         labels = con.execute(labels_sql(cal, r, cutoff)).fetch_df()
         assignment = None
-        if actions is not None:
+        if actions:
             from monitoring.effects import read_assignment
 
-            assignment = read_assignment(home, con, Path(actions), r.academic_year, r.term)
+            assignment = read_assignment(con, r.academic_year, r.term)
     finally:
         con.close()
     outcomes = _outcomes(home, snap, students[scored], labels, cfg, horizon_census(cal, r, "next_census"),
-                         assignment=assignment, design=design, source=str(actions or ""))
+                         assignment=assignment, design=design, source=ASSIGNMENT_SOURCE if actions else "")
     verdict = decide(quality, drift, outcomes, cfg, drift_note=drift_note)
     uplift = None
     if assignment is not None:
-        uplift = _uplift(snap, students[scored], labels, assignment, cfg, design, str(actions))
+        uplift = _uplift(snap, students[scored], labels, assignment, cfg, design, ASSIGNMENT_SOURCE)
     return MonitoringReport(
         round=r, as_of=manifest.as_of, snapshot_hash=snap.hash, model_version=manifest.model_version,
         trainset=ts.name, reference_rounds=ref_ids, reference_rows=len(reference), reference_source=source,

@@ -13,7 +13,7 @@ neither. Two pure pieces:
   by risk with serving by expected benefit at the schools' capacity (the simulator's truth gives
   the benefit: benchmarks/bench_loop.py).
 
-And the view itself, `uplift_view` -> `UpliftView`, the typed artefact `ews monitor --actions DIR`
+And the view itself, `uplift_view` -> `UpliftView`, the typed artefact `ews monitor --actions`
 writes beside the round's report (monitoring/report.py `write_report`: uplift.json; serving hands
 the file to analysts and auditors, GET /ews/api/rounds/{round}/uplift, without importing this
 package). It holds aggregates only: per cell, pupils per arm, dropout rates and the uplift with a

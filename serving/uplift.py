@@ -1,6 +1,6 @@
 """The analysts' uplift view, as the service hands it out (issue 15, part 6c).
 
-Where it sits: `ews monitor --round R --actions DIR` writes EWS_HOME/monitoring/<round>/uplift.json
+Where it sits: `ews monitor --round R --actions` writes EWS_HOME/monitoring/<round>/uplift.json
 (monitoring/uplift.py `UpliftView`: uplift per cell with intervals, suppressed small cells, and the
 dropouts averted at the schools' capacity by risk vs by estimated benefit). Serving never imports
 monitoring (imports flow the other way): the route reads the file, checks it is the view it expects
@@ -25,7 +25,7 @@ def uplift_json(home: EwsHome, round_id: str) -> dict[str, Any]:
     r = parse_round_id(round_id)
     path = home.monitoring_uplift(r)
     if not path.is_file():
-        raise RequestError(404, f"no uplift view for round {r.round_id}: run `ews monitor --round {r.round_id} --actions DIR`")
+        raise RequestError(404, f"no uplift view for round {r.round_id}: run `ews ingest DIR` of the assignment, then `ews monitor --round {r.round_id} --actions`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:

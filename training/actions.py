@@ -1,7 +1,7 @@
 """Training that knows about actions (issue 15, part 6b): leave out the outcomes an action changed.
 
 Where it sits: between loading the training set and fitting (training/train.py `train`), only when
-an assignment is given (`ews train --actions DIR`; features/assignment.py reads it). A pupil the
+an assignment is given (`ews train --actions`; features/assignment.py reads it from the warehouse). A pupil the
 schools served drops out less *because of the action*; trained on that outcome, the model learns
 that the profiles schools act on are safe, and the next list stops naming them. So the rows of a
 pupil served or acted on in a round's term, and in the `terms_after` terms that follow (an effect

@@ -44,7 +44,7 @@ def train_command(
     truth: Annotated[Path | None, typer.Option("--truth", help="Simulator truth folder: adds ceiling_* metrics (evaluation only).")] = None,
     config: ConfigOpt = None,
     variants: Annotated[bool, typer.Option("--variants", help="Also measure monotone on/off and one model per round type.")] = False,
-    actions: Annotated[Path | None, typer.Option("--actions", help="Assignment folder (assignment.csv, actions.csv): leave out the outcomes an action changed (config `actions`).", exists=True, file_okay=False)] = None,
+    actions: Annotated[bool, typer.Option("--actions", help="Use the schools' assignment the warehouse holds (`ews ingest FOLDER` of assignment.csv, actions.csv): leave out the outcomes an action changed (config `actions`).")] = False,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:

@@ -137,7 +137,7 @@ class GateConfig(_Model):
 
 class ActionAwareConfig(_Model):
     """What training does with outcomes an action changed (training/actions.py). Applies only when an
-    assignment is given (`ews train --actions DIR`); without one the training set is used as it is."""
+    assignment is given (`ews train --actions`, after `ews ingest FOLDER`); without one the training set is used as it is."""
 
     outcomes: Literal["drop", "keep"] = Field(
         "drop", description="'drop': leave out the rows of pupils served or acted on (their outcome is the action's "

@@ -69,19 +69,20 @@ def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfi
 
 
 def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_dir: Path | None = None,
-          truth: pd.DataFrame | None = None, variants: bool = False, actions: Path | None = None) -> TrainOutcome:
+          truth: pd.DataFrame | None = None, variants: bool = False, actions: bool = False) -> TrainOutcome:
     """Train, evaluate, log and register one model version (champion if first, else challenger).
-    `actions`: an assignment folder (features/assignment.py); then the outcomes an action changed are
-    handled as `cfg.actions` says (training/actions.py)."""
+    `actions`: use the schools' assignment the warehouse holds (features/assignment.py; ingested by
+    `ews ingest FOLDER`); then the outcomes an action changed are handled as `cfg.actions` says
+    (training/actions.py)."""
     ts = load_trainset(home, trainset)
-    if actions is not None:
+    if actions:
         from features.assignment import read_assignment
         from features.pointintime.pipeline import connect_warehouse
         from training.actions import without_acted
 
         con = connect_warehouse(home)
         try:
-            assignment = read_assignment(home, con, Path(actions))
+            assignment = read_assignment(con)
         finally:
             con.close()
         ts, _ = without_acted(ts, assignment, cfg.actions)

@@ -9,7 +9,8 @@ import typer
 
 
 def ingest_command(
-    path: Path = typer.Argument(..., help="A delivery folder (with delivery.json), or a folder of delivery folders."),
+    path: Path = typer.Argument(..., help="A delivery folder (with delivery.json), a folder of delivery folders, or the "
+                                          "schools' assignment folder (assignment.csv, actions.csv)."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of tables."),
     home: Path | None = typer.Option(None, "--home", help="EWS_HOME to use (default: $EWS_HOME, else ~/.ews)."),
 ) -> None:
@@ -19,6 +20,9 @@ def ingest_command(
     line, column and reason; an invalid detail value is set to NULL and logged as a repair, and the
     row is kept. For every file received = accepted + quarantined. A delivery is loaded completely or not at all; loading the
     same delivery again changes nothing. Exit code 1 when a delivery was refused.
+
+    The schools' assignment (assignment.csv, actions.csv; the contract's last two tables) is ingested
+    the same way from its own folder; `ews monitor --actions` and `ews train --actions` read it.
     """
     # Heavy imports here, so `ews --help` stays fast.
     from rich.console import Console
@@ -26,6 +30,7 @@ def ingest_command(
     from rich.table import Table
 
     from features.home import EwsHome
+    from features.ingest.actions import ingest_assignment, is_assignment_folder
     from features.ingest.delivery import DeliveryRefused
     from features.ingest.pipeline import IngestReport, ingest_path
 
@@ -33,7 +38,9 @@ def ingest_command(
     console = Console(stderr=json_out)
     report: IngestReport
     try:
-        if json_out:
+        if is_assignment_folder(path):
+            report = IngestReport(deliveries=[ingest_assignment(path, ews_home)])
+        elif json_out:
             report = ingest_path(path, ews_home)
         else:
             with Progress(console=console, transient=True) as bar:

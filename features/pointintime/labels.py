@@ -20,10 +20,11 @@ Once the evidence is complete (as for `dropout` below):
               and not yet overdue. Kept out of training and counted. A pupil a row already shows
               moved is unknown too while the evidence is incomplete: labelling only the pupils with a
               path would bias the known labels of that school or round towards "not dropout".
-              Also unknown: an M6 pupil who passed term 2's final marks (no มส, what the certificate
-              is issued on), is in no census at the horizon and has no exits row. Completion or a
+              Also unknown: an M6 pupil with term-2 final marks (whatever they hold: a 0 or ร is
+              re-examined, a มส lifted by make-up study and a sitting the school allows, before the
+              certificate) who is in no census at the horizon and has no exits row. Completion or a
               year-end dropout: nothing delivered tells them apart, and schools file no exits row
-              for some completions, which would otherwise all read as dropouts.
+              for some completions, which would otherwise all read as dropouts (`M6_COMPLETION`).
               Also unknown: a pupil seen at the census after the horizon at a school whose horizon
               census never arrived (a move into it at the year's end): likely on that census.
 
@@ -99,6 +100,32 @@ class Evidence:
         return where.replace("{schema}", schema).replace("{cutoff}", d.date(cutoff))
 
 
+# M6's term-2 final marks and no exits row of any kind: completed or dropped out at the year end,
+# the records cannot say which, so the label does not guess (state `unknown`; any other path found
+# outranks it). The marks are not read: a failing mark is no evidence against completion, since the
+# ministry's assessment rules let a school remedy every one before the certificate (a 0 or ร by a
+# re-examination, a มส -- barred from the exam for attendance under 80% -- by make-up study and a
+# sitting the school allows), and the certificate's date is not delivered. Reading a มส as "cannot
+# have completed" made such completions with no exits row dropouts (issue 11: 15 of 64 false M6
+# dropouts on a 20,000-pupil world). A pupil who left during term 2 has no final marks and stays a
+# dropout; one whose school filed a dropout exits row too. {schema}/{cutoff}: the warehouse schema and
+# the label's cutoff. Shared by the labels and the not-found list: a label states a fact, so it is
+# `unknown`; the list is a search, so it still lists the pupils whose marks held a มส (outcome
+# `M6_REMEDIABLE`: the remedy is not certain, and a child who did not complete is one TZD should
+# find), with a caveat, and leaves off and counts the others (`m6_untold`).
+M6_REMEDIABLE = "completion_untold_ms"
+M6_COMPLETION = Evidence(
+    "grades", "assessed_on", None, 0, "'unknown'",
+    f"CASE WHEN t.n_mark_ms > 0 THEN '{M6_REMEDIABLE}' ELSE 'completion_untold' END",
+    "'final marks of M6 term 2 reported' || CASE WHEN t.n_mark_ms > 0 THEN ' with a มส (remediable)' ELSE '' END "
+    "|| ', no exits row: completed or left, not told apart'",
+    where=lambda d: "t.assessment = 'final' AND t.term = 2 AND EXISTS ("
+          "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
+          "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
+          f"AND c.census_date BETWEEN {d.minus_days('t.assessed_on', 200)} AND t.assessed_on) "
+          "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
+          f"AND x.known_at <= {{cutoff}} AND x.exit_date >= {d.minus_days('t.assessed_on', 200)})")
+
 _EXITS = ", ".join(f"'{e}'" for e in NON_DROPOUT_EXITS)
 EVIDENCE: tuple[Evidence, ...] = (
     Evidence("dmc_census", "census_date", 0, 0, "'continuing'", "'continued'",
@@ -114,17 +141,7 @@ EVIDENCE: tuple[Evidence, ...] = (
              "'moved'", "'work_training'", "'work-training path (EWE): ' || t.status"),
     Evidence("tzd_cases", "updated_on", None, TZD_WINDOW_DAYS, "'moved'", "'moved_abroad'",
              "'TZD case ' || t.case_id || ' closed: moved abroad'", where="t.outcome = 'moved_abroad'"),
-    # M6's term-2 final marks passed and no exits row of any kind: completed or dropped out at the
-    # year end, the records cannot say which, so the label does not guess (state `unknown`; any
-    # other path found outranks it). {schema}/{cutoff}: the warehouse schema and the label's cutoff.
-    Evidence("grades", "assessed_on", None, 0, "'unknown'", "'unknown'",
-             "'final marks of M6 term 2 passed, no exits row: completed or left, not told apart'",
-             where=lambda d: "t.assessment = 'final' AND t.term = 2 AND t.n_mark_ms = 0 AND EXISTS ("
-                   "SELECT 1 FROM {schema}.linked_dmc_census c WHERE c.student_key = t.student_key "
-                   "AND c.known_at <= {cutoff} AND c.grade = 'M6' "
-                   f"AND c.census_date BETWEEN {d.minus_days('t.assessed_on', 200)} AND t.assessed_on) "
-                   "AND NOT EXISTS (SELECT 1 FROM {schema}.linked_exits x WHERE x.student_key = t.student_key "
-                   f"AND x.known_at <= {{cutoff}} AND x.exit_date >= {d.minus_days('t.assessed_on', 200)})"),
+    M6_COMPLETION,
     # Seen at the census after the horizon at a school whose census before it (the horizon's) never
     # arrived: a pupil who moved into it at the year's end (P6 -> M1, M3 -> M4) was most likely on
     # that missing census, so whether the child was learning at the horizon is unknown, not a

@@ -6,8 +6,9 @@ Sits beside the labels (`features.pointintime.labels`) in the flow: a pupil enro
 `EVIDENCE`) show no path at C known by the as-of date: not in an OBEC school's census, not in another
 system (vocational, non-formal, local-government, private, BPP) or EWE work training, no exit row for
 a completion, death or move abroad, no TZD case closed as a move abroad. A pupil whose only evidence
-is M6 final marks passed with no exits row (completed or left, not told apart) is left off and
-counted (`m6_untold`): the list is for the children TZD should look for.
+is M6 term-2 final marks with no exits row (completed or left, not told apart; the label is
+`unknown`) is left off and counted (`m6_untold`), unless the marks held a มส: a remedy is not
+certain, so that pupil is listed with a caveat saying so (`labels.M6_COMPLETION`, declared once).
 
 Each case carries its evidence: the last census and school the pupil was seen at, the last month of
 attendance with a day present, the sources searched and when each arrived, and, when the as-of date
@@ -41,7 +42,7 @@ from features.ids import BE_OFFSET
 from features.pointintime.build import school_areas_sql
 from features.pointintime.compile import DUCKDB, Dialect
 from features.pointintime.labels import (
-    EVIDENCE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, evidence_status_sql, paths_sql, population_sql,
+    EVIDENCE, M6_REMEDIABLE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, evidence_status_sql, paths_sql, population_sql,
 )
 from features.pointintime.trainset import atomic_write_parquet, atomic_write_text, file_sha256
 
@@ -81,7 +82,7 @@ class NotFoundManifest(BaseModel):
     cases: int
     by_state: dict[str, int]
     provisional: int  # cases whose evidence was incomplete at the as-of date
-    m6_untold: int  # M6 final marks passed, no exits row, in no census: left off the list
+    m6_untold: int  # M6 term-2 final marks, no exits row, in no census: left off the list
     schools_without_census: int  # schools of the previous census whose census of this date is missing
     pending_school_census: int  # their pupils: not judged (they may be on the census), never listed
     # Pupils of schools whose census arrived, seen at the next census at a school whose census of
@@ -144,7 +145,8 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
     # Two kinds of path nobody can tell (EVIDENCE, state unknown): an M6 completion with no exits row
     # (source grades), and a move at the year's end into a school whose census is missing (source
     # dmc_census: seen there at the next census). Neither is listed; each is counted.
-    lost = ("e IS NULL" + (" OR (e.state = 'unknown' AND e.source = 'grades')" if include_m6_untold else "")
+    remediable = f"(e.state = 'unknown' AND e.source = 'grades' AND e.outcome = '{M6_REMEDIABLE}')"
+    lost = (f"e IS NULL OR {remediable}" + (" OR (e.state = 'unknown' AND e.source = 'grades')" if include_m6_untold else "")
             + (" OR (e.state = 'unknown' AND e.source = 'dmc_census')" if include_at_school_without_census else ""))
     # A return: seen again after this census's window (inside it, the same rows are the path that
     # keeps a pupil off the list).
@@ -169,7 +171,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         lost AS (
             -- A pupil whose school's census of this date has not arrived is not judged (the pupil may
             -- be on it): counted by the manifest (`pending_school_census`), never listed.
-            SELECT p.student_key, p.school_code, p.grade, p.census_date
+            SELECT p.student_key, p.school_code, p.grade, p.census_date, coalesce({remediable}, false) AS remediable
             FROM pop p LEFT JOIN paths USING (student_key)
             WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census)
         ),
@@ -204,8 +206,10 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
                CAST(att.last_month AS DATE) AS last_attendance_month,
                s.r.source AS returned_source, CAST(s.r.seen_on AS DATE) AS returned_on,
                'dmc_census (school delivered ' || sc.known_at || '); ' || sm.searched AS searched,
-               CASE WHEN sm.missing > 0 THEN 'evidence incomplete on {as_of}: a path may still arrive from '
-                    || sm.awaited_sources END AS caveat,
+               nullif(concat_ws('; ', CASE WHEN sm.missing > 0 THEN 'evidence incomplete on {as_of}: a path may still '
+                                              || 'arrive from ' || sm.awaited_sources END,
+                                CASE WHEN l.remediable THEN 'M6 final marks held a มส and no exits row: may have '
+                                     || 'completed after remedial study' END), '') AS caveat,
                sm.awaited
         FROM lost l
         CROSS JOIN summary sm

@@ -84,6 +84,7 @@ def shared_deliveries(sims: dict[str, Path], cutoff: dt.date) -> list[str]:
 
 def build_worlds(root: Path, unchanged: Path | None = None) -> dict[str, MonitoredWorld]:
     """`unchanged`: an existing simulation of the unchanged world (SEED, STUDENTS, YEARS), if any."""
+    from features.ingest.actions import ingest_assignment
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
     from features.pointintime.pipeline import TrainsetConfig, build_trainset
@@ -127,7 +128,9 @@ def build_worlds(root: Path, unchanged: Path | None = None) -> dict[str, Monitor
         ingest_path(sim / "deliveries", home)  # the shared deliveries are recognised and skipped
         link(home)
         score_round(home, ROUND, load_model(home))
-        report = monitor_round(home, ROUND, actions=sim / "actions" if name == "interventions" else None)
+        if name == "interventions":  # the schools' assignment is delivered like any source
+            ingest_assignment(sim / "actions", home)
+        report = monitor_round(home, ROUND, actions=name == "interventions")
         write_report(home, report)
         worlds[name] = MonitoredWorld(name=name, sim=sim, home=home, report=report)
     return worlds

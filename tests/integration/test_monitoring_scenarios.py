@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
+from features.home import EwsHome
 from tests.integration.monitoring_fixtures import CHANGE_TERM, CHANGE_YEAR, REFERENCE_ROUND, ROUND, MonitoredWorld
 from tests.support.worlds import copy_home
 
@@ -162,7 +164,7 @@ def test_a_world_where_the_actions_work_is_not_called_miscalibrated(world: Monit
     assert r.outcomes.rows == r.outcomes.effects.judged_rows < blind.outcomes.rows
 
 
-def test_ews_monitor_reads_the_assignment_folder_and_writes_the_effect_into_the_report(
+def test_ews_monitor_reads_the_ingested_assignment_and_writes_the_effect_into_the_report(
         world: MonitoredWorld, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -170,8 +172,11 @@ def test_ews_monitor_reads_the_assignment_folder_and_writes_the_effect_into_the_
 
     home = copy_home(world.home.root, tmp_path / "home")
     _register()
-    res = CliRunner().invoke(app, ["monitor", "--round", ROUND, "--json", "--home", str(home),
-                                   "--actions", str(world.sim / "actions")])
+    # the assignment folder goes through ingest (already held by the world's home: nothing changes)
+    ingested = CliRunner().invoke(app, ["ingest", str(world.sim / "actions"), "--json", "--home", str(home)])
+    assert ingested.exit_code == 0, ingested.output
+    assert json.loads(ingested.stdout)["totals"]["already_ingested"] == 1
+    res = CliRunner().invoke(app, ["monitor", "--round", ROUND, "--json", "--home", str(home), "--actions"])
     assert res.exit_code in (0, 3), res.output
     data = json.loads(res.stdout)
     assert data["outcomes"]["effects"]["served"] > 0
@@ -179,6 +184,13 @@ def test_ews_monitor_reads_the_assignment_folder_and_writes_the_effect_into_the_
     assert "Effect of acting on the list" in html
     keys = set(pd.read_csv(world.sim / "actions" / "assignment.csv", dtype=str)["student_id"])
     assert not any(k in html or k in res.stdout for k in list(keys)[:200])  # aggregates only
+    # the warehouse holds the assignment by token: no delivered ID in any of its rows
+    con = duckdb.connect(str(EwsHome(root=home).warehouse), read_only=True)
+    try:
+        held = "\n".join(str(con.execute(f"SELECT * FROM {t}").fetchall()) for t in ("src_assignment", "src_actions"))
+    finally:
+        con.close()
+    assert "served" in held and not any(k in held for k in keys)
 
 
 def test_ews_train_with_the_assignment_leaves_out_the_outcomes_an_action_changed(
@@ -198,7 +210,7 @@ def test_ews_train_with_the_assignment_leaves_out_the_outcomes_an_action_changed
     ts = load_trainset(home)
     con = connect_warehouse(home)
     try:
-        assignment = read_assignment(home, con, world.sim / "actions")
+        assignment = read_assignment(con)
     finally:
         con.close()
     aware, dropped = without_acted(ts, assignment, ActionAwareConfig(terms_after=0))
@@ -216,8 +228,7 @@ def test_ews_train_with_the_assignment_leaves_out_the_outcomes_an_action_changed
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"model": {"n_estimators": 60}, "shap_sample_rows": 100}), encoding="utf-8")
     _register()
-    res = CliRunner().invoke(app, ["train", "--json", "--home", str(home.root), "--config", str(config),
-                                   "--actions", str(world.sim / "actions")])
+    res = CliRunner().invoke(app, ["train", "--json", "--home", str(home.root), "--config", str(config), "--actions"])
     assert res.exit_code == 0, res.output
 
 

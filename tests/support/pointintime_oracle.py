@@ -76,7 +76,7 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     """1 dropout, 0 continued or left for another reason, None (unknown) while the evidence is
     incomplete: the student's school's horizon census not known, or a source that could show a path
     neither delivered (after the period holding the horizon) nor overdue; None too for an M6 pupil
-    who passed the year and has no path and no exits row (completed or left, not told apart)."""
+    with term-2 final marks and no path and no exits row (completed or left, not told apart)."""
     census = cal.census_date(r.academic_year, r.term)
     target = cal.next_census(r.academic_year, r.term)[2]
     me = enrolled(wh, key, census, cutoff)
@@ -109,11 +109,12 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     if any(census < z["updated_on"] <= target + near and z["known_at"] <= cutoff and z["outcome"] == "moved_abroad"
            for z in wh.src(key, "tzd_cases")):
         return 0
-    # An M6 pupil whose term-2 final marks passed (no มส) and who has no exits row: completed or
-    # left at the year end, nothing delivered tells which, so the label is unknown, not dropout.
+    # An M6 pupil with term-2 final marks (any: a 0, ร or มส can be remedied before the certificate)
+    # and no exits row: completed or left at the year end, nothing delivered tells which, so the
+    # label is unknown, not dropout.
     for g in wh.src(key, "grades"):
         if not (census < g["assessed_on"] <= target and g["known_at"] <= cutoff
-                and g["assessment"] == "final" and g["term"] == 2 and g["n_mark_ms"] == 0):
+                and g["assessment"] == "final" and g["term"] == 2):
             continue
         window = g["assessed_on"] - dt.timedelta(days=200)
         was_m6 = any(c["grade"] == "M6" and c["known_at"] <= cutoff and window <= c["census_date"] <= g["assessed_on"]

@@ -12,8 +12,10 @@ import duckdb
 import pytest
 
 from features.calendar import SchoolCalendar, parse_round
-from features.contract import DELIVERY_SCHEDULE, SOURCES, contract_markdown, delivery_due
-from features.pointintime.labels import EVIDENCE, LABEL_STATES, label_mature_on, labels_known_on, labels_sql
+from features.contract import ACTION_SOURCES, DELIVERY_SCHEDULE, SOURCES, contract_markdown, delivery_due
+from features.pointintime.labels import (
+    EVIDENCE, LABEL_STATES, M6_REMEDIABLE, label_mature_on, labels_known_on, labels_sql, paths_sql,
+)
 
 CAL = SchoolCalendar()
 ROUND = parse_round("2565-T1-mid")
@@ -144,7 +146,7 @@ def test_every_label_evidence_source_and_monitored_source_has_a_delivery_schedul
         assert e.source in SOURCES
         assert e.schedule.overdue_days >= e.schedule.lag_days
     for d in DELIVERY_SCHEDULE:
-        assert d.source in SOURCES and d.overdue_days > d.lag_days
+        assert (d.source in SOURCES or d.source in ACTION_SOURCES) and d.overdue_days > d.lag_days
     with pytest.raises(KeyError, match="several delivery rhythms"):
         delivery_due("grades")
     assert "## Delivery schedule" in contract_markdown()
@@ -161,29 +163,41 @@ def test_the_simulator_delivers_each_census_on_the_contracts_typical_lag() -> No
         assert d.nominal_on == CAL.census_date(2563, 1) + dt.timedelta(days=delivery_due(source).lag_days)
 
 
-def test_an_m6_pupil_who_passed_the_final_marks_and_filed_no_exit_is_unknown_not_a_dropout() -> None:
+def test_an_m6_pupil_with_final_marks_and_no_exit_is_unknown_not_a_dropout_even_with_a_remediable_ms() -> None:
     # Round 2565-T2-mid (census 10 Nov 2022, horizon 10 June 2023), every source overdue by the cutoff.
     # m1 passed M6's final marks, no exits row, in no census: completed or left, nothing tells -> unknown.
-    # m2 the same with a `completed` exits row -> moved. m3 had a subject มส (not allowed to sit): no
-    # certificate -> dropout. m4 passed but is in the June census (repeating) -> continuing. m5 is M5.
+    # m2 the same with a `completed` exits row -> moved. m3 had a subject มส (barred from the exam for
+    # attendance): a มส is remedied by make-up study before the certificate, so it is no evidence
+    # against completion -> unknown too (issue 11; it was read as dropout). m4 passed but is in the
+    # June census (repeating) -> continuing. m5 is M5 (no completion at stake) -> dropout. m6 had a
+    # มส and its school filed a dropout exits row -> dropout (the row says so). m7 is M6 with term-1
+    # final marks only (left during term 2, no term-2 marks) -> dropout.
     con = _warehouse()
     for t in ("linked_dmc_census", "linked_exits", "linked_grades", "linked_other_enrolment",
               "linked_ewe_training", "linked_tzd_cases"):
         con.execute(f"DELETE FROM wh.{t}")
-    for i, (key, census, grade) in enumerate([*((f"m{k}", D(2022, 11, 10), "M6") for k in (1, 2, 3, 4)),
+    for i, (key, census, grade) in enumerate([*((f"m{k}", D(2022, 11, 10), "M6") for k in (1, 2, 3, 4, 6, 7)),
                                               ("m5", D(2022, 11, 10), "M5"), ("m4", D(2023, 6, 10), "M6")]):
         con.execute("INSERT INTO wh.linked_dmc_census VALUES (?, ?, 'dmc', 'dmc_census.csv', ?, ?, ?, 2565, ?, ?, "
                     "NULL, NULL, NULL, 'F', DATE '2005-01-01', ?, 1, 'TH', 'none', '100101')",
                     [key, i, i + 2, census + dt.timedelta(days=18), census, 2 if census.month == 11 else 1, A, grade])
     con.execute("INSERT INTO wh.linked_exits VALUES ('m2', DATE '2023-03-20', 'completed', NULL, DATE '2023-04-10')")
-    for key, ms in (("m1", 0), ("m2", 0), ("m3", 1), ("m4", 0), ("m5", 0)):
+    con.execute("INSERT INTO wh.linked_exits VALUES ('m6', DATE '2023-03-25', 'dropout', NULL, DATE '2023-04-10')")
+    for key, ms in (("m1", 0), ("m2", 0), ("m3", 1), ("m4", 0), ("m5", 0), ("m6", 2)):
         con.execute("INSERT INTO wh.linked_grades VALUES (?, DATE '2023-03-15', 'final', 2, ?, DATE '2023-04-05')", [key, ms])
+    con.execute("INSERT INTO wh.linked_grades VALUES ('m7', DATE '2022-10-06', 'final', 1, 0, DATE '2022-10-25')")
     rows = con.execute(f"SELECT student_key, label_state, dropout, label_evidence FROM "
                        f"({labels_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))})").fetchall()
     labels = {k: (s, d, e) for k, s, d, e in rows}
     assert {k: v[:2] for k, v in labels.items()} == {
-        "m1": ("unknown", None), "m2": ("moved", 0), "m3": ("dropout", 1), "m4": ("continuing", 0), "m5": ("dropout", 1)}
-    assert "final marks of M6 term 2 passed, no exits row" in labels["m1"][2]
+        "m1": ("unknown", None), "m2": ("moved", 0), "m3": ("unknown", None), "m4": ("continuing", 0),
+        "m5": ("dropout", 1), "m6": ("dropout", 1), "m7": ("dropout", 1)}
+    for key in ("m1", "m3"):
+        assert "final marks of M6 term 2 reported" in labels[key][2] and "no exits row" in labels[key][2]
+    # the same declaration tells the not-found list which untold pupil it still searches for: the มส one
+    untold = con.execute(f"SELECT student_key, e.outcome FROM ({paths_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))}) "
+                         "WHERE e.source = 'grades' ORDER BY 1").fetchall()
+    assert untold == [("m1", "completion_untold"), ("m3", M6_REMEDIABLE)]
     # the rule reads only rows known by the cutoff: marks that became known after it do not count
     con.execute("UPDATE wh.linked_grades SET known_at = DATE '2024-01-05' WHERE student_key = 'm1'")
     late = con.execute(f"SELECT label_state FROM ({labels_sql(CAL, parse_round('2565-T2-mid'), D(2023, 12, 31))}) "
