@@ -44,9 +44,7 @@ SENSITIVE: frozenset[str] = frozenset({
 AGE_FEATURES: tuple[str, ...] = ("age", "over_age_years")
 SEX_FEATURES: tuple[str, ...] = ("sex",)
 # These name the school as surely as its code (its size, distance, dropout history).
-# (whether a P6/M3 pupil must change school says whether the school teaches the next grade: its kind)
-SCHOOL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if (f.group == "school" and f.name != "region")
-                                         or f.name == "transition_school_change")
+SCHOOL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.group == "school" and f.name != "region")
 GRADE_FEATURES: tuple[str, ...] = ("grade", "grade_level", "in_transition_grade")
 
 # Levels of a row, finest first: what is still shown at each.

@@ -297,29 +297,15 @@ MOBILITY = FeatureGroup(
 
 TRANSITION_GRADES = ("P6", "M3")
 _GRADE_LEVEL = "CASE pop.grade " + " ".join(f"WHEN '{g}' THEN {i + 1}" for i, g in enumerate(GRADES)) + " END"
-# The grade after each transition grade: a pupil whose school has nobody in it at this census must
-# change school to move up (a primary school's P6, an extended-opportunity school's M3), with a new
-# journey and new costs; a school that teaches the next grade keeps its pupils.
-NEXT_GRADE = {"P6": "M1", "M3": "M4"}
 TRANSITION = FeatureGroup(
     name="transition", en="Grade and transition", th="ชั้นเรียนและช่วงรอยต่อ",
-    reads=(),
-    # over the round's population: a chunk of a scored round holds whole schools (build.pack_schools)
-    steps=(Step("school_grades", "SELECT school_code, "
-                + ", ".join(f"bool_or(grade = '{g}') AS teaches_{g.lower()}" for g in NEXT_GRADE.values())
-                + " FROM pop WHERE school_code IS NOT NULL GROUP BY school_code"),),
-    joins=("school_grades ON school_grades.school_code = pop.school_code",),
+    reads=(), steps=(), joins=(),
     columns=(
         C("grade", "category", "Grade now", "ชั้นเรียนปัจจุบัน", NEVER, "pop.grade"),
         C("grade_level", "int", "Grade as a number (K1 = 1 ... M6 = 15)", "ระดับชั้น (ตัวเลข)", NEVER, _GRADE_LEVEL),
         C("in_transition_grade", "bool", "In P6 or M3: the next step is a school transition",
           "อยู่ชั้นรอยต่อ ป.6 หรือ ม.3", NEVER,
           "pop.grade IN (" + ", ".join(f"'{g}'" for g in TRANSITION_GRADES) + ")"),
-        C("transition_school_change", "bool",
-          "In P6 or M3 at a school without the next grade: moving up means changing school",
-          "อยู่ชั้นรอยต่อในโรงเรียนที่ไม่มีชั้นถัดไป ต้องย้ายโรงเรียนเพื่อเรียนต่อ", NEVER,
-          "CASE pop.grade " + " ".join(f"WHEN '{g}' THEN NOT coalesce(school_grades.teaches_{n.lower()}, false)"
-                                       for g, n in NEXT_GRADE.items()) + " ELSE false END"),
         C("term", "int", "Term of the round (1 or 2)", "ภาคเรียน", NEVER, "{term}"),
         C("is_mid_round", "bool", "Mid-term round (more of this term known)", "รอบกลางภาค", NEVER, "{is_mid_round}"),
     ),
@@ -388,6 +374,15 @@ def _past_dropout_rate(ctx: RoundContext) -> str:
             "GROUP BY school_code")
 
 
+# The grade after each transition grade: a pupil whose school has nobody in it at this census must
+# change school to move up (a primary school's P6, an extended-opportunity school's M3), with a new
+# journey and new costs; a school that teaches the next grade keeps its pupils.
+NEXT_GRADE = {"P6": "M1", "M3": "M4"}
+# over the round's population: a chunk of a scored round holds whole schools (build.pack_schools)
+SCHOOL_GRADES = Step("school_grades", "SELECT school_code, "
+                     + ", ".join(f"bool_or(grade = '{g}') AS teaches_{g.lower()}" for g in NEXT_GRADE.values())
+                     + " FROM pop WHERE school_code IS NOT NULL GROUP BY school_code")
+
 _NO_SCHOOL = "school not in the registry"
 SCHOOL = FeatureGroup(
     name="school", en="School and area", th="โรงเรียนและพื้นที่",
@@ -395,8 +390,9 @@ SCHOOL = FeatureGroup(
     thresholds={"past_dropout_min_students": PAST_DROPOUT_MIN_STUDENTS, "past_dropout_years": PAST_DROPOUT_YEARS,
                 "past_dropout_prior_dropouts": PAST_DROPOUT_PRIOR_DROPOUTS},
     reads=(SCHOOLS_READ, AREAS_READ),
-    steps=(Step("past", _past_dropout_rate),),
-    joins=(*SCHOOL_JOINS, "past ON past.school_code = pop.school_code"),
+    steps=(Step("past", _past_dropout_rate), SCHOOL_GRADES),
+    joins=(*SCHOOL_JOINS, "past ON past.school_code = pop.school_code",
+           "school_grades ON school_grades.school_code = pop.school_code"),
     columns=(
         C("school_size_class", "category", "School size class", "ขนาดโรงเรียน", _NO_SCHOOL, "school.size_class"),
         C("school_students", "float", "Students in the school", "จำนวนนักเรียนในโรงเรียน", _NO_SCHOOL,
@@ -413,6 +409,11 @@ SCHOOL = FeatureGroup(
           "shrunk towards 1 when its history is short",
           "อัตราส่วนการออกกลางคันในอดีตของโรงเรียนเทียบกับที่คาดตามชั้นเรียน",
           "no earlier round with a known outcome", "past.school_past_dropout_ratio"),
+        C("transition_school_change", "bool",
+          "In P6 or M3 at a school without the next grade: moving up means changing school",
+          "อยู่ชั้นรอยต่อในโรงเรียนที่ไม่มีชั้นถัดไป ต้องย้ายโรงเรียนเพื่อเรียนต่อ", NEVER,
+          "CASE pop.grade " + " ".join(f"WHEN '{g}' THEN NOT coalesce(school_grades.teaches_{n.lower()}, false)"
+                                       for g, n in NEXT_GRADE.items()) + " ELSE false END"),
         C("region", "category", "Region of the school", "ภาค", _NO_SCHOOL, "area.region"),
     ),
 )
