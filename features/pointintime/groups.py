@@ -316,10 +316,6 @@ TRANSITION = FeatureGroup(
 
 PAST_DROPOUT_MIN_STUDENTS = 10  # fewer labelled students than this: the school rate is too noisy
 PAST_DROPOUT_YEARS = 2
-# Dropouts added to both the observed and the expected count of a school's ratio: a school whose
-# history expects fewer dropouts than this reads closer to 1 than its own count says. 5 = the
-# evidence of about one year of a 200-pupil school at a 1.5% term rate.
-PAST_DROPOUT_PRIOR_DROPOUTS = 5.0
 
 
 def earlier_early_rounds(cal: SchoolCalendar, r: ScoringRound, as_of: dt.date) -> list[ScoringRound]:
@@ -343,56 +339,32 @@ SCHOOL_JOINS = ("school ON school.school_code = pop.school_code", "area ON area.
 
 
 def _past_dropout_rate(ctx: RoundContext) -> str:
-    """Per school, over the early rounds of the last PAST_DROPOUT_YEARS years whose outcome was known
-    by as-of: the dropout rate, and the dropouts against those its pupils' grades predict.
-
-    The raw rate mostly says which grades a school teaches (a secondary school's term-2 rate is many
-    times a primary school's), and a school of 100 pupils has a handful of dropouts a year. The
-    ratio compares each past round's dropouts with the expected ones, every pupil at the rate of
-    their grade in that round across all schools, and adds `past_dropout_prior_dropouts` expected
-    and observed dropouts to both sides, so a school with little history reads near 1 (as expected)
-    and one with much history reads its own ratio."""
+    """Dropout rate per school over earlier early rounds whose outcome was known by as-of."""
     if ctx.cal is None or ctx.round is None:
         raise ValueError("the school's past dropout rate needs the round and its calendar")
     past = earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
     if not past:
-        return ("SELECT CAST(NULL AS STRING) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate, "
-                "CAST(NULL AS DOUBLE) AS school_past_dropout_ratio WHERE false")
+        return "SELECT CAST(NULL AS STRING) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
     labelled = " UNION ALL ".join(
-        f"SELECT {i} AS past_round, l.student_key, CAST(l.dropout AS DOUBLE) AS dropout, p.school_code, p.grade "
+        f"SELECT l.student_key, l.dropout, p.school_code "
         f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False, dialect=ctx.dialect)}) l "
-        # only the columns it reads: every census column costs an arg_max per pupil and round
-        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, ('student_key', 'school_code', 'grade'), dialect=ctx.dialect)}) p "
-        "USING (student_key) WHERE l.dropout IS NOT NULL"
-        for i, e in enumerate(past)
+        # only the two columns it reads: every census column costs an arg_max per pupil and round
+        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, ('student_key', 'school_code'), dialect=ctx.dialect)}) p USING (student_key) "
+        "WHERE l.dropout IS NOT NULL"
+        for e in past
     )
-    prior = ctx.params["past_dropout_prior_dropouts"]
     return (f"SELECT school_code, CASE WHEN count(*) >= {ctx.params['past_dropout_min_students']} "
-            f"THEN avg(dropout) END AS school_past_dropout_rate, "
-            f"(sum(dropout) + {prior}) / (sum(expected) + {prior}) AS school_past_dropout_ratio "
-            f"FROM (SELECT *, avg(dropout) OVER (PARTITION BY past_round, grade) AS expected FROM ({labelled})) "
-            "GROUP BY school_code")
+            f"THEN avg(dropout) END AS school_past_dropout_rate FROM ({labelled}) GROUP BY school_code")
 
-
-# The grade after each transition grade: a pupil whose school has nobody in it at this census must
-# change school to move up (a primary school's P6, an extended-opportunity school's M3), with a new
-# journey and new costs; a school that teaches the next grade keeps its pupils.
-NEXT_GRADE = {"P6": "M1", "M3": "M4"}
-# over the round's population: a chunk of a scored round holds whole schools (build.pack_schools)
-SCHOOL_GRADES = Step("school_grades", "SELECT school_code, "
-                     + ", ".join(f"bool_or(grade = '{g}') AS teaches_{g.lower()}" for g in NEXT_GRADE.values())
-                     + " FROM pop WHERE school_code IS NOT NULL GROUP BY school_code")
 
 _NO_SCHOOL = "school not in the registry"
 SCHOOL = FeatureGroup(
     name="school", en="School and area", th="โรงเรียนและพื้นที่",
     staleness="none: the latest registry version known",
-    thresholds={"past_dropout_min_students": PAST_DROPOUT_MIN_STUDENTS, "past_dropout_years": PAST_DROPOUT_YEARS,
-                "past_dropout_prior_dropouts": PAST_DROPOUT_PRIOR_DROPOUTS},
+    thresholds={"past_dropout_min_students": PAST_DROPOUT_MIN_STUDENTS, "past_dropout_years": PAST_DROPOUT_YEARS},
     reads=(SCHOOLS_READ, AREAS_READ),
-    steps=(Step("past", _past_dropout_rate), SCHOOL_GRADES),
-    joins=(*SCHOOL_JOINS, "past ON past.school_code = pop.school_code",
-           "school_grades ON school_grades.school_code = pop.school_code"),
+    steps=(Step("past", _past_dropout_rate),),
+    joins=(*SCHOOL_JOINS, "past ON past.school_code = pop.school_code"),
     columns=(
         C("school_size_class", "category", "School size class", "ขนาดโรงเรียน", _NO_SCHOOL, "school.size_class"),
         C("school_students", "float", "Students in the school", "จำนวนนักเรียนในโรงเรียน", _NO_SCHOOL,
@@ -404,16 +376,6 @@ SCHOOL = FeatureGroup(
           "The school's dropout rate in rounds whose outcome was known before this round",
           "อัตราการออกกลางคันในอดีตของโรงเรียน", "no earlier round of this school has a known outcome",
           "past.school_past_dropout_rate"),
-        C("school_past_dropout_ratio", "float",
-          "The school's past dropouts against those its pupils' grades predict (1 = as expected), "
-          "shrunk towards 1 when its history is short",
-          "อัตราส่วนการออกกลางคันในอดีตของโรงเรียนเทียบกับที่คาดตามชั้นเรียน",
-          "no earlier round with a known outcome", "past.school_past_dropout_ratio"),
-        C("transition_school_change", "bool",
-          "In P6 or M3 at a school without the next grade: moving up means changing school",
-          "อยู่ชั้นรอยต่อในโรงเรียนที่ไม่มีชั้นถัดไป ต้องย้ายโรงเรียนเพื่อเรียนต่อ", NEVER,
-          "CASE pop.grade " + " ".join(f"WHEN '{g}' THEN NOT coalesce(school_grades.teaches_{n.lower()}, false)"
-                                       for g, n in NEXT_GRADE.items()) + " ELSE false END"),
         C("region", "category", "Region of the school", "ภาค", _NO_SCHOOL, "area.region"),
     ),
 )

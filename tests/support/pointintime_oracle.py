@@ -133,13 +133,10 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     return 1
 
 
-def past_dropout_rates(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound,
-                       as_of: dt.date) -> dict[str, tuple[float | None, float]]:
-    """Per school: (dropout rate, ratio) over the early rounds of the last two years whose outcome was
-    known before as_of (students as enrolled then). The rate is None under 10 labelled students; the
-    ratio is (dropouts + 5) / (expected + 5), each pupil expected at the dropout rate of their grade
-    among every labelled pupil of that round."""
-    rows: list[tuple[str, str, str, int]] = []  # (round, school, grade, label)
+def past_dropout_rates(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, as_of: dt.date) -> dict[str, float | None]:
+    """Per school: dropout rate over the early rounds of the last two years whose outcome was known
+    before as_of (students as enrolled then); None under 10 labelled students."""
+    labels: dict[str, list[int]] = defaultdict(list)
     for y in range(r.academic_year - 2, r.academic_year + 1):
         for t in (1, 2):
             e = ScoringRound(academic_year=y, term=t, round_type="early")
@@ -152,18 +149,8 @@ def past_dropout_rates(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound,
                     continue
                 lab = label(wh, cal, e, key, as_of)
                 if lab is not None:
-                    rows.append((e.round_id, row["school_code"], row["grade"], lab))
-    by_grade: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for rid, _, grade, lab in rows:
-        by_grade[(rid, grade)].append(lab)
-    labels: dict[str, list[int]] = defaultdict(list)
-    expected: dict[str, float] = defaultdict(float)
-    for rid, school, grade, lab in rows:
-        labels[school].append(lab)
-        same = by_grade[(rid, grade)]
-        expected[school] += sum(same) / len(same)
-    return {s: (sum(v) / len(v) if len(v) >= 10 else None, (sum(v) + 5.0) / (expected[s] + 5.0))
-            for s, v in labels.items()}
+                    labels[row["school_code"]].append(lab)
+    return {s: (sum(v) / len(v) if len(v) >= 10 else None) for s, v in labels.items()}
 
 
 def _registry(rows: list[Row], key: str, as_of: dt.date) -> dict[str, Row]:
@@ -188,12 +175,6 @@ def reference_features(
     schools = _registry(wh.schools, "school_code", as_of)
     areas = _registry(wh.areas, "tambon_code", as_of)
     past_rates = past_dropout_rates(wh, cal, r, as_of)
-    # the grades each school teaches at this census: every enrolled pupil's grade
-    school_grades: dict[str, set[str]] = defaultdict(set)
-    for key in wh.by_student:
-        row = enrolled(wh, key, census, as_of)
-        if row is not None and row["school_code"] is not None:
-            school_grades[row["school_code"]].add(row["grade"])
     out: dict[str, Row] = {}
     for key in student_keys:
         def src(name: str) -> list[Row]:
@@ -298,8 +279,6 @@ def reference_features(
         f["grade"] = me["grade"]
         f["grade_level"] = GRADES.index(me["grade"]) + 1
         f["in_transition_grade"] = me["grade"] in ("P6", "M3")
-        next_grade = {"P6": "M1", "M3": "M4"}.get(me["grade"])
-        f["transition_school_change"] = next_grade is not None and next_grade not in school_grades[me["school_code"]]
         f["term"] = r.term
         f["is_mid_round"] = r.round_type == "mid"
         # school and area: the latest registry versions known by as-of
@@ -309,7 +288,7 @@ def reference_features(
         f["school_students"] = float(school["students"]) if school and school["students"] is not None else None
         f["school_remote"] = school["remote"] if school else None
         f["school_distance_km"] = school["distance_km"] if school else None
-        f["school_past_dropout_rate"], f["school_past_dropout_ratio"] = past_rates.get(me["school_code"], (None, None))
+        f["school_past_dropout_rate"] = past_rates.get(me["school_code"])
         f["region"] = area["region"] if area else None
         f["sex"] = me["sex"]
         f["age"] = (as_of - bd).days / 365.25 if bd is not None else None
