@@ -16,7 +16,7 @@ Steps:
            z, exact ROC-AUC with its interval; the observable ceiling (`p_observable`, PROCESS.md §3b)
            on the same rows and the full ceiling's paired lead over it.
   worlds   training/DECISIONS.md: world S (3,000 x 3, seed 1), world M (20,000 x 4, seed 2) and world D
-           (3,000 x 3, seed 7: the small demo's world), each
+           (3,000 x 4, seed 7: the small demo's world), each
            simulated, ingested, linked, made a training set and trained with the default config and
            `--variants`; on world M also the alternatives DECISIONS.md weighs (isotonic calibration,
            a two-round calibration fold, two other tree sizes), each `ews train --config FILE`.
@@ -79,8 +79,9 @@ ALTERNATIVES: dict[str, dict[str, Any]] = {
     "leaves_31": {"model": {"num_leaves": 31, "min_child_samples": 100, "learning_rate": 0.05, "early_stopping_rounds": 50}},
     "leaves_15": {"model": {"num_leaves": 15, "min_child_samples": 200, "learning_rate": 0.03, "early_stopping_rounds": 100}},
 }
-# D: the small demo world DECISIONS.md's second table quotes (`ews demo --students 3000 --years 3` is seed 7).
-WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES), World("D", 3000, 3, 7))
+# D: the small demo's world, which DECISIONS.md's second table quotes: `ews demo` simulates 3,000 x 4,
+# seed 7 (four years at least: a training year, a calibration year, a test term and a round after it).
+WORLDS = (World("S", 3000, 3, 1), World("M", 20000, 4, 2, ALTERNATIVES), World("D", 3000, 4, 7))
 QUICK_WORLDS = (World("S", 1500, 3, 1, {"isotonic": ALTERNATIVES["isotonic"]}),)
 # Metrics of `training.metrics.score_metrics` given an interval (the rest are reported as points).
 INTERVAL_METRICS = ("roc_auc", "pr_auc", "ece", "brier", "mean_score", "precision_at_10pct", "recall_at_10pct",
