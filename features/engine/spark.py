@@ -33,8 +33,11 @@ import pyarrow as pa
 from features.calendar import SchoolCalendar, ScoringRound
 from features.deployment import SparkSettings
 from features.home import EwsHome
-from features.pointintime.build import OUTPUT_COLUMNS, PopulationSource, features_sql, population_source
-from features.pointintime.compile import DUCKDB, SPARK
+from features.pointintime.build import (
+    FEATURE_POPULATION_COLUMNS, OUTPUT_COLUMNS, PopulationSource, PreparedRound, features_sql, population_source,
+    round_context, round_wide_sql,
+)
+from features.pointintime.compile import DUCKDB, SPARK, population_steps, with_sql
 from features.pointintime.labels import Horizon, labels_sql
 
 if TYPE_CHECKING:  # pyspark is imported when an engine is opened, never at import time
@@ -98,6 +101,7 @@ class SparkEngine:
                  schema: str = "wh") -> None:
         self.spark, self.con, self.exchange, self.schema = spark, con, exchange, schema
         self._registered: set[str] = set()
+        self._cached: list[str] = []  # views of the round being computed (`prepare`)
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
 
     @classmethod
@@ -122,6 +126,7 @@ class SparkEngine:
                 shutil.rmtree(exchange, ignore_errors=True)
 
     def close(self) -> None:
+        self._uncache()
         for name in sorted(self._registered):
             self.spark.sql(f"DROP TABLE IF EXISTS {self.schema}.{name}")
         self._registered.clear()
@@ -151,11 +156,43 @@ class SparkEngine:
         # strings come as large_string: a safe cast, so an out-of-range value raises.
         return table.cast(schema, safe=True)
 
+    def _cache(self, name: str, sql: str) -> str:
+        """`sql`, computed once and held in Spark's memory (spilling to disk) as the view `name`."""
+        self._register(sql)
+        self.spark.sql(f"DROP VIEW IF EXISTS {name}")
+        self.spark.sql(f"CACHE TABLE {name} OPTIONS ('storageLevel' 'MEMORY_AND_DISK') AS {sql}")
+        self._cached.append(name)
+        return name
+
+    def _uncache(self) -> None:
+        while self._cached:
+            name = self._cached.pop()
+            self.spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
+            self.spark.sql(f"DROP VIEW IF EXISTS {name}")
+
+    def prepare(self, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource) -> PreparedRound:
+        """The round's population and round-wide steps (the registries, the school's past dropout
+        rate), each computed once and cached: as one query, Spark inlines a step at every
+        reference (the population is joined by every per-pupil read), and plans, and re-plans
+        after each stage, a query of some 140 shuffles. The same compiled steps
+        (`population_steps`, `round_wide_sql`) the DuckDB query runs inline."""
+        ctx = round_context(cal, r, self.schema, SPARK)
+        census = cal.census_date(r.academic_year, r.term)
+        pop = self._cache("ews_round_pop", with_sql(
+            population_steps(ctx, census, FEATURE_POPULATION_COLUMNS, population.evidence(r)), "SELECT * FROM pop"))
+        steps = {name: self._cache(f"ews_round_{name}", sql)
+                 for name, sql in round_wide_sql(cal, r, self.schema, SPARK).items()}
+        return PreparedRound(population=pop, steps=steps, known={}, chunks=())
+
     def features(self, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource | None = None) -> pa.Table:
         """The round's feature table, as `build.build_features` returns it from DuckDB."""
         population = population or population_source(self.con, cal, r, self.schema)
-        table = self.run(features_sql(cal, r, self.schema, SPARK, population),
-                         features_sql(cal, r, self.schema, DUCKDB, population))
+        try:
+            prepared = self.prepare(cal, r, population)
+            table = self.run(features_sql(cal, r, self.schema, SPARK, population, prepared=prepared),
+                             features_sql(cal, r, self.schema, DUCKDB, population))
+        finally:
+            self._uncache()
         if tuple(table.column_names) != OUTPUT_COLUMNS:
             raise AssertionError(f"feature SQL out of step with the catalogue: {table.column_names}")
         return table
