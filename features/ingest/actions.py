@@ -36,16 +36,16 @@ from pydantic import ValidationError
 from features.calendar import parse_round
 from features.contract import ACTION_SOURCES, SOURCES, Column, Source
 from features.home import EwsHome
-from features.ids import BE_OFFSET, id_kind, is_valid_school_code, normalise_id
+from features.ids import be_to_ce, id_kind, is_valid_school_code, looks_like_be, normalise_id
 from features.ingest.delivery import MANIFEST, DeliveryRefused, Manifest
 from features.ingest.pipeline import DeliveryReport, FileReport, ReasonCount
-from features.ingest.validate import BE_MAX, BE_MIN
+from features.ingest.validate import ID_FORM_RE
 from features.ingest.warehouse import connect
 from features.pseudonym import id_token
 
 ASSIGNMENT_TABLES = {name: f"src_{name}" for name in ACTION_SOURCES}
 _SQL = {"date": "DATE"}
-_ID_FORM = re.compile(r"G?[0-9]{1,20}")  # the delivery pipeline's `id_form` check (features/ingest/validate.py)
+_ID_FORM = re.compile(ID_FORM_RE)  # the delivery pipeline's `id_form` check
 META = ("delivery_id", "source_file", "source_line", "known_at")
 
 
@@ -98,8 +98,8 @@ def _problem(c: Column, value: str, schools: set[str] | None) -> tuple[str, str]
 
 def _ce_date(value: str) -> str | None:
     """The date as CE text YYYY-MM-DD (a Buddhist-Era year converted, like every source's), or None."""
-    if len(value) >= 4 and value[:4].isdigit() and BE_MIN <= int(value[:4]) <= BE_MAX:
-        value = f"{int(value[:4]) - BE_OFFSET:04d}{value[4:]}"
+    if len(value) >= 4 and value[:4].isdigit() and looks_like_be(int(value[:4])):
+        value = f"{be_to_ce(int(value[:4])):04d}{value[4:]}"
     try:
         return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else None
     except ValueError:

@@ -36,7 +36,8 @@ _INT_RE = "[+-]?[0-9]{1,9}"
 _FLOAT_RE = r"[+-]?([0-9]{1,15}(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?"
 _TAMBON_RE = "[1-9][0-9](0[1-9]|[1-9][0-9])(0[1-9]|[1-9][0-9])"  # features.ids.is_valid_tambon_code
 _SCHOOL_RE = "[0-9]{10}"  # features.ids.is_valid_school_code
-_ID_FORM_RE = "G?[0-9]{1,20}"
+# A citizen ID or G-code as delivered, once normalised (ingest of the assignment uses it too).
+ID_FORM_RE = "G?[0-9]{1,20}"
 
 
 def q(name: str) -> str:
@@ -166,7 +167,7 @@ def _checks(c: Column, registries: dict[str, str], inner: bool = False) -> list[
                         f"{lit(name + ' ')} || {v} || {lit(' is not in the ' + reg)}"))
     elif c.kind == "student_id":
         norm = sql_normalise_id(q(name))
-        out.append(("id_form", f"{norm} IS NOT NULL AND NOT regexp_full_match({norm}, '{_ID_FORM_RE}')",
+        out.append(("id_form", f"{norm} IS NOT NULL AND NOT regexp_full_match({norm}, '{ID_FORM_RE}')",
                     lit(f"{name}: not a student ID (13 digits, or G and 12 digits; letters or more "
                         f"than 20 characters cannot be repaired); {WITHHELD}")))
     if c.personal:
@@ -329,7 +330,7 @@ def id_map_sql(rel: str, column: str = "student_id") -> str:
     (the `id_form` check of `_checks`): (__raw, __norm, __bad_form)."""
     norm = sql_normalise_id("__raw")
     return (
-        f"SELECT __raw, __norm, (__norm IS NOT NULL AND NOT regexp_full_match(__norm, '{_ID_FORM_RE}')) AS __bad_form "
+        f"SELECT __raw, __norm, (__norm IS NOT NULL AND NOT regexp_full_match(__norm, '{ID_FORM_RE}')) AS __bad_form "
         f"FROM (SELECT __raw, {norm} AS __norm FROM (SELECT DISTINCT {q(column)} AS __raw FROM {rel} "
         f"WHERE {q(column)} IS NOT NULL))"
     )
