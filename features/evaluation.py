@@ -73,6 +73,12 @@ class GroupLabelQuality(BaseModel):
     # 95% interval of `precision` over student-level bootstrap replicates of the labelled dropouts
     precision_lo: float | None = None
     precision_hi: float | None = None
+    # False dropouts no delivered record could have told from a dropout: the child truly moved abroad
+    # or died, and the school filed no exits row (nothing else records either path). A rule that got
+    # every other case right would still label them dropouts: `attainable_precision`, true dropouts
+    # over true dropouts + these, is the best precision the records allow in the group.
+    false_untraceable: int = 0
+    attainable_precision: float | None = None
 
 
 class LabelQuality(BaseModel):
@@ -103,6 +109,8 @@ class LabelQuality(BaseModel):
     states: dict[str, int] = Field(default_factory=dict)
     min_group_dropout_students: int = MIN_GROUP_DROPOUT_STUDENTS
     per_group: dict[str, dict[str, GroupLabelQuality]] = Field(default_factory=dict)
+    false_untraceable: int = 0  # as in GroupLabelQuality, over every group
+    attainable_precision: float | None = None
 
 
 class TruthEvaluator(Protocol):

@@ -180,13 +180,21 @@ def evaluate_labels(
     for rid in rounds:
         r = parse_round(rid)
         parts.append(f"""
-            SELECT '{rid}' AS round_id, tr.person_id, l.label_state, l.dropout, x.dropout AS true_dropout, {group_cols}
+            SELECT '{rid}' AS round_id, tr.person_id, l.label_state, l.dropout, x.dropout AS true_dropout,
+                   x.exit_type IN ('abroad', 'death') AND tr.person_id IN (SELECT person_id FROM untold_exits) AS untraceable,
+                   {group_cols}
             FROM ({population_sql(cal, r, cutoff)}) p
             JOIN ({labels_sql(cal, r, cutoff, horizon, evidence=evidence)}) l USING (student_key)
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
             JOIN read_parquet('{persons}') pe ON pe.person_id = tr.person_id
         """)
+    # a path abroad or to death leaves no record but the exits row; the simulator's omissions name
+    # the exits rows that were never filed
+    omissions = truth_dir / "omissions.parquet"
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE untold_exits AS SELECT DISTINCT person_id
+                    FROM read_parquet('{omissions}') WHERE source = 'exits'""" if omissions.exists() else
+                "CREATE OR REPLACE TEMP TABLE untold_exits AS SELECT NULL::VARCHAR AS person_id WHERE false")
     con.execute("CREATE OR REPLACE TEMP TABLE label_eval AS " + (" UNION ALL ".join(parts) if parts else
                 "SELECT NULL::VARCHAR AS round_id WHERE false"))
 
@@ -199,7 +207,8 @@ def evaluate_labels(
                    count(*) FILTER (WHERE dropout = 1 AND true_dropout = 0),
                    count(*) FILTER (WHERE dropout = 0 AND true_dropout = 1),
                    count(*) FILTER (WHERE dropout = 0 AND true_dropout = 0),
-                   count(*) FILTER (WHERE dropout IS NULL AND true_dropout = 1)
+                   count(*) FILTER (WHERE dropout IS NULL AND true_dropout = 1),
+                   count(*) FILTER (WHERE dropout = 1 AND true_dropout = 0 AND untraceable)
             FROM label_eval WHERE {where}
         """)
 
@@ -217,16 +226,17 @@ def evaluate_labels(
         return float(lo), float(hi)
 
     def group(row: tuple, where: str) -> GroupLabelQuality:
-        n, unk, lab, lab_students, tp, fp, fn, _, _ = (int(v or 0) for v in row)
+        n, unk, lab, lab_students, tp, fp, fn, _, _, untraceable = (int(v or 0) for v in row)
         lo, hi = precision_interval(where)
         return GroupLabelQuality(
             rows=n, unknown=unk, labelled_dropouts=lab, labelled_dropout_students=lab_students,
             true_dropouts=tp + fn, false_dropouts=fp, precision=tp / lab if lab else None,
             recall=tp / (tp + fn) if tp + fn else None, judged=lab_students >= MIN_GROUP_DROPOUT_STUDENTS,
-            precision_lo=lo, precision_hi=hi,
+            precision_lo=lo, precision_hi=hi, false_untraceable=untraceable,
+            attainable_precision=tp / (tp + untraceable) if tp + untraceable else None,
         )
 
-    n, unk, lab, _, tp, fp, fn, tn, unk_true = (int(v or 0) for v in quality("true"))
+    n, unk, lab, _, tp, fp, fn, tn, unk_true, untraceable = (int(v or 0) for v in quality("true"))
     per_round: dict[str, float] = {}
     for rid, agree in con.execute("""
             SELECT round_id, avg(CASE WHEN dropout = true_dropout THEN 1 ELSE 0 END)
@@ -249,6 +259,7 @@ def evaluate_labels(
         precision=tp / lab if lab else None, recall=tp / (tp + fn) if tp + fn else None,
         precision_lo=overall_lo, precision_hi=overall_hi, rows=n, unknown_rows=unk, unknown_share=unk / n if n else 0.0, true_dropouts_unknown=unk_true,
         states={str(k): int(v) for k, v in states.items()}, per_group=per_group,
+        false_untraceable=untraceable, attainable_precision=tp / (tp + untraceable) if tp + untraceable else None,
     )
 
 

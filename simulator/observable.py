@@ -7,9 +7,13 @@ computes, beside it, `p_observable` = E[p_dropout | Z], where Z is what records 
 as-of date say about the child (PROCESS.md §3b defines Z exactly):
 
   * the child's structural state, as the census, CCT screening and welfare links state it: the
-    dropout log-odds without the engagement term (grade x term, poverty, CCT dimensions, carers,
-    travel, school, province, nationality, disability, chronic illness, over-age, repetition, an
-    earlier pregnancy), at their true values;
+    dropout log-odds without the engagement term and without the school's random effect (grade x
+    term, poverty, CCT dimensions, carers, travel, the school's kind and remoteness, province,
+    nationality, disability, chronic illness, over-age, repetition, an earlier pregnancy), at their
+    true values;
+  * the school's climate only as far as its past shows it: no record states a school's random
+    effect, but the censuses delivered by the as-of date show how many of its pupils left in the
+    terms before, against how many a school of average climate would have lost (`SchoolHistory`);
   * proxies of the engagement and of this term's shocks from the records themselves: this term's
     attendance in the months delivered by the as-of date, the last term's attendance and marks,
     interim marks and care screening when delivered, welfare links of this term's shocks when
@@ -132,10 +136,45 @@ class TermObservations:
         return out
 
 
+@dataclass
+class SchoolHistory:
+    """Per school of a province: its pupils' dropouts in past terms, and the dropouts a school of
+    average climate would have had with the same pupils, each term revealed on the day its horizon
+    census (the next one) was delivered.
+
+    The school's random effect u (config.school_effect_sd) is drawn once and never recorded; what the
+    deliveries reveal of it is its past: a term's dropouts are the pupils its next census no longer
+    shows. With O observed and E expected dropouts (E = the term's ceilings with exp(-u) taken out,
+    the rare-event approximation of removing u from the logit), the Gamma-Poisson posterior mean of
+    exp(u) is (O + α) / (E + α), α = 1 / (exp(sd²) − 1) matching the prior's variance of exp(u):
+    `log_ratio` is its log, 0 for a school with no revealed past. The observable ceiling's
+    regression then weighs it like any column of Z."""
+
+    terms: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (delivered, observed, expected)
+
+    def add_term(self, delivered: int, school: np.ndarray, dropout: np.ndarray, expected: np.ndarray,
+                 schools: int) -> None:
+        self.terms.append((delivered, np.bincount(school, weights=dropout.astype(float), minlength=schools),
+                           np.bincount(school, weights=expected, minlength=schools)))
+
+    def log_ratio(self, as_of: int, schools: int, effect_sd: float) -> np.ndarray:
+        observed, expected = np.zeros(schools), np.zeros(schools)
+        for delivered, o, e in self.terms:
+            if delivered <= as_of:
+                observed += o
+                expected += e
+        if effect_sd <= 0:
+            return np.zeros(schools)  # no school effect: the past says nothing beyond chance
+        alpha = 1.0 / np.expm1(effect_sd**2)
+        return np.log((observed + alpha) / (expected + alpha))
+
+
 def observable_features(term: TermObservations, history: ObservedHistory, idx: np.ndarray, as_of: int,
-                        structural_logit: np.ndarray, shocks: int) -> np.ndarray:
-    """Z of PROCESS.md §3b for the term's pupils `idx` at day `as_of` (one row per pupil)."""
-    cols: list[np.ndarray] = [structural_logit]
+                        structural_logit: np.ndarray, shocks: int, school_signal: np.ndarray) -> np.ndarray:
+    """Z of PROCESS.md §3b for the term's pupils `idx` at day `as_of` (one row per pupil);
+    `structural_logit` without the school's random effect, `school_signal` what its past reveals of
+    it (`SchoolHistory.log_ratio` of each pupil's school)."""
+    cols: list[np.ndarray] = [structural_logit, school_signal]
 
     def with_flag(v: np.ndarray) -> None:
         has = ~np.isnan(v)

@@ -33,7 +33,7 @@ from simulator.process import (
     base_logits, ceiling, future_shock_probs, shock_class_effects, shock_probs, softmax,
 )
 from simulator.interventions import ProvinceInterventions
-from simulator.observable import ObservedHistory, TermObservations, observable_ceiling, observable_features
+from simulator.observable import ObservedHistory, SchoolHistory, TermObservations, observable_ceiling, observable_features
 from simulator.records import Records, cat, const
 from simulator.scenarios import (
     DataBreak, EconomicShock, ProcessChange, dropout_logit_by_grade, hits_province, income_after_shock,
@@ -190,8 +190,10 @@ class ProvinceSim(Records):
             L_if_not = L.copy()
             L_if_not[:, C_DROP] += plan.shift_if_not
             L[:, C_DROP] += plan.shift
-        # the dropout log-odds without the latent engagement: the structural part records state
-        structural = L[:, C_DROP] - pc.beta_engagement * self.e[idx]
+        # the dropout log-odds without the latent engagement and the school's unrecorded climate:
+        # the structural part records state (the climate is known only through the school's past)
+        u_school = self.school_effect[self.school[idx]]
+        structural = L[:, C_DROP] - pc.beta_engagement * self.e[idx] - u_school
         # the ceiling at both rounds of the term
         rounds = []
         for kind in ("early", "mid"):
@@ -221,6 +223,10 @@ class ProvinceSim(Records):
         leave[early] = E - rng.integers(1, 30, int(early.sum()))
         if self.observed is None:
             self.observed = ObservedHistory.empty(self.n)
+        if self.school_past is None:
+            self.school_past = SchoolHistory()
+        school_past = self.school_past
+        schools = len(self.geo.school_code)
         self.term_obs = TermObservations(n)
         self.records_of_term(year, term, idx, S, E, cday, arrived, sday, outcome, leave)
         self.calib.term_drop[term - 1, 0] += n
@@ -229,7 +235,9 @@ class ProvinceSim(Records):
         for rid, kind, a, p in rounds:
             y = (outcome == C_DROP).astype(np.int8)
             # after the term's records: what they revealed by the as-of date (simulator/observable.py)
-            p_obs = observable_ceiling(p, observable_features(self.term_obs, self.observed, idx, a, structural, N_SHOCKS))
+            school_signal = school_past.log_ratio(a, schools, pc.school_effect_sd)[self.school[idx]]
+            p_obs = observable_ceiling(p, observable_features(self.term_obs, self.observed, idx, a, structural, N_SHOCKS,
+                                                              school_signal))
             self.calib.add_round(rid, kind, p, y)
             self.truth.append("rounds", pa.table({
                 "round_id": const(rid, n), "round_type": const(kind, n),
@@ -240,6 +248,11 @@ class ProvinceSim(Records):
                 "p_dropout": p, "p_observable": p_obs, "dropout": y, "exit_type": cat(CLASSES, outcome),
             }))
         self.observed.close_term(idx, self.term_obs)
+        # the term's dropouts become known with its horizon census; expected = the early round's ceilings
+        # without the school's climate (rare-event approximation: p·exp(−u))
+        horizon = ("dmc_census", year, 2) if term == 1 else ("dmc_census", year + 1, 1)
+        school_past.add_term(self.delivered_day(horizon), self.school[idx], outcome == C_DROP,
+                                  rounds[0][3] * np.exp(-u_school), schools)
         self.term_obs = None
         for k, name in enumerate(pc.shock_names):
             hit = np.flatnonzero(arrived[:, k])

@@ -21,7 +21,7 @@ from features.contract import (
 from features.ids import BE_OFFSET, GRADES
 from simulator.config import SimulationConfig
 from simulator.faults import FAULT_BITS, NameBook, inject
-from simulator.observable import NOT_DELIVERED, ObservedHistory, TermObservations
+from simulator.observable import NOT_DELIVERED, ObservedHistory, SchoolHistory, TermObservations
 from simulator.population import (
     EXTREME_POOR, G_M1, G_P1, NEVER, STATUS, ST_NONE, ST_OBEC, ST_OTHER, ST_OUT, ST_WORK,
     Population, as_dt64, day, sigmoid, to_date,
@@ -76,6 +76,7 @@ class Records(Population):
         # set by the driver around each term. Filled without random draws, so the world is unchanged.
         self.term_obs: TermObservations | None = None
         self.observed: ObservedHistory | None = None
+        self.school_past: SchoolHistory | None = None
 
     def delivered_day(self, key: tuple) -> int:
         """The day the delivery of a nominal key arrived (lateness included), or NOT_DELIVERED."""

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from simulator import SimulationConfig, simulate
 from simulator.config import WorldConfig
-from simulator.observable import ObservedHistory, TermObservations, fit_fractional_logit, observable_features
+from simulator.observable import (ObservedHistory, SchoolHistory, TermObservations, fit_fractional_logit,
+                                  observable_features)
 from tests.support.ceiling import Z_LIMIT, ceiling_z
 
 # the world of test_simulated_calibration's ceiling test: ~60,000 rows and ~700 dropouts per round type
@@ -58,9 +59,29 @@ def test_a_record_delivered_after_the_as_of_date_is_not_seen() -> None:
     term.add_welfare(3, rows=np.array([1]), delivered=np.array([125]))
     history = ObservedHistory.empty(2)
     idx = np.arange(2)
-    before = observable_features(term, history, idx, 120, np.zeros(2), shocks=4)
-    after = observable_features(term, history, idx, 130, np.zeros(2), shocks=4)
-    # column 1: this term's attendance log-odds; the last four: welfare links of the term's shocks
-    assert before[0, 1] > 0 > before[1, 1]
-    assert after[0, 1] < before[0, 1] and after[1, 1] > before[1, 1]
+    before = observable_features(term, history, idx, 120, np.zeros(2), shocks=4, school_signal=np.zeros(2))
+    after = observable_features(term, history, idx, 130, np.zeros(2), shocks=4, school_signal=np.zeros(2))
+    # column 2: this term's attendance log-odds; the last four: welfare links of the term's shocks
+    assert before[0, 2] > 0 > before[1, 2]
+    assert after[0, 2] < before[0, 2] and after[1, 2] > before[1, 2]
     assert before[1, -1] == 0 and after[1, -1] == 1
+
+
+def test_a_school_s_past_dropouts_count_only_once_its_horizon_census_is_delivered() -> None:
+    past = SchoolHistory()
+    school = np.array([0, 0, 0, 1, 1, 1])
+    # term A (census delivered on day 50): school 0 lost 3 pupils where 0.3 were expected
+    past.add_term(50, school, np.array([1, 1, 1, 0, 0, 0]), np.full(6, 0.1), schools=2)
+    # term B (census delivered on day 90): nobody left
+    past.add_term(90, school, np.zeros(6, int), np.full(6, 0.1), schools=2)
+    assert np.all(past.log_ratio(49, 2, 0.5) == 0)  # nothing revealed yet: no signal either way
+    at_50 = past.log_ratio(50, 2, 0.5)
+    assert at_50[0] > 0 > at_50[1]  # more dropouts than expected raise the school's estimate
+    at_90 = past.log_ratio(90, 2, 0.5)
+    assert 0 < at_90[0] < at_50[0]  # a quiet term pulls it back towards average
+    # shrinkage: the same ratio seen over more expected dropouts moves the estimate further
+    many = SchoolHistory()
+    many.add_term(50, school, np.array([1, 1, 1, 0, 0, 0]) * 10, np.full(6, 1.0), schools=2)
+    assert many.log_ratio(50, 2, 0.5)[0] > at_50[0]
+    # a world without school effects: the past is chance, and says nothing
+    assert np.all(past.log_ratio(90, 2, 0.0) == 0)
