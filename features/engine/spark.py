@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from features.pointintime.compile import DUCKDB, SPARK
 from features.pointintime.labels import Horizon, labels_sql
 
 if TYPE_CHECKING:  # pyspark is imported when an engine is opened, never at import time
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["SMALL_RUN_CONF", "SparkEngine", "relations_read", "spark_session"]
 
@@ -72,7 +73,9 @@ def spark_session(settings: SparkSettings) -> SparkSession:
     local = {}
     if settings.master.startswith("local"):
         cores = LOCAL_CORES.match(settings.master)
-        local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8"}
+        # Python work on Spark (serving's scoring in mapInPandas) runs in this interpreter's environment:
+        # Spark's default is whatever `python3` is on the PATH, without the project's packages.
+        local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8", "spark.pyspark.python": sys.executable}
     conf = {**DEFAULT_CONF, **local, **settings.conf}
     builder = SparkSession.builder.master(settings.master).appName("ews-features")
     for k, v in conf.items():
@@ -139,12 +142,20 @@ class SparkEngine:
             self.spark.sql(f"CREATE TABLE {self.schema}.{name} USING parquet LOCATION {_quote(path)}")
             self._registered.add(name)
 
+    def dataframe(self, spark_sql: str) -> DataFrame:
+        """`spark_sql` as a (lazy) Spark DataFrame, every relation it reads exported and registered."""
+        self._register(spark_sql)
+        return self.spark.sql(spark_sql)
+
+    def duckdb_schema(self, duckdb_sql: str) -> pa.Schema:
+        """The Arrow schema DuckDB gives `duckdb_sql` (only bound, with no row read)."""
+        return self.con.sql(duckdb_sql).limit(0).to_arrow_table().schema
+
     def run(self, spark_sql: str, duckdb_sql: str) -> pa.Table:
         """`spark_sql` on Spark, as an Arrow table with the schema DuckDB gives `duckdb_sql` (the same
-        query in DuckDB's dialect; only bound, with no row read), so both engines write equal files."""
-        self._register(spark_sql)
-        schema = self.con.sql(duckdb_sql).limit(0).to_arrow_table().schema
-        table = self.spark.sql(spark_sql).toArrow()
+        query in DuckDB's dialect), so both engines write equal files."""
+        schema = self.duckdb_schema(duckdb_sql)
+        table = self.dataframe(spark_sql).toArrow()
         if table.column_names != schema.names:
             raise AssertionError(f"Spark's columns {table.column_names} differ from DuckDB's {schema.names}")
         # Spark's integers are int32/int64 where DuckDB sums into DECIMAL(38,0) (HUGEINT), and its
@@ -159,6 +170,17 @@ class SparkEngine:
         if tuple(table.column_names) != OUTPUT_COLUMNS:
             raise AssertionError(f"feature SQL out of step with the catalogue: {table.column_names}")
         return table
+
+    def features_frame(self, cal: SchoolCalendar, r: ScoringRound,
+                       population: PopulationSource | None = None) -> tuple[DataFrame, pa.Schema]:
+        """The round's features as a lazy Spark DataFrame (for work that continues on Spark: serving's
+        scoring), with the Arrow schema DuckDB gives the same query: a batch cast to it is what
+        `build.build_features` returns for its rows."""
+        population = population or population_source(self.con, cal, r, self.schema)
+        schema = self.duckdb_schema(features_sql(cal, r, self.schema, DUCKDB, population))
+        if tuple(schema.names) != OUTPUT_COLUMNS:
+            raise AssertionError(f"feature SQL out of step with the catalogue: {schema.names}")
+        return self.dataframe(features_sql(cal, r, self.schema, SPARK, population)), schema
 
     def labels(self, cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census") -> pa.Table:
         """(student_key, round_id, label_state, dropout, outcome, label_evidence) of the round, as
