@@ -84,7 +84,7 @@ def duckdb_frame(table: pa.Table, source: pa.Schema) -> pd.DataFrame:
         return feats
     con = duckdb.connect()
     try:
-        rest = con.from_arrow(table.select(fetched)).fetch_df()
+        rest = con.from_arrow(table.select(fetched)).df()
     finally:
         con.close()
     return pd.concat([feats, rest], axis=1)

@@ -73,15 +73,18 @@ def spark_session(settings: SparkSettings) -> SparkSession:
     local = {}
     if settings.master.startswith("local"):
         cores = LOCAL_CORES.match(settings.master)
-        # Python work on Spark (serving's scoring in mapInPandas) runs in this interpreter's environment:
-        # Spark's default is whatever `python3` is on the PATH, without the project's packages.
-        local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8", "spark.pyspark.python": sys.executable}
+        local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8"}
     conf = {**DEFAULT_CONF, **local, **settings.conf}
     builder = SparkSession.builder.master(settings.master).appName("ews-features")
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if settings.master.startswith("local"):
+        # Python work on Spark (serving's scoring in mapInPandas) runs in this interpreter, with the
+        # project's packages: PySpark's default is whichever `python3` is first on the PATH. (Under
+        # spark-submit on a cluster, `spark.pyspark.python` names the executors' interpreter.)
+        spark.sparkContext.pythonExec = conf.get("spark.pyspark.python", sys.executable)
     return spark
 
 
