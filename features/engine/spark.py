@@ -135,7 +135,8 @@ class SparkEngine:
     def _register(self, sql: str) -> None:
         """Export (DuckDB -> Parquet) and register every relation `sql` reads that is not yet known."""
         for name in relations_read(sql, self.schema):
-            if name in self._registered:
+            # another engine on the process's one session (serving's scoring) may have dropped it since
+            if name in self._registered and self.spark.catalog.tableExists(f"{self.schema}.{name}"):
                 continue
             path = self.exchange / f"{name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
