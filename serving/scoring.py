@@ -17,7 +17,9 @@ Risk groups are cut within the whole round's scores, so one pass keeps only the 
 the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
 snapshot; once every chunk is scored, the groups are cut and the parts are streamed, in chunk order,
 into students.parquet. Rows are in student_key order within a chunk, chunks in school-code order
-(a round that fits one chunk is in student_key order, as before chunking).
+(a round that fits one chunk is in student_key order, as before chunking). With the Spark engine the
+same per-chunk functions (`explain_frame`, `write_part`) and the same end (`seal_round`) run from
+`serving.spark_scoring.score_round_spark`, and give the same snapshot.
 
 Too little data: a student enrolled at the round with no attendance month, no final grades, no
 CCT or care screening known by the as-of date, *and* no earlier census (a newcomer about whom the

@@ -31,10 +31,12 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,14 +58,21 @@ if TYPE_CHECKING:
     from training.model import RiskModel
     from training.registry import VersionedModel
 
-__all__ = ["EXPLAINED_TEXT", "duckdb_frame", "score_round_spark"]
+__all__ = ["EXPLAINED_TEXT", "SourceSchema", "duckdb_frame", "score_round_spark"]
 
 # The text columns of `explain_frame`'s result (object columns: a string or None); the others are the
 # `scored` flag and floats.
 EXPLAINED_TEXT: tuple[str, ...] = ("no_score_reason", "risk_group", "reasons_th", "reasons_en")
-# DuckDB's own columns of the placement and registry queries (`read_chunk` fetches them with DuckDB's
-# pandas conversion, not Arrow's; `duckdb_frame` converts them the same way).
-_FETCHED = "fetched"
+
+
+@dataclass(frozen=True)
+class SourceSchema:
+    """The Arrow schema DuckDB gives the round's frame (features, then room and school area), and
+    which of its columns `serving.scoring.read_chunk` fetches with DuckDB's own pandas conversion
+    (the placement and registry queries' `fetch_df`) rather than Arrow's."""
+
+    arrow: pa.Schema
+    fetched: tuple[str, ...]
 
 
 def explained_columns() -> list[str]:
@@ -73,18 +82,15 @@ def explained_columns() -> list[str]:
             "reasons_th", "reasons_en"]
 
 
-def duckdb_frame(table: pa.Table, source: pa.Schema) -> pd.DataFrame:
-    """The frame `serving.scoring.read_chunk` gives for these rows: the feature columns cast to the
-    schema DuckDB gives the feature query and converted by Arrow, the placement and area columns
-    (named in the schema's metadata) converted by DuckDB, as `fetch_df` converts them."""
-    table = table.select(source.names).cast(source, safe=True)
-    fetched = json.loads(source.metadata[_FETCHED.encode()]) if source.metadata else []
-    feats = table.drop_columns(fetched).to_pandas()
-    if not fetched:
-        return feats
+def duckdb_frame(table: pa.Table, source: SourceSchema) -> pd.DataFrame:
+    """The frame `serving.scoring.read_chunk` gives for these rows: every column cast (safely: an
+    out-of-range value raises) to the type DuckDB gives it, the features converted to pandas by
+    Arrow, the placement and area columns by DuckDB, as `fetch_df` converts them."""
+    table = table.select(source.arrow.names).cast(source.arrow, safe=True)
+    feats = table.drop_columns(list(source.fetched)).to_pandas()
     con = duckdb.connect()
     try:
-        rest = con.from_arrow(table.select(fetched)).df()
+        rest = con.from_arrow(table.select(list(source.fetched))).df()
     finally:
         con.close()
     return pd.concat([feats, rest], axis=1)
@@ -92,10 +98,11 @@ def duckdb_frame(table: pa.Table, source: pa.Schema) -> pd.DataFrame:
 
 def explained_frame(table: pa.Table) -> pd.DataFrame:
     """`explain_frame`'s result for these rows, as it gave it (text columns as Python objects)."""
-    cols = ["student_key", *explained_columns()]
-    out = pd.DataFrame({name: (table.column(name).to_numpy(zero_copy_only=False).astype(object)
-                               if name in (*EXPLAINED_TEXT, "student_key") else table.column(name).to_numpy(zero_copy_only=False))
-                        for name in cols})
+    def values(name: str) -> np.ndarray:
+        column = table.column(name).to_numpy(zero_copy_only=False)  # a float's null comes back as NaN
+        return column.astype(object) if name in (*EXPLAINED_TEXT, "student_key") else column
+
+    out = pd.DataFrame({name: values(name) for name in ("student_key", *explained_columns())})
     out["scored"] = out["scored"].astype(bool)
     return out
 
@@ -117,13 +124,13 @@ def _model(payload: tuple[str, str, str]) -> RiskModel:
     return model
 
 
-def explain_batches(batches: Iterator[pd.DataFrame], payload: Any, source: pa.Schema,
+def explain_batches(batches: Iterator[pd.DataFrame], payload: Any, source: SourceSchema,
                     cfg: ScoreConfig) -> Iterator[pd.DataFrame]:
     """mapInPandas's function: each batch of the round's frame -> the same rows with `explain_frame`'s
     columns appended (the frame's own columns go on as Spark gave them)."""
     model = _model(payload.value)
     for batch in batches:
-        batch = batch[list(source.names)].reset_index(drop=True)
+        batch = batch[list(source.arrow.names)].reset_index(drop=True)
         frame = duckdb_frame(pa.Table.from_pandas(batch, preserve_index=False), source)
         explained = explain_frame(model, frame, cfg)
         yield pd.concat([batch, explained.drop(columns="student_key")], axis=1)
@@ -153,7 +160,7 @@ def round_chunks(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scoring
 
 
 def round_frame(engine: SparkEngine, cal: SchoolCalendar, r: ScoringRound, population: PopulationSource,
-                chunks: list[Chunk]) -> tuple[DataFrame, pa.Schema]:
+                chunks: list[Chunk]) -> tuple[DataFrame, SourceSchema]:
     """The round's features joined with room and school area on Spark, ordered as DuckDB's path
     writes them, and the Arrow schema DuckDB gives the same columns (see `duckdb_frame`)."""
     from pyspark.sql import functions as F
@@ -171,12 +178,12 @@ def round_frame(engine: SparkEngine, cal: SchoolCalendar, r: ScoringRound, popul
     order = engine.spark.createDataFrame(
         [(code, i) for i, (schools, _) in enumerate(chunks) for code in schools], "chunk_school string, chunk int")
     fetched = [f for f in (*room_schema, *area_schema) if f.name not in ("student_key", "school_code")]
-    source = pa.schema([*feat_schema, *fetched], metadata={_FETCHED: json.dumps([f.name for f in fetched])})
+    source = SourceSchema(pa.schema([*feat_schema, *fetched]), tuple(f.name for f in fetched))
     frame = (feats.join(rooms, "student_key", "left").join(areas, "school_code", "left")
              .withColumn("chunk_school", F.coalesce(F.col("school_code"), F.lit("")))
              .join(F.broadcast(order), "chunk_school", "left")
              .orderBy("chunk", "student_key")
-             .select(*source.names))
+             .select(*source.arrow.names))
     return frame, source
 
 
@@ -218,12 +225,15 @@ def score_round_spark(
             try:
                 with clock.stage("spark"):
                     frame, source = round_frame(engine, cal, r, population, chunks)
+                    # the model goes to each executor once; its Python workers rebuild it once (`_model`)
                     payload = engine.spark.sparkContext.broadcast(model_payload(loaded.model))
-                    scored = frame.mapInPandas(lambda it: explain_batches(it, payload, source, cfg),
-                                               output_schema(frame))
-                    # files of at most a chunk: the driver's memory is set by the chunk, as on DuckDB
-                    scored.write.option("maxRecordsPerFile", cfg.chunk_rows).parquet(str(out_dir))
-                    payload.unpersist()
+                    try:
+                        scored = frame.mapInPandas(lambda it: explain_batches(it, payload, source, cfg),
+                                                   output_schema(frame))
+                        # files of at most a chunk: the driver's memory is set by the chunk, as on DuckDB
+                        scored.write.option("maxRecordsPerFile", cfg.chunk_rows).parquet(str(out_dir))
+                    finally:
+                        payload.destroy()
                 with PendingSnapshot(home, r) as pending:
                     parts = pending.scratch("parts")
                     written, additivity = [], Additivity()

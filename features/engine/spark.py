@@ -7,7 +7,9 @@ views, `src_<source>` tables) to Parquet once per run, registers them in Spark u
 name (`wh`), runs the SAME compiled SQL (`features_sql`, `labels_sql`) with the SPARK dialect, and
 returns Arrow tables with the schema DuckDB gives the same query. Written through the same writer
 (features/parquet.py: bytes depend on the content only), a Spark feature set is the same file as
-DuckDB's: tests/integration/test_engine_parity.py holds both engines to that.
+DuckDB's: tests/integration/test_engine_parity.py holds both engines to that. `features_frame` and
+`dataframe` hand the same queries over as lazy Spark DataFrames, for work that continues on Spark
+(serving's scoring in mapInPandas, `serving/spark_scoring.py`).
 
 The round's population decision (its census, the latest evidence, per-school fallbacks) is a few
 counts over the census and stays on the warehouse's DuckDB session.
