@@ -1,6 +1,6 @@
 """Commands of the serving stage: score, serve, tokens.
 
-    ews score --round 2568-T1-early [--json] [--home PATH]
+    ews score --round 2568-T1-early [--json] [--home PATH]    (on Spark when [engine] kind = "spark")
     ews score --due [--today YYYY-MM-DD] [--json] [--home PATH]
     ews serve [--port 3000] [--host 127.0.0.1] [--workers N] [--home PATH]
     ews tokens create --role school --school 1234567890 [--label L]
@@ -63,7 +63,10 @@ def score_command(
             todo = due_rounds(h, champion.lineage.version, day)
         else:
             todo = [asked]
-        results = [score_round(h, r, champion, cfg) for r in todo]
+        scorer = score_round
+        if h.engine.kind == "spark":  # the deployment's engine: the same snapshot, scored on Spark
+            from serving.spark_scoring import score_round_spark as scorer
+        results = [scorer(h, r, champion, cfg) for r in todo]
     if json_out:
         emit_json({"rounds": [r.model_dump(mode="json") for r in results]})
         return

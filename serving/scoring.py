@@ -17,7 +17,9 @@ Risk groups are cut within the whole round's scores, so one pass keeps only the 
 the round (8 bytes a pupil) while each chunk's finished rows wait in a scratch file of the pending
 snapshot; once every chunk is scored, the groups are cut and the parts are streamed, in chunk order,
 into students.parquet. Rows are in student_key order within a chunk, chunks in school-code order
-(a round that fits one chunk is in student_key order, as before chunking).
+(a round that fits one chunk is in student_key order, as before chunking). With the Spark engine the
+same per-chunk functions (`explain_frame`, `write_part`) and the same end (`seal_round`) run from
+`serving.spark_scoring.score_round_spark`, and give the same snapshot.
 
 Too little data: a student enrolled at the round with no attendance month, no final grades, no
 CCT or care screening known by the as-of date, *and* no earlier census (a newcomer about whom the
@@ -53,8 +55,8 @@ from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, 
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
 from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_matrix, render_reasons
 from serving.snapshot import (
-    ColumnSchema, ModelLineage, PendingSnapshot, ScoreConfig, SnapshotManifest, StudentsWriter, as_round, publish,
-    snapshots_of,
+    ColumnSchema, ModelLineage, PendingSnapshot, ScoreConfig, SnapshotManifest, SnapshotRef, StudentsWriter, as_round,
+    publish, snapshots_of,
 )
 
 if TYPE_CHECKING:
@@ -405,51 +407,75 @@ def score_round(
                                        "pupils of its schools")
                 explained = explain_frame(model, frame, cfg, clock)
                 with clock.stage("snapshot"):
-                    additivity.add(explained)
-                    table = build_snapshot_table(frame, explained)
+                    written.append(write_part(parts / f"{i:05d}.arrow", frame, explained, additivity))
                     del frame, explained
-                    written.append(_Part.write(parts / f"{i:05d}.arrow", table))
-                    del table
             con.close()
             with clock.stage("snapshot"):
-                score = np.concatenate([p.score for p in written])
-                scored = np.concatenate([p.scored for p in written])
-                group = assign_groups(model, score, scored)
-                writer = StudentsWriter(pending.students_path, _common_schema(written))
-                # the placeholder was typed as pandas types the groups' strings (null: nobody scored)
-                gtype = writer.schema.field("risk_group").type
-                offset = 0
-                for part in written:
-                    table = part.read()
-                    idx = table.schema.get_field_index("risk_group")
-                    chunk_groups = pa.array(group[offset:offset + table.num_rows], type=gtype)
-                    writer.write(table.set_column(idx, table.schema.field(idx).with_type(gtype), chunk_groups))
-                    offset += table.num_rows
-                    part.path.unlink()
-                    del table
-                writer.close()
-                manifest = SnapshotManifest(
-                    round=r, as_of=as_of, model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
-                    config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES),
-                    feature_groups=list(GROUP_NAMES),
-                    no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()},
-                    columns=SNAPSHOT_COLUMNS, explanation=explanation_summary(model, additivity), population=population,
-                )
-                ref = pending.seal(manifest)
-                if do_publish:
-                    publish(home, ref)
+                ref, scored, group = seal_round(
+                    home, pending, written, loaded, r, cal, cfg, fingerprint, population, additivity, do_publish)
     finally:
         con.close()
         if prepared_dir is not None:
             shutil.rmtree(prepared_dir, ignore_errors=True)
+    return round_summary(r, ref, scored, group, loaded, do_publish, population, clock, t0, len(chunks))
+
+
+def write_part(path: Path, frame: pd.DataFrame, explained: pd.DataFrame, additivity: Additivity) -> _Part:
+    """One chunk's finished snapshot rows (`build_snapshot_table` of its feature frame and its
+    `explain_frame`), written to a scratch part, its explanations gathered into `additivity`."""
+    additivity.add(explained)
+    return _Part.write(path, build_snapshot_table(frame, explained))
+
+
+def seal_round(home: EwsHome, pending: PendingSnapshot, written: list[_Part], loaded: VersionedModel,
+               r: ScoringRound, cal: SchoolCalendar, cfg: ScoreConfig, fingerprint: str,
+               population: PopulationSource, additivity: Additivity,
+               do_publish: bool) -> tuple[SnapshotRef, np.ndarray, np.ndarray]:
+    """The end of a round, whatever engine scored its parts: the risk groups cut within the whole
+    round's scores, the parts streamed in order into students.parquet, the manifest sealed and (by
+    default) published. Returns the snapshot, the scored flags and the groups of every row."""
+    model = loaded.model
+    score = np.concatenate([p.score for p in written])
+    scored = np.concatenate([p.scored for p in written])
+    group = assign_groups(model, score, scored)
+    writer = StudentsWriter(pending.students_path, _common_schema(written))
+    # the placeholder was typed as pandas types the groups' strings (null: nobody scored)
+    gtype = writer.schema.field("risk_group").type
+    offset = 0
+    for part in written:
+        table = part.read()
+        idx = table.schema.get_field_index("risk_group")
+        chunk_groups = pa.array(group[offset:offset + table.num_rows], type=gtype)
+        writer.write(table.set_column(idx, table.schema.field(idx).with_type(gtype), chunk_groups))
+        offset += table.num_rows
+        part.path.unlink()
+        del table
+    writer.close()
+    manifest = SnapshotManifest(
+        round=r, as_of=cal.as_of(r), model=model_lineage(loaded), thresholds=model_thresholds(loaded), calendar=cal,
+        config=cfg, delivery_fingerprint=fingerprint, features=list(FEATURE_NAMES),
+        feature_groups=list(GROUP_NAMES),
+        no_score_reasons={k: {"en": v[0], "th": v[1]} for k, v in NO_SCORE_REASONS.items()},
+        columns=SNAPSHOT_COLUMNS, explanation=explanation_summary(model, additivity), population=population,
+    )
+    ref = pending.seal(manifest)
+    if do_publish:
+        publish(home, ref)
+    return ref, scored, group
+
+
+def round_summary(r: ScoringRound, ref: SnapshotRef, scored: np.ndarray, group: np.ndarray, loaded: VersionedModel,
+                  do_publish: bool, population: PopulationSource, clock: StageClock, t0: float,
+                  chunks: int) -> RoundSummary:
+    """What `ews score` reports of a round it scored (`t0`: when the round started, perf_counter)."""
     counts = pd.Series(group[scored]).value_counts().to_dict()
     seconds = {k: round(v, 2) for k, v in clock.seconds.items()}
     return RoundSummary(
-        round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(score),
+        round_id=r.round_id, snapshot_hash=ref.hash, folder=str(ref.folder), students=len(scored),
         scored=int(scored.sum()), no_score=int((~scored).sum()),
         groups={g: int(counts.get(g, 0)) for g in ("problem", "at_risk", "normal")},
         model_version=str(loaded.lineage.version), published=do_publish, population_caveat=population.caveat(),
-        seconds=seconds | {"total": round(time.perf_counter() - t0, 2)}, chunks=len(chunks),
+        seconds=seconds | {"total": round(time.perf_counter() - t0, 2)}, chunks=chunks,
     )
 
 

@@ -7,7 +7,9 @@ views, `src_<source>` tables) to Parquet once per run, registers them in Spark u
 name (`wh`), runs the SAME compiled SQL (`features_sql`, `labels_sql`) with the SPARK dialect, and
 returns Arrow tables with the schema DuckDB gives the same query. Written through the same writer
 (features/parquet.py: bytes depend on the content only), a Spark feature set is the same file as
-DuckDB's: tests/integration/test_engine_parity.py holds both engines to that.
+DuckDB's: tests/integration/test_engine_parity.py holds both engines to that. `features_frame` and
+`dataframe` hand the same queries over as lazy Spark DataFrames, for work that continues on Spark
+(serving's scoring in mapInPandas, `serving/spark_scoring.py`).
 
 The round's population decision (its census, the latest evidence, per-school fallbacks) is a few
 counts over the census and stays on the warehouse's DuckDB session.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +41,7 @@ from features.pointintime.compile import DUCKDB, SPARK
 from features.pointintime.labels import Horizon, labels_sql
 
 if TYPE_CHECKING:  # pyspark is imported when an engine is opened, never at import time
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["SMALL_RUN_CONF", "SparkEngine", "relations_read", "spark_session"]
 
@@ -79,6 +82,11 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if settings.master.startswith("local"):
+        # Python work on Spark (serving's scoring in mapInPandas) runs in this interpreter, with the
+        # project's packages: PySpark's default is whichever `python3` is first on the PATH. (Under
+        # spark-submit on a cluster, `spark.pyspark.python` names the executors' interpreter.)
+        spark.sparkContext.pythonExec = conf.get("spark.pyspark.python", sys.executable)
     return spark
 
 
@@ -129,7 +137,8 @@ class SparkEngine:
     def _register(self, sql: str) -> None:
         """Export (DuckDB -> Parquet) and register every relation `sql` reads that is not yet known."""
         for name in relations_read(sql, self.schema):
-            if name in self._registered:
+            # another engine on the process's one session (serving's scoring) may have dropped it since
+            if name in self._registered and self.spark.catalog.tableExists(f"{self.schema}.{name}"):
                 continue
             path = self.exchange / f"{name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
@@ -139,12 +148,20 @@ class SparkEngine:
             self.spark.sql(f"CREATE TABLE {self.schema}.{name} USING parquet LOCATION {_quote(path)}")
             self._registered.add(name)
 
+    def dataframe(self, spark_sql: str) -> DataFrame:
+        """`spark_sql` as a (lazy) Spark DataFrame, every relation it reads exported and registered."""
+        self._register(spark_sql)
+        return self.spark.sql(spark_sql)
+
+    def duckdb_schema(self, duckdb_sql: str) -> pa.Schema:
+        """The Arrow schema DuckDB gives `duckdb_sql` (only bound, with no row read)."""
+        return self.con.sql(duckdb_sql).limit(0).to_arrow_table().schema
+
     def run(self, spark_sql: str, duckdb_sql: str) -> pa.Table:
         """`spark_sql` on Spark, as an Arrow table with the schema DuckDB gives `duckdb_sql` (the same
-        query in DuckDB's dialect; only bound, with no row read), so both engines write equal files."""
-        self._register(spark_sql)
-        schema = self.con.sql(duckdb_sql).limit(0).to_arrow_table().schema
-        table = self.spark.sql(spark_sql).toArrow()
+        query in DuckDB's dialect), so both engines write equal files."""
+        schema = self.duckdb_schema(duckdb_sql)
+        table = self.dataframe(spark_sql).toArrow()
         if table.column_names != schema.names:
             raise AssertionError(f"Spark's columns {table.column_names} differ from DuckDB's {schema.names}")
         # Spark's integers are int32/int64 where DuckDB sums into DECIMAL(38,0) (HUGEINT), and its
@@ -159,6 +176,17 @@ class SparkEngine:
         if tuple(table.column_names) != OUTPUT_COLUMNS:
             raise AssertionError(f"feature SQL out of step with the catalogue: {table.column_names}")
         return table
+
+    def features_frame(self, cal: SchoolCalendar, r: ScoringRound,
+                       population: PopulationSource | None = None) -> tuple[DataFrame, pa.Schema]:
+        """The round's features as a lazy Spark DataFrame (for work that continues on Spark: serving's
+        scoring), with the Arrow schema DuckDB gives the same query: a batch cast to it is what
+        `build.build_features` returns for its rows."""
+        population = population or population_source(self.con, cal, r, self.schema)
+        schema = self.duckdb_schema(features_sql(cal, r, self.schema, DUCKDB, population))
+        if tuple(schema.names) != OUTPUT_COLUMNS:
+            raise AssertionError(f"feature SQL out of step with the catalogue: {schema.names}")
+        return self.dataframe(features_sql(cal, r, self.schema, SPARK, population)), schema
 
     def labels(self, cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census") -> pa.Table:
         """(student_key, round_id, label_state, dropout, outcome, label_evidence) of the round, as

@@ -1,5 +1,5 @@
 """Both engines, one meaning: Spark (local mode) computes the same features, labels and not-found
-list as DuckDB.
+list as DuckDB, and scores a round into the same snapshot.
 
 The ladder's linked world (`small_world`), two rounds: an early round and a mid round late enough
 that the school's past dropout rate (labels of earlier rounds inside the feature query), the
@@ -13,6 +13,10 @@ division), or a day count divided by 365.25 in DOUBLE (the Spark dialect casts t
 does not divide in DECIMAL). A future feature that sums floats (an average of a float column) would
 add them in a partition order Spark does not fix: that column alone may then be compared with a
 relative tolerance of about 1e-12 (a few ulps per addition), named in FLOAT_ORDER_COLUMNS.
+
+Scoring (`serving.spark_scoring`, in mapInPandas) is held to the same standard with no tolerance: scores,
+SHAP contributions and reasons are computed per row by the same functions from the same numbers, so
+the two snapshots must be the same students.parquet, byte for byte, and the same manifest.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ from features.pointintime.compile import DUCKDB, SPARK
 from features.pointintime.labels import labels_sql
 from features.pointintime.notfound import notfound_sql
 from features.pointintime.pipeline import connect_warehouse, latest_delivery
-from tests.conftest import SmallWorld
+from tests.conftest import SmallWorld, TrainedWorld, copy_world
 
 ROUNDS = ("2564-T2-early", "2565-T1-mid")
+# Pupils per chunk when scoring: a few chunks of whole schools on the ladder's world, so the row order
+# across chunks and the Spark output's files are compared too.
+SCORE_CHUNK_ROWS = 500
 FLOAT_ORDER_COLUMNS: dict[str, float] = {}  # column -> relative tolerance (see the module's note)
 
 
@@ -115,3 +122,45 @@ def test_spark_builds_the_same_not_found_list_as_duckdb(engines: tuple) -> None:
     assert sparked.schema == duck.schema
     # the list's order is part of it (by area, school, grade): compared row by row, unsorted
     assert _differences(duck, sparked) == {}
+
+
+def test_spark_scores_a_round_into_the_same_snapshot_as_duckdb(trained: TrainedWorld, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from features.engine.spark import SMALL_RUN_CONF
+    from serving.scoring import SNAPSHOT_COLUMNS, ScoreConfig, score_round
+    from serving.snapshot import MANIFEST, STUDENTS, SnapshotManifest
+    from serving.spark_scoring import score_round_spark
+    from training.registry import load_model
+
+    # the world's last census round, as the ladder scores it: its newcomers have no record yet and get no score
+    summary = trained.world.summary
+    r = parse_round(f"{summary['first_year'] + summary['years']}-T1-early")
+    cfg = ScoreConfig(chunk_rows=SCORE_CHUNK_ROWS)
+    # two copies: equal snapshots would otherwise share one folder (the snapshot is stored under its hash)
+    duck_home = EwsHome(root=copy_world(trained.world, tmp_path / "duckdb").home)
+    spark_home = EwsHome(root=copy_world(trained.world, tmp_path / "spark").home, engine=EngineSettings(
+        kind="spark", spark=SparkSettings(master="local[2]", conf=SMALL_RUN_CONF)))
+    duck = score_round(duck_home, r, load_model(duck_home), cfg, do_publish=False)
+    sparked = score_round_spark(spark_home, r, load_model(spark_home), cfg, do_publish=False)
+    assert duck.chunks > 1, "the round must span several chunks for their order to be compared"
+    assert duck.scored > 1000 and duck.no_score > 0, "scored rows and rows without a score must both be compared"
+    assert sparked.chunks == duck.chunks
+
+    a, b = pq.read_table(Path(duck.folder) / STUDENTS), pq.read_table(Path(sparked.folder) / STUDENTS)
+    assert b.column("student_key").to_pylist() == a.column("student_key").to_pylist()
+    # the parts a school reads first, named so that a failure says which one drifted
+    compared = ["scored", "no_score_reason", "risk_score", "risk_group", "raw_margin", "base_value",
+                *SNAPSHOT_COLUMNS.contributions.values(), *SNAPSHOT_COLUMNS.group_contributions.values(),
+                "reasons_th", "reasons_en"]
+    assert _differences(a.select(compared), b.select(compared)) == {}
+    assert b.schema == a.schema and b.schema.metadata == a.schema.metadata
+    assert _differences(a, b) == {}
+    m_duck = SnapshotManifest.from_json((Path(duck.folder) / MANIFEST).read_text(encoding="utf-8"))
+    m_spark = SnapshotManifest.from_json((Path(sparked.folder) / MANIFEST).read_text(encoding="utf-8"))
+    # the additivity check as the manifest records it: every scored row within 1e-9 on the published logit
+    assert m_spark.explanation.additivity_failures == 0
+    assert m_spark.explanation.max_additivity_error <= m_spark.explanation.tolerance
+    assert m_spark.students_sha256 == m_duck.students_sha256
+    assert sparked.snapshot_hash == duck.snapshot_hash
+    assert sparked.groups == duck.groups
