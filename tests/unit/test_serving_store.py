@@ -235,3 +235,7 @@ def test_a_cell_reads_the_rounds_value_in_whichever_chunk_it_lies(tmp_path: Path
     for i in (0, 6, 7, 13, 400, 799, 7, 0):  # again after the column object is kept
         assert rnd.cell("tambon_code", i) == whole["tambon_code"].iloc[i]
         assert rnd.cell("school_code", np.int64(i)) == whole["school_code"].iloc[i]
+    t = rnd.table  # a table replaced after a look-up is the one read
+    rnd.table = t.set_column(t.schema.get_field_index("school_code"), "school_code",
+                             pa.array([f"9{k:09d}" for k in range(t.num_rows)]))
+    assert rnd.cell("school_code", 13) == "9000000013" and rnd.cell("tambon_code", 13) == whole["tambon_code"].iloc[13]
