@@ -10,7 +10,7 @@ export EWS_DEMO_HOME ?= $(CURDIR)/.ews-demo
 # MLflow, scikit-learn and BentoML (about 10 s). An empty value lets Python write the cache.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: demo test bench figures install lock clean-demo browser java
+.PHONY: demo test bench figures install lock clean-demo browser java ab
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ demo: $(STAMP)
 # Two workers, a test module on one of them (`--dist loadfile`: its module-scoped worlds are built once):
 # the suite is mostly one-core Python and CI has 2 cores. Each session world is built once per run, by
 # the first worker that needs it, and shared (tests/support/shared.py). The slowest setups and tests are printed at the end: the CI limit is 20 minutes.
-test: $(STAMP) browser java
+test: $(STAMP) browser java ab
 	@$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 tests
 
 # The web page is tested in a real headless Chromium: Debian's package (never a downloaded build).
@@ -50,10 +50,18 @@ java:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
 	  else echo "java is missing: sudo apt-get install openjdk-17-jre-headless (the Spark parity test needs it)"; fi; }
 
+# The serving benchmark's second client, Apache's `ab` (benchmarks/latency.py measure_ab): Debian's apache2-utils.
+ab:
+	@command -v ab >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian apache2-utils (ab) for the serving benchmark"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; \
+	  else echo "ab is missing: sudo apt-get install apache2-utils (the serving benchmark's C client)"; fi; }
+
 # Benchmarks measure the figures named in the issues; they are slow and run outside CI. Results and a
 # SUMMARY.md go to bench-out/. Sizes: EWS_BENCH_SIZES="100000 1000000"; a quick proof of the chain:
 #   EWS_BENCH_SIZES=3000 make bench BENCH_ARGS=--quick
-bench: $(STAMP) java
+bench: $(STAMP) java ab
 	@$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # Every figure quoted in README.md, training/DECISIONS.md and simulator/PROCESS.md, regenerated through

@@ -18,6 +18,10 @@ vault, warehouse; not its rounds) at --home whose round R is HOME's snapshot til
 gets its own student keys, school codes and province, so a school's list keeps its real size), then
 measures it as above. Each worker's load time and memory (private and anonymous pages from
 /proc/PID/smaps_rollup, i.e. beyond the shared memory-mapped snapshot) go into the result.
+With `ab` installed (Debian apache2-utils; `make bench` installs it) the school list's JSON and
+Excel routes are measured a second time by `ab -k` (one C process, so the client takes almost none
+of the cores the service needs; see benchmarks/latency.py), with the workers' CPU per request and
+the load average before each run.
 Writes bench-out/serve_<round>.json.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.latency import Target, measure
+from benchmarks.latency import Target, measure, measure_ab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--tile-from", type=Path, help="Build --home from this home's round --round tiled --times times.")
     ap.add_argument("--times", type=int, default=80, help="Tiles of the round (80 x 101k students = 8.1M rows).")
+    ap.add_argument("--ab", action=argparse.BooleanOptionalAction, default=None,
+                    help="Also measure the school list (JSON and Excel) with Apache's ab, a C client (default: when ab is installed).")
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     return ap
 
@@ -193,6 +200,32 @@ def measure_load(home: Path, round_id: str) -> dict[str, object]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def workers_cpu_seconds(home: Path) -> float:
+    """User + system CPU seconds the service's workers have used so far (/proc/PID/stat)."""
+    from benchmarks.latency import worker_pids
+
+    total = 0
+    for pid in worker_pids(home):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def ab_route(home: Path, url: str, token: str, clients: int, seconds: float) -> dict[str, object]:
+    """One route measured with ab (benchmarks.latency.measure_ab), with the workers' CPU per request
+    and the 1-minute load average before the run (the machine is shared: say how busy it was)."""
+    load_avg = round(os.getloadavg()[0], 2)
+    cpu0 = workers_cpu_seconds(home)
+    res = measure_ab(url, clients, seconds, token=token).as_dict()
+    cpu = workers_cpu_seconds(home) - cpu0
+    res["workers_cpu_ms_per_request"] = round(1000 * cpu / res["requests"], 3) if res["requests"] else None  # type: ignore[operator]
+    res["load_average_1min_before"] = load_avg
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser()
     a = ap.parse_args(argv)
@@ -285,8 +318,15 @@ def main(argv: list[str] | None = None) -> None:
             first_get("area_list_2000_again", routes[3].url, t_aud)
         per_route = {}
         for t in routes:
+            load_avg = round(os.getloadavg()[0], 2)
             per_route[t.name] = measure([t], a.clients, a.seconds).as_dict()["routes"][t.name]  # type: ignore[index]
+            per_route[t.name]["load_average_1min_before"] = load_avg  # type: ignore[index]
             print(json.dumps({t.name: per_route[t.name]}), flush=True)
+        per_route_ab = {}
+        if a.ab or (a.ab is None and shutil.which("ab")):
+            for t in routes[:2]:
+                per_route_ab[t.name] = ab_route(home.root, t.url, school_tokens[0], a.clients, a.seconds)
+                print(json.dumps({f"{t.name} (ab)": per_route_ab[t.name]}), flush=True)
         mix = measure([
             Target("school_list_json", school_url, 4, school_tokens), Target("school_list_xlsx", routes[1].url, 1, school_tokens),
             Target("explanation", routes[2].url, 4, school_tokens),
@@ -298,8 +338,10 @@ def main(argv: list[str] | None = None) -> None:
             "worker_memory_mb": {"ready": memory_ready, "after": worker_memory(home.root)},
             "rate_limits": "as deployed" if a.keep_rate_limits else "lifted for the benchmark (EWS_GUARD)",
             "clients": a.clients, "seconds": a.seconds, "per_route": per_route,
+            "per_route_ab": per_route_ab or "not measured (ab not installed or --no-ab)",
             f"mix_{a.mix_clients}_clients": mix.as_dict(),
-            "generator": "benchmarks.latency (httpx, closed-loop clients, every request timed)",
+            "generator": "benchmarks.latency (httpx, closed-loop clients, every request timed); per_route_ab: "
+                         "Apache ab -k with the same clients (C, one process; HTTP/1.0, so one connection per request)",
             "targets": "school list p99 <= 20 ms and Excel p99 <= 200 ms at 10 clients",
         }
         path = a.out_dir / f"serve_{a.round_id}.json"

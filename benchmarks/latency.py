@@ -210,3 +210,89 @@ def measure(targets: Sequence[Target | tuple[str, str, float]] | Mapping[str, st
     little = round(clients / (overall.mean_ms / 1000.0), 1) if overall.mean_ms else None
     return LoadResult(clients=clients, seconds=round(elapsed, 2), routes=routes, overall=overall,
                       littles_law_rps=little, error_examples=examples)
+
+
+# -- a second opinion from a client written in C -----------------------------------------------------
+#
+# The httpx clients above are Python threads on the same 2 cores as the service: at ~1 ms of server
+# CPU per cached list, their own parsing and gunzipping takes a share of the cores the service needs,
+# and their latencies include it. Apache's `ab` (Debian apache2-utils) is one C process with an event
+# loop: it spends ~0.1 ms of CPU per request and does not decompress. Its latency per request is the
+# whole exchange (connect, send, wait, read). It speaks HTTP/1.0: with `-k` it asks for keep-alive,
+# but uvicorn's h11 parser keeps only HTTP/1.1 connections open, so every ab request also opens and
+# closes a loopback connection (`keep_alive_requests` says how many were kept alive).
+
+AB = "ab"
+
+
+@dataclass(frozen=True)
+class AbResult:
+    """One `ab` run: counts, and percentiles (ms) that ab computed over every completed request
+    (its `-e` table: the value at index round(q/100 * n) of the sorted request times)."""
+
+    requests: int
+    errors: int  # failed requests (connect, receive, length, exceptions) plus non-2xx answers
+    keep_alive_requests: int
+    rps: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None  # ab's "Time per request (mean)": clients x run time / requests
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def parse_ab(report: str, percentiles_csv: str) -> AbResult:
+    """The figures of an `ab` run from its report (stdout) and its `-e` percentile table."""
+    import re
+
+    def number(label: str, default: float | None = None) -> float | None:
+        m = re.search(rf"^{re.escape(label)}:\s+([0-9.]+)", report, flags=re.M)
+        return float(m.group(1)) if m else default
+
+    table: dict[int, float] = {}
+    for line in percentiles_csv.splitlines()[1:]:
+        q, _, ms = line.partition(",")
+        if q.strip().isdigit() and ms.strip():
+            table[int(q)] = float(ms)
+    done = int(number("Complete requests", 0) or 0)
+    failed = int(number("Failed requests", 0) or 0) + int(number("Non-2xx responses", 0) or 0)
+    return AbResult(requests=done, errors=failed, keep_alive_requests=int(number("Keep-Alive requests", 0) or 0),
+                    rps=round(number("Requests per second", 0.0) or 0.0, 1),
+                    p50_ms=table.get(50) if done else None, p90_ms=table.get(90) if done else None,
+                    p99_ms=table.get(99) if done else None, max_ms=table.get(100) if done else None,
+                    mean_ms=number("Time per request") if done else None)
+
+
+def measure_ab(url: str, clients: int, seconds: float, token: str | None = None, gzip: bool = True,
+               timeout: float = 30.0) -> AbResult:
+    """`ab -c clients -k -t seconds` (whole seconds, at least 1) on one URL, with the bearer token and `Accept-Encoding: gzip`
+    (what a browser sends), every request timed by ab. Needs `ab` on PATH (`make bench` installs it)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which(AB) is None:
+        raise RuntimeError("ab is not installed: apt-get install apache2-utils (`make bench` does)")
+    if clients < 1 or seconds <= 0:
+        raise ValueError("measure_ab needs at least one client and a positive duration")
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "percentiles.csv"
+        # -t first: it sets a 50,000-request cap that the -n after it lifts. -s: ab's per-request
+        # timeout. -r: a failed receive is counted, not the end of the run.
+        # ab reads -t as whole seconds (0 would mean no limit at all).
+        cmd = [AB, "-t", str(max(1, math.ceil(seconds))), "-n", "100000000", "-c", str(clients), "-k", "-r", "-s", f"{timeout:g}",
+               "-e", str(table)]
+        if token:
+            cmd += ["-H", f"Authorization: Bearer {token}"]
+        if gzip:
+            cmd += ["-H", "Accept-Encoding: gzip"]
+        try:
+            out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + timeout + 60)
+        except subprocess.TimeoutExpired:  # its message would print the command line, token included
+            raise RuntimeError(f"ab did not finish within {seconds + timeout + 60:.0f} s") from None
+        if out.returncode != 0:
+            raise RuntimeError(f"ab failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+        return parse_ab(out.stdout, table.read_text() if table.exists() else "")

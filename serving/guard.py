@@ -233,6 +233,18 @@ def bearer_token(headers: Any) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+# The scope key under which the guard leaves the request's authenticated principal for the routes.
+# A scope is built by the server for each request: a caller cannot set it.
+PRINCIPAL_SCOPE_KEY = "ews.principal"
+
+
+def guarded_principal(scope: dict[str, Any]) -> Principal | None:
+    """The principal the guard authenticated for this request (None outside the guard, e.g. when a
+    test calls a route directly: the route then authenticates itself)."""
+    who = scope.get(PRINCIPAL_SCOPE_KEY)
+    return who if isinstance(who, Principal) else None
+
+
 def _no_store(path: str) -> bool:
     return path.startswith(("/ews/api", "/score", "/metrics", "/docs.json"))
 
@@ -324,6 +336,7 @@ class GuardMiddleware:
                                {"Allow": ", ".join(spec.methods)})
             if spec.action is not None and not who.may(spec.action):
                 raise _Refused(403, f"the {who.role} role may not use {spec.template}", "role")
+            scope[PRINCIPAL_SCOPE_KEY] = who
             bucket = spec.bucket
             if bucket == "export":
                 fmt = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("format", ["json"])[-1]

@@ -52,7 +52,7 @@ from features.home import EwsHome
 from features.pointintime.spec import FEATURES
 from serving import views
 from serving.access import Principal, TokenStore
-from serving.guard import GuardMiddleware, bearer_token
+from serving.guard import GuardMiddleware, bearer_token, guarded_principal
 from serving.score_input import ScoreInputError, check_categories
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,11 @@ async def _action_input(request: StarletteRequest) -> Any:  # -> serving.actions
     # BentoML's metrics label series with the raw path (student keys, one series per path sent):
     # serving.guard serves /metrics by route template instead.
     metrics={"enabled": False},
+    # BentoML wraps every request in an OpenTelemetry span. The project configures no exporter and
+    # BentoML's sample rate defaults to 0, so nothing is ever recorded, yet building and ending the
+    # span (attributes parsed from the URL and headers) cost ~0.2 ms per request on a cached school list
+    # (benchmarks/bench_serve.py). The routes under /ews/ skip it; delete this line to trace them.
+    tracing={"excluded_urls": ["/ews/"]},
 )
 @bentoml.asgi_app(api, path="/ews")
 class EwsService:
@@ -203,10 +208,21 @@ class EwsService:
             gc.freeze()
 
     def _who(self, request: StarletteRequest) -> Principal:
-        who = self.store.authenticate(bearer_token(request.headers))
+        # The guard authenticated this request a moment ago and left the principal in its scope: a
+        # second look-up of the same token would only repeat its SQLite read and hash.
+        who = guarded_principal(request.scope)
+        if who is None:
+            who = self.store.authenticate(bearer_token(request.headers))
         if who is None:  # the middleware already refused; kept for direct (in-process) use
             raise views.RequestError(401, "invalid or revoked token")
         return who
+
+    def _loaded_round(self, round_id: str) -> Any | None:
+        """The round if it is loaded and no look for new rounds is due: no file is read, so an async
+        route may call this on the event loop (None: ask `_round` in the threadpool)."""
+        if time.monotonic() - self._checked >= REFRESH_SECONDS:
+            return None
+        return self.rounds.get(round_id)
 
     def _round(self, round_id: str) -> Any:
         self._refresh()
@@ -259,25 +275,32 @@ class EwsService:
              "model_version": r.model_version, "students": r.num_rows, "thresholds": r.manifest.thresholds}
             for r in sorted(self.rounds.values(), key=lambda r: r.manifest.as_of, reverse=True)]})
 
-    @api.get("/api/rounds/{round_id}/schools/{school_code}/students")
-    def school_students(
-        self, request: StarletteRequest, round_id: str, school_code: str,
-        grade: str | None = None, room: int | None = Query(None), group: str | None = None,
-        limit: int | None = Query(None), format: str = "json", not_contacted: bool = False,
+    async def school_students(
+        self, request: StarletteRequest, round_id: str, school_code: str, grade: str | None, room: int | None,
+        group: str | None, limit: int | None, format: str, not_contacted: bool,
     ) -> Response:
+        """The school list (the module-level route below calls this). A list already rendered is
+        answered on the event loop: the checks, the cache look-up and the access-log line are
+        microseconds, and a threadpool hop per request cost more than all of them on 2 busy cores
+        (benchmarks/bench_serve.py). Only what may take long runs in the threadpool: a look for
+        newly published rounds (`_round`) and rendering a list not cached yet."""
         from serving import actions
 
         try:
             who = self._who(request)
             if format not in ("json", "csv", "xlsx"):
                 raise views.RequestError(400, "format must be json, csv or xlsx")
-            rnd = self._round(round_id)
+            rnd = self._loaded_round(round_id) or await run_in_threadpool(self._round, round_id)
             # Each pupil's latest action (issue 15) is part of the list: its revision keys the cache,
             # and `not_contacted` keeps those nobody has contacted yet.
-            out = views.school_list_rendered(
-                rnd, who, school_code, self.names, format, self.lists, grade=grade, room=room, group=group, limit=limit,
-                not_contacted=not_contacted, revision=self.actions.revision(school_code),
-                annotate=lambda rows: actions.annotate(rows, self.actions.latest_by_student(school_code), not_contacted))
+            revision = self.actions.revision(school_code)
+            out = views.school_list_cached(rnd, who, school_code, self.names, format, self.lists, grade=grade, room=room,
+                                           group=group, limit=limit, not_contacted=not_contacted, revision=revision)
+            if out is None:
+                out = await run_in_threadpool(
+                    views.school_list_rendered, rnd, who, school_code, self.names, format, self.lists, grade=grade,
+                    room=room, group=group, limit=limit, not_contacted=not_contacted, revision=revision,
+                    annotate=lambda rows: actions.annotate(rows, self.actions.latest_by_student(school_code), not_contacted))
         except views.RequestError as exc:
             return _error(exc)
         self.store.log(who, f"school_list:{format}", round_id, school_code, out.students, rnd.ref.hash)
@@ -560,6 +583,26 @@ class EwsService:
             return {"error": exc.problems[0], "detail": exc.problems}
         self.store.log(who, "score", None, None, len(rows))
         return {"model_version": str(champion.lineage.version), "results": out}
+
+
+# The hottest route is registered here, not on the class: BentoML gives a class route its instance
+# through a synchronous FastAPI dependency, which FastAPI runs in the threadpool, one hop per request
+# even for an async route. `bentoml.get_current_service()` is the same instance, read directly.
+@api.get("/api/rounds/{round_id}/schools/{school_code}/students")
+async def school_students(
+    request: StarletteRequest, round_id: str, school_code: str,
+    grade: str | None = None, room: int | None = Query(None), group: str | None = None,
+    limit: int | None = Query(None), format: str = "json", not_contacted: bool = False,
+) -> Response:
+    """Ranked list of a school (?grade&room&group&limit&format=json|csv|xlsx&not_contacted)."""
+    service: EwsService = bentoml.get_current_service()
+    return await service.school_students(request, round_id, school_code, grade, room, group, limit, format,
+                                         not_contacted)
+
+
+# FastAPI tries routes in order, and this one was added last: first, a cached list skips matching
+# the path against every other route (no other route's template matches its paths).
+api.router.routes.insert(0, api.router.routes.pop())
 
 
 EwsService.add_asgi_middleware(GuardMiddleware)

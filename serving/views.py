@@ -240,6 +240,44 @@ def render_json(content: Any) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
+def _filename(rnd: LoadedRound, school_code: str, fmt: str) -> str | None:
+    return None if fmt == "json" else f"risk-{rnd.round_id}-{school_code}.{fmt}"
+
+
+def _checked_list_key(
+    rnd: LoadedRound, who: Principal, school_code: str, names: dict[str, str], fmt: str, cache: ListCache | None,
+    grade: str | None, room: int | None, group: str | None, limit: int | None, not_contacted: bool, revision: str,
+) -> tuple[tuple[Any, ...], RenderedList | None]:
+    """Every check of the caller and the request, then the cache key of the list and the cached list
+    if there is one: the part of `school_list_rendered` that never renders."""
+    if fmt not in _MEDIA:
+        raise RequestError(400, "format must be json, csv or xlsx")
+    _school_rows(rnd, who, school_code, grade, room, limit, group)
+    own = bool(who.sees_names and who.school_code == school_code)
+    key = (rnd.round_id, list_revision(rnd, school_code), revision, school_code, who.role, own, who.sees_everything,
+           grade, room, group, limit, not_contacted, fmt)
+    if cache is None:
+        return key, None
+    cache.bind_names(names)
+    hit = cache.get(key)
+    if hit is None:
+        return key, None
+    return key, RenderedList(hit[0], _MEDIA[fmt], _filename(rnd, school_code, fmt), int(hit[1]), gzipped=fmt in _GZIPPED)
+
+
+def school_list_cached(
+    rnd: LoadedRound, who: Principal, school_code: str, names: dict[str, str], fmt: str, cache: ListCache,
+    grade: str | None = None, room: int | None = None, group: str | None = None, limit: int | None = None,
+    not_contacted: bool = False, revision: str = "",
+) -> RenderedList | None:
+    """The list `school_list_rendered` would return, if it is cached; None if it must be rendered.
+
+    Runs the same checks first (a refused request raises the same `RequestError`), and never builds
+    a list: the service answers a cached list without leaving its event loop (serving.service)."""
+    return _checked_list_key(rnd, who, school_code, names, fmt, cache, grade, room, group, limit, not_contacted,
+                             revision)[1]
+
+
 def school_list_rendered(
     rnd: LoadedRound, who: Principal, school_code: str, names: dict[str, str], fmt: str,
     cache: ListCache | None = None, grade: str | None = None, room: int | None = None, group: str | None = None,
@@ -253,18 +291,11 @@ def school_list_rendered(
     state kept outside the snapshot (the action record) to the rows, and `revision` is that state's
     revision: a recorded action is a new key. `not_contacted` filters on what `annotate` added, so
     the limit applies after it."""
-    if fmt not in _MEDIA:
-        raise RequestError(400, "format must be json, csv or xlsx")
-    _school_rows(rnd, who, school_code, grade, room, limit, group)
-    own = bool(who.sees_names and who.school_code == school_code)
-    key = (rnd.round_id, list_revision(rnd, school_code), revision, school_code, who.role, own, who.sees_everything,
-           grade, room, group, limit, not_contacted, fmt)
-    filename = None if fmt == "json" else f"risk-{rnd.round_id}-{school_code}.{fmt}"
-    if cache is not None:
-        cache.bind_names(names)
-        hit = cache.get(key)
-        if hit is not None:
-            return RenderedList(hit[0], _MEDIA[fmt], filename, int(hit[1]), gzipped=fmt in _GZIPPED)
+    key, hit = _checked_list_key(rnd, who, school_code, names, fmt, cache, grade, room, group, limit, not_contacted,
+                                 revision)
+    if hit is not None:
+        return hit
+    filename = _filename(rnd, school_code, fmt)
     out = school_list(rnd, who, school_code, names, grade=grade, room=room, group=group,
                       limit=None if not_contacted else limit)
     if annotate is not None:

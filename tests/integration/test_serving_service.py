@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -277,3 +278,35 @@ def test_a_round_with_unscored_new_students_lists_them_with_null_scores(service_
     key = missing[0]["student_key"]
     e = _get(service_url, f"/ews/api/rounds/{round_id}/students/{key}/explanation", token)
     assert e.status_code == 200 and e.json()["scored"] is False and e.json()["no_score_reason"]
+
+
+def test_a_cached_school_list_is_the_same_answer_as_its_first_render_and_each_read_is_logged(
+        service_url: str, serving_home: ServingHome) -> None:
+    # The first request of a view renders it (in the worker's threadpool); later ones are answered
+    # from the cache on the event loop. A client must not be able to tell which it got, and the
+    # access log must have a line for every read either way.
+    h = serving_home
+    path = f"/ews/api/rounds/{h.round_id}/schools/{h.school}/students"
+    tid = h.token_ids["school"]
+
+    def lines() -> int:
+        with sqlite3.connect(h.root / "serving" / "access.sqlite") as con:
+            return con.execute("SELECT count(*) FROM access_log WHERE token_id = ? AND target = ?", [tid, h.school]).fetchone()[0]
+
+    kept = ("content-type", "content-disposition", "content-encoding", "vary", "cache-control", "content-length")
+    before = lines()
+    # limit=7 is asked by no other test: the first answer of each format is a render in this worker
+    # or the other; the next ones come from the caches. Exports are paced under the token's rate
+    # limit (1 a second after a burst other tests may have spent).
+    for fmt, n in (("json", 5), ("csv", 3), ("xlsx", 3)):
+        answers = []
+        for _ in range(n):
+            answers.append(_get(service_url, path, h.tokens["school"], format=fmt, limit=7))
+            time.sleep(0 if fmt == "json" else 1.05)
+        assert {a.status_code for a in answers} == {200}, fmt
+        assert len({a.content for a in answers}) == 1, fmt
+        assert len({tuple(a.headers.get(k) for k in kept) for a in answers}) == 1, fmt
+    assert lines() == before + 11
+    refused = [_get(service_url, f"/ews/api/rounds/{h.round_id}/schools/{h.other_school}/students", h.tokens["school"])
+               for _ in range(3)]
+    assert [r.status_code for r in refused] == [403] * 3 and lines() == before + 11

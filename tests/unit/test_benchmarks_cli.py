@@ -134,3 +134,62 @@ def test_measure_times_every_request_per_route_and_counts_failures_apart() -> No
     assert result.clients == 3 and result.error_examples[0] == "bad: HTTP 500"
     assert dealt["ok"].requests > dealt["ok"].errors > 0 and dealt["ok"].rate_limited == 0
     assert dealt["limited"].errors == dealt["limited"].rate_limited > 0
+
+
+_AB_REPORT = """Concurrency Level:      10
+Time taken for tests:   15.000 seconds
+Complete requests:      5522
+Failed requests:        3
+Non-2xx responses:      4
+Keep-Alive requests:    0
+Requests per second:    368.13 [#/sec] (mean)
+Time per request:       27.164 [ms] (mean)
+Time per request:       2.716 [ms] (mean, across all concurrent requests)
+"""
+
+
+def test_an_ab_report_gives_its_counts_and_the_percentiles_of_its_table() -> None:
+    from benchmarks.latency import parse_ab
+
+    table = "Percentage served,Time in ms\n" + "\n".join(f"{q},{q * 0.5 + 1:.3f}" for q in range(101))
+    r = parse_ab(_AB_REPORT, table)
+    assert (r.requests, r.errors, r.keep_alive_requests, r.rps) == (5522, 7, 0, 368.1)  # failed + non-2xx
+    assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.mean_ms) == (26.0, 46.0, 50.5, 51.0, 27.164)
+    empty = parse_ab("Complete requests:      0\nFailed requests:        0\n", "")
+    assert empty.requests == 0 and empty.p99_ms is None and empty.mean_ms is None
+
+
+def test_ab_sends_the_token_and_gzip_and_times_every_request() -> None:
+    import shutil
+
+    from benchmarks.latency import measure_ab
+
+    if shutil.which("ab") is None:
+        pytest.skip("ab (Debian apache2-utils) is not installed: `make test` and `make bench` install it")
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.headers.get("Authorization"), self.headers.get("Accept-Encoding")))
+            self.send_response(200 if self.path == "/ok" else 500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = measure_ab(url + "/ok", clients=2, seconds=1, token="t")
+        bad = measure_ab(url + "/bad", clients=1, seconds=1, token="t", gzip=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ok.requests > 0 and ok.errors == 0 and ok.p50_ms is not None
+    assert ok.p50_ms <= ok.p90_ms <= ok.p99_ms <= ok.max_ms  # type: ignore[operator]
+    assert bad.requests == bad.errors > 0
+    assert len(seen) >= ok.requests + bad.requests
+    assert seen[0] == ("Bearer t", "gzip") and seen[-1] == ("Bearer t", None)

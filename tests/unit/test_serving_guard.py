@@ -262,3 +262,28 @@ def test_the_guard_checks_values_then_replays_the_body(guarded: tuple[GuardMiddl
     assert status == 404
     _, _, out, _ = _call(mw, "GET", "/metrics", tok["monitoring"], [b""])
     assert "S00045f1b95e073296835" not in out.decode() and "/nope" not in out.decode()
+
+
+def test_the_guard_hands_the_route_the_principal_it_authenticated_and_nothing_to_a_refused_request(
+        guarded: tuple[GuardMiddleware, _Stub, dict[str, str], Path]) -> None:
+    from serving.guard import PRINCIPAL_SCOPE_KEY, guarded_principal
+
+    mw, _, tok, _ = guarded
+    seen: list[Any] = []
+
+    class Route:  # records what a route would read from the scope
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(guarded_principal(scope))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    mw.app = Route()
+    status, _, _, _ = _call(mw, "GET", "/ews/api/rounds/R/schools/1058941005/students", tok["school"], [b""])
+    assert status == 200 and len(seen) == 1
+    assert seen[0] is not None and (seen[0].token_id, seen[0].role, seen[0].school_code) == (
+        tok["school"].split("_")[1], "school", "1058941005")
+    assert _call(mw, "GET", "/ews/api/rounds/R/schools/1058941005/students", None, [b""])[0] == 401
+    assert _call(mw, "GET", "/ews/api/rounds/R/schools/1058941005/students", tok["monitoring"], [b""])[0] == 403
+    assert len(seen) == 1  # refused requests never reach a route
+    # Only the guard's own principal counts: another value under the key is not one.
+    assert guarded_principal({PRINCIPAL_SCOPE_KEY: {"role": "admin"}}) is None and guarded_principal({}) is None

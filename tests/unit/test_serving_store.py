@@ -198,3 +198,44 @@ def test_workers_loading_a_round_at_once_convert_it_once_and_map_the_same_file(t
     assert [p.returncode for p in procs] == [0, 0] and got == [["3000", "True"], ["3000", "True"]]
     leftovers = [p.name for p in ref.folder.iterdir() if p.name.startswith(".mapped-tmp-")]
     assert leftovers == [] and (ref.folder / MAPPED_DIR / ROWS_FILE).is_file()
+
+
+def test_a_cached_list_is_found_only_after_its_render_and_refused_as_the_render_refuses(tmp_path: Path) -> None:
+    # The service answers from `school_list_cached` on its event loop and renders with
+    # `school_list_rendered` in its threadpool: both must check alike and agree on the key.
+    rnd, cache = load_round(_snapshot(EwsHome(root=tmp_path), 800, 9)), ListCache()
+    own = Principal("t", "school", "1000000001", ())
+    for fmt in ("json", "csv", "xlsx"):
+        assert views.school_list_cached(rnd, own, "1000000001", NAMES, fmt, cache, grade="P6", revision="a:1") is None
+        made = views.school_list_rendered(rnd, own, "1000000001", NAMES, fmt, cache, grade="P6", revision="a:1")
+        found = views.school_list_cached(rnd, own, "1000000001", NAMES, fmt, cache, grade="P6", revision="a:1")
+        assert found == made, fmt  # same bytes, media type, file name, count and encoding
+        assert views.school_list_cached(rnd, own, "1000000001", NAMES, fmt, cache, grade="P6", revision="a:2") is None
+        assert views.school_list_cached(rnd, own, "1000000001", NAMES, fmt, cache, grade="M1", revision="a:1") is None
+    other = Principal("u", "school", "1000000002", ())
+    area = Principal("v", "area", None, ("99",))
+    for who, school, fmt, status in ((other, "1000000001", "json", 403), (area, "1000000001", "json", 403),
+                                     (own, "10000000x1", "json", 400), (own, "1000000001", "pdf", 400),
+                                     (own, "1099999999", "json", 403)):
+        codes = []
+        for call in (views.school_list_cached, views.school_list_rendered):
+            with pytest.raises(views.RequestError) as err:
+                call(rnd, who, school, NAMES, fmt, cache)
+            codes.append(err.value.status)
+        assert codes == [status, status], (who.role, school, fmt)
+
+
+def test_a_cell_reads_the_rounds_value_in_whichever_chunk_it_lies(tmp_path: Path) -> None:
+    ref = _snapshot(EwsHome(root=tmp_path), 800, 9)
+    rnd = load_round(ref)
+    whole = ref.students().to_pandas()
+    # Many small chunks, as a tiled or chunk-scored national round has: row i lies in chunk i // 7.
+    rnd.table = pa.Table.from_batches(rnd.table.to_batches(max_chunksize=7))
+    assert rnd.table.column("tambon_code").num_chunks > 100
+    for i in (0, 6, 7, 13, 400, 799, 7, 0):  # again after the column object is kept
+        assert rnd.cell("tambon_code", i) == whole["tambon_code"].iloc[i]
+        assert rnd.cell("school_code", np.int64(i)) == whole["school_code"].iloc[i]
+    t = rnd.table  # a table replaced after a look-up is the one read
+    rnd.table = t.set_column(t.schema.get_field_index("school_code"), "school_code",
+                             pa.array([f"9{k:09d}" for k in range(t.num_rows)]))
+    assert rnd.cell("school_code", 13) == "9000000013" and rnd.cell("tambon_code", 13) == whole["tambon_code"].iloc[13]
