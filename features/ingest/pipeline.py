@@ -47,7 +47,7 @@ from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
     FileAccounting, check_no_exact_birth_date, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
-from features.pseudonym import id_token
+from features.pseudonym import hmac_pads, id_token, id_token_sql
 
 NAME_COLUMNS = ("prefix", "first_name", "last_name")
 BIRTH_COLUMN = "birth_date"  # exact date to vault.birth_records; the warehouse keeps `birth_month`
@@ -165,19 +165,6 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
-def _token_function(key: bytes) -> Callable[[str], str]:
-    """features.pseudonym.id_token, with the keyed HMAC state prepared once (same tokens)."""
-    base = hmac.new(key, b"id:", hashlib.sha256)
-
-    def token(normalised_id: str) -> str:
-        h = base.copy()
-        h.update(normalised_id.encode("utf-8"))
-        return h.hexdigest()[:32]
-
-    assert token("G123456789012") == id_token(key, "G123456789012")
-    return token
-
-
 class _Staged:
     """One file after staging: relation names in the in-memory staging database and its accounting."""
 
@@ -219,7 +206,7 @@ class _Session:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.wh = False  # warehouse attached as `wh`
         self.vault = False  # vault attached as `vault`
-        self.token: Callable[[str], str] | None = None
+        self.pads: tuple[bytes, bytes] | None = None  # the pseudonym key's HMAC pads (secret)
         self.has_log = False  # the warehouse has its `deliveries` table
 
     def _student_no_token_sql(self) -> str:
@@ -241,6 +228,9 @@ class _Session:
             for kind in _REGISTRIES:
                 con.execute(f"CREATE TABLE {_REGISTRIES[kind]} (code VARCHAR, pending BOOLEAN)")
             con.execute("CREATE TABLE sess.tokens (norm VARCHAR, tok VARCHAR, kind VARCHAR, in_vault BOOLEAN)")
+            # Every distinct raw student ID string seen so far: its normalised form, form check,
+            # token and kind (the last two NULL unless the form is valid), computed once.
+            con.execute("CREATE TABLE sess.ids (raw VARCHAR, norm VARCHAR, bad_form BOOLEAN, tok VARCHAR, kind VARCHAR)")
             self.con = con
             if self.home.warehouse.exists():
                 self._attach_warehouse()
@@ -409,31 +399,45 @@ class _Session:
             con.execute(f"CREATE VIEW {s.rows} AS SELECT rowid + 2 AS __line, * FROM {s.raw}")
 
     def _id_map(self, s: _Staged) -> None:
-        """Normalise and form-check each DISTINCT raw ID once. Tokens (keyed HMAC) and kinds of
-        the well-formed normalised IDs (the only ones an accepted row can carry) come from the
-        session's token table; only IDs new to this session are hashed, in Python."""
+        """The file's distinct raw IDs with their normalised form, form check, token and kind.
+
+        Each distinct raw ID string is normalised and form-checked once per session, and each
+        new well-formed normalised ID tokenised once (keyed HMAC in DuckDB's sha256, see
+        features.pseudonym.id_token_sql): a monthly file repeats last month's IDs, so most of its
+        IDs are found in the session's `sess.ids` and only the new ones are worked on."""
         con = self.con
         assert con is not None
-        con.execute(f"CREATE TABLE stg.idn_{s.i} AS {validate.id_map_sql(s.rows)}")
-        new = [n for (n,) in con.execute(
-            f"SELECT DISTINCT __norm FROM stg.idn_{s.i} WHERE __norm IS NOT NULL AND NOT __bad_form "
-            "AND __norm NOT IN (SELECT norm FROM sess.tokens)"
-        ).fetchall()]
-        if new:
-            if self.token is None:
-                self.token = _token_function(self.home.pseudonym_key())
-            tok = self.token
-            # Two lists unnested side by side (pairs stay aligned); no pandas/arrow round trip.
-            con.execute(
-                f"INSERT INTO sess.tokens SELECT norm, tok, {sql_id_kind('norm')}, false FROM "
-                "(SELECT unnest(?::VARCHAR[]) AS norm, unnest(?::VARCHAR[]) AS tok)",
-                [new, [tok(n) for n in new]],
-            )
+        if self.pads is None:
+            self.pads = hmac_pads(self.home.pseudonym_key())
+            # The SQL form must give features.pseudonym.id_token's tokens exactly; checked once.
+            probe = con.execute(f"SELECT {id_token_sql('$x')}", self._pad_params(x="G123456789012")).fetchall()
+            assert probe[0][0] == id_token(self.home.pseudonym_key(), "G123456789012")
+        raws = f"stg.idr_{s.i}"
+        con.execute(f"CREATE TABLE {raws} AS SELECT DISTINCT student_id AS __raw FROM {s.rows} "
+                    "WHERE student_id IS NOT NULL")
+        new = f"stg.idn_{s.i}"
+        con.execute(f"CREATE TABLE {new} AS " + validate.id_map_sql(
+            f"(SELECT __raw AS student_id FROM {raws} r ANTI JOIN sess.ids i ON i.raw = r.__raw)"))
         con.execute(
-            f"CREATE TABLE {s.idm} AS SELECT i.__raw, i.__norm, i.__bad_form, t.tok AS __tok, t.kind AS __kind "
-            f"FROM stg.idn_{s.i} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
+            f"INSERT INTO sess.tokens SELECT norm, {id_token_sql('norm')}, {sql_id_kind('norm')}, false FROM "
+            f"(SELECT DISTINCT __norm AS norm FROM {new} WHERE __norm IS NOT NULL AND NOT __bad_form) n "
+            "ANTI JOIN sess.tokens t ON t.norm = n.norm",
+            self._pad_params(),
         )
-        con.execute(f"DROP TABLE stg.idn_{s.i}")
+        con.execute(
+            f"INSERT INTO sess.ids SELECT i.__raw, i.__norm, i.__bad_form, t.tok, t.kind "
+            f"FROM {new} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
+        )
+        con.execute(
+            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
+            f"kind AS __kind FROM sess.ids i SEMI JOIN {raws} r ON i.raw = r.__raw"
+        )
+        con.execute(f"DROP TABLE {new}")
+        con.execute(f"DROP TABLE {raws}")
+
+    def _pad_params(self, **extra: str) -> dict[str, object]:
+        assert self.pads is not None
+        return {"inner": self.pads[0], "outer": self.pads[1], **extra}
 
     def _validate(self, d: Delivery, s: _Staged) -> None:
         con = self.con
