@@ -296,10 +296,11 @@ class _Session:
         return [FileAccounting(**dict(zip(names, row))) for row in cur.fetchall()]
 
     def ingest(self, d: Delivery) -> DeliveryReport:
-        hashes = {f.name: reader.sha256_file(f.path) for f in d.files}
-        manifest_sha = d.manifest_sha256(hashes)
         stored = self._lookup(d.delivery_id)
-        if stored == manifest_sha:
+        # A new delivery's files are hashed by the pre-pass that reads them (one pass over the
+        # bytes, and the hash stored is that of the bytes checked); only a delivery_id seen before
+        # is hashed up front, to tell the same content from a different one.
+        if stored is not None and stored == d.manifest_sha256({f.name: reader.sha256_file(f.path) for f in d.files}):
             return DeliveryReport(
                 delivery_id=d.delivery_id, folder=str(d.folder), status="already_ingested",
                 message="already ingested (same content); nothing changed",
@@ -327,9 +328,8 @@ class _Session:
                                          keep_text=not any(c.identity for c in src.columns))
                 except reader.FileRefused as exc:
                     raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
-                if r.sha256 != hashes[f.name]:
-                    raise DeliveryRefused(f"{d.delivery_id}/{f.name}: the file changed while it was being read")
                 reads.append(r)
+            manifest_sha = d.manifest_sha256({f.name: r.sha256 for f, r in zip(d.files, reads)})
             staged = []
             for i, (f, r) in enumerate(zip(d.files, reads)):
                 s = _Staged(i, SOURCES[f.source], r, f.name)
