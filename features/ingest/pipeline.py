@@ -647,6 +647,14 @@ class _Session:
         did = lit(d.delivery_id)
         # 1. The vault, replacing whatever an earlier crashed attempt left for this delivery.
         with_id = [s for s in staged if has_student_id(s.source)]
+        if with_id:
+            # The distinct IDs of the accepted rows that this session has not stored yet. Only the
+            # session's few new tokens are held in a hash table; the accepted rows stream past it.
+            union = " UNION ALL ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
+            con.execute(
+                "CREATE TABLE stg.vault_ids AS SELECT DISTINCT t.tok, t.norm FROM "
+                f"(SELECT tok, norm FROM sess.tokens WHERE NOT in_vault) t JOIN ({union}) u ON t.norm = u.__norm"
+            )
         con.execute("BEGIN")
         try:
             for ddl in vault.VAULT_DDL:
@@ -654,13 +662,8 @@ class _Session:
             con.execute(f"DELETE FROM vault.name_records WHERE delivery_id = {did}")
             con.execute(f"DELETE FROM vault.birth_records WHERE delivery_id = {did}")
             if with_id:
-                # The distinct IDs of the accepted rows; those this session already stored are skipped.
-                union = " UNION ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
-                con.execute(
-                    f"INSERT INTO vault.id_tokens SELECT t.tok, t.norm FROM sess.tokens t SEMI JOIN ({union}) u "
-                    "ON t.norm = u.__norm WHERE NOT t.in_vault ON CONFLICT DO NOTHING"
-                )
-                in_vault = f"UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault AND norm IN ({union})"
+                con.execute("INSERT INTO vault.id_tokens SELECT tok, norm FROM stg.vault_ids ON CONFLICT DO NOTHING")
+                in_vault = "UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault AND norm IN (SELECT norm FROM stg.vault_ids)"
             else:
                 in_vault = None
             for s in staged:
