@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -139,7 +140,7 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None,
             if progress:
                 progress(i, len(deliveries), d.delivery_id)
             try:
-                report.deliveries.append(session.ingest(d))
+                report.deliveries.append(session.ingest(d, deliveries[i + 1] if i + 1 < len(deliveries) else None))
             except DeliveryRefused as exc:
                 report.deliveries.append(
                     DeliveryReport(delivery_id=d.delivery_id, folder=str(d.folder), status="refused", message=str(exc))
@@ -158,6 +159,34 @@ def ingest_delivery(d: Delivery, home: EwsHome, probe: Probe = no_probe) -> Deli
         return session.ingest(d)
     finally:
         session.close()
+
+
+def _read_delivery(d: Delivery, scratch: Path) -> list[reader.ReadResult]:
+    """The structural pre-pass of every file of `d` (features.ingest.reader), clean copies written
+    into `scratch` (emptied first). Raises DeliveryRefused naming the file and line."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    reads: list[reader.ReadResult] = []
+    for f in d.files:
+        src = SOURCES[f.source]
+        try:
+            reads.append(reader.read_file(f.path, scratch, expected=src.column_names,
+                                          keep_text=not any(c.identity for c in src.columns)))
+        except reader.FileRefused as exc:
+            raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
+    return reads
+
+
+ReadAhead = tuple[Delivery, "Future[list[reader.ReadResult]]"]
+
+
+def _drop_read_ahead(ahead: ReadAhead, home: EwsHome) -> None:
+    """Wait for an unused read-ahead and remove what it wrote (its error, if any, is not ours)."""
+    try:
+        ahead[1].result()
+    except BaseException:  # noqa: BLE001 - the delivery is not being ingested: its refusal is moot
+        pass
+    shutil.rmtree(home.ingest_scratch_dir(ahead[0].delivery_id), ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -207,6 +236,8 @@ class _Session:
         self.wh = False  # warehouse attached as `wh`
         self.vault = False  # vault attached as `vault`
         self.pads: tuple[bytes, bytes] | None = None  # the pseudonym key's HMAC pads (secret)
+        self.pool: ThreadPoolExecutor | None = None  # one helper thread for the read-ahead
+        self.ahead: ReadAhead | None = None  # the next delivery's pre-pass, running or done
         self.has_log = False  # the warehouse has its `deliveries` table
 
     def _student_no_token_sql(self) -> str:
@@ -261,7 +292,25 @@ class _Session:
             "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [db, table]
         ).fetchall())
 
+    def _read_ahead(self, d: Delivery) -> None:
+        """Start the pre-pass of `d` in the helper thread, unless `d` was ingested before (that
+        answer needs the warehouse, so it is asked here, in the thread that owns the connection)."""
+        try:
+            if self._lookup(d.delivery_id) is not None:
+                return
+        except DeliveryRefused:
+            return  # `d` meets the same refusal in its own turn
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read-ahead")
+        self.ahead = (d, self.pool.submit(_read_delivery, d, self.home.ingest_scratch_dir(d.delivery_id)))
+
     def close(self) -> None:
+        if self.ahead is not None:
+            _drop_read_ahead(self.ahead, self.home)
+            self.ahead = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
         if self.con is not None:
             try:
                 self.con.close()  # checkpoints the attached warehouse and vault
@@ -295,8 +344,19 @@ class _Session:
         names = [c[0] for c in cur.description]
         return [FileAccounting(**dict(zip(names, row))) for row in cur.fetchall()]
 
-    def ingest(self, d: Delivery) -> DeliveryReport:
+    def ingest(self, d: Delivery, next_delivery: Delivery | None = None) -> DeliveryReport:
+        """Ingest `d`. While DuckDB stages and commits it, the pre-pass of `next_delivery` (when
+        given and not ingested before) runs in a helper thread: the pre-pass is Python and numpy
+        on one core, staging is DuckDB, and the two share no state (the pre-pass only reads the
+        delivered files and writes into that delivery's own scratch folder)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] is not d:
+            _drop_read_ahead(ahead, self.home)  # not the delivery read ahead (a caller's choice)
+            ahead = None
         stored = self._lookup(d.delivery_id)
+        if stored is not None and ahead is not None:
+            _drop_read_ahead(ahead, self.home)  # ingested meanwhile by another run: not read here
+            ahead = None
         # A new delivery's files are hashed by the pre-pass that reads them (one pass over the
         # bytes, and the hash stored is that of the bytes checked); only a delivery_id seen before
         # is hashed up front, to tell the same content from a different one.
@@ -315,20 +375,12 @@ class _Session:
             )
         con = self._connect()
         scratch = self.home.ingest_scratch_dir(d.delivery_id)
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         con.execute("CREATE SCHEMA stg")
         committed = False
         try:
-            reads: list[reader.ReadResult] = []
-            for f in d.files:
-                src = SOURCES[f.source]
-                try:
-                    r = reader.read_file(f.path, scratch, expected=src.column_names,
-                                         keep_text=not any(c.identity for c in src.columns))
-                except reader.FileRefused as exc:
-                    raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
-                reads.append(r)
+            reads = ahead[1].result() if ahead is not None else _read_delivery(d, scratch)
+            if next_delivery is not None:
+                self._read_ahead(next_delivery)
             manifest_sha = d.manifest_sha256({f.name: r.sha256 for f, r in zip(d.files, reads)})
             staged = []
             for i, (f, r) in enumerate(zip(d.files, reads)):
