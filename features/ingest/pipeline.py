@@ -201,7 +201,7 @@ class _Staged:
         self.i, self.source, self.read, self.name = i, source, read, name
         self.raw = f"stg.raw_{i}"  # the delivered columns (VARCHAR), in file order
         self.rows = f"stg.rows_{i}"  # __line + delivered columns (VARCHAR)
-        self.idm = f"stg.idm_{i}"  # distinct raw student IDs: normalised form, form check, token, kind
+        self.idm = f"stg.idm_{i}"  # raw student IDs (a view of sess.ids): normalised form, form check, token, kind
         self.typed = f"stg.typed_{i}"  # the one typed pass; after validation: accepted rows only
         self.sub = f"stg.sub_{i}"  # the raw rows flagged by the typed pass (problem or repair)
         self.bad = f"stg.bad_{i}"  # distinct quarantined lines
@@ -464,12 +464,10 @@ class _Session:
             # The SQL form must give features.pseudonym.id_token's tokens exactly; checked once.
             probe = con.execute(f"SELECT {id_token_sql('$x')}", self._pad_params(x="G123456789012")).fetchall()
             assert probe[0][0] == id_token(self.home.pseudonym_key(), "G123456789012")
-        raws = f"stg.idr_{s.i}"
-        con.execute(f"CREATE TABLE {raws} AS SELECT DISTINCT student_id AS __raw FROM {s.rows} "
-                    "WHERE student_id IS NOT NULL")
+        # The raw IDs new to this session (usually few: last month's file had the same pupils).
         new = f"stg.idn_{s.i}"
         con.execute(f"CREATE TABLE {new} AS " + validate.id_map_sql(
-            f"(SELECT __raw AS student_id FROM {raws} r ANTI JOIN sess.ids i ON i.raw = r.__raw)"))
+            f"(SELECT r.student_id FROM {s.rows} r ANTI JOIN sess.ids i ON i.raw = r.student_id)"))
         con.execute(
             f"INSERT INTO sess.tokens SELECT norm, {id_token_sql('norm')}, {sql_id_kind('norm')}, false FROM "
             f"(SELECT DISTINCT __norm AS norm FROM {new} WHERE __norm IS NOT NULL AND NOT __bad_form) n "
@@ -480,12 +478,12 @@ class _Session:
             f"INSERT INTO sess.ids SELECT i.__raw, i.__norm, i.__bad_form, t.tok, t.kind "
             f"FROM {new} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
         )
-        con.execute(
-            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
-            f"kind AS __kind FROM sess.ids i SEMI JOIN {raws} r ON i.raw = r.__raw"
-        )
         con.execute(f"DROP TABLE {new}")
-        con.execute(f"DROP TABLE {raws}")
+        # The typed pass joins the file's rows to the session's map directly (a view, no copy).
+        con.execute(
+            f"CREATE VIEW {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
+            "kind AS __kind FROM sess.ids"
+        )
 
     def _pad_params(self, **extra: str) -> dict[str, object]:
         assert self.pads is not None
