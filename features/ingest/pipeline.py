@@ -201,7 +201,7 @@ class _Staged:
         self.i, self.source, self.read, self.name = i, source, read, name
         self.raw = f"stg.raw_{i}"  # the delivered columns (VARCHAR), in file order
         self.rows = f"stg.rows_{i}"  # __line + delivered columns (VARCHAR)
-        self.idm = f"stg.idm_{i}"  # raw student IDs (a view of sess.ids): normalised form, form check, token, kind
+        self.idm = f"stg.idm_{i}"  # distinct raw student IDs: normalised form, form check, token, kind
         self.typed = f"stg.typed_{i}"  # the one typed pass; after validation: accepted rows only
         self.sub = f"stg.sub_{i}"  # the raw rows flagged by the typed pass (problem or repair)
         self.bad = f"stg.bad_{i}"  # distinct quarantined lines
@@ -479,10 +479,11 @@ class _Session:
             f"FROM {new} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
         )
         con.execute(f"DROP TABLE {new}")
-        # The typed pass joins the file's rows to the session's map directly (a view, no copy).
+        # The file's part of the session's map: the typed pass joins it with the hash table on
+        # this small side, so its rows come out in file order, as they always have.
         con.execute(
-            f"CREATE VIEW {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
-            "kind AS __kind FROM sess.ids"
+            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
+            f"kind AS __kind FROM sess.ids i SEMI JOIN {s.rows} r ON i.raw = r.student_id"
         )
 
     def _pad_params(self, **extra: str) -> dict[str, object]:
