@@ -1,15 +1,17 @@
 """Ingest deliveries: pre-pass, staging and validation, identity vault, one warehouse transaction.
 
 Order of work for one delivery, and why:
-1. hash the files and look the delivery up: the same content again is "already ingested" (no
-   change); the same delivery_id with other content is refused.
-2. the structural pre-pass of every file (features.ingest.reader): file-level refusals happen
-   before anything is written, so a refused delivery leaves the warehouse byte-for-byte as it was.
+1. look the delivery up: a delivery_id seen before is hashed; the same content again is
+   "already ingested" (no change), other content is refused.
+2. the structural pre-pass of every file (features.ingest.reader, which also hashes the bytes it
+   checks): file-level refusals happen before anything is written, so a refused delivery leaves
+   the warehouse byte-for-byte as it was. In `ingest_path` the next delivery's pre-pass runs in a
+   helper thread while DuckDB does steps 3-5 of the current one (Python and DuckDB on both cores).
 3. staging in an in-memory DuckDB (it still holds raw IDs and names; it spills only into the
    vault's scratch folder): load, then ONE typed pass per file that types every column and flags
    the rows where any check fails or any repair applies; validate's exact per-column queries run
-   only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID, and
-   tokens are computed once per distinct ID per session. Each problem is then judged by the
+   only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID per
+   session, and tokenised (keyed HMAC, in DuckDB) once per distinct ID per session. Each problem is then judged by the
    contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
    quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind):
