@@ -11,9 +11,10 @@ Order of work for one delivery, and why:
    vault's scratch folder): load, then ONE typed pass per file that types every column and flags
    the rows where any check fails or any repair applies; validate's exact per-column queries run
    only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID per
-   session, and tokenised (keyed HMAC, in DuckDB) once per distinct ID per session. Each problem is then judged by the
-   contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
-   quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
+   session, and tokenised (keyed HMAC, in DuckDB) once per distinct ID per session. Each problem
+   is then judged by the contract (`Column.on_invalid`): a row that cannot say who, where/when or
+   what it reports is quarantined; an invalid detail of any other row is set to NULL and logged
+   as a repair.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind):
    the IDs' tokens, the names and the exact birth dates (the warehouse keeps the birth month).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
@@ -263,7 +264,8 @@ class _Session:
             con.execute("CREATE TABLE sess.tokens (norm VARCHAR, tok VARCHAR, kind VARCHAR, in_vault BOOLEAN)")
             # Every distinct raw student ID string seen so far: its normalised form, form check,
             # token and kind (the last two NULL unless the form is valid), computed once.
-            con.execute("CREATE TABLE sess.ids (raw VARCHAR, norm VARCHAR, bad_form BOOLEAN, tok VARCHAR, kind VARCHAR)")
+            con.execute("CREATE TABLE sess.ids (raw VARCHAR, norm VARCHAR, bad_form BOOLEAN, tok VARCHAR, "
+                        "kind VARCHAR)")
             self.con = con
             if self.home.warehouse.exists():
                 self._attach_warehouse()
@@ -716,7 +718,8 @@ class _Session:
             con.execute(f"DELETE FROM vault.birth_records WHERE delivery_id = {did}")
             if with_id:
                 con.execute("INSERT INTO vault.id_tokens SELECT tok, norm FROM stg.vault_ids ON CONFLICT DO NOTHING")
-                in_vault = "UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault AND norm IN (SELECT norm FROM stg.vault_ids)"
+                in_vault = ("UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault "
+                            "AND norm IN (SELECT norm FROM stg.vault_ids)")
             else:
                 in_vault = None
             for s in staged:
