@@ -1,17 +1,20 @@
 """Ingest deliveries: pre-pass, staging and validation, identity vault, one warehouse transaction.
 
 Order of work for one delivery, and why:
-1. hash the files and look the delivery up: the same content again is "already ingested" (no
-   change); the same delivery_id with other content is refused.
-2. the structural pre-pass of every file (features.ingest.reader): file-level refusals happen
-   before anything is written, so a refused delivery leaves the warehouse byte-for-byte as it was.
+1. look the delivery up: a delivery_id seen before is hashed; the same content again is
+   "already ingested" (no change), other content is refused.
+2. the structural pre-pass of every file (features.ingest.reader, which also hashes the bytes it
+   checks): file-level refusals happen before anything is written, so a refused delivery leaves
+   the warehouse byte-for-byte as it was. In `ingest_path` the next delivery's pre-pass runs in a
+   helper thread while DuckDB does steps 3-5 of the current one (Python and DuckDB on both cores).
 3. staging in an in-memory DuckDB (it still holds raw IDs and names; it spills only into the
    vault's scratch folder): load, then ONE typed pass per file that types every column and flags
    the rows where any check fails or any repair applies; validate's exact per-column queries run
-   only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID, and
-   tokens are computed once per distinct ID per session. Each problem is then judged by the
-   contract (`Column.on_invalid`): a row that cannot say who, where/when or what it reports is
-   quarantined; an invalid detail of any other row is set to NULL and logged as a repair.
+   only on those flagged rows. IDs are normalised and form-checked once per distinct raw ID per
+   session, and tokenised (keyed HMAC, in DuckDB) once per distinct ID per session. Each problem
+   is then judged by the contract (`Column.on_invalid`): a row that cannot say who, where/when or
+   what it reports is quarantined; an invalid detail of any other row is set to NULL and logged
+   as a repair.
 4. the vault: that delivery's rows replaced (a crashed earlier attempt leaves nothing behind):
    the IDs' tokens, the names and the exact birth dates (the warehouse keeps the birth month).
 5. ONE transaction on the warehouse for all accepted rows, quarantine, repairs and the log.
@@ -28,6 +31,7 @@ import hashlib
 import hmac
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -47,7 +51,7 @@ from features.ingest.validate import lit, q
 from features.ingest.warehouse import (
     FileAccounting, check_no_exact_birth_date, has_student_id, schema_ddl, table_name, warehouse_columns,
 )
-from features.pseudonym import id_token
+from features.pseudonym import hmac_pads, id_token, id_token_sql
 
 NAME_COLUMNS = ("prefix", "first_name", "last_name")
 BIRTH_COLUMN = "birth_date"  # exact date to vault.birth_records; the warehouse keeps `birth_month`
@@ -139,7 +143,7 @@ def ingest_path(path: Path, home: EwsHome, progress: Progress | None = None,
             if progress:
                 progress(i, len(deliveries), d.delivery_id)
             try:
-                report.deliveries.append(session.ingest(d))
+                report.deliveries.append(session.ingest(d, deliveries[i + 1] if i + 1 < len(deliveries) else None))
             except DeliveryRefused as exc:
                 report.deliveries.append(
                     DeliveryReport(delivery_id=d.delivery_id, folder=str(d.folder), status="refused", message=str(exc))
@@ -160,22 +164,37 @@ def ingest_delivery(d: Delivery, home: EwsHome, probe: Probe = no_probe) -> Deli
         session.close()
 
 
+def _read_delivery(d: Delivery, scratch: Path) -> list[reader.ReadResult]:
+    """The structural pre-pass of every file of `d` (features.ingest.reader), clean copies written
+    into `scratch` (emptied first). Raises DeliveryRefused naming the file and line."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    reads: list[reader.ReadResult] = []
+    for f in d.files:
+        src = SOURCES[f.source]
+        try:
+            reads.append(reader.read_file(f.path, scratch, expected=src.column_names,
+                                          keep_text=not any(c.identity for c in src.columns)))
+        except reader.FileRefused as exc:
+            raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
+    return reads
+
+
+ReadAhead = tuple[Delivery, "Future[list[reader.ReadResult]]"]
+
+
+def _drop_read_ahead(ahead: ReadAhead, home: EwsHome) -> None:
+    """Wait for an unused read-ahead and remove what it wrote (its error, if any, is not ours)."""
+    try:
+        ahead[1].result()
+    except BaseException:  # noqa: BLE001 - the delivery is not being ingested: its refusal is moot
+        pass
+    shutil.rmtree(home.ingest_scratch_dir(ahead[0].delivery_id), ignore_errors=True)
+
+
 def _first_line(exc: BaseException) -> str:
     # DuckDB messages can quote a line of the file; the first line never does.
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-
-
-def _token_function(key: bytes) -> Callable[[str], str]:
-    """features.pseudonym.id_token, with the keyed HMAC state prepared once (same tokens)."""
-    base = hmac.new(key, b"id:", hashlib.sha256)
-
-    def token(normalised_id: str) -> str:
-        h = base.copy()
-        h.update(normalised_id.encode("utf-8"))
-        return h.hexdigest()[:32]
-
-    assert token("G123456789012") == id_token(key, "G123456789012")
-    return token
 
 
 class _Staged:
@@ -219,7 +238,9 @@ class _Session:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.wh = False  # warehouse attached as `wh`
         self.vault = False  # vault attached as `vault`
-        self.token: Callable[[str], str] | None = None
+        self.pads: tuple[bytes, bytes] | None = None  # the pseudonym key's HMAC pads (secret)
+        self.pool: ThreadPoolExecutor | None = None  # one helper thread for the read-ahead
+        self.ahead: ReadAhead | None = None  # the next delivery's pre-pass, running or done
         self.has_log = False  # the warehouse has its `deliveries` table
 
     def _student_no_token_sql(self) -> str:
@@ -241,6 +262,10 @@ class _Session:
             for kind in _REGISTRIES:
                 con.execute(f"CREATE TABLE {_REGISTRIES[kind]} (code VARCHAR, pending BOOLEAN)")
             con.execute("CREATE TABLE sess.tokens (norm VARCHAR, tok VARCHAR, kind VARCHAR, in_vault BOOLEAN)")
+            # Every distinct raw student ID string seen so far: its normalised form, form check,
+            # token and kind (the last two NULL unless the form is valid), computed once.
+            con.execute("CREATE TABLE sess.ids (raw VARCHAR, norm VARCHAR, bad_form BOOLEAN, tok VARCHAR, "
+                        "kind VARCHAR)")
             self.con = con
             if self.home.warehouse.exists():
                 self._attach_warehouse()
@@ -271,7 +296,25 @@ class _Session:
             "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [db, table]
         ).fetchall())
 
+    def _read_ahead(self, d: Delivery) -> None:
+        """Start the pre-pass of `d` in the helper thread, unless `d` was ingested before (that
+        answer needs the warehouse, so it is asked here, in the thread that owns the connection)."""
+        try:
+            if self._lookup(d.delivery_id) is not None:
+                return
+        except DeliveryRefused:
+            return  # `d` meets the same refusal in its own turn
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read-ahead")
+        self.ahead = (d, self.pool.submit(_read_delivery, d, self.home.ingest_scratch_dir(d.delivery_id)))
+
     def close(self) -> None:
+        if self.ahead is not None:
+            _drop_read_ahead(self.ahead, self.home)
+            self.ahead = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
         if self.con is not None:
             try:
                 self.con.close()  # checkpoints the attached warehouse and vault
@@ -305,11 +348,23 @@ class _Session:
         names = [c[0] for c in cur.description]
         return [FileAccounting(**dict(zip(names, row))) for row in cur.fetchall()]
 
-    def ingest(self, d: Delivery) -> DeliveryReport:
-        hashes = {f.name: reader.sha256_file(f.path) for f in d.files}
-        manifest_sha = d.manifest_sha256(hashes)
+    def ingest(self, d: Delivery, next_delivery: Delivery | None = None) -> DeliveryReport:
+        """Ingest `d`. While DuckDB stages and commits it, the pre-pass of `next_delivery` (when
+        given and not ingested before) runs in a helper thread: the pre-pass is Python and numpy
+        on one core, staging is DuckDB, and the two share no state (the pre-pass only reads the
+        delivered files and writes into that delivery's own scratch folder)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] is not d:
+            _drop_read_ahead(ahead, self.home)  # not the delivery read ahead (a caller's choice)
+            ahead = None
         stored = self._lookup(d.delivery_id)
-        if stored == manifest_sha:
+        if stored is not None and ahead is not None:
+            _drop_read_ahead(ahead, self.home)  # ingested meanwhile by another run: not read here
+            ahead = None
+        # A new delivery's files are hashed by the pre-pass that reads them (one pass over the
+        # bytes, and the hash stored is that of the bytes checked); only a delivery_id seen before
+        # is hashed up front, to tell the same content from a different one.
+        if stored is not None and stored == d.manifest_sha256({f.name: reader.sha256_file(f.path) for f in d.files}):
             return DeliveryReport(
                 delivery_id=d.delivery_id, folder=str(d.folder), status="already_ingested",
                 message="already ingested (same content); nothing changed",
@@ -324,22 +379,13 @@ class _Session:
             )
         con = self._connect()
         scratch = self.home.ingest_scratch_dir(d.delivery_id)
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         con.execute("CREATE SCHEMA stg")
         committed = False
         try:
-            reads: list[reader.ReadResult] = []
-            for f in d.files:
-                src = SOURCES[f.source]
-                try:
-                    r = reader.read_file(f.path, scratch, expected=src.column_names,
-                                         keep_text=not any(c.identity for c in src.columns))
-                except reader.FileRefused as exc:
-                    raise DeliveryRefused(f"{d.delivery_id}/{exc}") from None
-                if r.sha256 != hashes[f.name]:
-                    raise DeliveryRefused(f"{d.delivery_id}/{f.name}: the file changed while it was being read")
-                reads.append(r)
+            reads = ahead[1].result() if ahead is not None else _read_delivery(d, scratch)
+            if next_delivery is not None:
+                self._read_ahead(next_delivery)
+            manifest_sha = d.manifest_sha256({f.name: r.sha256 for f, r in zip(d.files, reads)})
             staged = []
             for i, (f, r) in enumerate(zip(d.files, reads)):
                 s = _Staged(i, SOURCES[f.source], r, f.name)
@@ -409,31 +455,44 @@ class _Session:
             con.execute(f"CREATE VIEW {s.rows} AS SELECT rowid + 2 AS __line, * FROM {s.raw}")
 
     def _id_map(self, s: _Staged) -> None:
-        """Normalise and form-check each DISTINCT raw ID once. Tokens (keyed HMAC) and kinds of
-        the well-formed normalised IDs (the only ones an accepted row can carry) come from the
-        session's token table; only IDs new to this session are hashed, in Python."""
+        """The file's distinct raw IDs with their normalised form, form check, token and kind.
+
+        Each distinct raw ID string is normalised and form-checked once per session, and each
+        new well-formed normalised ID tokenised once (keyed HMAC in DuckDB's sha256, see
+        features.pseudonym.id_token_sql): a monthly file repeats last month's IDs, so most of its
+        IDs are found in the session's `sess.ids` and only the new ones are worked on."""
         con = self.con
         assert con is not None
-        con.execute(f"CREATE TABLE stg.idn_{s.i} AS {validate.id_map_sql(s.rows)}")
-        new = [n for (n,) in con.execute(
-            f"SELECT DISTINCT __norm FROM stg.idn_{s.i} WHERE __norm IS NOT NULL AND NOT __bad_form "
-            "AND __norm NOT IN (SELECT norm FROM sess.tokens)"
-        ).fetchall()]
-        if new:
-            if self.token is None:
-                self.token = _token_function(self.home.pseudonym_key())
-            tok = self.token
-            # Two lists unnested side by side (pairs stay aligned); no pandas/arrow round trip.
-            con.execute(
-                f"INSERT INTO sess.tokens SELECT norm, tok, {sql_id_kind('norm')}, false FROM "
-                "(SELECT unnest(?::VARCHAR[]) AS norm, unnest(?::VARCHAR[]) AS tok)",
-                [new, [tok(n) for n in new]],
-            )
+        if self.pads is None:
+            self.pads = hmac_pads(self.home.pseudonym_key())
+            # The SQL form must give features.pseudonym.id_token's tokens exactly; checked once.
+            probe = con.execute(f"SELECT {id_token_sql('$x')}", self._pad_params(x="G123456789012")).fetchall()
+            assert probe[0][0] == id_token(self.home.pseudonym_key(), "G123456789012")
+        # The raw IDs new to this session (usually few: last month's file had the same pupils).
+        new = f"stg.idn_{s.i}"
+        con.execute(f"CREATE TABLE {new} AS " + validate.id_map_sql(
+            f"(SELECT r.student_id FROM {s.rows} r ANTI JOIN sess.ids i ON i.raw = r.student_id)"))
         con.execute(
-            f"CREATE TABLE {s.idm} AS SELECT i.__raw, i.__norm, i.__bad_form, t.tok AS __tok, t.kind AS __kind "
-            f"FROM stg.idn_{s.i} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
+            f"INSERT INTO sess.tokens SELECT norm, {id_token_sql('norm')}, {sql_id_kind('norm')}, false FROM "
+            f"(SELECT DISTINCT __norm AS norm FROM {new} WHERE __norm IS NOT NULL AND NOT __bad_form) n "
+            "ANTI JOIN sess.tokens t ON t.norm = n.norm",
+            self._pad_params(),
         )
-        con.execute(f"DROP TABLE stg.idn_{s.i}")
+        con.execute(
+            f"INSERT INTO sess.ids SELECT i.__raw, i.__norm, i.__bad_form, t.tok, t.kind "
+            f"FROM {new} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
+        )
+        con.execute(f"DROP TABLE {new}")
+        # The file's part of the session's map: the typed pass joins it with the hash table on
+        # this small side, so its rows come out in file order, as they always have.
+        con.execute(
+            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
+            f"kind AS __kind FROM sess.ids i SEMI JOIN {s.rows} r ON i.raw = r.student_id"
+        )
+
+    def _pad_params(self, **extra: str) -> dict[str, object]:
+        assert self.pads is not None
+        return {"inner": self.pads[0], "outer": self.pads[1], **extra}
 
     def _validate(self, d: Delivery, s: _Staged) -> None:
         con = self.con
@@ -643,6 +702,14 @@ class _Session:
         did = lit(d.delivery_id)
         # 1. The vault, replacing whatever an earlier crashed attempt left for this delivery.
         with_id = [s for s in staged if has_student_id(s.source)]
+        if with_id:
+            # The distinct IDs of the accepted rows that this session has not stored yet. Only the
+            # session's few new tokens are held in a hash table; the accepted rows stream past it.
+            union = " UNION ALL ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
+            con.execute(
+                "CREATE TABLE stg.vault_ids AS SELECT DISTINCT t.tok, t.norm FROM "
+                f"(SELECT tok, norm FROM sess.tokens WHERE NOT in_vault) t JOIN ({union}) u ON t.norm = u.__norm"
+            )
         con.execute("BEGIN")
         try:
             for ddl in vault.VAULT_DDL:
@@ -650,13 +717,9 @@ class _Session:
             con.execute(f"DELETE FROM vault.name_records WHERE delivery_id = {did}")
             con.execute(f"DELETE FROM vault.birth_records WHERE delivery_id = {did}")
             if with_id:
-                # The distinct IDs of the accepted rows; those this session already stored are skipped.
-                union = " UNION ".join(f"SELECT __norm FROM {s.typed}" for s in with_id)
-                con.execute(
-                    f"INSERT INTO vault.id_tokens SELECT t.tok, t.norm FROM sess.tokens t SEMI JOIN ({union}) u "
-                    "ON t.norm = u.__norm WHERE NOT t.in_vault ON CONFLICT DO NOTHING"
-                )
-                in_vault = f"UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault AND norm IN ({union})"
+                con.execute("INSERT INTO vault.id_tokens SELECT tok, norm FROM stg.vault_ids ON CONFLICT DO NOTHING")
+                in_vault = ("UPDATE sess.tokens SET in_vault = true WHERE NOT in_vault "
+                            "AND norm IN (SELECT norm FROM stg.vault_ids)")
             else:
                 in_vault = None
             for s in staged:

@@ -252,12 +252,15 @@ class _Reader:
                             f"{self.name}, line {line}: binary content (a NUL byte); this is not a CSV text file"
                         )
                     if self.encoding == "utf-8":
-                        try:
-                            # Validation only: a character split across two reads is handled by
-                            # the incremental decoder.
-                            utf8.decode(raw, final=final)
-                        except UnicodeDecodeError as exc:
-                            raise _NotUtf8(raw_offset + exc.start) from None
+                        # ASCII is UTF-8 (unless a character split across reads is still open):
+                        # most big files are all ASCII, and the check is much cheaper than decoding.
+                        if not raw.isascii() or utf8.getstate()[0]:
+                            try:
+                                # Validation only: a character split across two reads is handled
+                                # by the incremental decoder.
+                                utf8.decode(raw, final=final)
+                            except UnicodeDecodeError as exc:
+                                raise _NotUtf8(raw_offset + exc.start) from None
                         chunk = raw
                     else:
                         try:

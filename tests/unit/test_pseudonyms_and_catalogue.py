@@ -8,11 +8,12 @@ import os
 import stat
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from features.home import EwsHome
 from features.pointintime.spec import FEATURES, GROUPS, catalogue_markdown
-from features.pseudonym import id_token, student_key, student_keys
+from features.pseudonym import hmac_pads, id_token, id_token_sql, student_key, student_keys
 
 
 def test_a_token_depends_on_the_secret_so_nobody_without_it_can_recompute_it() -> None:
@@ -28,6 +29,20 @@ def test_a_student_key_is_the_keyed_hash_of_its_anchor_alone_or_in_bulk() -> Non
     assert student_keys(b"k" * 32, anchors) == expected
     assert [student_key(b"k" * 32, a) for a in anchors] == expected
     assert len(set(expected)) == len(anchors)
+
+
+@pytest.mark.parametrize("key", [b"k" * 32, bytes(range(64)), bytes(range(100)), b""],
+                         ids=["32 bytes", "one block", "longer than a block", "empty"])
+def test_the_sql_token_is_the_python_token_for_any_key_length(key: bytes) -> None:
+    # Ingest tokenises IDs in DuckDB; linkage and the service compute them in Python: they must agree.
+    ids = ["1101700203450", "G123456789012", "ก", "", "0" * 40]
+    inner, outer = hmac_pads(key)
+    con = duckdb.connect()
+    got = [t for (t,) in con.execute(
+        f"SELECT {id_token_sql('x')} FROM unnest($ids) WITH ORDINALITY u(x, i) ORDER BY i",
+        {"ids": ids, "inner": inner, "outer": outer}).fetchall()]
+    assert got == [id_token(key, x) for x in ids]
+    assert len(set(got)) == len(ids)
 
 
 def test_the_demo_secret_is_created_once_and_readable_by_the_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
