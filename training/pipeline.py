@@ -114,6 +114,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     t = time.perf_counter()
     model = _fit(folds, cfg)
     timings["fit_and_calibrate"] = time.perf_counter() - t
+    timings.update({f"fit.{k}": v for k, v in model.fit_seconds_.items()})
 
     test = folds["test"]
     y = test["label"].to_numpy(dtype=float)
@@ -151,13 +152,14 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
                     **{a: groups[a].astype("object").where(groups[a].notna(), "unknown").astype(str).to_numpy()
                        for a in groups.columns}}
     # The O/E intervals hold the calibration fold's noise too (Platt refitted on its own student-level
-    # replicates): the level the calibrator learnt from one year is an estimate, not a fact.
+    # replicates): the level the calibrator learnt from one year is an estimate, not a fact. The
+    # replicates refit on the raw scores the calibrator saw (out-of-fold under refit="crossfit").
     p_reps = None
     if model.calibrator_.method == "platt":
         calib = folds["calibration"]
         calib_w = student_weights(calib["student_key"].astype(str).to_numpy(), cfg.intervals.n_boot,
                                   cfg.intervals.seed + 1)
-        p_reps = platt_replicates(calib["label"].to_numpy(dtype=float), model.raw_probability(calib), calib_w, raw)
+        p_reps = platt_replicates(calib["label"].to_numpy(dtype=float), model.calibration_raw_, calib_w, raw)
         del calib_w  # 200 x the calibration fold's rows (0.8 GB at 2M rows): not held through the report
     metrics.update(calibration_report(y, score, keys, calib_slices, level=cfg.intervals.level, weights=replicates,
                                       p_replicates=p_reps))
