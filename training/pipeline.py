@@ -50,7 +50,10 @@ class TrainResult:
     trainset_name: str
     trainset_manifest: TrainsetManifest
     timings: dict[str, float] = field(default_factory=dict)
-    best_iteration: int = 0
+    best_iteration: int = 0  # trees of the published booster
+    # How the published booster was fitted: refit mode, the early-stopped tree count (stage A), the
+    # published booster's, and the cross-fitting groups (0 without cross-fitting).
+    refit: dict[str, int | str] = field(default_factory=dict)
     fold_rows: dict[str, int] = field(default_factory=dict)
     # The test fold's first five rows as loaded (features unencoded): the MLflow input example, kept
     # here so registration does not reload a training set of millions of rows for five of them.
@@ -94,7 +97,8 @@ def group_importance(model: RiskModel, frame: pd.DataFrame, rows: int, seed: int
 
 def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None = None) -> RiskModel:
     """`RiskModel.fit` on the three folds: booster on the training fold (early-stopped on the
-    calibration fold), calibrator on the calibration fold, group cut-offs on the test fold."""
+    calibration fold; refitted on both under `model.refit = "crossfit"`), calibrator on the
+    calibration fold (out-of-fold scores under cross-fitting), group cut-offs on the test fold."""
     train, calib, test = folds["train"], folds["calibration"], folds["test"]
     return RiskModel.from_train_config(cfg, monotone).fit(
         train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
@@ -223,6 +227,9 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
         feature_importance=importance, trainset_name=ts.name, trainset_manifest=ts.manifest, timings=timings,
         best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
         fold_rows={k: len(v) for k, v in folds.items()}, example_rows=folds["test"].head(5).copy(),
+        refit={"mode": cfg.model.refit, "stage_a_trees": model.stage_a_trees_,
+               "published_trees": int(model.booster_.best_iteration or model.booster_.current_iteration()),
+               "crossfit_folds": cfg.model.crossfit_folds if cfg.model.refit == "crossfit" else 0},
     )
 
 
