@@ -370,7 +370,8 @@ class RiskModel(BaseEstimator):
         on out-of-fold scores of the calibration fold (`crossfit_groups`, `scaled_trees`); the calibration
         fold then needs its `student_key` column. Fitted besides the public attributes: `stage_a_trees_`
         (the early-stopped count), `calibration_raw_` (the raw probabilities the calibrator was fitted
-        on: the booster's own in "none", out-of-fold in "crossfit"), `crossfit_groups_` (each
+        on: the booster's own in "none", out-of-fold in "crossfit"), `stage_a_calibration_raw_` (the
+        early-stopped booster's on the same rows), `crossfit_groups_` (each
         calibration row's group, None in "none") and `fit_seconds_`."""
         cfg = self.config or ModelConfig()
         x_calib, y_calib = calibration[0], np.asarray(calibration[1])
@@ -394,7 +395,11 @@ class RiskModel(BaseEstimator):
             self.booster_ = stage_a
             self.crossfit_groups_ = None
             self.calibration_raw_ = np.asarray(stage_a.predict(x_cal), dtype=float)
+            self.stage_a_calibration_raw_ = self.calibration_raw_
         else:
+            # Kept to compare, on the calibration fold alone, the out-of-fold scores with the
+            # training-fold booster's (training.pipeline.refit_validation): no test row involved.
+            self.stage_a_calibration_raw_ = np.asarray(stage_a.predict(x_cal), dtype=float)
             self.booster_, self.calibration_raw_, self.crossfit_groups_ = self._crossfit(
                 params, names, x_train, y_train, x_cal, y_calib, x_calib, cfg)
         self.calibrator_ = Calibrator(self.calibration).fit(self.calibration_raw_, y_calib)
