@@ -148,3 +148,21 @@ def test_crossfit_needs_the_calibration_folds_student_keys() -> None:
     with pytest.raises(ValueError, match="student_key"):
         RiskModel.from_train_config(_cfg("crossfit")).fit(train, train["label"].to_numpy(),
                                                            calibration=(calib, calib["label"].to_numpy()))
+
+
+def test_the_refit_is_judged_on_the_calibration_fold_against_the_early_stopped_booster(fitted) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from training.pipeline import refit_validation
+
+    folds, model = fitted
+    calib = folds["calibration"]
+    y = calib["label"].to_numpy()
+    out = refit_validation(model, calib, _cfg("crossfit"))
+    assert out["refit.calibration_fold.out_of_fold.roc_auc"] == pytest.approx(roc_auc_score(y, model.calibration_raw_))
+    assert out["refit.calibration_fold.stage_a.pr_auc"] == pytest.approx(
+        average_precision_score(y, model.stage_a_calibration_raw_))
+    for metric in ("roc_auc", "pr_auc"):
+        name = f"refit.calibration_fold.oof_minus_stage_a.{metric}"
+        assert out[f"ci95_low.{name}"] < out[f"ci95_high.{name}"]
+        assert out[f"ci95_low.{name}"] - 0.01 <= out[name] <= out[f"ci95_high.{name}"] + 0.01
