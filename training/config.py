@@ -55,7 +55,7 @@ class ModelConfig(_Model):
         True, description="Apply monotone constraints where the direction is certain (see training.model.MONOTONE).")
     # "crossfit" by default: on two 20,000 x 4 worlds it ranked better on the calibration fold (out-of-fold)
     # and on the test fold, with calibration inside the issue's bands (training/DECISIONS.md, issue 12,
-    # session 7); it costs about 2.5x the booster's fitting time with 3 groups.
+    # session 7); with 3 groups the booster's fitting takes about 3.5-5x as long as stage A alone.
     refit: Literal["none", "crossfit"] = Field(
         "crossfit", description="'none': the published booster learns from the training fold only (early-stopped on the "
                             "calibration fold, Platt fitted on that fold). 'crossfit': after that first booster, the "
