@@ -388,7 +388,22 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray, weights: np.ndarray | N
         for lo in range(0, w.shape[0], _NEWTON_BLOCK):
             blk = slice(lo, lo + _NEWTON_BLOCK)
             a[blk], b[blk], ok[blk] = _newton(w[blk], y, x, a[blk], b[blk], ok[blk], iterations)
+    if weights is None and not ok[0] and 0 < wy[0] < len(y):
+        # Plain Newton from slope 0 can overshoot and diverge when the scores' logits spread widely
+        # (seen on out-of-fold scores of a small calibration fold, whose maximum is finite): the one
+        # fit falls back to scikit-learn's L-BFGS, the solver Platt's calibrator itself uses.
+        return _lbfgs_recalibration(y, x)
     return np.where(ok, b, np.nan), np.where(ok, a, np.nan)
+
+
+def _lbfgs_recalibration(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(slope, intercept) of one unpenalised logistic regression of y on x, by L-BFGS."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(x.reshape(-1, 1), y)
+    slope, intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    ok = abs(slope) < SEPARABLE_BOUND and abs(intercept) < SEPARABLE_BOUND
+    return np.array([slope if ok else np.nan]), np.array([intercept if ok else np.nan])
 
 
 def poisson_interval(observed: float, level: float = 0.95) -> tuple[float, float]:

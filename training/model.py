@@ -10,10 +10,16 @@ own feature order, category -> its code in the model's own category list, unseen
 used by training, scoring, SHAP, replay and ad-hoc scoring alike. Because the model keeps its own
 feature set, an old version still scores after the catalogue grows. The calibrator and thresholds
 are plain numbers, so the registry rebuilds a model from JSON and the booster without unpickling.
+
+`ModelConfig.refit = "crossfit"` lets the calibration fold's rows teach the published booster too:
+the early-stopped booster then only fixes the number of trees, a few boosters each blind to one
+group of the calibration fold's students give every calibration row an out-of-fold score for the
+calibrator, and the published booster is refitted on training + calibration rows.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -301,6 +307,29 @@ def lgb_params(cfg: ModelConfig, features: Sequence[str], monotone: bool | None 
     return params
 
 
+def crossfit_groups(student_keys: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Group (0 .. k-1) of each row, drawn per STUDENT: the sorted distinct keys are shuffled with
+    `seed` and dealt round-robin, so all of a student's rows share a group and the groups' sizes in
+    students differ by at most one. The same keys and seed give the same groups."""
+    keys = np.asarray(student_keys).astype(str)
+    distinct = np.unique(keys)  # sorted: the groups do not depend on the rows' order
+    if len(distinct) < k:
+        raise ValueError(f"cross-fitting needs at least {k} students in the calibration fold, it has {len(distinct)}")
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    group_of_distinct = np.empty(len(distinct), dtype=np.int64)
+    group_of_distinct[order] = np.arange(len(distinct)) % k
+    return group_of_distinct[np.searchsorted(distinct, keys)]
+
+
+def scaled_trees(trees: int, rows: int, early_stopped_rows: int) -> int:
+    """Boosting rounds for a booster refitted on `rows` rows, from the count early stopping chose on
+    `early_stopped_rows`: in proportion to the rows (the session-6 diagnosis' rule, 142 -> 236 trees;
+    training/DECISIONS.md, issue 12). At a fixed learning rate, more rows carry more signal before
+    the trees start fitting noise; there is no fold left to early-stop the refitted booster on
+    (every labelled row before the test fold is in it), so the count is set beforehand."""
+    return max(1, round(trees * rows / early_stopped_rows))
+
+
 Fold = tuple[pd.DataFrame, np.ndarray]  # (feature frame, 0/1 labels)
 
 
@@ -334,34 +363,94 @@ class RiskModel(BaseEstimator):
     def fit(self, X: pd.DataFrame, y: np.ndarray, *, calibration: Fold, cutoffs: Fold | None = None) -> RiskModel:
         """Learn the feature set and booster on (X, y), early-stopping on the `calibration` fold; the
         calibrator on the calibration fold; the group cut-offs on `cutoffs` (default: the calibration
-        fold; training passes its test fold, whose observed rates the model card reports)."""
+        fold; training passes its test fold, whose observed rates the model card reports).
+
+        With `config.refit == "crossfit"` the early-stopped booster only sets the number of trees: the
+        published booster is refitted on the training AND calibration rows, and the calibrator is fitted
+        on out-of-fold scores of the calibration fold (`crossfit_groups`, `scaled_trees`); the calibration
+        fold then needs its `student_key` column. Fitted besides the public attributes: `stage_a_trees_`
+        (the early-stopped count), `calibration_raw_` (the raw probabilities the calibrator was fitted
+        on: the booster's own in "none", out-of-fold in "crossfit"), `stage_a_calibration_raw_` (the
+        early-stopped booster's on the same rows), `crossfit_groups_` (each
+        calibration row's group, None in "none") and `fit_seconds_`."""
         cfg = self.config or ModelConfig()
-        x_calib, y_calib = calibration
+        x_calib, y_calib = calibration[0], np.asarray(calibration[1])
+        y_train = np.asarray(y)
         self.features_ = FeatureSet.learn(X, tuple(self.features) if self.features is not None else FEATURE_NAMES)
         self.categories_ = self.features_.categories()
         names = list(self.features_.names)
+        params = lgb_params(cfg, names, self.monotone, self.random_state)
+        x_train, x_cal = self.encode(X), self.encode(x_calib)
+        t = time.perf_counter()
         # Integer codes with the categorical columns named by index: the same numbers LightGBM
         # derives from pandas categories, so the trees are those a category frame would give.
-        train = lgb.Dataset(self.encode(X), label=np.asarray(y), feature_name=names,
+        train = lgb.Dataset(x_train, label=y_train, feature_name=names,
                             categorical_feature=self.features_.categorical_indices, free_raw_data=True)
-        valid = lgb.Dataset(self.encode(x_calib), label=np.asarray(y_calib), reference=train)
-        self.booster_ = lgb.train(
-            lgb_params(cfg, names, self.monotone, self.random_state), train, num_boost_round=cfg.n_estimators,
-            valid_sets=[valid], callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-        )
-        self.calibrator_ = Calibrator(self.calibration).fit(self.raw_probability(x_calib), np.asarray(y_calib))
-        x_cut, y_cut = cutoffs if cutoffs is not None else calibration
-        cut_score = self.risk_score(x_cut)
+        valid = lgb.Dataset(x_cal, label=y_calib, reference=train)
+        stage_a = lgb.train(params, train, num_boost_round=cfg.n_estimators, valid_sets=[valid],
+                            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+        self.stage_a_trees_ = int(stage_a.best_iteration or stage_a.current_iteration())
+        self.fit_seconds_ = {"stage_a": time.perf_counter() - t}
+        if cfg.refit == "none":
+            self.booster_ = stage_a
+            self.crossfit_groups_ = None
+            self.calibration_raw_ = np.asarray(stage_a.predict(x_cal), dtype=float)
+            self.stage_a_calibration_raw_ = self.calibration_raw_
+        else:
+            # Kept to compare, on the calibration fold alone, the out-of-fold scores with the
+            # training-fold booster's (training.pipeline.refit_validation): no test row involved.
+            self.stage_a_calibration_raw_ = np.asarray(stage_a.predict(x_cal), dtype=float)
+            self.booster_, self.calibration_raw_, self.crossfit_groups_ = self._crossfit(
+                params, names, x_train, y_train, x_cal, y_calib, x_calib, cfg)
+        self.calibrator_ = Calibrator(self.calibration).fit(self.calibration_raw_, y_calib)
+        # The calibration fold's published-scale scores, from the same raw scores the calibrator saw
+        # (out-of-fold under cross-fitting: the published booster has seen these rows).
+        calib_score = np.asarray(self.calibrator_.transform(self.calibration_raw_), dtype=np.float64)
+        x_cut, y_cut = cutoffs if cutoffs is not None else (x_calib, y_calib)
+        cut_score = self.risk_score(x_cut) if cutoffs is not None else calib_score
         strata = None
         if "round_id" in x_calib.columns and "round_id" in x_cut.columns:
             both = x_calib if cutoffs is None else pd.concat([x_calib[["round_id"]], x_cut[["round_id"]]])
-            strata = (np.concatenate([self.risk_score(x_calib), cut_score]) if cutoffs is not None else cut_score,
-                      np.concatenate([np.asarray(y_calib), np.asarray(y_cut)]) if cutoffs is not None else np.asarray(y_cut),
+            strata = (np.concatenate([calib_score, cut_score]) if cutoffs is not None else cut_score,
+                      np.concatenate([y_calib, np.asarray(y_cut)]) if cutoffs is not None else np.asarray(y_cut),
                       both["round_id"].astype(str).to_numpy())
         self.thresholds_ = choose_thresholds(
             cut_score, np.asarray(y_cut), self.problem_share, self.at_risk_share,
             round_ids=x_cut["round_id"].astype(str).to_numpy() if "round_id" in x_cut.columns else None, strata_fold=strata)
         return self
+
+    def _crossfit(self, params: dict[str, Any], names: list[str], x_train: Matrix, y_train: np.ndarray,
+                  x_cal: Matrix, y_calib: np.ndarray, x_calib: pd.DataFrame, cfg: ModelConfig,
+                  ) -> tuple[lgb.Booster, np.ndarray, np.ndarray]:
+        """(published booster, out-of-fold raw probabilities of the calibration rows, their groups).
+
+        Each group's raw probabilities come from a booster fitted on the training fold plus the
+        calibration rows of the OTHER groups' students, so a calibration row is never scored by a
+        booster that saw its student (a student's early and mid rows share one outcome)."""
+        if "student_key" not in x_calib.columns:
+            raise ValueError("refit='crossfit' splits the calibration fold by student: its frame needs the student_key column")
+        groups = crossfit_groups(x_calib["student_key"].to_numpy(), cfg.crossfit_folds,
+                                 cfg.seed if self.random_state is None else self.random_state)
+        oof = np.empty(len(x_cal), dtype=float)
+        t = time.perf_counter()
+        for k in range(cfg.crossfit_folds):
+            seen = groups != k
+            booster = self._boost(params, names, np.vstack([x_train, x_cal[seen]]),
+                                  np.concatenate([y_train, y_calib[seen]]),
+                                  scaled_trees(self.stage_a_trees_, len(x_train) + int(seen.sum()), len(x_train)))
+            oof[~seen] = booster.predict(x_cal[~seen])
+        self.fit_seconds_["crossfit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        published = self._boost(params, names, np.vstack([x_train, x_cal]), np.concatenate([y_train, y_calib]),
+                                scaled_trees(self.stage_a_trees_, len(x_train) + len(x_cal), len(x_train)))
+        self.fit_seconds_["published"] = time.perf_counter() - t
+        return published, oof, groups
+
+    def _boost(self, params: dict[str, Any], names: list[str], x: Matrix, y: np.ndarray, trees: int) -> lgb.Booster:
+        """A booster with exactly `trees` rounds (no early stopping: the count is fixed beforehand)."""
+        data = lgb.Dataset(x, label=y, feature_name=names, categorical_feature=self.features_.categorical_indices,
+                           free_raw_data=True)
+        return lgb.train(params, data, num_boost_round=trees)
 
     @classmethod
     def restore(cls, booster: lgb.Booster, calibrator: Calibrator, features: FeatureSet,

@@ -50,7 +50,10 @@ class TrainResult:
     trainset_name: str
     trainset_manifest: TrainsetManifest
     timings: dict[str, float] = field(default_factory=dict)
-    best_iteration: int = 0
+    best_iteration: int = 0  # trees of the published booster
+    # How the published booster was fitted: refit mode, the early-stopped tree count (stage A), the
+    # published booster's, and the cross-fitting groups (0 without cross-fitting).
+    refit: dict[str, int | str] = field(default_factory=dict)
     fold_rows: dict[str, int] = field(default_factory=dict)
     # The test fold's first five rows as loaded (features unencoded): the MLflow input example, kept
     # here so registration does not reload a training set of millions of rows for five of them.
@@ -94,7 +97,8 @@ def group_importance(model: RiskModel, frame: pd.DataFrame, rows: int, seed: int
 
 def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None = None) -> RiskModel:
     """`RiskModel.fit` on the three folds: booster on the training fold (early-stopped on the
-    calibration fold), calibrator on the calibration fold, group cut-offs on the test fold."""
+    calibration fold; refitted on both under `model.refit = "crossfit"`), calibrator on the
+    calibration fold (out-of-fold scores under cross-fitting), group cut-offs on the test fold."""
     train, calib, test = folds["train"], folds["calibration"], folds["test"]
     return RiskModel.from_train_config(cfg, monotone).fit(
         train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
@@ -114,6 +118,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     t = time.perf_counter()
     model = _fit(folds, cfg)
     timings["fit_and_calibrate"] = time.perf_counter() - t
+    timings.update({f"fit.{k}": v for k, v in model.fit_seconds_.items()})
 
     test = folds["test"]
     y = test["label"].to_numpy(dtype=float)
@@ -140,6 +145,8 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
             metrics[f"baselines.{name}.{k}"] = v
     metrics.update(versus_points(metrics))
     timings["baselines"] = time.perf_counter() - t
+    if cfg.model.refit == "crossfit":
+        metrics.update(refit_validation(model, folds["calibration"], cfg))
 
     # Calibration that can fail: O/E, slope and intercept with student-level intervals, overall and per
     # term, round type, grade band and fairness group; every interval of the run on one set of replicates.
@@ -151,13 +158,14 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
                     **{a: groups[a].astype("object").where(groups[a].notna(), "unknown").astype(str).to_numpy()
                        for a in groups.columns}}
     # The O/E intervals hold the calibration fold's noise too (Platt refitted on its own student-level
-    # replicates): the level the calibrator learnt from one year is an estimate, not a fact.
+    # replicates): the level the calibrator learnt from one year is an estimate, not a fact. The
+    # replicates refit on the raw scores the calibrator saw (out-of-fold under refit="crossfit").
     p_reps = None
     if model.calibrator_.method == "platt":
         calib = folds["calibration"]
         calib_w = student_weights(calib["student_key"].astype(str).to_numpy(), cfg.intervals.n_boot,
                                   cfg.intervals.seed + 1)
-        p_reps = platt_replicates(calib["label"].to_numpy(dtype=float), model.raw_probability(calib), calib_w, raw)
+        p_reps = platt_replicates(calib["label"].to_numpy(dtype=float), model.calibration_raw_, calib_w, raw)
         del calib_w  # 200 x the calibration fold's rows (0.8 GB at 2M rows): not held through the report
     metrics.update(calibration_report(y, score, keys, calib_slices, level=cfg.intervals.level, weights=replicates,
                                       p_replicates=p_reps))
@@ -221,7 +229,33 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
         feature_importance=importance, trainset_name=ts.name, trainset_manifest=ts.manifest, timings=timings,
         best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
         fold_rows={k: len(v) for k, v in folds.items()}, example_rows=folds["test"].head(5).copy(),
+        refit={"mode": cfg.model.refit, "stage_a_trees": model.stage_a_trees_,
+               "published_trees": int(model.booster_.best_iteration or model.booster_.current_iteration()),
+               "crossfit_folds": cfg.model.crossfit_folds if cfg.model.refit == "crossfit" else 0},
     )
+
+
+def refit_validation(model: RiskModel, calib: pd.DataFrame, cfg: TrainConfig) -> dict[str, float]:
+    """Does learning from more rows pay, judged without the test fold: on the calibration fold, the
+    ROC-AUC and PR-AUC of the out-of-fold scores (boosters on the training fold + the OTHER
+    calibration students) against the early-stopped training-fold booster's, with paired
+    student-level intervals of the difference (`refit.calibration_fold.<score>.<metric>`,
+    `refit.calibration_fold.oof_minus_stage_a.<metric>`). The stage-A figure is if anything flattered
+    (its tree count was chosen on these rows); the out-of-fold boosters share the calibration year
+    with the rows they score, which a published booster never does with its test fold."""
+    y = calib["label"].to_numpy(dtype=float)
+    weights = student_weights(calib["student_key"].astype(str).to_numpy(), cfg.intervals.n_boot, cfg.intervals.seed + 2)
+    out: dict[str, float] = {}
+    reps = {}
+    for name, raw in (("stage_a", model.stage_a_calibration_raw_), ("out_of_fold", model.calibration_raw_)):
+        auc, ap = rank_metrics(y, raw, np.ones((1, len(y))))
+        out[f"refit.calibration_fold.{name}.roc_auc"], out[f"refit.calibration_fold.{name}.pr_auc"] = float(auc[0]), float(ap[0])
+        reps[name] = rank_metrics(y, raw, weights)
+    for j, metric in enumerate(("roc_auc", "pr_auc")):
+        name = f"refit.calibration_fold.oof_minus_stage_a.{metric}"
+        out[name] = out[f"refit.calibration_fold.out_of_fold.{metric}"] - out[f"refit.calibration_fold.stage_a.{metric}"]
+        out[f"ci95_low.{name}"], out[f"ci95_high.{name}"] = interval(reps["out_of_fold"][j] - reps["stage_a"][j])
+    return out
 
 
 def _replicated(frame: pd.DataFrame, column: str, weights: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:

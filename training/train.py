@@ -36,7 +36,7 @@ class TrainOutcome:
             "model_uri": self.registered.model_uri, "trainset": self.result.trainset_name,
             "model_card": str(self.registered.card_dir / "model_card.html") if self.registered.card_dir else None,
             "split": self.result.split.model_dump(mode="json"), "rows": self.result.fold_rows,
-            "best_iteration": self.result.best_iteration,
+            "best_iteration": self.result.best_iteration, "refit": self.result.refit,
             "thresholds": self.result.model.thresholds_.to_dict(),
             "fairness_failures": self.result.fairness_failures,
             "timings_s": {k: round(v, 3) for k, v in self.result.timings.items()},

@@ -267,3 +267,27 @@ def test_a_large_calibration_report_runs_compiled_and_reports_the_numpy_figures(
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-9, nan_ok=True), k
+
+
+@pytest.mark.parametrize("seed", [0, 30])
+def test_the_recalibration_fit_finds_the_maximum_where_plain_newton_from_slope_zero_diverges(seed: int) -> None:
+    """Rare outcomes, logits spread over six units (what out-of-fold scores of a small calibration
+    fold look like): plain Newton from slope 0 overshoots and diverges; the fit must still be found,
+    or every O/E interval built on it (Platt's bootstrap refits start there) is undefined."""
+    from scipy.special import expit
+    from sklearn.linear_model import LogisticRegression
+
+    from training.metrics import _newton, clipped_logit, logistic_recalibration
+
+    rng = np.random.default_rng(seed)
+    x = np.minimum(-6.6 + rng.exponential(1.2, 4000), -0.1)
+    y = (rng.random(4000) < expit(0.85 + 1.2 * x)).astype(float)
+    start = np.log(y.mean() / (1 - y.mean()))
+    _, _, ok = _newton(np.ones((1, len(y))), y, x, np.array([start]), np.array([0.0]), np.array([True]), 25)
+    assert not ok[0]  # the case this test is about: plain Newton fails on this sample
+    slope, intercept = logistic_recalibration(y, expit(x))
+    ref = LogisticRegression(C=1e6, max_iter=1000).fit(clipped_logit(expit(x)).reshape(-1, 1), y)
+    assert (slope[0], intercept[0]) == pytest.approx((ref.coef_[0, 0], ref.intercept_[0]), abs=1e-4)
+    weights = rng.poisson(1.0, (50, len(y))).astype(float)
+    slopes, _ = logistic_recalibration(y, expit(x), weights)
+    assert np.isfinite(slopes).mean() > 0.9

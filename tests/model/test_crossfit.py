@@ -1,0 +1,168 @@
+"""The cross-fitted training mode (`ModelConfig.refit = "crossfit"`): the published booster learns from
+the training and calibration folds, while the calibrator only sees scores of calibration rows made by
+boosters that never saw those rows' students, and the explanations still add up to the published logit.
+
+Each specification rebuilds what the mode must have done with plain LightGBM calls on tiny synthetic
+folds (training is deterministic, so "the same booster" means the same trees), on two seeds."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.model import to_published_scale
+from simulator.synthetic import synthetic_frame
+from training.config import ModelConfig, TrainConfig
+from training.model import Calibrator, RiskModel, crossfit_groups, lgb_params, scaled_trees
+
+SEEDS = (3, 5)
+K = 3
+
+
+def _folds(seed: int) -> dict[str, pd.DataFrame]:
+    f = synthetic_frame(600, seed=seed)
+    rid = f["round_id"]
+    return {"train": f[rid < "2567-T2"], "calibration": f[rid.str.startswith("2567-T2")],
+            "test": f[rid.str.startswith("2568-T1")]}
+
+
+def _cfg(refit: str) -> TrainConfig:
+    return TrainConfig(model=ModelConfig(num_threads=1, n_estimators=120, early_stopping_rounds=30, refit=refit,
+                                         crossfit_folds=K))
+
+
+def _fit(folds: dict[str, pd.DataFrame], refit: str) -> RiskModel:
+    train, calib, test = folds["train"], folds["calibration"], folds["test"]
+    return RiskModel.from_train_config(_cfg(refit)).fit(
+        train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
+        cutoffs=(test, test["label"].to_numpy()))
+
+
+@pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
+def fitted(request: pytest.FixtureRequest) -> tuple[dict[str, pd.DataFrame], RiskModel]:
+    folds = _folds(request.param)
+    return folds, _fit(folds, "crossfit")
+
+
+def _booster_on(model: RiskModel, x: np.ndarray, y: np.ndarray, early_stopped_rows: int) -> lgb.Booster:
+    """What the mode's rule says a booster on these rows is: same settings, trees scaled with the rows."""
+    names = list(model.features_.names)
+    data = lgb.Dataset(x, label=y, feature_name=names, categorical_feature=model.features_.categorical_indices)
+    params = lgb_params(_cfg("crossfit").model, names, None, _cfg("crossfit").model.seed)
+    return lgb.train(params, data, num_boost_round=scaled_trees(model.stage_a_trees_, len(x), early_stopped_rows))
+
+
+def _trees(booster: lgb.Booster) -> str:
+    return booster.model_to_string().split("parameters:")[0]
+
+
+def test_every_student_of_the_calibration_fold_falls_in_one_group_of_a_seeded_split() -> None:
+    keys = np.array(["c", "a", "b", "a", "d", "c", "e", "b", "f", "g"])
+    groups = crossfit_groups(keys, 3, seed=1)
+    for key in set(keys):
+        assert len(set(groups[keys == key])) == 1  # all of a student's rows share a group
+    per_group = [len(set(keys[groups == g])) for g in range(3)]
+    assert max(per_group) - min(per_group) <= 1  # groups differ by at most one student
+    # The same keys and seed give the same groups whatever the rows' order; another seed may not.
+    order = np.random.default_rng(0).permutation(len(keys))
+    assert np.array_equal(crossfit_groups(keys[order], 3, seed=1), groups[order])
+    assert any(not np.array_equal(crossfit_groups(keys, 3, seed=s), groups) for s in range(2, 12))
+    with pytest.raises(ValueError, match="at least 3 students"):
+        crossfit_groups(np.array(["a", "b", "a"]), 3, seed=1)
+
+
+def test_out_of_fold_scores_come_from_boosters_that_never_saw_those_students(fitted) -> None:
+    folds, model = fitted
+    train, calib = folds["train"], folds["calibration"]
+    x_train, x_cal = model.encode(train), model.encode(calib)
+    y_train, y_cal = train["label"].to_numpy(), calib["label"].to_numpy()
+    groups = model.crossfit_groups_
+    keys = calib["student_key"].astype(str).to_numpy()
+    assert sorted(set(groups)) == list(range(K))
+    for k in range(K):
+        out = groups == k
+        assert not set(keys[out]) & set(keys[~out])  # a group's students have no row elsewhere in the fold
+        blind = _booster_on(model, np.vstack([x_train, x_cal[~out]]), np.concatenate([y_train, y_cal[~out]]), len(x_train))
+        assert np.allclose(model.calibration_raw_[out], blind.predict(x_cal[out]), rtol=0, atol=1e-12)
+        # The check can fail: a booster that also saw group k scores its rows differently.
+        seeing = _booster_on(model, np.vstack([x_train, x_cal]), np.concatenate([y_train, y_cal]), len(x_train))
+        assert not np.allclose(model.calibration_raw_[out], seeing.predict(x_cal[out]), rtol=0, atol=1e-6)
+
+
+def test_the_published_booster_learnt_from_the_training_and_calibration_rows(fitted) -> None:
+    folds, model = fitted
+    train, calib = folds["train"], folds["calibration"]
+    x = np.vstack([model.encode(train), model.encode(calib)])
+    y = np.concatenate([train["label"].to_numpy(), calib["label"].to_numpy()])
+    assert _trees(model.booster_) == _trees(_booster_on(model, x, y, len(train)))
+    assert model.booster_.current_iteration() == scaled_trees(model.stage_a_trees_, len(x), len(train))
+    assert model.booster_.current_iteration() > model.stage_a_trees_  # more rows, more trees
+    # ... and not from the training fold alone (what refit="none" publishes).
+    assert _trees(model.booster_) != _trees(_fit(folds, "none").booster_)
+
+
+def test_platt_is_fitted_on_the_out_of_fold_scores_not_the_published_boosters_own(fitted) -> None:
+    folds, model = fitted
+    calib = folds["calibration"]
+    y_cal = calib["label"].to_numpy()
+    oof = Calibrator("platt").fit(model.calibration_raw_, y_cal)
+    assert (model.calibrator_.a_, model.calibrator_.b_) == pytest.approx((oof.a_, oof.b_), rel=1e-12)
+    in_sample = Calibrator("platt").fit(model.raw_probability(calib), y_cal)
+    assert abs(in_sample.a_ - model.calibrator_.a_) > 1e-3  # the published booster's own scores differ
+
+
+def test_the_risk_groups_observed_rates_use_the_out_of_fold_scores_of_the_calibration_fold(fitted) -> None:
+    folds, model = fitted
+    calib = folds["calibration"]
+    oof_score = model.calibrator_.transform(model.calibration_raw_)
+    groups = model.thresholds_.assign_by_round(oof_score, calib["round_id"].astype(str).to_numpy())
+    stratum = model.thresholds_.by_stratum["T2-early"]  # the calibration fold's rounds (2567-T2)
+    early = calib["round_id"].str.endswith("T2-early").to_numpy()
+    y = calib["label"].to_numpy(dtype=float)
+    assert stratum["problem"]["dropout_rate"] == pytest.approx(y[early & (groups == "problem")].mean())
+
+
+def test_base_plus_contributions_is_the_published_logit_under_crossfit(fitted) -> None:
+    folds, model = fitted
+    test = folds["test"]
+    contrib = model.contributions(test)
+    assert np.abs(contrib.sum(axis=1) - model.raw_margin(test)).max() <= 1e-9
+    _, residual = to_published_scale(model, contrib, model.risk_score(test))
+    assert np.abs(residual).max() <= 1e-9
+
+
+def test_without_crossfit_the_calibrator_sees_the_published_boosters_own_scores() -> None:
+    folds = _folds(SEEDS[0])
+    model = _fit(folds, "none")
+    calib = folds["calibration"]
+    assert model.crossfit_groups_ is None
+    assert model.booster_.best_iteration == model.stage_a_trees_
+    assert np.array_equal(model.calibration_raw_, model.raw_probability(calib))
+
+
+def test_crossfit_needs_the_calibration_folds_student_keys() -> None:
+    folds = _folds(SEEDS[0])
+    train, calib = folds["train"], folds["calibration"].drop(columns=["student_key"])
+    with pytest.raises(ValueError, match="student_key"):
+        RiskModel.from_train_config(_cfg("crossfit")).fit(train, train["label"].to_numpy(),
+                                                           calibration=(calib, calib["label"].to_numpy()))
+
+
+def test_the_refit_is_judged_on_the_calibration_fold_against_the_early_stopped_booster(fitted) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from training.pipeline import refit_validation
+
+    folds, model = fitted
+    calib = folds["calibration"]
+    y = calib["label"].to_numpy()
+    out = refit_validation(model, calib, _cfg("crossfit"))
+    assert out["refit.calibration_fold.out_of_fold.roc_auc"] == pytest.approx(roc_auc_score(y, model.calibration_raw_))
+    assert out["refit.calibration_fold.stage_a.pr_auc"] == pytest.approx(
+        average_precision_score(y, model.stage_a_calibration_raw_))
+    for metric in ("roc_auc", "pr_auc"):
+        name = f"refit.calibration_fold.oof_minus_stage_a.{metric}"
+        assert out[f"ci95_low.{name}"] < out[f"ci95_high.{name}"]
+        assert out[f"ci95_low.{name}"] - 0.01 <= out[name] <= out[f"ci95_high.{name}"] + 0.01
