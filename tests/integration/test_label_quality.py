@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from features.calendar import SchoolCalendar, parse_round
-from features.evaluation import MIN_GROUP_DROPOUT_STUDENTS
+from features.evaluation import MIN_GROUP_DROPOUT_STUDENTS, LabelQuality
 from features.home import EwsHome
 from features.pointintime.labels import EVIDENCE, labels_sql
 from features.pointintime.pipeline import connect_warehouse
@@ -22,13 +22,19 @@ pytestmark = pytest.mark.integration
 PRECISION, GROUP_PRECISION, RECALL = 0.97, 0.95, 0.99
 
 
-def test_labelled_dropouts_are_true_dropouts_overall_and_in_every_group_with_enough_students(
-        seeded_world: SmallWorld) -> None:
+@pytest.fixture(scope="module")
+def label_quality(seeded_world: SmallWorld) -> LabelQuality:
+    """The seeded world's labels against its truth (read-only; evaluated once per seed for this module)."""
     con = connect_warehouse(EwsHome(root=seeded_world.home))
     try:
-        q = evaluate_labels(con, seeded_world.truth)
+        return evaluate_labels(con, seeded_world.truth)
     finally:
         con.close()
+
+
+def test_labelled_dropouts_are_true_dropouts_overall_and_in_every_group_with_enough_students(
+        label_quality: LabelQuality) -> None:
+    q = label_quality
     tp = q.confusion["tp"]
     assert tp >= 50  # enough dropouts that one false one moves precision by at most 0.02
     assert q.precision is not None and q.precision >= PRECISION
@@ -50,12 +56,8 @@ TRACEABLE_LOSS = 0.03
 
 
 def test_false_dropouts_are_mostly_children_no_record_shows_and_the_rest_costs_little_precision(
-        seeded_world: SmallWorld) -> None:
-    con = connect_warehouse(EwsHome(root=seeded_world.home))
-    try:
-        q = evaluate_labels(con, seeded_world.truth)
-    finally:
-        con.close()
+        label_quality: LabelQuality) -> None:
+    q = label_quality
     # a move abroad or a death with no exits row: the simulator files none for some of them, and
     # nothing else records either path
     assert q.false_untraceable <= q.confusion["fp"]
