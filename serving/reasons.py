@@ -75,6 +75,21 @@ def group_matrix(for_reasons: bool = False) -> np.ndarray:
     return g
 
 
+def group_sums(contributions: np.ndarray, for_reasons: bool = False) -> np.ndarray:
+    """Contributions per group (what `contributions @ group_matrix(for_reasons)` means), added column by
+    column in catalogue order: each pupil's sums depend on that pupil's row alone. A matrix product
+    does not promise that (BLAS blocks by the batch's shape), and a round scored in other batches - Spark's
+    mapInPandas against DuckDB's chunks - must give the same bytes. Accepts one pupil (1-D) or many (2-D)."""
+    c = np.asarray(contributions, dtype=float)
+    one = c.ndim == 1
+    c2 = c[None, :] if one else c
+    out = np.zeros((c2.shape[0], len(GROUP_NAMES)))
+    for i, f in enumerate(FEATURES):
+        if not for_reasons or f.role == "reason":
+            out[:, GROUP_NAMES.index(f.group)] += c2[:, i]
+    return out[0] if one else out
+
+
 def reason_groups() -> np.ndarray:
     """Bool per group: True when the group has at least one reason feature (a group made only of
     context or protected features - grade and transition, student background - is never a reason)."""

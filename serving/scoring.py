@@ -53,7 +53,7 @@ from features.pointintime.build import PopulationSource, PreparedRound
 from features.pointintime.compile import LatestEvidence
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, GROUP_COLUMNS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, published_scale, shap_tables, to_published_scale
-from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_matrix, render_reasons
+from serving.reasons import GROUP_NAMES, MATERIAL_ODDS, group_sums, render_reasons
 from serving.snapshot import (
     ColumnSchema, ModelLineage, PendingSnapshot, ScoreConfig, SnapshotManifest, SnapshotRef, StudentsWriter, as_round,
     publish, snapshots_of,
@@ -206,7 +206,7 @@ def explain_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig,
             # model gives; the manifest records how many explanations do not add up (`ExplanationSummary`).
             _log.warning("%d of %d scored rows: base + contributions differ from the published logit by more "
                          "than %.0e (max %.2e)", failures, len(residual), ADDITIVITY_TOLERANCE, np.abs(residual).max())
-        gsum = contrib[:, :-1] @ group_matrix()
+        gsum = group_sums(contrib[:, :-1])
 
     n = len(frame)
     out = pd.DataFrame({"student_key": frame["student_key"].to_numpy()})
@@ -226,7 +226,7 @@ def explain_frame(model: RiskModel, frame: pd.DataFrame, cfg: ScoreConfig,
     with clock.stage("reasons"):
         th = np.full(n, None, dtype=object)
         en = np.full(n, None, dtype=object)
-        th[ok], en[ok] = render_reasons(contrib[:, :-1] @ group_matrix(for_reasons=True), cfg.top_reasons)
+        th[ok], en[ok] = render_reasons(group_sums(contrib[:, :-1], for_reasons=True), cfg.top_reasons)
         for row in np.flatnonzero(~ok):
             code = reason[row]
             en[row], th[row] = NO_SCORE_REASONS[code]

@@ -29,7 +29,7 @@ from serving import exports
 from serving.access import Principal, is_ascii_digits
 from serving.disclosure import ALL, K_ANONYMITY, SmallCounts, plan_small_counts
 from serving.model import RISK_GROUP_EN, RISK_GROUP_TH, RISK_GROUPS, published_logit, to_published_scale
-from serving.reasons import GROUP_NAMES, group_matrix, probability_scale, top_reasons
+from serving.reasons import GROUP_NAMES, group_sums, probability_scale, top_reasons
 from serving.store import LIST_COLUMNS, ListCache, LoadedRound, list_revision
 from training.version import ModelVersion
 
@@ -100,7 +100,7 @@ def _rows_out(rnd: LoadedRound, idx: np.ndarray, names: dict[str, str] | None,
     plan = rnd.disclosure()
     # Snapshots with an explanation summary already say reasons per group, without values
     # (serving/reasons.py); older ones named the pupil's values, so they are re-said per group.
-    greason = (rnd.matrix("contribution", idx) @ group_matrix(for_reasons=True)
+    greason = (group_sums(rnd.matrix("contribution", idx), for_reasons=True)
                if rnd.manifest.explanation is None else None)
     for j, (i, row) in enumerate(zip(idx, out, strict=True)):
         for f in ("school_code", "tambon_code", "grade"):
@@ -524,7 +524,7 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
         if role in full:
             out[role] = {**full[role], "features": {x["feature"]: x["value"] for x in feats if x.get("role") == role}}
     if rnd.manifest.explanation is None:  # an older snapshot: its reasons named values
-        greason = rnd.matrix("contribution", i) @ group_matrix(for_reasons=True)
+        greason = group_sums(rnd.matrix("contribution", i), for_reasons=True)
         th, en = group_reasons(greason, top=len(rnd.manifest.feature_groups))
         out["reasons"] = [{"th": t, "en": e} for t, e in zip(th.split(" | "), en.split(" | "), strict=True) if t]
     # else: the full explanation's reasons are already per group, without values (serving/reasons.py)
@@ -558,7 +558,7 @@ def _explanation_full(rnd: LoadedRound, i: int, r: pd.Series, values: dict[str, 
         return {"features": {x["feature"]: x["value"] for x in feats if x["role"] == role}, "contribution": c,
                 "odds_multiplier": math.exp(c), "probability_points": c * scale * 100}
 
-    reasons = top_reasons(contrib @ group_matrix(for_reasons=True), k=len(GROUP_NAMES), raising_only=False)
+    reasons = top_reasons(group_sums(contrib, for_reasons=True), k=len(GROUP_NAMES), raising_only=False)
     return {
         **base, "scored": True, "risk_score": float(r["risk_score"]), "risk_group": r["risk_group"],
         "risk_group_th": RISK_GROUP_TH[r["risk_group"]], "risk_group_en": RISK_GROUP_EN[r["risk_group"]],
@@ -623,8 +623,8 @@ def score_rows(model: RiskModel, who: Principal, rows: list[dict[str, Any]]) -> 
     score = model.risk_score_from_margin(margin)
     group = model.thresholds_.assign(score)
     contrib, _ = to_published_scale(model, model.contributions(x), score)
-    gsum = contrib[:, :-1] @ group_matrix()
-    greason = contrib[:, :-1] @ group_matrix(for_reasons=True)
+    gsum = group_sums(contrib[:, :-1])
+    greason = group_sums(contrib[:, :-1], for_reasons=True)
     out = []
     for k in range(len(rows)):
         rs = top_reasons(greason[k])

@@ -13,7 +13,7 @@ import pytest
 from features.pointintime.spec import BY_NAME, CONTEXT_FEATURES, FEATURE_NAMES, FEATURES, GROUPS, PROTECTED_FEATURES
 from serving.model import ADDITIVITY_TOLERANCE, published_logit, to_published_scale
 from serving.reasons import (
-    GROUP_NAMES, MATERIAL_LOGODDS, group_matrix, reason_groups, render_reasons, sentence, small_factors_of, top_reasons,
+    GROUP_NAMES, MATERIAL_LOGODDS, group_matrix, group_sums, reason_groups, render_reasons, sentence, small_factors_of, top_reasons,
 )
 from tests.support.reasons_oracle import reasons_of_row, small_factors_of_row
 from training.model import Calibrator, RiskModel
@@ -268,3 +268,17 @@ def test_the_pupil_sheet_and_the_excel_download_show_a_flagged_pupils_small_fact
     assert f"<li>{th[0]}</li>" in page  # one item, the whole text (it holds no list separator)
     book = openpyxl.load_workbook(io.BytesIO(to_xlsx([{**row, "rank": 1, "grade": "M1", "student_key": "k1"}], "t")))
     assert th[0] in [c.value for r in book.active.iter_rows() for c in r]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_pupils_group_sums_are_the_same_bytes_whatever_batch_they_are_scored_in(seed: int) -> None:
+    # Spark's mapInPandas batches and DuckDB's chunks cut a round differently; a pupil's published
+    # group contributions must not depend on the cut (a matrix product's blocking may).
+    rng = np.random.default_rng(seed)
+    contrib = rng.normal(0, 0.3, size=(997, N_FEATURES)) * rng.random((997, N_FEATURES)) ** 3
+    for reasons_only in (False, True):
+        whole = group_sums(contrib, for_reasons=reasons_only)
+        assert np.allclose(whole, contrib @ group_matrix(for_reasons=reasons_only), rtol=0, atol=1e-12)
+        pieces = np.vstack([group_sums(contrib[a:a + 13], for_reasons=reasons_only) for a in range(0, 997, 13)])
+        assert np.array_equal(whole, pieces)
+        assert np.array_equal(group_sums(contrib[5], for_reasons=reasons_only), whole[5])
