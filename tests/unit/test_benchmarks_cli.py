@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -101,6 +103,18 @@ def test_latency_stats_report_milliseconds_of_successes_and_count_errors_apart()
     assert empty.p99_ms is None and empty.errors == 3
 
 
+@contextmanager
+def _stub_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A stub HTTP server in this process (not the service), its base URL while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_measure_times_every_request_per_route_and_counts_failures_apart() -> None:
     # A stub server in this process (not the service): one route answers 200, one 500.
     class Stub(BaseHTTPRequestHandler):
@@ -116,17 +130,11 @@ def test_measure_times_every_request_per_route_and_counts_failures_apart() -> No
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _stub_server(Stub) as url:
         result = measure([Target("ok", url + "/ok", 3.0), ("bad", url + "/bad", 1.0)], clients=3, seconds=0.5, token="t")
         # tokens dealt one per client: client 0 holds the good one, client 1 a wrong one
         dealt = measure([Target("ok", url + "/ok", token=("t", "u")), ("limited", url + "/limited", 1.0)],
                         clients=2, seconds=0.5).routes
-    finally:
-        server.shutdown()
-        server.server_close()
     ok, bad = result.routes["ok"], result.routes["bad"]
     assert ok.requests > 0 and ok.errors == 0 and ok.p50_ms is not None and ok.p50_ms <= ok.p99_ms <= ok.max_ms
     assert bad.requests == bad.errors > 0 and bad.p99_ms is None
@@ -179,15 +187,9 @@ def test_ab_sends_the_token_and_gzip_and_times_every_request() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _stub_server(Stub) as url:
         ok = measure_ab(url + "/ok", clients=2, seconds=1, token="t")
         bad = measure_ab(url + "/bad", clients=1, seconds=1, token="t", gzip=False)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert ok.requests > 0 and ok.errors == 0 and ok.p50_ms is not None
     assert ok.p50_ms <= ok.p90_ms <= ok.p99_ms <= ok.max_ms  # type: ignore[operator]
     assert bad.requests == bad.errors > 0
