@@ -217,7 +217,8 @@ def score_round_spark(
         with clock.stage("prepare"):
             population = population_source(con, cal, r)
             chunks = round_chunks(con, cal, r, population, cfg.chunk_rows)
-            require_population(r, population, sum(n for _, n in chunks))
+            pupils = sum(n for _, n in chunks)
+            require_population(r, population, pupils)
             fingerprint = delivery_fingerprint(con, cal.as_of(r))
         with SparkEngine.open(home, con) as engine:
             # in the exchange folder: on a cluster the executors write there and the driver reads it
@@ -246,9 +247,9 @@ def score_round_spark(
                             written.append(write_part(parts / f"{i:05d}.arrow", duckdb_frame(table, source),
                                                       explained_frame(table), additivity))
                             del table
-                        if sum(len(p.scored) for p in written) != sum(n for _, n in chunks):
-                            raise RuntimeError(f"round {r.round_id}: Spark scored {sum(len(p.scored) for p in written)}"
-                                               f" rows for {sum(n for _, n in chunks)} pupils")
+                        rows = sum(len(p.scored) for p in written)
+                        if rows != pupils:
+                            raise RuntimeError(f"round {r.round_id}: Spark scored {rows} rows for {pupils} pupils")
                         ref, flags, group = seal_round(home, pending, written, loaded, r, cal, cfg, fingerprint,
                                                        population, additivity, do_publish)
             finally:

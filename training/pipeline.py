@@ -224,13 +224,14 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     importance = group_importance(model, test, cfg.shap_sample_rows, cfg.model.seed)
     timings["shap"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    published_trees = int(model.booster_.best_iteration or model.booster_.current_iteration())
     return TrainResult(
         model=model, split=split, metrics=metrics, fairness=fair, fairness_failures=failures, test=frame,
         feature_importance=importance, trainset_name=ts.name, trainset_manifest=ts.manifest, timings=timings,
-        best_iteration=int(model.booster_.best_iteration or model.booster_.current_iteration()),
+        best_iteration=published_trees,
         fold_rows={k: len(v) for k, v in folds.items()}, example_rows=folds["test"].head(5).copy(),
         refit={"mode": cfg.model.refit, "stage_a_trees": model.stage_a_trees_,
-               "published_trees": int(model.booster_.best_iteration or model.booster_.current_iteration()),
+               "published_trees": published_trees,
                "crossfit_folds": cfg.model.crossfit_folds if cfg.model.refit == "crossfit" else 0},
     )
 
