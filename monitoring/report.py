@@ -130,15 +130,16 @@ def _card_metrics(home: EwsHome, run_id: str) -> dict[str, float]:
 def fitted_rounds(home: EwsHome, run_id: str, trainset_rounds: list[str]) -> tuple[list[str], str]:
     """The rounds a version was fitted on, and where that list came from.
 
-    Fitted = the training fold (the booster) and the calibration fold (early stopping and the Platt
-    calibrator), as the version's training run logged them (`split.train`, `split.calibration`).
+    Fitted = the training fold (the booster), the calibration fold (early stopping and the Platt
+    calibrator) and the refit-only rounds (the cross-fitted boosters), as the version's training run
+    logged them (`split.train`, `split.calibration`, `split.refit_only`).
     The test fold is left out: the model never learned from it. A run that logged no split (or a
     registry that cannot be read) falls back to every round of its training set, and says so."""
     from training.registry import client_for
 
     try:
         params = client_for(home).get_run(run_id).data.params
-        rounds = [x for k in ("split.train", "split.calibration") for x in str(params.get(k, "")).split(",") if x]
+        rounds = [x for k in ("split.train", "split.calibration", "split.refit_only") for x in str(params.get(k, "")).split(",") if x]
     except Exception:  # noqa: BLE001 - an unreadable run falls back to the training set, and says so
         rounds = []
     if rounds:

@@ -360,7 +360,8 @@ class RiskModel(BaseEstimator):
         return cls(cfg.model, cfg.calibration.method, cfg.risk_groups.problem_share, cfg.risk_groups.at_risk_share,
                    monotone=monotone, random_state=cfg.model.seed)
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, *, calibration: Fold, cutoffs: Fold | None = None) -> RiskModel:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, *, calibration: Fold, cutoffs: Fold | None = None,
+            refit_only: Fold | None = None) -> RiskModel:
         """Learn the feature set and booster on (X, y), early-stopping on the `calibration` fold; the
         calibrator on the calibration fold; the group cut-offs on `cutoffs` (default: the calibration
         fold; training passes its test fold, whose observed rates the model card reports).
@@ -368,7 +369,9 @@ class RiskModel(BaseEstimator):
         With `config.refit == "crossfit"` the early-stopped booster only sets the number of trees: the
         published booster is refitted on the training AND calibration rows, and the calibrator is fitted
         on out-of-fold scores of the calibration fold (`crossfit_groups`, `scaled_trees`); the calibration
-        fold then needs its `student_key` column. Fitted besides the public attributes: `stage_a_trees_`
+        fold then needs its `student_key` column. `refit_only` rows (labels known too late for stage A's
+        early stopping to have seen them, e.g. the rounds between the calibration and the test fold)
+        train every refitted booster and nothing else; without cross-fitting they are unused. Fitted besides the public attributes: `stage_a_trees_`
         (the early-stopped count), `calibration_raw_` (the raw probabilities the calibrator was fitted
         on: the booster's own in "none", out-of-fold in "crossfit"), `stage_a_calibration_raw_` (the
         early-stopped booster's on the same rows), `crossfit_groups_` (each
@@ -381,6 +384,7 @@ class RiskModel(BaseEstimator):
         names = list(self.features_.names)
         params = lgb_params(cfg, names, self.monotone, self.random_state)
         x_train, x_cal = self.encode(X), self.encode(x_calib)
+        self.refit_only_rows_ = len(refit_only[0]) if refit_only is not None and cfg.refit == "crossfit" else 0
         t = time.perf_counter()
         # Integer codes with the categorical columns named by index: the same numbers LightGBM
         # derives from pandas categories, so the trees are those a category frame would give.
@@ -400,8 +404,12 @@ class RiskModel(BaseEstimator):
             # Kept to compare, on the calibration fold alone, the out-of-fold scores with the
             # training-fold booster's (training.pipeline.refit_validation): no test row involved.
             self.stage_a_calibration_raw_ = np.asarray(stage_a.predict(x_cal), dtype=float)
+            if refit_only is not None and len(refit_only[0]):
+                x_more, y_more = self.encode(refit_only[0]), np.asarray(refit_only[1])
+            else:
+                x_more, y_more = x_train[:0], y_train[:0]
             self.booster_, self.calibration_raw_, self.crossfit_groups_ = self._crossfit(
-                params, names, x_train, y_train, x_cal, y_calib, x_calib, cfg)
+                params, names, x_train, y_train, x_cal, y_calib, x_calib, cfg, x_more, y_more)
         self.calibrator_ = Calibrator(self.calibration).fit(self.calibration_raw_, y_calib)
         # The calibration fold's published-scale scores, from the same raw scores the calibrator saw
         # (out-of-fold under cross-fitting: the published booster has seen these rows).
@@ -421,7 +429,7 @@ class RiskModel(BaseEstimator):
 
     def _crossfit(self, params: dict[str, Any], names: list[str], x_train: Matrix, y_train: np.ndarray,
                   x_cal: Matrix, y_calib: np.ndarray, x_calib: pd.DataFrame, cfg: ModelConfig,
-                  ) -> tuple[lgb.Booster, np.ndarray, np.ndarray]:
+                  x_more: Matrix, y_more: np.ndarray) -> tuple[lgb.Booster, np.ndarray, np.ndarray]:
         """(published booster, out-of-fold raw probabilities of the calibration rows, their groups).
 
         Each group's raw probabilities come from a booster fitted on the training fold plus the
@@ -432,17 +440,21 @@ class RiskModel(BaseEstimator):
         groups = crossfit_groups(x_calib["student_key"].to_numpy(), cfg.crossfit_folds,
                                  cfg.seed if self.random_state is None else self.random_state)
         oof = np.empty(len(x_cal), dtype=float)
+        # Stage A's tree count was early-stopped on the training fold's rows: each refit scales it by
+        # its own rows (scaled_trees), the refit-only ones included.
+        base = len(x_train) + len(x_more)
         t = time.perf_counter()
         for k in range(cfg.crossfit_folds):
             seen = groups != k
-            booster = self._boost(params, names, np.vstack([x_train, x_cal[seen]]),
-                                  np.concatenate([y_train, y_calib[seen]]),
-                                  scaled_trees(self.stage_a_trees_, len(x_train) + int(seen.sum()), len(x_train)))
+            booster = self._boost(params, names, np.vstack([x_train, x_more, x_cal[seen]]),
+                                  np.concatenate([y_train, y_more, y_calib[seen]]),
+                                  scaled_trees(self.stage_a_trees_, base + int(seen.sum()), len(x_train)))
             oof[~seen] = booster.predict(x_cal[~seen])
         self.fit_seconds_["crossfit"] = time.perf_counter() - t
         t = time.perf_counter()
-        published = self._boost(params, names, np.vstack([x_train, x_cal]), np.concatenate([y_train, y_calib]),
-                                scaled_trees(self.stage_a_trees_, len(x_train) + len(x_cal), len(x_train)))
+        published = self._boost(params, names, np.vstack([x_train, x_more, x_cal]),
+                                np.concatenate([y_train, y_more, y_calib]),
+                                scaled_trees(self.stage_a_trees_, base + len(x_cal), len(x_train)))
         self.fit_seconds_["published"] = time.perf_counter() - t
         return published, oof, groups
 

@@ -68,9 +68,9 @@ def split_trainset(ts: Trainset, cfg: TrainConfig) -> tuple[TemporalSplit, dict[
     dated = [{"round_id": r, "label_known_on": known.get(r)} for r in rounds]
     split = temporal_split(round_dates(dated, horizon, cfg.split.label_delay_days), cfg.split)
     rid = ts.frame["round_id"].astype(str)
-    folds = {name: ts.frame[rid.isin(getattr(split, name))] for name in ("train", "calibration", "test")}
+    folds = {name: ts.frame[rid.isin(getattr(split, name))] for name in ("train", "calibration", "test", "refit_only")}
     for name, f in folds.items():
-        if f["label"].nunique() < 2:
+        if name != "refit_only" and f["label"].nunique() < 2:
             raise ValueError(f"the {name} fold ({', '.join(getattr(split, name))}) has only one label value")
     return split, folds
 
@@ -98,11 +98,15 @@ def group_importance(model: RiskModel, frame: pd.DataFrame, rows: int, seed: int
 def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None = None) -> RiskModel:
     """`RiskModel.fit` on the three folds: booster on the training fold (early-stopped on the
     calibration fold; refitted on both under `model.refit = "crossfit"`), calibrator on the
-    calibration fold (out-of-fold scores under cross-fitting), group cut-offs on the test fold."""
+    calibration fold (out-of-fold scores under cross-fitting), group cut-offs on the test fold. The
+    refit-only rounds (labels known by the test fold's as-of, not by the calibration fold's) join the
+    refitted boosters under cross-fitting."""
     train, calib, test = folds["train"], folds["calibration"], folds["test"]
+    extra = folds.get("refit_only")
     return RiskModel.from_train_config(cfg, monotone).fit(
         train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
         cutoffs=(test, test["label"].to_numpy()),
+        refit_only=(extra, extra["label"].to_numpy()) if extra is not None and len(extra) else None,
     )
 
 
@@ -231,7 +235,7 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
         best_iteration=published_trees,
         fold_rows={k: len(v) for k, v in folds.items()}, example_rows=folds["test"].head(5).copy(),
         refit={"mode": cfg.model.refit, "stage_a_trees": model.stage_a_trees_,
-               "published_trees": published_trees,
+               "published_trees": published_trees, "refit_only_rows": model.refit_only_rows_,
                "crossfit_folds": cfg.model.crossfit_folds if cfg.model.refit == "crossfit" else 0},
     )
 
@@ -333,7 +337,7 @@ def measure_variants(ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
                 rt = {k: round_type_of(f["round_id"]) for k, f in folds.items()}
                 for kind in sorted(set(rt["test"])):
                     sub = {k: f[rt[k] == kind] for k, f in folds.items()}
-                    if any(f["label"].nunique() < 2 for f in sub.values()):
+                    if any(f["label"].nunique() < 2 for k, f in sub.items() if k != "refit_only"):
                         # e.g. a round missing from the calibration fold (its census arrived late)
                         score[:] = np.nan
                         break

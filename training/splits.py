@@ -9,6 +9,11 @@ the labels whose horizon census has been delivered by then.
                     fold's first as-of date (so a model + calibrator could have been built then),
                     extended back to hold the test fold's term and both terms where it can (`_cover_terms`)
   training fold     every round whose labels were known by the calibration fold's first as-of date
+  refit-only        the rounds in between: labels known by the test fold's first as-of date but not by
+                    the calibration fold's. Stage A (early-stopped on the calibration fold) never sees
+                    them; under `model.refit = "crossfit"` the refitted boosters (the out-of-fold ones
+                    and the published one) learn from them, as a deployment retraining on the test
+                    fold's as-of date would from every label it then holds (training/DECISIONS.md)
 
 Label-known dates: a round's labels are final once the horizon census and every other evidence
 source (exits, other systems, EWE, TZD) have been delivered or are overdue. A training set records
@@ -25,6 +30,7 @@ calibration_rounds = 2; by default the calibration fold is a school year, 4 roun
                 no; 2567-T1-* -> census 2024-11-10, final 2025-01-30: yes -> 2567-T1-early, 2567-T1-mid
   training    : labels known by 2024-07-01 (2567-T1-early)? 2566-T2-* -> final 2024-07-30, no;
                 2566-T1-* -> final 2024-01-30, yes: 2566-T1-early, 2566-T1-mid.
+  refit-only  : 2566-T2-early, 2566-T2-mid (known by 2025-07-01, not by 2024-07-01).
 """
 
 from __future__ import annotations
@@ -55,9 +61,11 @@ class TemporalSplit(BaseModel):
     test: tuple[str, ...]
     test_as_of: dt.date
     calibration_as_of: dt.date
+    refit_only: tuple[str, ...] = ()
 
     def fold_of(self) -> dict[str, str]:
         out = {r: "train" for r in self.train}
+        out.update({r: "refit_only" for r in self.refit_only})
         out.update({r: "calibration" for r in self.calibration})
         out.update({r: "test" for r in self.test})
         return out
@@ -149,7 +157,9 @@ def temporal_split(rounds: Iterable[RoundDates], cfg: SplitConfig) -> TemporalSp
         raise ValueError(
             f"only {len(train)} rounds have labels known by {cal_as_of} (the calibration fold's as-of); "
             f"need {cfg.min_train_rounds}: build a training set over more years")
+    placed = {r.round_id for r in (*train, *calibration)}
     return TemporalSplit(
         train=tuple(r.round_id for r in train), calibration=tuple(r.round_id for r in calibration),
         test=tuple(r.round_id for r in test), test_as_of=test_as_of, calibration_as_of=cal_as_of,
+        refit_only=tuple(r.round_id for r in known_by_test if r.round_id not in placed),
     )

@@ -166,3 +166,37 @@ def test_the_refit_is_judged_on_the_calibration_fold_against_the_early_stopped_b
         name = f"refit.calibration_fold.oof_minus_stage_a.{metric}"
         assert out[f"ci95_low.{name}"] < out[f"ci95_high.{name}"]
         assert out[f"ci95_low.{name}"] - 0.01 <= out[name] <= out[f"ci95_high.{name}"] + 0.01
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_refit_only_rounds_train_every_refitted_booster_and_never_stage_a(seed: int) -> None:
+    # The rounds labelled after the calibration fold's as-of but before the test's (training.splits):
+    # here the training fold's last term stands in for them.
+    folds = _folds(seed)
+    late = folds["train"]["round_id"].str.startswith("2567-T1")
+    train, extra, calib = folds["train"][~late], folds["train"][late], folds["calibration"]
+    assert len(extra) and len(train)
+
+    def fit(refit: str) -> RiskModel:
+        return RiskModel.from_train_config(_cfg(refit)).fit(
+            train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
+            refit_only=(extra, extra["label"].to_numpy()))
+
+    model = fit("crossfit")
+    without = RiskModel.from_train_config(_cfg("none")).fit(
+        train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()))
+    assert model.stage_a_trees_ == without.stage_a_trees_  # early stopping never saw the late labels
+    assert model.refit_only_rows_ == len(extra)
+    x_train, x_more, x_cal = model.encode(train), model.encode(extra), model.encode(calib)
+    y_train, y_more, y_cal = (f["label"].to_numpy() for f in (train, extra, calib))
+    published = _booster_on(model, np.vstack([x_train, x_more, x_cal]), np.concatenate([y_train, y_more, y_cal]),
+                            len(x_train))
+    assert _trees(model.booster_) == _trees(published)
+    for k in range(K):
+        out = model.crossfit_groups_ == k
+        blind = _booster_on(model, np.vstack([x_train, x_more, x_cal[~out]]),
+                            np.concatenate([y_train, y_more, y_cal[~out]]), len(x_train))
+        assert np.allclose(model.calibration_raw_[out], blind.predict(x_cal[out]), rtol=0, atol=1e-12)
+    # Without cross-fitting there is no refit: the late rows are not used at all.
+    plain = fit("none")
+    assert plain.refit_only_rows_ == 0 and _trees(plain.booster_) == _trees(without.booster_)

@@ -25,6 +25,7 @@ def test_the_worked_example_in_the_module_docstring_holds() -> None:
     assert split.calibration == ("2567-T1-early", "2567-T1-mid")
     assert split.calibration_as_of == dt.date(2024, 7, 1)
     assert split.train == ("2566-T1-early", "2566-T1-mid")
+    assert split.refit_only == ("2566-T2-early", "2566-T2-mid")
 
 
 def test_labels_are_known_when_the_last_evidence_source_is_due_by_the_delivery_schedule() -> None:
@@ -41,6 +42,18 @@ def test_every_training_and_calibration_label_was_known_before_the_fold_after_it
     assert all(dates[r].label_known <= split.test_as_of for r in split.calibration)
     assert not set(split.train) & set(split.calibration)
     assert not (set(split.train) | set(split.calibration)) & set(split.test)
+
+
+def test_refit_only_rounds_are_every_round_labelled_by_the_test_as_of_that_no_fold_holds() -> None:
+    dates = {r.round_id: r for r in round_dates(FOUR_YEARS)}
+    split = temporal_split(dates.values(), SplitConfig())
+    placed = {*split.train, *split.calibration, *split.test}
+    known_by_test = {r for r, d in dates.items() if d.label_known <= split.test_as_of and r not in split.test}
+    assert set(split.refit_only) == known_by_test - placed
+    assert split.refit_only  # the default folds leave the term between the folds out of stage A
+    # each was labelled too late for stage A's early stopping on the calibration fold, in time for the test's as-of
+    assert all(split.calibration_as_of < dates[r].label_known <= split.test_as_of for r in split.refit_only)
+    assert not set(split.refit_only) & placed
 
 
 def test_a_label_delay_can_push_label_dates_later_but_never_earlier_than_the_schedule() -> None:

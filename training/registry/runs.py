@@ -99,6 +99,7 @@ def log_training_run(home: EwsHome, result: Any, cfg: TrainConfig, variants: pd.
         tmpdir = Path(tmp)
         params = _flatten(cfg.model_dump(mode="json"))
         params.update({"split.train": ",".join(result.split.train), "split.calibration": ",".join(result.split.calibration),
+                       "split.refit_only": ",".join(result.split.refit_only),
                        "split.test": ",".join(result.split.test), "best_iteration": result.best_iteration,
                        **{f"rows.{k}": v for k, v in result.fold_rows.items()}})
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
