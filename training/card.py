@@ -140,8 +140,10 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
     manifest = result.trainset_manifest
     per_round = {r.round_id: r for r in manifest.rounds}
     folds = []
-    for fold in ("train", "calibration", "test"):
+    for fold in ("train", "refit_only", "calibration", "test"):
         ids = getattr(result.split, fold)
+        if fold == "refit_only" and not (ids and result.refit.get("refit_only_rows")):
+            continue  # none, or unused (no cross-fitted refit)
         rounds = [per_round[i] for i in ids if i in per_round]
         rate = sum((r.label_rate or 0) * r.rows for r in rounds) / max(sum(r.rows for r in rounds), 1)
         folds.append({"fold": fold, "rounds": ", ".join(ids), "rows": result.fold_rows.get(fold, 0), "label_rate": _fmt(rate)})
@@ -151,7 +153,7 @@ def card_context(result: Any, cfg: TrainConfig, version: int, run_id: str, varia
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "trainset": result.trainset_name,
         "fingerprint": manifest.delivery_fingerprint, "cutoff": manifest.cutoff.isoformat(),
         "best_iteration": result.best_iteration, "calibration_method": cfg.calibration.method,
-        "monotone": cfg.model.monotone, "folds": folds, "test_as_of": result.split.test_as_of,
+        "monotone": cfg.model.monotone, "folds": folds, "refit": result.refit or {"mode": cfg.model.refit}, "test_as_of": result.split.test_as_of,
         "has_ceiling": "ceiling_roc_auc" in m, "metrics": _metric_rows(m), "baselines": BASELINES,
         "intervals": _interval_rows(m),
         "round_type": _slice_rows(m, "round_type"), "grade_band": _slice_rows(m, "grade_band"),

@@ -1,0 +1,69 @@
+"""Booster settings weighed on the calibration fold's out-of-fold scores, the test fold printed beside.
+
+    python -m benchmarks.booster_variants --home H --truth SIM/truth [--variants JSON]
+
+H is a home with a training set (`ews trainset`), SIM the simulator's folder of that world. Each
+variant is a partial `model` config (training/config.py `ModelConfig`) over the default, fitted on
+the training set's folds exactly as `ews train` fits them (training.pipeline, cross-fitted refit
+included). A variant is *judged* by the calibration fold's out-of-fold ROC-AUC and PR-AUC (the raw
+scores Platt is fitted on: no test row chooses); the test fold's ROC-AUC and PR-AUC, and their gap to
+the observable ceiling (`p_observable`), are printed beside it so a reader sees whether the two agree.
+Point figures, one line per variant; training/DECISIONS.md quotes them (issue 12, session 8).
+Nothing is logged or registered. Outside `make bench`: each variant is a full fit (minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+DEFAULT_VARIANTS = ('{"default": {}, "leaves15": {"num_leaves": 15, "min_child_samples": 200}, '
+                    '"lr025": {"learning_rate": 0.025, "early_stopping_rounds": 300}}')
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder of the same world")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="JSON: name -> partial model config")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    # The entry point's job (ews.cli): training never imports the simulator, the benchmark may.
+    from ews.cli import _simulator_truth
+    from features.evaluation import install_truth_evaluator
+    from features.home import EwsHome
+    from training.config import TrainConfig
+    from training.data import load_trainset
+    from training.pipeline import _fit, split_trainset
+    from training.train import truth_for_test
+
+    install_truth_evaluator(_simulator_truth)
+    home = EwsHome(root=args.home)
+    ts = load_trainset(home)
+    base = TrainConfig()
+    _, folds = split_trainset(ts, base)
+    truth = truth_for_test(home, args.truth, ts, base)
+    test = folds["test"].merge(truth, on=["student_key", "round_id"], how="left")
+    y, y_cal, p_obs = test["label"].to_numpy(), folds["calibration"]["label"].to_numpy(), test["p_observable"].to_numpy()
+    ceil_roc, ceil_pr = roc_auc_score(y, p_obs), average_precision_score(y, p_obs)
+    print(f"observable ceiling on the test fold: ROC-AUC {ceil_roc:.4f}, PR-AUC {ceil_pr:.4f}", flush=True)
+    for name, over in json.loads(args.variants).items():
+        cfg = TrainConfig.model_validate({"model": {**base.model.model_dump(), **over, "num_threads": args.threads}})
+        t = time.perf_counter()
+        model = _fit(folds, cfg)
+        score = model.risk_score(folds["test"])
+        oof = model.calibration_raw_
+        roc, pr = roc_auc_score(y, score), average_precision_score(y, score)
+        print(f"{name:12s} trees stage A {model.stage_a_trees_:4d}, published {model.booster_.current_iteration():4d} | "
+              f"calibration fold out-of-fold ROC-AUC {roc_auc_score(y_cal, oof):.4f} PR-AUC {average_precision_score(y_cal, oof):.4f} | "
+              f"test ROC-AUC {roc:.4f} (gap {ceil_roc - roc:.4f}) PR-AUC {pr:.4f} ({100 * pr / ceil_pr:.1f}% of the ceiling's) | "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
