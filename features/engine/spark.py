@@ -2,7 +2,8 @@
 
 Where it sits: `ews features` (pipeline.write_feature_set) and `ews trainset` use it when the
 deployment says `[engine] kind = "spark"`; DuckDB stays the default. Ingest and linkage still write
-the DuckDB warehouse. This module exports the relations a compiled query reads (`linked_<source>`
+the DuckDB warehouse (linkage fits and applies its Splink model on this module's session:
+features/linkage/splink_spark.py). This module exports the relations a compiled query reads (`linked_<source>`
 views, `src_<source>` tables) to Parquet once per run, registers them in Spark under the same schema
 name (`wh`), runs the SAME compiled SQL (`features_sql`, `labels_sql`) with the SPARK dialect, and
 returns Arrow tables with the schema DuckDB gives the same query. Written through the same writer
@@ -77,6 +78,12 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         cores = LOCAL_CORES.match(settings.master)
         local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8"}
     conf = {**DEFAULT_CONF, **local, **settings.conf}
+    # Splink's similarity functions (jaro_winkler, damerau_levenshtein) for linkage on Spark come in
+    # a jar that must be on the classpath when the JVM starts: every session gets it, since the
+    # process has one session whichever stage opened it first.
+    from splink.backends.spark import similarity_jar_location
+
+    conf["spark.jars"] = ",".join(x for x in (similarity_jar_location(), conf.get("spark.jars")) if x)
     builder = SparkSession.builder.master(settings.master).appName("ews-features")
     for k, v in conf.items():
         builder = builder.config(k, v)

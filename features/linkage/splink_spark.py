@@ -1,0 +1,113 @@
+"""Splink's probabilistic step on Spark: what `ews link` runs instead of DuckDB's Splink when the
+deployment says `[engine] kind = "spark"`.
+
+Where it sits: inside step 3 of features/linkage/link.py (`_run_splink`). Steps 1-2 (records,
+nodes) build the temp table `splink_nodes` on the linkage's DuckDB session; this module exports it
+once to Parquet, hands it to Splink's `SparkAPI` on the process's Spark session
+(features/engine/spark.py `spark_session`, which loads Splink's similarity UDF jar), and brings the
+predicted pairs back to the same DuckDB session as temp table `pairs`. The training calls (prior,
+u by sampling, m by EM) and the prediction are the same calls on the same settings as DuckDB's;
+steps 4-6 (components, review, keys) stay on DuckDB.
+
+The nodes hold names and exact birth dates from the identity vault, so everything Spark writes for
+the run (the exported nodes, Splink's Parquet checkpoints of comparison vectors and predictions) goes
+to a private folder inside the vault (`home.link_spill_dir`), removed when the step ends. Spark's own
+shuffle files go to `spark.local.dir` (default /tmp): a deployment that links on Spark sets it to the
+vault's file system in `[engine.spark] conf`.
+
+Two things differ between the engines and are made equal here:
+- Jaro-Winkler. DuckDB's `jaro_winkler_similarity` compares UTF-8 bytes; the jar's `jaro_winkler`
+  compares UTF-16 characters. On Thai names (three bytes per letter) the two give different
+  similarities (สมชาย / สมชัย: 0.973 in DuckDB, 0.920 by characters), so the same pair would fall on
+  different levels. On Spark the names are compared as their UTF-8 bytes (each byte one Latin-1
+  character), which is what DuckDB computes; equality and blocking still use the names themselves.
+- u sampling. Splink samples nodes by a hash of the node id and the seed: deterministic on each
+  engine, but DuckDB's `hash` and Spark's hash pick different nodes once the sample is smaller than
+  the population (more than about 1,400 named nodes at `u_max_pairs` = 1e6). Then u differs by
+  sampling noise between engines (each run on one engine is reproducible); on smaller warehouses
+  every node is used and u is equal.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from features.home import EwsHome
+
+__all__ = ["spark_name_comparison", "spark_splink", "pairs_from_spark"]
+
+
+def _utf8_bytes(sql_column: str) -> str:
+    """A Spark SQL expression: the string as its UTF-8 bytes, one Latin-1 character per byte."""
+    return f"decode(encode({sql_column}, 'UTF-8'), 'ISO-8859-1')"
+
+
+def spark_name_comparison(column: str, thresholds: list[float]) -> dict[str, Any]:
+    """Splink's `JaroWinklerAtThresholds(column, thresholds)` for Spark, computing DuckDB's
+    similarity: the Jaro-Winkler levels compare the names' UTF-8 bytes (see the module's note).
+    The levels, their order and labels are Splink's own, so the fitted model reads the same."""
+    import splink.comparison_library as cl
+
+    spec = cl.JaroWinklerAtThresholds(column, thresholds).get_comparison("spark").as_dict()
+    left, right = f"`{column}_l`", f"`{column}_r`"
+    for level in spec["comparison_levels"]:
+        sql = level["sql_condition"]
+        if sql.startswith("jaro_winkler("):
+            expected = f"jaro_winkler({left}, {right})"
+            if expected not in sql:  # Splink spelt the level differently: fail, never compare chars
+                raise RuntimeError(f"unexpected Splink Jaro-Winkler level for {column}: {sql}")
+            level["sql_condition"] = sql.replace(
+                expected, f"jaro_winkler({_utf8_bytes(left)}, {_utf8_bytes(right)})")
+    return spec
+
+
+@contextmanager
+def spark_splink(home: EwsHome, con: duckdb.DuckDBPyConnection, nodes_table: str) -> Iterator[tuple[Any, Any]]:
+    """(SparkAPI, the registered nodes) for one linkage run: `nodes_table` of the DuckDB session
+    exported once to Parquet in a private folder of the vault, read by Spark, and Splink's
+    checkpoints written beside it. The folder is removed when the block ends."""
+    from splink import SparkAPI
+
+    from features.engine.spark import spark_session
+
+    work = home.link_spill_dir / f"spark-{uuid.uuid4().hex[:12]}"
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o700)
+    try:
+        path = work / "nodes.parquet"
+        con.execute(f"COPY {nodes_table} TO '{_sql_path(path)}' (FORMAT parquet)")
+        spark = spark_session(home.engine.spark)
+        # Splink's "parquet" lineage break writes each large intermediate (comparison vectors,
+        # predictions) under the checkpoint directory: inside the vault, like the nodes.
+        spark.sparkContext.setCheckpointDir(str(work / "checkpoints"))
+        db_api = SparkAPI(spark_session=spark, break_lineage_method="parquet")
+        nodes = spark.read.parquet(str(path))
+        yield db_api, db_api.register(nodes, dataset_display_name="nodes")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pairs_from_spark(con: duckdb.DuckDBPyConnection, predictions: Any, out: str = "pairs") -> None:
+    """Splink's predictions on Spark as temp table `out` (node_id_l, node_id_r, match_probability)
+    of the DuckDB session: only the pairs above Splink's prediction threshold come back."""
+    frame = predictions.as_spark_dataframe().select("node_id_l", "node_id_r", "match_probability")
+    table = frame.toArrow()
+    table = table.cast(pa.schema([("node_id_l", pa.string()), ("node_id_r", pa.string()),
+                                  ("match_probability", pa.float64())]))
+    con.register("spark_pairs_arrow", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM spark_pairs_arrow")
+    finally:
+        con.unregister("spark_pairs_arrow")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
