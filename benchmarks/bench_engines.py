@@ -160,8 +160,8 @@ def _keys_digest(home: object) -> str:
     from features.pointintime.pipeline import warehouse_session
 
     with warehouse_session(home) as con:  # type: ignore[arg-type]
-        tokens = con.sql("SELECT id_token, student_key FROM token_keys ORDER BY id_token").to_arrow_table()
-        records = con.sql("SELECT delivery_id, source_file, source_line, student_key FROM record_keys "
+        tokens = con.sql("SELECT id_token, student_key FROM wh.token_keys ORDER BY id_token").to_arrow_table()
+        records = con.sql("SELECT delivery_id, source_file, source_line, student_key FROM wh.record_keys "
                           "ORDER BY ALL").to_arrow_table()
     assert isinstance(tokens, pa.Table) and isinstance(records, pa.Table)
     return hashlib.sha256((_digest(tokens) + _digest(records)).encode()).hexdigest()

@@ -95,6 +95,13 @@ class LinkConfig(BaseModel):
     )
     u_max_pairs: float = Field(1e6, description="Random pairs sampled to estimate u probabilities.")
     seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
+    u_min_count_per_level: int | None = Field(
+        100, ge=1,
+        description="Splink counts u's sampled pairs in chunks and stops once every level has this many "
+        "(Splink's default); None counts every sampled pair. Which chunk a pair falls in is a hash that "
+        "differs between DuckDB and Spark, so only None gives both engines the same u on the same sample.",
+    )
+    u_chunks: int = Field(10, ge=1, description="Chunks u's sampled pairs are counted in (Splink's default).")
     keep_published_keys: bool = Field(
         True,
         description="Keep every key the previous run published (decisions monotone in time: later "
@@ -472,7 +479,10 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
             linker.training.estimate_probability_two_random_records_match(
                 [block_on("first_name_norm", "last_name_norm", "birth_date")], recall=0.8,
             )
-            linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
+            linker.training.estimate_u_using_random_sampling(
+                max_pairs=cfg.u_max_pairs, seed=cfg.seed, min_count_per_level=cfg.u_min_count_per_level,
+                num_chunks=cfg.u_chunks,
+            )
             with _em_floor():
                 # Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the
                 # disk with spill at that size); sex and the surname's first letter cut that ~80-fold

@@ -52,11 +52,11 @@ def linked(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _keys(home: EwsHome) -> tuple[dict[str, str], dict[tuple[str, str, int], str], dict[str, int]]:
     with warehouse_session(home) as con:
-        tokens = dict(con.execute("SELECT id_token, student_key FROM token_keys").fetchall())
+        tokens = dict(con.execute("SELECT id_token, student_key FROM wh.token_keys").fetchall())
         records = {(d, f, line): k for d, f, line, k in con.execute(
-            "SELECT delivery_id, source_file, source_line, student_key FROM record_keys").fetchall()}
+            "SELECT delivery_id, source_file, source_line, student_key FROM wh.record_keys").fetchall()}
         methods = dict(con.execute("""
-            SELECT method, count(*) FROM (SELECT method FROM token_keys UNION ALL SELECT method FROM record_keys)
+            SELECT method, count(*) FROM (SELECT method FROM wh.token_keys UNION ALL SELECT method FROM wh.record_keys)
             GROUP BY method""").fetchall())
     return tokens, records, methods
 
