@@ -1,5 +1,5 @@
 """Linkage's matching model on Spark reads as DuckDB's: the same comparisons and levels, with the
-names' Jaro-Winkler computed over UTF-8 bytes (DuckDB's similarity), never over characters.
+names' Jaro-Winkler computed by DuckDB's own function (a UDF), never by the jar's.
 (The values themselves are compared on a Spark session in tests/integration/test_link_engine_parity.py.)"""
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ def test_spark_settings_have_duckdbs_comparisons_levels_and_labels() -> None:
                [lvl["label_for_charts"] for lvl in a["comparison_levels"]]
 
 
-def test_spark_compares_names_as_utf8_bytes_and_duckdb_as_before() -> None:
+def test_spark_compares_names_with_duckdbs_function_and_duckdb_as_before() -> None:
     for engine, expected in (("duckdb", 'jaro_winkler_similarity("first_name_norm_l", "first_name_norm_r") >= 0.95'),
-                             ("spark", "jaro_winkler(decode(encode(`first_name_norm_l`, 'UTF-8'), 'ISO-8859-1'), "
-                                       "decode(encode(`first_name_norm_r`, 'UTF-8'), 'ISO-8859-1')) >= 0.95")):
+                             ("spark", "ews_duckdb_jaro_winkler(`first_name_norm_l`, `first_name_norm_r`) >= 0.95")):
         names = next(c for c in _comparisons(engine) if c["output_column_name"] == "first_name_norm")
         conditions = [lvl["sql_condition"] for lvl in names["comparison_levels"]]
         assert expected in conditions, conditions
