@@ -89,7 +89,8 @@ STAGES = ("link", "features")
 
 
 def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[str, str] | None = None,
-          stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False) -> dict[str, object]:
+          stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False,
+          exchange_dir: Path | None = None) -> dict[str, object]:
     """One engine's run in this process: linkage, then features and labels of the round, timed.
     `stage_marks` gives each stage's start and end (epoch seconds) for the parent's per-stage peak."""
     from features.calendar import parse_round
@@ -100,7 +101,8 @@ def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[st
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
 
     home = EwsHome.from_env(home_dir)
-    home = home.model_copy(update={"engine": EngineSettings(kind=engine, spark=SparkSettings(master=master, conf=conf or {}))})
+    home = home.model_copy(update={"engine": EngineSettings(kind=engine, spark=SparkSettings(
+        master=master, conf=conf or {}, exchange_dir=exchange_dir))})
     r = parse_round(round_id)
     out: dict[str, object] = {"engine": engine}
     marks: dict[str, list[float]] = {}
@@ -138,6 +140,7 @@ def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[st
                         feats = eng.features(home.calendar, r, population=source)
                     with stage("labels"):
                         labels = eng.labels(home.calendar, r, cutoff)
+                    out["exports_reused"] = sorted(eng.reused)
             else:
                 with stage("features"):
                     feats = build_features(con, home.calendar, r, population=source)
@@ -168,12 +171,14 @@ def _keys_digest(home: object) -> str:
 
 
 def measure(engine: str, home: Path, round_id: str, master: str, conf: list[str] | None = None,
-            stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False) -> dict[str, object]:
+            stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False,
+            exchange_dir: Path | None = None) -> dict[str, object]:
     """Run `child` in a fresh process; wall time, the tree's peak resident memory (overall and per
     stage) and CPU time."""
     argv = [sys.executable, "-m", "benchmarks.bench_engines", "--child", engine, "--home", str(home),
             "--round", round_id, "--master", master, "--stages", ",".join(stages),
-            *(["--keep-published-keys"] if keep_published_keys else []), *(f"--conf={c}" for c in conf or [])]
+            *(["--keep-published-keys"] if keep_published_keys else []),
+            *(["--exchange-dir", str(exchange_dir)] if exchange_dir else []), *(f"--conf={c}" for c in conf or [])]
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
@@ -213,6 +218,10 @@ def parser() -> argparse.ArgumentParser:
                     help="Stages to measure, comma-separated: link, features (features includes labels).")
     ap.add_argument("--keep-published-keys", action="store_true",
                     help="Link as a routine `ews link` does (published keys kept) instead of re-deciding every link.")
+    ap.add_argument("--exchange-dir", type=Path, default=None,
+                    help="Spark's [engine.spark] exchange_dir: exports kept between runs and reused while the "
+                         "warehouse is unchanged (run `--stages features` twice to time a kept export; a link "
+                         "stage makes a new linkage run, which makes every export stale).")
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     ap.add_argument("--child", choices=("duckdb", "spark"), help=argparse.SUPPRESS)
     return ap
@@ -287,18 +296,20 @@ def main(argv: list[str] | None = None) -> None:
     if a.home is None:
         raise SystemExit("--home is required: an ingested and linked home (bench_pipeline's <work>/home)")
     if a.child:
-        print(json.dumps(child(a.child, a.home, a.round, a.master, _conf(a.conf), stages, a.keep_published_keys)),
-              flush=True)
+        print(json.dumps(child(a.child, a.home, a.round, a.master, _conf(a.conf), stages, a.keep_published_keys,
+                               a.exchange_dir)), flush=True)
         return
     rnd = a.round or _default_round(a.home)
     _conf(a.conf)  # a malformed setting fails before anything runs
-    runs = [measure(e, a.home, rnd, a.master, a.conf, stages, a.keep_published_keys) for e in ("duckdb", "spark")]
+    runs = [measure(e, a.home, rnd, a.master, a.conf, stages, a.keep_published_keys, a.exchange_dir)
+            for e in ("duckdb", "spark")]
     ok = all(r.get("exit_code") == 0 for r in runs)
     duck, spark = runs
     digests = [k for k in ("keys_sha256", "features_sha256", "labels_sha256") if k in duck]
     result: dict[str, object] = {
         "benchmark": "engines", "home": str(a.home), "round": rnd, "master": a.master, "conf": _conf(a.conf),
-        "stages": list(stages), "keep_published_keys": a.keep_published_keys, "runs": runs,
+        "stages": list(stages), "keep_published_keys": a.keep_published_keys,
+        "exchange_dir": str(a.exchange_dir) if a.exchange_dir else None, "runs": runs,
         "rows": duck.get("rows"),
         "equal_outputs": ok and all(duck[k] == spark[k] for k in digests),
         "equal": {k: ok and duck[k] == spark.get(k) for k in digests},
@@ -306,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     if ok:
         result.update(compare(duck, spark))
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}.json"
+    # a run of some stages only does not overwrite the full comparison
+    suffix = "" if stages == STAGES else "_" + "_".join(stages)
+    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
 
