@@ -15,7 +15,7 @@ to a private folder inside the vault (`home.link_spill_dir`), removed when the s
 shuffle files go to `spark.local.dir` (default /tmp): a deployment that links on Spark sets it to the
 vault's file system in `[engine.spark] conf`.
 
-Two things differ between the engines and are made equal here:
+Two things differ between the engines:
 - Jaro-Winkler. DuckDB's `jaro_winkler_similarity` compares UTF-8 bytes; the jar's `jaro_winkler`
   compares UTF-16 characters. On Thai names (three bytes per letter) the two give different
   similarities (สมชาย / สมชัย: 0.973 in DuckDB, 0.920 by characters), so the same pair would fall on
@@ -24,14 +24,15 @@ Two things differ between the engines and are made equal here:
   (every letter starts 0xE0 0xB8): 1,174 of 3,160 pairs of the test world's first names still
   differed. So on Spark the name levels call DuckDB's own function, in a pandas UDF (Arrow batches
   of pairs, JARO_WINKLER_UDF): the same numbers by construction. Equality and blocking use the
-  names themselves; `damerau_levenshtein` on the delivered IDs (ASCII digits) is the jar's.
+  names themselves; `damerau_levenshtein` on the delivered IDs (ASCII digits) is the jar's (its u
+  counts equal DuckDB's in the parity test).
 - u sampling. Splink samples nodes by a hash of the node id and the seed, and counts the sampled
   pairs chunk by chunk (chunks by another hash) until every level has `u_min_count_per_level`
   pairs: deterministic on each engine, but DuckDB's and Spark's hashes pick other nodes and chunks.
   With the defaults u then differs by sampling noise between engines (on the 20k and 100k
   benchmark worlds the keys still came out equal); `u_min_count_per_level = None`, `u_chunks = 1`
   and a `u_max_pairs` above the population's pairs count every pair on both engines
-  (tests/integration/test_link_engine_parity.py): equal u, and m equal to EM's float order.
+  (tests/integration/test_link_engine_parity.py): equal u, and m equal up to EM's float order.
 
 On a cluster the UDF runs in the executors' Python: they need the project installed, as serving's
 scoring does (`spark.pyspark.python`).
