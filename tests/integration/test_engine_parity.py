@@ -17,6 +17,9 @@ relative tolerance of about 1e-12 (a few ulps per addition), named in FLOAT_ORDE
 Scoring (`serving.spark_scoring`, in mapInPandas) is held to the same standard with no tolerance: scores,
 SHAP contributions and reasons are computed per row by the same functions from the same numbers, so
 the two snapshots must be the same students.parquet, byte for byte, and the same manifest.
+
+A kept exchange folder (`[engine.spark] exchange_dir`) is read again, not exported again, until the
+warehouse changes (a new delivery or linkage run). Linkage on Spark: test_link_engine_parity.py.
 """
 
 from __future__ import annotations
