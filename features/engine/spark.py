@@ -79,9 +79,9 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         cores = LOCAL_CORES.match(settings.master)
         local = {"spark.sql.shuffle.partitions": cores.group(1) if cores else "8"}
     conf = {**DEFAULT_CONF, **local, **settings.conf}
-    # Splink's similarity functions (jaro_winkler, damerau_levenshtein) for linkage on Spark come in
-    # a jar that must be on the classpath when the JVM starts: every session gets it, since the
-    # process has one session whichever stage opened it first.
+    # Linkage on Spark compares delivered IDs with Splink's `damerau_levenshtein`, which comes in a
+    # jar that must be on the classpath when the JVM starts: every session gets it, since the
+    # process has one session whichever stage opened it first (features/linkage/splink_spark.py).
     from splink.backends.spark import similarity_jar_location
 
     conf["spark.jars"] = ",".join(x for x in (similarity_jar_location(), conf.get("spark.jars")) if x)
