@@ -18,8 +18,9 @@ decisions: the benchmark REWRITES the home's keys (the DuckDB child first, then 
 are deterministic, so the home ends with Spark's keys). `--keep-published-keys` links as a routine
 `ews link` does instead (published keys kept: equal keys by construction, the same work).
 Both engines' outputs are compared by sha256 (`equal_outputs`: keys, features, labels). Keys may
-differ on worlds with more than ~1,400 named identities: Splink samples u by a hash that differs
-between engines (features/linkage/splink_spark.py); then features and labels differ by those keys.
+differ on worlds with more than ~1,400 named identities: Splink samples u by hashes that differ
+between engines (features/linkage/splink_spark.py); then features and labels differ by those keys
+(they were equal at 20k and 100k).
 
 Results: bench-out/engines_<students>.json (`make bench` runs it on each size's pipeline home), with
 `spark_over_duckdb_link_plus_features`: the issue's figure, Spark local mode within 3x of DuckDB at 1M
