@@ -1,16 +1,35 @@
-"""DuckDB vs Spark local mode on one round: the compiled features and labels, time and peak memory.
+"""DuckDB vs Spark local mode on one round: linkage, the compiled features and labels, time and
+peak memory per stage.
 
-    python -m benchmarks.bench_engines --home DIR [--students N] [--round R] [--master local[2]] [--out-dir bench-out]
+    python -m benchmarks.bench_engines --home DIR [--students N] [--round R] [--master local[2]]
+        [--conf KEY=VALUE ...] [--stages link,features] [--keep-published-keys] [--out-dir bench-out]
 
 DIR is an ingested and linked home (bench_pipeline's work folder has one: <work>/home). Each engine
 runs in its own process (`--child`), so its peak memory is its own: the resident memory of the
-process tree (Python, and for Spark the JVM it starts) sampled every 0.1 s. Spark's session start
-(the JVM) is timed apart from the queries; the Parquet export of the warehouse relations is part of
-Spark's features time (a cluster reading the same Parquet would skip it). Both engines must return
-equal tables: the benchmark says so in its JSON (`equal_outputs`).
+process tree (Python, and for Spark the JVM it starts) sampled every 0.1 s; the child reports when
+each stage began and ended, so the peak is given per stage too. Stages: `session_start` (Spark's
+JVM, timed apart), `link` (`features.linkage.link.link`: on Spark, Splink's model is fitted and
+applied on SparkAPI; records, components and keys stay on DuckDB), `features` and `labels` (the
+Parquet export of the warehouse relations is part of Spark's features time: a cluster reading the
+same Parquet would skip it).
 
-Results: bench-out/engines_<students>.json (`make bench` runs it on each size's pipeline home). The issue's figure: Spark local mode within 3x of DuckDB
-at 1M for link + features (linkage is not on Spark yet: this measures features and labels).
+The link stage RE-DECIDES every link (as `ews link --relink`), so each engine's keys are its own
+decisions: the benchmark REWRITES the home's keys (the DuckDB child first, then Spark's; both runs
+are deterministic, so the home ends with Spark's keys). `--keep-published-keys` links as a routine
+`ews link` does instead (published keys kept: equal keys by construction, the same work).
+Both engines' outputs are compared by sha256 (`equal_outputs`: keys, features, labels). Keys may
+differ on worlds with more than ~1,400 named identities: Splink samples u by hashes that differ
+between engines (features/linkage/splink_spark.py); then features and labels differ by those keys
+(they were equal at 20k and 100k).
+
+Results: bench-out/engines_<students>.json (`make bench` runs it on each size's pipeline home), with
+`spark_over_duckdb_link_plus_features`: the issue's figure, Spark local mode within 3x of DuckDB at 1M
+for link + features (the Spark time excludes the session start, given apart). At 1M (the lead's
+run; deliveries in /work/bench1m/sim, see docs/ARCHITECTURE.md "Engines"):
+
+    ews ingest /work/bench1m/sim/deliveries --home H && ews link --home H
+    python -m benchmarks.bench_engines --home H --students 1000000 \
+        --conf spark.driver.memory=12g --out-dir /work/bench1m
 """
 
 from __future__ import annotations
@@ -22,6 +41,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -65,8 +86,14 @@ def _digest(table: object) -> str:
         path.unlink(missing_ok=True)
 
 
-def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[str, str] | None = None) -> dict[str, object]:
-    """One engine's run in this process: features and labels of the round, timed."""
+STAGES = ("link", "features")
+
+
+def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[str, str] | None = None,
+          stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False,
+          exchange_dir: Path | None = None) -> dict[str, object]:
+    """One engine's run in this process: linkage, then features and labels of the round, timed.
+    `stage_marks` gives each stage's start and end (epoch seconds) for the parent's per-stage peak."""
     from features.calendar import parse_round
     from features.deployment import EngineSettings, SparkSettings
     from features.home import EwsHome
@@ -75,52 +102,94 @@ def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[st
     from features.pointintime.pipeline import connect_warehouse, latest_delivery
 
     home = EwsHome.from_env(home_dir)
-    home = home.model_copy(update={"engine": EngineSettings(kind=engine, spark=SparkSettings(master=master, conf=conf or {}))})
+    home = home.model_copy(update={"engine": EngineSettings(kind=engine, spark=SparkSettings(
+        master=master, conf=conf or {}, exchange_dir=exchange_dir))})
     r = parse_round(round_id)
-    con = connect_warehouse(home)
     out: dict[str, object] = {"engine": engine}
-    try:
-        source = population_source(con, home.calendar, r)
-        cutoff = latest_delivery(con)
-        if engine == "spark":
-            from features.engine.spark import SparkEngine
+    marks: dict[str, list[float]] = {}
 
-            t0 = time.perf_counter()
-            with SparkEngine.open(home, con) as eng:
-                out["session_start_s"] = round(time.perf_counter() - t0, 2)
-                t0 = time.perf_counter()
-                feats = eng.features(home.calendar, r, population=source)
-                out["features_s"] = round(time.perf_counter() - t0, 2)
-                t0 = time.perf_counter()
-                labels = eng.labels(home.calendar, r, cutoff)
-                out["labels_s"] = round(time.perf_counter() - t0, 2)
-        else:
-            t0 = time.perf_counter()
-            feats = build_features(con, home.calendar, r, population=source)
-            out["features_s"] = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-            labels = con.sql(labels_sql(home.calendar, r, cutoff)).to_arrow_table()
-            out["labels_s"] = round(time.perf_counter() - t0, 2)
-    finally:
-        con.close()
-    out["rows"] = feats.num_rows
-    out["features_sha256"] = _digest(feats)
-    out["labels_sha256"] = _digest(labels.sort_by("student_key"))
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        t0, p0 = time.time(), time.perf_counter()
+        yield
+        out[f"{name}_s"] = round(time.perf_counter() - p0, 2)
+        marks[name] = [t0, time.time()]
+
+    if engine == "spark":
+        from features.engine.spark import spark_session
+
+        with stage("session_start"):  # the JVM, once per process: link and features share it
+            spark_session(home.engine.spark)
+    if "link" in stages:
+        from features.linkage.link import LinkConfig, link
+
+        with stage("link"):
+            summary = link(home, LinkConfig(keep_published_keys=keep_published_keys))
+        out["link_steps_s"] = summary.step_seconds
+        out["students"], out["candidate_pairs"] = summary.students, summary.candidate_pairs
+        out["keys_sha256"] = _keys_digest(home)
+    if "features" in stages:
+        con = connect_warehouse(home)
+        try:
+            source = population_source(con, home.calendar, r)
+            cutoff = latest_delivery(con)
+            if engine == "spark":
+                from features.engine.spark import SparkEngine
+
+                with SparkEngine.open(home, con) as eng:
+                    with stage("features"):
+                        feats = eng.features(home.calendar, r, population=source)
+                    with stage("labels"):
+                        labels = eng.labels(home.calendar, r, cutoff)
+                    out["exports_reused"] = sorted(eng.reused)
+            else:
+                with stage("features"):
+                    feats = build_features(con, home.calendar, r, population=source)
+                with stage("labels"):
+                    labels = con.sql(labels_sql(home.calendar, r, cutoff)).to_arrow_table()
+        finally:
+            con.close()
+        out["rows"] = feats.num_rows
+        out["features_sha256"] = _digest(feats)
+        out["labels_sha256"] = _digest(labels.sort_by("student_key"))
+    out["stage_marks"] = marks
     return out
 
 
-def measure(engine: str, home: Path, round_id: str, master: str, conf: list[str] | None = None) -> dict[str, object]:
-    """Run `child` in a fresh process; wall time, the tree's peak resident memory and CPU time."""
+def _keys_digest(home: object) -> str:
+    """sha256 of the published keys (token_keys and record_keys, sorted): equal across engines when
+    both partition the records into the same students with the same student_key values."""
+    import pyarrow as pa
+
+    from features.pointintime.pipeline import warehouse_session
+
+    with warehouse_session(home) as con:  # type: ignore[arg-type]
+        tokens = con.sql("SELECT id_token, student_key FROM wh.token_keys ORDER BY id_token").to_arrow_table()
+        records = con.sql("SELECT delivery_id, source_file, source_line, student_key FROM wh.record_keys "
+                          "ORDER BY ALL").to_arrow_table()
+    assert isinstance(tokens, pa.Table) and isinstance(records, pa.Table)
+    return hashlib.sha256((_digest(tokens) + _digest(records)).encode()).hexdigest()
+
+
+def measure(engine: str, home: Path, round_id: str, master: str, conf: list[str] | None = None,
+            stages: tuple[str, ...] = STAGES, keep_published_keys: bool = False,
+            exchange_dir: Path | None = None) -> dict[str, object]:
+    """Run `child` in a fresh process; wall time, the tree's peak resident memory (overall and per
+    stage) and CPU time."""
     argv = [sys.executable, "-m", "benchmarks.bench_engines", "--child", engine, "--home", str(home),
-            "--round", round_id, "--master", master, *(f"--conf={c}" for c in conf or [])]
+            "--round", round_id, "--master", master, "--stages", ",".join(stages),
+            *(["--keep-published-keys"] if keep_published_keys else []),
+            *(["--exchange-dir", str(exchange_dir)] if exchange_dir else []), *(f"--conf={c}" for c in conf or [])]
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     peak = 0.0
+    samples: list[tuple[float, float]] = []  # (epoch seconds, tree RSS MB): matched to the child's stage marks
     cpu: dict[int, float] = {}  # CPU seconds per process of the tree, the last reading of each
     while proc.poll() is None:
         rss, seen = _tree(proc.pid)
         peak = max(peak, rss)
+        samples.append((time.time(), rss))
         cpu.update(seen)
         time.sleep(0.1)
     wall = time.perf_counter() - t0
@@ -128,9 +197,12 @@ def measure(engine: str, home: Path, round_id: str, master: str, conf: list[str]
     if proc.returncode:
         return {"engine": engine, "exit_code": proc.returncode, "wall_s": round(wall, 1)}
     result = json.loads(stdout.strip().splitlines()[-1])
+    stage_peaks = {name: round(max((m for t, m in samples if a <= t <= b), default=0.0))
+                   for name, (a, b) in result.pop("stage_marks", {}).items()}
     # CPU seconds depend far less than wall time on what else the machine runs: on a shared machine
     # they are the fairer comparison (the last 0.1 s of each process is not counted).
     return {**result, "exit_code": 0, "wall_s": round(wall, 1), "peak_tree_rss_mb": round(peak),
+            "stage_peak_rss_mb": stage_peaks,
             "tree_cpu_s": round(sum(cpu.values()), 1), "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
 
 
@@ -143,6 +215,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="A Spark setting of the run (repeat), as [engine.spark] conf gives it, e.g. spark.driver.memory=6g.")
     ap.add_argument("--out-dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="Stages to measure, comma-separated: link, features (features includes labels).")
+    ap.add_argument("--keep-published-keys", action="store_true",
+                    help="Link as a routine `ews link` does (published keys kept) instead of re-deciding every link.")
+    ap.add_argument("--exchange-dir", type=Path, default=None,
+                    help="Spark's [engine.spark] exchange_dir: exports kept between runs and reused while the "
+                         "warehouse is unchanged (run `--stages features` twice to time a kept export; a link "
+                         "stage makes a new linkage run, which makes every export stale).")
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     ap.add_argument("--child", choices=("duckdb", "spark"), help=argparse.SUPPRESS)
     return ap
@@ -170,39 +250,77 @@ def _default_round(home_dir: Path) -> str:
     return mids[-1]
 
 
+def _stages(text: str) -> tuple[str, ...]:
+    stages = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in stages if x not in STAGES]
+    if unknown or not stages:
+        raise SystemExit(f"--stages {text!r}: expected some of {', '.join(STAGES)}")
+    return stages
+
+
+def compare(duck: dict[str, object], spark: dict[str, object]) -> dict[str, object]:
+    """Spark over DuckDB per stage and for link + features (the issue's figure), in wall seconds of
+    the stage (Spark's session start given apart) and in the whole process's CPU seconds."""
+    out: dict[str, object] = {}
+    times: dict[str, dict[str, float]] = {}
+    for name in ("link", "features", "labels"):
+        if f"{name}_s" in duck and f"{name}_s" in spark:
+            d, s = float(duck[f"{name}_s"]), float(spark[f"{name}_s"])  # type: ignore[arg-type]
+            times[name] = {"duckdb": d, "spark": s}
+            out[f"spark_over_duckdb_{name}"] = round(s / d, 2) if d else None
+    out["stage_s"] = times
+    if "features" in times and "labels" in times:
+        d = times["features"]["duckdb"] + times["labels"]["duckdb"]
+        s = times["features"]["spark"] + times["labels"]["spark"]
+        out["features_plus_labels_s"] = {"duckdb": round(d, 2), "spark": round(s, 2),
+                                         "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}  # type: ignore[arg-type]
+        out["spark_over_duckdb"] = round(s / d, 2) if d else None
+    if "link" in times and "features" in times:
+        d = times["link"]["duckdb"] + times["features"]["duckdb"]
+        s = times["link"]["spark"] + times["features"]["spark"]
+        out["link_plus_features_s"] = {"duckdb": round(d, 2), "spark": round(s, 2),
+                                       "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}  # type: ignore[arg-type]
+        out["spark_over_duckdb_link_plus_features"] = round(s / d, 2) if d else None
+    # the whole process (session start, exports, every stage) in CPU seconds: the ratio that a loaded
+    # machine distorts least
+    dc, sc = float(duck["tree_cpu_s"]), float(spark["tree_cpu_s"])  # type: ignore[arg-type]
+    out["spark_over_duckdb_tree_cpu"] = round(sc / dc, 2) if dc else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
+    stages = _stages(a.stages)
     if a.plan:
         print(json.dumps({"benchmark": "engines", **vars(a)}, default=str))
         return
     if a.home is None:
         raise SystemExit("--home is required: an ingested and linked home (bench_pipeline's <work>/home)")
     if a.child:
-        print(json.dumps(child(a.child, a.home, a.round, a.master, _conf(a.conf))), flush=True)
+        print(json.dumps(child(a.child, a.home, a.round, a.master, _conf(a.conf), stages, a.keep_published_keys,
+                               a.exchange_dir)), flush=True)
         return
     rnd = a.round or _default_round(a.home)
     _conf(a.conf)  # a malformed setting fails before anything runs
-    runs = [measure(e, a.home, rnd, a.master, a.conf) for e in ("duckdb", "spark")]
+    runs = [measure(e, a.home, rnd, a.master, a.conf, stages, a.keep_published_keys, a.exchange_dir)
+            for e in ("duckdb", "spark")]
     ok = all(r.get("exit_code") == 0 for r in runs)
     duck, spark = runs
+    digests = [k for k in ("keys_sha256", "features_sha256", "labels_sha256") if k in duck]
     result: dict[str, object] = {
-        "benchmark": "engines", "home": str(a.home), "round": rnd, "master": a.master, "conf": _conf(a.conf), "runs": runs,
+        "benchmark": "engines", "home": str(a.home), "round": rnd, "master": a.master, "conf": _conf(a.conf),
+        "stages": list(stages), "keep_published_keys": a.keep_published_keys,
+        "exchange_dir": str(a.exchange_dir) if a.exchange_dir else None, "runs": runs,
         "rows": duck.get("rows"),
-        "equal_outputs": ok and duck["features_sha256"] == spark["features_sha256"]
-                         and duck["labels_sha256"] == spark["labels_sha256"],
+        "equal_outputs": ok and all(duck[k] == spark[k] for k in digests),
+        "equal": {k: ok and duck[k] == spark.get(k) for k in digests},
     }
     if ok:
-        d = float(duck["features_s"]) + float(duck["labels_s"])
-        s = float(spark["features_s"]) + float(spark["labels_s"])
-        result["features_plus_labels_s"] = {"duckdb": round(d, 2), "spark": round(s, 2),
-                                            "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}
-        result["spark_over_duckdb"] = round(s / d, 2) if d else None
-        # the whole process (session start, export, both queries) in CPU seconds: the ratio that
-        # a loaded machine distorts least
-        result["spark_over_duckdb_tree_cpu"] = round(float(spark["tree_cpu_s"]) / float(duck["tree_cpu_s"]), 2) \
-            if float(duck["tree_cpu_s"]) else None
+        result.update(compare(duck, spark))
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}.json"
+    # a run of some stages only does not overwrite the full comparison
+    suffix = "" if stages == STAGES else "_" + "_".join(stages)
+    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
 

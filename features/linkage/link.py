@@ -16,8 +16,11 @@ The steps, each a set-based query over tables:
                node of its own. Tokens used under one (school, student number) are linked. Each
                node gets representative attributes by row-weighted vote (the most frequent
                spelling, birth date, sex; its latest school and tambon).
-3. pairs     - probabilistic matching with Splink (Fellegi-Sunter on DuckDB): m and u estimated
+3. pairs     - probabilistic matching with Splink (Fellegi-Sunter): m and u estimated
                from the data (u by random sampling, m by expectation maximisation), never hand-set.
+               On DuckDB (default) or, with `[engine] kind = "spark"`, on Splink's Spark backend
+               (features/linkage/splink_spark.py: the nodes go to Spark once, the pairs come back;
+               every other step stays on DuckDB).
                Comparisons: the raw IDs (edit distance for typos; G-code vs a non-Thai 13-digit
                ID for a child who received an ID), normalised Thai names, birth date, sex, area,
                school. Blocking keeps the pair count near-linear in the number of children.
@@ -92,6 +95,13 @@ class LinkConfig(BaseModel):
     )
     u_max_pairs: float = Field(1e6, description="Random pairs sampled to estimate u probabilities.")
     seed: int = Field(20251, description="Seed for Splink's random sampling (reproducible m/u).")
+    u_min_count_per_level: int | None = Field(
+        100, ge=1,
+        description="Splink counts u's sampled pairs in chunks and stops once every level has this many "
+        "(Splink's default); None counts every sampled pair. Which chunk a pair falls in is a hash that "
+        "differs between DuckDB and Spark, so only None gives both engines the same u on the same sample.",
+    )
+    u_chunks: int = Field(10, ge=1, description="Chunks u's sampled pairs are counted in (Splink's default).")
     keep_published_keys: bool = Field(
         True,
         description="Keep every key the previous run published (decisions monotone in time: later "
@@ -307,10 +317,19 @@ def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-def _splink_settings(cfg: LinkConfig):  # -> SettingsCreator (import kept lazy: splink is heavy)
+def _splink_settings(cfg: LinkConfig, engine: str = "duckdb"):  # -> SettingsCreator (lazy: splink is heavy)
+    """The matching model's settings; on Spark the names' Jaro-Winkler levels compute DuckDB's
+    byte-wise similarity (features/linkage/splink_spark.py), everything else is the same text."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
+
+    def names(column: str) -> object:
+        if engine == "spark":
+            from features.linkage.splink_spark import spark_name_comparison
+
+            return spark_name_comparison(column, [0.95, 0.85])
+        return cl.JaroWinklerAtThresholds(column, [0.95, 0.85])
 
     id_comparison = cl.CustomComparison(
         output_column_name="raw_id",
@@ -334,8 +353,8 @@ def _splink_settings(cfg: LinkConfig):  # -> SettingsCreator (import kept lazy: 
         probability_two_random_records_match=1e-6,
         comparisons=[
             id_comparison,
-            cl.JaroWinklerAtThresholds("first_name_norm", [0.95, 0.85]),
-            cl.JaroWinklerAtThresholds("last_name_norm", [0.95, 0.85]),
+            names("first_name_norm"),
+            names("last_name_norm"),
             cl.DateOfBirthComparison(
                 "birth_date", input_is_string=False,
                 datetime_metrics=["month", "year"], datetime_thresholds=[1, 1],
@@ -401,15 +420,35 @@ def _no_pairs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE pairs (node_id_l VARCHAR, node_id_r VARCHAR, match_probability DOUBLE)")
 
 
-def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, dict[str, object]]:
+@contextmanager
+def _splink_input(con: duckdb.DuckDBPyConnection, home: EwsHome | None) -> Iterator[tuple[object, object]]:
+    """(Splink database API, the registered nodes) on the deployment's engine: DuckDB's own
+    session, or Spark (`[engine] kind = "spark"`, features/linkage/splink_spark.py)."""
+    if home is not None and home.engine.kind == "spark":
+        from features.linkage.splink_spark import spark_splink
+
+        with spark_splink(home, con, "splink_nodes") as pair:
+            yield pair
+        return
+    from splink import DuckDBAPI
+
+    db_api = DuckDBAPI(con)
+    yield db_api, db_api.register("splink_nodes", dataset_display_name="nodes")
+
+
+def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
+                home: EwsHome | None = None) -> tuple[int, dict[str, object]]:
     """Step 3: fit Fellegi-Sunter on the nodes and write temp table `pairs`.
+
+    The model is fitted and applied on the deployment's engine (`home.engine.kind`; DuckDB
+    without a home): the same calls and settings on both, only the pairs come back from Spark.
 
     A warehouse too young to train the model on (the first census alone: every child appears
     once, so no two records agree on name and birth date) gets no probabilistic links this run,
     only the deterministic ones (ID, student number, one-edit ID typo), and says so in the log
     and in the returned model digest (`skipped`). Splink cannot fit it: the prior match
     probability is estimated as 0 and its EM takes log(0) ("math domain error")."""
-    from splink import DuckDBAPI, Linker, block_on
+    from splink import Linker, block_on
 
     con.execute("""
         CREATE OR REPLACE TEMP TABLE splink_nodes AS
@@ -431,41 +470,49 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> tuple[int, d
     """)
     if agreeing == 0:
         return _skip_probabilistic(con, f"no two of {n_nodes:,} named records agree on name and birth date")
-    db_api = DuckDBAPI(con)
-    sdf = db_api.register("splink_nodes", dataset_display_name="nodes")
-    linker = Linker(sdf, _splink_settings(cfg), log_level=logging.ERROR)
-    try:
-        # lambda (prior match probability) from deterministic rules with an assumed recall;
-        # u from random pairs; m by EM on two blocking passes that leave the other fields free.
-        linker.training.estimate_probability_two_random_records_match(
-            [block_on("first_name_norm", "last_name_norm", "birth_date")], recall=0.8,
-        )
-        linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
-        with _em_floor():
-            # Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the
-            # disk with spill at that size); sex and the surname's first letter cut that ~80-fold
-            # and both are still trained by the name-blocked pass below.
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("birth_date", "sex", "substr(last_name_norm, 1, 1)"), estimate_without_term_frequencies=True,
+    engine = home.engine.kind if home is not None else "duckdb"
+    with _splink_input(con, home) as (db_api, sdf):
+        linker = Linker(sdf, _splink_settings(cfg, engine), log_level=logging.ERROR)
+        try:
+            # lambda (prior match probability) from deterministic rules with an assumed recall;
+            # u from random pairs; m by EM on two blocking passes that leave the other fields free.
+            linker.training.estimate_probability_two_random_records_match(
+                [block_on("first_name_norm", "last_name_norm", "birth_date")], recall=0.8,
             )
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
+            linker.training.estimate_u_using_random_sampling(
+                max_pairs=cfg.u_max_pairs, seed=cfg.seed, min_count_per_level=cfg.u_min_count_per_level,
+                num_chunks=cfg.u_chunks,
             )
-    except ValueError as exc:
-        # Splink's EM on a blocking pass with no likely match drives the prior to 0 and fails
-        # in log(0) ("math domain error"); a young warehouse is the only place this is seen.
-        # Any other error is a real fault and must not quietly drop the probabilistic links.
-        if "math domain error" not in str(exc):
-            raise
-        return _skip_probabilistic(con, f"the matching model cannot be estimated on {n_nodes:,} named records ({exc})")
-    pred = linker.inference.predict(threshold_match_probability=0.5)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE pairs AS
-        SELECT node_id_l, node_id_r, match_probability FROM {pred.physical_name}
-    """)
-    n_pairs = scalar(con, "SELECT count(*) FROM pairs")
-    model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
-    return n_pairs, model
+            with _em_floor():
+                # Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the
+                # disk with spill at that size); sex and the surname's first letter cut that ~80-fold
+                # and both are still trained by the name-blocked pass below.
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on("birth_date", "sex", "substr(last_name_norm, 1, 1)"), estimate_without_term_frequencies=True,
+                )
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
+                )
+        except ValueError as exc:
+            # Splink's EM on a blocking pass with no likely match drives the prior to 0 and fails
+            # in log(0) ("math domain error"); a young warehouse is the only place this is seen.
+            # Any other error is a real fault and must not quietly drop the probabilistic links.
+            if "math domain error" not in str(exc):
+                raise
+            return _skip_probabilistic(con, f"the matching model cannot be estimated on {n_nodes:,} named records ({exc})")
+        pred = linker.inference.predict(threshold_match_probability=0.5)
+        if engine == "spark":
+            from features.linkage.splink_spark import pairs_from_spark
+
+            pairs_from_spark(con, pred)
+        else:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE pairs AS
+                SELECT node_id_l, node_id_r, match_probability FROM {pred.physical_name}
+            """)
+        n_pairs = scalar(con, "SELECT count(*) FROM pairs")
+        model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+        return n_pairs, model
 
 
 def _skip_probabilistic(con: duckdb.DuckDBPyConnection, reason: str) -> tuple[int, dict[str, object]]:
@@ -855,7 +902,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
         with step("records_and_nodes"):
             build_records_and_nodes(con)
         with step("splink"):
-            n_pairs, model = _run_splink(con, cfg)
+            n_pairs, model = _run_splink(con, cfg, home)
         with step("cluster_and_review"):
             _cluster_and_review(con, cfg)
         with step("keys"):
@@ -876,7 +923,8 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
             keys_changed=_key_changes(con),
             probabilistic_skipped=model.get("skipped"),
             seconds=0.0,
-            parameters={"config": cfg.model_dump(), "splink_model": _model_digest(model)},
+            parameters={"config": cfg.model_dump(), "engine": home.engine.kind,
+                        "splink_model": _model_digest(model)},
         )
         summary.seconds = round(time.perf_counter() - started, 2)
         summary.step_seconds = dict(steps)  # the run log gets every step before publishing

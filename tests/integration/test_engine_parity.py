@@ -17,6 +17,9 @@ relative tolerance of about 1e-12 (a few ulps per addition), named in FLOAT_ORDE
 Scoring (`serving.spark_scoring`, in mapInPandas) is held to the same standard with no tolerance: scores,
 SHAP contributions and reasons are computed per row by the same functions from the same numbers, so
 the two snapshots must be the same students.parquet, byte for byte, and the same manifest.
+
+A kept exchange folder (`[engine.spark] exchange_dir`) is read again, not exported again, until the
+warehouse changes (a new delivery or linkage run). Linkage on Spark: test_link_engine_parity.py.
 """
 
 from __future__ import annotations
@@ -164,3 +167,39 @@ def test_spark_scores_a_round_into_the_same_snapshot_as_duckdb(trained: TrainedW
     assert m_spark.students_sha256 == m_duck.students_sha256
     assert sparked.snapshot_hash == duck.snapshot_hash
     assert sparked.groups == duck.groups
+
+
+def test_a_kept_exchange_folder_is_reused_until_the_warehouse_changes(small_world: SmallWorld, tmp_path: Path) -> None:
+    """With `exchange_dir` set, a second run reads the Parquet the first one exported (same bytes on
+    disk, same answer); a new linkage run makes every export stale, and they are exported again."""
+    from features.engine.spark import SMALL_RUN_CONF, SparkEngine
+    from features.linkage.link import LinkConfig, link
+
+    exchange = tmp_path / "exchange"
+    home = EwsHome(root=copy_world(small_world, tmp_path).home, engine=EngineSettings(
+        kind="spark", spark=SparkSettings(master="local[2]", conf=SMALL_RUN_CONF, exchange_dir=exchange)))
+    query = ("SELECT count(*) AS n, count(DISTINCT student_key) AS students FROM wh.linked_dmc_census "
+             "JOIN wh.src_schools USING (school_code)")
+
+    def run() -> tuple[list[tuple], set[str], dict[str, int]]:
+        con = connect_warehouse(home)
+        try:
+            with SparkEngine.open(home, con) as engine:
+                rows = [tuple(r) for r in engine.dataframe(query).collect()]
+                reused = set(engine.reused)
+        finally:
+            con.close()
+        return rows, reused, {p.name: p.stat().st_mtime_ns for p in exchange.glob("*.parquet")}
+
+    first, reused, files = run()
+    assert reused == set() and set(files) == {"linked_dmc_census.parquet", "src_schools.parquet"}
+    assert first[0][0] > 1000, "the census must have rows for the comparison to mean something"
+    again, reused, files_again = run()
+    assert again == first
+    assert reused == {"linked_dmc_census", "src_schools"} and files_again == files  # read, not rewritten
+    # a new linkage run (on DuckDB: linkage on Spark is test_link_engine_parity's): keys may have
+    # moved, so every export is stale
+    link(EwsHome(root=home.root), LinkConfig())
+    after, reused, files_after = run()
+    assert after == first  # the same keys were kept, so the same answer
+    assert reused == set() and all(files_after[f] != files[f] for f in files)
