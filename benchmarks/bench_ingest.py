@@ -81,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="Synthetic attendance rows (grades add 40%%).")
     ap.add_argument("--folder", type=Path, help="Ingest this folder of deliveries instead of a synthetic one.")
+    ap.add_argument("--first", type=int, default=None, metavar="N",
+                    help="With --folder: ingest only its first N delivery folders (by name, the simulator's date order).")
     ap.add_argument("--home", type=Path, help="Ingest into this (new) home and keep it (default: a temporary one).")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
@@ -97,14 +99,20 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        if args.folder:
+        if args.folder and args.first:
+            # The first N deliveries, linked into a folder of their own: the same files, no copy.
+            folder, label = work / "first", f"{args.folder.name}-first{args.first}"
+            folder.mkdir()
+            for sub in sorted(p for p in args.folder.iterdir() if p.is_dir() and not p.name.startswith("."))[:args.first]:
+                (folder / sub.name).symlink_to(sub.resolve(), target_is_directory=True)
+        elif args.folder:
             folder, label = args.folder, args.folder.name
         else:
             folder, label = work / "in", f"{args.rows}"
             t0 = time.perf_counter()
             synth(folder, args.rows)
             print(f"generated in {time.perf_counter() - t0:.1f}s")
-        size = sum(p.stat().st_size for p in folder.rglob("*.csv"))
+        size = sum(p.stat().st_size for p in folder.glob("*/*.csv")) + sum(p.stat().st_size for p in folder.glob("*.csv"))
         if args.home and args.home.exists():
             raise SystemExit(f"{args.home} exists: give a new home")
         home = EwsHome.from_env(args.home) if args.home else EwsHome(root=work / "home")
