@@ -16,7 +16,8 @@ seed and years as benchmarks.bench_pipeline), with a fixed key so two homes can 
     EWS_PSEUDONYM_KEY_FILE=KEY python -m benchmarks.bench_ingest --folder /work/bench1m/sim/deliveries --home NEW_HOME
     python -m benchmarks.ingest_compare HOME_MAIN NEW_HOME    # outputs unchanged
 
-Measured figures and what they depend on: docs/ARCHITECTURE.md, "Ingest throughput".
+Where the time goes, statement by statement: benchmarks.profile_ingest. Measured figures and what
+they depend on: docs/ARCHITECTURE.md, "Ingest throughput".
 
 Writes bench-out/ingest-<label>.json. The synthetic generator is vectorised (numpy + pandas) and
 includes a small share of faults (bad days, unknown schools, BE months, duplicates) so the
