@@ -468,35 +468,27 @@ class _Session:
             # The SQL form must give features.pseudonym.id_token's tokens exactly; checked once.
             probe = con.execute(f"SELECT {id_token_sql('$x')}", self._pad_params(x="G123456789012")).fetchall()
             assert probe[0][0] == id_token(self.home.pseudonym_key(), "G123456789012")
-        # The file's raw IDs the session knows already: the ONE probe of the session's map per
-        # file (the map grows with every child seen, so a second probe of it, per file and
-        # however small the file, cost as much again; a whole 1M world spent ~10% of its CPU there).
-        # The typed pass joins this with the hash table on this small side, so its rows come out
-        # in file order, as they always have.
-        con.execute(
-            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
-            f"kind AS __kind FROM sess.ids i SEMI JOIN {s.rows} r ON i.raw = r.student_id"
-        )
-        # The raw IDs new to this session (usually few: last month's file had the same pupils),
-        # found against the file's known IDs, not the session's map.
+        # The raw IDs new to this session (usually few: last month's file had the same pupils).
         new = f"stg.idn_{s.i}"
         con.execute(f"CREATE TABLE {new} AS " + validate.id_map_sql(
-            f"(SELECT r.student_id FROM {s.rows} r ANTI JOIN {s.idm} k ON k.__raw = r.student_id)"))
+            f"(SELECT r.student_id FROM {s.rows} r ANTI JOIN sess.ids i ON i.raw = r.student_id)"))
         con.execute(
             f"INSERT INTO sess.tokens SELECT norm, {id_token_sql('norm')}, {sql_id_kind('norm')}, false FROM "
             f"(SELECT DISTINCT __norm AS norm FROM {new} WHERE __norm IS NOT NULL AND NOT __bad_form) n "
             "ANTI JOIN sess.tokens t ON t.norm = n.norm",
             self._pad_params(),
         )
-        mapped = f"stg.idnm_{s.i}"
         con.execute(
-            f"CREATE TABLE {mapped} AS SELECT i.__raw, i.__norm, i.__bad_form, t.tok AS __tok, t.kind AS __kind "
+            f"INSERT INTO sess.ids SELECT i.__raw, i.__norm, i.__bad_form, t.tok, t.kind "
             f"FROM {new} i LEFT JOIN sess.tokens t ON t.norm = i.__norm AND NOT i.__bad_form"
         )
-        con.execute(f"INSERT INTO sess.ids SELECT * FROM {mapped}")
-        con.execute(f"INSERT INTO {s.idm} SELECT * FROM {mapped}")
         con.execute(f"DROP TABLE {new}")
-        con.execute(f"DROP TABLE {mapped}")
+        # The file's part of the session's map: the typed pass joins it with the hash table on
+        # this small side, so its rows come out in file order, as they always have.
+        con.execute(
+            f"CREATE TABLE {s.idm} AS SELECT raw AS __raw, norm AS __norm, bad_form AS __bad_form, tok AS __tok, "
+            f"kind AS __kind FROM sess.ids i SEMI JOIN {s.rows} r ON i.raw = r.student_id"
+        )
 
     def _pad_params(self, **extra: str) -> dict[str, object]:
         assert self.pads is not None
