@@ -371,8 +371,9 @@ class RiskModel(BaseEstimator):
         on out-of-fold scores of the calibration fold (`crossfit_groups`, `scaled_trees`); the calibration
         fold then needs its `student_key` column. `refit_only` rows (labels known too late for stage A's
         early stopping to have seen them, e.g. the rounds between the calibration and the test fold)
-        train every refitted booster and nothing else; without cross-fitting they are unused. Fitted besides the public attributes: `stage_a_trees_`
-        (the early-stopped count), `calibration_raw_` (the raw probabilities the calibrator was fitted
+        train every refitted booster and nothing else; without cross-fitting they are unused.
+        Fitted besides the public attributes: `stage_a_trees_` (the early-stopped count),
+        `refit_only_rows_` (the refit-only rows the refits learnt from), `calibration_raw_` (the raw probabilities the calibrator was fitted
         on: the booster's own in "none", out-of-fold in "crossfit"), `stage_a_calibration_raw_` (the
         early-stopped booster's on the same rows), `crossfit_groups_` (each
         calibration row's group, None in "none") and `fit_seconds_`."""
