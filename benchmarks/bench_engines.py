@@ -269,18 +269,14 @@ def compare(duck: dict[str, object], spark: dict[str, object]) -> dict[str, obje
             times[name] = {"duckdb": d, "spark": s}
             out[f"spark_over_duckdb_{name}"] = round(s / d, 2) if d else None
     out["stage_s"] = times
-    if "features" in times and "labels" in times:
-        d = times["features"]["duckdb"] + times["labels"]["duckdb"]
-        s = times["features"]["spark"] + times["labels"]["spark"]
-        out["features_plus_labels_s"] = {"duckdb": round(d, 2), "spark": round(s, 2),
-                                         "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}  # type: ignore[arg-type]
-        out["spark_over_duckdb"] = round(s / d, 2) if d else None
-    if "link" in times and "features" in times:
-        d = times["link"]["duckdb"] + times["features"]["duckdb"]
-        s = times["link"]["spark"] + times["features"]["spark"]
-        out["link_plus_features_s"] = {"duckdb": round(d, 2), "spark": round(s, 2),
-                                       "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}  # type: ignore[arg-type]
-        out["spark_over_duckdb_link_plus_features"] = round(s / d, 2) if d else None
+    # (stages summed, key of their seconds, key of their ratio)
+    for first, second, key, ratio in (("features", "labels", "features_plus_labels_s", "spark_over_duckdb"),
+                                      ("link", "features", "link_plus_features_s", "spark_over_duckdb_link_plus_features")):
+        if first in times and second in times:
+            d = times[first]["duckdb"] + times[second]["duckdb"]
+            s = times[first]["spark"] + times[second]["spark"]
+            out[key] = {"duckdb": round(d, 2), "spark": round(s, 2), "spark_with_session_start": round(s + float(spark["session_start_s"]), 2)}  # type: ignore[arg-type]
+            out[ratio] = round(s / d, 2) if d else None
     # the whole process (session start, exports, every stage) in CPU seconds: the ratio that a loaded
     # machine distorts least
     dc, sc = float(duck["tree_cpu_s"]), float(spark["tree_cpu_s"])  # type: ignore[arg-type]
