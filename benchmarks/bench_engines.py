@@ -87,6 +87,7 @@ def _digest(table: object) -> str:
 
 
 STAGES = ("link", "features")
+ENGINES = ("duckdb", "spark")
 
 
 def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[str, str] | None = None,
@@ -223,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
                     help="Spark's [engine.spark] exchange_dir: exports kept between runs and reused while the "
                          "warehouse is unchanged (run `--stages features` twice to time a kept export; a link "
                          "stage makes a new linkage run, which makes every export stale).")
+    ap.add_argument("--engines", default="duckdb,spark",
+                    help="Engines to run, comma-separated (duckdb, spark). One engine alone measures that engine's "
+                         "stages and compares nothing: how the national world's link + features were timed on DuckDB.")
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
     ap.add_argument("--child", choices=("duckdb", "spark"), help=argparse.SUPPRESS)
     return ap
@@ -258,6 +262,13 @@ def _stages(text: str) -> tuple[str, ...]:
     return stages
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    engines = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not engines or any(e not in ENGINES for e in engines) or len(set(engines)) != len(engines):
+        raise SystemExit(f"--engines {text!r}: expected duckdb, spark or both, each once")
+    return engines
+
+
 def compare(duck: dict[str, object], spark: dict[str, object]) -> dict[str, object]:
     """Spark over DuckDB per stage and for link + features (the issue's figure), in wall seconds of
     the stage (Spark's session start given apart) and in the whole process's CPU seconds."""
@@ -287,6 +298,7 @@ def compare(duck: dict[str, object], spark: dict[str, object]) -> dict[str, obje
 def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
     stages = _stages(a.stages)
+    engines = _engines(a.engines)
     if a.plan:
         print(json.dumps({"benchmark": "engines", **vars(a)}, default=str))
         return
@@ -299,24 +311,25 @@ def main(argv: list[str] | None = None) -> None:
     rnd = a.round or _default_round(a.home)
     _conf(a.conf)  # a malformed setting fails before anything runs
     runs = [measure(e, a.home, rnd, a.master, a.conf, stages, a.keep_published_keys, a.exchange_dir)
-            for e in ("duckdb", "spark")]
+            for e in engines]
     ok = all(r.get("exit_code") == 0 for r in runs)
-    duck, spark = runs
-    digests = [k for k in ("keys_sha256", "features_sha256", "labels_sha256") if k in duck]
     result: dict[str, object] = {
         "benchmark": "engines", "home": str(a.home), "round": rnd, "master": a.master, "conf": _conf(a.conf),
-        "stages": list(stages), "keep_published_keys": a.keep_published_keys,
+        "stages": list(stages), "engines": list(engines), "keep_published_keys": a.keep_published_keys,
         "exchange_dir": str(a.exchange_dir) if a.exchange_dir else None, "runs": runs,
-        "rows": duck.get("rows"),
-        "equal_outputs": ok and all(duck[k] == spark[k] for k in digests),
-        "equal": {k: ok and duck[k] == spark.get(k) for k in digests},
+        "rows": runs[0].get("rows"),
     }
-    if ok:
-        result.update(compare(duck, spark))
+    if len(runs) == 2:
+        duck, spark = runs
+        digests = [k for k in ("keys_sha256", "features_sha256", "labels_sha256") if k in duck]
+        result["equal_outputs"] = ok and all(duck[k] == spark[k] for k in digests)
+        result["equal"] = {k: ok and duck[k] == spark.get(k) for k in digests}
+        if ok:
+            result.update(compare(duck, spark))
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    # a run of some stages only does not overwrite the full comparison
-    suffix = "" if stages == STAGES else "_" + "_".join(stages)
-    path = a.out_dir / f"engines_{a.students or duck.get('rows', 'x')}{suffix}.json"
+    # a run of some stages, or of one engine, does not overwrite the full comparison
+    suffix = ("" if stages == STAGES else "_" + "_".join(stages)) + ("" if len(runs) == 2 else "_" + engines[0])
+    path = a.out_dir / f"engines_{a.students or runs[0].get('rows', 'x')}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import pyarrow as pa
@@ -132,6 +132,10 @@ class FeatureSetManifest(BaseModel):
     missing_rates: dict[str, float]
     # Where the population came from (None: written before this field; the census then).
     population: PopulationSource | None = None
+    # Which engine computed the rows (None: written before this field). DuckDB and Spark write the
+    # same bytes (tests/integration/test_spark_submit.py), but an auditor replaying a set should
+    # know which one ran.
+    engine: Literal["duckdb", "spark"] | None = None
 
 
 def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None) -> FeatureSetManifest:
@@ -162,7 +166,7 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
         missing_rates={
             f.name: round(table.column(f.name).null_count / max(table.num_rows, 1), 4) for f in FEATURES
         },
-        population=source,
+        population=source, engine=home.engine.kind,
     )
     atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
     return manifest
@@ -239,7 +243,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
         feature_groups={g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
         categorical=[f.name for f in FEATURES if f.dtype == "category"],
-        file=str(path), sha256=file_sha256(path),
+        file=str(path), sha256=file_sha256(path), engine=home.engine.kind,
     )
     save_trainset_manifest(home.trainsets_dir, manifest)
     return manifest

@@ -18,7 +18,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +75,8 @@ class TrainsetManifest(BaseModel):
     categorical: list[str]
     file: str
     sha256: str
+    # Which engine computed features and labels (None: written before this field).
+    engine: Literal["duckdb", "spark"] | None = None
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,13 @@ def test_linkage_runs_on_the_warehouses_of_the_first_rounds(lived_history: dict[
         assert s.probabilistic_skipped is not None
     assert summaries["full"].probabilistic_skipped is None
     assert summaries["full"].linked_pairs > 0
+
+
+def test_a_training_set_manifest_names_the_engine_that_computed_it(trainset_world: SmallWorld) -> None:
+    from features.pointintime.trainset import latest_trainset_name, load_trainset
+
+    home = EwsHome(root=trainset_world.home)
+    ts = load_trainset(home.trainsets_dir, latest_trainset_name(home.trainsets_dir))
+    # the ladder's home has no deployment.toml: DuckDB, the default (Spark's manifest is checked
+    # where Spark runs, tests/integration/test_spark_submit.py)
+    assert ts.manifest.engine == "duckdb"

@@ -11,6 +11,7 @@ settings come from the home's deployment.toml, and the output is byte-identical
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,6 @@ def test_spark_submit_of_the_entry_point_writes_the_feature_set_duckdb_writes(
     # ... and it was Spark that computed it: the JVM's log lines are spark-submit's, and a DuckDB-only
     # run prints none of them.
     assert "SparkContext" in submitted.stderr and "SparkContext" not in plain.stderr
+    # ... and the manifests say so, for an auditor replaying the set
+    manifests = {home: json.loads((home / f"features/{ROUND}.json").read_text(encoding="utf-8")) for home in (duck, spark)}
+    assert manifests[duck]["engine"] == "duckdb" and manifests[spark]["engine"] == "spark"

@@ -123,12 +123,31 @@ def simulate_world(out: Path, seed: int = SEED, students: int = STUDENTS, years:
     return out
 
 
+def world_key(summary: dict[str, Any]) -> bytes:
+    """The pseudonym key of a test world, fixed by what the world is (seed, size, years).
+
+    A deployment's key is random (features.home), and every derived thing moves with it: student
+    keys, the seeded cross-fit groups, hence the model and every statistic a test asserts. A test
+    world's key is therefore a function of the world, so that a borderline statistic is the same
+    on every run and machine, not a coin tossed per run (seed 23's within-grade margin was once
+    -0.003 on one key and positive on others). It is derived before any result is seen, never chosen.
+    """
+    import hashlib
+
+    what = f"ews test world: seed {summary['seed']}, {summary['students']} students, {summary['years']} years"
+    return hashlib.sha256(what.encode()).digest()
+
+
 def ingest_and_link(deliveries: Path, home_root: Path) -> Path:
     from features.home import EwsHome
     from features.ingest.pipeline import ingest_path
     from features.linkage.link import link
 
-    home = EwsHome(root=home_root)
+    home = EwsHome(root=home_root).ensure()
+    summary = json.loads((deliveries.parent / "summary.json").read_text(encoding="utf-8"))
+    fd = os.open(home.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(world_key(summary))
     ingest_path(deliveries, home)
     link(home)
     return home_root
@@ -307,9 +326,11 @@ def served(h: ServingHome, ready_within: float = 120) -> Iterator[str]:
 # is reported as xfail, never hidden as a pass, and seeds 11 and 23 still assert. With the cross-fitted
 # refit (the default since session 7) seed 5's O/E was 1.83 in one run (gate passed) and 2.01 in
 # another (interval 1.26-3.48: xfail): still the same borderline, moving with the pseudonym secret.
+# Since session 9 a test world's key is fixed (`world_key`), so the outcome no longer moves: with the
+# refit-only rounds, O/E 2.09 (interval 1.26-3.74) on every run, a breach reported as xfail.
 SEED5_CALIBRATION_BORDERLINE = (
     "seed 5: O/E about 2.0 with a calibration year of 14 term-2 dropouts and a test year of 25; the "
-    "gate's lower bound sits at 1.16-1.28 against 1.25 depending on the home's pseudonym secret"
+    "gate's lower bound sat at 1.16-1.28 against 1.25 across pseudonym keys, 1.26 with the world's fixed key"
 )
 
 

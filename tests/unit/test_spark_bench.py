@@ -35,6 +35,15 @@ def test_stages_are_checked_before_anything_runs() -> None:
         _stages("link,score")
 
 
+def test_engines_are_checked_before_anything_runs() -> None:
+    from benchmarks.bench_engines import _engines
+
+    assert _engines("duckdb") == ("duckdb",) and _engines("duckdb, spark") == ("duckdb", "spark")
+    for bad in ("", "duckdb,duckdb", "polars"):
+        with pytest.raises(SystemExit, match="expected duckdb, spark or both"):
+            _engines(bad)
+
+
 def test_the_issue_figure_is_spark_link_plus_features_over_duckdbs_without_the_session_start() -> None:
     from benchmarks.bench_engines import compare
 
