@@ -461,7 +461,7 @@ def _version_intervals(a: argparse.Namespace, home: Path, sim: Path, summary: Ma
     from training.config import TrainConfig
     from training.data import load_trainset
     from training.metrics import score_metrics
-    from training.pipeline import split_trainset
+    from training.pipeline import learned_rows, split_trainset
     from training.registry import load_model
     from training.train import truth_for_test
 
@@ -470,7 +470,7 @@ def _version_intervals(a: argparse.Namespace, home: Path, sim: Path, summary: Ma
     cfg = TrainConfig.model_validate(partial or {})
     ts = load_trainset(h, summary["trainset"])
     _, folds = split_trainset(ts, cfg)
-    test, train = folds["test"].reset_index(drop=True), folds["train"]
+    test, train = folds["test"].reset_index(drop=True), learned_rows(folds, cfg)
     model = load_model(h, version=summary["version"]).model
     y = test["label"].to_numpy(dtype=float)
     school = test["school_code"].astype(str).to_numpy()

@@ -3,14 +3,17 @@
   abc_rule      Balfanz's ABC: attendance <= 80%, failing marks, care-screening "problem" (count 0-3)
   cct_poverty   the CCT "extremely poor" flag alone (income <= 3,000 baht per person per month)
   school_only   the school's past dropout rate: every student of a school gets the same score
-  grade_term_lookup  the training fold's dropout rate of the row's (grade, term) cell, shrunk towards
+  grade_term_lookup  the learning rows' dropout rate of the row's (grade, term) cell, shrunk towards
                 the overall rate by `LOOKUP_PRIOR_ROWS` pseudo-rows: the school calendar alone (dropout
                 concentrates at the year-end transitions), the floor any model must clear
   school_model  logistic regression on the school-and-area features only (size, remote, distance, past
                 dropout rate, region): school-level targeting, which can rival individual models
   logistic      logistic regression on the same features (median imputation + missing indicators,
-                one-hot categories) inside one scikit-learn Pipeline, trained on the training fold
+                one-hot categories) inside one scikit-learn Pipeline
 
+Every fitted baseline learns from the rows the published booster learned from
+(training.pipeline.learned_rows: under the default cross-fitted refit, the training and calibration
+folds and the refit-only rounds), so the model's margin over a baseline is not a margin of data.
 The probabilistic ones (`PROBABILISTIC`) are judged on calibration too; the rules only on ranking.
 """
 
@@ -60,7 +63,7 @@ def school_only(frame: pd.DataFrame, fallback: float) -> np.ndarray:
 
 
 def grade_term_lookup(test: pd.DataFrame, train: pd.DataFrame, y_train: np.ndarray) -> np.ndarray:
-    """The training fold's dropout rate of each test row's (grade_level, term) cell (smoothed)."""
+    """The learning rows' dropout rate of each test row's (grade_level, term) cell (smoothed)."""
     y_train = np.asarray(y_train, dtype=float)
     overall = float(y_train.mean())
     cell = pd.DataFrame({"g": _num(train, "grade_level"), "t": _num(train, "term"), "y": y_train})

@@ -110,6 +110,18 @@ def _fit(folds: dict[str, pd.DataFrame], cfg: TrainConfig, monotone: bool | None
     )
 
 
+def learned_rows(folds: dict[str, pd.DataFrame], cfg: TrainConfig) -> pd.DataFrame:
+    """The labelled rows the published booster learned from, which the baselines learn from too: a
+    baseline fitted on less would flatter the model. Under the cross-fitted refit these are the
+    training and calibration folds and the refit-only rounds; without it, the training fold alone."""
+    if cfg.model.refit != "crossfit":
+        return folds["train"]
+    parts = [folds["train"], folds["calibration"]]
+    if folds.get("refit_only") is not None and len(folds["refit_only"]):
+        parts.append(folds["refit_only"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | None = None) -> TrainResult:
     """Fit on the training fold, calibrate on the calibration fold, evaluate on the test fold.
 
@@ -141,8 +153,8 @@ def train_and_evaluate(ts: Trainset, cfg: TrainConfig, truth: pd.DataFrame | Non
     timings["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train = folds["train"]
-    base = baseline_scores(test, train, train["label"].to_numpy(), cfg.model.seed, cfg.logistic_max_rows)
+    learned = learned_rows(folds, cfg)
+    base = baseline_scores(test, learned, learned["label"].to_numpy(), cfg.model.seed, cfg.logistic_max_rows)
     for name, s in base.items():
         for k, v in sliced_metrics(y, s, school, slices, cfg.capacities, probabilistic=name in PROBABILISTIC,
                                    grade=grade).items():

@@ -65,3 +65,20 @@ def test_a_score_compared_with_itself_differs_by_exactly_zero_on_every_replicate
     frame["baseline_logistic"] = frame["risk_score"]
     ci = headline_intervals(frame, seed=0, n_boot=50)
     assert ci["ci95_low.versus.logistic.roc_auc"] == ci["ci95_high.versus.logistic.roc_auc"] == 0.0
+
+
+def test_the_baselines_learn_from_the_rows_the_published_booster_learned_from() -> None:
+    from training.config import TrainConfig
+    from training.pipeline import learned_rows
+
+    folds = {name: pd.DataFrame({"fold": [name] * n, "label": [0] * n})
+             for name, n in (("train", 5), ("calibration", 3), ("refit_only", 2), ("test", 4))}
+    crossfit = TrainConfig.model_validate({"model": {"refit": "crossfit"}})
+    plain = TrainConfig.model_validate({"model": {"refit": "none"}})
+    # the refitted booster learns from all three; the test fold is never learned from
+    assert learned_rows(folds, crossfit)["fold"].value_counts().to_dict() == {"train": 5, "calibration": 3, "refit_only": 2}
+    # without a refit the booster sees the training fold only, and so do the baselines
+    assert learned_rows(folds, plain)["fold"].tolist() == ["train"] * 5
+    # a split without refit-only rounds
+    del folds["refit_only"]
+    assert len(learned_rows(folds, crossfit)) == 8
