@@ -4,7 +4,9 @@ This is the one place the test suite runs the pipeline: simulate -> ingest + lin
 train (champion) -> score (rounds published) -> tokens -> `bentoml serve`. tests/conftest.py strings
 these steps into the session's fixture ladder, each rung built once on a copy of the rung below; when
 a stage's API is renamed, it is adapted here once. A test that writes to a world gets its own copy
-(`copy_world`, `copy_home`) and never the shared one.
+(`copy_world`, `copy_home`) and never the shared one. Every world's pseudonym key is a function of
+the world (`world_key`), so a world, its model and every statistic asserted on it are the same on
+every run.
 """
 
 from __future__ import annotations
