@@ -54,7 +54,11 @@ def merge_boosters(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
     """One booster whose raw margin is the mean of `boosters`' raw margins (see `merge_model_strings`)."""
     if len(boosters) == 1:
         return boosters[0]
-    return lgb.Booster(model_str=merge_model_strings([b.model_to_string() for b in boosters]))
+    merged = lgb.Booster(model_str=merge_model_strings([b.model_to_string() for b in boosters]))
+    # A booster read from text says best_iteration -1; `lgb.train` without early stopping says 0, and
+    # callers read "0 -> every tree" (training.pipeline counts the published trees so).
+    merged.best_iteration = 0
+    return merged
 
 
 def merge_model_strings(models: Sequence[str]) -> str:

@@ -48,6 +48,7 @@ def test_the_merged_boosters_raw_margin_is_the_mean_of_the_members_margins(bagge
     mean = np.mean([m.predict(x, raw_score=True) for m in members], axis=0)
     assert np.abs(merged.predict(x, raw_score=True) - mean).max() <= 1e-9
     assert merged.current_iteration() == sum(m.current_iteration() for m in members)
+    assert merged.best_iteration == 0  # as lgb.train's boosters without early stopping: every tree counts
     # The check can fail: the members differ (row subsampling), so no single one is the mean.
     assert min(np.abs(m.predict(x, raw_score=True) - mean).max() for m in members) > 1e-3
     # ... and the splits the test relies on are there: set splits on a category, missing values routed.
