@@ -8,7 +8,9 @@ the training set's folds exactly as `ews train` fits them (training.pipeline, cr
 included). A variant is *judged* by the calibration fold's out-of-fold ROC-AUC and PR-AUC (the raw
 scores Platt is fitted on: no test row chooses); the test fold's ROC-AUC and PR-AUC, and their gap to
 the observable ceiling (`p_observable`), are printed beside it so a reader sees whether the two agree.
-Point figures, one line per variant; training/DECISIONS.md quotes them (issue 12, session 8).
+Point figures, one line per variant, and under each later variant its out-of-fold figures minus the
+first variant's with a paired 95% student-level interval; training/DECISIONS.md quotes them (issue 12,
+sessions 8 and 9).
 Nothing is logged or registered. Outside `make bench`: each variant is a full fit (minutes).
 """
 
@@ -52,6 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     y, y_cal, p_obs = test["label"].to_numpy(), folds["calibration"]["label"].to_numpy(), test["p_observable"].to_numpy()
     ceil_roc, ceil_pr = roc_auc_score(y, p_obs), average_precision_score(y, p_obs)
     print(f"observable ceiling on the test fold: ROC-AUC {ceil_roc:.4f}, PR-AUC {ceil_pr:.4f}", flush=True)
+    # Paired student-level replicates of the calibration fold: each variant's out-of-fold figures
+    # minus the first variant's, with a 95% interval (is a difference more than the fold's noise?).
+    from training.bootstrap import interval, student_weights
+    from training.metrics import rank_metrics
+
+    weights = student_weights(folds["calibration"]["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
+                              base.intervals.seed + 2)
+    first = None
     for name, over in json.loads(args.variants).items():
         cfg = TrainConfig.model_validate({"model": {**base.model.model_dump(), **over, "num_threads": args.threads}})
         t = time.perf_counter()
@@ -63,6 +73,16 @@ def main(argv: list[str] | None = None) -> None:
               f"calibration fold out-of-fold ROC-AUC {roc_auc_score(y_cal, oof):.4f} PR-AUC {average_precision_score(y_cal, oof):.4f} | "
               f"test ROC-AUC {roc:.4f} (gap {ceil_roc - roc:.4f}) PR-AUC {pr:.4f} ({100 * pr / ceil_pr:.1f}% of the ceiling's) | "
               f"{time.perf_counter() - t:.0f} s", flush=True)
+        point = (roc_auc_score(y_cal, oof), average_precision_score(y_cal, oof))
+        reps = rank_metrics(y_cal, oof, weights)
+        if first is None:
+            first = (name, point, reps)
+            continue
+        parts = []
+        for j, metric in enumerate(("ROC-AUC", "PR-AUC")):
+            low, high = interval(reps[j] - first[2][j])
+            parts.append(f"{metric} {point[j] - first[1][j]:+.4f} [{low:+.4f}, {high:+.4f}]")
+        print(f"{'':12s} out-of-fold minus {first[0]}: {', '.join(parts)}", flush=True)
 
 
 if __name__ == "__main__":

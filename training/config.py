@@ -66,6 +66,11 @@ class ModelConfig(_Model):
     crossfit_folds: int = Field(
         3, ge=2, le=10, description="With refit='crossfit': the calibration fold's students are split (seeded) into this "
                                     "many groups; one extra booster per group gives that group its out-of-fold margins.")
+    bag_seeds: int = Field(
+        1, ge=1, le=20, description="With refit='crossfit': each refitted booster (the published one and each out-of-fold "
+                                    "one) is fitted this many times with row subsampling and different seeds, and the fits "
+                                    "are merged into one booster whose margin is their mean (training/bagging.py). 1: one "
+                                    "fit, no subsampling. Stage A is never bagged.")
     per_round_type: bool = Field(
         False, description="One model per round type (early/mid) instead of one model with round features. "
                            "Only used by the variant measurement; the registered model is one model.")

@@ -14,7 +14,9 @@ are plain numbers, so the registry rebuilds a model from JSON and the booster wi
 `ModelConfig.refit = "crossfit"` lets the calibration fold's rows teach the published booster too:
 the early-stopped booster then only fixes the number of trees, a few boosters each blind to one
 group of the calibration fold's students give every calibration row an out-of-fold score for the
-calibrator, and the published booster is refitted on training + calibration rows.
+calibrator, and the published booster is refitted on training + calibration rows. With
+`ModelConfig.bag_seeds` = K > 1 each of those refitted boosters is K subsampled fits merged into one
+booster with the mean margin (training/bagging.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from features.pointintime.spec import BY_NAME, FEATURE_NAMES, Dtype
+from training.bagging import member_params, merge_boosters
 from training.config import ModelConfig
 from training.metrics import clipped_logit
 
@@ -449,21 +452,26 @@ class RiskModel(BaseEstimator):
             seen = groups != k
             booster = self._boost(params, names, np.vstack([x_train, x_more, x_cal[seen]]),
                                   np.concatenate([y_train, y_more, y_calib[seen]]),
-                                  scaled_trees(self.stage_a_trees_, base + int(seen.sum()), len(x_train)))
+                                  scaled_trees(self.stage_a_trees_, base + int(seen.sum()), len(x_train)), cfg.bag_seeds)
             oof[~seen] = booster.predict(x_cal[~seen])
         self.fit_seconds_["crossfit"] = time.perf_counter() - t
         t = time.perf_counter()
         published = self._boost(params, names, np.vstack([x_train, x_more, x_cal]),
                                 np.concatenate([y_train, y_more, y_calib]),
-                                scaled_trees(self.stage_a_trees_, base + len(x_cal), len(x_train)))
+                                scaled_trees(self.stage_a_trees_, base + len(x_cal), len(x_train)), cfg.bag_seeds)
         self.fit_seconds_["published"] = time.perf_counter() - t
         return published, oof, groups
 
-    def _boost(self, params: dict[str, Any], names: list[str], x: Matrix, y: np.ndarray, trees: int) -> lgb.Booster:
-        """A booster with exactly `trees` rounds (no early stopping: the count is fixed beforehand)."""
+    def _boost(self, params: dict[str, Any], names: list[str], x: Matrix, y: np.ndarray, trees: int,
+               bag_seeds: int = 1) -> lgb.Booster:
+        """A booster with exactly `trees` rounds (no early stopping: the count is fixed beforehand);
+        with `bag_seeds` > 1, that many subsampled fits on the same Dataset merged into one booster
+        whose margin is their mean (training.bagging)."""
         data = lgb.Dataset(x, label=y, feature_name=names, categorical_feature=self.features_.categorical_indices,
                            free_raw_data=True)
-        return lgb.train(params, data, num_boost_round=trees)
+        if bag_seeds == 1:
+            return lgb.train(params, data, num_boost_round=trees)
+        return merge_boosters([lgb.train(member_params(params, j), data, num_boost_round=trees) for j in range(bag_seeds)])
 
     @classmethod
     def restore(cls, booster: lgb.Booster, calibrator: Calibrator, features: FeatureSet,

@@ -200,3 +200,96 @@ def test_refit_only_rounds_train_every_refitted_booster_and_never_stage_a(seed: 
     # Without cross-fitting there is no refit: the late rows are not used at all.
     plain = fit("none")
     assert plain.refit_only_rows_ == 0 and _trees(plain.booster_) == _trees(without.booster_)
+
+
+# -- seed-bagged refits (ModelConfig.bag_seeds) ---------------------------------------------------
+
+BAGS = 3
+
+
+def _bagged_cfg(bag_seeds: int) -> TrainConfig:
+    return TrainConfig(model=_cfg("crossfit").model.model_copy(update={"bag_seeds": bag_seeds}))
+
+
+def _fit_bagged(folds: dict[str, pd.DataFrame], bag_seeds: int) -> RiskModel:
+    train, calib, test = folds["train"], folds["calibration"], folds["test"]
+    return RiskModel.from_train_config(_bagged_cfg(bag_seeds)).fit(
+        train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
+        cutoffs=(test, test["label"].to_numpy()))
+
+
+@pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
+def bagged(request: pytest.FixtureRequest) -> tuple[dict[str, pd.DataFrame], RiskModel]:
+    folds = _folds(request.param)
+    return folds, _fit_bagged(folds, BAGS)
+
+
+def _members_on(model: RiskModel, x: np.ndarray, y: np.ndarray, early_stopped_rows: int) -> list[lgb.Booster]:
+    """What the bagging rule says the members of a refit on these rows are: one Dataset, the
+    mode's tree count, member j's subsampling seeds (training.bagging.member_params)."""
+    from training.bagging import member_params
+
+    names = list(model.features_.names)
+    cfg = _bagged_cfg(BAGS).model
+    data = lgb.Dataset(x, label=y, feature_name=names, categorical_feature=model.features_.categorical_indices)
+    params = lgb_params(cfg, names, None, cfg.seed)
+    trees = scaled_trees(model.stage_a_trees_, len(x), early_stopped_rows)
+    return [lgb.train(member_params(params, j), data, num_boost_round=trees) for j in range(BAGS)]
+
+
+def test_one_bag_seed_trains_exactly_as_without_bagging(fitted) -> None:
+    folds, model = fitted  # the default config: bag_seeds = 1
+    assert ModelConfig().bag_seeds == 1
+    once = _fit_bagged(folds, 1)
+    assert once.booster_.model_to_string() == model.booster_.model_to_string()  # parameters block included
+    assert np.array_equal(once.calibration_raw_, model.calibration_raw_)
+    assert "bagging_freq: 0" in once.booster_.model_to_string()
+
+
+def test_a_bagged_published_booster_is_the_mean_of_its_members_margins(bagged) -> None:
+    folds, model = bagged
+    train, calib, test = folds["train"], folds["calibration"], folds["test"]
+    x = np.vstack([model.encode(train), model.encode(calib)])
+    y = np.concatenate([train["label"].to_numpy(), calib["label"].to_numpy()])
+    members = _members_on(model, x, y, len(train))
+    x_test = model.encode(test)
+    mean = np.mean([m.predict(x_test, raw_score=True) for m in members], axis=0)
+    assert np.abs(model.raw_margin(test) - mean).max() <= 1e-9
+    assert model.booster_.current_iteration() == BAGS * members[0].current_iteration()
+    # The check can fail: the members differ, and bagging changed the published booster.
+    assert min(np.abs(m.predict(x_test, raw_score=True) - mean).max() for m in members) > 1e-4
+    assert np.abs(model.raw_margin(test) - _fit_bagged(folds, 1).raw_margin(test)).max() > 1e-4
+
+
+def test_bagged_out_of_fold_scores_are_the_mean_of_members_blind_to_those_students(bagged) -> None:
+    folds, model = bagged
+    train, calib = folds["train"], folds["calibration"]
+    x_train, x_cal = model.encode(train), model.encode(calib)
+    y_train, y_cal = train["label"].to_numpy(), calib["label"].to_numpy()
+    for k in range(K):
+        out = model.crossfit_groups_ == k
+        members = _members_on(model, np.vstack([x_train, x_cal[~out]]), np.concatenate([y_train, y_cal[~out]]),
+                              len(x_train))
+        mean = np.mean([m.predict(x_cal[out], raw_score=True) for m in members], axis=0)
+        assert np.allclose(model.calibration_raw_[out], 1.0 / (1.0 + np.exp(-mean)), rtol=0, atol=1e-12)
+
+
+def test_a_bagged_model_explains_and_survives_the_registrys_save_and_load(bagged, tmp_path) -> None:
+    import mlflow.lightgbm
+
+    folds, model = bagged
+    test = folds["test"]
+    contrib = model.contributions(test)
+    assert np.abs(contrib.sum(axis=1) - model.raw_margin(test)).max() <= 1e-9
+    _, residual = to_published_scale(model, contrib, model.risk_score(test))
+    assert np.abs(residual).max() <= 1e-9
+    # The registry logs the booster with MLflow's LightGBM flavour and rebuilds the model from it
+    # and the fitted state (training.registry.runs / versions).
+    import lightgbm
+
+    mlflow.lightgbm.save_model(model.booster_, tmp_path / "model",
+                               pip_requirements=[f"lightgbm=={lightgbm.__version__}"])  # as runs.py: no inference
+    loaded = RiskModel.from_fitted_state(mlflow.lightgbm.load_model(str(tmp_path / "model")), model.fitted_state())
+    assert loaded.booster_.model_to_string() == model.booster_.model_to_string()
+    assert np.array_equal(loaded.risk_score(test), model.risk_score(test))
+    assert np.array_equal(loaded.contributions(test), contrib)
