@@ -2,7 +2,8 @@
 peak memory per stage.
 
     python -m benchmarks.bench_engines --home DIR [--students N] [--round R] [--master local[2]]
-        [--conf KEY=VALUE ...] [--stages link,features] [--keep-published-keys] [--out-dir bench-out]
+        [--conf KEY=VALUE ...] [--stages link,features] [--engines duckdb,spark] [--keep-published-keys]
+        [--out-dir bench-out]
 
 DIR is an ingested and linked home (bench_pipeline's work folder has one: <work>/home). Each engine
 runs in its own process (`--child`), so its peak memory is its own: the resident memory of the
