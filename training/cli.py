@@ -58,6 +58,8 @@ def train_command(
         cfg = load_config(config)
         outcome = train(h, cfg, trainset=trainset, truth_dir=truth, variants=variants, actions=actions)
     summary = outcome.summary()
+    for w in outcome.warnings:  # stderr: --json keeps stdout one document
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     if json_out:
         emit_json(summary)
         return

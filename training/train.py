@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class TrainOutcome:
     result: TrainResult
     registered: RegisteredVersion
     variants: pd.DataFrame | None
+    warnings: list[str] = field(default_factory=list)  # said to the analyst, never fatal
 
     def summary(self) -> dict[str, Any]:
         """The `ews train --json` document: stable metric names at the top level."""
@@ -41,6 +42,7 @@ class TrainOutcome:
             "fairness_failures": self.result.fairness_failures,
             "timings_s": {k: round(v, 3) for k, v in self.result.timings.items()},
             "variants": self.variants.to_dict("records") if self.variants is not None else None,
+            "warnings": self.warnings,
             "metrics": m,
         }
 
@@ -75,6 +77,7 @@ def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_di
     `ews ingest FOLDER`); then the outcomes an action changed are handled as `cfg.actions` says
     (training/actions.py)."""
     ts = load_trainset(home, trainset)
+    warnings = stale_keys_warning(home, ts)
     if actions:
         from features.assignment import read_assignment
         from features.pointintime.pipeline import connect_warehouse
@@ -91,4 +94,27 @@ def train(home: EwsHome, cfg: TrainConfig, trainset: str | None = None, truth_di
     result = train_and_evaluate(ts, cfg, truth)
     measured = measure_variants(ts, cfg) if variants else None
     registered = log_training_run(home, result, cfg, measured)
-    return TrainOutcome(result=result, registered=registered, variants=measured)
+    return TrainOutcome(result=result, registered=registered, variants=measured, warnings=warnings)
+
+
+def stale_keys_warning(home: EwsHome, ts: Trainset) -> list[str]:
+    """A training set keeps the student keys of the linkage run it was built on. If a later run
+    (`ews link --relink`, a review decision) moved keys, the set is still internally consistent, but
+    whatever is joined to it by today's keys (the schools' assignment with --actions, the simulator's
+    truth with --truth) misses or mismatches those children: say so, with the way out."""
+    from features.linkage.link import keys_changed_since
+    from features.pointintime.pipeline import connect_warehouse
+
+    built_on = ts.manifest.link_run
+    if built_on is None:
+        return []
+    con = connect_warehouse(home)
+    try:
+        moved = keys_changed_since(con, built_on)
+    finally:
+        con.close()
+    if not moved:
+        return []
+    return [f"training set {ts.manifest.name} was built on linkage run {built_on}; later runs moved {moved} "
+            "student keys, so anything joined to it by today's keys (--actions, --truth) misses those "
+            "children: rebuild it with `ews trainset`"]

@@ -843,6 +843,24 @@ def _publish(
         raise
 
 
+def latest_link_run(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The newest linkage run of the warehouse attached as `wh` (None before the first). Run ids
+    are UTC timestamps, so the newest is the largest."""
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' "
+                      "AND table_name = 'link_runs'").fetchall()[0][0]
+    return con.execute("SELECT max(run_id) FROM wh.link_runs").fetchall()[0][0] if has else None
+
+
+def keys_changed_since(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """How many student keys later linkage runs moved (`key_changes` rows of runs after `run_id`):
+    anything keyed before then (a training set, an assignment) names some children by old keys."""
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' "
+                      "AND table_name = 'key_changes'").fetchall()[0][0]
+    if not has:
+        return 0
+    return int(con.execute("SELECT count(*) FROM wh.key_changes WHERE run_id > ?", [run_id]).fetchall()[0][0])
+
+
 def create_linked_views(con: duckdb.DuckDBPyConnection) -> None:
     """One view `wh.linked_<source>` per person-bearing source: every row with its student_key
     and the run's integer `sid` for it (both NULL for a row linkage has not seen yet). Rows with

@@ -23,6 +23,7 @@ from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.db import scalar, session
 from features.home import EwsHome
 from features.ids import BE_OFFSET
+from features.linkage.link import latest_link_run
 from features.pointintime.build import PopulationSource, build_features, population_source, require_population
 from features.pointintime.labels import Horizon, labels_known_on, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
@@ -224,6 +225,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
             if n:
                 parts.append(joined)
         fp = delivery_fingerprint(con, cutoff)
+        link_run = latest_link_run(con)
     finally:
         stack.close()
         con.close()
@@ -243,7 +245,7 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
         feature_groups={g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
         categorical=[f.name for f in FEATURES if f.dtype == "category"],
-        file=str(path), sha256=file_sha256(path), engine=home.engine.kind,
+        file=str(path), sha256=file_sha256(path), engine=home.engine.kind, link_run=link_run,
     )
     save_trainset_manifest(home.trainsets_dir, manifest)
     return manifest

@@ -77,6 +77,9 @@ class TrainsetManifest(BaseModel):
     sha256: str
     # Which engine computed features and labels (None: written before this field).
     engine: Literal["duckdb", "spark"] | None = None
+    # The linkage run whose keys the rows carry (None: written before this field, or no run):
+    # `ews train` says when later runs moved keys (features.linkage.link.keys_changed_since).
+    link_run: str | None = None
 
 
 @dataclass(frozen=True)

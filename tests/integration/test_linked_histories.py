@@ -191,3 +191,30 @@ def test_a_training_set_manifest_names_the_engine_that_computed_it(trainset_worl
     # the ladder's home has no deployment.toml: DuckDB, the default (Spark's manifest is checked
     # where Spark runs, tests/integration/test_spark_submit.py)
     assert ts.manifest.engine == "duckdb"
+
+
+def test_training_is_told_when_a_later_linkage_run_moved_keys_of_its_training_set(trainset_world: SmallWorld, tmp_path: Path) -> None:
+    from features.pointintime.trainset import load_trainset
+    from training.train import stale_keys_warning
+
+    home = EwsHome(root=copy_world(trainset_world, tmp_path).home)
+    ts = load_trainset(home.trainsets_dir)
+    con = connect_warehouse(home)
+    try:
+        runs = [r[0] for r in con.execute("SELECT run_id FROM wh.link_runs ORDER BY run_id").fetchall()]
+    finally:
+        con.close()
+    assert ts.manifest.link_run == runs[-1]  # the set names the run its keys came from
+    assert stale_keys_warning(home, ts) == []
+    # a routine later run keeps every published key: nothing to say
+    link(home)
+    assert stale_keys_warning(home, ts) == []
+    # a later run that moves a key (as a reviewer's split would: link appends to key_changes)
+    con = duckdb.connect(str(home.warehouse))
+    try:
+        old = con.execute("SELECT min(student_key) FROM token_keys").fetchall()[0][0]
+        con.execute("INSERT INTO key_changes VALUES ('link-99991231T000000000000Z', ?, 'moved', 1, 1)", [old])
+    finally:
+        con.close()
+    (warning,) = stale_keys_warning(home, ts)
+    assert "moved 1 student keys" in warning and ts.manifest.name in warning and "ews trainset" in warning

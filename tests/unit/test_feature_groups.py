@@ -212,8 +212,8 @@ def test_a_manifest_written_by_the_previous_version_still_loads(tmp_path: Path) 
     assert m.rounds[0].as_of == dt.date(2022, 6, 10) and m.rounds[0].label_rate == 0.5 and m.rounds[1].label_rate is None
     assert ts.label_known.by_round == {"2565-T1-mid": dt.date(2022, 11, 20), "2565-T2-mid": None}
     # Saved again, it is the same JSON (the typed rounds dump as the dicts they were read from), with
-    # the engine that computed it unknown: the field came later.
-    assert json.loads(m.model_dump_json()) == {**OLD_MANIFEST, "engine": None}
+    # the engine and the linkage run unknown: those fields came later.
+    assert json.loads(m.model_dump_json()) == {**OLD_MANIFEST, "engine": None, "link_run": None}
     assert TrainsetRound.model_validate(OLD_SYNTHETIC_ROUND).label_known_on is None
 
 
