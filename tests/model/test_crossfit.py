@@ -28,14 +28,14 @@ def _folds(seed: int) -> dict[str, pd.DataFrame]:
             "test": f[rid.str.startswith("2568-T1")]}
 
 
-def _cfg(refit: str) -> TrainConfig:
+def _cfg(refit: str, bag_seeds: int = 1) -> TrainConfig:
     return TrainConfig(model=ModelConfig(num_threads=1, n_estimators=120, early_stopping_rounds=30, refit=refit,
-                                         crossfit_folds=K))
+                                         crossfit_folds=K, bag_seeds=bag_seeds))
 
 
-def _fit(folds: dict[str, pd.DataFrame], refit: str) -> RiskModel:
+def _fit(folds: dict[str, pd.DataFrame], refit: str, bag_seeds: int = 1) -> RiskModel:
     train, calib, test = folds["train"], folds["calibration"], folds["test"]
-    return RiskModel.from_train_config(_cfg(refit)).fit(
+    return RiskModel.from_train_config(_cfg(refit, bag_seeds)).fit(
         train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
         cutoffs=(test, test["label"].to_numpy()))
 
@@ -124,13 +124,17 @@ def test_the_risk_groups_observed_rates_use_the_out_of_fold_scores_of_the_calibr
     assert stratum["problem"]["dropout_rate"] == pytest.approx(y[early & (groups == "problem")].mean())
 
 
+def _assert_explains_the_published_score(model: RiskModel, rows: pd.DataFrame) -> None:
+    """Contributions add up to the booster's margin, and on the published scale to the published logit."""
+    contrib = model.contributions(rows)
+    assert np.abs(contrib.sum(axis=1) - model.raw_margin(rows)).max() <= 1e-9
+    _, residual = to_published_scale(model, contrib, model.risk_score(rows))
+    assert np.abs(residual).max() <= 1e-9
+
+
 def test_base_plus_contributions_is_the_published_logit_under_crossfit(fitted) -> None:
     folds, model = fitted
-    test = folds["test"]
-    contrib = model.contributions(test)
-    assert np.abs(contrib.sum(axis=1) - model.raw_margin(test)).max() <= 1e-9
-    _, residual = to_published_scale(model, contrib, model.risk_score(test))
-    assert np.abs(residual).max() <= 1e-9
+    _assert_explains_the_published_score(model, folds["test"])
 
 
 def test_without_crossfit_the_calibrator_sees_the_published_boosters_own_scores() -> None:
@@ -207,21 +211,10 @@ def test_refit_only_rounds_train_every_refitted_booster_and_never_stage_a(seed: 
 BAGS = 3
 
 
-def _bagged_cfg(bag_seeds: int) -> TrainConfig:
-    return TrainConfig(model=_cfg("crossfit").model.model_copy(update={"bag_seeds": bag_seeds}))
-
-
-def _fit_bagged(folds: dict[str, pd.DataFrame], bag_seeds: int) -> RiskModel:
-    train, calib, test = folds["train"], folds["calibration"], folds["test"]
-    return RiskModel.from_train_config(_bagged_cfg(bag_seeds)).fit(
-        train, train["label"].to_numpy(), calibration=(calib, calib["label"].to_numpy()),
-        cutoffs=(test, test["label"].to_numpy()))
-
-
 @pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
 def bagged(request: pytest.FixtureRequest) -> tuple[dict[str, pd.DataFrame], RiskModel]:
     folds = _folds(request.param)
-    return folds, _fit_bagged(folds, BAGS)
+    return folds, _fit(folds, "crossfit", BAGS)
 
 
 def _members_on(model: RiskModel, x: np.ndarray, y: np.ndarray, early_stopped_rows: int) -> list[lgb.Booster]:
@@ -230,7 +223,7 @@ def _members_on(model: RiskModel, x: np.ndarray, y: np.ndarray, early_stopped_ro
     from training.bagging import member_params
 
     names = list(model.features_.names)
-    cfg = _bagged_cfg(BAGS).model
+    cfg = _cfg("crossfit", BAGS).model
     data = lgb.Dataset(x, label=y, feature_name=names, categorical_feature=model.features_.categorical_indices)
     params = lgb_params(cfg, names, None, cfg.seed)
     trees = scaled_trees(model.stage_a_trees_, len(x), early_stopped_rows)
@@ -240,7 +233,7 @@ def _members_on(model: RiskModel, x: np.ndarray, y: np.ndarray, early_stopped_ro
 def test_one_bag_seed_trains_exactly_as_without_bagging(fitted) -> None:
     folds, model = fitted  # the default config: bag_seeds = 1
     assert ModelConfig().bag_seeds == 1
-    once = _fit_bagged(folds, 1)
+    once = _fit(folds, "crossfit", 1)
     assert once.booster_.model_to_string() == model.booster_.model_to_string()  # parameters block included
     assert np.array_equal(once.calibration_raw_, model.calibration_raw_)
     assert "bagging_freq: 0" in once.booster_.model_to_string()
@@ -258,7 +251,7 @@ def test_a_bagged_published_booster_is_the_mean_of_its_members_margins(bagged) -
     assert model.booster_.current_iteration() == BAGS * members[0].current_iteration()
     # The check can fail: the members differ, and bagging changed the published booster.
     assert min(np.abs(m.predict(x_test, raw_score=True) - mean).max() for m in members) > 1e-4
-    assert np.abs(model.raw_margin(test) - _fit_bagged(folds, 1).raw_margin(test)).max() > 1e-4
+    assert np.abs(model.raw_margin(test) - _fit(folds, "crossfit", 1).raw_margin(test)).max() > 1e-4
 
 
 def test_bagged_out_of_fold_scores_are_the_mean_of_members_blind_to_those_students(bagged) -> None:
@@ -279,10 +272,7 @@ def test_a_bagged_model_explains_and_survives_the_registrys_save_and_load(bagged
 
     folds, model = bagged
     test = folds["test"]
-    contrib = model.contributions(test)
-    assert np.abs(contrib.sum(axis=1) - model.raw_margin(test)).max() <= 1e-9
-    _, residual = to_published_scale(model, contrib, model.risk_score(test))
-    assert np.abs(residual).max() <= 1e-9
+    _assert_explains_the_published_score(model, test)
     # The registry logs the booster with MLflow's LightGBM flavour and rebuilds the model from it
     # and the fitted state (training.registry.runs / versions).
     import lightgbm
