@@ -282,4 +282,4 @@ def test_a_bagged_model_explains_and_survives_the_registrys_save_and_load(bagged
     loaded = RiskModel.from_fitted_state(mlflow.lightgbm.load_model(str(tmp_path / "model")), model.fitted_state())
     assert loaded.booster_.model_to_string() == model.booster_.model_to_string()
     assert np.array_equal(loaded.risk_score(test), model.risk_score(test))
-    assert np.array_equal(loaded.contributions(test), contrib)
+    assert np.array_equal(loaded.contributions(test), model.contributions(test))
