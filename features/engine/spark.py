@@ -38,6 +38,7 @@ import pyarrow as pa
 from features.calendar import SchoolCalendar, ScoringRound
 from features.deployment import SparkSettings
 from features.home import EwsHome
+from features.linkage.link import latest_link_run
 from features.pointintime.build import OUTPUT_COLUMNS, PopulationSource, features_sql, population_source
 from features.pointintime.compile import DUCKDB, SPARK
 from features.pointintime.labels import Horizon, labels_sql
@@ -156,11 +157,7 @@ class SparkEngine:
             deliveries = self.con.execute(f"""
                 SELECT coalesce(string_agg(delivery_id || ':' || coalesce(manifest_sha256, ''), ',' ORDER BY delivery_id), '')
                 FROM {self.schema}.deliveries""").fetchall()[0][0]
-            has_runs = self.con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'link_runs'",
-                [self.schema]).fetchall()[0][0]
-            link_run = self.con.execute(
-                f"SELECT max(run_id) FROM {self.schema}.link_runs").fetchall()[0][0] if has_runs else None
+            link_run = latest_link_run(self.con, self.schema)
             self._warehouse_version = hashlib.sha256(f"{deliveries}|{link_run}".encode()).hexdigest()
         columns = self.con.execute(f"DESCRIBE {self.schema}.{name}").fetchall()
         return hashlib.sha256(f"{name}|{columns}|{self._warehouse_version}".encode()).hexdigest()

@@ -843,20 +843,23 @@ def _publish(
         raise
 
 
-def latest_link_run(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The newest linkage run of the warehouse attached as `wh` (None before the first). Run ids
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                            [schema, name]).fetchall()[0][0])
+
+
+def latest_link_run(con: duckdb.DuckDBPyConnection, schema: str = "wh") -> str | None:
+    """The newest linkage run of the warehouse attached as `schema` (None before the first). Run ids
     are UTC timestamps, so the newest is the largest."""
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' "
-                      "AND table_name = 'link_runs'").fetchall()[0][0]
-    return con.execute("SELECT max(run_id) FROM wh.link_runs").fetchall()[0][0] if has else None
+    if not _has_table(con, schema, "link_runs"):
+        return None
+    return con.execute(f"SELECT max(run_id) FROM {schema}.link_runs").fetchall()[0][0]
 
 
 def keys_changed_since(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """How many student keys later linkage runs moved (`key_changes` rows of runs after `run_id`):
     anything keyed before then (a training set, an assignment) names some children by old keys."""
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' "
-                      "AND table_name = 'key_changes'").fetchall()[0][0]
-    if not has:
+    if not _has_table(con, "wh", "key_changes"):
         return 0
     return int(con.execute("SELECT count(*) FROM wh.key_changes WHERE run_id > ?", [run_id]).fetchall()[0][0])
 
