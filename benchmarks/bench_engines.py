@@ -12,7 +12,9 @@ each stage began and ended, so the peak is given per stage too. Stages: `session
 JVM, timed apart), `link` (`features.linkage.link.link`: on Spark, Splink's model is fitted and
 applied on SparkAPI; records, components and keys stay on DuckDB), `features` and `labels` (the
 Parquet export of the warehouse relations is part of Spark's features time: a cluster reading the
-same Parquet would skip it).
+same Parquet would skip it). DuckDB's features are what `ews features` runs (`write_feature_set`:
+chunks of whole schools, written to the home's features/ folder); Spark's are the engine's one
+query.
 
 The link stage RE-DECIDES every link (as `ews link --relink`), so each engine's keys are its own
 decisions: the benchmark REWRITES the home's keys (the DuckDB child first, then Spark's; both runs
@@ -99,9 +101,9 @@ def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[st
     from features.calendar import parse_round
     from features.deployment import EngineSettings, SparkSettings
     from features.home import EwsHome
-    from features.pointintime.build import build_features, population_source
+    from features.pointintime.build import population_source
     from features.pointintime.labels import labels_sql
-    from features.pointintime.pipeline import connect_warehouse, latest_delivery
+    from features.pointintime.pipeline import connect_warehouse, latest_delivery, write_feature_set
 
     home = EwsHome.from_env(home_dir)
     home = home.model_copy(update={"engine": EngineSettings(kind=engine, spark=SparkSettings(
@@ -146,13 +148,17 @@ def child(engine: str, home_dir: Path, round_id: str, master: str, conf: dict[st
                     out["exports_reused"] = sorted(eng.reused)
             else:
                 with stage("features"):
-                    feats = build_features(con, home.calendar, r, population=source)
+                    # what `ews features` runs: chunks of whole schools, written sorted (the same bytes
+                    # as the round in one query, tests/integration/test_feature_set_chunks.py)
+                    manifest = write_feature_set(home, round_id)
                 with stage("labels"):
                     labels = con.sql(labels_sql(home.calendar, r, cutoff)).to_arrow_table()
         finally:
             con.close()
-        out["rows"] = feats.num_rows
-        out["features_sha256"] = _digest(feats)
+        if engine == "spark":
+            out["rows"], out["features_sha256"] = feats.num_rows, _digest(feats)
+        else:
+            out["rows"], out["features_sha256"] = manifest.rows, manifest.sha256
         out["labels_sha256"] = _digest(labels.sort_by("student_key"))
     out["stage_marks"] = marks
     return out

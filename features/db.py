@@ -49,6 +49,8 @@ def session(
     con.execute(f"SET memory_limit = '{home.duckdb.memory_limit}'")
     con.execute(f"SET threads = {int(home.duckdb.threads)}")
     con.execute(f"SET temp_directory = {_quote(spill)}")
+    if home.duckdb.max_spill:  # validated by DuckDBSettings' pattern: a size, nothing else
+        con.execute(f"SET max_temp_directory_size = '{home.duckdb.max_spill}'")
     con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
     for alias, (path, ro) in (attach or {}).items():
         con.execute(f"ATTACH {_quote(path)} AS {alias}{' (READ_ONLY)' if ro else ''}")

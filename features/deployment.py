@@ -8,6 +8,7 @@ Where a setting comes from (the first that gives it wins):
          [duckdb]
          memory_limit = "12GB"
          threads = 4
+         max_spill = "40GB"       # default: DuckDB's, 90% of the free disk
          [engine]
          kind = "spark"           # default "duckdb"
          [engine.spark]
@@ -47,6 +48,11 @@ class DuckDBSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     memory_limit: str = Field("6GB", description=f"DuckDB memory limit per session; big work spills to disk ({ENV_DUCKDB_MEMORY}).")
     threads: int = Field(2, ge=1, description=f"DuckDB threads per session ({ENV_DUCKDB_THREADS}).")
+    max_spill: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="The most a session may spill to disk (DuckDB's max_temp_directory_size, e.g. \"40GB\"): "
+                    "work that needs more stops with DuckDB's error instead of filling the disk the "
+                    "warehouse lives on. Default: DuckDB's own, 90% of the free space.")
 
 
 class RegistrySettings(BaseModel):

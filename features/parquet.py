@@ -8,6 +8,7 @@ be written as different bytes. Writing fixed-size, contiguous row groups removes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,8 +19,32 @@ ROW_GROUP_ROWS = 131_072  # rows per row group; each is made contiguous (a copy 
 
 def write_parquet(table: pa.Table, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
     """Write `table` (zstd, dictionaries, statistics) so that equal tables give equal bytes."""
-    with pq.ParquetWriter(path, table.schema, compression="zstd", use_dictionary=True, write_statistics=True) as w:
-        if table.num_rows == 0:
-            w.write_table(table)
-        for offset in range(0, table.num_rows, row_group_rows):
-            w.write_table(table.slice(offset, row_group_rows).combine_chunks(), row_group_size=row_group_rows)
+    write_parquet_batches(table.schema, table.to_batches(), path, row_group_rows)
+
+
+def write_parquet_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Path,
+                          row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """`write_parquet` of the table the batches make, holding one row group at a time (a national
+    feature set is gigabytes): the same row groups, so the same bytes. Returns the rows written."""
+    rows, pending, held = 0, [], 0
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=True, write_statistics=True) as w:
+        def flush(n: int) -> None:
+            nonlocal pending, held
+            buffered = pa.Table.from_batches(pending, schema)
+            w.write_table(buffered.slice(0, n).combine_chunks(), row_group_size=row_group_rows)
+            rest = buffered.slice(n)
+            pending, held = rest.to_batches(), rest.num_rows
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            pending.append(batch)
+            held += batch.num_rows
+            rows += batch.num_rows
+            while held >= row_group_rows:
+                flush(row_group_rows)
+        if held:
+            flush(held)
+        if rows == 0:
+            w.write_table(schema.empty_table())
+    return rows

@@ -9,6 +9,9 @@ The steps, each a set-based query over tables:
                distinct values (names counted from the vault per token and spelling), with their
                row counts; rows without a token stay one record each. Rows of sources without
                names (attendance, grades, ...) only carry an id token, school and student number.
+               The token records are built and turned into nodes in passes over a hash of the
+               token (`partition_tokens` per pass), so memory is set by the pass, not the country;
+               the result is the same for any number of passes.
 2. nodes     - deterministic matching first: all records sharing one id token are one node
                (a valid citizen ID / G-code is trusted; an invalid ID is still a consistent
                token, the same typo recurring month after month). A record with no ID joins the
@@ -24,6 +27,10 @@ The steps, each a set-based query over tables:
                Comparisons: the raw IDs (edit distance for typos; G-code vs a non-Thai 13-digit
                ID for a child who received an ID), normalised Thai names, birth date, sex, area,
                school. Blocking keeps the pair count near-linear in the number of children.
+               EM's training passes are not: their blocks grow with the country (286M pairs in
+               the first pass at 8.9M children), so past `em_max_pairs` each pass trains on a
+               uniform sample of its pairs (Splink's own `max_pairs`); prediction compares every
+               candidate pair.
 4. clusters  - connected components over pairs at the match threshold.
 5. review    - a cluster holding two different valid 13-digit IDs, two G-codes, or far too many
                nodes is not merged: its nodes stay apart and the cluster goes to `link_review`.
@@ -78,6 +85,7 @@ PERSON_SOURCES: dict[str, tuple[bool, bool, str | None, str | None]] = {
     "welfare_links": (False, False, None, None),
 }
 _VALID_KINDS = ("thai", "non_thai", "gcode")
+_HMAC_BATCH = 1_000_000  # anchors keyed per batch (memory, not speed)
 
 
 class LinkConfig(BaseModel):
@@ -102,6 +110,18 @@ class LinkConfig(BaseModel):
         "differs between DuckDB and Spark, so only None gives both engines the same u on the same sample.",
     )
     u_chunks: int = Field(10, ge=1, description="Chunks u's sampled pairs are counted in (Splink's default).")
+    em_max_pairs: float | None = Field(
+        1e7, gt=0,
+        description="Most pairs one EM pass compares (Splink's `max_pairs`): a pass whose blocking gives more "
+        "keeps each node by a hash of its id with the probability that leaves about this many, a uniform sample "
+        "of the pairs. Blocking grows with the square of a block: EM's first pass gives ~2M pairs at 1M "
+        "children and ~100M at 8M. None compares every pair.",
+    )
+    partition_tokens: int = Field(
+        1_000_000, ge=1,
+        description="ID tokens per pass when records are turned into nodes: the step's memory is set by "
+        "the pass, not by the country (one pass up to this many; the result does not depend on it).",
+    )
     keep_published_keys: bool = Field(
         True,
         description="Keep every key the previous run published (decisions monotone in time: later "
@@ -142,36 +162,28 @@ def _source_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     ))
 
 
-def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """The linkage records, each with `n` (its weight in the votes on a node's attributes) and
-    `rows` (the warehouse rows it stands for).
+def _person_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [s for s in PERSON_SOURCES if _source_exists(con, f"src_{s}")]
 
-    Rows carrying an id token are aggregated: per source, one record per distinct (token, sex,
-    school, tambon, student number) - a child's census rows repeat the same values term after
-    term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
-    rows) only vary in school and student number - and, from the vault, one name record per
-    distinct (token, first name, last name) and one birth record per distinct (token, birth date),
-    each with `rows` = 0 (their rows are counted by the first kind). Votes are taken per
-    attribute, so nothing joint is lost, and no row-by-row join of the warehouse with the vault is
-    needed. Rows without a token stay one record each, because each
-    needs its own key. Aggregating first keeps linkage near the number of children rather than
-    the number of rows (124M rows at 1M students over six years)."""
+
+def _source_columns(source: str) -> tuple[str, str, str, str]:
+    """(school, tambon, student number, sex) expressions of a source's rows `s` (NULL where absent)."""
+    names, person, school, tambon = PERSON_SOURCES[source]
+    return (f"s.{school}" if school else "NULL", f"s.{tambon}" if tambon else "NULL",
+            "s.student_no" if "student_no" in SOURCES[source].column_names else "NULL",
+            "s.sex" if person else "NULL")
+
+
+def _loose_records_sql(sources: list[str]) -> str:
+    """The rows without an id token, one record each (`n` = `rows` = 1): each needs its own key,
+    so nothing can be aggregated. A few per thousand rows."""
     parts = []
-    named_sources = []
-    born_sources = []
-    for source, (names, person, school, tambon) in PERSON_SOURCES.items():
-        if not _source_exists(con, f"src_{source}"):
-            continue
-        if names:
-            named_sources.append(source)
+    for source in sources:
+        names, person, _, _ = PERSON_SOURCES[source]
+        school_x, tambon_x, student_no_x, sex_x = _source_columns(source)
         describes = SOURCES[source].describes
-        school_x = f"s.{school}" if school else "NULL"
-        tambon_x = f"s.{tambon}" if tambon else "NULL"
-        student_no_x = "s.student_no" if "student_no" in SOURCES[source].column_names else "NULL"
-        if person:
-            born_sources.append(source)
         first_x, last_x = ("v.first_name", "v.last_name") if names else ("NULL", "NULL")
-        birth_x, sex_x = ("b.birth_date", "s.sex") if person else ("CAST(NULL AS DATE)", "NULL")
+        birth_x = "b.birth_date" if person else "CAST(NULL AS DATE)"
         key = "USING (delivery_id, source_file, source_line)"
         vault_join = (f"LEFT JOIN vault.name_records v {key}" if names else "") + (
             f" LEFT JOIN vault.birth_records b {key}" if person else "")
@@ -184,137 +196,231 @@ def _records_sql(con: duckdb.DuckDBPyConnection) -> str:
             FROM wh.src_{source} s {vault_join}
             WHERE s.id_token IS NULL
         """)
+    return " UNION ALL ".join(parts)
+
+
+def _token_records_sql(sources: list[str], token_filter: str) -> str:
+    """The rows carrying an id token, aggregated: per source, one record per distinct (token, sex,
+    school, tambon, student number) - a child's census rows repeat the same values term after
+    term, and the name-less sources (attendance, grades, care screening, welfare: ~80% of all
+    rows) only vary in school and student number - and, from the vault, one name record per
+    distinct (token, first name, last name) and one birth record per distinct (token, birth date),
+    each with `rows` = 0 (their rows are counted by the first kind). Votes are taken per
+    attribute, so nothing joint is lost, and no row-by-row join of the warehouse with the vault is
+    needed. `n` is a record's weight in the votes on a node's attributes, `rows` the warehouse
+    rows it stands for. `token_filter` is a predicate on `{t}` (the token column) that keeps one
+    pass's tokens ("TRUE": all)."""
+    parts = []
+    for source in sources:
+        school_x, tambon_x, student_no_x, sex_x = _source_columns(source)
+        describes = SOURCES[source].describes
         parts.append(f"""
-            SELECT NULL, NULL, NULL, min(s.known_at), max(CAST(s.{describes} AS DATE)),
-                   s.id_token, any_value(s.id_kind), NULL, NULL, CAST(NULL AS DATE), {sex_x},
-                   {school_x}, {tambon_x}, {student_no_x}, count(*), count(*)
+            SELECT NULL AS delivery_id, NULL AS source_file, NULL AS source_line, min(s.known_at) AS known_at,
+                   max(CAST(s.{describes} AS DATE)) AS described_on, s.id_token, any_value(s.id_kind) AS id_kind,
+                   NULL AS first_name, NULL AS last_name, CAST(NULL AS DATE) AS birth_date, {sex_x} AS sex,
+                   {school_x} AS school_code, {tambon_x} AS tambon_code, {student_no_x} AS student_no,
+                   count(*) AS n, count(*) AS rows
             FROM wh.src_{source} s
-            WHERE s.id_token IS NOT NULL
+            WHERE s.id_token IS NOT NULL AND {token_filter.format(t='s.id_token')}
             GROUP BY s.id_token, {sex_x}, {school_x}, {tambon_x}, {student_no_x}
         """)
-    if born_sources:
+    born = ", ".join(f"'{x}'" for x in sources if PERSON_SOURCES[x][1])
+    if born:
         # The exact birth dates, from the vault (the warehouse keeps the month only), counted per
         # (token, date) like the names below: the votes on a node's birth date are the same row
         # counts the warehouse rows would give, without a row-by-row join.
-        listed = ", ".join(f"'{x}'" for x in born_sources)
         parts.append(f"""
             SELECT NULL, NULL, NULL, NULL, NULL, b.id_token, NULL, NULL, NULL,
                    b.birth_date, NULL, NULL, NULL, NULL, count(*), 0
             FROM vault.birth_records b SEMI JOIN wh.deliveries d USING (delivery_id)
-            WHERE b.id_token IS NOT NULL AND b.source IN ({listed})
+            WHERE b.id_token IS NOT NULL AND b.source IN ({born}) AND {token_filter.format(t='b.id_token')}
             GROUP BY b.id_token, b.birth_date
         """)
-    if named_sources:
+    named = ", ".join(f"'{x}'" for x in sources if PERSON_SOURCES[x][0])
+    if named:
         # Only deliveries the warehouse holds: a delivery whose warehouse commit never happened
         # (a crash between the vault and the warehouse) must not vote.
-        listed = ", ".join(f"'{x}'" for x in named_sources)
         parts.append(f"""
             SELECT NULL, NULL, NULL, NULL, NULL, v.id_token, NULL, v.first_name, v.last_name,
                    NULL, NULL, NULL, NULL, NULL, count(*), 0
             FROM vault.name_records v SEMI JOIN wh.deliveries d USING (delivery_id)
-            WHERE v.id_token IS NOT NULL AND v.source IN ({listed})
+            WHERE v.id_token IS NOT NULL AND v.source IN ({named}) AND {token_filter.format(t='v.id_token')}
               AND (v.first_name IS NOT NULL OR v.last_name IS NOT NULL)
             GROUP BY v.id_token, v.first_name, v.last_name
         """)
-    if not parts:
-        raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
     return " UNION ALL ".join(parts)
 
 
-def build_records_and_nodes(con: duckdb.DuckDBPyConnection) -> None:
-    """Steps 1-2: temp tables `records_n` and `nodes` in the linkage session."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE records AS {_records_sql(con)}")
-    # Names are normalised once per distinct spelling (a few thousand first names), not per row.
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE name_forms AS
-        SELECT raw, {sql_normalise_name('raw')} AS norm
-        FROM (SELECT first_name AS raw FROM records UNION SELECT last_name FROM records)
-        WHERE raw IS NOT NULL
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE records_n AS
-        SELECT r.*,
-               CASE WHEN r.id_token IS NOT NULL THEN 'T:' || r.id_token
-                    WHEN r.first_name IS NOT NULL OR r.last_name IS NOT NULL
-                    THEN 'R:' || r.delivery_id || '/' || r.source_file || '#' || r.source_line
-               END AS node_id,
-               f.norm AS first_name_norm, l.norm AS last_name_norm
-        FROM records r
-        LEFT JOIN name_forms f ON f.raw = r.first_name
-        LEFT JOIN name_forms l ON l.raw = r.last_name
-    """)
-    con.execute("DROP TABLE records")  # records_n supersedes it; keep one copy in memory
-    # The school's own student number ties a row without a citizen ID to the child who holds that
-    # number at that school (the number is unique within a school and meaningless outside it).
-    # Which of several tokens under one number the row joins does not move the key: the anchor is
-    # the cluster's earliest record (see _assign_keys), and all tokens under one number are one
-    # cluster (student_no_edges). The busiest token is kept: joining the first-known one instead
-    # split three true clusters of the 1,500-student test world (recall 0.99982 -> 0.99973).
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE student_no_nodes AS
-        SELECT school_code, student_no, arg_max(node_id, n) AS node_id
-        FROM (SELECT school_code, student_no, node_id, sum(n) AS n FROM records_n
-              WHERE id_token IS NOT NULL AND student_no IS NOT NULL AND school_code IS NOT NULL
-              GROUP BY ALL)
-        GROUP BY school_code, student_no
-    """)
-    con.execute("""
-        UPDATE records_n SET node_id = m.node_id
-        FROM student_no_nodes m
-        WHERE records_n.id_token IS NULL AND records_n.school_code = m.school_code
-          AND records_n.student_no = m.student_no
-    """)
-    # Representative attributes per node: modal spelling / birth date / sex (frequency first,
-    # then value, for determinism); latest school and tambon by the date the row describes.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE node_votes AS
-        WITH f AS (SELECT node_id, first_name_norm v, sum(n) n FROM records_n
+def _student_number_sql(sources: list[str]) -> str:
+    """Per (school, student number, token): the rows carrying them (the same counts the token
+    records give, without building those)."""
+    parts = []
+    for source in sources:
+        school_x, _, student_no_x, _ = _source_columns(source)
+        if school_x == "NULL" or student_no_x == "NULL":
+            continue
+        parts.append(f"""
+            SELECT {school_x} AS school_code, {student_no_x} AS student_no, s.id_token, count(*) AS n
+            FROM wh.src_{source} s
+            WHERE s.id_token IS NOT NULL AND {student_no_x} IS NOT NULL AND {school_x} IS NOT NULL
+            GROUP BY ALL
+        """)
+    if not parts:
+        return ("SELECT CAST(NULL AS VARCHAR) AS school_code, CAST(NULL AS VARCHAR) AS student_no, "
+                "CAST(NULL AS VARCHAR) AS id_token, CAST(0 AS BIGINT) AS n WHERE false")
+    return f"SELECT school_code, student_no, id_token, sum(n) AS n FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL"
+
+
+# Per node: its representative attributes - the modal spelling / birth date / sex (frequency first,
+# then value, for determinism); the latest school and tambon by the date the row describes (ties:
+# the larger code, so the choice never depends on the order rows are read in).
+_NODES_SQL = """
+    WITH node_votes AS (
+        WITH f AS (SELECT node_id, first_name_norm v, sum(n) n FROM {records}
                    WHERE node_id IS NOT NULL AND first_name_norm IS NOT NULL GROUP BY ALL),
-             l AS (SELECT node_id, last_name_norm v, sum(n) n FROM records_n
+             l AS (SELECT node_id, last_name_norm v, sum(n) n FROM {records}
                    WHERE node_id IS NOT NULL AND last_name_norm IS NOT NULL GROUP BY ALL),
-             b AS (SELECT node_id, birth_date v, sum(n) n FROM records_n
+             b AS (SELECT node_id, birth_date v, sum(n) n FROM {records}
                    WHERE node_id IS NOT NULL AND birth_date IS NOT NULL GROUP BY ALL),
-             x AS (SELECT node_id, sex v, sum(n) n FROM records_n
+             x AS (SELECT node_id, sex v, sum(n) n FROM {records}
                    WHERE node_id IS NOT NULL AND sex IS NOT NULL GROUP BY ALL)
         SELECT 'first' AS attr, node_id, CAST(v AS VARCHAR) v, n FROM f
         UNION ALL SELECT 'last', node_id, CAST(v AS VARCHAR), n FROM l
         UNION ALL SELECT 'birth', node_id, CAST(v AS VARCHAR), n FROM b
         UNION ALL SELECT 'sex', node_id, CAST(v AS VARCHAR), n FROM x
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE nodes AS
-        WITH best AS (
-            SELECT node_id, attr, arg_max(v, n * 1e9 - hash(v) % 1000000) AS v,
-                   count(*) AS n_values,
-                   count(*) FILTER (WHERE n >= 2) AS n_supported
-            FROM node_votes GROUP BY node_id, attr
-        ),
-        piv AS (
-            SELECT node_id,
-                   max(v) FILTER (WHERE attr = 'first') AS first_name_norm,
-                   max(v) FILTER (WHERE attr = 'last') AS last_name_norm,
-                   CAST(max(v) FILTER (WHERE attr = 'birth') AS DATE) AS birth_date,
-                   max(v) FILTER (WHERE attr = 'sex') AS sex,
-                   max(n_supported) FILTER (WHERE attr = 'birth') AS birth_dates_supported
-            FROM best GROUP BY node_id
-        ),
-        agg AS (
-            SELECT node_id,
-                   -- rows without an ID may have joined a token's node (by student number): the
-                   -- node's token and kind come from the rows that carry the token
-                   max(id_token) AS id_token,
-                   max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
-                   sum(rows) AS n_records, min(known_at) AS first_known,
-                   arg_max(school_code, described_on) FILTER (WHERE school_code IS NOT NULL) AS school_code,
-                   arg_max(tambon_code, described_on) FILTER (WHERE tambon_code IS NOT NULL) AS tambon_code
-            FROM records_n WHERE node_id IS NOT NULL GROUP BY node_id
+    ),
+    best AS (
+        SELECT node_id, attr, arg_max(v, n * 1e9 - hash(v) % 1000000) AS v,
+               count(*) AS n_values,
+               count(*) FILTER (WHERE n >= 2) AS n_supported
+        FROM node_votes GROUP BY node_id, attr
+    ),
+    piv AS (
+        SELECT node_id,
+               max(v) FILTER (WHERE attr = 'first') AS first_name_norm,
+               max(v) FILTER (WHERE attr = 'last') AS last_name_norm,
+               CAST(max(v) FILTER (WHERE attr = 'birth') AS DATE) AS birth_date,
+               max(v) FILTER (WHERE attr = 'sex') AS sex,
+               max(n_supported) FILTER (WHERE attr = 'birth') AS birth_dates_supported
+        FROM best GROUP BY node_id
+    ),
+    agg AS (
+        SELECT node_id,
+               -- rows without an ID may have joined a token's node (by student number): the
+               -- node's token and kind come from the rows that carry the token
+               max(id_token) AS id_token,
+               max(id_kind) FILTER (WHERE id_token IS NOT NULL) AS id_kind,
+               sum(rows) AS n_records, min(known_at) AS first_known,
+               arg_max(school_code, (described_on, school_code)) FILTER (WHERE school_code IS NOT NULL AND described_on IS NOT NULL) AS school_code,
+               arg_max(tambon_code, (described_on, tambon_code)) FILTER (WHERE tambon_code IS NOT NULL AND described_on IS NOT NULL) AS tambon_code
+        FROM {records} WHERE node_id IS NOT NULL GROUP BY node_id
+    )
+    SELECT agg.*, piv.first_name_norm, piv.last_name_norm, piv.birth_date, piv.sex,
+           coalesce(piv.birth_dates_supported, 0) AS birth_dates_supported,
+           t.student_id AS raw_id
+    FROM agg LEFT JOIN piv USING (node_id)
+    LEFT JOIN vault.id_tokens t ON t.id_token = agg.id_token
+"""
+
+
+def node_order_sql(records: str) -> str:
+    """Per node of the records table `records`: its earliest record as (known_at, rank, anchor),
+    the order the key anchor is chosen by (see _assign_keys)."""
+    return f"""
+        WITH rec AS (
+            -- (a name from the vault alone has no date: it sorts last, never before a dated row)
+            SELECT node_id, coalesce(known_at, DATE '9999-12-31') AS known_at,
+                   CASE WHEN id_kind IN {_VALID_KINDS} THEN 0 WHEN id_token IS NOT NULL THEN 1 ELSE 2 END AS rank,
+                   CASE WHEN id_kind IN {_VALID_KINDS} THEN id_token
+                        WHEN id_token IS NOT NULL THEN 'node:T:' || id_token
+                        ELSE 'node:R:' || delivery_id || '/' || source_file || '#' || source_line
+                   END AS anchor
+            FROM {records}
+            WHERE node_id IS NOT NULL
         )
-        SELECT agg.*, piv.first_name_norm, piv.last_name_norm, piv.birth_date, piv.sex,
-               coalesce(piv.birth_dates_supported, 0) AS birth_dates_supported,
-               t.student_id AS raw_id
-        FROM agg LEFT JOIN piv USING (node_id)
-        LEFT JOIN vault.id_tokens t ON t.id_token = agg.id_token
+        SELECT node_id, min(struct_pack(known_at := known_at, rank := rank, anchor := anchor)) AS ord
+        FROM rec GROUP BY node_id
+    """
+
+
+def build_records_and_nodes(con: duckdb.DuckDBPyConnection, partition_tokens: int = 1_000_000) -> dict[str, int]:
+    """Steps 1-2: temp tables `nodes` (one row per node), `node_order` (each node's earliest
+    record), `loose` (the rows without an id token, with the node each joined), `sn_tokens` (the
+    tokens used under each school's student numbers); returns the record counts of the run log.
+
+    The token records are never held all at once: the tokens are split into passes of about
+    `partition_tokens` by a hash of the token, and each pass builds its nodes from its own
+    records. A node's records are its token's records plus the rows without a token that joined
+    it, so every node is built whole in exactly one pass and the result does not depend on the
+    number of passes (a test holds it to that). Memory is set by the pass, not by the country:
+    at 8.9M children one pass over every record was several times DuckDB's memory limit, and
+    each later statement ran out of core until the spill filled the disk."""
+    sources = _person_sources(con)
+    if not sources:
+        raise RuntimeError("the warehouse has no person-bearing source yet: run `ews ingest` first")
+    named = ", ".join(f"'{x}'" for x in sources if PERSON_SOURCES[x][0]) or "NULL"
+    # Names are normalised once per distinct spelling (a few thousand first names), not per row.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE name_forms AS
+        SELECT raw, {sql_normalise_name('raw')} AS norm
+        FROM (SELECT first_name AS raw FROM vault.name_records WHERE source IN ({named})
+              UNION SELECT last_name FROM vault.name_records WHERE source IN ({named}))
+        WHERE raw IS NOT NULL
     """)
+    norms = ("LEFT JOIN name_forms f ON f.raw = r.first_name "
+             "LEFT JOIN name_forms l ON l.raw = r.last_name")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE loose AS
+        SELECT r.*, CASE WHEN r.first_name IS NOT NULL OR r.last_name IS NOT NULL
+                         THEN 'R:' || r.delivery_id || '/' || r.source_file || '#' || r.source_line END AS node_id,
+               f.norm AS first_name_norm, l.norm AS last_name_norm
+        FROM ({_loose_records_sql(sources)}) r {norms}
+    """)
+    # The school's own student number ties a row without a citizen ID to the child who holds that
+    # number at that school (the number is unique within a school and meaningless outside it).
+    # Which of several tokens under one number the row joins does not move the key: the anchor is
+    # the cluster's earliest record (see _assign_keys), and all tokens under one number are one
+    # cluster (student_no_edges). The busiest token is kept (ties: the smaller token): joining the
+    # first-known one instead split three true clusters of the 1,500-student test world (recall
+    # 0.99982 -> 0.99973).
+    con.execute(f"CREATE OR REPLACE TEMP TABLE sn_tokens AS {_student_number_sql(sources)}")
+    con.execute("""
+        UPDATE loose SET node_id = m.node_id
+        FROM (SELECT school_code, student_no, 'T:' || arg_min(id_token, (-n, id_token)) AS node_id
+              FROM sn_tokens GROUP BY school_code, student_no) m
+        WHERE loose.school_code = m.school_code AND loose.student_no = m.student_no
+    """)
+    n_tokens = scalar(con, "SELECT count(*) FROM vault.id_tokens")
+    passes = max(1, -(-n_tokens // partition_tokens))
+    # A loose row's pass is its node's: the token's pass for a token node, else any (its own node).
+    node_pass = (f"hash(CASE WHEN node_id LIKE 'T:%' THEN substr(node_id, 3) ELSE node_id END) % {passes}")
+    first, token_rows, token_named = True, 0, 0
+    for p in range(passes):
+        token_filter = "TRUE" if passes == 1 else f"hash({{t}}) % {passes} = {p}"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE part AS
+            SELECT r.*, 'T:' || r.id_token AS node_id, f.norm AS first_name_norm, l.norm AS last_name_norm
+            FROM ({_token_records_sql(sources, token_filter)}) r {norms}
+            UNION ALL BY NAME
+            SELECT * FROM loose WHERE node_id IS NOT NULL AND {node_pass} = {p}
+        """)
+        verb = "CREATE OR REPLACE TEMP TABLE {t} AS" if first else "INSERT INTO {t}"
+        con.execute(f"{verb.format(t='nodes')} {_NODES_SQL.format(records='part')}")
+        con.execute(f"{verb.format(t='node_order')} {node_order_sql('part')}")
+        rows, named_n = con.execute("""
+            SELECT coalesce(sum(rows), 0), coalesce(sum(n) FILTER (WHERE first_name IS NOT NULL), 0)
+            FROM part WHERE id_token IS NOT NULL
+        """).fetchall()[0]
+        token_rows, token_named = token_rows + rows, token_named + named_n
+        first = False
+    con.execute("DROP TABLE part")
+    loose_rows, loose_named, unlinkable = con.execute("""
+        SELECT coalesce(sum(rows), 0), coalesce(sum(n) FILTER (WHERE first_name IS NOT NULL), 0),
+               coalesce(sum(rows) FILTER (WHERE node_id IS NULL), 0)
+        FROM loose
+    """).fetchall()[0]
+    return {"passes": passes, "records": token_rows + loose_rows, "records_with_names": token_named + loose_named,
+            "unlinkable_rows": unlinkable}
 
 
 def _splink_settings(cfg: LinkConfig, engine: str = "duckdb"):  # -> SettingsCreator (lazy: splink is heavy)
@@ -456,6 +562,9 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
                tambon_code, school_code
         FROM nodes
         WHERE first_name_norm IS NOT NULL OR last_name_norm IS NOT NULL
+        -- Splink samples u from the table's rows in their stored order: a fixed order makes the
+        -- sample the same however the nodes were built (one pass or many, any thread count)
+        ORDER BY node_id
     """)
     n_nodes = scalar(con, "SELECT count(*) FROM splink_nodes")
     if n_nodes < 2:
@@ -471,6 +580,13 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
     if agreeing == 0:
         return _skip_probabilistic(con, f"no two of {n_nodes:,} named records agree on name and birth date")
     engine = home.engine.kind if home is not None else "duckdb"
+    # The pairs each EM pass's blocking gives before any sampling (`em_max_pairs`), for the run log.
+    em_pairs = [scalar(con, f"""
+        SELECT coalesce(sum(c * (c - 1) // 2), 0) FROM (
+            SELECT count(*) AS c FROM splink_nodes WHERE {' AND '.join(f'{x} IS NOT NULL' for x in cols)}
+            GROUP BY {', '.join(keys)})
+    """) for cols, keys in ((("birth_date", "sex", "last_name_norm"), ("birth_date", "sex", "substr(last_name_norm, 1, 1)")),
+                            (("first_name_norm", "last_name_norm"), ("first_name_norm", "last_name_norm")))]
     with _splink_input(con, home) as (db_api, sdf):
         linker = Linker(sdf, _splink_settings(cfg, engine), log_level=logging.ERROR)
         try:
@@ -487,11 +603,14 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
                 # Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the
                 # disk with spill at that size); sex and the surname's first letter cut that ~80-fold
                 # and both are still trained by the name-blocked pass below.
+                # Past `em_max_pairs` (a national run) each pass samples its pairs uniformly.
                 linker.training.estimate_parameters_using_expectation_maximisation(
                     block_on("birth_date", "sex", "substr(last_name_norm, 1, 1)"), estimate_without_term_frequencies=True,
+                    max_pairs=cfg.em_max_pairs,
                 )
                 linker.training.estimate_parameters_using_expectation_maximisation(
                     block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
+                    max_pairs=cfg.em_max_pairs,
                 )
         except ValueError as exc:
             # Splink's EM on a blocking pass with no likely match drives the prior to 0 and fails
@@ -512,6 +631,7 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
             """)
         n_pairs = scalar(con, "SELECT count(*) FROM pairs")
         model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+        model["em_blocked_pairs"] = [int(x) for x in em_pairs]
         return n_pairs, model
 
 
@@ -606,9 +726,8 @@ def _cluster_and_review(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> None
     con.execute("""
         CREATE OR REPLACE TEMP TABLE student_no_edges AS
         SELECT DISTINCT a, b FROM (
-            SELECT node_id AS a, min(node_id) OVER (PARTITION BY school_code, student_no) AS b
-            FROM records_n
-            WHERE id_token IS NOT NULL AND student_no IS NOT NULL AND school_code IS NOT NULL
+            SELECT 'T:' || id_token AS a, 'T:' || min(id_token) OVER (PARTITION BY school_code, student_no) AS b
+            FROM sn_tokens
         ) WHERE a <> b
     """)
     con.execute(f"""
@@ -621,8 +740,10 @@ def _cluster_and_review(con: duckdb.DuckDBPyConnection, cfg: LinkConfig) -> None
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE review AS
         WITH c AS (
+            -- a cluster of one node has no reason below: only the few of two or more are judged
             SELECT c.cluster_id, n.*
             FROM clusters0 c JOIN nodes n USING (node_id)
+            WHERE c.cluster_id IN (SELECT cluster_id FROM clusters0 GROUP BY cluster_id HAVING count(*) > 1)
         )
         SELECT cluster_id,
                count(*) AS n_nodes,
@@ -674,32 +795,21 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes, keep_published: boo
     would have decided differently is not lost: a cluster that joins identities already published
     under different keys stays apart and goes to review (`kept_apart`); `ews link --relink`
     re-decides everything, and the keys it changes are mapped in key_changes."""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE node_order AS
-        WITH rec AS (
-            -- (a name from the vault alone has no date: it sorts last, never before a dated row)
-            SELECT node_id, coalesce(known_at, DATE '9999-12-31') AS known_at,
-                   CASE WHEN id_kind IN {_VALID_KINDS} THEN 0 WHEN id_token IS NOT NULL THEN 1 ELSE 2 END AS rank,
-                   CASE WHEN id_kind IN {_VALID_KINDS} THEN id_token
-                        WHEN id_token IS NOT NULL THEN 'node:T:' || id_token
-                        ELSE 'node:R:' || delivery_id || '/' || source_file || '#' || source_line
-                   END AS anchor
-            FROM records_n
-            WHERE node_id IS NOT NULL
-        )
-        SELECT node_id, min(struct_pack(known_at := known_at, rank := rank, anchor := anchor)) AS ord FROM rec GROUP BY node_id
-    """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE anchors AS
         SELECT c.cluster_id, min(o.ord).anchor AS anchor
         FROM clusters c JOIN node_order o USING (node_id)
         GROUP BY c.cluster_id
     """)
-    anchors = [a for (a,) in con.execute("SELECT DISTINCT anchor FROM anchors").fetchall()]
-    keys = pa.table({"anchor": anchors, "student_key": student_keys(key, anchors)})
-    con.register("anchor_keys_arrow", keys)
-    con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys AS SELECT * FROM anchor_keys_arrow")
-    con.unregister("anchor_keys_arrow")
+    # HMAC in batches: a national run has ~9M anchors, and a Python string per anchor and key at
+    # once would be gigabytes beside DuckDB's own memory.
+    anchors = con.sql("SELECT DISTINCT anchor FROM anchors").to_arrow_table().column(0)
+    con.execute("CREATE OR REPLACE TEMP TABLE anchor_keys (anchor VARCHAR, student_key VARCHAR)")
+    for start in range(0, len(anchors), _HMAC_BATCH):
+        batch = anchors.slice(start, _HMAC_BATCH).to_pylist()
+        con.register("anchor_keys_arrow", pa.table({"anchor": batch, "student_key": student_keys(key, batch)}))
+        con.execute("INSERT INTO anchor_keys SELECT * FROM anchor_keys_arrow")
+        con.unregister("anchor_keys_arrow")
     # The previous run's key of each identity: the token's, or (for a node of rows without an
     # ID) its rows'. A node joining a token and ID-less rows keyed apart before keeps the token's.
     published = keep_published and _source_exists(con, "token_keys") and _source_exists(con, "record_keys")
@@ -710,9 +820,9 @@ def _assign_keys(con: duckdb.DuckDBPyConnection, key: bytes, keep_published: boo
             SELECT n.node_id, coalesce(any_value(t.student_key), min(rk.student_key))
             FROM nodes n
             LEFT JOIN wh.token_keys t ON t.id_token = n.id_token
-            LEFT JOIN (SELECT r.node_id, o.student_key FROM records_n r
+            LEFT JOIN (SELECT r.node_id, o.student_key FROM loose r
                        JOIN wh.record_keys o USING (delivery_id, source_file, source_line)
-                       WHERE r.id_token IS NULL AND r.node_id IS NOT NULL) rk USING (node_id)
+                       WHERE r.node_id IS NOT NULL) rk USING (node_id)
             GROUP BY n.node_id
             HAVING coalesce(any_value(t.student_key), min(rk.student_key)) IS NOT NULL
         """)
@@ -771,9 +881,9 @@ def _key_changes(con: duckdb.DuckDBPyConnection) -> int:
             UNION ALL
             SELECT o.student_key, k.student_key, 0, 1
             FROM wh.record_keys o
-            JOIN records_n r USING (delivery_id, source_file, source_line)
+            JOIN loose r USING (delivery_id, source_file, source_line)
             JOIN node_keys k ON k.node_id = r.node_id
-            WHERE r.id_token IS NULL AND k.student_key <> o.student_key
+            WHERE k.student_key <> o.student_key
         )
         SELECT old_key, new_key, sum(tokens), sum(records) FROM moved GROUP BY ALL
     """)
@@ -797,8 +907,7 @@ def _publish(
         con.execute("""
             CREATE OR REPLACE TABLE wh.record_keys AS
             SELECT r.delivery_id, r.source_file, r.source_line, k.student_key, k.sid, k.method
-            FROM records_n r JOIN node_keys k ON k.node_id = r.node_id
-            WHERE r.id_token IS NULL
+            FROM loose r JOIN node_keys k ON k.node_id = r.node_id
         """)
         con.execute("""
             CREATE OR REPLACE TABLE wh.link_review AS
@@ -921,7 +1030,7 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
 
     try:
         with step("records_and_nodes"):
-            build_records_and_nodes(con)
+            counts = build_records_and_nodes(con, cfg.partition_tokens)
         with step("splink"):
             n_pairs, model = _run_splink(con, cfg, home)
         with step("cluster_and_review"):
@@ -932,19 +1041,19 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
         run_id = dt.datetime.now(dt.UTC).strftime("link-%Y%m%dT%H%M%S%fZ")
         summary = LinkSummary(
             run_id=run_id,
-            records=q("SELECT sum(rows) FROM records_n"),
-            records_with_names=q("SELECT sum(n) FROM records_n WHERE first_name IS NOT NULL"),
+            records=counts["records"],
+            records_with_names=counts["records_with_names"],
             nodes=q("SELECT count(*) FROM nodes"),
             candidate_pairs=n_pairs,
             linked_pairs=q("SELECT count(*) FROM link_edges"),
             students=q("SELECT count(DISTINCT student_key) FROM node_keys"),
             review_clusters=q("SELECT count(*) FROM review") + q("SELECT count(*) FROM kept_apart"),
             review_tokens_birth_date=q("SELECT count(*) FROM nodes WHERE birth_dates_supported > 1"),
-            unlinkable_rows=q("SELECT coalesce(sum(rows), 0) FROM records_n WHERE node_id IS NULL"),
+            unlinkable_rows=counts["unlinkable_rows"],
             keys_changed=_key_changes(con),
             probabilistic_skipped=model.get("skipped"),
             seconds=0.0,
-            parameters={"config": cfg.model_dump(), "engine": home.engine.kind,
+            parameters={"config": cfg.model_dump(), "engine": home.engine.kind, "passes": counts["passes"],
                         "splink_model": _model_digest(model)},
         )
         summary.seconds = round(time.perf_counter() - started, 2)
@@ -959,7 +1068,8 @@ def link(home: EwsHome, cfg: LinkConfig | None = None) -> LinkSummary:
 
 def _model_digest(model: dict[str, object]) -> dict[str, object]:
     """The fitted m/u per comparison level (no data values), for the run log and the report."""
-    out: dict[str, object] = {"probability_two_random_records_match": model.get("probability_two_random_records_match")}
+    out: dict[str, object] = {"probability_two_random_records_match": model.get("probability_two_random_records_match"),
+                              "em_blocked_pairs": model.get("em_blocked_pairs")}
     for comp in model.get("comparisons", []):  # type: ignore[union-attr]
         levels = []
         for lvl in comp.get("comparison_levels", []):

@@ -14,6 +14,9 @@ def features_command(
     round_id: str = typer.Option(..., "--round", help="Scoring round, e.g. 2568-T1-early (BE year, term, early|mid)."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    chunk_rows: int | None = typer.Option(
+        None, "--chunk-rows", min=1,
+        help="Pupils per chunk of whole schools on DuckDB (memory only: the file is the same); default 500,000."),
 ) -> None:
     """Build one round's features from what was known on the round's as-of date.
 
@@ -23,7 +26,8 @@ def features_command(
     from features.pointintime.pipeline import write_feature_set
 
     with friendly_errors("features"):
-        m = write_feature_set(load_home(home), round_id)
+        m = (write_feature_set(load_home(home), round_id) if chunk_rows is None
+             else write_feature_set(load_home(home), round_id, chunk_rows=chunk_rows))
     if json_out:
         emit_json(m)
         return

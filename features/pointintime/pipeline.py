@@ -10,7 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Literal
 
@@ -24,7 +28,11 @@ from features.db import scalar, session
 from features.home import EwsHome
 from features.ids import BE_OFFSET
 from features.linkage.link import latest_link_run
-from features.pointintime.build import PopulationSource, build_features, population_source, require_population
+from features.parquet import write_parquet, write_parquet_batches
+from features.pointintime.build import (
+    OUTPUT_COLUMNS, PopulationSource, build_features, features_sql, population_source, prepare_round,
+    require_population,
+)
 from features.pointintime.labels import Horizon, labels_known_on, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
     TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_parquet, atomic_write_text, file_sha256,
@@ -139,13 +147,29 @@ class FeatureSetManifest(BaseModel):
     engine: Literal["duckdb", "spark"] | None = None
 
 
-def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None) -> FeatureSetManifest:
+# Pupils per chunk when DuckDB builds a round's feature set: a chunk's work and memory, never the
+# result (the rows are the unchunked query's, in the same bytes; tests/integration/test_feature_set_chunks.py).
+# At 8.9M pupils the round in one query ran out of DuckDB's 6 GB (docs/ARCHITECTURE.md, "Engines").
+FEATURE_CHUNK_ROWS = 500_000
+_BATCH_ROWS = 65_536
+
+
+def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None = None,
+                      chunk_rows: int = FEATURE_CHUNK_ROWS) -> FeatureSetManifest:
     """Build one round's features and write features/<round>.parquet + .json.
+
+    On DuckDB the round is built in chunks of whole schools (`prepare_round`, as `ews score` does:
+    at most `chunk_rows` pupils' work at a time), gathered in a DuckDB table that spills, and
+    written sorted by student_key one row group at a time: memory is set by the chunk, not the
+    country. On Spark the engine computes the round in one query.
 
     A round with nobody in it raises `EmptyRoundError` (naming what is missing) and writes nothing.
     """
     cal = cal or home.calendar
     r = parse_round(round_id)
+    path = home.features_dir / f"{round_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
     con = connect_warehouse(home)
     try:
         source = population_source(con, cal, r)
@@ -153,24 +177,57 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
             from features.engine.spark import SparkEngine
             with SparkEngine.open(home, con) as engine:
                 table = engine.features(cal, r, population=source)
+            rows, nulls = table.num_rows, {f.name: table.column(f.name).null_count for f in FEATURES}
+            if rows:
+                write_parquet(table, tmp)
+            del table
         else:
-            table = build_features(con, cal, r, population=source)
+            rows, nulls = _write_duckdb_features(con, home, cal, r, source, chunk_rows, tmp)
         fp = delivery_fingerprint(con, cal.as_of(round_id))
+        require_population(r, source, rows)
+        os.replace(tmp, path)
     finally:
         con.close()
-    require_population(r, source, table.num_rows)
-    path = home.features_dir / f"{round_id}.parquet"
-    atomic_write_parquet(table, path)
+        tmp.unlink(missing_ok=True)
     manifest = FeatureSetManifest(
-        round_id=round_id, as_of=cal.as_of(round_id), rows=table.num_rows, file=str(path),
+        round_id=round_id, as_of=cal.as_of(round_id), rows=rows, file=str(path),
         sha256=file_sha256(path), delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
-        missing_rates={
-            f.name: round(table.column(f.name).null_count / max(table.num_rows, 1), 4) for f in FEATURES
-        },
+        missing_rates={f.name: round(nulls[f.name] / max(rows, 1), 4) for f in FEATURES},
         population=source, engine=home.engine.kind,
     )
     atomic_write_text(manifest.model_dump_json(indent=2), path.with_suffix(".json"))
     return manifest
+
+
+def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: SchoolCalendar, r: ScoringRound,
+                           source: PopulationSource, chunk_rows: int, out: Path) -> tuple[int, dict[str, int]]:
+    """The round's features chunk by chunk into `out` (sorted by student_key, `write_parquet`'s
+    bytes): (rows, nulls per feature). Nothing is written for a round with nobody in it."""
+    home.spill_dir.mkdir(parents=True, exist_ok=True)
+    # the pid in the name lets the next `ews score` tell a killed run's folder from a live one (features.debris)
+    scratch = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-{os.getpid()}-", dir=home.spill_dir))
+    try:
+        prepared = prepare_round(con, cal, r, source, chunk_rows, scratch, prefix="fs_")
+        n = len(prepared.chunks)
+        # a round in one chunk reads its prepared tables unrestricted (as serving does)
+        for i in range(max(n, 1)):
+            sql = features_sql(cal, r, population=source, prepared=prepared, chunk=i if n > 1 else None)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE fs_rows AS {sql}" if i == 0 else f"INSERT INTO fs_rows {sql}")
+        columns = tuple(c for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'fs_rows' ORDER BY column_index").fetchall())
+        if columns != OUTPUT_COLUMNS:
+            raise AssertionError(f"feature SQL out of step with the catalogue: missing "
+                                 f"{set(OUTPUT_COLUMNS) - set(columns)}, extra {set(columns) - set(OUTPUT_COLUMNS)}")
+        counted = con.execute("SELECT count(*), " + ", ".join(f'count(*) - count("{f.name}")' for f in FEATURES)
+                              + " FROM fs_rows").fetchall()[0]
+        rows, nulls = int(counted[0]), {f.name: int(v) for f, v in zip(FEATURES, counted[1:])}
+        if rows:
+            reader = con.sql("SELECT * FROM fs_rows ORDER BY student_key").to_arrow_reader(_BATCH_ROWS)
+            write_parquet_batches(reader.schema, reader, out)
+        return rows, nulls
+    finally:
+        con.execute("DROP TABLE IF EXISTS fs_rows")
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _engine(home: EwsHome, con: duckdb.DuckDBPyConnection, stack: ExitStack) -> SparkEngine | None:

@@ -88,9 +88,13 @@ def test_spark_fits_the_same_matching_model(linked: dict) -> None:
     assert set(spark) == set(duck)
     assert math.isclose(spark["probability_two_random_records_match"], duck["probability_two_random_records_match"],
                         rel_tol=MODEL_RTOL)
+    # EM's blocked pairs are counted on the nodes, before either engine runs: equal, and all of them
+    # trained on (no pass above `em_max_pairs` on this world, so neither engine samples)
+    assert spark["em_blocked_pairs"] == duck["em_blocked_pairs"]
+    assert 0 < max(duck["em_blocked_pairs"]) <= LINK_CONFIG.em_max_pairs
     compared, drifted = 0, []
     for comparison, levels in duck.items():
-        if comparison == "probability_two_random_records_match":
+        if comparison in ("probability_two_random_records_match", "em_blocked_pairs"):
             continue
         assert [lvl["level"] for lvl in spark[comparison]] == [lvl["level"] for lvl in levels]
         for a, b in zip(levels, spark[comparison], strict=True):

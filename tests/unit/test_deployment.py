@@ -8,6 +8,7 @@ import ast
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 from pydantic import ValidationError
 
@@ -157,3 +158,26 @@ def test_ews_serve_hands_the_worker_count_to_bentoml_not_to_our_module(tmp_path:
     assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"ews": {"workers": 3}}}
     assert env["EWS_HOME"] == str(home.root) and env["BENTOML_HOME"] == str(home.bentoml_dir)
     assert "EWS_SERVE_WORKERS" not in env or env["EWS_SERVE_WORKERS"] == ""
+
+
+def test_a_spill_bound_stops_work_that_needs_more_disk_instead_of_filling_it(tmp_path: Path) -> None:
+    (tmp_path / "deployment.toml").write_text(
+        '[duckdb]\nmemory_limit = "64MB"\nthreads = 1\nmax_spill = "1MB"\n', encoding="utf-8")
+    home = EwsHome.from_env(tmp_path, environ={})
+    con = session(home)
+    try:
+        assert con.execute("SELECT current_setting('max_temp_directory_size')").fetchall()[0][0] == "976.5 KiB"
+        # a sort of ~400 MB cannot fit in 64 MB of memory plus 1 MB of spill
+        with pytest.raises(duckdb.Error, match="max_temp_directory_size"):
+            con.execute("CREATE TEMP TABLE big AS SELECT md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS s "
+                        "FROM range(6000000) t(i) ORDER BY s")
+    finally:
+        con.close()
+    unbounded = session(EwsHome.from_env(tmp_path / "plain", environ={}))
+    try:  # without the setting DuckDB keeps its own bound (90% of the free disk)
+        assert unbounded.execute("SELECT current_setting('max_temp_directory_size')").fetchall()[0][0] != "0 bytes"
+    finally:
+        unbounded.close()
+    (tmp_path / "deployment.toml").write_text('[duckdb]\nmax_spill = "lots"\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match="max_spill"):
+        EwsHome.from_env(tmp_path, environ={})

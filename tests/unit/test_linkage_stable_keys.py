@@ -9,7 +9,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from features.linkage.link import LinkConfig, _assign_keys, _run_splink
+from features.linkage.link import LinkConfig, _assign_keys, _run_splink, node_order_sql
 
 SECRET = b"k" * 32
 D = dt.date.fromisoformat
@@ -47,6 +47,10 @@ def _keys(records: list[Record], published: dict[str, str] | None = None, keep: 
     for node_id, cluster_id in {(r[0], r[1]) for r in records}:
         con.execute("INSERT INTO clusters VALUES (?, ?, false)", [node_id, cluster_id])
         con.execute("INSERT INTO nodes SELECT ?, max(id_token) FROM records_n WHERE node_id = ?", [node_id, node_id])
+    # What the records-and-nodes step leaves for the keys: each node's earliest record, and the rows
+    # without an ID with the node each joined.
+    con.execute(f"CREATE TEMP TABLE node_order AS {node_order_sql('records_n')}")
+    con.execute("CREATE TEMP TABLE loose AS SELECT * FROM records_n WHERE id_token IS NULL")
     _assign_keys(con, SECRET, keep)
     return dict(con.execute("SELECT node_id, student_key FROM node_keys").fetchall())
 

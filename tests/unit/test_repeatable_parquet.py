@@ -55,3 +55,17 @@ def test_an_empty_table_is_written_with_its_schema(tmp_path: Path) -> None:
     write_parquet(t, tmp_path / "e.parquet")
     back = pq.read_table(tmp_path / "e.parquet")
     assert back.num_rows == 0 and back.schema.names == t.schema.names
+
+
+def test_rows_streamed_in_batches_give_the_bytes_of_the_whole_table(tmp_path: Path) -> None:
+    # a national feature set is written from a stream of batches, one row group held at a time
+    from features.parquet import write_parquet_batches
+
+    t = _table(N)
+    write_parquet(t, tmp_path / "whole.parquet", row_group_rows=65_536)
+    for rows in (777, 65_536, 100_000):
+        written = write_parquet_batches(t.schema, iter(_rechunked(t, rows).to_batches()),
+                                        tmp_path / f"s{rows}.parquet", row_group_rows=65_536)
+        assert written == N and _sha(tmp_path / f"s{rows}.parquet") == _sha(tmp_path / "whole.parquet")
+    assert write_parquet_batches(t.schema, iter([]), tmp_path / "none.parquet") == 0
+    assert pq.read_table(tmp_path / "none.parquet").schema.names == t.schema.names
