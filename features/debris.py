@@ -25,12 +25,22 @@ from typing import Literal
 
 from features.home import EwsHome
 
+
+def prepared_scratch(folder: Path, round_id: str) -> Path:
+    """A new scratch folder `<folder>/.round-<round>-<pid>-<random>` for a round's prepared rows
+    (`prepare_round`, by `ews score` and `ews features`); the caller removes it. The pid in the name
+    lets the next `ews score` tell a killed run's folder from a live one (`sweep_debris`)."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".round-{round_id}-{os.getpid()}-", dir=folder))
+
 log = logging.getLogger(__name__)
 
 # An hour: far longer than any write of one file or snapshot takes, far shorter than between runs.
 MIN_AGE_SECONDS = 3600.0
 _SCRATCH = re.compile(r"^.+\.(\d+)$")  # vault/tmp/<delivery_id>.<pid> (features.home.ingest_scratch_dir)
-_PREPARED = re.compile(r"^\.round-.+-(\d+)-[^-]+$")  # tmp/.round-<round>-<pid>-<random> (serving/scoring.py)
+_PREPARED = re.compile(r"^\.round-.+-(\d+)-[^-]+$")  # tmp/.round-<round>-<pid>-<random> (`prepared_scratch`)
 
 Writer = Literal["score", "ingest"]
 

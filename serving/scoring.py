@@ -33,7 +33,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ import pyarrow.feather as feather
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound
+from features.debris import prepared_scratch
 from features.home import EwsHome
 from features.pointintime.build import PopulationSource, PreparedRound
 from features.pointintime.compile import LatestEvidence
@@ -382,8 +382,7 @@ def score_round(
     prepared_dir: Path | None = None
     try:
         # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
-        # the pid in the name lets the next run tell a killed run's folder from a live one (features.debris)
-        prepared_dir = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-{os.getpid()}-", dir=scoring_resources(con, home, cfg)))
+        prepared_dir = prepared_scratch(scoring_resources(con, home, cfg), r.round_id)
         with clock.stage("prepare"):
             population = population_source(con, cal, r)
             # the population, the round-wide steps (registries, school rates) and every source's known

@@ -86,6 +86,14 @@ PERSON_SOURCES: dict[str, tuple[bool, bool, str | None, str | None]] = {
 }
 _VALID_KINDS = ("thai", "non_thai", "gcode")
 _HMAC_BATCH = 1_000_000  # anchors keyed per batch (memory, not speed)
+# EM's two training passes, each blocked on these keys, leaving the other fields free to be trained.
+# Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the disk with spill
+# at that size); sex and the surname's first letter cut that ~80-fold, and both are still trained by
+# the name-blocked pass.
+_EM_BLOCKS: tuple[tuple[str, ...], ...] = (
+    ("birth_date", "sex", "substr(last_name_norm, 1, 1)"),
+    ("first_name_norm", "last_name_norm"),
+)
 
 
 class LinkConfig(BaseModel):
@@ -580,13 +588,13 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
     if agreeing == 0:
         return _skip_probabilistic(con, f"no two of {n_nodes:,} named records agree on name and birth date")
     engine = home.engine.kind if home is not None else "duckdb"
-    # The pairs each EM pass's blocking gives before any sampling (`em_max_pairs`), for the run log.
+    # The pairs each EM pass's blocking gives before any sampling (`em_max_pairs`), for the run log:
+    # the blocks of an equality join on the keys (a NULL key joins nothing).
     em_pairs = [scalar(con, f"""
         SELECT coalesce(sum(c * (c - 1) // 2), 0) FROM (
-            SELECT count(*) AS c FROM splink_nodes WHERE {' AND '.join(f'{x} IS NOT NULL' for x in cols)}
+            SELECT count(*) AS c FROM splink_nodes WHERE {' AND '.join(f'{k} IS NOT NULL' for k in keys)}
             GROUP BY {', '.join(keys)})
-    """) for cols, keys in ((("birth_date", "sex", "last_name_norm"), ("birth_date", "sex", "substr(last_name_norm, 1, 1)")),
-                            (("first_name_norm", "last_name_norm"), ("first_name_norm", "last_name_norm")))]
+    """) for keys in _EM_BLOCKS]
     with _splink_input(con, home) as (db_api, sdf):
         linker = Linker(sdf, _splink_settings(cfg, engine), log_level=logging.ERROR)
         try:
@@ -600,18 +608,11 @@ def _run_splink(con: duckdb.DuckDBPyConnection, cfg: LinkConfig,
                 num_chunks=cfg.u_chunks,
             )
             with _em_floor():
-                # Blocked on birth date alone, EM would see ~145M pairs at 1M students (it filled the
-                # disk with spill at that size); sex and the surname's first letter cut that ~80-fold
-                # and both are still trained by the name-blocked pass below.
                 # Past `em_max_pairs` (a national run) each pass samples its pairs uniformly.
-                linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on("birth_date", "sex", "substr(last_name_norm, 1, 1)"), estimate_without_term_frequencies=True,
-                    max_pairs=cfg.em_max_pairs,
-                )
-                linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on("first_name_norm", "last_name_norm"), estimate_without_term_frequencies=True,
-                    max_pairs=cfg.em_max_pairs,
-                )
+                for keys in _EM_BLOCKS:
+                    linker.training.estimate_parameters_using_expectation_maximisation(
+                        block_on(*keys), estimate_without_term_frequencies=True, max_pairs=cfg.em_max_pairs,
+                    )
         except ValueError as exc:
             # Splink's EM on a blocking pass with no likely match drives the prior to 0 and fails
             # in log(0) ("math domain error"); a young warehouse is the only place this is seen.

@@ -39,7 +39,7 @@ from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, KEY_COLUMNS
 
 __all__ = ["PAST_DROPOUT_MIN_STUDENTS", "PAST_DROPOUT_YEARS", "OUTPUT_COLUMNS", "EmptyRoundError",
            "PopulationSource", "PreparedRound", "SchoolFallback", "build_features", "earlier_early_rounds", "features_sql",
-           "pack_schools", "placement_sql", "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
+           "check_output_columns", "pack_schools", "placement_sql", "population_source", "prepare_round", "previous_term", "school_fallbacks", "require_population", "round_context", "school_areas_sql"]
 
 # Population columns the features read (the population step carries only these: less to hash at 1M).
 FEATURE_POPULATION_COLUMNS: tuple[str, ...] = (
@@ -460,8 +460,12 @@ def build_features(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scori
     population = population or population_source(con, cal, r, schema)
     table = con.sql(features_sql(cal, r, schema, population=population, prepared=prepared,
                                  chunk=chunk)).to_arrow_table()
-    if tuple(table.column_names) != OUTPUT_COLUMNS:
-        missing = set(OUTPUT_COLUMNS) - set(table.column_names)
-        extra = set(table.column_names) - set(OUTPUT_COLUMNS)
-        raise AssertionError(f"feature SQL out of step with the catalogue: missing {missing}, extra {extra}")
+    check_output_columns(table.column_names)
     return table
+
+
+def check_output_columns(columns: list[str] | tuple[str, ...]) -> None:
+    """The feature query's columns are the catalogue's, in its order (or the SQL drifted from it)."""
+    if tuple(columns) != OUTPUT_COLUMNS:
+        missing, extra = set(OUTPUT_COLUMNS) - set(columns), set(columns) - set(OUTPUT_COLUMNS)
+        raise AssertionError(f"feature SQL out of step with the catalogue: missing {missing}, extra {extra}")

@@ -12,10 +12,9 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
@@ -25,17 +24,18 @@ from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
 from features.db import scalar, session
+from features.debris import prepared_scratch
 from features.home import EwsHome
 from features.ids import BE_OFFSET
 from features.linkage.link import latest_link_run
 from features.parquet import write_parquet, write_parquet_batches
 from features.pointintime.build import (
-    OUTPUT_COLUMNS, PopulationSource, build_features, features_sql, population_source, prepare_round,
+    PopulationSource, build_features, check_output_columns, features_sql, population_source, prepare_round,
     require_population,
 )
 from features.pointintime.labels import Horizon, labels_known_on, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
-    TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_parquet, atomic_write_text, file_sha256,
+    TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_text, file_sha256,
     save_trainset_data, save_trainset_manifest,
 )
 from features.pointintime.spec import FEATURES, GROUPS
@@ -203,9 +203,7 @@ def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: S
                            source: PopulationSource, chunk_rows: int, out: Path) -> tuple[int, dict[str, int]]:
     """The round's features chunk by chunk into `out` (sorted by student_key, `write_parquet`'s
     bytes): (rows, nulls per feature). Nothing is written for a round with nobody in it."""
-    home.spill_dir.mkdir(parents=True, exist_ok=True)
-    # the pid in the name lets the next `ews score` tell a killed run's folder from a live one (features.debris)
-    scratch = Path(tempfile.mkdtemp(prefix=f".round-{r.round_id}-{os.getpid()}-", dir=home.spill_dir))
+    scratch = prepared_scratch(home.spill_dir, r.round_id)
     try:
         prepared = prepare_round(con, cal, r, source, chunk_rows, scratch, prefix="fs_")
         n = len(prepared.chunks)
@@ -213,11 +211,8 @@ def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: S
         for i in range(max(n, 1)):
             sql = features_sql(cal, r, population=source, prepared=prepared, chunk=i if n > 1 else None)
             con.execute(f"CREATE OR REPLACE TEMP TABLE fs_rows AS {sql}" if i == 0 else f"INSERT INTO fs_rows {sql}")
-        columns = tuple(c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'fs_rows' ORDER BY column_index").fetchall())
-        if columns != OUTPUT_COLUMNS:
-            raise AssertionError(f"feature SQL out of step with the catalogue: missing "
-                                 f"{set(OUTPUT_COLUMNS) - set(columns)}, extra {set(columns) - set(OUTPUT_COLUMNS)}")
+        check_output_columns([c for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'fs_rows' ORDER BY column_index").fetchall()])
         counted = con.execute("SELECT count(*), " + ", ".join(f'count(*) - count("{f.name}")' for f in FEATURES)
                               + " FROM fs_rows").fetchall()[0]
         rows, nulls = int(counted[0]), {f.name: int(v) for f, v in zip(FEATURES, counted[1:])}

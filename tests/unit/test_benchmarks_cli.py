@@ -27,9 +27,9 @@ MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", 
            "bench_reasons", "bench_serve", "bench_action_training"]
 
 
-@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes"])
+@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality"])
 def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
-    # bench_load belongs to the load test and bench_list_bytes reads a given home (no --plan): their
+    # bench_load belongs to the load test, bench_list_bytes and link_quality read a given home (no --plan): their
     # --help is checked here, as a command
     out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
