@@ -19,7 +19,7 @@ from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS
 from features.ids import GRADE_TYPICAL_AGE, GRADES
 from features.pointintime.compile import Column, FeatureGroup, Read, RoundContext, Step
-from features.pointintime.labels import labels_sql, population_sql
+from features.pointintime.labels import LABEL_POPULATION_COLUMNS, labels_sql, population_sql
 
 C = Column
 NEVER = "never missing"
@@ -349,7 +349,7 @@ def _past_dropout_rate(ctx: RoundContext) -> str:
         f"SELECT l.student_key, l.dropout, p.school_code "
         f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False, dialect=ctx.dialect)}) l "
         # only the two columns it reads: every census column costs an arg_max per pupil and round
-        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, ('student_key', 'school_code'), dialect=ctx.dialect)}) p USING (student_key) "
+        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, LABEL_POPULATION_COLUMNS, dialect=ctx.dialect)}) p USING (student_key) "
         "WHERE l.dropout IS NOT NULL"
         for e in past
     )

@@ -177,6 +177,10 @@ def _d(x: dt.date) -> str:
     return DUCKDB.date(x)
 
 
+# What `labels_sql` reads of a round's population (a `population` relation given needs these).
+LABEL_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code")
+
+
 def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
                    columns: tuple[str, ...] = POPULATION_COLUMNS, dialect: Dialect = DUCKDB) -> str:
     """Students enrolled at round R: one census row per student, as known by `cutoff`.
@@ -279,7 +283,9 @@ def labels_sql(
     """
     target = horizon_census(cal, r, horizon)
     d = dialect
-    pop = population or f"({population_sql(cal, r, cutoff, schema, dialect=d)})"
+    # Only the two columns the labels read: every census column would cost an arg_max field per
+    # pupil (at 8M pupils the whole census row ran DuckDB out of 3 GB; these two need half the time).
+    pop = population or f"({population_sql(cal, r, cutoff, schema, LABEL_POPULATION_COLUMNS, dialect=d)})"
     text = """,
                CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
                CASE WHEN label_state = 'unknown'
