@@ -4,7 +4,11 @@
     .venv/bin/python -m benchmarks.bench_round --home PATH --round R [--pupils 1000000]
                                                [--chunk-rows 200000 --chunk-rows 1000000]
 
-`--home` is a home with a champion and a linked warehouse (`make bench` passes its own). Simulating
+`--home` is a home with a champion and a linked warehouse (`make bench` passes its own); with
+`--model-home M` the champion is M's instead (a national world simulated for one year has no labelled
+past to train on, so its round is scored with a model trained on another world of the same catalogue).
+`--measure OUT` scores `--home`'s round once as it is, without tiling (the national world itself),
+and writes the measurement to OUT; the round is scored into `--home`'s rounds/ and not published. Simulating
 and ingesting a million-pupil world takes about half an hour on the project's 2-core machine, so the
 million-pupil warehouse is built by TILING the home's: every person-bearing table (src_* but the
 area registry, token_keys, record_keys) is repeated k times with new keys in copy i > 0 - id token,
@@ -64,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--work", type=Path, default=None, help="Where the tiled home lives (default bench-out/work/round_<pupils>).")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
-    ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one scoring, JSON here
+    ap.add_argument("--model-home", type=Path, default=None,
+                    help="Score with this home's champion instead of --home's (same feature catalogue).")
+    ap.add_argument("--measure", type=Path, default=None,
+                    help="Score --home's round once as it is (no tiling) and write the measurement here.")
     return ap
 
 
@@ -140,8 +147,10 @@ def tile_home(base: Path, dest: Path, tiles: int) -> None:
 
 # --- one measured scoring ---------------------------------------------------------------------
 
-def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit: str | None = None) -> None:
-    """Score the round once (not published) and write seconds and peak RSS per stage to `out`."""
+def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit: str | None = None,
+            model_home: Path | None = None) -> None:
+    """Score the round once (not published) and write seconds and peak RSS per stage to `out`
+    (`model_home`: the champion of that home instead of `home`'s)."""
     import psutil
 
     from features.calendar import parse_round
@@ -150,7 +159,7 @@ def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit:
     from training.registry import load_model
 
     h = EwsHome(root=home)
-    loaded = load_model(h)
+    loaded = load_model(EwsHome(root=model_home) if model_home else h)
     clock = StageClock()
     peaks: dict[str, int] = {}
     cpu: dict[str, float] = {}  # CPU seconds of the process per stage: the shared machine's load inflates wall time
@@ -213,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.home is None or a.round_id is None:
         ap.error("--home and --round are required (`make bench` builds a home and passes them)")
     if a.measure is not None:
-        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure, a.memory_limit)
+        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure, a.memory_limit,
+                a.model_home.resolve() if a.model_home else None)
         return
     base = round_pupils(a.home.resolve(), a.round_id)
     if not base:
@@ -231,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         out = a.work / f"measure_{n}.json"
         cmd = [sys.executable, "-m", "benchmarks.bench_round", "--home", str(tiled), "--round", a.round_id,
                "--chunk-rows", str(n), "--measure", str(out),
-               *(["--memory-limit", a.memory_limit] if a.memory_limit else [])]
+               *(["--memory-limit", a.memory_limit] if a.memory_limit else []),
+               *(["--model-home", str(a.model_home.resolve())] if a.model_home else [])]
         print("== " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
         runs.append(json.loads(out.read_text()))

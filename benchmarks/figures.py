@@ -26,6 +26,10 @@ Steps:
   notfound README.md: the not-found list's precision and recall against the simulator's truth on the
            test worlds (seeds 11, 5, 23) and world M (`ews notfound build`, `ews notfound show --truth`).
   demo     README.md: wall time and peak memory of `ews demo --no-serve` (embedded defaults).
+  additivity training/DECISIONS.md ("Where the model's shortfall comes from"): the observable ceiling,
+           its flexible, tree and additive projections, the model and logistic regression on the test
+           fold of 20,000 x 4 worlds, seeds 2, 23, 31 (`python -m benchmarks.additivity`), with the
+           paired differences and the R^2 of the ceiling's logit.
   reasons  serving/reasons.py: the share of flagged pupils of the small demo's published rounds
            (`ews demo --students 3000 --years 4 --no-serve`) with no material reason, and with an empty
            reasons cell (--reasons-home HOME reads another home's rounds).
@@ -56,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons")
+STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons", "additivity")
 CEILING_SEEDS = (1, 2, 3)
 
 
@@ -282,18 +286,7 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
     w = work / f"world-{world.name}"
     sim, home = w / "sim", w / "home"
     h = ["--home", str(home)]
-    chain = _prepare_chain(world, w)
-    done = w / "prepared.json"
-    if not a.reuse and w.exists():  # figures of changed code need a world built by that code
-        shutil.rmtree(w)
-    if not done.exists():  # with --reuse, a rerun after a failed training reuses the prepared home
-        # `ews ingest` exits 1 when it refused a delivery: the simulator's malformed files are meant to be
-        # refused (and are counted in its JSON), so that is a success here.
-        outputs = [run_cli(argv, w / f"{i}-{argv[3]}.log", (0, 1) if argv[3] == "ingest" else (0,))
-                   for i, argv in enumerate(chain)]
-        done.write_text(json.dumps(json_of(outputs[-1]), default=str), encoding="utf-8")
-    trainset_doc = json.loads(done.read_text(encoding="utf-8"))
-    prep = " && ".join(command_text(x) for x in chain)
+    trainset_doc, prep = _prepare_world(a, world, w)
     section: dict[str, Any] = {"world": world.__dict__ | {"alternatives": list(world.alternatives)},
                                "trainset": trainset_doc, "prepare": prep, "runs": {}}
     wid = f"world.{world.name}"
@@ -315,6 +308,22 @@ def world_step(a: argparse.Namespace, world: World, work: Path, out: Collected) 
         _train_figures(out, f"{wid}.{name}", summary, ivs, cmd)
         reported_figures(out, f"{wid}.{name}", summary, cmd)
     out.sections[f"world_{world.name}"] = section
+
+
+def _prepare_world(a: argparse.Namespace, world: World, w: Path) -> tuple[dict[str, Any], str]:
+    """World `world` simulated, ingested, linked and made a training set under folder `w` (rebuilt
+    unless --reuse): the trainset stage's JSON and the chain as a reader types it."""
+    chain = _prepare_chain(world, w)
+    done = w / "prepared.json"
+    if not a.reuse and w.exists():  # figures of changed code need a world built by that code
+        shutil.rmtree(w)
+    if not done.exists():  # with --reuse, a rerun after a failed training reuses the prepared home
+        # `ews ingest` exits 1 when it refused a delivery: the simulator's malformed files are meant to be
+        # refused (and are counted in its JSON), so that is a success here.
+        outputs = [run_cli(argv, w / f"{i}-{argv[3]}.log", (0, 1) if argv[3] == "ingest" else (0,))
+                   for i, argv in enumerate(chain)]
+        done.write_text(json.dumps(json_of(outputs[-1]), default=str), encoding="utf-8")
+    return json.loads(done.read_text(encoding="utf-8")), " && ".join(command_text(x) for x in chain)
 
 
 def _prepare_chain(world: World, w: Path) -> list[list[str]]:
@@ -566,6 +575,43 @@ def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
         out.sections[f"notfound_{name}"] = {"command": cmd, "quality": q}
 
 
+# The worlds training/DECISIONS.md's additivity tables quote: world M's size, three seeds.
+ADDITIVITY_WORLDS = tuple(World(f"A{seed}", 20000, 4, seed) for seed in (2, 23, 31))
+QUICK_ADDITIVITY_WORLDS = (World("A2", 1500, 4, 2),)
+
+
+def additivity_figures(out: Collected, fid: str, doc: Mapping[str, Any], cmd: str) -> None:
+    """`benchmarks.additivity --json`'s points with their intervals (`<fid>.<score>.<metric>`), the
+    paired differences (`<fid>.<a>_minus_<b>.<metric>`) and the R^2 of the ceiling's logit."""
+    out.add(f"{fid}.test_rows", doc["test_rows"], cmd)
+    out.add(f"{fid}.test_dropouts", doc["test_dropouts"], cmd)
+    for name, metrics in doc["scores"].items():
+        for m in ("roc_auc", "pr_auc"):
+            out.add(f"{fid}.{name}.{m}", round(metrics[m]["point"], 4), cmd, tuple(metrics[m]["ci95"]))
+        out.add(f"{fid}.{name}.pr_auc_share_of_ceiling", round(metrics["pr_auc_share_of_ceiling"], 3), cmd,
+                note="PR-AUC / observable ceiling's PR-AUC")
+    for key, d in doc["differences"].items():
+        for m in ("roc_auc", "pr_auc"):
+            out.add(f"{fid}.{key.replace(' - ', '_minus_')}.{m}", round(d[m]["point"], 4), cmd, tuple(d[m]["ci95"]),
+                    note="paired difference")
+    for name, r2 in doc["logit_r2"].items():
+        out.add(f"{fid}.logit_r2.{name}", round(r2, 3), cmd, note="share of the ceiling's log-odds variance on the test fold")
+
+
+def additivity_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """DECISIONS.md: what the features, the model's family, additivity and the labels each cost
+    (`benchmarks.additivity` on a world prepared by the CLI stages; points and intervals as it prints)."""
+    for world in (QUICK_ADDITIVITY_WORLDS if a.quick else ADDITIVITY_WORLDS):
+        w = work / f"additivity-{world.seed}"
+        _, prep = _prepare_world(a, world, w)
+        argv = [sys.executable, "-m", "benchmarks.additivity", "--home", str(w / "home"), "--truth",
+                str(w / "sim" / "truth"), "--threads", "2", "--json"]
+        doc = json_of(run_cli(argv, w / "additivity.log"))
+        cmd = f"{prep} && {shlex.join(['python', *argv[1:]])}"
+        additivity_figures(out, f"additivity.seed{world.seed}", doc, cmd)
+        out.sections[f"additivity_{world.seed}"] = doc
+
+
 def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
     """serving/reasons.py: the share of flagged pupils (problem and at-risk groups) with no material
     reason (before the small-factor text, their cell was empty) and the share with an empty cell,
@@ -691,6 +737,10 @@ def plan(a: argparse.Namespace) -> list[str]:
         lines.append(command_text(ews_argv("demo", "--no-serve")))
     if "reasons" in a.only:
         lines.append(f"reasons: flagged pupils with no material reason in the published rounds of {a.reasons_home or work / 'demo-3000x4'}")
+    if "additivity" in a.only:
+        lines += [f"additivity: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
+                  "trainset, python -m benchmarks.additivity --json"
+                  for w in (QUICK_ADDITIVITY_WORLDS if a.quick else ADDITIVITY_WORLDS)]
     return lines
 
 
@@ -717,6 +767,8 @@ def main(argv: list[str] | None = None) -> None:
         steps.append(lambda: demo_step(a, work, out))
     if "reasons" in a.only:
         steps.append(lambda: reasons_step(a, work, out))
+    if "additivity" in a.only:
+        steps.append(lambda: additivity_step(a, work, out))
     for step in steps:
         try:
             step()

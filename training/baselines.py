@@ -73,7 +73,8 @@ def grade_term_lookup(test: pd.DataFrame, train: pd.DataFrame, y_train: np.ndarr
     return smoothed.reindex(keys).fillna(overall).to_numpy(dtype=float)
 
 
-def _logistic_input(frame: pd.DataFrame, features: tuple[str, ...] = FEATURE_NAMES) -> pd.DataFrame:
+def logistic_input(frame: pd.DataFrame, features: tuple[str, ...] = FEATURE_NAMES) -> pd.DataFrame:
+    """The logistic pipeline's input: categories as strings ('missing' for none), the rest as numbers."""
     out = {}
     for f in features:
         if f in CATEGORICAL:
@@ -98,7 +99,7 @@ def fit_logistic(train: pd.DataFrame, y: np.ndarray, seed: int, max_rows: int,
     if len(train) > max_rows:
         idx = np.random.default_rng(seed).choice(len(train), size=max_rows, replace=False)
         train, y = train.iloc[np.sort(idx)], np.asarray(y)[np.sort(idx)]
-    return logistic_pipeline(seed, features).fit(_logistic_input(train, features), y)
+    return logistic_pipeline(seed, features).fit(logistic_input(train, features), y)
 
 
 def baseline_scores(
@@ -112,6 +113,6 @@ def baseline_scores(
         "cct_poverty": cct_poverty(test),
         "school_only": school_only(test, float(np.mean(y_train))),
         "grade_term_lookup": grade_term_lookup(test, train, y_train),
-        "school_model": school.predict_proba(_logistic_input(test, SCHOOL_FEATURES))[:, 1],
-        "logistic": lr.predict_proba(_logistic_input(test))[:, 1],
+        "school_model": school.predict_proba(logistic_input(test, SCHOOL_FEATURES))[:, 1],
+        "logistic": lr.predict_proba(logistic_input(test))[:, 1],
     }

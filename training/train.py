@@ -53,17 +53,22 @@ def _finite(v: float) -> float | None:
 
 
 def truth_for_test(home: EwsHome, truth_dir: Path, ts: Trainset, cfg: TrainConfig) -> pd.DataFrame:
-    """(student_key, round_id, p_true, p_observable) of the test rounds, from the simulator's truth folder.
+    """(student_key, round_id, p_true, p_observable) of the test rounds, from the simulator's truth folder."""
+    split, _ = split_trainset(ts, cfg)
+    return truth_for_rounds(home, truth_dir, list(split.test))
+
+
+def truth_for_rounds(home: EwsHome, truth_dir: Path, round_ids: list[str]) -> pd.DataFrame:
+    """(student_key, round_id, p_true, p_observable) of the given rounds, from the simulator's truth folder.
 
     The truth is read by the evaluator the entry point installed (features/evaluation.py): training
     never imports the simulator."""
     from features.evaluation import truth_evaluator
     from features.pointintime.pipeline import connect_warehouse
 
-    split, _ = split_trainset(ts, cfg)
     con = connect_warehouse(home)
     try:
-        table = truth_evaluator().ceiling_table(con, Path(truth_dir), list(split.test))
+        table = truth_evaluator().ceiling_table(con, Path(truth_dir), list(round_ids))
     finally:
         con.close()
     frame = table.to_pandas()

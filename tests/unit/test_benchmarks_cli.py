@@ -27,10 +27,10 @@ MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", 
            "bench_reasons", "bench_serve", "bench_action_training"]
 
 
-@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality"])
+@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity"])
 def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
-    # bench_load belongs to the load test, bench_list_bytes and link_quality read a given home (no --plan): their
-    # --help is checked here, as a command
+    # bench_load belongs to the load test; bench_list_bytes, link_quality and additivity read a given home
+    # (no --plan): their --help is checked here, as a command
     out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -100,6 +100,7 @@ def test_the_command_plans_every_step_without_running_anything(capsys: pytest.Ca
     assert "ews demo --no-serve" in out
     assert sum(line.startswith("not-found list:") for line in out.splitlines()) == len(figures.NOTFOUND_WORLDS)
     assert "reasons: flagged pupils" in out
+    assert sum(line.startswith("additivity:") for line in out.splitlines()) == len(figures.ADDITIVITY_WORLDS)
 
 
 def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibration_per_term() -> None:
@@ -117,3 +118,23 @@ def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibrat
     assert got["world.M.default.calibration.oe"] == (1.02, 0.95, 1.09)
     assert got["world.M.default.calibration.term.T1.oe"] == (0.9, 0.8, 1.0)
     assert got["world.M.default.reported.pr_auc_share_of_observable_ceiling"][0] == pytest.approx(0.26 / 0.30)
+
+
+def test_the_additivity_figures_keep_the_benchmarks_intervals_and_name_each_difference() -> None:
+    doc = {"test_rows": 40_000, "test_dropouts": 1100,
+           "scores": {"p_observable": {"roc_auc": {"point": 0.91791, "ci95": [0.90, 0.93]},
+                                       "pr_auc": {"point": 0.357, "ci95": [0.32, 0.39]}, "pr_auc_share_of_ceiling": 1.0},
+                      "risk_score": {"roc_auc": {"point": 0.9086, "ci95": [0.89, 0.92]},
+                                     "pr_auc": {"point": 0.3215, "ci95": [0.29, 0.35]}, "pr_auc_share_of_ceiling": 0.9006}},
+           "differences": {"p_observable - risk_score": {"roc_auc": {"point": 0.0093, "ci95": [0.005, 0.013]},
+                                                         "pr_auc": {"point": 0.0355, "ci95": [0.02, 0.05]}}},
+           "logit_r2": {"risk_score": 0.8791}}
+    out = figures.Collected()
+    figures.additivity_figures(out, "additivity.seed2", doc, "cmd")
+    got = {f.id: (f.value, f.low, f.high) for f in out.figures}
+    assert got["additivity.seed2.p_observable.roc_auc"] == (0.9179, 0.90, 0.93)
+    assert got["additivity.seed2.risk_score.pr_auc_share_of_ceiling"] == (0.901, None, None)
+    assert got["additivity.seed2.p_observable_minus_risk_score.pr_auc"] == (0.0355, 0.02, 0.05)
+    assert got["additivity.seed2.logit_r2.risk_score"] == (0.879, None, None)
+    assert got["additivity.seed2.test_dropouts"] == (1100, None, None)
+    assert all(f.command == "cmd" for f in out.figures)
