@@ -195,3 +195,15 @@ def test_ab_sends_the_token_and_gzip_and_times_every_request() -> None:
     assert bad.requests == bad.errors > 0
     assert len(seen) >= ok.requests + bad.requests
     assert seen[0] == ("Bearer t", "gzip") and seen[-1] == ("Bearer t", None)
+
+
+@pytest.mark.parametrize("setting", ['{"lambda_l3": 30}', '[30]', '{"lambda_l2": -1}'])
+def test_the_training_benchmark_refuses_a_model_setting_before_growing_any_rows(
+        setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_train
+
+    with pytest.raises(SystemExit) as stop:
+        bench_train.main(["--home", str(tmp_path), "--model", setting, "--out-dir", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert "--model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing measured, nothing written
