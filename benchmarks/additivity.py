@@ -32,7 +32,8 @@ Each with a paired 95% student-level bootstrap interval (the replicates `ews tra
 trained model's and the logistic baseline's own figures (`training.pipeline.train_and_evaluate`, as
 `ews train` fits them). Also the share of the ceiling's log-odds variance on the test fold each
 projection reproduces (R^2 of the logits). Nothing is logged or registered; outside `make bench`
-(a full training run, minutes). training/DECISIONS.md quotes it (issue 12, session 11).
+(a full training run, minutes). training/DECISIONS.md quotes it (issue 12) from
+`make figures --only additivity` (benchmarks/figures.py), which runs it on three seeds' worlds.
 """
 
 from __future__ import annotations

@@ -673,8 +673,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def figure_group(fid: str) -> str:
+    """The run-sized group a figure belongs to: a world or a not-found world (`world.M`, `notfound.seed5`),
+    else its step (`ceiling`, `reasons`, `additivity`). A step run alone replaces whole groups."""
+    parts = fid.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("world", "notfound") and len(parts) > 1 else parts[0]
+
+
 def write_outputs(a: argparse.Namespace, out: Collected, argv: list[str], folder: Path) -> None:
-    """figures.json and FIGURES.md, each written to a temporary name and renamed (never half-written)."""
+    """figures.json and FIGURES.md, each written to a temporary name and renamed (never half-written).
+
+    A step run alone (`--only`) replaces only its own figures, so the file mixes runs: `runs` keeps,
+    per figure group, the run that produced it (when, which command, at which commit, how loaded the
+    machine was), and FIGURES.md lists them. The top-level header is the last run's."""
     folder.mkdir(parents=True, exist_ok=True)
     head = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", "benchmarks.figures", *argv]),
@@ -685,19 +696,43 @@ def write_outputs(a: argparse.Namespace, out: Collected, argv: list[str], folder
     figures = {f.id: f.__dict__ for f in out.figures}
     merged = {**previous.get("figures", {}), **figures}  # a step run alone replaces only its own figures
     sections = {**previous.get("sections", {}), **out.sections}
-    doc = {**head, "figures": merged, "sections": sections}
+    runs = {**previous.get("runs", {}), **{g: head for g in {figure_group(fid) for fid in figures}}}
+    doc = {**head, "runs": runs, "figures": merged, "sections": sections}
     _atomic(folder / "figures.json", json.dumps(doc, indent=2, default=str) + "\n")
+    _atomic(folder / "FIGURES.md", render_markdown(doc))
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    """FIGURES.md from figures.json's document: each group's run, then every figure with its command."""
+    merged, runs = doc["figures"], doc.get("runs", {})
+    counts: dict[str, int] = {}
+    for fid in merged:
+        counts[figure_group(fid)] = counts.get(figure_group(fid), 0) + 1
     lines = ["# Figures quoted in the documents", "",
-             f"Generated {head['generated_at']} by `{head['command']}` at commit {head['git_commit'] or 'unknown'} "
-             f"(Python {head['python']}, {head['cpus']} CPUs, load average {head['load_average_at_end']:.1f} at the end).",
-             f"Intervals: {head['interval']}, {a.reps} replicates." + (" QUICK RUN: small worlds, figures prove the chain only." if a.quick else ""),
-             "Machine-readable: figures.json (same ids). Regenerate all: `make figures`.", "",
-             "| id | value | 95% interval | reproduce with | note |", "|---|---|---|---|---|"]
+             f"Last run {doc['generated_at']}: `{doc['command']}` at commit {doc.get('git_commit') or 'unknown'}. "
+             "A step run alone replaces only its own groups; each group's run:", "",
+             "| group | figures | generated | command | commit | bootstrap replicates | Python, CPUs, load at the end |",
+             "|---|---|---|---|---|---|---|"]
+    for g in sorted(counts):
+        r = runs.get(g)
+        if r is None:
+            lines.append(f"| {g} | {counts[g]} | – | not recorded | – | – | – |")
+            continue
+        quick = " QUICK RUN: small worlds, figures prove the chain only." if r.get("quick") else ""
+        # a run recorded before groups kept their own (backfilled from git history) may lack its command
+        command = f"`{r['command']}`" if r.get("command") else r.get("note", "not recorded")
+        load = r.get("load_average_at_end")
+        machine = f"{r.get('python')}, {r.get('cpus')}, {load:.1f}" if load is not None else "–"
+        lines.append(f"| {g} | {counts[g]} | {r.get('generated_at') or '–'} | {command}{quick} | {r.get('git_commit') or '–'} | "
+                     f"{r.get('bootstrap_replicates') or '–'} | {machine} |")
+    lines += ["", f"Intervals: {doc['interval']}.",
+              "Machine-readable: figures.json (same ids; `runs` holds each group's run). Regenerate all: `make figures`.", "",
+              "| id | value | 95% interval | reproduce with | note |", "|---|---|---|---|---|"]
     for fid in sorted(merged):
         f = merged[fid]
         iv = f"{_fmt(f['low'])} – {_fmt(f['high'])}" if f.get("low") is not None else ""
         lines.append(f"| {fid} | {_fmt(f['value'])} | {iv} | `{f['command']}` | {f.get('note', '')} |")
-    _atomic(folder / "FIGURES.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def _previous(path: Path) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def test_spark_submit_of_the_entry_point_writes_the_feature_set_duckdb_writes(
     plain = subprocess.run([sys.executable, "-m", "ews", "features", "--round", ROUND, "--home", str(duck)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert plain.returncode == 0, plain.stderr[-2000:]
+    # The JIT capped at C1 here, unlike SMALL_RUN_CONF: one round's features in a fresh JVM is over
+    # before C2 pays for its compiling (this test: 23 s with the cap, 30 s without, on 2 cores).
     submitted = subprocess.run(
         [str(submit), "--master", "local[2]", "--conf", "spark.driver.memory=1g",
          "--conf", "spark.driver.extraJavaOptions=-XX:+UseSerialGC -XX:TieredStopAtLevel=1",

@@ -78,6 +78,20 @@ def test_every_figure_names_its_command_and_a_step_run_alone_keeps_the_others(tm
         row = next(line for line in table.splitlines() if line.startswith(f"| {fid} |"))
         assert f"`{f['command']}`" in row and f"{f['low']:.4g} – {f['high']:.4g}" in row
 
+    # each group names the run that produced it, not the last run's command
+    assert doc["runs"]["ceiling"]["command"].endswith("--only ceiling")
+    assert doc["runs"]["world.S"]["command"].endswith("--only worlds")
+    for group, step in (("ceiling", "--only ceiling"), ("world.S", "--only worlds")):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {group} |"))
+        assert f"{step}`" in row
+
+
+def test_figures_are_grouped_by_world_or_step() -> None:
+    assert figures.figure_group("world.M.default.model.roc_auc") == "world.M"
+    assert figures.figure_group("notfound.seed5.precision") == "notfound.seed5"
+    assert figures.figure_group("additivity.seed2.logit_r2.risk_score") == "additivity"
+    assert figures.figure_group("ceiling.seed1.early.roc_auc") == "ceiling"
+
 
 def test_the_training_set_figures_come_from_the_manifest_ews_trainset_prints() -> None:
     doc = {"trainset": {"rows": 1200, "label_rate": 0.0125, "unlabelled_rows": 7,
