@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -476,8 +476,8 @@ def explanation(rnd: LoadedRound, who: Principal, student_key: str) -> dict[str,
     if not who.may("explain"):
         raise RequestError(403, f"role {who.role} may not read explanations")
     i = _row_for(rnd, who, student_key)
-    r = rnd.frame(LIST_COLUMNS, np.array([i])).iloc[0]
-    values = {f: _num(v) for f, v in rnd.values_frame(np.array([i])).iloc[0].items()}
+    r = rnd.row(LIST_COLUMNS, i)
+    values = {f: _num(v) for f, v in rnd.values_row(i).items()}
     base = {"student_key": student_key, "round_id": rnd.round_id, "school_code": r["school_code"],
             "grade": _num(r["grade"]), "model_version": rnd.model_version, "snapshot_hash": rnd.ref.hash}
     if not who.sees_everything:
@@ -531,7 +531,7 @@ def _explanation_disclosed(rnd: LoadedRound, i: int, full: dict[str, Any]) -> di
     return out
 
 
-def _explanation_full(rnd: LoadedRound, i: int, r: pd.Series, values: dict[str, Any],
+def _explanation_full(rnd: LoadedRound, i: int, r: Mapping[str, Any], values: dict[str, Any],
                       base: dict[str, Any]) -> dict[str, Any]:
     if not bool(r["scored"]):
         return {**base, "scored": False, "no_score_reason": _num(r["no_score_reason"]),

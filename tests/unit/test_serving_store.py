@@ -109,6 +109,33 @@ def test_a_mapped_round_reads_as_the_snapshot_read_whole(tmp_path: Path) -> None
     assert rnd.num_rows == len(whole) and rnd.student_keys() == whole["student_key"].tolist()
 
 
+def test_one_students_row_reads_as_python_values_exactly_as_the_frame_reads_it(tmp_path: Path) -> None:
+    """`row` (an explanation's read, without pandas) gives, for every student and column, the value
+    and type the one-row frame gives through the service's JSON conversion: an integer column with a
+    missing value elsewhere as float, room as an integer, missing as None, booleans with gaps as bool."""
+    ref = _snapshot(EwsHome(root=tmp_path), 300, 11)
+    rnd = load_round(ref)
+    t, n = rnd.table, rnd.table.num_rows
+    over_age = ref.manifest.columns.model_inputs["over_age_years"]
+    gaps = {over_age: pa.array([None if k == 7 else k % 3 for k in range(n)], pa.int64()),
+            "room": pa.array([None if k == 2 else 1 + k % 4 for k in range(n)], pa.int32())}
+    for name, values in gaps.items():
+        t = t.set_column(t.schema.get_field_index(name), name, values)
+    rnd.table = t.append_column("flag", pa.array([None if k % 11 == 0 else k % 2 == 0 for k in range(n)], pa.bool_()))
+    columns = [*views.LIST_COLUMNS, *ref.manifest.columns.model_inputs.values(), "flag"]
+
+    def typed(values: dict) -> dict:
+        return {k: (type(v).__name__, v) for k, v in ((k, views._num(v)) for k, v in values.items())}
+
+    for i in range(n):
+        want = typed(rnd.frame(columns, np.array([i])).iloc[0].to_dict())
+        assert typed(rnd.row(columns, i)) == want, i
+    assert typed(rnd.row([over_age], 3))[over_age] == ("float", 0.0)  # the gap at row 7 makes the column float
+    assert rnd.row(["room"], 2)["room"] is None and typed(rnd.row(["room"], 3))["room"] == ("int", 4)
+    features = list(ref.manifest.columns.model_inputs)
+    assert rnd.values_row(5) == {f: rnd.row(columns, 5)[ref.manifest.columns.model_inputs[f]] for f in features}
+
+
 NAMES: dict[str, str] = {}  # the service's names: one object until it reloads them
 
 
