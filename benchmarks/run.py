@@ -16,6 +16,8 @@ In order:
   round      bench_round: the home's round tiled to --round-pupils, scored end to end (feature SQL ->
              snapshot) at two chunk sizes, time and peak memory per stage, projected to 8M
   reasons    bench_reasons: the round's reasons rendered column-wise vs per row, tiled to --score-rows
+  explain    bench_explain: one pupil's explanation in process, every pupil of the round, as its school and
+             as an auditor (the disclosed view): median and p99 per role
   serve      bench_serve: per-request latency per route at --serve-clients clients
   load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
              refusals (its own defaults: 100 clients x 5 minutes)
@@ -53,8 +55,8 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "serve", "load",
-         "actionaware")
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "explain", "serve",
+         "load", "actionaware")
 
 
 @dataclass
@@ -172,6 +174,10 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         f += [(f"reasons, {r['rows']:,} rows: column-wise / per-row reference / before", f"{_fmt(sec['column_wise'], ' s')} / "
                f"{_fmt(sec['per_row'], ' s')} / {_fmt(sec['before'], ' s')} ({_fmt(r['speedup_vs_before'])}x before)"),
               ("reason text mismatches vs per-row reference", _fmt(r["text_mismatches_vs_per_row_reference"]))]
+    elif name.startswith("explain"):
+        for role, s in r["roles"].items():
+            f.append((f"one explanation in process as {role} ({s['calls']:,} pupils)",
+                      f"median {_fmt(s['median_ms'], ' ms')}, p99 {_fmt(s['p99_ms'], ' ms')}, max {_fmt(s['max_ms'], ' ms')}"))
     elif name.startswith("serve"):
         for route, s in r["per_route"].items():
             rows = r.get("rows", {}).get(route.removesuffix("_json").removesuffix("_xlsx"))
@@ -247,6 +253,8 @@ def plan(a: argparse.Namespace) -> list[Step]:
                       out / f"round_{a.round_pupils}.json"))
     steps.append(Step("reasons", ["benchmarks.bench_reasons", "--home", home, "--round", rnd, "--rows", str(a.score_rows), *o],
                       out / f"reasons_{a.score_rows}.json"))
+    steps.append(Step("explain", ["benchmarks.bench_explain", "--home", home, "--round", rnd, "--roles", "school", "auditor", *o],
+                      out / f"explain_{rnd}.json"))
     steps.append(Step("serve", ["benchmarks.bench_serve", "--home", home, "--round", rnd, "--clients", str(a.serve_clients),
                                 "--mix-clients", str(a.mix_clients), "--seconds", str(a.serve_seconds),
                                 "--workers", str(a.workers), *o], out / f"serve_{rnd}.json"))

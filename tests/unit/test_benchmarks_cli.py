@@ -24,7 +24,7 @@ from benchmarks.latency import Target, latency_stats, measure, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", "bench_train", "bench_score", "bench_round",
-           "bench_reasons", "bench_serve", "bench_action_training"]
+           "bench_reasons", "bench_explain", "bench_serve", "bench_action_training"]
 
 
 @pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity"])
@@ -61,10 +61,10 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(":")[0] for line in lines]
     assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "ingest", "train", "score", "round", "reasons",
-                     "serve", "load", "actionaware"]
+                     "explain", "serve", "load", "actionaware"]
     home = "bench-out/work/pipeline_3000/home"
     for line in lines:
-        if line.startswith(("engines", "train", "score", "round", "reasons", "serve", "load")):
+        if line.startswith(("engines", "train", "score", "round", "reasons", "explain", "serve", "load")):
             assert f"--home {home}" in line
     assert "--seconds 3.0" in next(x for x in lines if x.startswith("serve"))
 
