@@ -53,6 +53,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -705,9 +706,7 @@ def write_outputs(a: argparse.Namespace, out: Collected, argv: list[str], folder
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """FIGURES.md from figures.json's document: each group's run, then every figure with its command."""
     merged, runs = doc["figures"], doc.get("runs", {})
-    counts: dict[str, int] = {}
-    for fid in merged:
-        counts[figure_group(fid)] = counts.get(figure_group(fid), 0) + 1
+    counts = Counter(figure_group(fid) for fid in merged)
     lines = ["# Figures quoted in the documents", "",
              f"Last run {doc['generated_at']}: `{doc['command']}` at commit {doc.get('git_commit') or 'unknown'}. "
              "A step run alone replaces only its own groups; each group's run:", "",

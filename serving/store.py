@@ -273,8 +273,8 @@ class LoadedRound:
     def row(self, columns: Sequence[str], i: int) -> dict[str, Any]:
         """One row's columns as Python values (None where missing), read as `frame(columns, [i])`
         reads them: an integer column with a missing value elsewhere in the round as float, `room`
-        as an integer. For one student (an explanation) this skips pandas, which was three quarters
-        of an explanation's time (building a one-row DataFrame from Arrow's pandas metadata)."""
+        as an integer. For one student (an explanation) this skips building a one-row DataFrame from
+        Arrow's pandas metadata, most of an explanation's time before (benchmarks/bench_explain.py)."""
         taken = self.take(columns, np.array([i], dtype=np.int64))
         out = taken.to_pylist()[0]
         for f in taken.schema:
