@@ -45,11 +45,16 @@ def trainset_command(
     truth: Path | None = typer.Option(None, "--truth", help="Simulator truth folder: also print label agreement (evaluation only)."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    chunk_rows: int | None = typer.Option(
+        None, "--chunk-rows", min=1,
+        help="Pupils per chunk of whole schools on DuckDB (memory only: the set is the same); default 500,000."),
 ) -> None:
     """Build a training set: features of many rounds with their dropout labels, in Parquet.
 
     Students whose outcome is not yet known are left out (unlabelled), never counted as staying.
     The manifest records rounds, row counts, label rate and a fingerprint of the deliveries used.
+    On DuckDB the rounds are written one after the other, each built in chunks of whole schools:
+    memory is set by the chunk, not by the number of pupils or rounds.
     """
     from features.pointintime.pipeline import TrainsetConfig, build_trainset
 
@@ -59,7 +64,7 @@ def trainset_command(
             rounds=tuple(rounds), horizon=horizon,  # type: ignore[arg-type]
             cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         )
-        m = build_trainset(h, cfg)
+        m = build_trainset(h, cfg) if chunk_rows is None else build_trainset(h, cfg, chunk_rows=chunk_rows)
         out: dict[str, object] = {"trainset": m.model_dump(mode="json")}
         if truth is not None:
             from features.evaluation import truth_evaluator

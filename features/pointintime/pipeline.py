@@ -13,13 +13,13 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from itertools import chain
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from features.calendar import SchoolCalendar, ScoringRound, parse_round
@@ -36,7 +36,7 @@ from features.pointintime.build import (
 from features.pointintime.labels import Horizon, labels_known_on, labels_sql
 from features.pointintime.trainset import (  # re-exported: callers import them from here
     TrainsetConfig, TrainsetManifest, TrainsetRound, atomic_write_text, file_sha256,
-    save_trainset_data, save_trainset_manifest,
+    save_trainset_data, save_trainset_manifest, trainset_folder,
 )
 from features.pointintime.spec import FEATURES, GROUPS
 
@@ -199,10 +199,12 @@ def write_feature_set(home: EwsHome, round_id: str, cal: SchoolCalendar | None =
     return manifest
 
 
-def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: SchoolCalendar, r: ScoringRound,
-                           source: PopulationSource, chunk_rows: int, out: Path) -> tuple[int, dict[str, int]]:
-    """The round's features chunk by chunk into `out` (sorted by student_key, `write_parquet`'s
-    bytes): (rows, nulls per feature). Nothing is written for a round with nobody in it."""
+@contextmanager
+def _duckdb_feature_rows(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: SchoolCalendar, r: ScoringRound,
+                         source: PopulationSource, chunk_rows: int, table: str = "fs_rows") -> Iterator[int]:
+    """The round's features in the temporary table `table`, built chunk by chunk of whole schools
+    (DuckDB spills the table, so memory is set by the chunk): yields its row count; the table and
+    the prepared scratch are gone when the block ends, however it ends."""
     scratch = prepared_scratch(home.spill_dir, r.round_id)
     try:
         prepared = prepare_round(con, cal, r, source, chunk_rows, scratch, prefix="fs_")
@@ -210,19 +212,27 @@ def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: S
         # a round in one chunk reads its prepared tables unrestricted (as serving does)
         for i in range(max(n, 1)):
             sql = features_sql(cal, r, population=source, prepared=prepared, chunk=i if n > 1 else None)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE fs_rows AS {sql}" if i == 0 else f"INSERT INTO fs_rows {sql}")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}" if i == 0 else f"INSERT INTO {table} {sql}")
         check_output_columns([c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'fs_rows' ORDER BY column_index").fetchall()])
-        counted = con.execute("SELECT count(*), " + ", ".join(f'count(*) - count("{f.name}")' for f in FEATURES)
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()])
+        yield int(scalar(con, f"SELECT count(*) FROM {table}"))
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_duckdb_features(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: SchoolCalendar, r: ScoringRound,
+                           source: PopulationSource, chunk_rows: int, out: Path) -> tuple[int, dict[str, int]]:
+    """The round's features chunk by chunk into `out` (sorted by student_key, `write_parquet`'s
+    bytes): (rows, nulls per feature). Nothing is written for a round with nobody in it."""
+    with _duckdb_feature_rows(con, home, cal, r, source, chunk_rows) as rows:
+        counted = con.execute("SELECT " + ", ".join(f'count(*) - count("{f.name}")' for f in FEATURES)
                               + " FROM fs_rows").fetchall()[0]
-        rows, nulls = int(counted[0]), {f.name: int(v) for f, v in zip(FEATURES, counted[1:])}
+        nulls = {f.name: int(v) for f, v in zip(FEATURES, counted)}
         if rows:
             reader = con.sql("SELECT * FROM fs_rows ORDER BY student_key").to_arrow_reader(_BATCH_ROWS)
             write_parquet_batches(reader.schema, reader, out)
         return rows, nulls
-    finally:
-        con.execute("DROP TABLE IF EXISTS fs_rows")
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _engine(home: EwsHome, con: duckdb.DuckDBPyConnection, stack: ExitStack) -> SparkEngine | None:
@@ -233,11 +243,44 @@ def _engine(home: EwsHome, con: duckdb.DuckDBPyConnection, stack: ExitStack) -> 
     return stack.enter_context(SparkEngine.open(home, con))
 
 
-def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None) -> TrainsetManifest:
-    """Features of every chosen round joined to labels known by the cutoff; labelled rows only."""
+def trainset_name(rounds: list[ScoringRound], horizon: Horizon, cutoff: dt.date, deliveries: str) -> str:
+    """A training set's name: a hash of what produces it, so a rebuild of the same inputs is idempotent."""
+    key = json.dumps({
+        "rounds": [r.round_id for r in rounds], "horizon": horizon, "cutoff": cutoff.isoformat(),
+        "deliveries": deliveries, "catalogue": CATALOGUE_VERSION,
+    }, sort_keys=True)
+    return "ts-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+# A round's labelled rows: its features joined to its labels, in student_key order. `{features}` and
+# `{labels}` name the round's features and labels (DuckDB tables, or the Spark engine's Arrow tables).
+_LABELLED_SQL = """
+    SELECT f.*, l.dropout AS label, l.outcome, l.label_state, l.label_evidence
+    FROM {features} f JOIN {labels} l USING (student_key)
+    WHERE l.dropout IS NOT NULL
+    ORDER BY f.student_key
+"""
+_COUNT_SQL = """
+    SELECT count(*) FILTER (WHERE l.dropout IS NULL), count(l.dropout), coalesce(sum(l.dropout), 0)
+    FROM {features} f JOIN {labels} l USING (student_key)
+"""
+
+
+def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | None = None,
+                   chunk_rows: int = FEATURE_CHUNK_ROWS) -> TrainsetManifest:
+    """Features of every chosen round joined to labels known by the cutoff; labelled rows only.
+
+    Rounds are written one after the other into the set's Parquet file, in round order and
+    student_key order within a round, one row group at a time: on DuckDB a round's features are
+    built chunk by chunk of whole schools (`chunk_rows` pupils' work at a time, as `ews features`)
+    into a table that spills, so memory is set by the chunk, not by the country or the number of
+    rounds. The bytes do not depend on `chunk_rows` (tests/integration/test_trainset_streaming.py).
+    On Spark the engine hands back each round's features and labels whole.
+    """
     cal = cal or home.calendar
     con = connect_warehouse(home)
     stack = ExitStack()
+    tmp: Path | None = None
     try:
         cutoff = cfg.cutoff or latest_delivery(con)
         rounds = [parse_round(x) for x in cfg.rounds] if cfg.rounds else available_rounds(con, cal)
@@ -245,55 +288,60 @@ def build_trainset(home: EwsHome, cfg: TrainsetConfig, cal: SchoolCalendar | Non
         rounds = [r for r in rounds if cal.as_of(r.round_id) <= cutoff]
         if not rounds:
             raise RuntimeError(f"no scoring round has its census known by {cutoff}")
-        parts: list[pa.Table] = []
-        per_round: list[TrainsetRound] = []
-        unlabelled = 0
-        engine = _engine(home, con, stack)
-        for r in rounds:
-            if engine is not None:
-                feats, labels = engine.features(cal, r), engine.labels(cal, r, cutoff, cfg.horizon)
-            else:
-                feats = build_features(con, cal, r)
-                labels = con.sql(labels_sql(cal, r, cutoff, cfg.horizon)).to_arrow_table()
-            con.register("f_tmp", feats)
-            con.register("l_tmp", labels)
-            joined = con.sql("""
-                SELECT f.*, l.dropout AS label, l.outcome, l.label_state, l.label_evidence
-                FROM f_tmp f JOIN l_tmp l USING (student_key)
-                ORDER BY f.student_key
-            """).to_arrow_table()
-            con.unregister("f_tmp")
-            con.unregister("l_tmp")
-            n_unl = joined.column("label").null_count
-            unlabelled += n_unl
-            joined = joined.filter(pc.is_valid(joined.column("label")))
-            n = joined.num_rows
-            pos = pc.sum(joined.column("label")).as_py() or 0
-            per_round.append(TrainsetRound(
-                round_id=r.round_id, round_type=r.round_type, as_of=cal.as_of(r.round_id),
-                rows=n, unlabelled=n_unl, label_rate=round(pos / n, 5) if n else None,
-                label_known_on=label_known_on(con, cal, r, cfg.horizon, cutoff),
-            ))
-            if n:
-                parts.append(joined)
         fp = delivery_fingerprint(con, cutoff)
         link_run = latest_link_run(con)
+        name = trainset_name(rounds, cfg.horizon, cutoff, fp)
+        path = trainset_folder(home.trainsets_dir, name) / "data.parquet"
+        # beside the sets, not in the set's folder: a build that fails leaves no folder behind
+        home.trainsets_dir.mkdir(parents=True, exist_ok=True)
+        tmp = home.trainsets_dir / f".{name}.data.parquet.tmp"
+        per_round: list[TrainsetRound] = []
+        positives: list[int] = []  # dropouts per round (the manifest's rate is of the exact counts)
+        engine = _engine(home, con, stack)
+
+        def labelled_batches() -> Iterator[pa.RecordBatch]:
+            for r in rounds:
+                with ExitStack() as round_stack:
+                    if engine is not None:
+                        con.register("f_rows", engine.features(cal, r))
+                        con.register("l_rows", engine.labels(cal, r, cutoff, cfg.horizon))
+                        round_stack.callback(con.unregister, "f_rows")
+                        round_stack.callback(con.unregister, "l_rows")
+                        features = "f_rows"
+                    else:
+                        source = population_source(con, cal, r)
+                        round_stack.enter_context(_duckdb_feature_rows(con, home, cal, r, source, chunk_rows, "ts_feats"))
+                        con.execute(f"CREATE OR REPLACE TEMP TABLE l_rows AS {labels_sql(cal, r, cutoff, cfg.horizon)}")
+                        round_stack.callback(con.execute, "DROP TABLE IF EXISTS l_rows")
+                        features = "ts_feats"
+                    n_unl, n, pos = con.execute(_COUNT_SQL.format(features=features, labels="l_rows")).fetchone()
+                    per_round.append(TrainsetRound(
+                        round_id=r.round_id, round_type=r.round_type, as_of=cal.as_of(r.round_id),
+                        rows=int(n), unlabelled=int(n_unl), label_rate=round(int(pos) / n, 5) if n else None,
+                        label_known_on=label_known_on(con, cal, r, cfg.horizon, cutoff),
+                    ))
+                    positives.append(int(pos))
+                    if n:
+                        yield from con.sql(_LABELLED_SQL.format(features=features, labels="l_rows")
+                                           ).to_arrow_reader(_BATCH_ROWS)
+
+        # closed before the session, however the write ends: a round left half-read drops its tables
+        batches = stack.enter_context(closing(labelled_batches()))
+        first = next(batches, None)  # the file's schema is the first labelled round's
+        if first is None:
+            raise RuntimeError(f"no labelled rows: no round's outcome is known by {cutoff}")
+        total = write_parquet_batches(first.schema, chain([first], batches), tmp)
+        path.parent.mkdir(exist_ok=True)
+        os.replace(tmp, path)
     finally:
         stack.close()
         con.close()
-    if not parts:
-        raise RuntimeError(f"no labelled rows: no round's outcome is known by {cutoff}")
-    data = pa.concat_tables(parts)
-    key = json.dumps({
-        "rounds": [r.round_id for r in rounds], "horizon": cfg.horizon, "cutoff": cutoff.isoformat(),
-        "deliveries": fp, "catalogue": CATALOGUE_VERSION,
-    }, sort_keys=True)
-    name = "ts-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = save_trainset_data(home.trainsets_dir, name, data)
-    total = data.num_rows
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     manifest = TrainsetManifest(
-        name=name, config=cfg, cutoff=cutoff, rounds=per_round, rows=total, unlabelled_rows=unlabelled,
-        label_rate=round((pc.sum(data.column("label")).as_py() or 0) / total, 5),
+        name=name, config=cfg, cutoff=cutoff, rounds=per_round, rows=total,
+        unlabelled_rows=sum(x.unlabelled for x in per_round),
+        label_rate=round(sum(positives) / total, 5),
         delivery_fingerprint=fp, catalogue_version=CATALOGUE_VERSION,
         feature_groups={g: [f.name for f in FEATURES if f.group == g] for g in GROUPS},
         categorical=[f.name for f in FEATURES if f.dtype == "category"],
