@@ -15,9 +15,10 @@ In order:
   score      bench_score repeats the published round to --score-rows
   round      bench_round: the home's round tiled to --round-pupils, scored end to end (feature SQL ->
              snapshot) at two chunk sizes, time and peak memory per stage, projected to 8M
+  past       bench_past: the round-wide past step on the tiled round's home, in parts and in one query
   reasons    bench_reasons: the round's reasons rendered column-wise vs per row, tiled to --score-rows
   explain    bench_explain: one pupil's explanation in process, every pupil of the round, as its school and
-             as an auditor (the disclosed view): median and p99 per role
+             as an auditor (the disclosed view), and each pupil's printable sheet: median and p99 each
   serve      bench_serve: per-request latency per route at --serve-clients clients
   load       bench_load: the service under --load-clients clients of mixed routes, and the guard's
              refusals (its own defaults: 100 clients x 5 minutes)
@@ -55,8 +56,11 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "reasons", "explain", "serve",
-         "load", "actionaware")
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "past", "reasons", "explain",
+         "serve", "load", "actionaware")
+
+# The steps that need the home trained, with a published round (their commands name it as ROUND until it is known).
+NEEDS_ROUND = ("train", "score", "round", "past", "reasons", "explain", "serve", "load")
 
 
 @dataclass
@@ -169,6 +173,14 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
             f.append((f"round of {run['pupils']:,} pupils ({r['tiles']} tiles), chunks of {run['chunk_rows']:,} ({run['chunks']})",
                       f"{_fmt(run['seconds_total'], ' s')}, peak {_fmt(run['peak_rss_mb'], ' MB')}; {stages}"))
             f.append((f"projected 8M, chunks of {run['chunk_rows']:,}", f"{_fmt(proj['minutes'], ' min')}, peak {_fmt(proj['peak_rss_mb'], ' MB')}"))
+    elif name.startswith("past"):
+        for how in ("in_parts", "one_query"):
+            s = r[how]
+            f.append((f"past step ({r['past_rounds']} past rounds) {how.replace('_', ' ')} at {s['memory_limit']}",
+                      f"{_fmt(s['seconds'], ' s')}, peak {_fmt(s['peak_rss_mb'], ' MB')}"
+                      + (f"; failed: {s['failed']}" if "failed" in s else "")))
+        if "rows_that_differ" in r:
+            f.append((f"schools whose rate differs between the two ({r['schools']:,} schools)", _fmt(r["rows_that_differ"])))
     elif name.startswith("reasons"):
         sec = r["seconds"]
         f += [(f"reasons, {r['rows']:,} rows: column-wise / per-row reference / before", f"{_fmt(sec['column_wise'], ' s')} / "
@@ -177,6 +189,10 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
     elif name.startswith("explain"):
         for role, s in r["roles"].items():
             f.append((f"one explanation in process as {role} ({s['calls']:,} pupils)",
+                      f"median {_fmt(s['median_ms'], ' ms')}, p99 {_fmt(s['p99_ms'], ' ms')}, max {_fmt(s['max_ms'], ' ms')}"))
+        if "sheet" in r:
+            s = r["sheet"]
+            f.append((f"one pupil's sheet in process ({s['calls']:,} pupils, {s['rounds_held']} rounds held)",
                       f"median {_fmt(s['median_ms'], ' ms')}, p99 {_fmt(s['p99_ms'], ' ms')}, max {_fmt(s['max_ms'], ' ms')}"))
     elif name.startswith("serve"):
         for route, s in r["per_route"].items():
@@ -251,6 +267,9 @@ def plan(a: argparse.Namespace) -> list[Step]:
                                 *([] if a.round_pupils > 100_000 else ["--chunk-rows", str(max(1, a.round_pupils // 5)),
                                                                         "--chunk-rows", str(a.round_pupils)]), *o],
                       out / f"round_{a.round_pupils}.json"))
+    # the round-wide past step alone on the round's tiled home: in parts (as scoring) and in one query
+    steps.append(Step("past", ["benchmarks.bench_past", "--home", str(out / "work" / f"round_{a.round_pupils}" / "home"),
+                               "--round", rnd, *o], out / f"past_{rnd}.json"))
     steps.append(Step("reasons", ["benchmarks.bench_reasons", "--home", home, "--round", rnd, "--rows", str(a.score_rows), *o],
                       out / f"reasons_{a.score_rows}.json"))
     steps.append(Step("explain", ["benchmarks.bench_explain", "--home", home, "--round", rnd, "--roles", "school", "auditor", *o],
@@ -321,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             s.seconds, s.exit_code = round(time.perf_counter() - t0, 1), 0 if rnd else 1
             if rnd is None:
                 s.note = f"home not built: see {hwork}/*.log"
-        elif s.name in ("train", "score", "round", "reasons", "serve", "load"):  # these need the home: trained, with a published round
+        elif s.name in NEEDS_ROUND:
             if rnd is None and "home" not in a.only:  # e.g. --only serve: reuse the home an earlier run built
                 rnd = _existing_round(a, hwork)
             if rnd is None:

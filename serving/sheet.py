@@ -16,9 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from features.pointintime.spec import BY_NAME
 
 if TYPE_CHECKING:
@@ -154,10 +151,6 @@ def pupil_sheet(*, name: str | None, student_key: str, school_name: str | None, 
 </body></html>"""
 
 
-def _text(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA else v
-
-
 def sheet_for(rnd: LoadedRound, rounds: list[LoadedRound], student_key: str, name: str | None,
               actions: list[dict[str, Any]]) -> str:
     """The sheet of a pupil of `rnd` (the caller has checked the pupil is its school's), with one
@@ -167,17 +160,15 @@ def sheet_for(rnd: LoadedRound, rounds: list[LoadedRound], student_key: str, nam
     i = rnd.row_of(student_key)
     if i is None:
         raise KeyError(student_key)
-    one = np.array([i], dtype=np.int64)
-    row = {k: _text(v) for k, v in rnd.frame(LIST_COLUMNS, one).iloc[0].items()}
-    values = {k: _text(v) for k, v in rnd.values_frame(one).iloc[0].items()}
+    # one pupil's values as Python values (`LoadedRound.row`), not one-row DataFrames: the same values
+    row = rnd.row(LIST_COLUMNS, i)
+    values = rnd.values_row(i)
     history = []
     for other in sorted(rounds, key=lambda x: x.manifest.as_of):
         j = other.row_of(student_key)
         if j is None or other.manifest.as_of > rnd.manifest.as_of:
             continue
-        at = np.array([j], dtype=np.int64)
-        shown = other.values_frame(at, ("att_rate_term", "att_rate_12m", "gpa_last"))
-        vals = {f: shown[f].iat[0] for f in shown.columns}
+        vals = other.values_row(j, ("att_rate_term", "att_rate_12m", "gpa_last"))
         history.append(history_point(other.round_id, other.cell("risk_score", j), vals))
     return pupil_sheet(name=name, student_key=student_key, school_name=row.get("school_name"),
                        school_code=str(row["school_code"]), grade=row.get("grade"), room=row.get("room"),

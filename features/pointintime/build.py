@@ -17,7 +17,7 @@ both to agree on every column.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -272,6 +272,7 @@ ROUND_WIDE_STEPS: frozenset[str] = frozenset({"past"})
 ROUND_POPULATION_COLUMNS: tuple[str, ...] = (*FEATURE_POPULATION_COLUMNS, "room")
 
 Chunk = tuple[tuple[str, ...], int]  # (school codes, pupils) of one chunk
+PARTITION_FLUSH_ROWS = 65_536  # rows a partitioned COPY buffers per thread before writing (`prepare_round`)
 
 
 def pack_schools(counts: list[tuple[str, int]], chunk_rows: int) -> list[Chunk]:
@@ -354,6 +355,20 @@ def round_wide_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
     return out
 
 
+def round_wide_parts(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
+                     dialect: Dialect = DUCKDB) -> dict[str, tuple[list[str], Callable[[str], str]]]:
+    """The round-wide steps that declare their rows in parts (`compile.Step.parts`): step name ->
+    (one SELECT per part, the step over a relation holding the parts' rows)."""
+    ctx = round_context(cal, r, schema, dialect)
+    out: dict[str, tuple[list[str], Callable[[str], str]]] = {}
+    for g in (*MODEL_GROUPS, FAIRNESS):
+        for step in g.steps:
+            if step.name in ROUND_WIDE_STEPS and step.parts is not None and step.over is not None:
+                over = step.over
+                out[step.name] = (step.parts(ctx), lambda rows, over=over: over(ctx, rows))  # type: ignore[misc]
+    return out
+
+
 def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
                   population: PopulationSource, chunk_rows: int, folder: Path, schema: str = "wh",
                   prefix: str = "round_") -> PreparedRound:
@@ -382,22 +397,42 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
                 f"FROM {whole} p JOIN {prefix}chunks c ON c.school_code = p.chunk_school ORDER BY c.chunk, p.sid")
     con.execute(f"DROP TABLE {whole}")
     steps = {}
+    in_parts = round_wide_parts(cal, r, schema)
     for name, sql in round_wide_sql(cal, r, schema).items():
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
+        parts, over = in_parts.get(name, ([], None))
+        if parts and over is not None:
+            # A country's past rounds in one query outgrow the scoring session's memory (8M pupils: out
+            # of memory at 1.5 GB, docs/ARCHITECTURE.md "Engines"): their rows are gathered one part at a
+            # time into a table that spills, and the step runs over them (the same rows: the same step).
+            rows = f"{prefix}{name}_rows"
+            for i, part in enumerate(parts):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {rows} AS {part}" if i == 0 else f"INSERT INTO {rows} {part}")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {over(rows)}")
+            con.execute(f"DROP TABLE {rows}")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
         steps[name] = f"{prefix}{name}"
     known: dict[str, Path] = {}
     keys = f"(SELECT sid, chunk FROM {pop})"
-    for read in _feature_reads():
-        if not read.per_student:
-            continue
-        name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
-        cols = ", ".join(f"k.{c}" for c in _known_columns(read))
-        rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
-        con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
-        # no file at all (COPY of no rows may still leave the folder): the read keeps its compiled step,
-        # which finds no row either; a glob over an empty folder is an error in DuckDB
-        if any((folder / name).glob("*/*.parquet")):
-            known[name] = folder / name
+    # A partitioned COPY buffers up to this many rows per thread, across its partitions (one per
+    # chunk), before it writes them out; DuckDB's default (524,288) ran an 8M-pupil round's
+    # attendance rows (256M, 41 chunks) out of the scoring session's 1.5 GB; with 65,536 the whole
+    # round peaked at 2.9 GB (docs/ARCHITECTURE.md, "A whole national round").
+    con.execute(f"SET partitioned_write_flush_threshold = {PARTITION_FLUSH_ROWS}")
+    try:
+        for read in _feature_reads():
+            if not read.per_student:
+                continue
+            name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
+            cols = ", ".join(f"k.{c}" for c in _known_columns(read))
+            rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
+            con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
+            # no file at all (COPY of no rows may still leave the folder): the read keeps its compiled step,
+            # which finds no row either; a glob over an empty folder is an error in DuckDB
+            if any((folder / name).glob("*/*.parquet")):
+                known[name] = folder / name
+    finally:
+        con.execute("RESET partitioned_write_flush_threshold")
     return PreparedRound(pop, steps, known, tuple(chunks))
 
 

@@ -183,10 +183,19 @@ Sql = str | Callable[[RoundContext], str]
 
 @dataclass(frozen=True)
 class Step:
-    """An aggregate step of a group: a named SELECT over earlier steps (a template or a function)."""
+    """An aggregate step of a group: a named SELECT over earlier steps (a template or a function).
+
+    A round-wide step over the whole country may also declare its rows in parts (`parts`: one
+    SELECT each) and itself over any relation holding them (`over`), with `sql` = `over` of the
+    parts' UNION ALL. An engine that cannot hold the union at once (DuckDB in a bounded session,
+    `build.prepare_round`) materialises the parts one after the other and runs `over` on them:
+    the same rows, so the same step.
+    """
 
     name: str
     sql: Sql
+    parts: Callable[[RoundContext], list[str]] | None = None
+    over: Callable[[RoundContext, str], str] | None = None
 
 
 @dataclass(frozen=True)

@@ -338,23 +338,34 @@ AREAS_READ = Read(name="area", source="src_areas", key=("tambon_code",), per_stu
 SCHOOL_JOINS = ("school ON school.school_code = pop.school_code", "area ON area.tambon_code = school.tambon_code")
 
 
-def _past_dropout_rate(ctx: RoundContext) -> str:
-    """Dropout rate per school over earlier early rounds whose outcome was known by as-of."""
+def _past_rows(ctx: RoundContext) -> list[str]:
+    """One SELECT per earlier early round whose outcome was known by as-of: (student_key, dropout,
+    school_code) of its labelled pupils, each at the school of that round's census."""
     if ctx.cal is None or ctx.round is None:
         raise ValueError("the school's past dropout rate needs the round and its calendar")
-    past = earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
-    if not past:
-        return "SELECT CAST(NULL AS STRING) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
-    labelled = " UNION ALL ".join(
+    return [
         f"SELECT l.student_key, l.dropout, p.school_code "
         f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False, dialect=ctx.dialect)}) l "
         # only the two columns it reads: every census column costs an arg_max per pupil and round
         f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, LABEL_POPULATION_COLUMNS, dialect=ctx.dialect)}) p USING (student_key) "
         "WHERE l.dropout IS NOT NULL"
-        for e in past
-    )
+        for e in earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
+    ]
+
+
+def _past_rate_over(ctx: RoundContext, rows: str) -> str:
+    """Dropout rate per school over the labelled pupils in `rows` (an average of integers: exact,
+    whatever order or parts the rows come in)."""
     return (f"SELECT school_code, CASE WHEN count(*) >= {ctx.params['past_dropout_min_students']} "
-            f"THEN avg(dropout) END AS school_past_dropout_rate FROM ({labelled}) GROUP BY school_code")
+            f"THEN avg(dropout) END AS school_past_dropout_rate FROM {rows} GROUP BY school_code")
+
+
+def _past_dropout_rate(ctx: RoundContext) -> str:
+    """Dropout rate per school over earlier early rounds whose outcome was known by as-of."""
+    parts = _past_rows(ctx)
+    if not parts:
+        return "SELECT CAST(NULL AS STRING) AS school_code, CAST(NULL AS DOUBLE) AS school_past_dropout_rate WHERE false"
+    return _past_rate_over(ctx, f"({' UNION ALL '.join(parts)})")
 
 
 _NO_SCHOOL = "school not in the registry"
@@ -363,7 +374,8 @@ SCHOOL = FeatureGroup(
     staleness="none: the latest registry version known",
     thresholds={"past_dropout_min_students": PAST_DROPOUT_MIN_STUDENTS, "past_dropout_years": PAST_DROPOUT_YEARS},
     reads=(SCHOOLS_READ, AREAS_READ),
-    steps=(Step("past", _past_dropout_rate),),
+    # round-wide: the labels of the past rounds of the whole country (prepare_round takes them a round at a time)
+    steps=(Step("past", _past_dropout_rate, parts=_past_rows, over=_past_rate_over),),
     joins=(*SCHOOL_JOINS, "past ON past.school_code = pop.school_code"),
     columns=(
         C("school_size_class", "category", "School size class", "ขนาดโรงเรียน", _NO_SCHOOL, "school.size_class"),

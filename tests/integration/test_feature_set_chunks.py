@@ -1,7 +1,8 @@
 """A round's feature set built chunk by chunk of whole schools (`ews features` on DuckDB) is the
 round's feature query in one piece: the same file, byte for byte, whatever the chunk size, and the
 same manifest. The chunks bound the memory of a national round (8.9M pupils ran out of DuckDB's
-6 GB in one query); they must change nothing else."""
+6 GB in one query), as does gathering the round-wide past rate one past round at a time; they must
+change nothing else."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from features.calendar import parse_round
 from features.home import EwsHome
 from features.parquet import write_parquet
-from features.pointintime.build import build_features, population_source, prepare_round
+from features.pointintime.build import build_features, population_source, prepare_round, round_wide_parts
 from features.pointintime.pipeline import connect_warehouse, write_feature_set
 from tests.conftest import SmallWorld, copy_world
 
@@ -46,6 +47,9 @@ def test_a_feature_set_built_in_chunks_is_the_one_query_byte_for_byte(small_worl
         con.close()
     write_parquet(whole, tmp_path / "whole.parquet")
     assert whole.num_rows > 300
+    # the round-wide past rate, which the chunked build gathers one past round at a time, is there to compare
+    parts, _ = round_wide_parts(home.calendar, r)["past"]
+    assert len(parts) >= 2 and whole.column("school_past_dropout_rate").null_count < whole.num_rows / 2
     manifests = {}
     for chunk_rows in (10_000_000, whole.num_rows // 7):
         m = write_feature_set(home, round_id, chunk_rows=chunk_rows)
