@@ -5,9 +5,10 @@ the one query the step compiles to, each at its own DuckDB memory limit; the two
     .venv/bin/python -m benchmarks.bench_past --home PATH --round R [--parts-limit 1500MB] [--query-limit 3GB]
 
 `--home` is any linked home (a national one, or `bench_round`'s tiled home). In parts: each past
-round's labelled pupils inserted into a table that spills, then the step over it
-(`features.pointintime.build.round_wide_parts`); in one query: `round_wide_sql(...)["past"]`. A
-query that runs out of memory is reported as such, with its time. Peak RSS is the process's
+round's labelled pupils inserted into a table that spills, then the step over it (the step of
+`features.pointintime.build.round_wide_parts`, run by `PartedStep.run` as `prepare_round` runs it);
+in one query: `round_wide_sql(...)["past"]`. A query that runs out of memory is reported as such,
+with its time. Peak RSS is the process's
 (`ru_maxrss`) after each, so the one query runs second: its peak includes the first. The results
 must be equal row for row (EXCEPT ALL both ways, doubles compared exactly). Writes
 bench-out/past_<round>.json.
@@ -49,13 +50,11 @@ def measure(home: Path, round_id: str, parts_limit: str, query_limit: str) -> di
     con = connect_warehouse(h)
     try:
         con.execute("SET temp_directory = '" + str(h.spill_dir).replace("'", "''") + "'")
-        parts, over = round_wide_parts(h.calendar, r)["past"]
-        out: dict[str, Any] = {"past_rounds": len(parts)}
+        past = round_wide_parts(h.calendar, r)["past"]
+        out: dict[str, Any] = {"past_rounds": len(past.parts)}
         con.execute(f"SET memory_limit = '{parts_limit}'")
         t = time.perf_counter()
-        for i, part in enumerate(parts):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE past_rows AS {part}" if i == 0 else f"INSERT INTO past_rows {part}")
-        con.execute(f"CREATE TEMP TABLE in_parts AS {over('past_rows')}")
+        past.run(con, "past_rows", "in_parts")  # what prepare_round runs
         out["in_parts"] = {"memory_limit": parts_limit, "seconds": round(time.perf_counter() - t, 1),
                            "peak_rss_mb": _peak_mb()}
         con.execute(f"SET memory_limit = '{query_limit}'")

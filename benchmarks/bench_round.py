@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
                     help="Chunk size to measure (repeat); default 200000 and 1000000.")
     ap.add_argument("--memory-limit", default=None,
                     help="ScoreConfig.duckdb_memory_limit of the scoring session (default: ScoreConfig's).")
+    ap.add_argument("--prepare-memory-limit", default=None,
+                    help="ScoreConfig.prepare_memory_limit: DuckDB's limit while the round is prepared "
+                         "(default: ScoreConfig's).")
     ap.add_argument("--work", type=Path, default=None, help="Where the tiled home lives (default bench-out/work/round_<pupils>).")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=Path("bench-out"))
     ap.add_argument("--plan", action="store_true", help="Print the resolved arguments and exit without measuring.")
@@ -148,6 +151,7 @@ def tile_home(base: Path, dest: Path, tiles: int) -> None:
 # --- one measured scoring ---------------------------------------------------------------------
 
 def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit: str | None = None,
+            prepare_memory_limit: str | None = None,
             model_home: Path | None = None) -> None:
     """Score the round once (not published) and write seconds and peak RSS per stage to `out`
     (`model_home`: the champion of that home instead of `home`'s)."""
@@ -169,25 +173,34 @@ def measure(home: Path, round_id: str, chunk_rows: int, out: Path, memory_limit:
         last = sum(proc.cpu_times()[:2])
         while not done.is_set():
             rss, stage, now = proc.memory_info().rss, clock.current or "other", sum(proc.cpu_times()[:2])
-            peaks[stage] = max(peaks.get(stage, 0), rss)
-            cpu[stage], last = cpu.get(stage, 0.0) + now - last, now
+            # a part of a stage ("prepare.population") is charged to it and to its stage
+            for name in dict.fromkeys((stage, stage.split(".")[0])):
+                peaks[name] = max(peaks.get(name, 0), rss)
+                cpu[name] = cpu.get(name, 0.0) + now - last
+            last = now
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
     rss_before = proc.memory_info().rss
     sampler.start()
     t0 = time.perf_counter()
-    cfg = ScoreConfig(chunk_rows=chunk_rows, **({"duckdb_memory_limit": memory_limit} if memory_limit else {}))
+    cfg = ScoreConfig(chunk_rows=chunk_rows, **({"duckdb_memory_limit": memory_limit} if memory_limit else {}),
+                      **({"prepare_memory_limit": prepare_memory_limit} if prepare_memory_limit else {}))
     summary = score_round(h, parse_round(round_id), loaded, cfg, do_publish=False, clock=clock)
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
     out.write_text(json.dumps({
-        "chunk_rows": chunk_rows, "duckdb_memory_limit": cfg.duckdb_memory_limit, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
+        "chunk_rows": chunk_rows, "duckdb_memory_limit": cfg.duckdb_memory_limit,
+        "prepare_memory_limit": cfg.prepare_memory_limit or cfg.duckdb_memory_limit, "chunks": summary.chunks, "pupils": summary.students, "scored": summary.scored,
         "seconds_total": round(wall, 1),
         "stages": {s: {"seconds": round(clock.seconds.get(s, 0.0), 1), "cpu_seconds": round(cpu.get(s, 0.0), 1),
                        "peak_rss_mb": round(peaks.get(s, 0) / 2**20)} for s in ROUND_STAGES},
-        "cpu_seconds_total": round(sum(cpu.values()), 1), "load_average_1min_at_end": os.getloadavg()[0],
+        # where prepare goes at national size: the population, the round-wide steps, the known rows' copies
+        "prepare_parts": {s.split(".", 1)[1]: {"seconds": round(v, 1), "cpu_seconds": round(cpu.get(s, 0.0), 1),
+                                               "peak_rss_mb": round(peaks.get(s, 0) / 2**20)}
+                          for s, v in clock.seconds.items() if s.startswith("prepare.")},
+        "cpu_seconds_total": round(sum(v for k, v in cpu.items() if "." not in k), 1), "load_average_1min_at_end": os.getloadavg()[0],
         "rss_after_loading_model_mb": round(rss_before / 2**20),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "snapshot_mb": round(sum(p.stat().st_size for p in Path(summary.folder).iterdir()) / 2**20, 1),
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.home is None or a.round_id is None:
         ap.error("--home and --round are required (`make bench` builds a home and passes them)")
     if a.measure is not None:
-        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure, a.memory_limit,
+        measure(a.home.resolve(), a.round_id, a.chunk_rows[0], a.measure, a.memory_limit, a.prepare_memory_limit,
                 a.model_home.resolve() if a.model_home else None)
         return
     base = round_pupils(a.home.resolve(), a.round_id)
@@ -242,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "benchmarks.bench_round", "--home", str(tiled), "--round", a.round_id,
                "--chunk-rows", str(n), "--measure", str(out),
                *(["--memory-limit", a.memory_limit] if a.memory_limit else []),
+               *(["--prepare-memory-limit", a.prepare_memory_limit] if a.prepare_memory_limit else []),
                *(["--model-home", str(a.model_home.resolve())] if a.model_home else [])]
         print("== " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)

@@ -383,15 +383,18 @@ def score_round(
     try:
         # the round's prepared known rows live beside DuckDB's spill, removed however the round ends
         prepared_dir = prepared_scratch(scoring_resources(con, home, cfg), r.round_id)
-        with clock.stage("prepare"):
-            population = population_source(con, cal, r)
+        with clock.stage("prepare"), prepare_resources(con, cfg):
+            with clock.stage("prepare.source"):
+                population = population_source(con, cal, r)
             # the population, the round-wide steps (registries, school rates) and every source's known
             # rows once for the round, by chunk: each chunk then does only its own pupils' work
-            prepared = prepare_round(con, cal, r, population, cfg.chunk_rows, prepared_dir)
+            prepared = prepare_round(con, cal, r, population, cfg.chunk_rows, prepared_dir,
+                                     stage=lambda name: clock.stage(f"prepare.{name}"))
             chunks = prepared.chunks
             require_population(r, population, sum(n for _, n in chunks))
-            school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
-            fingerprint = delivery_fingerprint(con, as_of)
+            with clock.stage("prepare.areas"):
+                school_areas = con.execute(school_areas_sql(as_of)).fetch_df()
+                fingerprint = delivery_fingerprint(con, as_of)
         with PendingSnapshot(home, r) as pending:
             parts = pending.scratch("parts")
             written: list[_Part] = []
@@ -487,6 +490,21 @@ def scoring_resources(con: Any, home: EwsHome, cfg: ScoreConfig) -> Path:
     con.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
     con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
     return spill
+
+
+@contextmanager
+def prepare_resources(con: Any, cfg: ScoreConfig) -> Iterator[None]:
+    """DuckDB's limit for the round's preparation (`ScoreConfig.prepare_memory_limit`), set back to
+    the scoring limit when it ends, however it ends (lowering the limit moves what the session holds
+    beyond it to its spill folder)."""
+    if cfg.prepare_memory_limit is None:
+        yield
+        return
+    con.execute(f"SET memory_limit = '{cfg.prepare_memory_limit}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
 
 
 @dataclass

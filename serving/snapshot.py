@@ -73,6 +73,15 @@ class ScoreConfig(BaseModel):
         description="DuckDB's memory limit while scoring: a chunk's feature SQL spills to `spill_dir` beyond it. "
                     "With the default chunk the round's peak (this, plus the chunk's frame, SHAP and reasons) stays "
                     "under 4 GB.")
+    # Preparing a round (its population, round-wide steps and known rows, once) joins whole-country
+    # relations - every census row and every source row to the link's keys - where a chunk's work
+    # joins only its own pupils: at 8M pupils prepare took 1881 s of 2342 at 1.5 GB, 1277 s of 1795 at
+    # 3 GB (peak 3.85 GB; docs/ARCHITECTURE.md "A whole national round", `benchmarks.bench_round`).
+    prepare_memory_limit: str | None = Field(
+        "3GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", exclude=True,
+        description="DuckDB's memory limit while the round is prepared, before its chunks (None: "
+                    "`duckdb_memory_limit`); the chunks then run within `duckdb_memory_limit` again, DuckDB "
+                    "moving the prepared tables to `spill_dir` as needed.")
     spill_dir: Path | None = Field(None, exclude=True,
                                    description="Where the scoring session spills (None: the home's tmp/).")
     top_reasons: int = Field(3, ge=1, le=9, description="Reasons kept per student for lists and downloads.")

@@ -111,6 +111,25 @@ def scored_copy(scored_world: ScoredWorld, tmp_path: Path) -> ScoredWorld:
                        census_round=scored_world.census_round)
 
 
+@pytest.fixture()
+def prepared_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of chunks of every round the feature pipeline prepares during the test, in order
+    (a spy on `prepare_round` as `features.pointintime.pipeline` calls it): a test of a build in
+    chunks checks that it really ran in more than one."""
+    import features.pointintime.pipeline as pipeline
+
+    chunks: list[int] = []
+    real = pipeline.prepare_round
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        prepared = real(*args, **kwargs)
+        chunks.append(len(prepared.chunks))
+        return prepared
+
+    monkeypatch.setattr(pipeline, "prepare_round", counted)
+    return chunks
+
+
 # ---------------------------------------------------------------------------------------------
 # Three seeds for statistical assertions
 

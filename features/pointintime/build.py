@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from features.calendar import SchoolCalendar, ScoringRound
 from features.pointintime.compile import (
-    DUCKDB, VERSION_ORDER, Dialect, LatestEvidence, Read, RoundContext, compile_groups, population_steps, read_steps,
+    DUCKDB, VERSION_ORDER, Dialect, LatestEvidence, Read, RoundContext, Step, compile_groups, population_steps, read_steps,
     render, with_sql,
 )
 from features.pointintime.groups import (
@@ -221,13 +222,23 @@ def school_fallbacks(con: duckdb.DuckDBPyConnection, r: ScoringRound, census: dt
     previous census's): their file was refused or is missing, not the school closed."""
     if base is None:
         return ()
+    # Which schools are absent, from the census rows alone: the linked view joins every row of a
+    # census to the link's keys (8M pupils: 5.4 min at the scoring session's limit, docs/ARCHITECTURE.md
+    # "A whole national round"), and nearly every round has no absent school at all.
+    absent = [code for (code,) in con.execute(
+        f"""SELECT school_code FROM {schema}.src_dmc_census
+            WHERE known_at <= ? AND census_date = ? AND school_code IS NOT NULL
+            EXCEPT SELECT school_code FROM {schema}.src_dmc_census
+            WHERE known_at <= ? AND census_date = ? AND school_code IS NOT NULL""",
+        [as_of, base, as_of, census]).fetchall()]
+    if not absent:
+        return ()
     missing = con.execute(
         f"""SELECT school_code, count(DISTINCT sid) FROM {schema}.linked_dmc_census
             WHERE known_at <= ? AND census_date = ? AND student_key IS NOT NULL
-              AND school_code NOT IN (SELECT school_code FROM {schema}.src_dmc_census
-                                      WHERE known_at <= ? AND census_date = ? AND school_code IS NOT NULL)
+              AND list_contains(?::VARCHAR[], school_code)
             GROUP BY school_code ORDER BY school_code""",
-        [as_of, base, as_of, census],
+        [as_of, base, absent],
     ).fetchall()
     if not missing:
         return ()
@@ -355,23 +366,51 @@ def round_wide_sql(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
     return out
 
 
+def gather_into(con: duckdb.DuckDBPyConnection, table: str, selects: list[str]) -> None:
+    """The rows of `selects`, one after the other, in the temporary table `table` (replaced if it
+    exists): the first creates it, the rest insert into it. DuckDB spills the table, so memory is set
+    by the largest SELECT, not by their union. Nothing happens for no SELECT."""
+    for i, sql in enumerate(selects):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}" if i == 0 else f"INSERT INTO {table} {sql}")
+
+
+@dataclass(frozen=True)
+class PartedStep:
+    """A round-wide step that declares its rows in parts (`compile.Step.parts`), in a round's context."""
+
+    step: Step
+    ctx: RoundContext
+
+    @property
+    def parts(self) -> list[str]:
+        """One SELECT per part."""
+        return self.step.parts(self.ctx) if self.step.parts is not None else []
+
+    def over(self, rows: str) -> str:
+        """The step over the relation `rows` holding the parts' rows."""
+        assert self.step.over is not None  # round_wide_parts keeps only steps that declare it
+        return self.step.over(self.ctx, rows)
+
+    def run(self, con: duckdb.DuckDBPyConnection, rows: str, out: str) -> None:
+        """The step into the temporary table `out`: its parts gathered one after the other into `rows`
+        (`gather_into`), then the step over them; `rows` is dropped after."""
+        gather_into(con, rows, self.parts)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {self.over(rows)}")
+        con.execute(f"DROP TABLE {rows}")
+
+
 def round_wide_parts(cal: SchoolCalendar, r: ScoringRound, schema: str = "wh",
-                     dialect: Dialect = DUCKDB) -> dict[str, tuple[list[str], Callable[[str], str]]]:
-    """The round-wide steps that declare their rows in parts (`compile.Step.parts`): step name ->
-    (one SELECT per part, the step over a relation holding the parts' rows)."""
+                     dialect: Dialect = DUCKDB) -> dict[str, PartedStep]:
+    """The round-wide steps that declare their rows in parts (`compile.Step.parts`), by step name."""
     ctx = round_context(cal, r, schema, dialect)
-    out: dict[str, tuple[list[str], Callable[[str], str]]] = {}
-    for g in (*MODEL_GROUPS, FAIRNESS):
-        for step in g.steps:
-            if step.name in ROUND_WIDE_STEPS and step.parts is not None and step.over is not None:
-                over = step.over
-                out[step.name] = (step.parts(ctx), lambda rows, over=over: over(ctx, rows))  # type: ignore[misc]
-    return out
+    return {step.name: PartedStep(step, ctx) for g in (*MODEL_GROUPS, FAIRNESS) for step in g.steps
+            if step.name in ROUND_WIDE_STEPS and step.parts is not None and step.over is not None}
 
 
 def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: ScoringRound,
                   population: PopulationSource, chunk_rows: int, folder: Path, schema: str = "wh",
-                  prefix: str = "round_") -> PreparedRound:
+                  prefix: str = "round_", stage: Callable[[str], AbstractContextManager[object]] | None = None
+                  ) -> PreparedRound:
     """Compute a round's population, its chunks of whole schools (`pack_schools`, in school-code
     order; '' stands for pupils without a school code), its round-wide steps (temporary tables
     `<prefix>...`, replaced if they exist) and its pupils' known rows of every per-pupil read
@@ -379,60 +418,64 @@ def prepare_round(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, r: Scorin
 
     Each source is read once for the round by the same compiled `<read>_known` step the features
     run, so a chunk's rows are exactly those the unchunked query reads for its pupils; only the
-    columns the read's later steps use are kept (`_known_columns`)."""
+    columns the read's later steps use are kept (`_known_columns`).
+
+    `stage(name)`, when given, is entered around each of its three parts - "population" (and the
+    chunks), "round_wide" (the round-wide steps) and "known" (the copies) - so that a caller's clock
+    can say where a national round's preparation goes."""
+    stage = stage or (lambda name: nullcontext())
     ctx = round_context(cal, r, schema)
     census = cal.census_date(r.academic_year, r.term)
     pop, whole = f"{prefix}pop", f"{prefix}pop_all"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {whole} AS "
-                + with_sql(population_steps(ctx, census, ROUND_POPULATION_COLUMNS, population.evidence(r)),
-                           "SELECT *, coalesce(school_code, '') AS chunk_school FROM pop"))
-    counts = con.execute(f"SELECT chunk_school, count(*) FROM {whole} GROUP BY 1 ORDER BY 1").fetchall()
-    chunks = pack_schools([(code, int(n)) for code, n in counts], chunk_rows)
-    codes = [code for schools, _ in chunks for code in schools]
-    numbers = [i for i, (schools, _) in enumerate(chunks) for _ in schools]
-    # two lists in one statement: a country's tens of thousands of schools, not a statement each
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}chunks AS SELECT unnest(?::VARCHAR[]) AS school_code, "
-                "unnest(?::INTEGER[]) AS chunk", [codes, numbers])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {pop} AS SELECT p.* EXCLUDE (chunk_school), c.chunk "
-                f"FROM {whole} p JOIN {prefix}chunks c ON c.school_code = p.chunk_school ORDER BY c.chunk, p.sid")
-    con.execute(f"DROP TABLE {whole}")
+    with stage("population"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {whole} AS "
+                    + with_sql(population_steps(ctx, census, ROUND_POPULATION_COLUMNS, population.evidence(r)),
+                               "SELECT *, coalesce(school_code, '') AS chunk_school FROM pop"))
+        counts = con.execute(f"SELECT chunk_school, count(*) FROM {whole} GROUP BY 1 ORDER BY 1").fetchall()
+        chunks = pack_schools([(code, int(n)) for code, n in counts], chunk_rows)
+        codes = [code for schools, _ in chunks for code in schools]
+        numbers = [i for i, (schools, _) in enumerate(chunks) for _ in schools]
+        # two lists in one statement: a country's tens of thousands of schools, not a statement each
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}chunks AS SELECT unnest(?::VARCHAR[]) AS school_code, "
+                    "unnest(?::INTEGER[]) AS chunk", [codes, numbers])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {pop} AS SELECT p.* EXCLUDE (chunk_school), c.chunk "
+                    f"FROM {whole} p JOIN {prefix}chunks c ON c.school_code = p.chunk_school ORDER BY c.chunk, p.sid")
+        con.execute(f"DROP TABLE {whole}")
     steps = {}
-    in_parts = round_wide_parts(cal, r, schema)
-    for name, sql in round_wide_sql(cal, r, schema).items():
-        parts, over = in_parts.get(name, ([], None))
-        if parts and over is not None:
-            # A country's past rounds in one query outgrow the scoring session's memory (8M pupils: out
-            # of memory at 1.5 GB, docs/ARCHITECTURE.md "Engines"): their rows are gathered one part at a
-            # time into a table that spills, and the step runs over them (the same rows: the same step).
-            rows = f"{prefix}{name}_rows"
-            for i, part in enumerate(parts):
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {rows} AS {part}" if i == 0 else f"INSERT INTO {rows} {part}")
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {over(rows)}")
-            con.execute(f"DROP TABLE {rows}")
-        else:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
-        steps[name] = f"{prefix}{name}"
+    with stage("round_wide"):
+        in_parts = round_wide_parts(cal, r, schema)
+        for name, sql in round_wide_sql(cal, r, schema).items():
+            parted = in_parts.get(name)
+            if parted is not None and parted.parts:
+                # A country's past rounds in one query outgrow the scoring session's memory (8M pupils: out
+                # of memory at 1.5 GB, docs/ARCHITECTURE.md "Engines"): their rows are gathered one part at a
+                # time into a table that spills, and the step runs over them (the same rows: the same step).
+                parted.run(con, f"{prefix}{name}_rows", f"{prefix}{name}")
+            else:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}{name} AS {sql}")
+            steps[name] = f"{prefix}{name}"
     known: dict[str, Path] = {}
     keys = f"(SELECT sid, chunk FROM {pop})"
     # A partitioned COPY buffers up to this many rows per thread, across its partitions (one per
     # chunk), before it writes them out; DuckDB's default (524,288) ran an 8M-pupil round's
     # attendance rows (256M, 41 chunks) out of the scoring session's 1.5 GB; with 65,536 the whole
     # round peaked at 2.9 GB (docs/ARCHITECTURE.md, "A whole national round").
-    con.execute(f"SET partitioned_write_flush_threshold = {PARTITION_FLUSH_ROWS}")
-    try:
-        for read in _feature_reads():
-            if not read.per_student:
-                continue
-            name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
-            cols = ", ".join(f"k.{c}" for c in _known_columns(read))
-            rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
-            con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
-            # no file at all (COPY of no rows may still leave the folder): the read keeps its compiled step,
-            # which finds no row either; a glob over an empty folder is an error in DuckDB
-            if any((folder / name).glob("*/*.parquet")):
-                known[name] = folder / name
-    finally:
-        con.execute("RESET partitioned_write_flush_threshold")
+    with stage("known"):
+        con.execute(f"SET partitioned_write_flush_threshold = {PARTITION_FLUSH_ROWS}")
+        try:
+            for read in _feature_reads():
+                if not read.per_student:
+                    continue
+                name, sql = read_steps(read, ctx)[0]  # `<read>_known`: its known rows of the pupils in `pop`
+                cols = ", ".join(f"k.{c}" for c in _known_columns(read))
+                rows = with_sql([("pop", keys), (name, sql)], f"SELECT {cols}, c.chunk FROM {name} k JOIN {keys} c USING (sid)")
+                con.execute(f"COPY ({rows}) TO {_quote(str(folder / name))} (FORMAT parquet, PARTITION_BY (chunk))")
+                # no file at all (COPY of no rows may still leave the folder): the read keeps its compiled step,
+                # which finds no row either; a glob over an empty folder is an error in DuckDB
+                if any((folder / name).glob("*/*.parquet")):
+                    known[name] = folder / name
+        finally:
+            con.execute("RESET partitioned_write_flush_threshold")
     return PreparedRound(pop, steps, known, tuple(chunks))
 
 

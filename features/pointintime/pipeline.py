@@ -30,7 +30,7 @@ from features.ids import BE_OFFSET
 from features.linkage.link import latest_link_run
 from features.parquet import write_parquet, write_parquet_batches
 from features.pointintime.build import (
-    PopulationSource, build_features, check_output_columns, features_sql, population_source, prepare_round,
+    PopulationSource, build_features, check_output_columns, features_sql, gather_into, population_source, prepare_round,
     require_population,
 )
 from features.pointintime.labels import Horizon, labels_known_on, labels_sql
@@ -210,9 +210,8 @@ def _duckdb_feature_rows(con: duckdb.DuckDBPyConnection, home: EwsHome, cal: Sch
         prepared = prepare_round(con, cal, r, source, chunk_rows, scratch, prefix="fs_")
         n = len(prepared.chunks)
         # a round in one chunk reads its prepared tables unrestricted (as serving does)
-        for i in range(max(n, 1)):
-            sql = features_sql(cal, r, population=source, prepared=prepared, chunk=i if n > 1 else None)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}" if i == 0 else f"INSERT INTO {table} {sql}")
+        gather_into(con, table, [features_sql(cal, r, population=source, prepared=prepared, chunk=i if n > 1 else None)
+                                 for i in range(max(n, 1))])
         check_output_columns([c for (c,) in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()])
         yield int(scalar(con, f"SELECT count(*) FROM {table}"))

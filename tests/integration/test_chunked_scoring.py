@@ -21,11 +21,13 @@ from tests.support.worlds import SmallWorld, TrainedWorld
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _scored(home: EwsHome, round_id: str, chunk_rows: int) -> tuple[RoundSummary, SnapshotRef]:
+def _scored(home: EwsHome, round_id: str, chunk_rows: int, prepare_memory_limit: str | None = None
+            ) -> tuple[RoundSummary, SnapshotRef]:
     from training.registry import load_model
 
     r = parse_round(round_id)
-    summary = score_round(home, r, load_model(home), ScoreConfig(chunk_rows=chunk_rows), do_publish=False)
+    cfg = ScoreConfig(chunk_rows=chunk_rows, prepare_memory_limit=prepare_memory_limit)
+    summary = score_round(home, r, load_model(home), cfg, do_publish=False)
     return summary, SnapshotRef(r, summary.snapshot_hash, home.rounds_dir / round_id / summary.snapshot_hash)
 
 
@@ -62,6 +64,35 @@ def test_a_round_scored_in_chunks_of_schools_equals_the_round_scored_in_one_chun
         assert (part_ref.manifest.rows, part_ref.manifest.scored_rows) == (whole_ref.manifest.rows,
                                                                           whole_ref.manifest.scored_rows)
         assert part_ref.manifest.config.chunk_rows == chunk_rows
+    # DuckDB's limit while the round is prepared bounds memory and changes no value: the same snapshot
+    again, again_ref = _scored(home, round_id, chunk_rows=1, prepare_memory_limit="512MB")  # as the loop's last
+    assert again.chunks >= 4 and again.snapshot_hash == part.snapshot_hash
+    assert again_ref.manifest.config == part_ref.manifest.config
+
+
+def test_the_scoring_sessions_memory_limit_is_back_after_the_round_is_prepared_however_it_ends(tmp_path: Path) -> None:
+    import duckdb
+
+    from serving.scoring import prepare_resources, scoring_resources
+
+    con = duckdb.connect()
+    cfg = ScoreConfig(duckdb_memory_limit="700MB", prepare_memory_limit="2GB", spill_dir=tmp_path)
+    home = EwsHome(root=tmp_path / "home")
+    scoring_resources(con, home, cfg)
+
+    def limit() -> str:
+        return str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+
+    scoring = limit()
+    with prepare_resources(con, cfg):
+        preparing = limit()
+    assert limit() == scoring != preparing
+    with pytest.raises(RuntimeError, match="prepare failed"), prepare_resources(con, cfg):
+        assert limit() == preparing
+        raise RuntimeError("prepare failed")
+    assert limit() == scoring
+    with prepare_resources(con, cfg.model_copy(update={"prepare_memory_limit": None})):
+        assert limit() == scoring
 
 
 def test_a_round_that_fails_half_way_through_its_chunks_leaves_no_snapshot(trained_copy: TrainedWorld,

@@ -127,6 +127,28 @@ def test_spark_builds_the_same_not_found_list_as_duckdb(engines: tuple) -> None:
     assert _differences(duck, sparked) == {}
 
 
+def test_spark_builds_the_same_training_set_as_duckdb(small_world: SmallWorld, tmp_path: Path) -> None:
+    """`ews trainset` on Spark: each round's features and labels from the engine, joined as DuckDB
+    joins its own (the same SQL over registered tables): the same file, byte for byte, and the same
+    rounds in the manifest."""
+    from features.engine.spark import SMALL_RUN_CONF
+    from features.pointintime.pipeline import build_trainset
+    from features.pointintime.trainset import TrainsetConfig
+
+    cfg = TrainsetConfig(rounds=ROUNDS)
+    duck_home = EwsHome(root=copy_world(small_world, tmp_path / "duckdb").home)
+    spark_home = EwsHome(root=copy_world(small_world, tmp_path / "spark").home, engine=EngineSettings(
+        kind="spark", spark=SparkSettings(master="local[2]", conf=SMALL_RUN_CONF)))
+    duck = build_trainset(duck_home, cfg, chunk_rows=SCORE_CHUNK_ROWS)  # several chunks a round on DuckDB
+    sparked = build_trainset(spark_home, cfg)
+    assert (duck.engine, sparked.engine) == ("duckdb", "spark")
+    assert [x.round_id for x in duck.rounds] == list(ROUNDS) and duck.rows > 1000
+    assert sum(round(x.rows * (x.label_rate or 0)) for x in duck.rounds) > 0, "some dropouts must be compared"
+    assert sparked.name == duck.name and sparked.rows == duck.rows
+    assert [x.model_dump() for x in sparked.rounds] == [x.model_dump() for x in duck.rounds]
+    assert sparked.sha256 == duck.sha256
+
+
 def test_spark_scores_a_round_into_the_same_snapshot_as_duckdb(trained: TrainedWorld, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -14,7 +14,7 @@ import pytest
 from features.calendar import parse_round
 from features.home import EwsHome
 from features.parquet import write_parquet
-from features.pointintime.build import build_features, population_source, prepare_round, round_wide_parts
+from features.pointintime.build import build_features, population_source, round_wide_parts
 from features.pointintime.pipeline import connect_warehouse, write_feature_set
 from tests.conftest import SmallWorld, copy_world
 
@@ -26,17 +26,8 @@ def _sha(path: Path) -> str:
 
 
 def test_a_feature_set_built_in_chunks_is_the_one_query_byte_for_byte(small_world: SmallWorld, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import features.pointintime.pipeline as pipeline
-
-    chunks: list[int] = []
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        prepared = prepare_round(*args, **kwargs)
-        chunks.append(len(prepared.chunks))
-        return prepared
-
-    monkeypatch.setattr(pipeline, "prepare_round", counted)
+                                                                      prepared_chunks: list[int]) -> None:
+    chunks = prepared_chunks
     home = EwsHome(root=copy_world(small_world, tmp_path / "w").home)
     round_id = f"{small_world.summary['first_year'] + 1}-T2-mid"
     r = parse_round(round_id)
@@ -48,8 +39,7 @@ def test_a_feature_set_built_in_chunks_is_the_one_query_byte_for_byte(small_worl
     write_parquet(whole, tmp_path / "whole.parquet")
     assert whole.num_rows > 300
     # the round-wide past rate, which the chunked build gathers one past round at a time, is there to compare
-    parts, _ = round_wide_parts(home.calendar, r)["past"]
-    assert len(parts) >= 2 and whole.column("school_past_dropout_rate").null_count < whole.num_rows / 2
+    assert len(round_wide_parts(home.calendar, r)["past"].parts) >= 2 and whole.column("school_past_dropout_rate").null_count < whole.num_rows / 2
     manifests = {}
     for chunk_rows in (10_000_000, whole.num_rows // 7):
         m = write_feature_set(home, round_id, chunk_rows=chunk_rows)

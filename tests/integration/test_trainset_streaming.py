@@ -60,21 +60,12 @@ def _whole_rounds_in_memory(home: EwsHome, m: TrainsetManifest) -> tuple[pa.Tabl
 
 
 def test_a_training_set_streamed_round_by_round_in_chunks_is_the_whole_rounds_joined_in_memory_byte_for_byte(
-        small_world: SmallWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import features.pointintime.pipeline as pipeline
+        small_world: SmallWorld, tmp_path: Path, prepared_chunks: list[int]) -> None:
     from typer.testing import CliRunner
 
     from ews.cli import _register, app
 
-    chunks: list[int] = []
-    real = pipeline.prepare_round
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        prepared = real(*args, **kwargs)
-        chunks.append(len(prepared.chunks))
-        return prepared
-
-    monkeypatch.setattr(pipeline, "prepare_round", counted)
+    chunks = prepared_chunks
     home = EwsHome(root=copy_world(small_world, tmp_path / "w").home)
 
     one = build_trainset(home, TrainsetConfig(), chunk_rows=10_000_000)
