@@ -53,6 +53,10 @@ SNAPSHOT_SCHEMA_VERSION = 2
 SCORE_CONFIG_VERSION = 1
 
 
+# A DuckDB memory limit as DuckDB reads it ("1500MB", "3GB").
+MEMORY_LIMIT = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+
+
 class ScoreConfig(BaseModel):
     """How a round is scored. Loaded at the entry point; recorded in the snapshot manifest."""
 
@@ -69,16 +73,16 @@ class ScoreConfig(BaseModel):
     # The scoring session's DuckDB resources: they bound memory, never change a value, so they stay
     # out of the manifest (the snapshot's hash repeats whatever machine scored the round).
     duckdb_memory_limit: str = Field(
-        "1500MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", exclude=True,
+        "1500MB", pattern=MEMORY_LIMIT, exclude=True,
         description="DuckDB's memory limit while scoring: a chunk's feature SQL spills to `spill_dir` beyond it. "
                     "With the default chunk the round's peak (this, plus the chunk's frame, SHAP and reasons) stays "
                     "under 4 GB.")
     # Preparing a round (its population, round-wide steps and known rows, once) joins whole-country
     # relations - every census row and every source row to the link's keys - where a chunk's work
     # joins only its own pupils: at 8M pupils prepare took 1881 s of 2342 at 1.5 GB, 1277 s of 1795 at
-    # 3 GB (peak 3.85 GB; docs/ARCHITECTURE.md "A whole national round", `benchmarks.bench_round`).
+    # 3 GB (peak 3.85 GB; docs/ARCHITECTURE.md "Where a national round's preparation goes", `benchmarks.bench_round`).
     prepare_memory_limit: str | None = Field(
-        "3GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", exclude=True,
+        "3GB", pattern=MEMORY_LIMIT, exclude=True,
         description="DuckDB's memory limit while the round is prepared, before its chunks (None: "
                     "`duckdb_memory_limit`); the chunks then run within `duckdb_memory_limit` again, DuckDB "
                     "moving the prepared tables to `spill_dir` as needed.")

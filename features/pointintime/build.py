@@ -223,8 +223,9 @@ def school_fallbacks(con: duckdb.DuckDBPyConnection, r: ScoringRound, census: dt
     if base is None:
         return ()
     # Which schools are absent, from the census rows alone: the linked view joins every row of a
-    # census to the link's keys (8M pupils: 5.4 min at the scoring session's limit, docs/ARCHITECTURE.md
-    # "A whole national round"), and nearly every round has no absent school at all.
+    # census to the link's keys (at 8M pupils the round's "source" part, mostly this join, took 324 s at
+    # 1.5 GB; docs/ARCHITECTURE.md "Where a national round's preparation goes"), and nearly every round
+    # has no absent school at all.
     absent = [code for (code,) in con.execute(
         f"""SELECT school_code FROM {schema}.src_dmc_census
             WHERE known_at <= ? AND census_date = ? AND school_code IS NOT NULL

@@ -26,7 +26,8 @@ def _scored(home: EwsHome, round_id: str, chunk_rows: int, prepare_memory_limit:
     from training.registry import load_model
 
     r = parse_round(round_id)
-    cfg = ScoreConfig(chunk_rows=chunk_rows, prepare_memory_limit=prepare_memory_limit)
+    # the default prepare limit unless one is given (None would turn it off)
+    cfg = ScoreConfig(chunk_rows=chunk_rows, **({"prepare_memory_limit": prepare_memory_limit} if prepare_memory_limit else {}))
     summary = score_round(home, r, load_model(home), cfg, do_publish=False)
     return summary, SnapshotRef(r, summary.snapshot_hash, home.rounds_dir / round_id / summary.snapshot_hash)
 
