@@ -16,6 +16,8 @@ In order:
   round      bench_round: the home's round tiled to --round-pupils, scored end to end (feature SQL ->
              snapshot) at two chunk sizes, time and peak memory per stage, projected to 8M
   past       bench_past: the round-wide past step on the tiled round's home, in parts and in one query
+  population bench_population: the round's population on the tiled round's home, the per-school fallback
+             over the pupils it could place (the code) and over every pupil's history (before session 17)
   reasons    bench_reasons: the round's reasons rendered column-wise vs per row, tiled to --score-rows
   explain    bench_explain: one pupil's explanation in process, every pupil of the round, as its school and
              as an auditor (the disclosed view), and each pupil's printable sheet: median and p99 each
@@ -56,11 +58,11 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "past", "reasons", "explain",
+STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "past", "population", "reasons", "explain",
          "serve", "load", "actionaware")
 
 # The steps that need the home trained, with a published round (their commands name it as ROUND until it is known).
-NEEDS_ROUND = ("train", "score", "round", "past", "reasons", "explain", "serve", "load")
+NEEDS_ROUND = ("train", "score", "round", "past", "population", "reasons", "explain", "serve", "load")
 
 
 @dataclass
@@ -181,6 +183,12 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                       + (f"; failed: {s['failed']}" if "failed" in s else "")))
         if "rows_that_differ" in r:
             f.append((f"schools whose rate differs between the two ({r['schools']:,} schools)", _fmt(r["rows_that_differ"])))
+    elif name.startswith("population"):
+        for how, v in r["variants"].items():
+            f.append((f"population of {v['pupils']:,} pupils ({v['missing_schools']} missing schools), fallback {how.replace('_', ' ')}"
+                      f" at {r['memory_limit']}", f"source {_fmt(v['source_seconds'], ' s')}, population {_fmt(v['population_seconds'], ' s')}"))
+        if "rows_differing" in r:
+            f.append(("population rows that differ between the two", _fmt(r["rows_differing"])))
     elif name.startswith("reasons"):
         sec = r["seconds"]
         f += [(f"reasons, {r['rows']:,} rows: column-wise / per-row reference / before", f"{_fmt(sec['column_wise'], ' s')} / "
@@ -270,6 +278,8 @@ def plan(a: argparse.Namespace) -> list[Step]:
     # the round-wide past step alone on the round's tiled home: in parts (as scoring) and in one query
     steps.append(Step("past", ["benchmarks.bench_past", "--home", str(out / "work" / f"round_{a.round_pupils}" / "home"),
                                "--round", rnd, *o], out / f"past_{rnd}.json"))
+    steps.append(Step("population", ["benchmarks.bench_population", "--home", str(out / "work" / f"round_{a.round_pupils}" / "home"),
+                                     "--round", rnd, "--compare-whole-history", *o], out / f"population_{rnd}.json"))
     steps.append(Step("reasons", ["benchmarks.bench_reasons", "--home", home, "--round", rnd, "--rows", str(a.score_rows), *o],
                       out / f"reasons_{a.score_rows}.json"))
     steps.append(Step("explain", ["benchmarks.bench_explain", "--home", home, "--round", rnd, "--roles", "school", "auditor", *o],

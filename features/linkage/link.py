@@ -66,6 +66,7 @@ from features.contract import SOURCES
 from features.home import EwsHome
 from features.ingest.warehouse import check_no_exact_birth_date
 from features.linkage.normalise import sql_normalise_name
+from features.linkage.views import linked_select
 from features.pseudonym import student_keys
 
 log = logging.getLogger(__name__)
@@ -976,23 +977,11 @@ def keys_changed_since(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 
 def create_linked_views(con: duckdb.DuckDBPyConnection) -> None:
     """One view `wh.linked_<source>` per person-bearing source: every row with its student_key
-    and the run's integer `sid` for it (both NULL for a row linkage has not seen yet). Rows with
-    an id token take the token's key; only the few rows without one look up their own record key,
-    so the common case is one join on a single column rather than a three-column join per row."""
+    and the run's integer `sid` for it (`views.linked_select`: the rule is written there once)."""
     for source in PERSON_SOURCES:
         if not _source_exists(con, f"src_{source}"):
             continue
-        con.execute(f"""
-            CREATE OR REPLACE VIEW wh.linked_{source} AS
-            SELECT tk.student_key, tk.sid, s.*
-            FROM src_{source} s LEFT JOIN token_keys tk ON tk.id_token = s.id_token
-            WHERE s.id_token IS NOT NULL
-            UNION ALL
-            SELECT rk.student_key, rk.sid, s.*
-            FROM src_{source} s LEFT JOIN record_keys rk ON rk.delivery_id = s.delivery_id
-                 AND rk.source_file = s.source_file AND rk.source_line = s.source_line
-            WHERE s.id_token IS NULL
-        """)
+        con.execute(f"CREATE OR REPLACE VIEW wh.linked_{source} AS\n            {linked_select(source)}")
 
 
 def open_session(home: EwsHome) -> duckdb.DuckDBPyConnection:

@@ -29,6 +29,7 @@ from typing import Literal
 from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import SOURCES, identity_columns
 from features.ids import GRADES
+from features.linkage.views import linked_select
 
 Dtype = Literal["float", "int", "bool", "category"]
 
@@ -37,6 +38,7 @@ Dtype = Literal["float", "int", "bool", "category"]
 # identity token and its kind (which replace the vault-only identity columns).
 DELIVERY_COLUMNS: tuple[str, ...] = ("delivery_id", "source_file", "source_line", "known_at")
 LINKED_COLUMNS: tuple[str, ...] = ("student_key", "sid", "id_token", "id_kind")
+LINKED = "linked_"  # a linked view is `linked_<source>` (features/linkage/views.py)
 # The order that makes one version of a record "the latest known": known_at, then the delivery,
 # then the line in the file (the last two are unique, so exactly one version wins).
 VERSION_ORDER: tuple[str, ...] = ("known_at", "delivery_id", "source_line")
@@ -263,10 +265,20 @@ def latest_version_sql(d: Dialect, relation: str, key: tuple[str, ...], values: 
             f"SELECT {k}, {d.arg_max}({v}, {d.row(order)}) AS v FROM {relation} GROUP BY {k})")
 
 
-def known_rows_sql(ctx: RoundContext, relation: str, where: list[str], join_population: bool = False) -> str:
-    """Rows of a source known by the as-of date (its delivery's known_at) that pass `where`."""
+def known_rows_sql(ctx: RoundContext, relation: str, where: list[str], join_population: bool = False,
+                   students: str | None = None) -> str:
+    """Rows of a source known by the as-of date (its delivery's known_at) that pass `where`.
+
+    `students` (a step with a `sid` column; `relation` a `linked_<source>` view): only those
+    students' rows, read through their keys (`linked_select`), not the view.
+    """
     join = " JOIN pop USING (sid)" if join_population else ""
-    return (f"SELECT t.* FROM {ctx.schema}.{relation} t{join} WHERE "
+    rows = f"{ctx.schema}.{relation}"
+    if students is not None:
+        if not relation.startswith(LINKED):
+            raise ValueError(f"rows of some students are read from a linked view, not {relation!r}")
+        rows = f"({linked_select(relation.removeprefix(LINKED), ctx.schema, students)})"
+    return (f"SELECT t.* FROM {rows} t{join} WHERE "
             + " AND ".join([f"t.known_at <= {ctx.params['as_of']}", *where]))
 
 
@@ -343,7 +355,7 @@ ENROLMENT_EVIDENCE: tuple[tuple[str, str, str], ...] = (
 
 
 def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[str, ...],
-                          name: str = "pop") -> list[tuple[str, str]]:
+                          name: str = "pop", placed_at: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """Students enrolled at a round whose census is late, set-based, as known by the as-of date.
 
         pop_known    census rows known by as-of, up to the base census
@@ -355,6 +367,14 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
 
     `name` names the steps (`<name>_known` ...; the last is `<name>`), so the per-school fallback
     can run them beside the census's own `pop_known`/`pop_latest`.
+
+    `placed_at` (school codes; the per-school fallback's): the steps keep every pupil the evidence
+    could place at one of these schools and may keep others (the caller filters on the school).
+    A first step, `<name>_students`, lists the pupils with a census row up to the base census or
+    a row of evidence after it at one of the schools - the pupil's school below is one of those
+    rows' schools - and every other step reads those pupils' rows only (`known_rows_sql`'s
+    `students`): the fallback for one absent school no longer reads the whole country's history
+    (8M pupils: docs/ARCHITECTURE.md "Where a national round's preparation goes").
 
     A pupil seen since but never counted by any census is left out: the features need the grade,
     sex and birth month a census row gives; they join the list when the census arrives. Grades move
@@ -369,22 +389,30 @@ def latest_evidence_steps(ctx: RoundContext, ev: LatestEvidence, columns: tuple[
     unknown = set(census_values) - set(POPULATION_COLUMNS)
     if unknown:
         raise ValueError(f"population columns {sorted(unknown)} are not census columns")
-    steps = [
-        (f"{name}_known", known_rows_sql(ctx, POPULATION.source,
-                                     [f"t.census_date <= {base}" if base else "false", "t.student_key IS NOT NULL"])),
+    census_conds = [f"t.census_date <= {base}" if base else "false", "t.student_key IS NOT NULL"]
+    seen_reads = [(source, event, [after_base(event), f"t.{event} <= {p['as_of']}", "t.student_key IS NOT NULL",
+                                   *([where] if where else [])]) for source, event, where in ENROLMENT_EVIDENCE]
+    steps: list[tuple[str, str]] = []
+    students = None
+    if placed_at:
+        at = "t.school_code IN (" + ", ".join("'" + c.replace("'", "''") + "'" for c in placed_at) + ")"
+        students = f"{name}_students"
+        steps.append((students, " UNION ".join(
+            f"SELECT sid FROM ({known_rows_sql(ctx, source, [*conds, at])})"
+            for source, conds in ((POPULATION.source, census_conds), *((s, c) for s, _, c in seen_reads)))))
+    steps += [
+        (f"{name}_known", known_rows_sql(ctx, POPULATION.source, census_conds, students=students)),
         (f"{name}_latest", latest_version_sql(d, f"{name}_known", ("sid",), census_values, ("census_date", *VERSION_ORDER))),
     ]
-    seen = []
-    for source, event, where in ENROLMENT_EVIDENCE:
-        conds = [after_base(event), f"t.{event} <= {p['as_of']}", "t.student_key IS NOT NULL", *([where] if where else [])]
-        seen.append(f"SELECT sid, school_code, {event} AS seen_on, known_at, delivery_id, source_line "
-                    f"FROM ({known_rows_sql(ctx, source, conds)})")
+    seen = [f"SELECT sid, school_code, {event} AS seen_on, known_at, delivery_id, source_line "
+            f"FROM ({known_rows_sql(ctx, source, conds, students=students)})" for source, event, conds in seen_reads]
     steps.append((f"{name}_seen_rows", " UNION ALL ".join(seen)))
     steps.append((f"{name}_seen", f"SELECT sid, max(seen_on) AS seen_on, "
                               f"{d.arg_max}(school_code, {d.row(('seen_on', *VERSION_ORDER))}) AS seen_school "
                               f"FROM {name}_seen_rows GROUP BY sid"))
     steps.append((f"{name}_exits", "SELECT sid, max(exit_date) AS exit_date FROM ("
-                               + known_rows_sql(ctx, "linked_exits", [after_base("exit_date"), f"t.exit_date <= {p['as_of']}"])
+                               + known_rows_sql(ctx, "linked_exits", [after_base("exit_date"), f"t.exit_date <= {p['as_of']}"],
+                                                students=students)
                                + ") GROUP BY sid"))
     last = len(GRADES) - 1
     index = "CASE c.grade " + " ".join(f"WHEN '{g}' THEN {i}" for i, g in enumerate(GRADES)) + " END"
@@ -424,7 +452,7 @@ def school_fallback_steps(ctx: RoundContext, census: dt.date, ev: LatestEvidence
     steps[-1] = ("pop_census", steps[-1][1])
     # the fallback carries the school (its filter below) even when the caller does not ask for it
     steps += latest_evidence_steps(ctx, replace(ev, schools=()), tuple(dict.fromkeys((*columns, "school_code"))),
-                                   name="pop_fallback")
+                                   name="pop_fallback", placed_at=ev.schools)
     codes = ", ".join("'" + code.replace("'", "''") + "'" for code in ev.schools)
     cols = ", ".join(columns)
     steps.append(("pop", f"SELECT {cols} FROM pop_census UNION ALL "

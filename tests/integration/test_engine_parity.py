@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,8 +37,8 @@ from features.calendar import parse_round
 from features.deployment import EngineSettings, SparkSettings
 from features.home import EwsHome
 from features.parquet import write_parquet
-from features.pointintime.build import build_features
-from features.pointintime.compile import DUCKDB, SPARK
+from features.pointintime.build import PopulationSource, SchoolFallback, build_features, round_context
+from features.pointintime.compile import DUCKDB, SPARK, latest_evidence_steps, with_sql
 from features.pointintime.labels import labels_sql
 from features.pointintime.notfound import notfound_sql
 from features.pointintime.pipeline import connect_warehouse, latest_delivery
@@ -125,6 +126,39 @@ def test_spark_builds_the_same_not_found_list_as_duckdb(engines: tuple) -> None:
     assert sparked.schema == duck.schema
     # the list's order is part of it (by area, school, grade): compared row by row, unsorted
     assert _differences(duck, sparked) == {}
+
+
+def test_spark_places_a_missing_schools_pupils_as_duckdb_does(engines: tuple, tmp_path: Path) -> None:
+    """A school whose file is missing from the round's census: its pupils come from the latest
+    evidence, read through the keys of the pupils who could be placed there (`linked_select`
+    with `students`, over `src_*` and the key tables rather than the views). Here the ladder's
+    largest school of the later round is declared missing (its census rows stay, and win) and the
+    fallback's own placement is compared as well as the feature set."""
+    home, con, spark = engines
+    r = parse_round(ROUNDS[-1])
+    complete = build_features(con, home.calendar, r)
+    school = str(complete.group_by("school_code").aggregate([("student_key", "count")])
+                 .sort_by([("student_key_count", "descending")]).column("school_code")[0])
+    base = home.calendar.census_date(r.academic_year - 1, 2)  # the census before this term-1 round's
+    source = PopulationSource(population_source="census", census_date_expected=home.calendar.census_date(
+        r.academic_year, r.term), population_as_of=home.calendar.census_date(r.academic_year, r.term),
+        as_of=home.calendar.as_of(r), school_fallbacks=(SchoolFallback(
+            school_code=school, population_as_of=base, students=1, census_students=1),))
+    ev = source.evidence(r)
+    placed = {}
+    for name, dialect in (("duckdb", DUCKDB), ("spark", SPARK)):
+        ctx = round_context(home.calendar, r, dialect=dialect)
+        steps = latest_evidence_steps(ctx, replace(ev, schools=()), ("student_key", "sid", "school_code", "grade", "room"),
+                                      name="fb", placed_at=ev.schools)
+        placed[name] = with_sql(steps, f"SELECT * FROM fb WHERE school_code = '{school}' ORDER BY sid")
+    duck = con.sql(placed["duckdb"]).to_arrow_table()
+    assert duck.num_rows > 10, "the fallback must place the school's pupils for the comparison to hold anything"
+    assert _differences(duck, spark.run(placed["spark"], placed["duckdb"])) == {}
+    duck_features = build_features(con, home.calendar, r, population=source)
+    # the census's pupils, plus any the evidence still places at the school without a census row
+    assert set(complete.column("student_key").to_pylist()) <= set(duck_features.column("student_key").to_pylist())
+    assert _sha(spark.features(home.calendar, r, population=source), tmp_path / "spark.parquet") == _sha(
+        duck_features, tmp_path / "duckdb.parquet")
 
 
 def test_spark_builds_the_same_training_set_as_duckdb(small_world: SmallWorld, tmp_path: Path) -> None:

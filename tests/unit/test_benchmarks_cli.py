@@ -27,9 +27,11 @@ MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", 
            "bench_reasons", "bench_explain", "bench_serve", "bench_action_training"]
 
 
-@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity", "bench_past"])
+@pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity", "bench_past",
+                                  "bench_population"])
 def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
-    # bench_load belongs to the load test; bench_list_bytes, link_quality, additivity and bench_past read a given home
+    # bench_load belongs to the load test; bench_list_bytes, link_quality, additivity, bench_past and bench_population
+    # read a given home
     # (no --plan): their --help is checked here, as a command
     out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
@@ -61,7 +63,7 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(":")[0] for line in lines]
     assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "ingest", "train", "score", "round", "past",
-                     "reasons", "explain", "serve", "load", "actionaware"]
+                     "population", "reasons", "explain", "serve", "load", "actionaware"]
     home = "bench-out/work/pipeline_3000/home"
     for line in lines:
         if line.startswith(("engines", "train", "score", "round", "reasons", "explain", "serve", "load")):
@@ -72,6 +74,7 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     assert waiting and set(waiting) <= set(run.NEEDS_ROUND), waiting
     # the past step reads the round's tiled home, which bench_round leaves in its work folder
     assert "--home bench-out/work/round_20000/home" in next(x for x in lines if x.startswith("past"))
+    assert "--home bench-out/work/round_20000/home" in next(x for x in lines if x.startswith("population"))
 
 
 def test_the_runner_takes_sizes_from_the_environment_and_builds_the_home_at_the_smallest() -> None:

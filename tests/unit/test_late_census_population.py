@@ -17,7 +17,10 @@ from features.calendar import SchoolCalendar, parse_round
 from features.pointintime.build import (
     EmptyRoundError, PopulationSource, features_sql, placement_sql, population_source, require_population,
 )
-from features.pointintime.compile import LatestEvidence, RoundContext, population_steps, with_sql
+from features.linkage.views import linked_select
+from features.pointintime.compile import (
+    LatestEvidence, RoundContext, latest_evidence_steps, population_steps, with_sql,
+)
 
 CAL = SchoolCalendar()
 D = dt.date
@@ -26,35 +29,50 @@ COLUMNS = ("student_key", "sid", "school_code", "grade", "room")
 
 
 def _warehouse(census: list[tuple], attendance: list[tuple] = (), grades: list[tuple] = (),
-               exits: list[tuple] = ()) -> duckdb.DuckDBPyConnection:
-    """The few columns the population steps read, under the schema `wh` the feature SQL reads.
+               exits: list[tuple] = (), no_token: frozenset[int] = frozenset()) -> duckdb.DuckDBPyConnection:
+    """The few columns the population steps read, as the warehouse holds them under the schema `wh`
+    the feature SQL reads: `src_<source>` tables, the link's `token_keys` and `record_keys`, and
+    the `linked_<source>` views over them (`features.linkage.views.linked_select`).
 
     census: (sid, census_date, known_at, academic_year, term, school_code, grade, room)
     attendance: (sid, year_month, known_at, school_code, school_days); grades: (sid, assessed_on,
-    known_at, school_code); exits: (sid, exit_date, known_at)
+    known_at, school_code); exits: (sid, exit_date, known_at). Pupil `sid` has the id token `t<sid>`
+    and the key `k<sid>`; the census rows of the pupils in `no_token` carry no token and are linked
+    by their record (`record_keys`), as rows without a citizen ID are.
     """
     con = duckdb.connect()
     con.execute("ATTACH ':memory:' AS wh")
-    meta = "delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT, known_at DATE"
-    con.execute(f"CREATE TABLE wh.linked_dmc_census (student_key VARCHAR, sid BIGINT, {meta}, census_date DATE, "
+    meta = "id_token VARCHAR, delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT, known_at DATE"
+    con.execute(f"CREATE TABLE wh.src_dmc_census ({meta}, census_date DATE, "
                 "academic_year INT, term INT, school_code VARCHAR, grade VARCHAR, room INT)")
-    con.execute(f"CREATE TABLE wh.linked_attendance (student_key VARCHAR, sid BIGINT, {meta}, year_month DATE, "
-                "school_code VARCHAR, school_days INT)")
-    con.execute(f"CREATE TABLE wh.linked_grades (student_key VARCHAR, sid BIGINT, {meta}, assessed_on DATE, "
-                "school_code VARCHAR)")
-    con.execute(f"CREATE TABLE wh.linked_exits (student_key VARCHAR, sid BIGINT, {meta}, exit_date DATE)")
+    con.execute(f"CREATE TABLE wh.src_attendance ({meta}, year_month DATE, school_code VARCHAR, school_days INT)")
+    con.execute(f"CREATE TABLE wh.src_grades ({meta}, assessed_on DATE, school_code VARCHAR)")
+    con.execute(f"CREATE TABLE wh.src_exits ({meta}, exit_date DATE)")
+    con.execute("CREATE TABLE wh.token_keys (id_token VARCHAR, student_key VARCHAR, sid BIGINT)")
+    con.execute("CREATE TABLE wh.record_keys (delivery_id VARCHAR, source_file VARCHAR, source_line BIGINT, "
+                "student_key VARCHAR, sid BIGINT)")
+    sids: set[int] = set()
     for i, (sid, cd, k, y, t, s, g, room) in enumerate(census):
-        con.execute("INSERT INTO wh.linked_dmc_census VALUES (?, ?, ?, 'c.csv', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [f"k{sid}", sid, f"{k}_dmc", i, k, cd, y, t, s, g, room])
+        token = None if sid in no_token else f"t{sid}"
+        con.execute("INSERT INTO wh.src_dmc_census VALUES (?, ?, 'c.csv', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [token, f"{k}_dmc", i, k, cd, y, t, s, g, room])
+        if token is None:
+            con.execute("INSERT INTO wh.record_keys VALUES (?, 'c.csv', ?, ?, ?)", [f"{k}_dmc", i, f"k{sid}", sid])
+        sids.add(sid)
     for i, (sid, ym, k, s, days) in enumerate(attendance):
-        con.execute("INSERT INTO wh.linked_attendance VALUES (?, ?, ?, 'a.csv', ?, ?, ?, ?, ?)",
-                    [f"k{sid}", sid, f"{k}_att", i, k, ym, s, days])
+        con.execute("INSERT INTO wh.src_attendance VALUES (?, ?, 'a.csv', ?, ?, ?, ?, ?)",
+                    [f"t{sid}", f"{k}_att", i, k, ym, s, days])
+        sids.add(sid)
     for i, (sid, on, k, s) in enumerate(grades):
-        con.execute("INSERT INTO wh.linked_grades VALUES (?, ?, ?, 'g.csv', ?, ?, ?, ?)",
-                    [f"k{sid}", sid, f"{k}_gr", i, k, on, s])
+        con.execute("INSERT INTO wh.src_grades VALUES (?, ?, 'g.csv', ?, ?, ?, ?)", [f"t{sid}", f"{k}_gr", i, k, on, s])
+        sids.add(sid)
     for i, (sid, on, k) in enumerate(exits):
-        con.execute("INSERT INTO wh.linked_exits VALUES (?, ?, ?, 'x.csv', ?, ?, ?)", [f"k{sid}", sid, f"{k}_ex", i, k, on])
-    con.execute("CREATE VIEW wh.src_dmc_census AS SELECT * FROM wh.linked_dmc_census")
+        con.execute("INSERT INTO wh.src_exits VALUES (?, ?, 'x.csv', ?, ?, ?)", [f"t{sid}", f"{k}_ex", i, k, on])
+        sids.add(sid)
+    for sid in sorted(sids):
+        con.execute("INSERT INTO wh.token_keys VALUES (?, ?, ?)", [f"t{sid}", f"k{sid}", sid])
+    for source in ("dmc_census", "attendance", "grades", "exits"):
+        con.execute(f"CREATE VIEW wh.linked_{source} AS {linked_select(source, 'wh')}")
     return con
 
 
@@ -222,7 +240,7 @@ def test_a_school_missing_from_an_arrived_census_lists_its_pupils_from_the_lates
 
 def test_a_complete_census_has_no_fallback_and_keeps_its_query_and_manifest() -> None:
     con = _one_school_missing()
-    con.execute(f"DELETE FROM wh.linked_dmc_census WHERE school_code IN ('{SCHOOL_B}', '{SCHOOL_C}')")
+    con.execute(f"DELETE FROM wh.src_dmc_census WHERE school_code IN ('{SCHOOL_B}', '{SCHOOL_C}')")
     r = parse_round("2565-T2-mid")
     source = population_source(con, CAL, r)
     assert source.school_fallbacks == () and source.evidence(r) is None and source.caveat() is None
@@ -247,3 +265,40 @@ def test_the_fallen_back_school_alone_carries_the_caveat_and_monitoring_names_it
     assert [(c.check, c.scope, c.level) for c in checks] == [("stale_population", f"round {r.round_id} school {SCHOOL_B}",
                                                               "drift")]
     assert "2 pupils" in checks[0].note
+
+
+def test_a_missing_schools_fallback_reads_only_the_pupils_it_could_place_there_and_places_them_as_the_whole_history_would() -> None:
+    june, nov = D(2022, 6, 10), D(2022, 11, 10)
+    june_known, nov_known = D(2022, 6, 28), D(2022, 11, 28)
+    census = [
+        (1, june, june_known, 2565, 1, SCHOOL_A, "P4", 1), (1, nov, nov_known, 2565, 2, SCHOOL_A, "P4", 1),
+        (10, june, june_known, 2565, 1, SCHOOL_B, "P2", 1),  # B's file did not arrive: stays at B
+        (11, june, june_known, 2565, 1, SCHOOL_B, "P6", 2),  # the same, linked by its record (no id token)
+        (14, june, june_known, 2565, 1, SCHOOL_A, "P3", 1),  # not in A's November census; seen at B since
+        (15, june, june_known, 2565, 1, SCHOOL_B, "P5", 1),  # seen at A since, not in A's census: at neither
+        (16, june, june_known, 2565, 1, SCHOOL_A, "M1", 1), (16, nov, nov_known, 2565, 2, SCHOOL_A, "M1", 1),
+        (17, D(2021, 11, 10), D(2021, 11, 28), 2564, 2, SCHOOL_A, "P1", 1),  # an old pupil of A only
+    ]
+    attendance = [(14, D(2022, 9, 1), D(2022, 9, 20), SCHOOL_B, 20), (15, D(2022, 10, 1), D(2022, 10, 20), SCHOOL_A, 18),
+                  (16, D(2022, 9, 1), D(2022, 9, 20), SCHOOL_A, 20)]
+    con = _warehouse(census=census, attendance=attendance, no_token=frozenset({11}))
+    r = parse_round("2565-T2-mid")
+    census_date, as_of = CAL.census_date(r.academic_year, r.term), CAL.as_of(r)
+    source = population_source(con, CAL, r)
+    assert [f.school_code for f in source.school_fallbacks] == [SCHOOL_B]
+    ev = source.evidence(r)
+    assert ev is not None and ev.schools == (SCHOOL_B,)
+
+    ctx = RoundContext(as_of=as_of, params={"as_of": f"DATE '{as_of}'"})
+    pop = _rows(con, population_steps(ctx, census_date, COLUMNS, ev))
+    assert pop == {1: (SCHOOL_A, "P4", 1), 16: (SCHOOL_A, "M1", 1), 10: (SCHOOL_B, "P2", 1),
+                   11: (SCHOOL_B, "P6", 2), 14: (SCHOOL_B, "P3", None)}  # 14 moved: his room is not B's
+    # only the pupils with a row at B (census up to the base, or evidence after it) are read
+    placed = latest_evidence_steps(ctx, LatestEvidence(june, r.academic_year), COLUMNS, name="fb", placed_at=(SCHOOL_B,))
+    assert {s for (s,) in con.execute(with_sql(placed, "SELECT sid FROM fb_students")).fetchall()} == {10, 11, 14, 15}
+    # ... and they are placed exactly as the steps over every pupil's history place them
+    whole = latest_evidence_steps(ctx, LatestEvidence(june, r.academic_year), COLUMNS, name="fb")
+    at_b = f"SELECT sid, school_code, grade, room FROM fb WHERE school_code = '{SCHOOL_B}' ORDER BY sid"
+    assert con.execute(with_sql(placed, at_b)).fetchall() == con.execute(with_sql(whole, at_b)).fetchall()
+    assert len(con.execute(with_sql(whole, "SELECT * FROM fb")).fetchall()) > len(
+        con.execute(with_sql(placed, "SELECT * FROM fb")).fetchall())  # the whole history holds more pupils
