@@ -30,6 +30,13 @@ Steps:
            its flexible, tree and additive projections, the model and logistic regression on the test
            fold of 20,000 x 4 worlds, seeds 2, 23, 31 (`python -m benchmarks.additivity`), with the
            paired differences and the R^2 of the ceiling's logit.
+  labels   training/DECISIONS.md ("The label count, measured"): the default model against the observable
+           ceiling, logistic regression and the lookup on worlds of 20,000 x 4 and 100,000 x 4 pupils,
+           seeds 2, 23, 31 (`ews train --truth --json`, its own intervals): does the gap close, and does
+           LightGBM pull ahead of logistic regression, with five times the labels? Each 100,000-pupil
+           world is also trained on a fifth of its students (same world and test fold, a 20,000-pupil
+           world's label count). Slow: about 25 min a 100,000-pupil world on 2 cores, 2 h in all;
+           --labels-size / --labels-seed pick some.
   reasons  serving/reasons.py: the share of flagged pupils of the small demo's published rounds
            (`ews demo --students 3000 --years 4 --no-serve`) with no material reason, and with an empty
            reasons cell (--reasons-home HOME reads another home's rounds).
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -61,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons", "additivity")
+STEPS = ("ceiling", "worlds", "reported", "notfound", "demo", "reasons", "additivity", "labels")
 CEILING_SEEDS = (1, 2, 3)
 
 
@@ -110,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
                     help="Only these worlds in the notfound step (repeat); default: all.")
     ap.add_argument("--reasons-home", type=Path, default=None,
                     help="Home whose published rounds the reasons step reads (default: the demo step's, under --work-dir).")
+    ap.add_argument("--labels-size", action="append", type=int, choices=LABEL_SIZES,
+                    help="Only these world sizes in the labels step (repeat); default: all.")
+    ap.add_argument("--labels-seed", action="append", type=int, choices=LABEL_SEEDS,
+                    help="Only these seeds in the labels step (repeat); default: all.")
     ap.add_argument("--plan", action="store_true", help="Print the commands that would run, and exit.")
     return ap
 
@@ -579,6 +591,9 @@ def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
 # The worlds training/DECISIONS.md's additivity tables quote: world M's size, three seeds.
 ADDITIVITY_WORLDS = tuple(World(f"A{seed}", 20000, 4, seed) for seed in (2, 23, 31))
 QUICK_ADDITIVITY_WORLDS = (World("A2", 1500, 4, 2),)
+# The label-count worlds: the additivity seeds at the issue's size and at five times it.
+LABEL_SIZES = (20_000, 100_000)
+LABEL_SEEDS = (2, 23, 31)
 
 
 def additivity_figures(out: Collected, fid: str, doc: Mapping[str, Any], cmd: str) -> None:
@@ -611,6 +626,80 @@ def additivity_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
         cmd = f"{prep} && {shlex.join(['python', *argv[1:]])}"
         additivity_figures(out, f"additivity.seed{world.seed}", doc, cmd)
         out.sections[f"additivity_{world.seed}"] = doc
+
+
+def label_worlds(a: argparse.Namespace) -> list[World]:
+    """The worlds of the labels step (one per size and seed asked for; --quick: one small world)."""
+    if a.quick:
+        return [World("L1500s2", 1500, 4, 2)]
+    return [World(f"L{n}s{seed}", n, 4, seed) for n in (a.labels_size or LABEL_SIZES)
+            for seed in (a.labels_seed or LABEL_SEEDS)]
+
+
+def fifth_of_the_students(trainsets: Path, test_rounds: list[str]) -> str:
+    """A training set beside the newest one with every test-fold row and, in every other round, the
+    rows of the students whose key hashes to 0 mod 5: the same world, the same test fold, a fifth of
+    the labels to learn and calibrate from. Its name ends in `-fifth`."""
+    import duckdb
+
+    from features.pointintime.trainset import TrainsetManifest, latest_trainset_name
+
+    src = trainsets / latest_trainset_name(trainsets)
+    man = TrainsetManifest.model_validate_json((src / "manifest.json").read_text(encoding="utf-8"))
+    dst = trainsets / f"{src.name}-fifth"
+    dst.mkdir(exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * FROM read_parquet('{src / "data.parquet"}')
+                          WHERE round_id IN (SELECT unnest(?::VARCHAR[])) OR hash(student_key) % 5 = 0)
+                    TO '{dst / "data.parquet"}' (FORMAT parquet)""", [test_rounds])
+    per_round = {r: (int(n), float(rate)) for r, n, rate in con.execute(
+        f"SELECT round_id, count(*), avg(label) FROM read_parquet('{dst / 'data.parquet'}') GROUP BY 1").fetchall()}
+    # The file holds labelled rows only; the rows the parent set left out unlabelled are not resampled
+    # (its counts of them stay).
+    rounds = [r.model_copy(update={"rows": per_round.get(r.round_id, (0, 0.0))[0],
+                                   "label_rate": round(per_round[r.round_id][1], 5) if r.round_id in per_round else None})
+              for r in man.rounds]
+    rows = sum(r.rows for r in rounds)
+    rate = sum(n * x for n, x in per_round.values()) / rows if rows else 0.0
+    digest = hashlib.sha256((dst / "data.parquet").read_bytes()).hexdigest()
+    fifth = man.model_copy(update={"name": dst.name, "rounds": rounds, "rows": rows, "label_rate": round(rate, 5),
+                                   "file": str(dst / "data.parquet"), "sha256": digest})
+    (dst / "manifest.json").write_text(fifth.model_dump_json(indent=2), encoding="utf-8")
+    return dst.name
+
+
+def labels_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
+    """DECISIONS.md: the default model's figures (as `ews train --truth --json` reports them, with its
+    intervals) on each label-count world: `labels.n<students>.seed<S>.reported.*` and `.calibration.*`;
+    on the largest worlds also trained on a fifth of the students (`...seed<S>.fifth.*`: the same world
+    and test fold with the label count of the smaller world)."""
+    for world in label_worlds(a):
+        w = work / f"labels-{world.students}-{world.seed}"
+        _, prep = _prepare_world(a, world, w)
+        home = w / "home"
+        fid = f"labels.n{world.students}.seed{world.seed}"
+        argv = ews_argv("train", "--truth", str(w / "sim" / "truth"), "--json", "--home", str(home))
+        summary = _labels_run(a, out, fid, argv, w / "train-default.log", f"{prep} && {command_text(argv)}")
+        section: dict[str, Any] = {"command": f"{prep} && {command_text(argv)}", "summary": summary}
+        if world.students == max(LABEL_SIZES) and not a.quick:
+            name = fifth_of_the_students(home / "trainsets", list(summary["split"]["test"]))
+            fargv = [*argv[:-2], "--trainset", name, *argv[-2:]]
+            cmd = (f"{prep} && {command_text(argv)}, then {name} written by benchmarks.figures.fifth_of_the_students, "
+                   f"then {command_text(fargv)}   (python -m benchmarks.figures --only labels)")
+            section["fifth"] = {"command": cmd, "summary": _labels_run(a, out, f"{fid}.fifth", fargv, w / "train-fifth.log", cmd)}
+        out.sections[f"labels_{world.students}_{world.seed}"] = section
+
+
+def _labels_run(a: argparse.Namespace, out: Collected, fid: str, argv: list[str], log: Path, cmd: str) -> dict[str, Any]:
+    """One `ews train --truth --json` of the labels step, its figures recorded under `fid`."""
+    summary: dict[str, Any] = (_earlier_summary(log) if a.reuse else None) or json_of(run_cli(argv, log))
+    m = summary.get("metrics", {})
+    out.add(f"{fid}.train_rows", (summary.get("rows") or {}).get("train"), cmd)
+    out.add(f"{fid}.test_rows", m.get("rows"), cmd)
+    out.add(f"{fid}.test_dropouts", m.get("positives"), cmd)
+    out.add(f"{fid}.trees", summary.get("best_iteration"), cmd)
+    reported_figures(out, fid, summary, cmd)
+    return summary
 
 
 def reasons_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
@@ -676,8 +765,11 @@ def _fmt(v: Any) -> str:
 
 def figure_group(fid: str) -> str:
     """The run-sized group a figure belongs to: a world or a not-found world (`world.M`, `notfound.seed5`),
-    else its step (`ceiling`, `reasons`, `additivity`). A step run alone replaces whole groups."""
+    else its step (`ceiling`, `reasons`, `additivity`); a label-count world is its size and seed
+    (`labels.n100000.seed2`: one may be rerun alone). A step run alone replaces whole groups."""
     parts = fid.split(".")
+    if parts[0] == "labels" and len(parts) > 2:
+        return ".".join(parts[:3])
     return ".".join(parts[:2]) if parts[0] in ("world", "notfound") and len(parts) > 1 else parts[0]
 
 
@@ -775,6 +867,9 @@ def plan(a: argparse.Namespace) -> list[str]:
         lines += [f"additivity: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
                   "trainset, python -m benchmarks.additivity --json"
                   for w in (QUICK_ADDITIVITY_WORLDS if a.quick else ADDITIVITY_WORLDS)]
+    if "labels" in a.only:
+        lines += [f"labels: ews simulate --students {w.students} --years {w.years} --seed {w.seed}, ingest, link, "
+                  "trainset --truth, train --truth --json" for w in label_worlds(a)]
     return lines
 
 
@@ -803,6 +898,8 @@ def main(argv: list[str] | None = None) -> None:
         steps.append(lambda: reasons_step(a, work, out))
     if "additivity" in a.only:
         steps.append(lambda: additivity_step(a, work, out))
+    if "labels" in a.only:
+        steps.append(lambda: labels_step(a, work, out))
     for step in steps:
         try:
             step()

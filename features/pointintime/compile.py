@@ -159,6 +159,9 @@ class Read:
                              f"the source has {sorted(cols)}")
         if self.fresh_after and not self.event:
             raise ValueError(f"read {self.name!r}: a staleness limit needs an event column")
+        if self.fresh_after and self.key is None:
+            # A read of every known row has no record whose version could go stale.
+            raise ValueError(f"read {self.name!r}: a staleness limit needs a record key")
         if self.fresh_after and self.event not in (self.key or ()) and not self.latest_event_first:
             # Otherwise "latest version, then drop stale" and "drop stale, then latest" differ.
             raise ValueError(f"read {self.name!r}: a staleness limit needs its event in the key "
@@ -283,7 +286,8 @@ def known_rows_sql(ctx: RoundContext, relation: str, where: list[str], join_popu
 
 
 def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None) -> list[tuple[str, str]]:
-    """The named steps of one read: <name>_known, <name>_latest, <name> (within staleness)."""
+    """The named steps of one read: <name>_known (rows known by as-of, within the staleness limit),
+    <name>_latest (the latest version of each record), <name>."""
     d, p = ctx.dialect, ctx.params
     where = []
     if event_filter is not None:
@@ -292,6 +296,14 @@ def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None
         where.append(f"t.{read.event} <= {p[read.event_until]}")
     if read.where:
         where.append(ctx.fmt(read.where))
+    fresh = f"{read.event} > {p[read.fresh_after]}" if read.fresh_after else None
+    if fresh is not None:
+        # The staleness filter commutes with "latest version" (`Read` refuses a limit whose event is
+        # neither in the record's key nor first in its order): a key's rows are all stale or all fresh,
+        # or its latest row is its freshest. So stale rows are dropped as they are read, not after:
+        # a scoring round's known rows, copied once per round, then hold 13 months of attendance,
+        # not every month a pupil was ever reported (docs/ARCHITECTURE.md, "Known rows").
+        where.append(f"t.{fresh}")
     steps = [(f"{read.name}_known", known_rows_sql(ctx, read.source, where, read.per_student))]
     if read.key is None:
         steps.append((read.name, f"SELECT * FROM {read.name}_known"))
@@ -299,12 +311,9 @@ def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None
     order = ((read.event,) if read.latest_event_first and read.event else ()) + VERSION_ORDER
     values = read.values
     if read.event and read.event not in (*read.key, *values):
-        values = (*values, read.event)  # the staleness step below reads it
+        values = (*values, read.event)  # the record keeps its event date (later steps may read it)
     steps.append((f"{read.name}_latest", latest_version_sql(d, f"{read.name}_known", read.key, values, order)))
-    fresh = f" WHERE {read.event} > {p[read.fresh_after]}" if read.fresh_after and read.event else ""
-    # The staleness filter commutes with "latest version": the event is part of the record's key
-    # or the first element of its order, so DuckDB may push it below the aggregate.
-    steps.append((read.name, f"SELECT * FROM {read.name}_latest{fresh}"))
+    steps.append((read.name, f"SELECT * FROM {read.name}_latest"))
     return steps
 
 

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 
 from features.calendar import SchoolCalendar, parse_round
 from features.pointintime.build import OUTPUT_COLUMNS, features_sql, placement_sql, round_context, school_areas_sql
 from features.pointintime.compile import (
-    DUCKDB, Column, FeatureGroup, Read, compile_groups, latest_version_sql, read_steps,
+    DUCKDB, VERSION_ORDER, Column, FeatureGroup, Read, compile_groups, latest_version_sql, read_steps, with_sql,
 )
-from features.pointintime.groups import ALL_GROUPS, FAIRNESS, MODEL_GROUPS
+from features.pointintime.groups import ALL_GROUPS, ATTENDANCE, CCT_READ, FAIRNESS, MODEL_GROUPS
 from features.pointintime.labels import population_sql
 from features.pointintime.pipeline import rounds_with_census
 from features.pointintime.spec import FEATURE_NAMES, GROUP_COLUMNS, GROUPS, KEY_COLUMNS
@@ -116,6 +119,12 @@ def test_a_staleness_limit_on_an_event_outside_the_record_key_is_refused() -> No
              values=("income_per_person",))
 
 
+def test_a_staleness_limit_on_a_read_without_a_record_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="staleness limit needs a record key"):
+        Read(name="cct", source="linked_cct_screening", key=None, event="screened_on",
+             latest_event_first=True, fresh_after="m12", values=("income_per_person",))
+
+
 def test_two_groups_declaring_one_step_differently_fail_to_compile() -> None:
     a = Read(name="cct", source="linked_cct_screening", event="screened_on", latest_event_first=True,
              fresh_after="m12", values=("income_per_person",))
@@ -132,7 +141,7 @@ def test_a_staleness_limit_drops_records_whose_event_is_too_old() -> None:
                 fresh_after="m12", values=("income_per_person",))
     steps = dict(read_steps(read, round_context(CAL, ROUND)))
     assert set(steps) == {"cct_known", "cct_latest", "cct"}
-    assert "screened_on > DATE '" in steps["cct"]
+    assert "screened_on > DATE '" in steps["cct_known"]
     assert "(screened_on, known_at, delivery_id, source_line)" in steps["cct_latest"]
 
 
@@ -249,3 +258,44 @@ def test_age_and_over_age_come_from_the_birth_month_with_the_birthday_taken_as_i
             assert over == exact_over, born
         assert abs(age - (ctx.as_of - born).days / 365.25) <= 16 / 365.25 + 1e-12, born
     assert june_lower >= 10  # the June rule was exercised (over-age above 0 for some 1-10 June birthdays)
+
+
+@pytest.mark.parametrize("read", [CCT_READ, ATTENDANCE.reads[0]], ids=["latest_event_first", "event_in_key"])
+@pytest.mark.parametrize("seed", [3, 17])
+def test_stale_rows_are_dropped_as_they_are_read_and_every_record_keeps_the_version_it_had(read: Read, seed: int) -> None:
+    """The staleness limit filters the known rows (so a round's copies of them hold 13 months, not
+    a pupil's whole history), and the records that survive are those the limit applied after the
+    latest version would leave: checked against that order on random histories."""
+    ctx = round_context(CAL, ROUND)
+    rng = np.random.default_rng(seed)
+    n = 400
+    cols = tuple(dict.fromkeys(("sid", *(read.key or ()), *read.values, read.event, *VERSION_ORDER)))
+    rows = {c: rng.integers(0, 5, n) for c in cols}
+    rows["sid"] = rng.integers(0, 60, n)
+    # events from three years before the as-of date to a month after it, on month starts for the
+    # month-keyed read (so several versions share a key), known before or after the as-of date
+    months = rng.integers(-36, 2, n)
+    rows[read.event] = [dt.date(ctx.as_of.year, ctx.as_of.month, 1) + dt.timedelta(days=int(m) * 31) for m in months]
+    rows[read.event] = [d.replace(day=1) for d in rows[read.event]]
+    limit = duckdb.connect().execute(f"SELECT {ctx.params[read.fresh_after]}").fetchone()[0]
+    rows[read.event][: n // 10] = [limit] * (n // 10)  # the limit itself is stale
+    rows["known_at"] = [e + dt.timedelta(days=int(k)) for e, k in zip(rows[read.event], rng.integers(0, 120, n))]
+    rows["delivery_id"] = rng.integers(0, 3, n).astype(str)
+    if "school_days" in rows:
+        rows["school_days"] = rng.integers(0, 3, n)  # the attendance read keeps months with school days
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA wh")
+    con.register("rows_df", pd.DataFrame(rows))
+    con.execute(f"CREATE TABLE wh.{read.source} AS SELECT * FROM rows_df")
+    pop = [("pop", "SELECT DISTINCT sid FROM wh." + read.source)]
+    key = ", ".join(read.key or ())
+    pushed = con.execute(with_sql([*pop, *read_steps(read, ctx)], f"SELECT * FROM {read.name} ORDER BY {key}")).df()
+    unlimited = replace(read, fresh_after=None)
+    after = con.execute(with_sql([*pop, *read_steps(unlimited, ctx)],
+                                 f"SELECT * FROM {read.name} WHERE {read.event} > {ctx.params[read.fresh_after]} ORDER BY {key}")).df()
+    every = con.execute(with_sql([*pop, *read_steps(unlimited, ctx)], f"SELECT count(*) FROM {read.name}")).fetchone()[0]
+    assert 0 < len(after) < every, "the random histories hold both stale and fresh records"
+    pd.testing.assert_frame_equal(pushed, after)
+    stale = con.execute(with_sql([*pop, *read_steps(read, ctx)],
+                                 f"SELECT count(*) FROM {read.name}_known WHERE {read.event} <= {ctx.params[read.fresh_after]}")).fetchone()[0]
+    assert stale == 0, "the known rows hold no stale row"

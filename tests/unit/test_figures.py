@@ -91,6 +91,7 @@ def test_figures_are_grouped_by_world_or_step() -> None:
     assert figures.figure_group("notfound.seed5.precision") == "notfound.seed5"
     assert figures.figure_group("additivity.seed2.logit_r2.risk_score") == "additivity"
     assert figures.figure_group("ceiling.seed1.early.roc_auc") == "ceiling"
+    assert figures.figure_group("labels.n100000.seed2.reported.model.roc_auc") == "labels.n100000.seed2"
 
 
 def test_the_training_set_figures_come_from_the_manifest_ews_trainset_prints() -> None:
@@ -115,6 +116,7 @@ def test_the_command_plans_every_step_without_running_anything(capsys: pytest.Ca
     assert sum(line.startswith("not-found list:") for line in out.splitlines()) == len(figures.NOTFOUND_WORLDS)
     assert "reasons: flagged pupils" in out
     assert sum(line.startswith("additivity:") for line in out.splitlines()) == len(figures.ADDITIVITY_WORLDS)
+    assert sum(line.startswith("labels:") for line in out.splitlines()) == len(figures.LABEL_SIZES) * len(figures.LABEL_SEEDS)
 
 
 def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibration_per_term() -> None:
@@ -152,3 +154,39 @@ def test_the_additivity_figures_keep_the_benchmarks_intervals_and_name_each_diff
     assert got["additivity.seed2.logit_r2.risk_score"] == (0.879, None, None)
     assert got["additivity.seed2.test_dropouts"] == (1100, None, None)
     assert all(f.command == "cmd" for f in out.figures)
+
+
+def test_a_fifth_of_the_students_keeps_the_whole_test_fold_and_every_round_of_each_student_it_keeps(tmp_path: Path) -> None:
+    import hashlib
+
+    import pandas as pd
+
+    from features.pointintime.trainset import LATEST, TrainsetManifest, TrainsetRound
+
+    rounds = ["2563-T1-early", "2563-T2-early", "2564-T1-early"]
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame([(r, f"S{i:05d}", int(rng.random() < 0.1)) for r in rounds for i in range(2000)],
+                         columns=["round_id", "student_key", "label"])
+    folder = tmp_path / "ts-x"
+    folder.mkdir()
+    frame.to_parquet(folder / "data.parquet")
+    (tmp_path / LATEST).write_text("ts-x")
+    manifest = TrainsetManifest(
+        name="ts-x", config={}, cutoff="2022-07-15", rows=len(frame), unlabelled_rows=0, label_rate=float(frame.label.mean()),
+        rounds=[TrainsetRound(round_id=r, round_type="early", as_of="2020-07-01", rows=2000, unlabelled=0, label_rate=0.1)
+                for r in rounds],
+        delivery_fingerprint="f", catalogue_version="c", feature_groups={}, categorical=[], file=str(folder / "data.parquet"),
+        sha256="s")
+    (folder / "manifest.json").write_text(manifest.model_dump_json(), encoding="utf-8")
+
+    name = figures.fifth_of_the_students(tmp_path, ["2564-T1-early"])
+    fifth = pd.read_parquet(tmp_path / name / "data.parquet")
+    written = TrainsetManifest.model_validate_json((tmp_path / name / "manifest.json").read_text(encoding="utf-8"))
+    assert (tmp_path / LATEST).read_text() == "ts-x", "the parent stays the newest set"
+    assert (fifth.round_id == "2564-T1-early").sum() == 2000, "every test-fold row is kept"
+    kept = fifth[fifth.round_id != "2564-T1-early"].groupby("round_id").student_key.apply(frozenset)
+    assert kept["2563-T1-early"] == kept["2563-T2-early"], "a kept student is kept in every round"
+    assert 0.15 < len(kept["2563-T1-early"]) / 2000 < 0.25
+    assert written.rows == len(fifth) and [r.rows for r in written.rounds] == fifth.round_id.value_counts()[rounds].tolist()
+    assert written.sha256 == hashlib.sha256((tmp_path / name / "data.parquet").read_bytes()).hexdigest()
+    assert written.label_rate == pytest.approx(fifth.label.mean(), abs=1e-5)
