@@ -642,7 +642,7 @@ def fifth_of_the_students(trainsets: Path, test_rounds: list[str]) -> str:
     the labels to learn and calibrate from. Its name ends in `-fifth`."""
     import duckdb
 
-    from features.pointintime.trainset import TrainsetManifest, latest_trainset_name
+    from features.pointintime.trainset import TrainsetManifest, atomic_write_text, latest_trainset_name
 
     src = trainsets / latest_trainset_name(trainsets)
     man = TrainsetManifest.model_validate_json((src / "manifest.json").read_text(encoding="utf-8"))
@@ -664,7 +664,8 @@ def fifth_of_the_students(trainsets: Path, test_rounds: list[str]) -> str:
     digest = hashlib.sha256((dst / "data.parquet").read_bytes()).hexdigest()
     fifth = man.model_copy(update={"name": dst.name, "rounds": rounds, "rows": rows, "label_rate": round(rate, 5),
                                    "file": str(dst / "data.parquet"), "sha256": digest})
-    (dst / "manifest.json").write_text(fifth.model_dump_json(indent=2), encoding="utf-8")
+    # Not `save_trainset_manifest`: that would make the fifth the home's newest set.
+    atomic_write_text(fifth.model_dump_json(indent=2), dst / "manifest.json")
     return dst.name
 
 
@@ -679,14 +680,15 @@ def labels_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
         home = w / "home"
         fid = f"labels.n{world.students}.seed{world.seed}"
         argv = ews_argv("train", "--truth", str(w / "sim" / "truth"), "--json", "--home", str(home))
-        summary = _labels_run(a, out, fid, argv, w / "train-default.log", f"{prep} && {command_text(argv)}")
-        section: dict[str, Any] = {"command": f"{prep} && {command_text(argv)}", "summary": summary}
+        cmd = f"{prep} && {command_text(argv)}"
+        summary = _labels_run(a, out, fid, argv, w / "train-default.log", cmd)
+        section: dict[str, Any] = {"command": cmd, "summary": summary}
         if world.students == max(LABEL_SIZES) or a.quick:  # --quick proves this chain too
             name = fifth_of_the_students(home / "trainsets", list(summary["split"]["test"]))
             fargv = [*argv[:-2], "--trainset", name, *argv[-2:]]
-            cmd = (f"{prep} && {command_text(argv)}, then {name} written by benchmarks.figures.fifth_of_the_students, "
-                   f"then {command_text(fargv)}   (python -m benchmarks.figures --only labels)")
-            section["fifth"] = {"command": cmd, "summary": _labels_run(a, out, f"{fid}.fifth", fargv, w / "train-fifth.log", cmd)}
+            fcmd = (f"{cmd}, then {name} written by benchmarks.figures.fifth_of_the_students, "
+                    f"then {command_text(fargv)}   (python -m benchmarks.figures --only labels)")
+            section["fifth"] = {"command": fcmd, "summary": _labels_run(a, out, f"{fid}.fifth", fargv, w / "train-fifth.log", fcmd)}
         out.sections[f"labels_{world.students}_{world.seed}"] = section
 
 

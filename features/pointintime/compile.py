@@ -296,14 +296,13 @@ def read_steps(read: Read, ctx: RoundContext, *, event_filter: str | None = None
         where.append(f"t.{read.event} <= {p[read.event_until]}")
     if read.where:
         where.append(ctx.fmt(read.where))
-    fresh = f"{read.event} > {p[read.fresh_after]}" if read.fresh_after else None
-    if fresh is not None:
+    if read.fresh_after:
         # The staleness filter commutes with "latest version" (`Read` refuses a limit whose event is
         # neither in the record's key nor first in its order): a key's rows are all stale or all fresh,
         # or its latest row is its freshest. So stale rows are dropped as they are read, not after:
         # a scoring round's known rows, copied once per round, then hold 13 months of attendance,
         # not every month a pupil was ever reported (docs/ARCHITECTURE.md, "Known rows").
-        where.append(f"t.{fresh}")
+        where.append(f"t.{read.event} > {p[read.fresh_after]}")
     steps = [(f"{read.name}_known", known_rows_sql(ctx, read.source, where, read.per_student))]
     if read.key is None:
         steps.append((read.name, f"SELECT * FROM {read.name}_known"))

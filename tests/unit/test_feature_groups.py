@@ -275,15 +275,15 @@ def test_stale_rows_are_dropped_as_they_are_read_and_every_record_keeps_the_vers
     # events from three years before the as-of date to a month after it, on month starts for the
     # month-keyed read (so several versions share a key), known before or after the as-of date
     months = rng.integers(-36, 2, n)
-    rows[read.event] = [dt.date(ctx.as_of.year, ctx.as_of.month, 1) + dt.timedelta(days=int(m) * 31) for m in months]
-    rows[read.event] = [d.replace(day=1) for d in rows[read.event]]
-    limit = duckdb.connect().execute(f"SELECT {ctx.params[read.fresh_after]}").fetchone()[0]
+    rows[read.event] = [(dt.date(ctx.as_of.year, ctx.as_of.month, 1) + dt.timedelta(days=int(m) * 31)).replace(day=1)
+                        for m in months]
+    con = duckdb.connect()
+    limit = con.execute(f"SELECT {ctx.params[read.fresh_after]}").fetchone()[0]
     rows[read.event][: n // 10] = [limit] * (n // 10)  # the limit itself is stale
     rows["known_at"] = [e + dt.timedelta(days=int(k)) for e, k in zip(rows[read.event], rng.integers(0, 120, n))]
     rows["delivery_id"] = rng.integers(0, 3, n).astype(str)
     if "school_days" in rows:
         rows["school_days"] = rng.integers(0, 3, n)  # the attendance read keeps months with school days
-    con = duckdb.connect()
     con.execute("CREATE SCHEMA wh")
     con.register("rows_df", pd.DataFrame(rows))
     con.execute(f"CREATE TABLE wh.{read.source} AS SELECT * FROM rows_df")
