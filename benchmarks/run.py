@@ -10,6 +10,8 @@ In order:
   home       on the home size's pipeline folder: `ews trainset`, `ews train`, `ews score --round R`
              (R = the pipeline's round), each timed; this gives bench_train, bench_score and
              bench_serve the trained champion and published round they need
+  labels     label_errors on the home size's pipeline world: label precision per group against the truth,
+             and every false dropout per round by what truly happened and which omission hid it
   ingest     bench_ingest on a synthetic delivery of --ingest-rows
   train      bench_train grows the home's training set to --train-rows
   score      bench_score repeats the published round to --score-rows
@@ -58,8 +60,8 @@ FULL = {"ingest_rows": 1_000_000, "train_rows": 2_000_000, "score_rows": 1_000_0
 QUICK = {"ingest_rows": 50_000, "train_rows": 50_000, "score_rows": 20_000, "compare_rows": 500,
          "serve_seconds": 3.0, "serve_clients": 10, "mix_clients": 20,
          "load_clients": 10, "load_minutes": 0.1, "load_paths": 500, "round_pupils": 20_000}
-STEPS = ("simulate", "pipeline", "engines", "home", "ingest", "train", "score", "round", "past", "population", "reasons", "explain",
-         "serve", "load", "actionaware")
+STEPS = ("simulate", "pipeline", "engines", "home", "labels", "ingest", "train", "score", "round", "past", "population",
+         "reasons", "explain", "serve", "load", "actionaware")
 
 # The steps that need the home trained, with a published round (their commands name it as ROUND until it is known).
 NEEDS_ROUND = ("train", "score", "round", "past", "population", "reasons", "explain", "serve", "load")
@@ -159,6 +161,14 @@ def _figures(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         for s in r["stages"]:
             f.append((f"`ews {s['stage']}` ({r['students']:,} students)", f"{_fmt(s['seconds'], ' s')}, peak {_fmt(s['peak_rss_mb'], ' MB')}"
                       + (f", exit {s['exit_code']}" if s["exit_code"] else "")))
+    elif name.startswith("labels"):
+        o = r["overall"]
+        lo, hi = o["precision_interval"]
+        f.append(("label precision (all rounds)", f"{_fmt(o['precision'])} [{_fmt(lo)}, {_fmt(hi)}], agreement "
+                  f"{_fmt(o['agreement'])}, unknown {o['unknown']:,} of {o['rows']:,} rows"))
+        worst = min(r["per_round"], key=lambda x: x["agreement"] if x["agreement"] is not None else 1.0)
+        f.append(("lowest round agreement", f"{worst['round_id']}: {_fmt(worst['agreement'])} "
+                  f"({worst['false_dropouts']} false of {worst['labelled_dropouts']} dropouts)"))
     elif name.startswith("ingest"):
         f += [(f"ingest {r['rows_received']:,} rows", f"{_fmt(r['rows_per_second'], ' rows/s')}, {_fmt(r['seconds'], ' s')}, peak {_fmt(r['peak_rss_mb'], ' MB')}")]
     elif name.startswith("train"):
@@ -266,6 +276,8 @@ def plan(a: argparse.Namespace) -> list[Step]:
                                     "--students", str(n), *o], out / f"engines_{n}.json") for n in a.sizes]
     steps.append(Step("home", ["benchmarks.run", "--size", str(a.home_size), "--years", str(a.years), "--only", "pipeline",
                                "--only", "home", *o], out / f"home_{a.home_size}.json"))
+    steps.append(Step("labels", ["benchmarks.label_errors", "--home", home, "--truth", str(hwork / "sim" / "truth"), *o],
+                      out / "label_errors.json"))
     steps.append(Step("ingest", ["benchmarks.bench_ingest", "--rows", str(a.ingest_rows), *o], out / f"ingest-{a.ingest_rows}.json"))
     steps.append(Step("train", ["benchmarks.bench_train", "--home", home, "--rows", str(a.train_rows), *o],
                       out / f"train-{a.train_rows}.json"))

@@ -27,6 +27,9 @@ Once the evidence is complete (as for `dropout` below):
               for some completions, which would otherwise all read as dropouts (`M6_COMPLETION`).
               Also unknown: a pupil seen at the census after the horizon at a school whose horizon
               census never arrived (a move into it at the year's end): likely on that census.
+              And, when a year end lies before the horizon, every P6 or M3 pupil from a home
+              tambon whose pupils moved up into a school whose horizon census is missing: a move
+              there cannot be seen, even before any later census (`year_end_unseen_steps`).
 
 `dropout` (the column the trainer reads) is 1 for dropout, 0 for continuing/moved/died and NULL
 for unknown. `label_evidence` says why, for an auditor: the deciding row (source, what it says,
@@ -178,7 +181,21 @@ def _d(x: dt.date) -> str:
 
 
 # What `labels_sql` reads of a round's population (a `population` relation given needs these).
-LABEL_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code")
+LABEL_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code", "grade", "tambon_code")
+# ... of which a round with no year end before its horizon reads only these (each census column costs
+# an arg_max field per pupil, and the past dropout rate labels every past round of the country).
+WITHIN_YEAR_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code")
+
+# The grades after which pupils change school at the year's end (P6 -> M1, M3 -> M4), keyed by the
+# grade they enter: the grade a school must teach for a move into it to hide a leaver's path.
+YEAR_END_MOVES: dict[str, str] = {"M1": "P6", "M4": "M3"}
+# How far back a missing school's catchment is read: the censuses of the year before the horizon.
+CATCHMENT_DAYS = 400
+
+
+def crosses_year_end(cal: SchoolCalendar, r: ScoringRound, horizon: Horizon) -> bool:
+    """Whether R's horizon census lies in a later academic year (pupils move up, and some move school)."""
+    return horizon == "one_year" or cal.next_census(r.academic_year, r.term)[0] > r.academic_year
 
 
 def population_sql(cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, schema: str = "wh",
@@ -268,6 +285,40 @@ def paths_sql(
     return f"WITH ev AS ({rows}) {decided}"
 
 
+def year_end_unseen_steps(target: dt.date, cutoff: dt.date, schema: str, dialect: Dialect, moves: bool) -> str:
+    """CTE steps `entry`, `unseen`, `blind` (each followed by a comma), after steps `pop` (student_key,
+    grade, tambon_code) and `school_census` (the schools whose census of `target` is known by the
+    cutoff): `blind` holds the pupils who may have moved up into a school whose census of `target`
+    is missing (student_key, unseen_school: the first such school, unseen_schools: how many). Empty
+    when no year end lies between (`moves` false). Shared by the labels and the not-found list."""
+    d = dialect
+    # Schools that pupils entered at the year's end in the year before the horizon, with no horizon
+    # census, and the home tambons those entrants came from: the catchment a move can hide in. By
+    # tambon, not amphoe: an extended-opportunity school takes its own tambon's pupils, a secondary
+    # school every tambon of its district, and the entrants' homes say which (on a 100,000-pupil
+    # world the amphoe marked 647 P6 pupils unknown for an extended school whose entrants all
+    # lived in one tambon).
+    entry = ", ".join(f"('{g}', '{f}')" for g, f in YEAR_END_MOVES.items())
+    unseen = f"""
+        entry AS (SELECT * FROM (VALUES {entry}) v(grade, from_grade)),
+        unseen AS (
+            SELECT DISTINCT e.from_grade AS grade, c.tambon_code, c.school_code
+            FROM {schema}.src_dmc_census c JOIN entry e ON e.grade = c.grade
+            WHERE c.known_at <= {_d(cutoff)} AND c.census_date < {_d(target)}
+              AND c.census_date >= {_d(target - dt.timedelta(days=CATCHMENT_DAYS))}
+              AND NOT EXISTS (SELECT 1 FROM school_census sc WHERE sc.school_code = c.school_code)
+        ),
+        blind AS (
+            SELECT p.student_key, min(u.grade) AS unseen_grade, min(u.school_code) AS unseen_school,
+                   count(DISTINCT u.school_code) AS unseen_schools
+            FROM pop p JOIN unseen u ON u.grade = p.grade AND u.tambon_code = p.tambon_code
+            GROUP BY p.student_key
+        ),""" if moves else f"""
+        blind AS (SELECT CAST(NULL AS {d.string}) AS student_key, CAST(NULL AS {d.string}) AS unseen_grade,
+                         CAST(NULL AS {d.string}) AS unseen_school, CAST(NULL AS BIGINT) AS unseen_schools WHERE false),"""
+    return unseen
+
+
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
@@ -276,34 +327,49 @@ def labels_sql(
     """(student_key, round_id, label_state, dropout, outcome, label_evidence) for every student
     enrolled at R.
 
-    `population` may name a relation already holding the round's population (student_key and
-    school_code; saves a rescan). `evidence` is the declared sources (another set only to measure
+    `population` may name a relation already holding the round's population (`LABEL_POPULATION_COLUMNS`;
+    saves a rescan). `evidence` is the declared sources (another set only to measure
     what one source is worth). `with_evidence=False` leaves out `outcome` and `label_evidence` (and
     the columns they read): for callers that need only the state or the 0/1 label.
+
+    A pupil in P6 or M3 at a round whose horizon is in the next academic year is `unknown` when a
+    school that took pupils into M1 (or M4) from the pupil's home tambon in the year before the
+    horizon has not delivered its horizon census: a move into that school at the year's end leaves no
+    row anyone can read, so the pupil's silence is not a dropout. Every such pupil is unknown, with
+    or without a path, as for a pupil of a missing school (`YEAR_END_MOVES`).
     """
     target = horizon_census(cal, r, horizon)
     d = dialect
-    # Only the two columns the labels read: every census column would cost an arg_max field per
-    # pupil (at 8M pupils the whole census row ran DuckDB out of 3 GB; these two need half the time).
-    pop = population or f"({population_sql(cal, r, cutoff, schema, LABEL_POPULATION_COLUMNS, dialect=d)})"
+    moves = crosses_year_end(cal, r, horizon)
+    # Only the columns the labels read: every census column would cost an arg_max field per pupil
+    # (at 8M pupils the whole census row ran DuckDB out of 3 GB); the grade and home tambon only when
+    # a year end lies before the horizon (the catchment rule reads them).
+    columns = LABEL_POPULATION_COLUMNS if moves else WITHIN_YEAR_POPULATION_COLUMNS
+    pop = population or f"({population_sql(cal, r, cutoff, schema, columns, dialect=d)})"
     text = """,
                CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
                CASE WHEN label_state = 'unknown'
                     THEN concat_ws('; ', CASE WHEN school_known_at IS NULL THEN 'census of {target} from school '
                                               || school_code || ' not received' END, missing_text,
+                                   CASE WHEN unseen_school IS NOT NULL THEN 'census of {target} not received from school '
+                                        || unseen_school || CASE WHEN unseen_schools > 1 THEN ' and '
+                                        || (unseen_schools - 1) || ' more' ELSE '' END
+                                        || ', where pupils from this tambon moved up after ' || unseen_grade
+                                        || ': a move there at the end of the year cannot be seen' END,
                                    'seen meanwhile: ' || e.source || ': ' || e.detail || ' on ' || e.described)
                     WHEN e IS NOT NULL
                     THEN e.source || ': ' || e.detail || ' on ' || e.described || ' (known ' || e.known_at || ')'
                     ELSE 'no path found: dmc_census (school ' || school_code || ' delivered ' || school_known_at
                          || '); ' || searched_text
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
+    unseen = year_end_unseen_steps(target, cutoff, schema, d, moves)
     return f"""
-        WITH pop AS (SELECT student_key, school_code FROM {pop}),
+        WITH pop AS (SELECT {', '.join(columns)} FROM {pop}),
         decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence, d)}),
         school_census AS (
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(target)} AND known_at <= {_d(cutoff)} GROUP BY school_code
-        ),
+        ),{unseen}
         status AS ({evidence_status_sql(cal, target, cutoff, schema, evidence, d)}),
         summary AS (
             SELECT count(*) FILTER (WHERE NOT complete) AS missing,
@@ -318,13 +384,17 @@ def labels_sql(
                    -- Incomplete evidence makes every pupil it concerns unknown, even one a row shows
                    -- moved: labelling only those would fill the school's (or round's) known labels
                    -- with non-dropouts and bias its rate down.
-                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 THEN 'unknown'
+                   -- A pupil who may have moved into a school whose census is missing is unknown
+                   -- the same way (`blind`): its stayers and leavers cannot be told apart either.
+                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 OR b.student_key IS NOT NULL THEN 'unknown'
                         WHEN d.e IS NOT NULL THEN d.e.state
                         ELSE 'dropout' END AS label_state,
-                   d.e, sc.known_at AS school_known_at, p.school_code, s.missing_text, s.searched_text
+                   d.e, sc.known_at AS school_known_at, p.school_code, s.missing_text, s.searched_text,
+                   b.unseen_grade, b.unseen_school, b.unseen_schools
             FROM pop p
             LEFT JOIN decided d USING (student_key)
             LEFT JOIN school_census sc ON sc.school_code = p.school_code
+            LEFT JOIN blind b ON b.student_key = p.student_key
             CROSS JOIN summary s
         )
         SELECT student_key, '{r.round_id}' AS round_id, label_state,

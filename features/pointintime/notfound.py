@@ -9,6 +9,9 @@ a completion, death or move abroad, no TZD case closed as a move abroad. A pupil
 is M6 term-2 final marks with no exits row (completed or left, not told apart; the label is
 `unknown`) is left off and counted (`m6_untold`), unless the marks held a มส: a remedy is not
 certain, so that pupil is listed with a caveat saying so (`labels.M6_COMPLETION`, declared once).
+A pupil who finished P6 or M3 at the year end, from a tambon whose pupils moved up into a school that
+has not delivered census C, is listed with a caveat naming that school: the child may be on its census
+(the label is `unknown`; `labels.year_end_unseen_steps`, shared).
 
 Each case carries its evidence: the last census and school the pupil was seen at, the last month of
 attendance with a day present, the sources searched and when each arrived, and, when the as-of date
@@ -42,7 +45,8 @@ from features.ids import BE_OFFSET
 from features.pointintime.build import school_areas_sql
 from features.pointintime.compile import DUCKDB, Dialect
 from features.pointintime.labels import (
-    EVIDENCE, M6_REMEDIABLE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, evidence_status_sql, paths_sql, population_sql,
+    EVIDENCE, M6_REMEDIABLE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, crosses_year_end, evidence_status_sql, paths_sql,
+    population_sql, year_end_unseen_steps,
 )
 from features.pointintime.trainset import atomic_write_parquet, atomic_write_text, file_sha256
 
@@ -167,7 +171,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         school_census AS (
             SELECT school_code, min(known_at) AS known_at FROM {schema}.src_dmc_census
             WHERE census_date = {_d(census)} AND known_at <= {_d(as_of)} GROUP BY school_code
-        ),
+        ),{year_end_unseen_steps(census, as_of, schema, d, crosses_year_end(cal, r, "next_census"))}
         lost AS (
             -- A pupil whose school's census of this date has not arrived is not judged (the pupil may
             -- be on it): counted by the manifest (`pending_school_census`), never listed.
@@ -209,13 +213,17 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
                nullif(concat_ws('; ', CASE WHEN sm.missing > 0 THEN 'evidence incomplete on {as_of}: a path may still '
                                               || 'arrive from ' || sm.awaited_sources END,
                                 CASE WHEN l.remediable THEN 'M6 final marks held a มส and no exits row: may have '
-                                     || 'completed after remedial study' END), '') AS caveat,
+                                     || 'completed after remedial study' END,
+                                CASE WHEN b.unseen_school IS NOT NULL THEN 'finished ' || l.grade || ' at the year end; '
+                                     || 'school ' || b.unseen_school || ', where pupils from this tambon moved up, has '
+                                     || 'not delivered this census: may be enrolled there' END), '') AS caveat,
                sm.awaited
         FROM lost l
         CROSS JOIN summary sm
         JOIN school_census sc ON sc.school_code = l.school_code
         LEFT JOIN attended att USING (student_key)
         LEFT JOIN seen_again s USING (student_key)
+        LEFT JOIN blind b ON b.student_key = l.student_key
         LEFT JOIN areas a ON a.school_code = l.school_code
         -- NULLS LAST spelled out: DuckDB's default, where Spark puts NULLs first (a school with no area)
         ORDER BY a.province_code NULLS LAST, a.amphoe_code NULLS LAST, a.tambon_code NULLS LAST,

@@ -115,6 +115,28 @@ def test_spark_computes_the_same_labels_as_duckdb(engines: tuple, round_id: str)
     assert _differences(duck, sparked) == {}
 
 
+def test_spark_labels_a_missing_schools_year_end_catchment_as_duckdb_does(engines: tuple) -> None:
+    """2564-T2-early's horizon is the next school year's June census: the secondary school with the
+    most M1 pupils is read as if its June file were missing (the census relation filtered in both
+    engines' SQL), so the catchment rule (`labels_sql`'s `unseen`/`blind` steps) acts on both."""
+    home, con, spark = engines
+    r = parse_round(ROUNDS[0])
+    cutoff = latest_delivery(con)
+    horizon = home.calendar.next_census(r.academic_year, r.term)[2]
+    school = con.execute("SELECT school_code FROM wh.src_dmc_census WHERE grade = 'M1' AND census_date = ? "
+                         "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+                         [home.calendar.census_date(r.academic_year, r.term)]).fetchall()[0][0]
+    missing = (f"(SELECT * FROM wh.src_dmc_census WHERE NOT (census_date = DATE '{horizon}' "
+               f"AND school_code = '{school}'))")
+    sql = {name: labels_sql(home.calendar, r, cutoff, dialect=dialect).replace("wh.src_dmc_census", missing)
+           for name, dialect in (("duckdb", DUCKDB), ("spark", SPARK))}
+    duck = con.sql(sql["duckdb"]).to_arrow_table().sort_by("student_key")
+    evidence = [e for e in duck.column("label_evidence").to_pylist() if e and "moved up after" in e]
+    assert len(evidence) >= 10, "the catchment rule must act for the comparison to hold anything"
+    sparked = spark.run(sql["spark"], sql["duckdb"]).sort_by("student_key")
+    assert _differences(duck, sparked) == {}
+
+
 def test_spark_builds_the_same_not_found_list_as_duckdb(engines: tuple) -> None:
     home, con, spark = engines
     r = parse_round(ROUNDS[-1])

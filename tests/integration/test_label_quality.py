@@ -111,9 +111,62 @@ def test_a_refused_school_census_leaves_its_pupils_unknown_never_dropouts(small_
     assert len(mine) > 50
     assert (mine["label_state"] == "unknown").all()  # stayers and leavers alike: no biased subset
     assert mine["label_evidence"].str.contains(f"census of {horizon} from school {school} not received").all()
-    # Pupils of other schools keep their label unless their own continuing row was at that school.
+    # Pupils of other schools keep their label unless their own continuing row was at that school, or
+    # they finish P6 or M3 at this year end in a tambon whose pupils that school took in (a move
+    # there cannot be seen): those are unknown, and say why.
     others = after.index[after["school_code"] != school]
     moved_there = before.loc[others, "label_evidence"].str.contains(f"enrolled at school {school}")
-    changed = (before.loc[others, "label_state"] != after.loc[others, "label_state"]) & ~moved_there
+    catchment = after.loc[others, "label_evidence"].fillna("").str.contains(
+        f"not received from school {school}, where pupils from this tambon moved up after")
+    changed = (before.loc[others, "label_state"] != after.loc[others, "label_state"]) & ~moved_there & ~catchment
     assert not changed.any()
+    assert (after.loc[others][catchment]["label_state"] == "unknown").all()
     assert isinstance(cutoff, dt.date)
+
+
+def test_labels_agree_with_the_row_by_row_reference_when_a_secondary_schools_year_end_census_is_missing(
+        small_world: SmallWorld, tmp_path: Path) -> None:
+    # 2564-T2-mid's horizon is the June census of the next school year, when P6 pupils enter M1: the
+    # secondary school that took the most M1 entrants refuses its June file. Its catchment's P6
+    # pupils cannot be told from dropouts, and the compiled labels must say so for exactly the
+    # pupils the plain-Python reference (tests/support/pointintime_oracle.py) does.
+    from tests.support.pointintime_oracle import Warehouse, label
+
+    world = copy_world(small_world, tmp_path)
+    cal, r = SchoolCalendar(), parse_round("2564-T2-mid")
+    horizon = cal.next_census(r.academic_year, r.term)[2]
+    con = connect_warehouse(EwsHome(root=world.home), read_only=False)
+    try:
+        cutoff = con.execute("SELECT max(delivered_on) FROM wh.deliveries").fetchone()[0]
+        school = con.execute("SELECT school_code FROM wh.src_dmc_census WHERE grade = 'M1' AND census_date = ? "
+                             "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1", [cal.census_date(r.academic_year, r.term)]
+                             ).fetchone()[0]
+        con.execute("DELETE FROM wh.src_dmc_census WHERE census_date = ? AND school_code = ?", [horizon, school])
+        got = dict(con.execute(f"SELECT student_key, dropout FROM ({labels_sql(cal, r, cutoff)})").fetchall())
+        evidence = [e for (e,) in con.execute(f"SELECT label_evidence FROM ({labels_sql(cal, r, cutoff)}) "
+                                              "WHERE label_evidence LIKE '%moved up after%'").fetchall()]
+        wh = Warehouse(con)
+    finally:
+        con.close()
+    assert len(evidence) >= 10, "the catchment rule must act on pupils of other schools"
+    assert {e.split("moved up after ")[1][:2] for e in evidence} <= {"P6", "M3"}
+    want = {key: label(wh, cal, r, key, cutoff) for key in got}
+    assert [k for k in got if got[k] != want[k]] == []
+
+
+def test_the_label_error_benchmark_accounts_for_every_false_and_missed_dropout(
+        small_world: SmallWorld, tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.label_errors import main
+
+    main(["--home", str(small_world.home), "--truth", str(small_world.truth), "--out-dir", str(tmp_path)])
+    out = json.loads((tmp_path / "label_errors.json").read_text())
+    fp, fn = out["overall"]["confusion"]["fp"], out["overall"]["confusion"]["fn"]
+    assert fp > 0, "the ladder's world has false dropouts (untraceable moves abroad) to account for"
+    assert sum(r["false_dropouts"] for r in out["per_round"]) == fp
+    assert sum(r["missed_dropouts"] for r in out["per_round"]) == fn
+    for key in ("exit_type", "omission", "grade"):
+        assert sum(out["false_dropouts"][key].values()) == fp
+        assert sum(sum(r[f"false_dropouts_by_{key}"].values()) for r in out["per_round"]) == fp
+    assert "dropout" not in out["false_dropouts"]["exit_type"]  # a false dropout truly did something else

@@ -256,3 +256,31 @@ def test_a_pupil_who_moved_into_a_school_whose_census_is_missing_is_not_listed_b
     _, table = load_notfound(home, census)
     assert not set(movers) & set(table.column("student_key").to_pylist())
     assert m.at_school_without_census >= len(movers) and m.schools_without_census == 1
+
+
+def test_a_pupil_who_may_have_moved_up_into_a_school_that_never_delivered_is_listed_with_a_caveat_naming_it(
+        small_world: SmallWorld, tmp_path: Path) -> None:
+    # As above, but the school delivers no census from this one on (the world's last census, or a
+    # school that keeps refusing): no later row shows the movers there, so a P6 or M3 pupil from a
+    # tambon whose pupils moved up into it is a case to search for, with a caveat saying where the
+    # child may be (the label is unknown, `labels.year_end_unseen_steps`).
+    world = copy_world(small_world, tmp_path)
+    home = EwsHome(root=world.home)
+    census = dt.date(2022, 6, 10)
+    con = connect_warehouse(home, read_only=False)
+    try:
+        school, movers = con.execute("""
+            SELECT n.school_code, list(DISTINCT n.student_key) FROM wh.linked_dmc_census p
+            JOIN wh.linked_dmc_census n USING (student_key)
+            WHERE p.census_date = ? AND n.census_date = ? AND p.school_code <> n.school_code AND p.grade IN ('P6', 'M3')
+            GROUP BY 1 ORDER BY count(*) DESC LIMIT 1""", [dt.date(2021, 11, 10), census]).fetchone()
+        con.execute("DELETE FROM wh.src_dmc_census WHERE census_date >= ? AND school_code = ?", [census, school])
+    finally:
+        con.close()
+    build_notfound(home, census)
+    _, table = load_notfound(home, census)
+    rows = table.select(["student_key", "grade", "caveat"]).to_pylist()
+    flagged = [r for r in rows if r["caveat"] and f"school {school}, where pupils from this tambon moved up" in r["caveat"]]
+    assert len([r for r in flagged if r["student_key"] in set(movers)]) >= 3
+    assert {r["grade"] for r in flagged} <= {"P6", "M3"}
+    assert all(f"finished {r['grade']} at the year end" in r["caveat"] for r in flagged)

@@ -32,7 +32,8 @@ class Warehouse:
         for name in SOURCES:
             for row in _rows(con, f"SELECT * FROM wh.linked_{name} WHERE student_key IS NOT NULL"):
                 self.by_student[row["student_key"]][name].append(row)
-        self.census_deliveries = _rows(con, "SELECT census_date, school_code, known_at FROM wh.src_dmc_census")
+        self.census_deliveries = _rows(con, "SELECT census_date, school_code, known_at, grade, tambon_code "
+                                            "FROM wh.src_dmc_census")
         self.deliveries = _rows(con, "SELECT f.source, d.delivered_on FROM wh.ingested_files f "
                                      "JOIN wh.deliveries d USING (delivery_id)")
         self.schools = _rows(con, "SELECT * FROM wh.src_schools")
@@ -84,6 +85,16 @@ def label(wh: Warehouse, cal: SchoolCalendar, r: ScoringRound, key: str, cutoff:
     if not any(c["census_date"] == target and c["school_code"] == school and c["known_at"] <= cutoff
                for c in wh.census_deliveries):
         return None
+    # Moving up at the year's end (P6 -> M1, M3 -> M4) into a school whose horizon census is missing,
+    # one that took entrants of that grade from the pupil's home tambon in the year before: unknown.
+    entered = {"P6": "M1", "M3": "M4"}.get(me["grade"]) if me else None
+    if entered and cal.next_census(r.academic_year, r.term)[0] > r.academic_year:
+        delivered = {c["school_code"] for c in wh.census_deliveries
+                     if c["census_date"] == target and c["known_at"] <= cutoff}
+        if any(c["grade"] == entered and c["tambon_code"] == me["tambon_code"] and c["known_at"] <= cutoff
+               and target - dt.timedelta(days=400) <= c["census_date"] < target and c["school_code"] not in delivered
+               for c in wh.census_deliveries):
+            return None
     for source, period in (("other_enrolment", None), ("ewe_training", None), ("exits", "term_end"), ("tzd_cases", None),
                            ("grades", "term_end")):
         due = delivery_due(source, period)

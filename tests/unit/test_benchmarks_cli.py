@@ -62,11 +62,13 @@ def test_the_runner_plans_every_benchmark_with_the_home_passed_on(capsys: pytest
     run.main(["--plan", "--size", "3000", "--quick"])
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(":")[0] for line in lines]
-    assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "ingest", "train", "score", "round", "past",
-                     "population", "reasons", "explain", "serve", "load", "actionaware"]
+    assert names == ["simulate", "pipeline_3000", "engines_3000", "home", "labels", "ingest", "train", "score", "round",
+                     "past", "population", "reasons", "explain", "serve", "load", "actionaware"]
     home = "bench-out/work/pipeline_3000/home"
+    # the label errors are measured on the home's world, against the truth its simulation wrote
+    assert "--truth bench-out/work/pipeline_3000/sim/truth" in next(x for x in lines if x.startswith("labels"))
     for line in lines:
-        if line.startswith(("engines", "train", "score", "round", "reasons", "explain", "serve", "load")):
+        if line.startswith(("engines", "labels", "train", "score", "round", "reasons", "explain", "serve", "load")):
             assert f"--home {home}" in line
     assert "--seconds 3.0" in next(x for x in lines if x.startswith("serve"))
     # every step whose command waits for the home's round is one the runner gives the round to
