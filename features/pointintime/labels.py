@@ -286,11 +286,13 @@ def paths_sql(
 
 
 def year_end_unseen_steps(target: dt.date, cutoff: dt.date, schema: str, dialect: Dialect, moves: bool) -> str:
-    """CTE steps `entry`, `unseen`, `blind` (each followed by a comma), after steps `pop` (student_key,
-    grade, tambon_code) and `school_census` (the schools whose census of `target` is known by the
-    cutoff): `blind` holds the pupils who may have moved up into a school whose census of `target`
-    is missing (student_key, unseen_school: the first such school, unseen_schools: how many). Empty
-    when no year end lies between (`moves` false). Shared by the labels and the not-found list."""
+    """CTE steps `entry`, `unseen`, `unseen_tambon` (each followed by a comma), after the step
+    `school_census` (the schools whose census of `target` is known by the cutoff): `unseen_tambon`
+    holds, per grade that moves up (P6, M3) and home tambon, a school whose pupils of the next grade
+    came from that tambon and whose census of `target` is missing (unseen_school: the first such
+    school; unseen_schools: how many). A pupil of that grade and home tambon may have moved there:
+    the caller LEFT JOINs it on (grade, tambon_code). Empty when no year end lies between (`moves`
+    false). Shared by the labels and the not-found list."""
     d = dialect
     # Schools that pupils entered at the year's end in the year before the horizon, with no horizon
     # census, and the home tambons those entrants came from: the catchment a move can hide in. By
@@ -308,14 +310,17 @@ def year_end_unseen_steps(target: dt.date, cutoff: dt.date, schema: str, dialect
               AND c.census_date >= {_d(target - dt.timedelta(days=CATCHMENT_DAYS))}
               AND NOT EXISTS (SELECT 1 FROM school_census sc WHERE sc.school_code = c.school_code)
         ),
-        blind AS (
-            SELECT p.student_key, min(u.grade) AS unseen_grade, min(u.school_code) AS unseen_school,
-                   count(DISTINCT u.school_code) AS unseen_schools
-            FROM pop p JOIN unseen u ON u.grade = p.grade AND u.tambon_code = p.tambon_code
-            GROUP BY p.student_key
+        -- one row per (grade, tambon), which the pupils then join by their own grade and home
+        -- tambon (a LEFT JOIN that cannot multiply them): joining pupils to schools, a round tiled 387
+        -- times (one missing school per copy, in the same tambons) peaked at 10 GB; and no second
+        -- reference to `pop`, which DuckDB would materialise (at 8M pupils out of its 3 GB)
+        unseen_tambon AS (
+            SELECT grade, tambon_code, min(school_code) AS unseen_school, count(DISTINCT school_code) AS unseen_schools
+            FROM unseen GROUP BY grade, tambon_code
         ),""" if moves else f"""
-        blind AS (SELECT CAST(NULL AS {d.string}) AS student_key, CAST(NULL AS {d.string}) AS unseen_grade,
-                         CAST(NULL AS {d.string}) AS unseen_school, CAST(NULL AS BIGINT) AS unseen_schools WHERE false),"""
+        unseen_tambon AS (SELECT CAST(NULL AS {d.string}) AS grade, CAST(NULL AS {d.string}) AS tambon_code,
+                                 CAST(NULL AS {d.string}) AS unseen_school, CAST(NULL AS BIGINT) AS unseen_schools
+                          WHERE false),"""
     return unseen
 
 
@@ -363,6 +368,8 @@ def labels_sql(
                          || '); ' || searched_text
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
     unseen = year_end_unseen_steps(target, cutoff, schema, d, moves)
+    # a round with no year end reads neither the grade nor the tambon (its `unseen_tambon` is empty)
+    blind_on = "b.grade = p.grade AND b.tambon_code = p.tambon_code" if moves else "1 = 0"
     return f"""
         WITH pop AS (SELECT {', '.join(columns)} FROM {pop}),
         decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence, d)}),
@@ -385,16 +392,16 @@ def labels_sql(
                    -- moved: labelling only those would fill the school's (or round's) known labels
                    -- with non-dropouts and bias its rate down.
                    -- A pupil who may have moved into a school whose census is missing is unknown
-                   -- the same way (`blind`): its stayers and leavers cannot be told apart either.
-                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 OR b.student_key IS NOT NULL THEN 'unknown'
+                   -- the same way (`unseen_tambon`): its stayers and leavers cannot be told apart either.
+                   CASE WHEN sc.school_code IS NULL OR s.missing > 0 OR b.unseen_school IS NOT NULL THEN 'unknown'
                         WHEN d.e IS NOT NULL THEN d.e.state
                         ELSE 'dropout' END AS label_state,
                    d.e, sc.known_at AS school_known_at, p.school_code, s.missing_text, s.searched_text,
-                   b.unseen_grade, b.unseen_school, b.unseen_schools
+                   b.grade AS unseen_grade, b.unseen_school, b.unseen_schools
             FROM pop p
             LEFT JOIN decided d USING (student_key)
             LEFT JOIN school_census sc ON sc.school_code = p.school_code
-            LEFT JOIN blind b ON b.student_key = p.student_key
+            LEFT JOIN unseen_tambon b ON {blind_on}
             CROSS JOIN summary s
         )
         SELECT student_key, '{r.round_id}' AS round_id, label_state,

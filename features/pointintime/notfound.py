@@ -175,7 +175,8 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         lost AS (
             -- A pupil whose school's census of this date has not arrived is not judged (the pupil may
             -- be on it): counted by the manifest (`pending_school_census`), never listed.
-            SELECT p.student_key, p.school_code, p.grade, p.census_date, coalesce({remediable}, false) AS remediable
+            SELECT p.student_key, p.school_code, p.grade, p.tambon_code AS home_tambon, p.census_date,
+                   coalesce({remediable}, false) AS remediable
             FROM pop p LEFT JOIN paths USING (student_key)
             WHERE ({lost}) AND p.school_code IN (SELECT school_code FROM school_census)
         ),
@@ -223,7 +224,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         JOIN school_census sc ON sc.school_code = l.school_code
         LEFT JOIN attended att USING (student_key)
         LEFT JOIN seen_again s USING (student_key)
-        LEFT JOIN blind b ON b.student_key = l.student_key
+        LEFT JOIN unseen_tambon b ON b.grade = l.grade AND b.tambon_code = l.home_tambon
         LEFT JOIN areas a ON a.school_code = l.school_code
         -- NULLS LAST spelled out: DuckDB's default, where Spark puts NULLs first (a school with no area)
         ORDER BY a.province_code NULLS LAST, a.amphoe_code NULLS LAST, a.tambon_code NULLS LAST,
