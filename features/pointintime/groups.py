@@ -19,7 +19,7 @@ from features.calendar import SchoolCalendar, ScoringRound
 from features.contract import CARE_DIMENSIONS, CCT_DIMENSIONS
 from features.ids import GRADE_TYPICAL_AGE, GRADES
 from features.pointintime.compile import Column, FeatureGroup, Read, RoundContext, Step
-from features.pointintime.labels import labels_sql, population_sql
+from features.pointintime.labels import PUPIL_SCHOOL_COLUMNS, labels_sql, population_sql
 
 C = Column
 NEVER = "never missing"
@@ -338,9 +338,6 @@ AREAS_READ = Read(name="area", source="src_areas", key=("tambon_code",), per_stu
 SCHOOL_JOINS = ("school ON school.school_code = pop.school_code", "area ON area.tambon_code = school.tambon_code")
 
 
-_PAST_POPULATION: tuple[str, ...] = ("student_key", "school_code")
-
-
 def _past_rows(ctx: RoundContext) -> list[str]:
     """One SELECT per earlier early round whose outcome was known by as-of: (student_key, dropout,
     school_code) of its labelled pupils, each at the school of that round's census."""
@@ -350,7 +347,7 @@ def _past_rows(ctx: RoundContext) -> list[str]:
         f"SELECT l.student_key, l.dropout, p.school_code "
         f"FROM ({labels_sql(ctx.cal, e, ctx.as_of, schema=ctx.schema, with_evidence=False, dialect=ctx.dialect)}) l "
         # only the two columns it reads: every census column costs an arg_max per pupil and round
-        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, _PAST_POPULATION, dialect=ctx.dialect)}) p USING (student_key) "
+        f"JOIN ({population_sql(ctx.cal, e, ctx.as_of, ctx.schema, PUPIL_SCHOOL_COLUMNS, dialect=ctx.dialect)}) p USING (student_key) "
         "WHERE l.dropout IS NOT NULL"
         for e in earlier_early_rounds(ctx.cal, ctx.round, ctx.as_of)
     ]

@@ -181,10 +181,10 @@ def _d(x: dt.date) -> str:
 
 
 # What `labels_sql` reads of a round's population (a `population` relation given needs these).
-LABEL_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code", "grade", "tambon_code")
-# ... of which a round with no year end before its horizon reads only these (each census column costs
-# an arg_max field per pupil, and the past dropout rate labels every past round of the country).
-WITHIN_YEAR_POPULATION_COLUMNS: tuple[str, ...] = ("student_key", "school_code")
+# A round with no year end before its horizon reads only the pupil and its school (each census column
+# costs an arg_max field per pupil, and the past dropout rate labels every past round of the country).
+PUPIL_SCHOOL_COLUMNS: tuple[str, ...] = ("student_key", "school_code")
+LABEL_POPULATION_COLUMNS: tuple[str, ...] = (*PUPIL_SCHOOL_COLUMNS, "grade", "tambon_code")
 
 # The grades after which pupils change school at the year's end (P6 -> M1, M3 -> M4), keyed by the
 # grade they enter: the grade a school must teach for a move into it to hide a leaver's path.
@@ -312,8 +312,8 @@ def year_end_unseen_steps(target: dt.date, cutoff: dt.date, schema: str, dialect
         ),
         -- one row per (grade, tambon), which the pupils then join by their own grade and home
         -- tambon (a LEFT JOIN that cannot multiply them): joining pupils to schools, a round tiled 387
-        -- times (one missing school per copy, in the same tambons) peaked at 10 GB; and no second
-        -- reference to `pop`, which DuckDB would materialise (at 8M pupils out of its 3 GB)
+        -- times (one missing school per copy, in the same tambons) peaked at 10 GB; and `pop` is read
+        -- once (a version that read it a second time ran out of DuckDB's 3 GB at 8M pupils)
         unseen_tambon AS (
             SELECT grade, tambon_code, min(school_code) AS unseen_school, count(DISTINCT school_code) AS unseen_schools
             FROM unseen GROUP BY grade, tambon_code
@@ -349,7 +349,7 @@ def labels_sql(
     # Only the columns the labels read: every census column would cost an arg_max field per pupil
     # (at 8M pupils the whole census row ran DuckDB out of 3 GB); the grade and home tambon only when
     # a year end lies before the horizon (the catchment rule reads them).
-    columns = LABEL_POPULATION_COLUMNS if moves else WITHIN_YEAR_POPULATION_COLUMNS
+    columns = LABEL_POPULATION_COLUMNS if moves else PUPIL_SCHOOL_COLUMNS
     pop = population or f"({population_sql(cal, r, cutoff, schema, columns, dialect=d)})"
     text = """,
                CASE WHEN e IS NOT NULL AND label_state <> 'unknown' THEN e.outcome ELSE label_state END AS outcome,
@@ -369,7 +369,7 @@ def labels_sql(
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
     unseen = year_end_unseen_steps(target, cutoff, schema, d, moves)
     # a round with no year end reads neither the grade nor the tambon (its `unseen_tambon` is empty)
-    blind_on = "b.grade = p.grade AND b.tambon_code = p.tambon_code" if moves else "1 = 0"
+    unseen_on = "b.grade = p.grade AND b.tambon_code = p.tambon_code" if moves else "1 = 0"
     return f"""
         WITH pop AS (SELECT {', '.join(columns)} FROM {pop}),
         decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence, d)}),
@@ -401,7 +401,7 @@ def labels_sql(
             FROM pop p
             LEFT JOIN decided d USING (student_key)
             LEFT JOIN school_census sc ON sc.school_code = p.school_code
-            LEFT JOIN unseen_tambon b ON {blind_on}
+            LEFT JOIN unseen_tambon b ON {unseen_on}
             CROSS JOIN summary s
         )
         SELECT student_key, '{r.round_id}' AS round_id, label_state,
