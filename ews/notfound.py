@@ -66,6 +66,9 @@ def _caveats(m: object) -> None:
     if m.schools_without_census:
         typer.secho(f"{m.pending_school_census:,} pupils of {m.schools_without_census} schools not judged: their census "
                     f"of {m.census_date} not received by {m.as_of}", fg=typer.colors.YELLOW)
+    if m.may_have_moved_up:
+        typer.echo(f"{m.may_have_moved_up:,} cases finished P6 or M3 and may have moved up into a school whose census "
+                   f"of {m.census_date} is missing: listed, each caveat names the school")
     if m.m6_untold:
         typer.echo(f"{m.m6_untold:,} M6 pupils with term-2 final marks and no exits row (completed or left): not listed")
 

@@ -92,6 +92,10 @@ class NotFoundManifest(BaseModel):
     # Pupils of schools whose census arrived, seen at the next census at a school whose census of
     # this date did not (a P6 -> M1 or M3 -> M4 move into it): not judged either, never listed.
     at_school_without_census: int = 0
+    # Cases (listed) of pupils who finished P6 or M3 at the year end, from a tambon whose pupils moved
+    # up into a school that has not delivered this census: each carries a caveat naming the school,
+    # and a team may start by asking that school (`labels.year_end_unseen_steps`).
+    may_have_moved_up: int = 0
     sources: list[SourceStatus]
     file: str
     sha256: str
@@ -136,7 +140,8 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
                  include_m6_untold: bool = False, evidence: tuple[Evidence, ...] = EVIDENCE,
                  dialect: Dialect = DUCKDB, include_at_school_without_census: bool = False) -> str:
     """One row per pupil enrolled at the census before `census` who is not found at `census`, as
-    known by `as_of` (columns `NOTFOUND_COLUMNS`).
+    known by `as_of` (columns `NOTFOUND_COLUMNS`, and `may_be_at_school`: the school a P6 or M3
+    pupil may have moved up into, whose census is missing; it is named in the case's caveat).
 
     `include_m6_untold` keeps the M6 pupils a completion cannot be told from (for measuring what
     leaving them off costs); `evidence` is the label's declared sources (another set only to measure
@@ -218,7 +223,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
                                 CASE WHEN b.unseen_school IS NOT NULL THEN 'finished ' || l.grade || ' at the year end; '
                                      || 'school ' || b.unseen_school || ', where pupils from this tambon moved up, has '
                                      || 'not delivered this census: may be enrolled there' END), '') AS caveat,
-               sm.awaited
+               sm.awaited, b.unseen_school AS may_be_at_school
         FROM lost l
         CROSS JOIN summary sm
         JOIN school_census sc ON sc.school_code = l.school_code
@@ -261,6 +266,8 @@ def build_notfound(home: EwsHome, census: dt.date, as_of: dt.date | None = None,
                               AND c.census_date = {_d(census)} AND c.known_at <= {_d(as_of)})""").fetchall()[0]
     finally:
         con.close()
+    # the school a moved-up pupil may be at is in the case's caveat; here it is only counted
+    moved_up = table.num_rows - table.column("may_be_at_school").null_count
     table = table.select(list(NOTFOUND_COLUMNS))
     data, manifest_path = notfound_paths(home, census)
     atomic_write_parquet(table, data)
@@ -271,6 +278,7 @@ def build_notfound(home: EwsHome, census: dt.date, as_of: dt.date | None = None,
         cases=table.num_rows, by_state={s: states.count(s) for s in CASE_STATES},
         provisional=sum(1 for c in complete if not c), m6_untold=int(m6), schools_without_census=int(no_census),
         pending_school_census=int(pending), at_school_without_census=int(late),
+        may_have_moved_up=int(moved_up),
         sources=sources, file=str(data), sha256=file_sha256(data),
     )
     atomic_write_text(manifest.model_dump_json(indent=2), manifest_path)

@@ -277,10 +277,12 @@ def test_a_pupil_who_may_have_moved_up_into_a_school_that_never_delivered_is_lis
         con.execute("DELETE FROM wh.src_dmc_census WHERE census_date >= ? AND school_code = ?", [census, school])
     finally:
         con.close()
-    build_notfound(home, census)
+    m = build_notfound(home, census)
     _, table = load_notfound(home, census)
     rows = table.select(["student_key", "grade", "caveat"]).to_pylist()
     flagged = [r for r in rows if r["caveat"] and f"school {school}, where pupils from this tambon moved up" in r["caveat"]]
     assert len([r for r in flagged if r["student_key"] in set(movers)]) >= 3
     assert {r["grade"] for r in flagged} <= {"P6", "M3"}
     assert all(f"finished {r['grade']} at the year end" in r["caveat"] for r in flagged)
+    # the manifest counts them (only this school is missing, so every such caveat names it)
+    assert m.may_have_moved_up == len(flagged) == sum(1 for r in rows if r["caveat"] and "moved up" in r["caveat"])
