@@ -35,22 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
-    # The entry point's job (ews.cli): training never imports the simulator, the benchmark may.
-    from ews.cli import _simulator_truth
-    from features.evaluation import install_truth_evaluator
-    from features.home import EwsHome
+    from benchmarks.folds import folds_with_truth
     from training.config import TrainConfig
-    from training.data import load_trainset
-    from training.pipeline import _fit, split_trainset
-    from training.train import truth_for_test
+    from training.pipeline import _fit
 
-    install_truth_evaluator(_simulator_truth)
-    home = EwsHome(root=args.home)
-    ts = load_trainset(home)
     base = TrainConfig()
-    _, folds = split_trainset(ts, base)
-    truth = truth_for_test(home, args.truth, ts, base)
-    test = folds["test"].merge(truth, on=["student_key", "round_id"], how="left")
+    folds, test = folds_with_truth(args.home, args.truth, base)
     y, y_cal, p_obs = test["label"].to_numpy(), folds["calibration"]["label"].to_numpy(), test["p_observable"].to_numpy()
     ceil_roc, ceil_pr = roc_auc_score(y, p_obs), average_precision_score(y, p_obs)
     print(f"observable ceiling on the test fold: ROC-AUC {ceil_roc:.4f}, PR-AUC {ceil_pr:.4f}", flush=True)

@@ -28,10 +28,10 @@ MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", 
 
 
 @pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity", "bench_past",
-                                  "bench_population"])
+                                  "bench_population", "logistic_margin"])
 def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
-    # bench_load belongs to the load test; bench_list_bytes, link_quality, additivity, bench_past and bench_population
-    # read a given home
+    # bench_load belongs to the load test; bench_list_bytes, link_quality, additivity, bench_past, bench_population
+    # and logistic_margin read a given home
     # (no --plan): their --help is checked here, as a command
     out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)

@@ -1,0 +1,31 @@
+"""The default split of a home's training set, with the test fold joined to the simulator's truth:
+what the benchmarks that weigh model variants against the observable ceiling start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from training.config import TrainConfig
+
+
+def folds_with_truth(home_dir: Path, truth_dir: Path, cfg: TrainConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """(folds of the newest training set under `cfg`'s split, the test fold with the truth's columns
+    `p_true` / `p_observable` joined by student and round)."""
+    # The entry point's job (ews.cli): training never imports the simulator, a benchmark may.
+    from ews.cli import _simulator_truth
+    from features.evaluation import install_truth_evaluator
+    from features.home import EwsHome
+    from training.data import load_trainset
+    from training.pipeline import split_trainset
+    from training.train import truth_for_test
+
+    install_truth_evaluator(_simulator_truth)
+    home = EwsHome(root=home_dir)
+    ts = load_trainset(home)
+    _, folds = split_trainset(ts, cfg)
+    test = folds["test"].merge(truth_for_test(home, truth_dir, ts, cfg), on=["student_key", "round_id"], how="left")
+    return folds, test
