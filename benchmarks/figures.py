@@ -585,6 +585,12 @@ def notfound_step(a: argparse.Namespace, work: Path, out: Collected) -> None:
                 out.add(f"{fid}.nationality.{value}.{key}", v["value"], cmd,
                         None if v.get("low") is None else (v["low"], v["high"]),
                         note="" if x.get("judged") else "too few to judge")
+        mu = q.get("moved_up_caveat") or {}
+        if mu:
+            out.add(f"{fid}.moved_up_caveat.listed", mu["listed"], cmd, note="cases listed with the moved-up caveat")
+            v = mu["precision"]
+            out.add(f"{fid}.moved_up_caveat.precision", v["value"], cmd,
+                    None if v.get("low") is None else (v["low"], v["high"]), note="of the cases with that caveat")
         out.sections[f"notfound_{name}"] = {"command": cmd, "quality": q}
 
 

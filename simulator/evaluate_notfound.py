@@ -62,6 +62,12 @@ class NotFoundQuality(BaseModel):
     overall: ListQuality
     per_census: dict[str, ListQuality]
     per_group: dict[str, dict[str, ListQuality]]
+    # The cases listed with the caveat "finished P6 or M3 at the year end; school X ... may be enrolled
+    # there" (`notfound.NotFoundManifest.may_have_moved_up`), and every other row: how often that
+    # caveat is right is what a team weighing those cases needs. The caveat's recall is 1 by
+    # construction (only a listed pupil carries it): read its precision.
+    moved_up_caveat: ListQuality
+    other: ListQuality
 
 
 def complete_censuses(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, as_of: dt.date) -> list[dt.date]:
@@ -87,7 +93,8 @@ def _rows(con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar, 
         r = previous_round(cal, c)
         parts.append(f"""
             SELECT DATE '{c}' AS census, tr.person_id, nf.student_key IS NOT NULL AS listed,
-                   x.dropout = 1 AS truly_out, pe.nationality, ar.region
+                   x.dropout = 1 AS truly_out, pe.nationality, ar.region,
+                   nf.may_be_at_school IS NOT NULL AS moved_up_caveat
             FROM ({population_sql(cal, r, as_of)}) p
             LEFT JOIN ({notfound_sql(cal, c, as_of, evidence=evidence)}) nf USING (student_key)
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
@@ -99,7 +106,7 @@ def _rows(con: duckdb.DuckDBPyConnection, truth_dir: Path, cal: SchoolCalendar, 
     df = con.sql(" UNION ALL ".join(parts)).df()
     return (df["census"].astype(str).to_numpy(), df["person_id"].to_numpy(), df["listed"].to_numpy(bool),
             df["truly_out"].fillna(False).to_numpy(bool), df["nationality"].astype(str).to_numpy(),
-            df["region"].astype(str).to_numpy())
+            df["region"].astype(str).to_numpy(), df["moved_up_caveat"].to_numpy(bool))
 
 
 def _quality(person: np.ndarray, listed: np.ndarray, out: np.ndarray, draws: np.ndarray) -> ListQuality:
@@ -139,7 +146,7 @@ def evaluate_notfound(con: duckdb.DuckDBPyConnection, truth_dir: Path, as_of: dt
     censuses = censuses if censuses is not None else complete_censuses(con, cal, as_of)
     if not censuses:
         raise RuntimeError(f"no census has complete evidence by {as_of}")
-    census, person, listed, out, nationality, region = _rows(con, truth_dir, cal, censuses, as_of, evidence)
+    census, person, listed, out, nationality, region, caveat = _rows(con, truth_dir, cal, censuses, as_of, evidence)
     n_persons = int(person.max()) + 1
     rng = np.random.default_rng(seed)
     # Each draw: every person's multiplicity in a resample of the persons present.
@@ -157,4 +164,5 @@ def evaluate_notfound(con: duckdb.DuckDBPyConnection, truth_dir: Path, as_of: dt
         as_of=as_of, censuses=censuses, bootstrap=bootstrap, overall=q(every),
         per_census={c: q(census == c) for c in sorted(set(census))},
         per_group={g: {v: q(vals == v) for v in sorted(set(vals))} for g, vals in groups.items()},
+        moved_up_caveat=q(caveat), other=q(~caveat),
     )

@@ -286,3 +286,14 @@ def test_a_pupil_who_may_have_moved_up_into_a_school_that_never_delivered_is_lis
     assert all(f"finished {r['grade']} at the year end" in r["caveat"] for r in flagged)
     # the manifest counts them (only this school is missing, so every such caveat names it)
     assert m.may_have_moved_up == len(flagged) == sum(1 for r in rows if r["caveat"] and "moved up" in r["caveat"])
+    # against the truth the caveat's cases are measured apart: the movers among them were in school,
+    # so they are far less often truly out than the other cases
+    con = connect_warehouse(home)
+    try:
+        q = evaluate_notfound(con, world.truth, bootstrap=50)
+    finally:
+        con.close()
+    assert census in q.censuses and q.moved_up_caveat.listed >= len(flagged)
+    assert q.moved_up_caveat.listed + q.other.listed == q.overall.listed
+    assert q.moved_up_caveat.precision.value is not None and q.other.precision.value is not None
+    assert q.moved_up_caveat.precision.value < q.other.precision.value - 0.2
