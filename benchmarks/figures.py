@@ -35,7 +35,8 @@ Steps:
            seeds 2, 23, 31 (`ews train --truth --json`, its own intervals): does the gap close, and does
            LightGBM pull ahead of logistic regression, with five times the labels? Each 100,000-pupil
            world is also trained on a fifth of its students (same world and test fold, a 20,000-pupil
-           world's label count). Slow: about 25 min a 100,000-pupil world on 2 cores, 2 h in all;
+           world's label count). Slow: 13-21 min a 100,000-pupil world on 2 cores, about an hour in all
+           (measured in session 21);
            --labels-size / --labels-seed pick some.
   reasons  serving/reasons.py: the share of flagged pupils of the small demo's published rounds
            (`ews demo --students 3000 --years 4 --no-serve`) with no material reason, and with an empty
