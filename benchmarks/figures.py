@@ -429,8 +429,10 @@ REPORTED_METRICS = ("roc_auc", "pr_auc", "within_grade_roc_auc", "within_grade_p
 
 def reported_figures(out: Collected, fid: str, s: Mapping[str, Any], cmd: str) -> None:
     """The figures `ews train --json` reports with intervals (`<fid>.reported.<score>.<metric>`), and
-    the calibration the release gate judges: O/E overall and per term and round type, slope, equal-mass
-    ECE (`<fid>.calibration.*`, intervals `_lo`/`_hi` as reported)."""
+    the calibration the release gate judges: O/E overall and per term, round type, grade band and
+    fairness group, slope, equal-mass ECE (`<fid>.calibration.*`, intervals `_lo`/`_hi` as reported;
+    beside a stratum its students, `.students`, and for a fairness group its students who dropped out,
+    `.dropout_students`: the counts that say whether the gate judges the group, GateConfig's minimums)."""
     m = s.get("metrics", {})
     for name, prefix in REPORTED_SCORES.items():
         for k in REPORTED_METRICS:
@@ -440,8 +442,12 @@ def reported_figures(out: Collected, fid: str, s: Mapping[str, Any], cmd: str) -
             lo, hi = m.get(f"ci95_low.{key}"), m.get(f"ci95_high.{key}")
             out.add(f"{fid}.reported.{name}.{k}", m[key], cmd, None if lo is None or hi is None else (lo, hi))
     strata = [""] + sorted({k[len("calibration."):-len(".oe")] + "." for k in m
-                            if k.startswith(("calibration.term.", "calibration.round_type.")) and k.endswith(".oe")})
+                            if k.startswith("calibration.") and k.endswith(".oe") and k != "calibration.oe"})
     for st in strata:
+        if st and m.get(f"calibration.{st}students") is not None:
+            out.add(f"{fid}.calibration.{st}students", m[f"calibration.{st}students"], cmd)
+        if st and m.get(f"groups.{st}positive_students") is not None:
+            out.add(f"{fid}.calibration.{st}dropout_students", m[f"groups.{st}positive_students"], cmd)
         for k in ("oe", "slope", "ece"):
             key = f"calibration.{st}{k}"
             if m.get(key) is not None:

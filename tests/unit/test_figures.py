@@ -119,12 +119,15 @@ def test_the_command_plans_every_step_without_running_anything(capsys: pytest.Ca
     assert sum(line.startswith("labels:") for line in out.splitlines()) == len(figures.LABEL_SIZES) * len(figures.LABEL_SEEDS)
 
 
-def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibration_per_term() -> None:
+def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibration_per_term_and_group() -> None:
     m = {"roc_auc": 0.88, "ci95_low.roc_auc": 0.87, "ci95_high.roc_auc": 0.89, "pr_auc": 0.26,
          "observable.ceiling_pr_auc": 0.30, "ci95_low.observable.ceiling_pr_auc": 0.27, "ci95_high.observable.ceiling_pr_auc": 0.33,
          "versus.grade_term_lookup.within_grade_roc_auc": 0.25,
          "calibration.oe": 1.02, "calibration.oe_lo": 0.95, "calibration.oe_hi": 1.09,
-         "calibration.term.T1.oe": 0.9, "calibration.term.T1.oe_lo": 0.8, "calibration.term.T1.oe_hi": 1.0}
+         "calibration.term.T1.oe": 0.9, "calibration.term.T1.oe_lo": 0.8, "calibration.term.T1.oe_hi": 1.0,
+         "calibration.disability.disability.oe": 1.29, "calibration.disability.disability.oe_lo": 0.83,
+         "calibration.disability.disability.oe_hi": 1.97, "calibration.disability.disability.students": 339.0,
+         "calibration.disability.disability.observed": 26.0, "groups.disability.disability.positive_students": 13.0}
     out = figures.Collected()
     figures.reported_figures(out, "world.M.default", {"metrics": m}, "ews train --json")
     got = {f.id: (f.value, f.low, f.high) for f in out.figures}
@@ -133,6 +136,10 @@ def test_the_figures_ews_train_reports_keep_their_own_intervals_and_the_calibrat
     assert got["world.M.default.reported.model_minus_lookup.within_grade_roc_auc"] == (0.25, None, None)  # no interval reported
     assert got["world.M.default.calibration.oe"] == (1.02, 0.95, 1.09)
     assert got["world.M.default.calibration.term.T1.oe"] == (0.9, 0.8, 1.0)
+    assert got["world.M.default.calibration.disability.disability.oe"] == (1.29, 0.83, 1.97)
+    assert got["world.M.default.calibration.disability.disability.students"] == (339.0, None, None)
+    assert got["world.M.default.calibration.disability.disability.dropout_students"] == (13.0, None, None)
+    assert "world.M.default.calibration.students" not in got  # counts only beside a stratum
     assert got["world.M.default.reported.pr_auc_share_of_observable_ceiling"][0] == pytest.approx(0.26 / 0.30)
 
 
