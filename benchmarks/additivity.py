@@ -38,14 +38,14 @@ projection reproduces (R^2 of the logits). Nothing is logged or registered; outs
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from benchmarks.folds import world_parser
 
 PROJECTIONS = ("flexible_projection", "tree_projection", "additive_projection")
 SCORES = ("p_observable", *PROJECTIONS, "risk_score", "baseline_logistic")
@@ -108,9 +108,7 @@ def tree_projection(learn: pd.DataFrame, target: np.ndarray, cfg: Any, threads: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", type=Path, required=True)
-    ap.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder of the same world")
+    ap = world_parser(__doc__)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args(argv)

@@ -16,26 +16,23 @@ Nothing is logged or registered. Outside `make bench`: each variant is a full fi
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from benchmarks.folds import folds_with_truth, world_parser
 
 DEFAULT_VARIANTS = ('{"default": {}, "leaves15": {"num_leaves": 15, "min_child_samples": 200}, '
                     '"lr025": {"learning_rate": 0.025, "early_stopping_rounds": 300}}')
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", type=Path, required=True)
-    ap.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder of the same world")
+    ap = world_parser(__doc__)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="JSON: name -> partial model config")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
-    from benchmarks.folds import folds_with_truth
     from training.config import TrainConfig
     from training.pipeline import _fit
 

@@ -1,8 +1,10 @@
 """The default split of a home's training set, with the test fold joined to the simulator's truth:
-what the benchmarks that weigh model variants against the observable ceiling start from."""
+what the benchmarks that weigh model variants against the observable ceiling start from
+(`additivity`, `booster_variants`, `logistic_margin`), and their common command-line arguments."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +12,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from training.config import TrainConfig
+
+
+def world_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser with `--home` (a home with a training set, `ews trainset`) and `--truth` (the
+    simulator's truth folder of the same world); the benchmark adds its own arguments."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder of the same world")
+    return ap
 
 
 def folds_with_truth(home_dir: Path, truth_dir: Path, cfg: TrainConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:

@@ -24,13 +24,13 @@ or registered; outside `make bench` (a full fit per variant: minutes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.folds import folds_with_truth, world_parser
 
 PAIRS = (("hybrid_stage_a", "plain_stage_a"), ("hybrid_refit", "plain_refit"), ("hybrid_refit", "logistic_refit"),
          ("plain_refit", "logistic_refit"), ("ceiling", "hybrid_refit"), ("ceiling", "plain_refit"))
@@ -42,9 +42,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", type=Path, required=True)
-    ap.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder of the same world")
+    ap = world_parser(__doc__)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
@@ -53,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from benchmarks.folds import folds_with_truth
     from training.baselines import fit_logistic, logistic_input
     from training.bootstrap import student_weights
     from training.config import TrainConfig
@@ -72,38 +69,39 @@ def main(argv: list[str] | None = None) -> None:
     features = FeatureSet.learn(train)
     names = list(features.names)
     params = {**lgb_params(cfg.model, names), "num_threads": args.threads}
-    seed = cfg.model.seed
 
     def dataset(frame: pd.DataFrame, init: np.ndarray | None, reference: Any = None) -> Any:
         return lgb.Dataset(features.encode(frame), label=frame["label"].to_numpy(), feature_name=names,
                            categorical_feature=features.categorical_indices, init_score=init, reference=reference)
 
+    def logistic_margins(rows: pd.DataFrame, *frames: pd.DataFrame) -> list[np.ndarray]:
+        """The log-odds of the logistic baseline fitted on `rows` (as the pipeline fits it), on each frame."""
+        lr = fit_logistic(rows, rows["label"].to_numpy(), cfg.model.seed, cfg.logistic_max_rows)
+        return [_logit(lr.predict_proba(logistic_input(f))[:, 1]) for f in frames]
+
+    x_test = features.encode(test)
     scores: dict[str, np.ndarray] = {"ceiling": test["p_observable"].to_numpy()}
     trees: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for mode in ("plain", "hybrid"):
         t = time.perf_counter()
-        margin: dict[str, np.ndarray | None] = {"train": None, "calib": None, "test": None, "refit": None, "test_refit": None}
+        # init scores of the training, calibration and refit rows, and the margin the test rows add
+        # (none in "plain": LightGBM then boosts from the label's average)
+        m_train = m_calib = m_refit = None
+        m_test: np.ndarray | float = 0.0
+        m_test_refit: np.ndarray | float = 0.0
         if mode == "hybrid":
-            lr = fit_logistic(train, train["label"].to_numpy(), seed, 10**9)
-            for name, frame in (("train", train), ("calib", calib), ("test", test)):
-                margin[name] = _logit(lr.predict_proba(logistic_input(frame))[:, 1])
-            lr2 = fit_logistic(refit_rows, refit_rows["label"].to_numpy(), seed, 10**9)
-            margin["refit"] = _logit(lr2.predict_proba(logistic_input(refit_rows))[:, 1])
-            margin["test_refit"] = _logit(lr2.predict_proba(logistic_input(test))[:, 1])
-            scores["logistic_refit"] = margin["test_refit"]
-        d = dataset(train, margin["train"])
-        stage_a = lgb.train(params, d, num_boost_round=cfg.model.n_estimators,
-                            valid_sets=[dataset(calib, margin["calib"], d)],
+            m_train, m_calib, m_test = logistic_margins(train, train, calib, test)
+            m_refit, m_test_refit = logistic_margins(refit_rows, refit_rows, test)
+            scores["logistic_refit"] = m_test_refit
+        d = dataset(train, m_train)
+        stage_a = lgb.train(params, d, num_boost_round=cfg.model.n_estimators, valid_sets=[dataset(calib, m_calib, d)],
                             callbacks=[lgb.early_stopping(cfg.model.early_stopping_rounds, verbose=False)])
         n = int(stage_a.best_iteration or stage_a.current_iteration())
-        x_test = features.encode(test)
-        scores[f"{mode}_stage_a"] = stage_a.predict(x_test, raw_score=True, num_iteration=n) + (
-            margin["test"] if margin["test"] is not None else 0.0)
+        scores[f"{mode}_stage_a"] = stage_a.predict(x_test, raw_score=True, num_iteration=n) + m_test
         n_refit = scaled_trees(n, len(refit_rows), len(train))
-        refit = lgb.train(params, dataset(refit_rows, margin["refit"]), num_boost_round=n_refit)
-        scores[f"{mode}_refit"] = refit.predict(x_test, raw_score=True) + (
-            margin["test_refit"] if margin["test_refit"] is not None else 0.0)
+        refit = lgb.train(params, dataset(refit_rows, m_refit), num_boost_round=n_refit)
+        scores[f"{mode}_refit"] = refit.predict(x_test, raw_score=True) + m_test_refit
         trees[f"{mode}_stage_a"], trees[f"{mode}_refit"] = n, n_refit
         seconds[mode] = round(time.perf_counter() - t, 1)
 

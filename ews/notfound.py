@@ -130,7 +130,7 @@ def show_command(
             for v, x in groups.items():
                 typer.echo(f"  {g}={v}: precision {ci(x['precision'])}, recall {ci(x['recall'])} "
                            f"({x['listed']} listed, {x['truly_out']} truly out{'' if x['judged'] else ', too few to judge'})")
-        mu, rest = q["moved_up_caveat"], q["other"]  # type: ignore[index]
+        mu, rest = q["moved_up_caveat"], q["without_moved_up_caveat"]  # type: ignore[index]
         if mu["listed"]:
             typer.echo(f"  cases with the moved-up caveat: precision {ci(mu['precision'])} ({mu['listed']} listed, "
                        f"{mu['true_positives']} truly out); the others: precision {ci(rest['precision'])}, "

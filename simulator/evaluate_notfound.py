@@ -67,7 +67,7 @@ class NotFoundQuality(BaseModel):
     # caveat is right is what a team weighing those cases needs. The caveat's recall is 1 by
     # construction (only a listed pupil carries it): read its precision.
     moved_up_caveat: ListQuality
-    other: ListQuality
+    without_moved_up_caveat: ListQuality
 
 
 def complete_censuses(con: duckdb.DuckDBPyConnection, cal: SchoolCalendar, as_of: dt.date) -> list[dt.date]:
@@ -164,5 +164,5 @@ def evaluate_notfound(con: duckdb.DuckDBPyConnection, truth_dir: Path, as_of: dt
         as_of=as_of, censuses=censuses, bootstrap=bootstrap, overall=q(every),
         per_census={c: q(census == c) for c in sorted(set(census))},
         per_group={g: {v: q(vals == v) for v in sorted(set(vals))} for g, vals in groups.items()},
-        moved_up_caveat=q(caveat), other=q(~caveat),
+        moved_up_caveat=q(caveat), without_moved_up_caveat=q(~caveat),
     )

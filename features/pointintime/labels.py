@@ -324,6 +324,13 @@ def year_end_unseen_steps(target: dt.date, cutoff: dt.date, schema: str, dialect
     return unseen
 
 
+def unseen_join(grade: str, tambon: str) -> str:
+    """The condition that LEFT JOINs `unseen_tambon b` (`year_end_unseen_steps`) to pupils: by the
+    pupil's grade and home tambon (SQL expressions `grade`, `tambon`). One row per (grade, tambon), so
+    it cannot multiply the pupils."""
+    return f"b.grade = {grade} AND b.tambon_code = {tambon}"
+
+
 def labels_sql(
     cal: SchoolCalendar, r: ScoringRound, cutoff: dt.date, horizon: Horizon = "next_census",
     schema: str = "wh", population: str | None = None, evidence: tuple[Evidence, ...] = EVIDENCE,
@@ -369,7 +376,7 @@ def labels_sql(
                END AS label_evidence""".replace("{target}", str(target)) if with_evidence else ""
     unseen = year_end_unseen_steps(target, cutoff, schema, d, moves)
     # a round with no year end reads neither the grade nor the tambon (its `unseen_tambon` is empty)
-    unseen_on = "b.grade = p.grade AND b.tambon_code = p.tambon_code" if moves else "1 = 0"
+    unseen_on = unseen_join("p.grade", "p.tambon_code") if moves else "1 = 0"
     return f"""
         WITH pop AS (SELECT {', '.join(columns)} FROM {pop}),
         decided AS ({paths_sql(cal, r, cutoff, horizon, schema, evidence, with_evidence, d)}),

@@ -46,7 +46,7 @@ from features.pointintime.build import school_areas_sql
 from features.pointintime.compile import DUCKDB, Dialect
 from features.pointintime.labels import (
     EVIDENCE, M6_REMEDIABLE, OTHER_SYSTEM_WINDOW_DAYS, Evidence, crosses_year_end, evidence_status_sql, paths_sql,
-    population_sql, year_end_unseen_steps,
+    population_sql, unseen_join, year_end_unseen_steps,
 )
 from features.pointintime.trainset import atomic_write_parquet, atomic_write_text, file_sha256
 
@@ -229,7 +229,7 @@ def notfound_sql(cal: SchoolCalendar, census: dt.date, as_of: dt.date, schema: s
         JOIN school_census sc ON sc.school_code = l.school_code
         LEFT JOIN attended att USING (student_key)
         LEFT JOIN seen_again s USING (student_key)
-        LEFT JOIN unseen_tambon b ON b.grade = l.grade AND b.tambon_code = l.home_tambon
+        LEFT JOIN unseen_tambon b ON {unseen_join('l.grade', 'l.home_tambon')}
         LEFT JOIN areas a ON a.school_code = l.school_code
         -- NULLS LAST spelled out: DuckDB's default, where Spark puts NULLs first (a school with no area)
         ORDER BY a.province_code NULLS LAST, a.amphoe_code NULLS LAST, a.tambon_code NULLS LAST,
