@@ -11,6 +11,12 @@ the observable ceiling (`p_observable`), are printed beside it so a reader sees 
 Point figures, one line per variant, and under each later variant its out-of-fold figures minus the
 first variant's with a paired 95% student-level interval; training/DECISIONS.md quotes them (issue 12,
 sessions 8 and 9).
+
+`--group COLUMN` (a training set's group column, e.g. `group_disability`) adds, per variant and per
+value of the column, the test fold's O/E of the published (calibrated) score with its 95%
+student-level interval, and truth/expected: the simulator's true probabilities summed over the
+model's, the model's bias in that group without the outcomes' noise. Variants that differ only in
+`seed` show how far one group's O/E moves with the fit alone (session 22).
 Nothing is logged or registered. Outside `make bench`: each variant is a full fit (minutes).
 """
 
@@ -18,10 +24,44 @@ from __future__ import annotations
 
 import json
 import time
+from typing import NamedTuple
 
+import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks.folds import folds_with_truth, world_parser
+
+
+class GroupCalibration(NamedTuple):
+    """One group's calibration on the test fold: O/E of the published score with its 95% interval,
+    and truth/expected (true probabilities over the model's: its bias without the outcomes' noise)."""
+
+    value: str
+    rows: int
+    dropouts: int
+    oe: float
+    oe_low: float
+    oe_high: float
+    truth_over_expected: float
+
+
+def group_calibration(values: np.ndarray, y: np.ndarray, score: np.ndarray, p_true: np.ndarray,
+                      weights: np.ndarray) -> list[GroupCalibration]:
+    """Per value of `values` (one per row), in sorted order; `weights` the test rows' student-level
+    bootstrap weights (`training.bootstrap.student_weights`)."""
+    from training.bootstrap import interval, weighted_ratio
+
+    if np.isnan(p_true).any():
+        raise ValueError(f"{int(np.isnan(p_true).sum())} test rows have no true probability: is --truth this world's?")
+    out = []
+    for value in sorted(set(values.tolist())):
+        inside = (values == value).astype(np.float64)
+        expected = float((score * inside).sum())
+        low, high = interval(weighted_ratio(y * inside, score * inside, weights))
+        out.append(GroupCalibration(value, int(inside.sum()), int((y * inside).sum()), float((y * inside).sum()) / expected,
+                                    low, high, float((p_true * inside).sum()) / expected))
+    return out
+
 
 DEFAULT_VARIANTS = ('{"default": {}, "leaves15": {"num_leaves": 15, "min_child_samples": 200}, '
                     '"lr025": {"learning_rate": 0.025, "early_stopping_rounds": 300}}')
@@ -31,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = world_parser(__doc__)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="JSON: name -> partial model config")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--group", help="a group column of the training set: O/E per value on the test fold")
     args = ap.parse_args(argv)
 
     from training.config import TrainConfig
@@ -46,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     from training.bootstrap import interval, student_weights
     from training.metrics import rank_metrics
 
+    if args.group and args.group not in test.columns:
+        raise SystemExit(f"--group {args.group}: no such column in the training set's test fold")
+    test_weights = (student_weights(test["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
+                                    base.intervals.seed + 3) if args.group else None)
+
     weights = student_weights(folds["calibration"]["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
                               base.intervals.seed + 2)
     first = None
@@ -60,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
               f"calibration fold out-of-fold ROC-AUC {roc_auc_score(y_cal, oof):.4f} PR-AUC {average_precision_score(y_cal, oof):.4f} | "
               f"test ROC-AUC {roc:.4f} (gap {ceil_roc - roc:.4f}) PR-AUC {pr:.4f} ({100 * pr / ceil_pr:.1f}% of the ceiling's) | "
               f"{time.perf_counter() - t:.0f} s", flush=True)
+        if args.group:
+            for g in group_calibration(test[args.group].astype(str).to_numpy(), y, score,
+                                       test["p_true"].to_numpy(), test_weights):
+                print(f"{'':12s} {args.group}={g.value}: {g.rows} rows, {g.dropouts} dropout rows, "
+                      f"O/E {g.oe:.3f} [{g.oe_low:.3f}, {g.oe_high:.3f}], truth/expected {g.truth_over_expected:.3f}",
+                      flush=True)
         point = (roc_auc_score(y_cal, oof), average_precision_score(y_cal, oof))
         reps = rank_metrics(y_cal, oof, weights)
         if first is None:

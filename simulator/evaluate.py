@@ -272,14 +272,18 @@ def ceiling_table(con: duckdb.DuckDBPyConnection, truth_dir: Path, round_ids: li
 
     cal = cal or SchoolCalendar()
     attach_truth(con, truth_dir)
+    # The truth's probabilities belong to a (person, round); the census record only maps a row to its
+    # person. So the census is read as known by the warehouse's newest delivery, as a training set
+    # reads a labelled round's: read by the round's as-of date, a round whose census came late (seed
+    # 31's 100k world: 54 days, after both of the term's as-of dates) had no truth rows at all, and
+    # callers joining on (student_key, round_id) lost the round without a word.
     cutoff = scalar(con, "SELECT max(known_at) FROM wh.src_dmc_census")
     parts = []
     for rid in round_ids:
         r = parse_round(rid)
-        as_of = min(cal.as_of(rid), cutoff)
         parts.append(f"""
             SELECT p.student_key, '{rid}' AS round_id, x.p_dropout AS p_true, x.p_observable, x.dropout AS true_dropout
-            FROM ({population_sql(cal, r, as_of)}) p
+            FROM ({population_sql(cal, r, cutoff)}) p
             JOIN truth_records tr USING (delivery_id, source_file, source_line)
             JOIN truth_rounds x ON x.person_id = tr.person_id AND x.round_id = '{rid}'
         """)

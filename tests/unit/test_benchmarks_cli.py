@@ -28,7 +28,7 @@ MODULES = ["bench_simulate", "bench_pipeline", "bench_engines", "bench_ingest", 
 
 
 @pytest.mark.parametrize("name", ["run", "bench_load", "bench_list_bytes", "link_quality", "additivity", "bench_past",
-                                  "bench_population", "logistic_margin"])
+                                  "bench_population", "logistic_margin", "booster_variants"])
 def test_entry_points_answer_help_with_exit_code_0_as_commands(name: str) -> None:
     # bench_load belongs to the load test; bench_list_bytes, link_quality, additivity, bench_past, bench_population
     # and logistic_margin read a given home
