@@ -16,7 +16,9 @@ sessions 8 and 9).
 value of the column, the test fold's O/E of the published (calibrated) score with its 95%
 student-level interval, and truth/expected: the simulator's true probabilities summed over the
 model's, the model's bias in that group without the outcomes' noise. Variants that differ only in
-`seed` show how far one group's O/E moves with the fit alone (session 22).
+`seed` show how far one group's O/E moves with the fit alone; the calibration fold's observed/true
+per value (printed once) shows what that group's labels in the newest learned year told the model
+(session 22).
 Nothing is logged or registered. Outside `make bench`: each variant is a full fit (minutes).
 """
 
@@ -91,6 +93,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--group {args.group}: no such column in the training set's test fold")
     test_weights = (student_weights(test["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
                                     base.intervals.seed + 3) if args.group else None)
+    if args.group:
+        # What each group's labels in the newest learned year told the model: observed over true
+        # dropouts in the calibration fold (the published booster is refitted on it, Platt fitted on it).
+        from features.home import EwsHome
+        from training.train import truth_for_rounds
+
+        cal = folds["calibration"]
+        cal = cal.merge(truth_for_rounds(EwsHome(root=args.home), args.truth, sorted(set(cal["round_id"].astype(str)))),
+                        on=["student_key", "round_id"], how="left", validate="one_to_one")
+        for g in group_calibration(cal[args.group].astype(str).to_numpy(), cal["label"].to_numpy(dtype=float),
+                                   cal["p_true"].to_numpy(), cal["p_true"].to_numpy(),
+                                   student_weights(cal["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
+                                                   base.intervals.seed + 4)):
+            print(f"calibration fold, {args.group}={g.value}: {g.rows} rows, {g.dropouts} dropout rows, "
+                  f"observed/true {g.oe:.3f} [{g.oe_low:.3f}, {g.oe_high:.3f}]", flush=True)
 
     weights = student_weights(folds["calibration"]["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
                               base.intervals.seed + 2)
