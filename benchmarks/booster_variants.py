@@ -35,8 +35,9 @@ from benchmarks.folds import folds_with_truth, world_parser
 
 
 class GroupCalibration(NamedTuple):
-    """One group's calibration on the test fold: O/E of the published score with its 95% interval,
-    and truth/expected (true probabilities over the model's: its bias without the outcomes' noise)."""
+    """One group's calibration: O/E of a score with its 95% interval, and truth/expected (true
+    probabilities over the score's: its bias without the outcomes' noise; NaN when the score is the
+    truth itself)."""
 
     value: str
     rows: int
@@ -47,21 +48,24 @@ class GroupCalibration(NamedTuple):
     truth_over_expected: float
 
 
-def group_calibration(values: np.ndarray, y: np.ndarray, score: np.ndarray, p_true: np.ndarray,
+def group_calibration(values: np.ndarray, y: np.ndarray, score: np.ndarray, p_true: np.ndarray | None,
                       weights: np.ndarray) -> list[GroupCalibration]:
-    """Per value of `values` (one per row), in sorted order; `weights` the test rows' student-level
-    bootstrap weights (`training.bootstrap.student_weights`)."""
+    """Per value of `values` (one per row), in sorted order; `weights` the rows' student-level
+    bootstrap weights (`training.bootstrap.student_weights`). `p_true` None: `score` is the truth (O/E
+    is then observed/true)."""
     from training.bootstrap import interval, weighted_ratio
 
-    if np.isnan(p_true).any():
-        raise ValueError(f"{int(np.isnan(p_true).sum())} test rows have no true probability: is --truth this world's?")
+    for name, a in (("score", score), ("p_true", p_true)):
+        if a is not None and np.isnan(a).any():
+            raise ValueError(f"{int(np.isnan(a).sum())} rows have no {name}: is --truth this world's?")
     out = []
     for value in sorted(set(values.tolist())):
         inside = (values == value).astype(np.float64)
         expected = float((score * inside).sum())
         low, high = interval(weighted_ratio(y * inside, score * inside, weights))
+        truth = float("nan") if p_true is None else float((p_true * inside).sum()) / expected
         out.append(GroupCalibration(value, int(inside.sum()), int((y * inside).sum()), float((y * inside).sum()) / expected,
-                                    low, high, float((p_true * inside).sum()) / expected))
+                                    low, high, truth))
     return out
 
 
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         cal = cal.merge(truth_for_rounds(EwsHome(root=args.home), args.truth, sorted(set(cal["round_id"].astype(str)))),
                         on=["student_key", "round_id"], how="left", validate="one_to_one")
         for g in group_calibration(cal[args.group].astype(str).to_numpy(), cal["label"].to_numpy(dtype=float),
-                                   cal["p_true"].to_numpy(), cal["p_true"].to_numpy(),
+                                   cal["p_true"].to_numpy(), None,
                                    student_weights(cal["student_key"].astype(str).to_numpy(), base.intervals.n_boot,
                                                    base.intervals.seed + 4)):
             print(f"calibration fold, {args.group}={g.value}: {g.rows} rows, {g.dropouts} dropout rows, "

@@ -40,5 +40,5 @@ def test_a_group_scored_at_half_its_risk_shows_truth_over_expected_of_two_and_an
 def test_test_rows_without_a_true_probability_are_refused_not_summed_as_nan() -> None:
     group, y, score, p_true, weights = _world(1)
     p_true[5] = np.nan
-    with pytest.raises(ValueError, match="1 test rows have no true probability"):
+    with pytest.raises(ValueError, match="1 rows have no p_true"):
         group_calibration(group, y, score, p_true, weights)
